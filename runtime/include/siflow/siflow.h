@@ -1,0 +1,140 @@
+/* siflow C API: a thin, stable layer over the C++ API for embedding in apps. Opaque handles,
+ * status codes with messages, no exceptions crossing it. A model is immutable and may be shared
+ * by threads; a plan belongs to one thread at a time. */
+#ifndef SIFLOW_H_
+#define SIFLOW_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SIFLOW_API __attribute__((visibility("default")))
+#else
+#define SIFLOW_API
+#endif
+
+typedef enum siflow_status {
+  SIFLOW_OK = 0,
+  SIFLOW_INVALID_ARGUMENT = 1,
+  SIFLOW_INVALID_MODEL = 2,
+  SIFLOW_UNSUPPORTED = 3,
+  SIFLOW_ARENA_TOO_SMALL = 4,
+  SIFLOW_OUT_OF_MEMORY = 5,
+  SIFLOW_NUMERICAL_ERROR = 6,
+  SIFLOW_IO_ERROR = 7,
+  SIFLOW_CANCELLED = 8
+} siflow_status;
+
+/* Filled by every call that fails (when non-null): the code and a message naming the cause. */
+typedef struct siflow_error {
+  siflow_status code;
+  char message[256];
+} siflow_error;
+
+typedef struct siflow_model siflow_model;
+typedef struct siflow_plan siflow_plan;
+
+typedef enum siflow_method {
+  SIFLOW_EULER = 0,
+  SIFLOW_HEUN = 1,
+  SIFLOW_MIDPOINT = 2,
+  SIFLOW_RK4 = 3,
+  SIFLOW_RK4_38 = 4
+} siflow_method;
+
+typedef enum siflow_divergence {
+  SIFLOW_DIVERGENCE_NONE = 0,
+  SIFLOW_DIVERGENCE_EXACT = 1,
+  SIFLOW_DIVERGENCE_HUTCHINSON = 2
+} siflow_divergence;
+
+typedef enum siflow_probe { SIFLOW_PROBE_RADEMACHER = 0, SIFLOW_PROBE_GAUSSIAN = 1 } siflow_probe;
+
+typedef enum siflow_eps_schedule {
+  SIFLOW_EPS_CONSTANT = 0,
+  SIFLOW_EPS_PROPORTIONAL_TO_A = 1
+} siflow_eps_schedule;
+
+typedef enum siflow_sde_method {
+  SIFLOW_SDE_EULER_MARUYAMA = 0,
+  SIFLOW_SDE_HEUN = 1
+} siflow_sde_method;
+
+/* Returns nonzero to continue, 0 to cancel (the call then fails with SIFLOW_CANCELLED). */
+typedef int (*siflow_progress_fn)(void* user, uint64_t done, uint64_t total);
+
+/* Every options struct starts with struct_size = sizeof(struct); *_init fills defaults. */
+typedef struct siflow_plan_options {
+  uint32_t struct_size;
+  size_t max_batch;             /* default 256 */
+  siflow_divergence divergence; /* default EXACT */
+  uint32_t max_probes;          /* default 1 */
+} siflow_plan_options;
+
+typedef struct siflow_run_options {
+  uint32_t struct_size;
+  siflow_method method; /* default RK4 */
+  uint32_t steps;       /* default 50 */
+  const double* grid;   /* optional explicit increasing time grid */
+  size_t grid_size;
+  uint64_t seed;                /* base draws, SDE noise and Hutchinson probes */
+  siflow_divergence divergence; /* for log-likelihoods; default EXACT */
+  uint32_t probes;              /* Hutchinson probes, default 1 */
+  siflow_probe probe;
+  double time;        /* log_prob time s; negative: the model's end time */
+  double sde_epsilon; /* 0: ODE */
+  siflow_eps_schedule sde_schedule;
+  double sde_stop_delta;
+  siflow_sde_method sde_method;
+  siflow_progress_fn progress;
+  void* progress_user;
+} siflow_run_options;
+
+SIFLOW_API const char* siflow_version(void); /* "MAJOR.MINOR.PATCH" */
+SIFLOW_API void siflow_plan_options_init(siflow_plan_options* options);
+SIFLOW_API void siflow_run_options_init(siflow_run_options* options);
+
+/* Loads from memory (copied once if not 64-byte aligned and allow_copy is nonzero; the bytes
+ * must outlive the model otherwise) or from a file. */
+SIFLOW_API siflow_status siflow_model_load(const void* bytes, size_t size, int allow_copy,
+                                           siflow_model** out, siflow_error* error);
+SIFLOW_API siflow_status siflow_model_load_file(const char* path, siflow_model** out,
+                                                siflow_error* error);
+SIFLOW_API void siflow_model_free(siflow_model* model);
+SIFLOW_API uint32_t siflow_model_dim(const siflow_model* model);
+
+SIFLOW_API siflow_status siflow_arena_bytes(const siflow_model* model,
+                                            const siflow_plan_options* options, size_t* bytes,
+                                            siflow_error* error);
+/* arena may be NULL (the plan allocates it) or caller memory of at least arena_bytes + 63. */
+SIFLOW_API siflow_status siflow_plan_create(const siflow_model* model,
+                                            const siflow_plan_options* options, void* arena,
+                                            size_t arena_size, siflow_plan** out,
+                                            siflow_error* error);
+SIFLOW_API void siflow_plan_free(siflow_plan* plan);
+
+/* Points are row-major [n][dim] floats in data space; logp arrays are [n] doubles. */
+SIFLOW_API siflow_status siflow_sample(siflow_plan* plan, size_t n,
+                                       const siflow_run_options* options, float* x, double* logp,
+                                       siflow_error* error);
+SIFLOW_API siflow_status siflow_decode(siflow_plan* plan, size_t n, const float* x0,
+                                       const siflow_run_options* options, float* x1, double* logp,
+                                       siflow_error* error);
+SIFLOW_API siflow_status siflow_encode(siflow_plan* plan, size_t n, const float* x1,
+                                       const siflow_run_options* options, float* x0,
+                                       siflow_error* error);
+SIFLOW_API siflow_status siflow_log_prob(siflow_plan* plan, size_t n, const float* x,
+                                         const siflow_run_options* options, double* logp,
+                                         siflow_error* error);
+SIFLOW_API siflow_status siflow_velocity(siflow_plan* plan, size_t n, const float* t,
+                                         const float* y, float* v, siflow_error* error);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SIFLOW_H_ */

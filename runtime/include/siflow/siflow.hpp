@@ -1,0 +1,244 @@
+// siflow C++ API: load a verified model, plan a fixed arena, then sample, decode, encode,
+// compute log-likelihoods and velocities without touching the heap. No exceptions: every call
+// returns a Status whose message names the cause.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace siflow {
+
+constexpr int kVersionMajor = 0;
+constexpr int kVersionMinor = 1;
+constexpr int kVersionPatch = 0;
+// The model format this runtime reads: files of the same major version, any minor.
+constexpr uint16_t kFormatMajor = 1;
+constexpr uint16_t kFormatMinor = 0;
+
+enum class StatusCode : int {
+  kOk = 0,
+  kInvalidArgument = 1,  // a caller's argument is wrong (dims, batch 0, NaN input, options)
+  kInvalidModel = 2,     // the model bytes fail verification
+  kUnsupported = 3,  // valid request this runtime or model cannot serve (e.g. SDE, uniform base)
+  kArenaTooSmall = 4,
+  kOutOfMemory = 5,
+  kNumericalError = 6,  // the integration produced a non-finite state
+  kIoError = 7,
+  kCancelled = 8,  // a progress callback asked to stop
+};
+
+const char* status_code_name(StatusCode code);
+
+class Status {
+ public:
+  Status() = default;
+  static Status error(StatusCode code, const char* format, ...)
+      __attribute__((format(printf, 2, 3)));
+  bool ok() const { return code_ == StatusCode::kOk; }
+  StatusCode code() const { return code_; }
+  const char* message() const { return message_; }
+  // Prefixes the message with context ("layer 3: ...").
+  Status& prefix(const char* format, ...) __attribute__((format(printf, 2, 3)));
+
+ private:
+  StatusCode code_ = StatusCode::kOk;
+  char message_[256] = {};
+};
+
+// Documented limits, checked before anything is allocated.
+struct Limits {
+  static constexpr uint32_t kMaxDim = 4096;           // width of x
+  static constexpr uint32_t kMaxWidth = 65536;        // width of any tensor
+  static constexpr uint32_t kMaxNodes = 1024;         // graph nodes
+  static constexpr uint32_t kMaxNodeInputs = 64;      // inputs of one node (concat)
+  static constexpr uint32_t kMaxFourierTerms = 64;    // learned interpolant coefficients
+  static constexpr uint32_t kMaxMetadata = 256;       // metadata entries
+  static constexpr uint32_t kMaxTestVectors = 65536;  // embedded test points
+  static constexpr uint64_t kMaxParameters = 1ull << 28;
+  static constexpr uint64_t kMaxFileBytes = 1ull << 31;
+  static constexpr uint64_t kMaxBatch = 1ull << 20;  // plan max_batch
+  static constexpr uint32_t kMaxSteps = 1u << 20;    // integrator steps
+  static constexpr uint32_t kMaxProbes = 1024;       // Hutchinson probes
+};
+
+enum class InterpolantKind : uint8_t { kLinear = 0, kTrig = 1, kLearnedFourier = 2 };
+enum class BaseKind : uint8_t { kNormal = 0, kUniform = 1 };
+enum class UnaryKind : uint8_t {
+  kIdentity = 0,
+  kRelu = 1,
+  kLeakyRelu = 2,
+  kElu = 3,
+  kSelu = 4,
+  kTanh = 5,
+  kSigmoid = 6,
+  kSilu = 7,
+  kGeluErf = 8,
+  kGeluTanh = 9,
+  kSoftplus = 10,
+  kSin = 11,
+  kCos = 12,
+};
+
+struct LoadOptions {
+  uint32_t struct_size = sizeof(LoadOptions);
+  // A span not 64-byte aligned is copied once into aligned memory; false refuses it instead.
+  bool allow_copy = true;
+};
+
+struct ModelInfo {
+  const char* name = "";
+  uint16_t format_major = 0, format_minor = 0;
+  uint32_t dim = 0;
+  uint32_t node_count = 0;
+  uint64_t parameter_count = 0;
+  size_t weight_bytes = 0;  // bytes of weights used in place
+  size_t held_bytes = 0;    // heap the loaded model holds (aligned copy + descriptors)
+  InterpolantKind interpolant = InterpolantKind::kTrig;
+  uint32_t fourier_terms = 0;
+  BaseKind base = BaseKind::kNormal;
+  bool normalized = false;
+  bool score_available = false;  // a Gaussian base and a*b_dot - a_dot*b != 0 on [0, 1)
+  double time_start = 0.0, time_end = 1.0;
+  uint32_t test_vector_count = 0;
+  uint32_t test_trajectory_count = 0;
+  uint32_t metadata_count = 0;
+};
+
+namespace detail {
+struct ModelData;
+struct PlanData;
+}  // namespace detail
+
+// An immutable, verified model. Safe to share between threads; each thread uses its own Plan.
+class Model {
+ public:
+  static Status load(const void* bytes, size_t size, const LoadOptions& options,
+                     std::unique_ptr<Model>* out);
+  static Status load_file(const char* path, const LoadOptions& options,
+                          std::unique_ptr<Model>* out);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelInfo& info() const;
+  // Metadata entry i as key/value; returns false past the end.
+  bool metadata(uint32_t i, const char** key, const char** value) const;
+  const detail::ModelData& data() const { return *data_; }
+
+ private:
+  explicit Model(detail::ModelData* data) : data_(data) {}
+  detail::ModelData* data_;
+};
+
+enum class Method : uint8_t { kEuler = 0, kHeun = 1, kMidpoint = 2, kRK4 = 3, kRK4_38 = 4 };
+enum class DivergenceMode : uint8_t { kNone = 0, kExact = 1, kHutchinson = 2 };
+enum class ProbeKind : uint8_t { kRademacher = 0, kGaussian = 1 };
+enum class EpsilonSchedule : uint8_t { kConstant = 0, kProportionalToA = 1 };
+enum class SdeMethod : uint8_t { kEulerMaruyama = 0, kHeun = 1 };
+
+const char* method_name(Method method);
+// Parses "euler", "heun", "midpoint", "rk4", "rk4-38"; false for anything else.
+bool parse_method(const char* text, Method* out);
+
+// Called after every integrator step; return false to cancel (the call returns kCancelled).
+// done/total count row-steps over the whole request.
+typedef bool (*ProgressFn)(void* user, uint64_t done, uint64_t total);
+
+struct PlanOptions {
+  uint32_t struct_size = sizeof(PlanOptions);
+  size_t max_batch = 256;  // rows per chunk; larger requests stream through the arena
+  // What the arena must hold tangents for: kExact needs dim directions, kHutchinson
+  // max_probes; kNone plans no tangents (then log-likelihoods are refused).
+  DivergenceMode divergence = DivergenceMode::kExact;
+  uint32_t max_probes = 1;
+};
+
+struct OdeOptions {
+  uint32_t struct_size = sizeof(OdeOptions);
+  Method method = Method::kRK4;
+  uint32_t steps = 50;  // uniform grid of `steps` steps, unless `grid` is given
+  // Explicit time grid, strictly increasing from time_start to time_end (sample/decode/encode)
+  // or to the log-likelihood time s (log_prob). Run backwards for encode and log_prob.
+  const double* grid = nullptr;
+  size_t grid_size = 0;
+  ProgressFn progress = nullptr;
+  void* progress_user = nullptr;
+};
+
+struct DivergenceOptions {
+  DivergenceMode mode = DivergenceMode::kExact;
+  uint32_t probes = 1;  // Hutchinson probes per sample, held fixed along a trajectory
+  ProbeKind probe = ProbeKind::kRademacher;
+  uint64_t seed = 0;  // probe seed (stream 1)
+};
+
+// SDE sampling dX = [v + eps s] dt + sqrt(2 eps) dW for a Gaussian base. The guard that keeps
+// eps*s bounded at t -> 1 is explicit: schedule kProportionalToA (eps = epsilon a(t)), or
+// stop_delta > 0 (SDE on [time_start, 1 - delta], then ODE steps of OdeOptions::method).
+struct SdeOptions {
+  double epsilon = 0.0;  // 0: plain ODE sampling
+  EpsilonSchedule schedule = EpsilonSchedule::kProportionalToA;
+  double stop_delta = 0.0;
+  SdeMethod method = SdeMethod::kHeun;
+};
+
+struct SampleOptions {
+  uint32_t struct_size = sizeof(SampleOptions);
+  uint64_t seed = 0;
+  size_t first_index = 0;  // global index of the first sample (for reproducible sharding)
+  OdeOptions ode;
+  SdeOptions sde;
+  DivergenceOptions divergence;  // used when log-likelihoods are requested
+};
+
+struct LogProbOptions {
+  uint32_t struct_size = sizeof(LogProbOptions);
+  OdeOptions ode;
+  DivergenceOptions divergence;
+  double time = -1.0;      // s: log rho_s; negative means time_end
+  size_t first_index = 0;  // global index of the first row (Hutchinson probe counters)
+};
+
+// Arena bytes a plan needs for `model` and `options`, known before running.
+Status arena_bytes(const Model& model, const PlanOptions& options, size_t* bytes);
+
+// A planned arena for one model and max batch. Not thread-safe: one Plan per thread.
+// After create(), sample/decode/encode/log_prob/velocity allocate nothing and make no
+// system call. All points are row-major [n][dim] in data space unless stated otherwise.
+class Plan {
+ public:
+  // arena == nullptr: the plan allocates and owns its arena; otherwise the caller's memory
+  // (any alignment; at least arena_bytes() + 63 bytes if unaligned) must outlive the plan.
+  static Status create(const Model& model, const PlanOptions& options, void* arena,
+                       size_t arena_size, std::unique_ptr<Plan>* out);
+  ~Plan();
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+
+  size_t arena_bytes() const;
+  const Model& model() const;
+
+  // n samples from the base pushed to the target. logp (nullable, [n]) receives
+  // log p(x) of each sample (ODE only; with an SDE it is refused).
+  Status sample(size_t n, const SampleOptions& options, float* x, double* logp);
+  // Maps base points x0 (flow coordinates of the base) to data-space x1; logp as in sample.
+  Status decode(size_t n, const float* x0, const OdeOptions& options,
+                const DivergenceOptions& divergence, float* x1, double* logp);
+  // Maps data-space x1 to base points x0 (reverse ODE).
+  Status encode(size_t n, const float* x1, const OdeOptions& options, float* x0);
+  // log p(x) of data-space rows (at time s: log rho_s in flow coordinates plus the
+  // normalisation's Jacobian).
+  Status log_prob(size_t n, const float* x, const LogProbOptions& options, double* logp);
+  // The network's v(t_i, y_i) in flow (normalised) coordinates; t is [n].
+  Status velocity(size_t n, const float* t, const float* y, float* v);
+
+ private:
+  explicit Plan(detail::PlanData* data) : data_(data) {}
+  detail::PlanData* data_;
+};
+
+// Writes `size` bytes to `path` through a temporary file renamed into place.
+Status write_file_atomic(const char* path, const void* data, size_t size);
+
+}  // namespace siflow

@@ -1,0 +1,252 @@
+// The C API over the C++ one: converts options and statuses; owns nothing of its own beyond
+// the handles. Never lets an exception or a null pointer through.
+#include <cstring>
+#include <new>
+
+#include "siflow/siflow.h"
+#include "siflow/siflow.hpp"
+
+struct siflow_model {
+  std::unique_ptr<siflow::Model> model;
+};
+struct siflow_plan {
+  std::unique_ptr<siflow::Plan> plan;
+};
+
+namespace {
+
+using siflow::Status;
+using siflow::StatusCode;
+
+siflow_status report(const Status& s, siflow_error* error) {
+  if (error) {
+    error->code = static_cast<siflow_status>(s.code());
+    std::memcpy(error->message, s.message(), sizeof error->message);
+    error->message[sizeof error->message - 1] = '\0';
+  }
+  return static_cast<siflow_status>(s.code());
+}
+
+siflow_status invalid(const char* what, siflow_error* error) {
+  return report(Status::error(StatusCode::kInvalidArgument, "%s", what), error);
+}
+
+bool options_ok(const siflow_run_options* o) {
+  return o && o->struct_size >= sizeof(uint32_t) && o->struct_size <= sizeof(siflow_run_options);
+}
+
+struct Converted {
+  siflow::OdeOptions ode;
+  siflow::DivergenceOptions divergence;
+  siflow::SdeOptions sde;
+  double time;
+};
+
+struct ProgressBridge {
+  siflow_progress_fn fn;
+  void* user;
+  static bool call(void* self, uint64_t done, uint64_t total) {
+    const ProgressBridge* b = static_cast<const ProgressBridge*>(self);
+    return b->fn(b->user, done, total) != 0;
+  }
+};
+
+// Reads the options a caller's struct_size covers; fields past it keep their defaults.
+Converted convert(const siflow_run_options* in, ProgressBridge* bridge) {
+  siflow_run_options o;
+  siflow_run_options_init(&o);
+  std::memcpy(&o, in, in->struct_size);
+  Converted c;
+  c.ode.method = static_cast<siflow::Method>(o.method);
+  c.ode.steps = o.steps;
+  c.ode.grid = o.grid;
+  c.ode.grid_size = o.grid_size;
+  if (o.progress) {
+    *bridge = ProgressBridge{o.progress, o.progress_user};
+    c.ode.progress = &ProgressBridge::call;
+    c.ode.progress_user = bridge;
+  }
+  c.divergence.mode = static_cast<siflow::DivergenceMode>(o.divergence);
+  c.divergence.probes = o.probes;
+  c.divergence.probe = static_cast<siflow::ProbeKind>(o.probe);
+  c.divergence.seed = o.seed;
+  c.sde.epsilon = o.sde_epsilon;
+  c.sde.schedule = static_cast<siflow::EpsilonSchedule>(o.sde_schedule);
+  c.sde.stop_delta = o.sde_stop_delta;
+  c.sde.method = static_cast<siflow::SdeMethod>(o.sde_method);
+  c.time = o.time;
+  return c;
+}
+
+siflow::PlanOptions convert(const siflow_plan_options* in) {
+  siflow_plan_options o;
+  siflow_plan_options_init(&o);
+  std::memcpy(&o, in, in->struct_size);
+  siflow::PlanOptions p;
+  p.max_batch = o.max_batch;
+  p.divergence = static_cast<siflow::DivergenceMode>(o.divergence);
+  p.max_probes = o.max_probes;
+  return p;
+}
+
+bool plan_options_ok(const siflow_plan_options* o) {
+  return o && o->struct_size >= sizeof(uint32_t) && o->struct_size <= sizeof(siflow_plan_options);
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* siflow_version(void) { return "0.1.0"; }
+
+void siflow_plan_options_init(siflow_plan_options* o) {
+  if (!o) return;
+  std::memset(o, 0, sizeof *o);
+  o->struct_size = sizeof *o;
+  o->max_batch = 256;
+  o->divergence = SIFLOW_DIVERGENCE_EXACT;
+  o->max_probes = 1;
+}
+
+void siflow_run_options_init(siflow_run_options* o) {
+  if (!o) return;
+  std::memset(o, 0, sizeof *o);
+  o->struct_size = sizeof *o;
+  o->method = SIFLOW_RK4;
+  o->steps = 50;
+  o->divergence = SIFLOW_DIVERGENCE_EXACT;
+  o->probes = 1;
+  o->probe = SIFLOW_PROBE_RADEMACHER;
+  o->time = -1.0;
+  o->sde_schedule = SIFLOW_EPS_PROPORTIONAL_TO_A;
+  o->sde_method = SIFLOW_SDE_HEUN;
+}
+
+siflow_status siflow_model_load(const void* bytes, size_t size, int allow_copy, siflow_model** out,
+                                siflow_error* error) {
+  if (!out) return invalid("siflow_model_load: out is null", error);
+  *out = nullptr;
+  siflow::LoadOptions options;
+  options.allow_copy = allow_copy != 0;
+  auto* handle = new (std::nothrow) siflow_model;
+  if (!handle)
+    return report(Status::error(StatusCode::kOutOfMemory, "no memory for handle"), error);
+  Status s = siflow::Model::load(bytes, size, options, &handle->model);
+  if (!s.ok()) {
+    delete handle;
+    return report(s, error);
+  }
+  *out = handle;
+  return SIFLOW_OK;
+}
+
+siflow_status siflow_model_load_file(const char* path, siflow_model** out, siflow_error* error) {
+  if (!out) return invalid("siflow_model_load_file: out is null", error);
+  *out = nullptr;
+  auto* handle = new (std::nothrow) siflow_model;
+  if (!handle)
+    return report(Status::error(StatusCode::kOutOfMemory, "no memory for handle"), error);
+  Status s = siflow::Model::load_file(path, siflow::LoadOptions(), &handle->model);
+  if (!s.ok()) {
+    delete handle;
+    return report(s, error);
+  }
+  *out = handle;
+  return SIFLOW_OK;
+}
+
+void siflow_model_free(siflow_model* model) { delete model; }
+
+uint32_t siflow_model_dim(const siflow_model* model) {
+  return model ? model->model->info().dim : 0;
+}
+
+siflow_status siflow_arena_bytes(const siflow_model* model, const siflow_plan_options* options,
+                                 size_t* bytes, siflow_error* error) {
+  if (!model) return invalid("siflow_arena_bytes: model is null", error);
+  if (!plan_options_ok(options))
+    return invalid("siflow_arena_bytes: options are null or struct_size is wrong", error);
+  return report(siflow::arena_bytes(*model->model, convert(options), bytes), error);
+}
+
+siflow_status siflow_plan_create(const siflow_model* model, const siflow_plan_options* options,
+                                 void* arena, size_t arena_size, siflow_plan** out,
+                                 siflow_error* error) {
+  if (!out) return invalid("siflow_plan_create: out is null", error);
+  *out = nullptr;
+  if (!model) return invalid("siflow_plan_create: model is null", error);
+  if (!plan_options_ok(options))
+    return invalid("siflow_plan_create: options are null or struct_size is wrong", error);
+  auto* handle = new (std::nothrow) siflow_plan;
+  if (!handle)
+    return report(Status::error(StatusCode::kOutOfMemory, "no memory for handle"), error);
+  Status s =
+      siflow::Plan::create(*model->model, convert(options), arena, arena_size, &handle->plan);
+  if (!s.ok()) {
+    delete handle;
+    return report(s, error);
+  }
+  *out = handle;
+  return SIFLOW_OK;
+}
+
+void siflow_plan_free(siflow_plan* plan) { delete plan; }
+
+siflow_status siflow_sample(siflow_plan* plan, size_t n, const siflow_run_options* options,
+                            float* x, double* logp, siflow_error* error) {
+  if (!plan) return invalid("siflow_sample: plan is null", error);
+  if (!options_ok(options))
+    return invalid("siflow_sample: options are null or struct_size is wrong", error);
+  ProgressBridge bridge{};
+  const Converted c = convert(options, &bridge);
+  siflow::SampleOptions s;
+  s.seed = options->seed;
+  s.ode = c.ode;
+  s.sde = c.sde;
+  s.divergence = c.divergence;
+  return report(plan->plan->sample(n, s, x, logp), error);
+}
+
+siflow_status siflow_decode(siflow_plan* plan, size_t n, const float* x0,
+                            const siflow_run_options* options, float* x1, double* logp,
+                            siflow_error* error) {
+  if (!plan) return invalid("siflow_decode: plan is null", error);
+  if (!options_ok(options))
+    return invalid("siflow_decode: options are null or struct_size is wrong", error);
+  ProgressBridge bridge{};
+  const Converted c = convert(options, &bridge);
+  return report(plan->plan->decode(n, x0, c.ode, c.divergence, x1, logp), error);
+}
+
+siflow_status siflow_encode(siflow_plan* plan, size_t n, const float* x1,
+                            const siflow_run_options* options, float* x0, siflow_error* error) {
+  if (!plan) return invalid("siflow_encode: plan is null", error);
+  if (!options_ok(options))
+    return invalid("siflow_encode: options are null or struct_size is wrong", error);
+  ProgressBridge bridge{};
+  const Converted c = convert(options, &bridge);
+  return report(plan->plan->encode(n, x1, c.ode, x0), error);
+}
+
+siflow_status siflow_log_prob(siflow_plan* plan, size_t n, const float* x,
+                              const siflow_run_options* options, double* logp,
+                              siflow_error* error) {
+  if (!plan) return invalid("siflow_log_prob: plan is null", error);
+  if (!options_ok(options))
+    return invalid("siflow_log_prob: options are null or struct_size is wrong", error);
+  ProgressBridge bridge{};
+  const Converted c = convert(options, &bridge);
+  siflow::LogProbOptions o;
+  o.ode = c.ode;
+  o.divergence = c.divergence;
+  o.time = c.time;
+  return report(plan->plan->log_prob(n, x, o, logp), error);
+}
+
+siflow_status siflow_velocity(siflow_plan* plan, size_t n, const float* t, const float* y, float* v,
+                              siflow_error* error) {
+  if (!plan) return invalid("siflow_velocity: plan is null", error);
+  return report(plan->plan->velocity(n, t, y, v), error);
+}
+
+}  // extern "C"

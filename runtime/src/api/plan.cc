@@ -1,0 +1,573 @@
+// Plan: binds a model to an arena and serves sample/decode/encode/log_prob/velocity by
+// streaming requests through the arena in chunks of max_batch rows. After create() nothing
+// here allocates or makes a system call; every input is checked before any work starts.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "format/model_data.hpp"
+#include "integrate/interpolant.hpp"
+#include "integrate/ode.hpp"
+#include "integrate/random.hpp"
+#include "integrate/sde.hpp"
+#include "net/executor.hpp"
+#include "plan/buffer_planner.hpp"
+#include "plan/plan_layout.hpp"
+
+namespace siflow {
+namespace detail {
+
+struct PlanData {
+  const Model* model;
+  const ModelData* md;
+  PlanOptions options;
+  PlanLayout layout;
+  void* owned_arena;
+  uint8_t* arena;
+  float** values;
+  float** tangents;
+  OdeWorkspace<float> ws;
+  float* work;
+  double* ell;
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::ModelData;
+using detail::PlanData;
+
+constexpr double kNegInf = -__builtin_inf();
+
+// The velocity field the integrators see: the network on arena buffers, with the divergence
+// from tangents when asked.
+struct NetworkField {
+  PlanData* p;
+  DivergenceMode mode;
+  size_t probes;
+
+  Status eval(double t, const float* x, size_t rows, float* v, double* div) {
+    const ModelData& md = *p->md;
+    float* t_rows = p->values[1];
+    const float tf = static_cast<float>(t);
+    for (size_t r = 0; r < rows; ++r) t_rows[r] = tf;
+    const size_t directions = !div ? 0 : mode == DivergenceMode::kExact ? md.dim : probes;
+    NetBuffers net{p->values, p->tangents, p->layout.directions};
+    run_network(md, net, x, rows, directions);
+    std::memcpy(v, p->values[md.output], rows * md.dim * sizeof(float));
+    if (div) {
+      const float* t_out = p->tangents[md.output];
+      if (!t_out) {
+        for (size_t r = 0; r < rows; ++r) div[r] = 0.0;
+      } else if (mode == DivergenceMode::kExact) {
+        exact_divergence(t_out, rows, md.dim, div);
+      } else {
+        hutchinson_divergence(p->tangents[0], t_out, rows, md.dim, probes, div);
+      }
+    }
+    return Status();
+  }
+};
+
+Status check_finite_rows(const char* what, const float* x, size_t n, uint32_t width) {
+  const size_t bad = first_nonfinite_row(x, n, width);
+  if (bad < n)
+    return Status::error(StatusCode::kInvalidArgument, "%s: row %zu holds NaN or Inf", what, bad);
+  return Status();
+}
+
+Status check_ode_options(const ModelData& md, const OdeOptions& o, double start, double end,
+                         TimeGrid* grid) {
+  if (o.struct_size < sizeof(uint32_t) || o.struct_size > sizeof(OdeOptions))
+    return Status::error(StatusCode::kInvalidArgument,
+                         "OdeOptions.struct_size %u is not one this runtime knows", o.struct_size);
+  if (static_cast<unsigned>(o.method) > static_cast<unsigned>(Method::kRK4_38))
+    return Status::error(StatusCode::kInvalidArgument, "unknown integration method %d",
+                         static_cast<int>(o.method));
+  *grid = TimeGrid::uniform(start, end, o.steps);
+  if (o.grid) {
+    if (o.grid_size < 2 || o.grid_size > size_t{Limits::kMaxSteps} + 1)
+      return Status::error(StatusCode::kInvalidArgument, "time grid has %zu points, expected 2..%u",
+                           o.grid_size, Limits::kMaxSteps + 1);
+    for (size_t i = 0; i < o.grid_size; ++i) {
+      if (!math::is_finite(o.grid[i]))
+        return Status::error(StatusCode::kInvalidArgument, "time grid point %zu is not finite", i);
+      if (i > 0 && !(o.grid[i] > o.grid[i - 1]))
+        return Status::error(StatusCode::kInvalidArgument,
+                             "time grid is not strictly increasing at point %zu (%g after %g)", i,
+                             o.grid[i], o.grid[i - 1]);
+    }
+    if (o.grid[0] != start || o.grid[o.grid_size - 1] != end)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "time grid runs from %g to %g, but this run needs %g to %g", o.grid[0],
+                           o.grid[o.grid_size - 1], start, end);
+    grid->points = o.grid;
+    grid->total = grid->steps = o.grid_size - 1;
+  } else if (o.steps == 0 || o.steps > Limits::kMaxSteps) {
+    return Status::error(StatusCode::kInvalidArgument, "steps %u is outside [1, %u]", o.steps,
+                         Limits::kMaxSteps);
+  }
+  (void)md;
+  return Status();
+}
+
+Status check_divergence(const PlanData& p, const DivergenceOptions& d) {
+  const uint32_t dim = p.md->dim;
+  switch (d.mode) {
+    case DivergenceMode::kExact:
+      if (p.layout.directions < dim)
+        return Status::error(StatusCode::kInvalidArgument,
+                             "exact divergence needs a plan made with divergence exact (this "
+                             "plan holds %zu tangent directions, dim is %u)",
+                             p.layout.directions, dim);
+      return Status();
+    case DivergenceMode::kHutchinson:
+      if (d.probes == 0 || d.probes > p.layout.directions)
+        return Status::error(StatusCode::kInvalidArgument,
+                             "Hutchinson probes %u outside [1, %zu] (the plan's max_probes)",
+                             d.probes, p.layout.directions);
+      if (d.probe != ProbeKind::kRademacher && d.probe != ProbeKind::kGaussian)
+        return Status::error(StatusCode::kInvalidArgument, "unknown probe kind %d",
+                             static_cast<int>(d.probe));
+      return Status();
+    case DivergenceMode::kNone:
+      return Status::error(StatusCode::kInvalidArgument,
+                           "a log-likelihood needs a divergence mode (exact or hutchinson)");
+  }
+  return Status::error(StatusCode::kInvalidArgument, "unknown divergence mode %d",
+                       static_cast<int>(d.mode));
+}
+
+// Seeds the tangent directions for a chunk: identity for exact, probes for Hutchinson
+// (probe p of sample i from blocks p * ceil(d/4) of stream 1).
+void fill_seeds(PlanData& p, const DivergenceOptions& d, size_t first_sample, size_t rows) {
+  const uint32_t dim = p.md->dim;
+  float* seeds = p.tangents[0];
+  if (d.mode == DivergenceMode::kExact) {
+    fill_identity_seeds(seeds, rows, dim);
+    return;
+  }
+  const uint32_t blocks = blocks_per_vector(dim);
+  for (size_t r = 0; r < rows; ++r)
+    for (uint32_t k = 0; k < d.probes; ++k) {
+      float* z = seeds + (r * d.probes + k) * dim;
+      if (d.probe == ProbeKind::kRademacher)
+        fill_signs(d.seed, first_sample + r, kStreamProbe, k * blocks, z, dim);
+      else
+        fill_normals(d.seed, first_sample + r, kStreamProbe, k * blocks, z, dim);
+    }
+}
+
+double base_log_density(const ModelData& md, const float* y) {
+  double sum = md.base_log_norm;
+  for (uint32_t k = 0; k < md.dim; ++k) {
+    if (md.info.base == BaseKind::kNormal) {
+      const double z = (y[k] - md.base_a[k]) / md.base_b[k];
+      sum -= 0.5 * z * z;
+    } else if (!(y[k] >= md.base_a[k] && y[k] <= md.base_b[k])) {
+      return kNegInf;
+    }
+  }
+  return sum;
+}
+
+void normalize(const ModelData& md, float* x, size_t rows) {
+  if (!md.norm_mean) return;
+  for (size_t r = 0; r < rows; ++r)
+    for (uint32_t k = 0; k < md.dim; ++k) {
+      float& v = x[r * md.dim + k];
+      v = (v - md.norm_mean[k]) / md.norm_std[k];
+    }
+}
+
+void denormalize(const ModelData& md, float* y, size_t rows) {
+  if (!md.norm_mean) return;
+  for (size_t r = 0; r < rows; ++r)
+    for (uint32_t k = 0; k < md.dim; ++k) {
+      float& v = y[r * md.dim + k];
+      v = md.norm_mean[k] + md.norm_std[k] * v;
+    }
+}
+
+// Tracks progress over a whole request and checks the state after every step.
+struct StepMonitor {
+  const OdeOptions* ode;
+  uint64_t done;
+  uint64_t total;
+  const float* state;
+  size_t rows;
+  size_t first_row;
+  uint32_t dim;
+  const TimeGrid* grid;
+  size_t step_offset;
+
+  Status operator()(size_t step) {
+    const size_t bad = first_nonfinite_row(state, rows, dim);
+    if (bad < rows)
+      return Status::error(StatusCode::kNumericalError,
+                           "integration diverged: row %zu is not finite after step %zu "
+                           "(t = %g)",
+                           first_row + bad, step_offset + step + 1, grid->at(step + 1));
+    done += rows;
+    if (ode->progress && !ode->progress(ode->progress_user, done, total))
+      return Status::error(StatusCode::kCancelled, "cancelled by the progress callback");
+    return Status();
+  }
+};
+
+// Integrates rows of y (flow coordinates) forward over the grid, carrying l when `ell` is set.
+Status forward_ode(PlanData& p, const OdeOptions& ode, const TimeGrid& grid, float* y, size_t rows,
+                   double* ell, const DivergenceOptions* div, StepMonitor& monitor) {
+  NetworkField field{&p, div ? div->mode : DivergenceMode::kNone, div ? div->probes : 0};
+  monitor.state = y;
+  monitor.grid = &grid;
+  return integrate_ode(field, tableau(ode.method), grid, rows, p.md->dim, y, ell, p.ws, monitor);
+}
+
+}  // namespace
+
+Status arena_bytes(const Model& model, const PlanOptions& options, size_t* bytes) {
+  if (!bytes) return Status::error(StatusCode::kInvalidArgument, "arena_bytes: bytes is null");
+  PlanLayout layout;
+  Status s = compute_layout(model.data(), options, &layout);
+  if (!s.ok()) return s;
+  *bytes = layout.total_bytes;
+  free_layout(&layout);
+  return Status();
+}
+
+Status Plan::create(const Model& model, const PlanOptions& options, void* arena, size_t arena_size,
+                    std::unique_ptr<Plan>* out) {
+  if (!out) return Status::error(StatusCode::kInvalidArgument, "plan: out is null");
+  out->reset();
+  const ModelData& md = model.data();
+  PlanLayout layout;
+  Status s = compute_layout(md, options, &layout);
+  if (!s.ok()) return s;
+  uint8_t* base = nullptr;
+  void* owned = nullptr;
+  if (arena) {
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(arena);
+    const size_t skip = (kArenaAlignment - addr % kArenaAlignment) % kArenaAlignment;
+    if (arena_size < skip || arena_size - skip < layout.total_bytes) {
+      free_layout(&layout);
+      return Status::error(StatusCode::kArenaTooSmall,
+                           "arena of %zu bytes is too small: this plan needs %zu (max_batch "
+                           "%zu)%s",
+                           arena_size, layout.total_bytes + skip, options.max_batch,
+                           skip ? ", including alignment padding" : "");
+    }
+    base = static_cast<uint8_t*>(arena) + skip;
+  } else {
+    owned =
+        std::aligned_alloc(kArenaAlignment, align_up(layout.total_bytes ? layout.total_bytes : 1));
+    if (!owned) {
+      free_layout(&layout);
+      return Status::error(StatusCode::kOutOfMemory, "plan: cannot allocate an arena of %zu bytes",
+                           layout.total_bytes);
+    }
+    base = static_cast<uint8_t*>(owned);
+  }
+  const uint32_t tensors = md.node_count + 2;
+  PlanData* p = static_cast<PlanData*>(std::calloc(1, sizeof(PlanData)));
+  float** pointers = static_cast<float**>(std::calloc(2 * size_t{tensors}, sizeof(float*)));
+  Plan* plan = p && pointers ? new (std::nothrow) Plan(p) : nullptr;
+  if (!plan) {
+    std::free(p);
+    std::free(pointers);
+    std::free(owned);
+    free_layout(&layout);
+    return Status::error(StatusCode::kOutOfMemory, "plan: cannot allocate the plan");
+  }
+  p->model = &model;
+  p->md = &md;
+  p->options = options;
+  p->layout = layout;
+  p->owned_arena = owned;
+  p->arena = base;
+  p->values = pointers;
+  p->tangents = pointers + tensors;
+  for (uint32_t id = 0; id < tensors; ++id) {
+    p->values[id] = layout.value_offset[id] == SIZE_MAX
+                        ? nullptr
+                        : reinterpret_cast<float*>(base + layout.value_offset[id]);
+    p->tangents[id] = layout.tangent_offset[id] == SIZE_MAX
+                          ? nullptr
+                          : reinterpret_cast<float*>(base + layout.tangent_offset[id]);
+  }
+  for (int k = 0; k < kMaxStages; ++k) {
+    p->ws.stage[k] = reinterpret_cast<float*>(base + layout.stage_offset[k]);
+    p->ws.stage_div[k] = reinterpret_cast<double*>(base + layout.stage_div_offset[k]);
+  }
+  p->ws.state = reinterpret_cast<float*>(base + layout.state_offset);
+  p->work = reinterpret_cast<float*>(base + layout.work_offset);
+  p->ell = reinterpret_cast<double*>(base + layout.ell_offset);
+  out->reset(plan);
+  return Status();
+}
+
+Plan::~Plan() {
+  free_layout(&data_->layout);
+  std::free(data_->values);
+  std::free(data_->owned_arena);
+  std::free(data_);
+}
+
+size_t Plan::arena_bytes() const { return data_->layout.total_bytes; }
+const Model& Plan::model() const { return *data_->model; }
+
+namespace {
+
+Status check_common(const char* what, size_t n, const void* in, const void* out) {
+  if (n == 0) return Status::error(StatusCode::kInvalidArgument, "%s: n is 0 (empty batch)", what);
+  if (!in) return Status::error(StatusCode::kInvalidArgument, "%s: input pointer is null", what);
+  if (!out) return Status::error(StatusCode::kInvalidArgument, "%s: output pointer is null", what);
+  return Status();
+}
+
+// Forward ODE pass over all chunks of y (already in flow coordinates, in place), writing
+// log p into logp when non-null. Shared by sample and decode.
+Status push_forward(PlanData& p, size_t n, size_t first_index, float* y, double* logp,
+                    const OdeOptions& ode, const DivergenceOptions& div, const TimeGrid& grid) {
+  const ModelData& md = *p.md;
+  const size_t chunk = p.layout.max_rows;
+  StepMonitor monitor{&ode,  0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
+                      &grid, 0};
+  for (size_t first = 0; first < n; first += chunk) {
+    const size_t rows = n - first < chunk ? n - first : chunk;
+    float* yc = y + first * md.dim;
+    monitor.rows = rows;
+    monitor.first_row = first;
+    if (logp) {
+      for (size_t r = 0; r < rows; ++r) {
+        logp[first + r] = base_log_density(md, yc + r * md.dim);
+        p.ell[r] = 0.0;
+      }
+      fill_seeds(p, div, first_index + first, rows);
+    }
+    Status s =
+        forward_ode(p, ode, grid, yc, rows, logp ? p.ell : nullptr, logp ? &div : nullptr, monitor);
+    if (!s.ok()) return s;
+    if (logp)
+      for (size_t r = 0; r < rows; ++r) logp[first + r] += -p.ell[r] - md.norm_log_det;
+    denormalize(md, yc, rows);
+  }
+  return Status();
+}
+
+}  // namespace
+
+Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* logp) {
+  PlanData& p = *data_;
+  const ModelData& md = *p.md;
+  Status s = check_common("sample", n, &options, x);
+  if (!s.ok()) return s;
+  if (options.struct_size < sizeof(uint32_t) || options.struct_size > sizeof(SampleOptions))
+    return Status::error(StatusCode::kInvalidArgument,
+                         "sample: SampleOptions.struct_size %u is not one this runtime knows",
+                         options.struct_size);
+  TimeGrid grid;
+  if (!(s = check_ode_options(md, options.ode, md.info.time_start, md.info.time_end, &grid)).ok())
+    return s.prefix("sample");
+  const SdeOptions& sde = options.sde;
+  const bool use_sde = sde.epsilon != 0.0;
+  size_t sde_steps = 0;
+  if (use_sde) {
+    if (!(sde.epsilon > 0.0) || !math::is_finite(sde.epsilon))
+      return Status::error(StatusCode::kInvalidArgument, "sample: SDE epsilon %g must be > 0",
+                           sde.epsilon);
+    if (md.info.base != BaseKind::kNormal)
+      return Status::error(StatusCode::kUnsupported,
+                           "sample: SDE sampling needs a Gaussian base; this model's base is "
+                           "uniform");
+    if (!md.info.score_available)
+      return Status::error(StatusCode::kUnsupported,
+                           "sample: SDE sampling needs the score, but this interpolant's "
+                           "a*b_dot - a_dot*b vanishes on [0, 1)");
+    if (logp)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "sample: SDE samples have no per-sample log-likelihood; run log_prob "
+                           "on the samples instead");
+    if (sde.schedule != EpsilonSchedule::kConstant &&
+        sde.schedule != EpsilonSchedule::kProportionalToA)
+      return Status::error(StatusCode::kInvalidArgument, "sample: unknown epsilon schedule %d",
+                           static_cast<int>(sde.schedule));
+    if (sde.method != SdeMethod::kEulerMaruyama && sde.method != SdeMethod::kHeun)
+      return Status::error(StatusCode::kInvalidArgument, "sample: unknown SDE method %d",
+                           static_cast<int>(sde.method));
+    if (!(sde.stop_delta >= 0.0) || !math::is_finite(sde.stop_delta))
+      return Status::error(StatusCode::kInvalidArgument, "sample: SDE stop delta %g must be >= 0",
+                           sde.stop_delta);
+    if (sde.stop_delta > 0.0) {
+      // The SDE runs up to the last grid point at or before time_end - delta.
+      const double stop = md.info.time_end - sde.stop_delta;
+      while (sde_steps < grid.steps && grid.at(sde_steps + 1) <= stop) ++sde_steps;
+      if (sde_steps == 0 || sde_steps == grid.steps)
+        return Status::error(StatusCode::kInvalidArgument,
+                             "sample: SDE stop delta %g leaves %s on this grid of %zu steps",
+                             sde.stop_delta, sde_steps == 0 ? "no SDE step" : "no ODE step",
+                             grid.steps);
+    } else {
+      if (sde.schedule == EpsilonSchedule::kConstant && md.info.time_end >= 1.0)
+        return Status::error(StatusCode::kInvalidArgument,
+                             "sample: a constant epsilon without a stop leaves eps*score "
+                             "unbounded at t = 1; use the schedule proportional to a(t) or a "
+                             "stop delta");
+      sde_steps = grid.steps;
+    }
+  }
+  if (logp && !(s = check_divergence(p, options.divergence)).ok()) return s.prefix("sample");
+
+  const uint32_t dim = md.dim;
+  // Base draws: sample i's component k from block k/4 of stream 0 (docs/math.md).
+  for (size_t r = 0; r < n; ++r) {
+    float* y = x + r * dim;
+    const uint64_t index = options.first_index + r;
+    if (md.info.base == BaseKind::kNormal) {
+      fill_normals(options.seed, index, kStreamBase, 0, y, dim);
+      for (uint32_t k = 0; k < dim; ++k)
+        y[k] = static_cast<float>(md.base_a[k] + md.base_b[k] * y[k]);
+    } else {
+      fill_uniforms(options.seed, index, kStreamBase, 0, y, dim);
+      for (uint32_t k = 0; k < dim; ++k)
+        y[k] = static_cast<float>(md.base_a[k] + (md.base_b[k] - md.base_a[k]) * y[k]);
+    }
+  }
+  if (!use_sde)
+    return push_forward(p, n, options.first_index, x, logp, options.ode, options.divergence, grid);
+
+  const SdeCoefficients coeffs{&md.interpolant, md.base_a, md.base_b, sde.epsilon, sde.schedule};
+  const TimeGrid sde_grid = grid.piece(0, sde_steps);
+  const TimeGrid ode_grid = grid.piece(sde_steps, grid.steps - sde_steps);
+  const uint32_t blocks = blocks_per_vector(dim);
+  const size_t chunk = p.layout.max_rows;
+  StepMonitor monitor{&options.ode, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, dim,
+                      &sde_grid,    0};
+  for (size_t first = 0; first < n; first += chunk) {
+    const size_t rows = n - first < chunk ? n - first : chunk;
+    float* yc = x + first * dim;
+    monitor.rows = rows;
+    monitor.first_row = first;
+    monitor.state = yc;
+    monitor.grid = &sde_grid;
+    monitor.step_offset = 0;
+    // Noise of step k for sample i: blocks from k * ceil(d/4) of stream 2.
+    auto noise = [&](size_t step, float* xi) {
+      for (size_t r = 0; r < rows; ++r)
+        fill_normals(options.seed, options.first_index + first + r, kStreamSdeNoise,
+                     static_cast<uint32_t>(step * blocks), xi + r * dim, dim);
+    };
+    NetworkField field{&p, DivergenceMode::kNone, 0};
+    s = integrate_sde(field, coeffs, sde.method, sde_grid, rows, dim, yc, p.ws, noise, monitor);
+    if (!s.ok()) return s;
+    if (ode_grid.steps > 0) {
+      monitor.step_offset = sde_steps;
+      s = forward_ode(p, options.ode, ode_grid, yc, rows, nullptr, nullptr, monitor);
+      if (!s.ok()) return s;
+    }
+    denormalize(md, yc, rows);
+  }
+  return Status();
+}
+
+Status Plan::decode(size_t n, const float* x0, const OdeOptions& options,
+                    const DivergenceOptions& divergence, float* x1, double* logp) {
+  PlanData& p = *data_;
+  const ModelData& md = *p.md;
+  Status s = check_common("decode", n, x0, x1);
+  if (!s.ok()) return s;
+  TimeGrid grid;
+  if (!(s = check_ode_options(md, options, md.info.time_start, md.info.time_end, &grid)).ok())
+    return s.prefix("decode");
+  if (logp && !(s = check_divergence(p, divergence)).ok()) return s.prefix("decode");
+  if (!(s = check_finite_rows("decode: input", x0, n, md.dim)).ok()) return s;
+  if (x1 != x0) std::memmove(x1, x0, n * md.dim * sizeof(float));
+  return push_forward(p, n, 0, x1, logp, options, divergence, grid);
+}
+
+Status Plan::encode(size_t n, const float* x1, const OdeOptions& options, float* x0) {
+  PlanData& p = *data_;
+  const ModelData& md = *p.md;
+  Status s = check_common("encode", n, x1, x0);
+  if (!s.ok()) return s;
+  TimeGrid grid;
+  if (!(s = check_ode_options(md, options, md.info.time_start, md.info.time_end, &grid)).ok())
+    return s.prefix("encode");
+  grid.backward = true;
+  if (!(s = check_finite_rows("encode: input", x1, n, md.dim)).ok()) return s;
+  if (x0 != x1) std::memmove(x0, x1, n * md.dim * sizeof(float));
+  const size_t chunk = p.layout.max_rows;
+  StepMonitor monitor{&options, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
+                      &grid,    0};
+  for (size_t first = 0; first < n; first += chunk) {
+    const size_t rows = n - first < chunk ? n - first : chunk;
+    float* yc = x0 + first * md.dim;
+    normalize(md, yc, rows);
+    monitor.rows = rows;
+    monitor.first_row = first;
+    if (!(s = forward_ode(p, options, grid, yc, rows, nullptr, nullptr, monitor)).ok()) return s;
+  }
+  return Status();
+}
+
+Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, double* logp) {
+  PlanData& p = *data_;
+  const ModelData& md = *p.md;
+  Status s = check_common("log_prob", n, x, logp);
+  if (!s.ok()) return s;
+  if (options.struct_size < sizeof(uint32_t) || options.struct_size > sizeof(LogProbOptions))
+    return Status::error(StatusCode::kInvalidArgument,
+                         "log_prob: LogProbOptions.struct_size %u is not one this runtime knows",
+                         options.struct_size);
+  const double time = options.time < 0.0 ? md.info.time_end : options.time;
+  if (!(time > md.info.time_start && time <= md.info.time_end))
+    return Status::error(StatusCode::kInvalidArgument,
+                         "log_prob: time %g is outside the model's range (%g, %g]", time,
+                         md.info.time_start, md.info.time_end);
+  TimeGrid grid;
+  if (!(s = check_ode_options(md, options.ode, md.info.time_start, time, &grid)).ok())
+    return s.prefix("log_prob");
+  grid.backward = true;
+  if (!(s = check_divergence(p, options.divergence)).ok()) return s.prefix("log_prob");
+  if (!(s = check_finite_rows("log_prob: input", x, n, md.dim)).ok()) return s;
+  const size_t chunk = p.layout.max_rows;
+  StepMonitor monitor{&options.ode, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
+                      &grid,        0};
+  for (size_t first = 0; first < n; first += chunk) {
+    const size_t rows = n - first < chunk ? n - first : chunk;
+    std::memcpy(p.work, x + first * md.dim, rows * md.dim * sizeof(float));
+    normalize(md, p.work, rows);
+    for (size_t r = 0; r < rows; ++r) p.ell[r] = 0.0;
+    fill_seeds(p, options.divergence, options.first_index + first, rows);
+    monitor.rows = rows;
+    monitor.first_row = first;
+    s = forward_ode(p, options.ode, grid, p.work, rows, p.ell, &options.divergence, monitor);
+    if (!s.ok()) return s;
+    // log rho_s(y) = log rho_0(X(0)) + l(0); data space subtracts sum log sigma.
+    for (size_t r = 0; r < rows; ++r)
+      logp[first + r] = base_log_density(md, p.work + r * md.dim) + p.ell[r] - md.norm_log_det;
+  }
+  return Status();
+}
+
+Status Plan::velocity(size_t n, const float* t, const float* y, float* v) {
+  PlanData& p = *data_;
+  const ModelData& md = *p.md;
+  Status s = check_common("velocity", n, y, v);
+  if (!s.ok()) return s;
+  if (!t) return Status::error(StatusCode::kInvalidArgument, "velocity: t is null");
+  if (!(s = check_finite_rows("velocity: t", t, n, 1)).ok()) return s;
+  if (!(s = check_finite_rows("velocity: input", y, n, md.dim)).ok()) return s;
+  const size_t chunk = p.layout.max_rows;
+  NetBuffers net{p.values, p.tangents, p.layout.directions};
+  for (size_t first = 0; first < n; first += chunk) {
+    const size_t rows = n - first < chunk ? n - first : chunk;
+    std::memcpy(p.values[1], t + first, rows * sizeof(float));
+    run_network(md, net, y + first * md.dim, rows, 0);
+    std::memcpy(v + first * md.dim, p.values[md.output], rows * md.dim * sizeof(float));
+  }
+  return Status();
+}
+
+}  // namespace siflow

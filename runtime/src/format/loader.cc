@@ -1,0 +1,744 @@
+// The loader: bytes -> verified ModelData. Runs the FlatBuffers Verifier with explicit limits,
+// then every semantic check (version, enums, shapes along the graph, limits, finite weights,
+// interpolant validity). Nothing downstream ever sees a model that failed here.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "format/model_data.hpp"
+#include "integrate/interpolant.hpp"
+#include "kernels/reference/elementary.hpp"
+#include "siflow_generated.h"
+
+namespace siflow {
+namespace detail {
+namespace {
+
+constexpr size_t kAlignment = 64;
+constexpr uint32_t kInterpolantGrid = 2000;  // t-grid for the learned interpolant checks
+constexpr double kVanishingTolerance = 1e-6;
+
+const char* op_name(fb::OpType op) {
+  const char* name = fb::EnumNameOpType(op);
+  return (name && *name) ? name : "unknown op";
+}
+
+// Bump allocator over one block sized in a first pass, so the model holds one allocation.
+struct Bump {
+  uint8_t* base = nullptr;
+  size_t used = 0;
+  template <typename T>
+  T* take(size_t count) {
+    used = (used + alignof(T) - 1) / alignof(T) * alignof(T);
+    T* p = base ? reinterpret_cast<T*>(base + used) : nullptr;
+    used += count * sizeof(T);
+    return p;
+  }
+};
+
+bool all_finite(const float* v, size_t n, size_t* bad) {
+  for (size_t i = 0; i < n; ++i) {
+    if (!math::is_finite(v[i])) {
+      *bad = i;
+      return false;
+    }
+  }
+  return true;
+}
+
+class Loader {
+ public:
+  Loader(const uint8_t* bytes, size_t size) : bytes_(bytes), size_(size) {}
+
+  Status run(ModelData** out);
+
+ private:
+  Status check_header();
+  Status check_graph_shape();
+  Status check_node(uint32_t index, const fb::Node* node, NodeData* out);
+  Status weights(const char* what, const fb::Weights* w, size_t expected, bool required,
+                 const float** out);
+  Status floats(const char* what, const flatbuffers::Vector<float>* v, size_t expected,
+                const float** out);
+  Status check_interpolant(ModelData* data);
+  Status check_base(ModelData* data);
+  Status check_normalization(ModelData* data);
+  Status check_tests(ModelData* data);
+  size_t offset_of(const void* p) const {
+    return static_cast<size_t>(static_cast<const uint8_t*>(p) - bytes_);
+  }
+
+  const uint8_t* bytes_;
+  size_t size_;
+  const fb::Model* model_ = nullptr;
+  const fb::Graph* graph_ = nullptr;
+  uint32_t dim_ = 0;
+  uint32_t node_count_ = 0;
+  uint64_t parameters_ = 0;
+};
+
+Status Loader::check_header() {
+  if (size_ < 8)
+    return Status::error(StatusCode::kInvalidModel,
+                         "file too small to be a siflow model (%zu bytes)", size_);
+  if (size_ > Limits::kMaxFileBytes)
+    return Status::error(StatusCode::kInvalidModel, "model of %zu bytes exceeds the limit of %llu",
+                         size_, static_cast<unsigned long long>(Limits::kMaxFileBytes));
+  if (!flatbuffers::BufferHasIdentifier(bytes_, fb::ModelIdentifier())) {
+    char id[5] = {};
+    for (int i = 0; i < 4; ++i) {
+      const char c = static_cast<char>(bytes_[4 + i]);
+      id[i] = (c >= 32 && c < 127) ? c : '?';
+    }
+    return Status::error(StatusCode::kInvalidModel,
+                         "not a siflow model: file identifier is '%s', expected 'SIFL'", id);
+  }
+  // Depth: Model > Graph > nodes > Node > Weights > vector is 6 levels; allow some slack.
+  // Tables: every node has at most 6 tables; metadata and the rest add a few.
+  flatbuffers::Verifier verifier(bytes_, size_, 16,
+                                 Limits::kMaxNodes * 8 + Limits::kMaxMetadata + 64);
+  if (!fb::VerifyModelBuffer(verifier))
+    return Status::error(StatusCode::kInvalidModel,
+                         "FlatBuffers verification failed: the file is truncated or corrupt "
+                         "(%zu bytes)",
+                         size_);
+  model_ = fb::GetModel(bytes_);
+  const unsigned major = model_->format_major(), minor = model_->format_minor();
+  if (major > kFormatMajor)
+    return Status::error(StatusCode::kUnsupported,
+                         "model format %u.%u is newer than this runtime reads (%u.x); "
+                         "upgrade siflow",
+                         major, minor, kFormatMajor);
+  if (major < kFormatMajor)
+    return Status::error(StatusCode::kUnsupported,
+                         "model format %u.%u is older than this runtime reads (%u.x)", major, minor,
+                         kFormatMajor);
+  return Status();
+}
+
+Status Loader::check_graph_shape() {
+  graph_ = model_->graph();
+  if (!graph_) return Status::error(StatusCode::kInvalidModel, "model has no graph");
+  dim_ = graph_->dim();
+  if (dim_ == 0 || dim_ > Limits::kMaxDim)
+    return Status::error(StatusCode::kInvalidModel, "graph dim %u is outside [1, %u]", dim_,
+                         Limits::kMaxDim);
+  const auto* nodes = graph_->nodes();
+  node_count_ = nodes ? nodes->size() : 0;
+  if (node_count_ == 0) return Status::error(StatusCode::kInvalidModel, "graph has no nodes");
+  if (node_count_ > Limits::kMaxNodes)
+    return Status::error(StatusCode::kInvalidModel, "graph has %u nodes, the limit is %u",
+                         node_count_, Limits::kMaxNodes);
+  for (uint32_t i = 0; i < node_count_; ++i) {
+    const auto* inputs = nodes->Get(i)->inputs();
+    if (inputs && inputs->size() > Limits::kMaxNodeInputs)
+      return Status::error(StatusCode::kInvalidModel, "node %u has %u inputs, the limit is %u", i,
+                           inputs->size(), Limits::kMaxNodeInputs);
+  }
+  if (graph_->output() < 2 || graph_->output() >= node_count_ + 2)
+    return Status::error(StatusCode::kInvalidModel,
+                         "graph output is tensor %u, but nodes produce tensors 2..%u",
+                         graph_->output(), node_count_ + 1);
+  return Status();
+}
+
+Status Loader::floats(const char* what, const flatbuffers::Vector<float>* v, size_t expected,
+                      const float** out) {
+  *out = nullptr;
+  if (!v || v->size() == 0) return Status();
+  if (v->size() != expected)
+    return Status::error(StatusCode::kInvalidModel, "%s has %u values, expected %zu", what,
+                         v->size(), expected);
+  size_t bad = 0;
+  if (!all_finite(v->data(), v->size(), &bad))
+    return Status::error(StatusCode::kInvalidModel, "%s[%zu] is not finite", what, bad);
+  *out = v->data();
+  return Status();
+}
+
+Status Loader::weights(const char* what, const fb::Weights* w, size_t expected, bool required,
+                       const float** out) {
+  *out = nullptr;
+  if (!w) {
+    if (required) return Status::error(StatusCode::kInvalidModel, "%s is missing", what);
+    return Status();
+  }
+  if (w->dtype() != fb::DType::F32) {
+    const char* name = fb::EnumNameDType(w->dtype());
+    return Status::error(StatusCode::kUnsupported,
+                         "%s has dtype %s; this runtime reads F32 weights only", what,
+                         (name && *name) ? name : "unknown");
+  }
+  const auto* data = w->f32();
+  const size_t n = data ? data->size() : 0;
+  if (n != expected)
+    return Status::error(StatusCode::kInvalidModel, "%s has %zu values, expected %zu", what, n,
+                         expected);
+  if (n == 0) return Status();
+  const size_t offset = offset_of(data->data());
+  if (offset % kAlignment != 0)
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s data at file offset %zu is not 64-byte aligned (written without "
+                         "force_align)",
+                         what, offset);
+  size_t bad = 0;
+  if (!all_finite(data->data(), n, &bad))
+    return Status::error(StatusCode::kInvalidModel, "%s[%zu] is not finite", what, bad);
+  parameters_ += n;
+  *out = data->data();
+  return Status();
+}
+
+Status Loader::check_node(uint32_t index, const fb::Node* node, NodeData* out) {
+  const uint32_t id = index + 2;
+  const fb::OpType op = node->op();
+  char where[160];
+  std::snprintf(where, sizeof where, "node %u (%s%s%s)", index, op_name(op),
+                node->name() ? ", " : "", node->name() ? node->name()->c_str() : "");
+  const auto* inputs = node->inputs();
+  out->input_count = inputs ? inputs->size() : 0;
+  out->inputs = inputs ? inputs->data() : nullptr;
+  out->alpha = node->alpha();
+  out->epsilon = node->epsilon();
+  out->unary = UnaryKind::kIdentity;
+  out->weight = out->bias = out->constant = out->gamma = out->beta = nullptr;
+  out->constant_width = 0;
+  for (uint32_t i = 0; i < out->input_count; ++i) {
+    if (out->inputs[i] >= id)
+      return Status::error(StatusCode::kInvalidModel,
+                           "%s: input %u reads tensor %u, which is not produced before it "
+                           "(tensors before this node: 0..%u)",
+                           where, i, out->inputs[i], id - 1);
+  }
+  auto width_of = [&](uint32_t i) -> uint32_t {
+    return i == 0 ? dim_ : i == 1 ? 1 : out[static_cast<int>(i) - static_cast<int>(id)].width;
+  };
+  auto expect_inputs = [&](uint32_t lo, uint32_t hi) -> Status {
+    if (out->input_count < lo || out->input_count > hi)
+      return Status::error(StatusCode::kInvalidModel, "%s: has %u inputs, expected %u%s", where,
+                           out->input_count, lo, hi > lo ? " or more" : "");
+    return Status();
+  };
+  Status s;
+  switch (op) {
+    case fb::OpType::FullyConnected: {
+      out->op = OpKind::kFullyConnected;
+      if (!(s = expect_inputs(1, 1)).ok()) return s;
+      const uint32_t in_width = width_of(out->inputs[0]);
+      const fb::Weights* w = node->weight();
+      if (!w || !w->shape() || w->shape()->size() != 2)
+        return Status::error(StatusCode::kInvalidModel, "%s: weight must have shape [out, in]",
+                             where);
+      const uint32_t rows = w->shape()->Get(0), cols = w->shape()->Get(1);
+      if (cols != in_width)
+        return Status::error(StatusCode::kInvalidModel,
+                             "%s: weight shape [%u,%u] does not match input width %u", where, rows,
+                             cols, in_width);
+      if (rows == 0 || rows > Limits::kMaxWidth)
+        return Status::error(StatusCode::kInvalidModel, "%s: output width %u is outside [1, %u]",
+                             where, rows, Limits::kMaxWidth);
+      char what[200];
+      std::snprintf(what, sizeof what, "%s: weight", where);
+      if (!(s = weights(what, w, static_cast<size_t>(rows) * cols, true, &out->weight)).ok())
+        return s;
+      std::snprintf(what, sizeof what, "%s: bias", where);
+      if (!(s = weights(what, node->bias(), rows, false, &out->bias)).ok()) return s;
+      out->width = rows;
+      break;
+    }
+    case fb::OpType::Unary: {
+      out->op = OpKind::kUnary;
+      if (!(s = expect_inputs(1, 1)).ok()) return s;
+      if (node->unary() > fb::UnaryKind::MAX)
+        return Status::error(StatusCode::kInvalidModel, "%s: unknown unary kind %d", where,
+                             static_cast<int>(node->unary()));
+      out->unary = static_cast<UnaryKind>(node->unary());
+      if (!math::is_finite(out->alpha))
+        return Status::error(StatusCode::kInvalidModel, "%s: alpha is not finite", where);
+      out->width = width_of(out->inputs[0]);
+      break;
+    }
+    case fb::OpType::Concat: {
+      out->op = OpKind::kConcat;
+      if (!(s = expect_inputs(1, Limits::kMaxNodeInputs)).ok()) return s;
+      uint64_t total = 0;
+      for (uint32_t i = 0; i < out->input_count; ++i) total += width_of(out->inputs[i]);
+      if (total > Limits::kMaxWidth)
+        return Status::error(StatusCode::kInvalidModel, "%s: output width %llu exceeds %u", where,
+                             static_cast<unsigned long long>(total), Limits::kMaxWidth);
+      out->width = static_cast<uint32_t>(total);
+      break;
+    }
+    case fb::OpType::Add:
+    case fb::OpType::Mul: {
+      out->op = op == fb::OpType::Add ? OpKind::kAdd : OpKind::kMul;
+      const fb::Weights* c = node->constant();
+      const uint32_t a_width = out->input_count ? width_of(out->inputs[0]) : 0;
+      uint32_t b_width = 0;
+      if (c) {
+        if (!(s = expect_inputs(1, 1)).ok()) return s.prefix("with a constant operand");
+        const auto* shape = c->shape();
+        const size_t n = c->f32() ? c->f32()->size() : 0;
+        if (shape && !(shape->size() == 1 && shape->Get(0) == n) &&
+            !(shape->size() == 2 && shape->Get(0) == 1 && shape->Get(1) == n))
+          return Status::error(StatusCode::kInvalidModel,
+                               "%s: constant shape must be [n] or [1, n] with n = %zu values",
+                               where, n);
+        if (n == 0 || n > Limits::kMaxWidth)
+          return Status::error(StatusCode::kInvalidModel,
+                               "%s: constant has %zu values, expected 1..%u", where, n,
+                               Limits::kMaxWidth);
+        char what[200];
+        std::snprintf(what, sizeof what, "%s: constant", where);
+        if (!(s = weights(what, c, n, true, &out->constant)).ok()) return s;
+        b_width = out->constant_width = static_cast<uint32_t>(n);
+        // A [1, n] constant broadcasts over rows of [B, n], or over a [B, 1] tensor.
+        if (a_width != b_width && a_width != 1)
+          return Status::error(StatusCode::kInvalidModel,
+                               "%s: constant [1,%u] cannot broadcast with input [B,%u] (only "
+                               "[1,n] with [B,n] or [B,1])",
+                               where, b_width, a_width);
+      } else {
+        if (!(s = expect_inputs(2, 2)).ok()) return s;
+        b_width = width_of(out->inputs[1]);
+        if (a_width != b_width && a_width != 1 && b_width != 1)
+          return Status::error(StatusCode::kInvalidModel,
+                               "%s: inputs [B,%u] and [B,%u] cannot broadcast (only [B,1] "
+                               "against [B,n])",
+                               where, a_width, b_width);
+      }
+      out->width = a_width > b_width ? a_width : b_width;
+      break;
+    }
+    case fb::OpType::LayerNorm: {
+      out->op = OpKind::kLayerNorm;
+      if (!(s = expect_inputs(1, 1)).ok()) return s;
+      out->width = width_of(out->inputs[0]);
+      if (!(out->epsilon > 0.0f) || !math::is_finite(out->epsilon))
+        return Status::error(StatusCode::kInvalidModel, "%s: epsilon %g must be positive", where,
+                             static_cast<double>(out->epsilon));
+      char what[200];
+      std::snprintf(what, sizeof what, "%s: gamma", where);
+      if (!(s = weights(what, node->gamma(), out->width, false, &out->gamma)).ok()) return s;
+      std::snprintf(what, sizeof what, "%s: beta", where);
+      if (!(s = weights(what, node->beta(), out->width, false, &out->beta)).ok()) return s;
+      break;
+    }
+    default:
+      return Status::error(StatusCode::kInvalidModel, "node %u: unknown op type %d", index,
+                           static_cast<int>(op));
+  }
+  if (op != fb::OpType::FullyConnected && node->weight())
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s: has a weight, which only "
+                         "FullyConnected reads",
+                         where);
+  if (parameters_ > Limits::kMaxParameters)
+    return Status::error(StatusCode::kInvalidModel, "%s: parameter count exceeds %llu", where,
+                         static_cast<unsigned long long>(Limits::kMaxParameters));
+  return Status();
+}
+
+Status Loader::check_interpolant(ModelData* data) {
+  InterpolantData& interp = data->interpolant;
+  interp = InterpolantData{InterpolantKind::kTrig, 0, nullptr, nullptr};
+  const fb::Interpolant* fi = model_->interpolant();
+  if (fi) {
+    if (fi->kind() > fb::InterpolantKind::MAX)
+      return Status::error(StatusCode::kInvalidModel, "interpolant: unknown kind %d",
+                           static_cast<int>(fi->kind()));
+    interp.kind = static_cast<InterpolantKind>(fi->kind());
+    const uint32_t na = fi->alpha() ? fi->alpha()->size() : 0;
+    const uint32_t nb = fi->beta() ? fi->beta()->size() : 0;
+    if (interp.kind != InterpolantKind::kLearnedFourier && (na || nb))
+      return Status::error(StatusCode::kInvalidModel,
+                           "interpolant: %s has no coefficients, but the file gives %u alpha "
+                           "and %u beta",
+                           interp.kind == InterpolantKind::kLinear ? "linear" : "trig", na, nb);
+    if (interp.kind == InterpolantKind::kLearnedFourier) {
+      if (na != nb || na == 0 || na > Limits::kMaxFourierTerms)
+        return Status::error(StatusCode::kInvalidModel,
+                             "interpolant: learned Fourier needs equal alpha and beta counts in "
+                             "[1, %u], got %u and %u",
+                             Limits::kMaxFourierTerms, na, nb);
+      for (uint32_t m = 0; m < na; ++m) {
+        if (!math::is_finite(fi->alpha()->Get(m)) || !math::is_finite(fi->beta()->Get(m)))
+          return Status::error(StatusCode::kInvalidModel,
+                               "interpolant: coefficient %u is not finite", m + 1);
+      }
+      interp.terms = na;
+      interp.alpha = fi->alpha()->data();
+      interp.beta = fi->beta()->data();
+    }
+  }
+  // a and b must never vanish together; the score needs a*b_dot - a_dot*b != 0 on [0, 1).
+  bool score_ok = true;
+  double first_sign = 0.0;
+  for (uint32_t i = 0; i <= kInterpolantGrid; ++i) {
+    const double t = static_cast<double>(i) / kInterpolantGrid;
+    const InterpolantValues v = evaluate_interpolant(interp, t);
+    const double abs_a = v.a < 0 ? -v.a : v.a, abs_b = v.b < 0 ? -v.b : v.b;
+    if (abs_a < kVanishingTolerance && abs_b < kVanishingTolerance)
+      return Status::error(StatusCode::kInvalidModel,
+                           "interpolant: a(t) and b(t) both vanish near t = %.6f", t);
+    if (i < kInterpolantGrid) {
+      const double w = v.wronskian();
+      const double abs_w = w < 0 ? -w : w;
+      if (abs_w < kVanishingTolerance || (first_sign != 0.0 && (w > 0) != (first_sign > 0)))
+        score_ok = false;
+      if (first_sign == 0.0) first_sign = w;
+    }
+  }
+  data->info.score_available = score_ok;
+  return Status();
+}
+
+Status Loader::check_base(ModelData* data) {
+  const fb::Base* b = model_->base();
+  const fb::BaseKind kind = b ? b->kind() : fb::BaseKind::Normal;
+  if (kind > fb::BaseKind::MAX)
+    return Status::error(StatusCode::kInvalidModel, "base: unknown kind %d",
+                         static_cast<int>(kind));
+  data->info.base = static_cast<BaseKind>(kind);
+  double log_norm = 0.0;
+  Status s;
+  if (kind == fb::BaseKind::Normal) {
+    const float *mean = nullptr, *std = nullptr;
+    if (b && !(s = floats("base mean", b->mean(), dim_, &mean)).ok()) return s;
+    if (b && !(s = floats("base std", b->std(), dim_, &std)).ok()) return s;
+    for (uint32_t i = 0; i < dim_; ++i) {
+      data->base_a[i] = mean ? mean[i] : 0.0;
+      data->base_b[i] = std ? std[i] : 1.0;
+      if (!(data->base_b[i] > 0.0))
+        return Status::error(StatusCode::kInvalidModel, "base std[%u] = %g must be positive", i,
+                             data->base_b[i]);
+      log_norm -= math::log(data->base_b[i]);
+    }
+    log_norm -= 0.5 * dim_ * math::log(2.0 * math::kPi);
+  } else {
+    const float *low = nullptr, *high = nullptr;
+    if (!(s = floats("base low", b->low(), dim_, &low)).ok()) return s;
+    if (!(s = floats("base high", b->high(), dim_, &high)).ok()) return s;
+    if (!low || !high)
+      return Status::error(StatusCode::kInvalidModel, "uniform base needs low and high [%u]", dim_);
+    for (uint32_t i = 0; i < dim_; ++i) {
+      data->base_a[i] = low[i];
+      data->base_b[i] = high[i];
+      if (!(high[i] > low[i]))
+        return Status::error(StatusCode::kInvalidModel,
+                             "uniform base: high[%u] = %g must exceed low[%u] = %g", i,
+                             static_cast<double>(high[i]), i, static_cast<double>(low[i]));
+      log_norm -= math::log(data->base_b[i] - data->base_a[i]);
+    }
+    data->info.score_available = false;
+  }
+  data->base_log_norm = log_norm;
+  return Status();
+}
+
+Status Loader::check_normalization(ModelData* data) {
+  data->norm_mean = data->norm_std = nullptr;
+  data->norm_log_det = 0.0;
+  const fb::Normalization* n = model_->normalization();
+  if (!n) return Status();
+  Status s;
+  if (!(s = floats("normalization mean", n->mean(), dim_, &data->norm_mean)).ok()) return s;
+  if (!(s = floats("normalization std", n->std(), dim_, &data->norm_std)).ok()) return s;
+  if (!data->norm_mean || !data->norm_std)
+    return Status::error(StatusCode::kInvalidModel,
+                         "normalization needs both mean and std with %u values", dim_);
+  for (uint32_t i = 0; i < dim_; ++i) {
+    if (!(data->norm_std[i] > 0.0f))
+      return Status::error(StatusCode::kInvalidModel, "normalization std[%u] = %g must be positive",
+                           i, static_cast<double>(data->norm_std[i]));
+    data->norm_log_det += math::log(data->norm_std[i]);
+  }
+  data->info.normalized = true;
+  return Status();
+}
+
+Status Loader::check_tests(ModelData* data) {
+  data->test_t = data->test_y = data->test_v = nullptr;
+  data->trajectory_start = data->trajectory_end = nullptr;
+  data->trajectory_steps = 0;
+  data->test_tolerance = data->trajectory_tolerance = 0.0f;
+  const fb::TestVectors* tv = model_->test_vectors();
+  if (!tv) return Status();
+  const uint32_t count = tv->count(), traj = tv->trajectory_count();
+  if (count > Limits::kMaxTestVectors || traj > Limits::kMaxTestVectors)
+    return Status::error(StatusCode::kInvalidModel,
+                         "test vectors: %u points and %u trajectories exceed the limit %u", count,
+                         traj, Limits::kMaxTestVectors);
+  Status s;
+  if (count > 0) {
+    if (!(s = floats("test vectors t", tv->t(), count, &data->test_t)).ok()) return s;
+    if (!(s = floats("test vectors y", tv->y(), size_t{count} * dim_, &data->test_y)).ok())
+      return s;
+    if (!(s = floats("test vectors v", tv->v(), size_t{count} * dim_, &data->test_v)).ok())
+      return s;
+    if (!data->test_t || !data->test_y || !data->test_v)
+      return Status::error(StatusCode::kInvalidModel,
+                           "test vectors: %u points but t, y or v "
+                           "missing",
+                           count);
+    if (!(tv->velocity_tolerance() >= 0.0f) || !math::is_finite(tv->velocity_tolerance()))
+      return Status::error(StatusCode::kInvalidModel, "test vectors: bad velocity tolerance");
+  }
+  if (traj > 0) {
+    if (tv->trajectory_steps() == 0 || tv->trajectory_steps() > Limits::kMaxSteps)
+      return Status::error(StatusCode::kInvalidModel,
+                           "test vectors: trajectory steps %u outside [1, %u]",
+                           tv->trajectory_steps(), Limits::kMaxSteps);
+    if (!(s = floats("trajectory start", tv->trajectory_start(), size_t{traj} * dim_,
+                     &data->trajectory_start))
+             .ok())
+      return s;
+    if (!(s = floats("trajectory end", tv->trajectory_end(), size_t{traj} * dim_,
+                     &data->trajectory_end))
+             .ok())
+      return s;
+    if (!data->trajectory_start || !data->trajectory_end)
+      return Status::error(StatusCode::kInvalidModel, "test vectors: trajectory data missing");
+    if (!(tv->trajectory_tolerance() >= 0.0f) || !math::is_finite(tv->trajectory_tolerance()))
+      return Status::error(StatusCode::kInvalidModel, "test vectors: bad trajectory tolerance");
+  }
+  data->info.test_vector_count = count;
+  data->info.test_trajectory_count = traj;
+  data->test_tolerance = tv->velocity_tolerance();
+  data->trajectory_steps = tv->trajectory_steps();
+  data->trajectory_tolerance = tv->trajectory_tolerance();
+  return Status();
+}
+
+Status Loader::run(ModelData** out) {
+  Status s;
+  if (!(s = check_header()).ok()) return s;
+  if (!(s = check_graph_shape()).ok()) return s;
+  const auto* metadata = model_->metadata();
+  const uint32_t meta_count = metadata ? metadata->size() : 0;
+  if (meta_count > Limits::kMaxMetadata)
+    return Status::error(StatusCode::kInvalidModel, "model has %u metadata entries, limit %u",
+                         meta_count, Limits::kMaxMetadata);
+  const double t0 = model_->time_start(), t1 = model_->time_end();
+  if (!(t0 >= 0.0 && t0 < t1 && t1 <= 1.0))
+    return Status::error(StatusCode::kInvalidModel,
+                         "time range [%g, %g] must satisfy 0 <= start < end <= 1", t0, t1);
+
+  // All counts are bounded now: size the one allocation, then fill it.
+  auto layout = [&](Bump& bump, ModelData** data) {
+    *data = bump.take<ModelData>(1);
+    NodeData* nodes = bump.take<NodeData>(node_count_);
+    TensorData* tensors = bump.take<TensorData>(node_count_ + 2);
+    double* base_a = bump.take<double>(dim_);
+    double* base_b = bump.take<double>(dim_);
+    const char** keys = bump.take<const char*>(meta_count);
+    const char** values = bump.take<const char*>(meta_count);
+    if (*data) {
+      (*data)->nodes = nodes;
+      (*data)->tensors = tensors;
+      (*data)->base_a = base_a;
+      (*data)->base_b = base_b;
+      (*data)->metadata_keys = keys;
+      (*data)->metadata_values = values;
+    }
+  };
+  Bump sizing;
+  ModelData* unused = nullptr;
+  layout(sizing, &unused);
+  void* block = std::malloc(sizing.used);
+  if (!block)
+    return Status::error(StatusCode::kOutOfMemory, "cannot allocate %zu bytes for the model",
+                         sizing.used);
+  std::memset(block, 0, sizing.used);
+  Bump bump{static_cast<uint8_t*>(block), 0};
+  ModelData* data = nullptr;
+  layout(bump, &data);
+  ModelInfo& info = data->info;
+  info = ModelInfo();
+  info.held_bytes = sizing.used;
+  data->bytes = bytes_;
+  data->size = size_;
+  data->dim = dim_;
+  data->node_count = node_count_;
+  data->output = graph_->output();
+
+  auto fail = [&](Status st) {
+    std::free(block);
+    return st;
+  };
+  const auto* nodes = graph_->nodes();
+  data->tensors[0] = TensorData{dim_, true, 0};
+  data->tensors[1] = TensorData{1, false, 0};
+  for (uint32_t i = 0; i < node_count_; ++i) {
+    // check_node reads earlier widths through `out - k`, so nodes are filled in order.
+    if (!(s = check_node(i, nodes->Get(i), &data->nodes[i])).ok()) return fail(s);
+    bool depends = false;
+    const NodeData& n = data->nodes[i];
+    for (uint32_t k = 0; k < n.input_count; ++k) {
+      depends = depends || data->tensors[n.inputs[k]].depends_on_x;
+      data->tensors[n.inputs[k]].last_use = i;
+    }
+    data->tensors[i + 2] = TensorData{n.width, depends, i};
+  }
+  data->tensors[data->output].last_use = node_count_;
+  if (data->tensors[data->output].width != dim_)
+    return fail(Status::error(StatusCode::kInvalidModel,
+                              "graph output tensor %u has width %u, expected dim %u", data->output,
+                              data->tensors[data->output].width, dim_));
+  if (!(s = check_interpolant(data)).ok()) return fail(s);
+  if (!(s = check_base(data)).ok()) return fail(s);
+  if (!(s = check_normalization(data)).ok()) return fail(s);
+  if (!(s = check_tests(data)).ok()) return fail(s);
+  for (uint32_t i = 0; i < meta_count; ++i) {
+    const fb::KeyValue* kv = metadata->Get(i);
+    if (!kv->key())
+      return fail(Status::error(StatusCode::kInvalidModel, "metadata entry %u has no key", i));
+    data->metadata_keys[i] = kv->key()->c_str();
+    data->metadata_values[i] = kv->value() ? kv->value()->c_str() : "";
+  }
+  info.name = model_->name() ? model_->name()->c_str() : "";
+  info.format_major = model_->format_major();
+  info.format_minor = model_->format_minor();
+  info.dim = dim_;
+  info.node_count = node_count_;
+  info.parameter_count = parameters_;
+  info.weight_bytes = parameters_ * sizeof(float);
+  info.interpolant = data->interpolant.kind;
+  info.fourier_terms = data->interpolant.terms;
+  info.time_start = t0;
+  info.time_end = t1;
+  info.metadata_count = meta_count;
+  *out = data;
+  return Status();
+}
+
+}  // namespace
+
+void free_model_data(ModelData* data) {
+  if (!data) return;
+  void* owned = data->owned_bytes;
+  std::free(data);
+  std::free(owned);
+}
+
+}  // namespace detail
+
+namespace {
+
+void* aligned_copy(const void* bytes, size_t size) {
+  void* p = std::aligned_alloc(64, (size + 63) / 64 * 64);
+  if (p) std::memcpy(p, bytes, size);
+  return p;
+}
+
+}  // namespace
+
+Status Model::load(const void* bytes, size_t size, const LoadOptions& options,
+                   std::unique_ptr<Model>* out) {
+  if (!out) return Status::error(StatusCode::kInvalidArgument, "load: out is null");
+  out->reset();
+  if (options.struct_size < sizeof(uint32_t) || options.struct_size > sizeof(LoadOptions))
+    return Status::error(StatusCode::kInvalidArgument,
+                         "load: LoadOptions.struct_size %u is "
+                         "not one this runtime knows",
+                         options.struct_size);
+  if (!bytes) return Status::error(StatusCode::kInvalidArgument, "load: bytes is null");
+  const uint8_t* span = static_cast<const uint8_t*>(bytes);
+  void* owned = nullptr;
+  if (reinterpret_cast<uintptr_t>(span) % 64 != 0) {
+    if (!options.allow_copy)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "load: model bytes at %p are not 64-byte aligned and copies are "
+                           "not allowed",
+                           bytes);
+    if (size > Limits::kMaxFileBytes)
+      return Status::error(StatusCode::kInvalidModel,
+                           "model of %zu bytes exceeds the limit of %llu", size,
+                           static_cast<unsigned long long>(Limits::kMaxFileBytes));
+    owned = aligned_copy(bytes, size);
+    if (!owned)
+      return Status::error(StatusCode::kOutOfMemory, "load: cannot copy %zu model bytes", size);
+    span = static_cast<const uint8_t*>(owned);
+  }
+  detail::ModelData* data = nullptr;
+  Status s = detail::Loader(span, size).run(&data);
+  if (!s.ok()) {
+    std::free(owned);
+    return s;
+  }
+  data->owned_bytes = owned;
+  if (owned) data->info.held_bytes += size;
+  out->reset(new (std::nothrow) Model(data));
+  if (!*out) {
+    detail::free_model_data(data);
+    return Status::error(StatusCode::kOutOfMemory, "load: cannot allocate the model handle");
+  }
+  return Status();
+}
+
+Status Model::load_file(const char* path, const LoadOptions& options, std::unique_ptr<Model>* out) {
+  if (!out) return Status::error(StatusCode::kInvalidArgument, "load: out is null");
+  out->reset();
+  if (!path) return Status::error(StatusCode::kInvalidArgument, "load: path is null");
+  if (options.struct_size < sizeof(uint32_t) || options.struct_size > sizeof(LoadOptions))
+    return Status::error(StatusCode::kInvalidArgument,
+                         "load: LoadOptions.struct_size %u is "
+                         "not one this runtime knows",
+                         options.struct_size);
+  // The file is read into 64-byte aligned memory, so allow_copy has nothing to refuse.
+  std::FILE* f = std::fopen(path, "rb");
+  if (!f) return Status::error(StatusCode::kIoError, "cannot open model '%s'", path);
+  long size = -1;
+  if (std::fseek(f, 0, SEEK_END) == 0) size = std::ftell(f);
+  if (size < 0 || std::fseek(f, 0, SEEK_SET) != 0) {
+    std::fclose(f);
+    return Status::error(StatusCode::kIoError, "cannot read model '%s' (not a regular file?)",
+                         path);
+  }
+  if (static_cast<unsigned long long>(size) > Limits::kMaxFileBytes) {
+    std::fclose(f);
+    return Status::error(StatusCode::kInvalidModel, "model '%s' of %ld bytes exceeds the limit",
+                         path, size);
+  }
+  const size_t n = static_cast<size_t>(size);
+  void* buffer = std::aligned_alloc(64, (n + 63) / 64 * 64 + 64);
+  if (!buffer) {
+    std::fclose(f);
+    return Status::error(StatusCode::kOutOfMemory, "cannot allocate %zu bytes for '%s'", n, path);
+  }
+  const size_t got = n ? std::fread(buffer, 1, n, f) : 0;
+  std::fclose(f);
+  if (got != n) {
+    std::free(buffer);
+    return Status::error(StatusCode::kIoError, "short read of model '%s' (%zu of %zu bytes)", path,
+                         got, n);
+  }
+  detail::ModelData* data = nullptr;
+  Status s = detail::Loader(static_cast<uint8_t*>(buffer), n).run(&data);
+  if (!s.ok()) {
+    std::free(buffer);
+    return s.prefix("%s", path);
+  }
+  data->owned_bytes = buffer;
+  data->info.held_bytes += n;
+  out->reset(new (std::nothrow) Model(data));
+  if (!*out) {
+    detail::free_model_data(data);
+    return Status::error(StatusCode::kOutOfMemory, "load: cannot allocate the model handle");
+  }
+  return Status();
+}
+
+Model::~Model() { detail::free_model_data(data_); }
+
+const ModelInfo& Model::info() const { return data_->info; }
+
+bool Model::metadata(uint32_t i, const char** key, const char** value) const {
+  if (i >= data_->info.metadata_count) return false;
+  if (key) *key = data_->metadata_keys[i];
+  if (value) *value = data_->metadata_values[i];
+  return true;
+}
+
+}  // namespace siflow

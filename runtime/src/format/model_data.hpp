@@ -1,0 +1,78 @@
+// The loaded, verified form of a model: node descriptors with weights pointing into the model
+// bytes (zero-copy), tensor widths, interpolant, base and normalisation. Built only by the
+// loader after every check passed; immutable afterwards.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "siflow/siflow.hpp"
+
+namespace siflow::detail {
+
+enum class OpKind : uint8_t { kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm };
+
+struct NodeData {
+  OpKind op;
+  UnaryKind unary;
+  float alpha;
+  float epsilon;
+  uint32_t input_count;
+  const uint32_t* inputs;  // tensor ids, each smaller than this node's output id
+  uint32_t width;          // output width
+  const float* weight;     // FullyConnected [width][in_width]
+  const float* bias;       // FullyConnected [width] or nullptr
+  const float* constant;   // Add/Mul constant [constant_width] or nullptr
+  uint32_t constant_width;
+  const float* gamma;  // LayerNorm, nullable
+  const float* beta;
+};
+
+struct TensorData {
+  uint32_t width;
+  bool depends_on_x;  // carries a tangent in JVP passes
+  uint32_t last_use;  // index of the last node reading it (node_count for the output)
+};
+
+struct InterpolantData {
+  InterpolantKind kind;
+  uint32_t terms;
+  const double* alpha;  // [terms]
+  const double* beta;
+};
+
+struct ModelData {
+  ModelInfo info;
+  void* owned_bytes;  // aligned copy of the file, or nullptr when used in place
+  const uint8_t* bytes;
+  size_t size;
+  uint32_t dim;
+  uint32_t node_count;
+  uint32_t output;  // tensor id of v
+  NodeData* nodes;
+  TensorData* tensors;  // node_count + 2
+  InterpolantData interpolant;
+  // Base: normal mean/std or uniform low/high, [dim] each, defaults filled in.
+  double* base_a;
+  double* base_b;
+  double base_log_norm;  // normal: -sum log std - d/2 log 2 pi; uniform: -sum log(high - low)
+  // Normalisation, [dim] each, or nullptr.
+  const float* norm_mean;
+  const float* norm_std;
+  double norm_log_det;  // sum log std
+  // Test vectors, flow coordinates.
+  const float* test_t;
+  const float* test_y;
+  const float* test_v;
+  float test_tolerance;
+  uint32_t trajectory_steps;
+  const float* trajectory_start;
+  const float* trajectory_end;
+  float trajectory_tolerance;
+  const char** metadata_keys;
+  const char** metadata_values;
+};
+
+void free_model_data(ModelData* data);
+
+}  // namespace siflow::detail

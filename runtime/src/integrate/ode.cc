@@ -1,0 +1,65 @@
+// Butcher tableaus of the fixed-step methods.
+#include "integrate/ode.hpp"
+
+namespace siflow {
+
+const Tableau& tableau(Method method) {
+  static const Tableau kEuler{1, {{0}}, {1.0}, {0.0}};
+  static const Tableau kHeun{2, {{0}, {1.0}}, {0.5, 0.5}, {0.0, 1.0}};
+  static const Tableau kMidpoint{2, {{0}, {0.5}}, {0.0, 1.0}, {0.0, 0.5}};
+  static const Tableau kRK4{4,
+                            {{0}, {0.5}, {0.0, 0.5}, {0.0, 0.0, 1.0}},
+                            {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6},
+                            {0.0, 0.5, 0.5, 1.0}};
+  static const Tableau kRK4_38{4,
+                               {{0}, {1.0 / 3}, {-1.0 / 3, 1.0}, {1.0, -1.0, 1.0}},
+                               {1.0 / 8, 3.0 / 8, 3.0 / 8, 1.0 / 8},
+                               {0.0, 1.0 / 3, 2.0 / 3, 1.0}};
+  switch (method) {
+    case Method::kEuler:
+      return kEuler;
+    case Method::kHeun:
+      return kHeun;
+    case Method::kMidpoint:
+      return kMidpoint;
+    case Method::kRK4_38:
+      return kRK4_38;
+    case Method::kRK4:
+      break;
+  }
+  return kRK4;
+}
+
+const char* method_name(Method method) {
+  switch (method) {
+    case Method::kEuler:
+      return "euler";
+    case Method::kHeun:
+      return "heun";
+    case Method::kMidpoint:
+      return "midpoint";
+    case Method::kRK4:
+      return "rk4";
+    case Method::kRK4_38:
+      return "rk4-38";
+  }
+  return "unknown";
+}
+
+bool parse_method(const char* text, Method* out) {
+  static const Method kAll[] = {Method::kEuler, Method::kHeun, Method::kMidpoint, Method::kRK4,
+                                Method::kRK4_38};
+  if (!text) return false;
+  for (Method m : kAll) {
+    const char* name = method_name(m);
+    size_t i = 0;
+    while (name[i] && name[i] == text[i]) ++i;
+    if (!name[i] && !text[i]) {
+      *out = m;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace siflow

@@ -1,0 +1,244 @@
+// Reference kernels. Activations are evaluated in double with the runtime's own elementary
+// functions and rounded once to float, so they are bit-identical on every platform.
+#include "kernels/reference/ops.hpp"
+
+#include "kernels/reference/elementary.hpp"
+
+namespace siflow::reference {
+namespace {
+
+constexpr double kSeluLambda = 1.0507009873554804934193349852946;
+constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+constexpr double kSqrtHalf = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+constexpr double kGeluCubic = 0.044715;
+
+double sigmoid(double x) {
+  if (x >= 0) return 1.0 / (1.0 + math::exp(-x));
+  const double e = math::exp(x);
+  return e / (1.0 + e);
+}
+
+}  // namespace
+
+void fully_connected(const float* x, size_t rows, uint32_t in, const float* w, const float* bias,
+                     uint32_t out, float* y) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * in;
+    float* yr = y + r * out;
+    for (uint32_t o = 0; o < out; ++o) {
+      const float* wo = w + static_cast<size_t>(o) * in;
+      float acc = 0.0f;
+      for (uint32_t i = 0; i < in; ++i) acc += xr[i] * wo[i];
+      yr[o] = bias ? acc + bias[o] : acc;
+    }
+  }
+}
+
+float unary(UnaryKind kind, float alpha, float xf) {
+  const double x = xf;
+  double y = x;
+  switch (kind) {
+    case UnaryKind::kIdentity:
+      return xf;
+    case UnaryKind::kRelu:
+      return xf > 0.0f ? xf : 0.0f;
+    case UnaryKind::kLeakyRelu:
+      return xf > 0.0f ? xf : alpha * xf;
+    case UnaryKind::kElu:
+      y = x > 0 ? x : alpha * math::expm1(x);
+      break;
+    case UnaryKind::kSelu:
+      y = kSeluLambda * (x > 0 ? x : kSeluAlpha * math::expm1(x));
+      break;
+    case UnaryKind::kTanh:
+      y = math::tanh(x);
+      break;
+    case UnaryKind::kSigmoid:
+      y = sigmoid(x);
+      break;
+    case UnaryKind::kSilu:
+      y = x * sigmoid(x);
+      break;
+    case UnaryKind::kGeluErf:
+      y = 0.5 * x * (1.0 + math::erf(x * kSqrtHalf));
+      break;
+    case UnaryKind::kGeluTanh:
+      y = 0.5 * x * (1.0 + math::tanh(kSqrt2OverPi * (x + kGeluCubic * x * x * x)));
+      break;
+    case UnaryKind::kSoftplus:
+      y = x > 0 ? x + math::log1p(math::exp(-x)) : math::log1p(math::exp(x));
+      break;
+    case UnaryKind::kSin:
+      y = math::sin(x);
+      break;
+    case UnaryKind::kCos:
+      y = math::cos(x);
+      break;
+  }
+  return static_cast<float>(y);
+}
+
+float unary_derivative(UnaryKind kind, float alpha, float xf) {
+  const double x = xf;
+  double d = 1.0;
+  switch (kind) {
+    case UnaryKind::kIdentity:
+      return 1.0f;
+    case UnaryKind::kRelu:
+      return xf > 0.0f ? 1.0f : 0.0f;
+    case UnaryKind::kLeakyRelu:
+      return xf > 0.0f ? 1.0f : alpha;
+    case UnaryKind::kElu:
+      d = x > 0 ? 1.0 : alpha * math::exp(x);
+      break;
+    case UnaryKind::kSelu:
+      d = kSeluLambda * (x > 0 ? 1.0 : kSeluAlpha * math::exp(x));
+      break;
+    case UnaryKind::kTanh: {
+      const double th = math::tanh(x);
+      d = 1.0 - th * th;
+      break;
+    }
+    case UnaryKind::kSigmoid:
+    case UnaryKind::kSoftplus: {
+      const double s = sigmoid(x);
+      d = kind == UnaryKind::kSigmoid ? s * (1.0 - s) : s;
+      break;
+    }
+    case UnaryKind::kSilu: {
+      const double s = sigmoid(x);
+      d = s * (1.0 + x * (1.0 - s));
+      break;
+    }
+    case UnaryKind::kGeluErf:
+      d = 0.5 * (1.0 + math::erf(x * kSqrtHalf)) + x * kInvSqrt2Pi * math::exp(-0.5 * x * x);
+      break;
+    case UnaryKind::kGeluTanh: {
+      const double th = math::tanh(kSqrt2OverPi * (x + kGeluCubic * x * x * x));
+      d = 0.5 * (1.0 + th) +
+          0.5 * x * (1.0 - th * th) * kSqrt2OverPi * (1.0 + 3.0 * kGeluCubic * x * x);
+      break;
+    }
+    case UnaryKind::kSin:
+      d = math::cos(x);
+      break;
+    case UnaryKind::kCos:
+      d = -math::sin(x);
+      break;
+  }
+  return static_cast<float>(d);
+}
+
+void unary_forward(UnaryKind kind, float alpha, const float* x, size_t n, float* y) {
+  for (size_t i = 0; i < n; ++i) y[i] = unary(kind, alpha, x[i]);
+}
+
+void unary_jvp(UnaryKind kind, float alpha, const float* x, size_t rows, uint32_t width,
+               size_t directions, const float* t_in, float* t_out) {
+  for (size_t r = 0; r < rows; ++r) {
+    for (uint32_t k = 0; k < width; ++k) {
+      const float d = unary_derivative(kind, alpha, x[r * width + k]);
+      for (size_t p = 0; p < directions; ++p) {
+        const size_t i = (r * directions + p) * width + k;
+        t_out[i] = d * t_in[i];
+      }
+    }
+  }
+}
+
+void layer_norm_forward(const float* x, size_t rows, uint32_t width, const float* gamma,
+                        const float* beta, float epsilon, float* y) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * width;
+    float* yr = y + r * width;
+    double mean = 0.0, var = 0.0;
+    for (uint32_t k = 0; k < width; ++k) mean += xr[k];
+    mean /= width;
+    for (uint32_t k = 0; k < width; ++k) var += (xr[k] - mean) * (xr[k] - mean);
+    var /= width;
+    const double inv = 1.0 / math::sqrt(var + epsilon);
+    for (uint32_t k = 0; k < width; ++k) {
+      double v = (xr[k] - mean) * inv;
+      if (gamma) v *= gamma[k];
+      if (beta) v += beta[k];
+      yr[k] = static_cast<float>(v);
+    }
+  }
+}
+
+void layer_norm_jvp(const float* x, size_t rows, uint32_t width, const float* gamma, float epsilon,
+                    size_t directions, const float* t_in, float* t_out) {
+  // With xhat = (x - mean)/s, s = sqrt(var + eps):
+  // d y = gamma / s * (dx - mean(dx) - xhat * mean(xhat * dx)).
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * width;
+    double mean = 0.0, var = 0.0;
+    for (uint32_t k = 0; k < width; ++k) mean += xr[k];
+    mean /= width;
+    for (uint32_t k = 0; k < width; ++k) var += (xr[k] - mean) * (xr[k] - mean);
+    var /= width;
+    const double inv = 1.0 / math::sqrt(var + epsilon);
+    for (size_t p = 0; p < directions; ++p) {
+      const float* ti = t_in + (r * directions + p) * width;
+      float* to = t_out + (r * directions + p) * width;
+      double mean_dx = 0.0, mean_xhat_dx = 0.0;
+      for (uint32_t k = 0; k < width; ++k) {
+        mean_dx += ti[k];
+        mean_xhat_dx += (xr[k] - mean) * inv * ti[k];
+      }
+      mean_dx /= width;
+      mean_xhat_dx /= width;
+      for (uint32_t k = 0; k < width; ++k) {
+        const double xhat = (xr[k] - mean) * inv;
+        double v = inv * (ti[k] - mean_dx - xhat * mean_xhat_dx);
+        if (gamma) v *= gamma[k];
+        to[k] = static_cast<float>(v);
+      }
+    }
+  }
+}
+
+void binary_forward(bool multiply, const float* a, uint32_t a_width, const float* b,
+                    uint32_t b_width, bool b_rows_shared, size_t rows, float* y) {
+  const uint32_t width = a_width > b_width ? a_width : b_width;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* ar = a + r * a_width;
+    const float* br = b_rows_shared ? b : b + r * b_width;
+    float* yr = y + r * width;
+    for (uint32_t k = 0; k < width; ++k) {
+      const float av = ar[a_width == 1 ? 0 : k];
+      const float bv = br[b_width == 1 ? 0 : k];
+      yr[k] = multiply ? av * bv : av + bv;
+    }
+  }
+}
+
+void binary_jvp(bool multiply, const float* a, uint32_t a_width, const float* t_a, const float* b,
+                uint32_t b_width, const float* t_b, bool b_rows_shared, size_t rows,
+                size_t directions, float* t_out) {
+  const uint32_t width = a_width > b_width ? a_width : b_width;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* ar = a + r * a_width;
+    const float* br = b_rows_shared ? b : b + r * b_width;
+    for (size_t p = 0; p < directions; ++p) {
+      const size_t row = r * directions + p;
+      float* to = t_out + row * width;
+      for (uint32_t k = 0; k < width; ++k) {
+        const uint32_t ka = a_width == 1 ? 0 : k, kb = b_width == 1 ? 0 : k;
+        const float ta = t_a ? t_a[row * a_width + ka] : 0.0f;
+        const float tb = t_b ? t_b[row * b_width + kb] : 0.0f;
+        if (!multiply) {
+          to[k] = ta + tb;
+        } else {
+          float v = t_a ? ta * br[kb] : 0.0f;
+          if (t_b) v += ar[ka] * tb;
+          to[k] = v;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace siflow::reference

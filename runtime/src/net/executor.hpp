@@ -1,0 +1,34 @@
+// The network executor: runs the SSA graph of a loaded model over arena buffers, forward and,
+// when asked, forward-mode tangents (JVP) for all directions at once. Never allocates.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "format/model_data.hpp"
+
+namespace siflow {
+
+// Arena pointers for one plan. values[0] is bound to the caller's x at each run; values[1] is
+// the per-row time [rows, 1] the caller fills. tangents[i] is nullptr for tensors that do not
+// depend on x; tangents[0] holds the seed directions [rows * directions, dim].
+struct NetBuffers {
+  float** values = nullptr;
+  float** tangents = nullptr;
+  size_t directions = 0;
+};
+
+// Evaluates every node for `rows` rows. With `directions` > 0, also propagates that many
+// tangent directions from tangents[0].
+void run_network(const detail::ModelData& model, const NetBuffers& buffers, const float* x,
+                 size_t rows, size_t directions);
+
+// div[r] = sum_p t_out[r*dim + p][p]: the trace of the Jacobian from identity seeds.
+void exact_divergence(const float* t_out, size_t rows, uint32_t dim, double* div);
+// div[r] = (1/K) sum_p z_p . t_out_p: Hutchinson's estimate from probe seeds z.
+void hutchinson_divergence(const float* z, const float* t_out, size_t rows, uint32_t dim,
+                           size_t probes, double* div);
+// Fills seeds [rows * dim, dim] with the identity directions e_p for every row.
+void fill_identity_seeds(float* seeds, size_t rows, uint32_t dim);
+
+}  // namespace siflow

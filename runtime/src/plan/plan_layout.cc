@@ -1,0 +1,128 @@
+// Arena layout: activations and tangents share space by lifetime (buffer_planner), the
+// integrator and divergence buffers live for the whole run. All sizes are computed in 64-bit
+// with overflow checks, so a 32-bit target refuses what it cannot address.
+#include "plan/plan_layout.hpp"
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "plan/buffer_planner.hpp"
+
+namespace siflow {
+
+Status check_plan_options(const detail::ModelData& model, const PlanOptions& options) {
+  if (options.struct_size < sizeof(uint32_t) || options.struct_size > sizeof(PlanOptions))
+    return Status::error(StatusCode::kInvalidArgument,
+                         "plan: PlanOptions.struct_size %u is not one this runtime knows",
+                         options.struct_size);
+  if (options.max_batch == 0)
+    return Status::error(StatusCode::kInvalidArgument, "plan: max_batch is 0");
+  if (options.max_batch > Limits::kMaxBatch)
+    return Status::error(StatusCode::kInvalidArgument, "plan: max_batch %zu exceeds the limit %llu",
+                         options.max_batch, static_cast<unsigned long long>(Limits::kMaxBatch));
+  switch (options.divergence) {
+    case DivergenceMode::kNone:
+    case DivergenceMode::kExact:
+      break;
+    case DivergenceMode::kHutchinson:
+      if (options.max_probes == 0 || options.max_probes > Limits::kMaxProbes)
+        return Status::error(StatusCode::kInvalidArgument, "plan: max_probes %u is outside [1, %u]",
+                             options.max_probes, Limits::kMaxProbes);
+      break;
+    default:
+      return Status::error(StatusCode::kInvalidArgument, "plan: unknown divergence mode %d",
+                           static_cast<int>(options.divergence));
+  }
+  (void)model;
+  return Status();
+}
+
+Status compute_layout(const detail::ModelData& model, const PlanOptions& options,
+                      PlanLayout* layout) {
+  Status s = check_plan_options(model, options);
+  if (!s.ok()) return s;
+  const uint64_t rows = options.max_batch;
+  const uint64_t dim = model.dim;
+  uint64_t directions = 0;
+  if (options.divergence == DivergenceMode::kExact)
+    directions = dim > options.max_probes ? dim : options.max_probes;
+  else if (options.divergence == DivergenceMode::kHutchinson)
+    directions = options.max_probes;
+  layout->max_rows = options.max_batch;
+  layout->directions = static_cast<size_t>(directions);
+
+  const uint32_t tensors = model.node_count + 2;
+  const size_t request_count = 2 * static_cast<size_t>(tensors);
+  BufferRequest* requests =
+      static_cast<BufferRequest*>(std::calloc(request_count, sizeof(BufferRequest)));
+  size_t* offsets = static_cast<size_t*>(std::calloc(request_count, sizeof(size_t)));
+  layout->value_offset = static_cast<size_t*>(std::calloc(tensors, sizeof(size_t)));
+  layout->tangent_offset = static_cast<size_t*>(std::calloc(tensors, sizeof(size_t)));
+  auto cleanup = [&] {
+    std::free(requests);
+    std::free(offsets);
+  };
+  if (!requests || !offsets || !layout->value_offset || !layout->tangent_offset) {
+    cleanup();
+    free_layout(layout);
+    return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the layout");
+  }
+  // Widths are <= 2^16, rows <= 2^20, directions <= 2^12: products stay below 2^52.
+  const uint32_t end = model.node_count;
+  for (uint32_t id = 1; id < tensors; ++id) {
+    const detail::TensorData& t = model.tensors[id];
+    const uint32_t first = id == 1 ? 0 : id - 2;
+    const uint32_t last = id == 1 ? end : t.last_use;
+    requests[id] = BufferRequest{static_cast<size_t>(rows * t.width * sizeof(float)), first, last};
+    if (id >= 2 && t.depends_on_x && directions > 0)
+      requests[tensors + id] = BufferRequest{
+          static_cast<size_t>(rows * directions * t.width * sizeof(float)), first, last};
+  }
+  size_t net_bytes = 0;
+  s = plan_buffers(requests, request_count, offsets, &net_bytes);
+  if (!s.ok()) {
+    cleanup();
+    free_layout(layout);
+    return s;
+  }
+  for (uint32_t id = 0; id < tensors; ++id) {
+    layout->value_offset[id] = requests[id].bytes ? offsets[id] : SIZE_MAX;
+    layout->tangent_offset[id] = requests[tensors + id].bytes ? offsets[tensors + id] : SIZE_MAX;
+  }
+  cleanup();
+
+  uint64_t total = net_bytes;
+  auto take = [&](uint64_t bytes) {
+    const uint64_t at = total;
+    total += align_up(static_cast<size_t>(bytes));
+    return static_cast<size_t>(at);
+  };
+  const uint64_t state_bytes = rows * dim * sizeof(float);
+  if (directions > 0) {
+    layout->probe_offset = take(rows * directions * dim * sizeof(float));
+    layout->tangent_offset[0] = layout->probe_offset;
+  } else {
+    layout->tangent_offset[0] = SIZE_MAX;
+  }
+  for (int k = 0; k < kMaxStages; ++k) layout->stage_offset[k] = take(state_bytes);
+  layout->state_offset = take(state_bytes);
+  layout->work_offset = take(state_bytes);
+  for (int k = 0; k < kMaxStages; ++k) layout->stage_div_offset[k] = take(rows * sizeof(double));
+  layout->ell_offset = take(rows * sizeof(double));
+  if (total > static_cast<uint64_t>(SIZE_MAX / 2)) {
+    free_layout(layout);
+    return Status::error(StatusCode::kInvalidArgument,
+                         "plan: arena of %llu bytes cannot be addressed on this platform",
+                         static_cast<unsigned long long>(total));
+  }
+  layout->total_bytes = static_cast<size_t>(total);
+  return Status();
+}
+
+void free_layout(PlanLayout* layout) {
+  std::free(layout->value_offset);
+  std::free(layout->tangent_offset);
+  layout->value_offset = layout->tangent_offset = nullptr;
+}
+
+}  // namespace siflow

@@ -1,0 +1,35 @@
+// The arena layout of a plan: every buffer a run needs (network activations and tangents,
+// divergence seeds, integrator stages, log-density terms) as offsets into one block, computed
+// before running. Built at plan time; never touched during a run.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "format/model_data.hpp"
+#include "integrate/ode.hpp"
+
+namespace siflow {
+
+struct PlanLayout {
+  size_t max_rows = 0;
+  size_t directions = 0;  // tangent directions the arena holds (0: no divergence)
+  size_t total_bytes = 0;
+  // Per tensor (node_count + 2): activation and tangent offsets; SIZE_MAX when absent.
+  size_t* value_offset = nullptr;
+  size_t* tangent_offset = nullptr;
+  size_t stage_offset[kMaxStages] = {};
+  size_t state_offset = 0;  // stage input [rows, dim] float
+  size_t work_offset = 0;   // working state for log_prob [rows, dim] float
+  size_t stage_div_offset[kMaxStages] = {};
+  size_t ell_offset = 0;    // [rows] double
+  size_t probe_offset = 0;  // Hutchinson probe values [rows * directions, dim] = seeds
+};
+
+// Computes the layout; the offset arrays are malloc'd and must be freed with free_layout.
+Status compute_layout(const detail::ModelData& model, const PlanOptions& options,
+                      PlanLayout* layout);
+void free_layout(PlanLayout* layout);
+Status check_plan_options(const detail::ModelData& model, const PlanOptions& options);
+
+}  // namespace siflow
