@@ -238,6 +238,24 @@ class Plan {
   detail::PlanData* data_;
 };
 
+// Agreement of a model with its embedded test vectors. Errors are relative:
+// max |v - v_ref| / max(1, max |v_ref|), likewise for trajectory end points.
+struct ValidationReport {
+  uint32_t velocity_count = 0;
+  double velocity_max_error = 0.0;
+  double velocity_tolerance = 0.0;
+  bool velocity_ok = true;
+  uint32_t trajectory_count = 0;
+  uint32_t trajectory_steps = 0;
+  double trajectory_max_error = 0.0;
+  double trajectory_tolerance = 0.0;
+  bool trajectory_ok = true;
+};
+
+// Re-runs the embedded velocities and classic-RK4 trajectories (in flow coordinates). Fails
+// only when it cannot run (no test vectors, no memory); mismatches are in the report.
+Status validate_embedded(const Model& model, ValidationReport* report);
+
 // Writes `size` bytes to `path` through a temporary file renamed into place.
 Status write_file_atomic(const char* path, const void* data, size_t size);
 

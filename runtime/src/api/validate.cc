@@ -1,0 +1,79 @@
+// validate_embedded: re-runs a model's embedded test vectors on this device and measures the
+// agreement. Allocates its own plan; it is a check, not part of the allocation-free run path.
+#include <cstdlib>
+
+#include "format/model_data.hpp"
+#include "siflow/siflow.hpp"
+
+namespace siflow {
+namespace {
+
+// max |a - b| / max(1, max |b|) over n values.
+double relative_error(const float* a, const float* b, size_t n) {
+  double diff = 0.0, scale = 1.0;
+  for (size_t i = 0; i < n; ++i) {
+    const double d = a[i] > b[i] ? a[i] - b[i] : b[i] - a[i];
+    const double m = b[i] < 0 ? -b[i] : b[i];
+    if (!(d <= diff)) diff = d;  // NaN propagates as a failure
+    if (m > scale) scale = m;
+  }
+  return diff / scale;
+}
+
+}  // namespace
+
+Status validate_embedded(const Model& model, ValidationReport* report) {
+  if (!report) return Status::error(StatusCode::kInvalidArgument, "validate: report is null");
+  *report = ValidationReport();
+  const detail::ModelData& md = model.data();
+  const uint32_t count = md.info.test_vector_count, traj = md.info.test_trajectory_count;
+  if (count == 0 && traj == 0)
+    return Status::error(StatusCode::kInvalidArgument, "validate: the model has no test vectors");
+  const uint32_t dim = md.dim;
+  PlanOptions po;
+  po.max_batch = 64;
+  po.divergence = DivergenceMode::kNone;
+  std::unique_ptr<Plan> plan;
+  Status s = Plan::create(model, po, nullptr, 0, &plan);
+  if (!s.ok()) return s;
+  const size_t rows = count > traj ? count : traj;
+  float* out = static_cast<float*>(std::malloc(rows * dim * sizeof(float)));
+  if (!out) return Status::error(StatusCode::kOutOfMemory, "validate: no memory for outputs");
+  if (count > 0) {
+    s = plan->velocity(count, md.test_t, md.test_y, out);
+    if (!s.ok()) {
+      std::free(out);
+      return s;
+    }
+    report->velocity_count = count;
+    report->velocity_tolerance = md.test_tolerance;
+    report->velocity_max_error = relative_error(out, md.test_v, size_t{count} * dim);
+    report->velocity_ok = report->velocity_max_error <= md.test_tolerance;
+  }
+  if (traj > 0) {
+    OdeOptions ode;
+    ode.method = Method::kRK4;
+    ode.steps = md.trajectory_steps;
+    s = plan->decode(traj, md.trajectory_start, ode, DivergenceOptions(), out, nullptr);
+    if (!s.ok()) {
+      std::free(out);
+      return s;
+    }
+    // decode answers in data space; the references are flow coordinates.
+    if (md.norm_mean)
+      for (uint32_t r = 0; r < traj; ++r)
+        for (uint32_t k = 0; k < dim; ++k) {
+          float& v = out[size_t{r} * dim + k];
+          v = (v - md.norm_mean[k]) / md.norm_std[k];
+        }
+    report->trajectory_count = traj;
+    report->trajectory_steps = md.trajectory_steps;
+    report->trajectory_tolerance = md.trajectory_tolerance;
+    report->trajectory_max_error = relative_error(out, md.trajectory_end, size_t{traj} * dim);
+    report->trajectory_ok = report->trajectory_max_error <= md.trajectory_tolerance;
+  }
+  std::free(out);
+  return Status();
+}
+
+}  // namespace siflow
