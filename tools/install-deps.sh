@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages siflow needs to build, test and plot, when any is missing.
+# Uses sudo when not root. Never downloads anything but Debian packages.
+set -euo pipefail
+packages=(cmake make g++ pkg-config libflatbuffers-dev flatbuffers-compiler doctest-dev
+          python3-numpy python3-matplotlib)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+for attempt in 1 2 3; do
+  if $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    exit 0
+  fi
+  echo "apt-get failed (attempt $attempt), retrying" >&2
+  sleep 5
+done
+exit 1
