@@ -82,7 +82,8 @@ enum class UnaryKind : uint8_t {
 
 struct LoadOptions {
   uint32_t struct_size = sizeof(LoadOptions);
-  // A span not 64-byte aligned is copied once into aligned memory; false refuses it instead.
+  // An aligned span is used in place (zero-copy) and must outlive the model. A span not
+  // 64-byte aligned is copied once into aligned memory; false refuses it instead.
   bool allow_copy = true;
 };
 

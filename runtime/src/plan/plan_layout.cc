@@ -67,7 +67,10 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     free_layout(layout);
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the layout");
   }
-  // Widths are <= 2^16, rows <= 2^20, directions <= 2^12: products stay below 2^52.
+  // Widths are <= 2^16, rows <= 2^20, directions <= 2^12: products stay below 2^52 in 64-bit
+  // arithmetic; a buffer a 32-bit size_t cannot hold is refused before any cast.
+  const uint64_t addressable = static_cast<uint64_t>(SIZE_MAX / 2);
+  uint64_t largest = 0;
   const uint32_t end = model.node_count;
   for (uint32_t id = 1; id < tensors; ++id) {
     const detail::TensorData& t = model.tensors[id];
@@ -94,7 +97,7 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   uint64_t total = net_bytes;
   auto take = [&](uint64_t bytes) {
     const uint64_t at = total;
-    total += align_up(static_cast<size_t>(bytes));
+    total += (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
     return static_cast<size_t>(at);
   };
   const uint64_t state_bytes = rows * dim * sizeof(float);
@@ -109,7 +112,7 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   layout->work_offset = take(state_bytes);
   for (int k = 0; k < kMaxStages; ++k) layout->stage_div_offset[k] = take(rows * sizeof(double));
   layout->ell_offset = take(rows * sizeof(double));
-  if (total > static_cast<uint64_t>(SIZE_MAX / 2)) {
+  if (total > addressable) {
     free_layout(layout);
     return Status::error(StatusCode::kInvalidArgument,
                          "plan: arena of %llu bytes cannot be addressed on this platform",
