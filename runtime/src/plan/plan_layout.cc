@@ -76,10 +76,21 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     const detail::TensorData& t = model.tensors[id];
     const uint32_t first = id == 1 ? 0 : id - 2;
     const uint32_t last = id == 1 ? end : t.last_use;
-    requests[id] = BufferRequest{static_cast<size_t>(rows * t.width * sizeof(float)), first, last};
-    if (id >= 2 && t.depends_on_x && directions > 0)
-      requests[tensors + id] = BufferRequest{
-          static_cast<size_t>(rows * directions * t.width * sizeof(float)), first, last};
+    const uint64_t value_bytes = rows * t.width * sizeof(float);
+    const uint64_t tangent_bytes =
+        (id >= 2 && t.depends_on_x) ? rows * directions * t.width * sizeof(float) : 0;
+    largest = value_bytes > largest ? value_bytes : largest;
+    largest = tangent_bytes > largest ? tangent_bytes : largest;
+    if (largest > addressable) break;
+    requests[id] = BufferRequest{static_cast<size_t>(value_bytes), first, last};
+    requests[tensors + id] = BufferRequest{static_cast<size_t>(tangent_bytes), first, last};
+  }
+  if (largest > addressable) {
+    cleanup();
+    free_layout(layout);
+    return Status::error(StatusCode::kInvalidArgument,
+                         "plan: a buffer of %llu bytes cannot be addressed on this platform",
+                         static_cast<unsigned long long>(largest));
   }
   size_t net_bytes = 0;
   s = plan_buffers(requests, request_count, offsets, &net_bytes);
