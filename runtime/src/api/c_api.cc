@@ -40,6 +40,7 @@ struct Converted {
   siflow::DivergenceOptions divergence;
   siflow::SdeOptions sde;
   double time;
+  uint64_t seed;
 };
 
 struct ProgressBridge {
@@ -75,6 +76,7 @@ Converted convert(const siflow_run_options* in, ProgressBridge* bridge) {
   c.sde.stop_delta = o.sde_stop_delta;
   c.sde.method = static_cast<siflow::SdeMethod>(o.sde_method);
   c.time = o.time;
+  c.seed = o.seed;
   return c;
 }
 
@@ -200,7 +202,7 @@ siflow_status siflow_sample(siflow_plan* plan, size_t n, const siflow_run_option
   ProgressBridge bridge{};
   const Converted c = convert(options, &bridge);
   siflow::SampleOptions s;
-  s.seed = options->seed;
+  s.seed = c.seed;
   s.ode = c.ode;
   s.sde = c.sde;
   s.divergence = c.divergence;
