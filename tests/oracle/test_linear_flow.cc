@@ -34,10 +34,14 @@ void expm2(const double a[4], double t, double out[4]) {
   for (int i = 0; i < 4; ++i) out[i] = sum[i];
 }
 
+// Model bytes must outlive a model loaded in place; tests keep every file they build here.
+std::vector<std::vector<uint8_t>> model_files;
+
 std::unique_ptr<Model> linear_model(const std::vector<float>& w) {
   siflow::ModelBuilder b(2);
   b.set_output(b.fully_connected(b.x(), 2, w, {}, "linear"));
-  auto bytes = b.finish();
+  model_files.push_back(b.finish());
+  const std::vector<uint8_t>& bytes = model_files.back();
   std::unique_ptr<Model> model;
   siflow::Status s = Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model);
   REQUIRE_MESSAGE(s.ok(), s.message());
