@@ -1,0 +1,419 @@
+// .npy and .csv reading and writing for the CLI. Every value read is checked (finite, shape,
+// size against the header) and every problem names the file; output only ever goes through
+// siflow::write_file_atomic, so a failed run never leaves a half-written file.
+#include "array_io.hpp"
+
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "errors.hpp"
+#include "siflow/siflow.hpp"
+
+namespace siflow::cli {
+namespace {
+
+const unsigned char kNpyMagic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+
+std::vector<unsigned char> read_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw RunError(format("cannot open '%s': %s", path.c_str(), std::strerror(errno)));
+  std::vector<unsigned char> bytes;
+  unsigned char buffer[1 << 16];
+  size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof buffer, f)) > 0)
+    bytes.insert(bytes.end(), buffer, buffer + n);
+  const int err = errno;
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) throw RunError(format("cannot read '%s': %s", path.c_str(), std::strerror(err)));
+  return bytes;
+}
+
+std::string shape_text(const std::vector<uint64_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += format(i ? ", %llu" : "%llu", static_cast<unsigned long long>(shape[i]));
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+std::string shape_text(const Array& a) {
+  return a.one_dimensional ? shape_text({a.rows}) : shape_text({a.rows, a.cols});
+}
+
+// Where value (row, col) of `a` came from: a CSV line and column, or a numpy index.
+std::string where(const Array& a, size_t row, size_t col) {
+  if (a.format == FileFormat::kCsv) return format("line %zu, column %zu", a.lines[row], col + 1);
+  return a.one_dimensional ? format("element [%zu]", row) : format("element [%zu, %zu]", row, col);
+}
+
+// The header dictionary of a .npy file, e.g.
+// {'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }
+class NpyHeader {
+ public:
+  NpyHeader(const std::string& path, const std::string& text) : path_(path), text_(text) {
+    expect('{');
+    bool have_descr = false, have_order = false, have_shape = false;
+    while (peek() != '}') {
+      const std::string key = string();
+      expect(':');
+      if (key == "descr") {
+        descr = string();
+        have_descr = true;
+      } else if (key == "fortran_order") {
+        fortran_order = boolean();
+        have_order = true;
+      } else if (key == "shape") {
+        tuple();
+        have_shape = true;
+      } else {
+        fail(format("unexpected key '%s'", key.c_str()));
+      }
+      if (peek() == ',') ++pos_;
+    }
+    if (!have_descr || !have_order || !have_shape)
+      fail("it needs 'descr', 'fortran_order' and 'shape'");
+  }
+
+  std::string descr;
+  bool fortran_order = false;
+  std::vector<uint64_t> shape;
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    throw RunError(format("%s: malformed .npy header (%s): %.120s", path_.c_str(), what.c_str(),
+                          text_.c_str()));
+  }
+  char peek() {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\n')) ++pos_;
+    if (pos_ == text_.size()) fail("it ends early");
+    return text_[pos_];
+  }
+  void expect(char c) {
+    if (peek() != c) fail(format("expected '%c' at offset %zu", c, pos_));
+    ++pos_;
+  }
+  std::string string() {
+    const char quote = peek();
+    if (quote != '\'' && quote != '"') fail(format("expected a string at offset %zu", pos_));
+    const size_t end = text_.find(quote, ++pos_);
+    if (end == std::string::npos) fail("unterminated string");
+    std::string s = text_.substr(pos_, end - pos_);
+    pos_ = end + 1;
+    return s;
+  }
+  bool boolean() {
+    peek();
+    for (const char* word : {"True", "False"})
+      if (text_.compare(pos_, std::strlen(word), word) == 0) {
+        pos_ += std::strlen(word);
+        return word[0] == 'T';
+      }
+    fail(format("expected True or False at offset %zu", pos_));
+  }
+  void tuple() {
+    expect('(');
+    while (peek() != ')') {
+      uint64_t v = 0;
+      if (!(peek() >= '0' && peek() <= '9')) fail(format("expected a size at offset %zu", pos_));
+      while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') {
+        const uint64_t digit = static_cast<uint64_t>(text_[pos_++] - '0');
+        if (v > (UINT64_MAX - digit) / 10) fail("a size overflows");
+        v = v * 10 + digit;
+      }
+      shape.push_back(v);
+      if (peek() == ',') ++pos_;
+    }
+    ++pos_;
+  }
+
+  const std::string& path_;
+  const std::string& text_;
+  size_t pos_ = 0;
+};
+
+uint64_t load_le(const unsigned char* p, size_t bytes) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < bytes; ++i) v |= uint64_t{p[i]} << (8 * i);
+  return v;
+}
+
+void store_le(uint64_t v, size_t bytes, std::string* out) {
+  for (size_t i = 0; i < bytes; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+Array parse_npy(const std::string& path, const std::vector<unsigned char>& b) {
+  const char* p = path.c_str();
+  if (b.size() < 10 || std::memcmp(b.data(), kNpyMagic, sizeof kNpyMagic) != 0)
+    throw RunError(format("%s: not a .npy file (no \\x93NUMPY magic)", p));
+  const unsigned major = b[6], minor = b[7];
+  if (major != 1 && major != 2)
+    throw RunError(format("%s: .npy format version %u.%u is not supported (1.0 and 2.0 are)", p,
+                          major, minor));
+  const size_t offset = major == 1 ? 10 : 12;
+  if (b.size() < offset) throw RunError(format("%s: truncated .npy header", p));
+  const size_t header_len = load_le(b.data() + 8, offset - 8);
+  if (b.size() - offset < header_len)
+    throw RunError(
+        format("%s: truncated .npy header (%zu of %zu bytes)", p, b.size() - offset, header_len));
+  const std::string text(reinterpret_cast<const char*>(b.data()) + offset, header_len);
+  const NpyHeader header(path, text);
+  size_t item = 0;
+  if (header.descr == "<f4") item = 4;
+  if (header.descr == "<f8") item = 8;
+  if (!item)
+    throw RunError(
+        format("%s: dtype '%s' is not supported; expected '<f4' (float32) or '<f8' "
+               "(float64), little-endian",
+               p, header.descr.c_str()));
+  if (header.fortran_order)
+    throw RunError(
+        format("%s: fortran_order is True; save a C-order array "
+               "(numpy.ascontiguousarray)",
+               p));
+  if (header.shape.empty() || header.shape.size() > 2)
+    throw RunError(format("%s: a %zu-D array of shape %s; expected 1-D or 2-D", p,
+                          header.shape.size(), shape_text(header.shape).c_str()));
+  Array a;
+  a.one_dimensional = header.shape.size() == 1;
+  a.rows = header.shape[0];
+  a.cols = a.one_dimensional ? 1 : header.shape[1];
+  const size_t available = b.size() - offset - header_len;
+  if (a.cols != 0 && a.rows > available / item / a.cols)
+    throw RunError(
+        format("%s: truncated: shape %s of %s needs %.0f bytes of data, but %zu follow "
+               "the header",
+               p, shape_text(header.shape).c_str(), header.descr.c_str(),
+               static_cast<double>(a.rows) * static_cast<double>(a.cols) * item, available));
+  const size_t count = a.rows * a.cols;
+  if (available != count * item)
+    throw RunError(format("%s: %zu unexpected bytes after the data of shape %s", p,
+                          available - count * item, shape_text(header.shape).c_str()));
+  a.values.resize(count);
+  const unsigned char* data = b.data() + offset + header_len;
+  for (size_t i = 0; i < count; ++i) {
+    const uint64_t bits = load_le(data + i * item, item);
+    if (item == 4) {
+      float f;
+      const uint32_t b32 = static_cast<uint32_t>(bits);
+      std::memcpy(&f, &b32, sizeof f);
+      a.values[i] = f;
+    } else {
+      std::memcpy(&a.values[i], &bits, sizeof(double));
+    }
+    if (!std::isfinite(a.values[i]))
+      throw RunError(format("%s: %s is %s", p, where(a, i / a.cols, i % a.cols).c_str(),
+                            std::isnan(a.values[i]) ? "NaN" : "infinite"));
+  }
+  return a;
+}
+
+std::string trim(const std::string& s) {
+  const size_t first = s.find_first_not_of(" \t");
+  if (first == std::string::npos) return "";
+  return s.substr(first, s.find_last_not_of(" \t") - first + 1);
+}
+
+std::vector<std::string> split_fields(const std::string& line) {
+  std::vector<std::string> fields;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = line.find(',', start);
+    fields.push_back(trim(line.substr(start, comma - start)));
+    if (comma == std::string::npos) return fields;
+    start = comma + 1;
+  }
+}
+
+std::string columns(size_t n) { return format(n == 1 ? "%zu column" : "%zu columns", n); }
+
+Array parse_csv(const std::string& path, const std::vector<unsigned char>& b) {
+  const char* p = path.c_str();
+  Array a;
+  a.format = FileFormat::kCsv;
+  const std::string text(b.begin(), b.end());
+  size_t line_no = 0, header_line = 0, header_cols = 0;
+  for (size_t start = 0; start < text.size();) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    start = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (trim(line).empty()) continue;
+    const std::vector<std::string> fields = split_fields(line);
+    std::vector<double> row(fields.size());
+    size_t bad = fields.size();  // the first field that is not a number
+    for (size_t c = 0; c < fields.size() && bad == fields.size(); ++c) {
+      char* stop = nullptr;
+      row[c] = std::strtod(fields[c].c_str(), &stop);
+      if (fields[c].empty() || *stop != '\0') bad = c;
+    }
+    if (bad < fields.size() && a.rows == 0 && header_line == 0) {
+      header_line = line_no;
+      header_cols = fields.size();
+      continue;
+    }
+    if (a.rows == 0 && header_line != 0 && fields.size() != header_cols)
+      throw RunError(format("%s: line %zu has %s, but the header on line %zu has %zu", p, line_no,
+                            columns(fields.size()).c_str(), header_line, header_cols));
+    if (a.rows > 0 && fields.size() != a.cols)
+      throw RunError(format("%s: line %zu has %s, expected %zu (as on line %zu)", p, line_no,
+                            columns(fields.size()).c_str(), a.cols, a.lines.front()));
+    if (bad < fields.size())
+      throw RunError(fields[bad].empty()
+                         ? format("%s: line %zu, column %zu is empty", p, line_no, bad + 1)
+                         : format("%s: line %zu, column %zu: '%s' is not a number", p, line_no,
+                                  bad + 1, fields[bad].c_str()));
+    for (size_t c = 0; c < fields.size(); ++c)
+      if (!std::isfinite(row[c]))
+        throw RunError(format("%s: line %zu, column %zu: '%s' is not a finite number", p, line_no,
+                              c + 1, fields[c].c_str()));
+    a.cols = fields.size();
+    a.values.insert(a.values.end(), row.begin(), row.end());
+    a.lines.push_back(line_no);
+    ++a.rows;
+  }
+  return a;
+}
+
+// Appends `v` printed with %.9g (enough digits to round-trip a float32), comma-separated.
+void append_value(double v, bool comma, std::string* out) {
+  char buffer[32];
+  const int n = std::snprintf(buffer, sizeof buffer, comma ? ",%.9g" : "%.9g", v);
+  out->append(buffer, static_cast<size_t>(n));
+}
+
+std::string npy_bytes(const char* descr, const std::string& shape, const std::string& data) {
+  std::string dict =
+      format("{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr, shape.c_str());
+  // Magic, version, length, dict and newline together are a multiple of 64 bytes.
+  dict.append((64 - (10 + dict.size() + 1) % 64) % 64, ' ');
+  dict += '\n';
+  std::string out(reinterpret_cast<const char*>(kNpyMagic), sizeof kNpyMagic);
+  out += '\x01';
+  out += '\x00';
+  store_le(dict.size(), 2, &out);
+  return out + dict + data;
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  check(write_file_atomic(path.c_str(), bytes.data(), bytes.size()));
+}
+
+}  // namespace
+
+bool known_format(const std::string& path, FileFormat* format) {
+  const size_t dot = path.rfind('.');
+  const size_t slash = path.rfind('/');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return false;
+  std::string ext = path.substr(dot);
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (ext != ".npy" && ext != ".csv") return false;
+  *format = ext == ".npy" ? FileFormat::kNpy : FileFormat::kCsv;
+  return true;
+}
+
+FileFormat format_of(const char* option, const std::string& path) {
+  FileFormat format = FileFormat::kNpy;
+  if (!known_format(path, &format))
+    throw UsageError(siflow::cli::format("%s: '%s' has neither a .npy nor a .csv extension", option,
+                                         path.c_str()));
+  return format;
+}
+
+void check_writable(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  if (access(dir.c_str(), W_OK) != 0)
+    throw RunError(format("cannot write '%s': directory '%s': %s", path.c_str(), dir.c_str(),
+                          std::strerror(errno)));
+}
+
+Array read_array(const char* option, const std::string& path) {
+  const FileFormat kind = format_of(option, path);
+  const std::vector<unsigned char> bytes = read_file(path);
+  return kind == FileFormat::kNpy ? parse_npy(path, bytes) : parse_csv(path, bytes);
+}
+
+std::vector<float> read_points(const char* option, const std::string& path, uint32_t dim) {
+  const Array a = read_array(option, path);
+  const char* p = path.c_str();
+  if (a.rows == 0)
+    throw RunError(a.format == FileFormat::kNpy
+                       ? format("%s: empty array of shape %s; expected at least one row", p,
+                                shape_text(a).c_str())
+                       : format("%s: no data rows", p));
+  if (a.one_dimensional ? dim != 1 : a.cols != dim)
+    throw RunError(format("%s: shape %s does not match the model: expected [N, %u] (dim %u)", p,
+                          shape_text(a).c_str(), dim, dim));
+  std::vector<float> x(a.values.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::fabs(a.values[i]) > FLT_MAX)
+      throw RunError(format("%s: %s = %g does not fit in float32", p,
+                            where(a, i / a.cols, i % a.cols).c_str(), a.values[i]));
+    x[i] = static_cast<float>(a.values[i]);
+  }
+  return x;
+}
+
+std::vector<double> read_vector(const char* option, const std::string& path) {
+  Array a = read_array(option, path);
+  const char* p = path.c_str();
+  if (a.rows == 0) throw RunError(format("%s: no values", p));
+  if (a.cols != 1)
+    throw RunError(
+        format("%s: shape %s; expected a vector [N] or [N, 1]", p, shape_text(a).c_str()));
+  return std::move(a.values);
+}
+
+void write_points(const std::string& path, const float* x, size_t rows, uint32_t dim) {
+  const size_t count = rows * dim;
+  std::string data;
+  if (format_of("output", path) == FileFormat::kNpy) {
+    data.reserve(count * 4);
+    for (size_t i = 0; i < count; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &x[i], sizeof bits);
+      store_le(bits, 4, &data);
+    }
+    write_bytes(path, npy_bytes("<f4", shape_text({rows, dim}), data));
+    return;
+  }
+  for (uint32_t k = 0; k < dim; ++k) data += format(k ? ",x%u" : "x%u", k);
+  data += '\n';
+  for (size_t r = 0; r < rows; ++r) {
+    for (uint32_t k = 0; k < dim; ++k) append_value(x[r * dim + k], k > 0, &data);
+    data += '\n';
+  }
+  write_bytes(path, data);
+}
+
+void write_log_probs(const std::string& path, const double* logp, size_t n) {
+  std::string data;
+  if (format_of("output", path) == FileFormat::kNpy) {
+    data.reserve(n * 8);
+    for (size_t i = 0; i < n; ++i) {
+      uint64_t bits;
+      std::memcpy(&bits, &logp[i], sizeof bits);
+      store_le(bits, 8, &data);
+    }
+    write_bytes(path, npy_bytes("<f8", shape_text({n}), data));
+    return;
+  }
+  data = "logp\n";
+  for (size_t i = 0; i < n; ++i) {
+    append_value(logp[i], false, &data);
+    data += '\n';
+  }
+  write_bytes(path, data);
+}
+
+}  // namespace siflow::cli

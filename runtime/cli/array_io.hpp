@@ -1,0 +1,47 @@
+// Numeric arrays in and out of the CLI: .npy (little-endian float32/float64, C order, 1-D or
+// 2-D) and .csv. Every problem names the file and its row or line. Output only ever goes
+// through siflow::write_file_atomic, never written in place.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace siflow::cli {
+
+enum class FileFormat { kNpy, kCsv };
+
+// Whether a path's extension names a format (.npy or .csv, any case), and which.
+bool known_format(const std::string& path, FileFormat* format);
+// The format a path's extension names; a UsageError naming `option` otherwise.
+FileFormat format_of(const char* option, const std::string& path);
+// A RunError when the directory `path` would be written into is missing or not writable, so a
+// long run does not fail only at its end.
+void check_writable(const std::string& path);
+
+// A numeric array read from a file; every value is finite.
+struct Array {
+  FileFormat format = FileFormat::kNpy;
+  size_t rows = 0;
+  size_t cols = 0;  // 1 for a 1-D array
+  bool one_dimensional = false;
+  std::vector<double> values;  // row-major
+  std::vector<size_t> lines;   // .csv: the file line (from 1) of each row
+};
+
+// `option` names the command-line option the path came from (for an unknown extension).
+Array read_array(const char* option, const std::string& path);
+
+// Points for a model of dimension `dim`: a 2-D [N, dim] array (or 1-D [N] when dim is 1),
+// N >= 1, every value representable as float32. Row-major [N][dim].
+std::vector<float> read_points(const char* option, const std::string& path, uint32_t dim);
+// A vector [N] (or 2-D [N, 1]), N >= 1.
+std::vector<double> read_vector(const char* option, const std::string& path);
+
+// Points [rows, dim] as float32 .npy, or .csv with header x0,x1,...
+void write_points(const std::string& path, const float* x, size_t rows, uint32_t dim);
+// Log-likelihoods [n] as float64 .npy, or .csv with header logp.
+void write_log_probs(const std::string& path, const double* logp, size_t n);
+
+}  // namespace siflow::cli

@@ -1,0 +1,535 @@
+// The siflow subcommands: info, sample, decode, encode, logprob, velocity and validate, with
+// their help. A client of the public siflow API only: it must never include the runtime's
+// internal headers, and every file it writes goes through siflow::write_file_atomic.
+#include "commands.hpp"
+
+#include <cinttypes>
+#include <cmath>
+
+#include "array_io.hpp"
+#include "errors.hpp"
+#include "run_options.hpp"
+#include "siflow/siflow.hpp"
+
+namespace siflow::cli {
+namespace {
+
+// The most rows one request may hold; keeps rows * dim * sizeof(float) far from overflow.
+constexpr uint64_t kMaxRows = uint64_t{1} << 40;
+
+const OptionSpec kSeedProbeOption{"--seed", nullptr, "S",
+                                  "seed of the Hutchinson probes (default 0)"};
+
+std::string human_bytes(uint64_t n) {
+  if (n < 1024) return format("%" PRIu64 " B", n);
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n) / 1024;
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < sizeof units / sizeof units[0]) {
+    v /= 1024;
+    ++u;
+  }
+  return format("%.1f %s", v, units[u]);
+}
+
+std::string bytes_text(uint64_t n) {
+  return format("%" PRIu64 " bytes (%s)", n, human_bytes(n).c_str());
+}
+
+// Metadata text with control characters escaped, so a value cannot break the layout.
+std::string printable(const char* text) {
+  std::string out;
+  for (const char* c = text; *c; ++c) {
+    const unsigned char u = static_cast<unsigned char>(*c);
+    if (u == '\n')
+      out += "\\n";
+    else if (u < 32 || u == 127)
+      out += format("\\x%02x", u);
+    else
+      out += *c;
+  }
+  return out;
+}
+
+// The path an output option names, checked for a known extension; nullptr when not given.
+const std::string* output_option(const ParsedArgs& args, const char* option) {
+  const std::string* path = args.find(option);
+  if (path) format_of(option, *path);
+  return path;
+}
+
+const std::string& required_output(const ParsedArgs& args, const char* option) {
+  args.required(option);
+  return *output_option(args, option);
+}
+
+// Times for `rows` rows: a number (the same t for every row) or a vector file of `rows` times.
+std::vector<float> read_times(const char* option, const std::string& text, size_t rows) {
+  double t = 0.0;
+  if (try_parse_double(text, &t)) return std::vector<float>(rows, static_cast<float>(t));
+  FileFormat kind = FileFormat::kNpy;
+  if (!known_format(text, &kind))
+    throw UsageError(
+        format("%s: '%s' is neither a number nor a .npy or .csv file", option, text.c_str()));
+  const std::vector<double> times = read_vector(option, text);
+  if (times.size() != rows)
+    throw RunError(format("%s: '%s' holds %zu times, but the input has %zu rows", option,
+                          text.c_str(), times.size(), rows));
+  return std::vector<float>(times.begin(), times.end());
+}
+
+// -i FILE as points of the model's dimension; sets the row count.
+std::vector<float> read_input(const ParsedArgs& args, const Model& model, size_t* rows) {
+  const uint32_t dim = model.info().dim;
+  std::vector<float> x = read_points("--input", args.required("--input"), dim);
+  *rows = x.size() / dim;
+  return x;
+}
+
+std::string rows_text(uint64_t n) {
+  return format(n == 1 ? "%" PRIu64 " row" : "%" PRIu64 " rows", n);
+}
+
+void summarize(const char* command, const std::string& what, double seconds) {
+  std::fprintf(stderr, "siflow %s: %s, %.3f s\n", command, what.c_str(), seconds);
+}
+
+SdeOptions parse_sde(const ParsedArgs& args) {
+  for (const char* option : {"--sde-schedule", "--sde-stop", "--sde-method"})
+    require_with(args, option, "--sde");
+  SdeOptions sde;
+  const std::string* eps = args.find("--sde");
+  if (!eps) return sde;
+  sde.epsilon = parse_double("--sde", *eps);
+  if (!(sde.epsilon > 0.0))
+    throw UsageError(format("--sde: EPS must be positive, not %s", eps->c_str()));
+  if (const std::string* s = args.find("--sde-schedule")) {
+    if (*s == "constant")
+      sde.schedule = EpsilonSchedule::kConstant;
+    else if (*s == "a")
+      sde.schedule = EpsilonSchedule::kProportionalToA;
+    else
+      throw UsageError(
+          format("--sde-schedule: unknown schedule '%s' (expected constant or a)", s->c_str()));
+  }
+  if (const std::string* s = args.find("--sde-stop"))
+    sde.stop_delta = parse_double("--sde-stop", *s);
+  if (const std::string* s = args.find("--sde-method")) {
+    if (*s == "em")
+      sde.method = SdeMethod::kEulerMaruyama;
+    else if (*s == "heun")
+      sde.method = SdeMethod::kHeun;
+    else
+      throw UsageError(
+          format("--sde-method: unknown method '%s' (expected em or heun)", s->c_str()));
+  }
+  return sde;
+}
+
+// "SDE heun, eps 0.5, schedule a, 50 steps" or, with a stop, "... stop 0.05 then rk4, ...".
+std::string describe_sde(const SdeOptions& sde, const Integration& run) {
+  const std::string then =
+      sde.stop_delta > 0 ? format(", stop %g then %s", sde.stop_delta, method_name(run.method()))
+                         : "";
+  return format("SDE %s, eps %g, schedule %s%s, %s", sde.method == SdeMethod::kHeun ? "heun" : "em",
+                sde.epsilon, sde.schedule == EpsilonSchedule::kConstant ? "constant" : "a",
+                then.c_str(), run.steps_text().c_str());
+}
+
+const char* interpolant_name(InterpolantKind kind) {
+  switch (kind) {
+    case InterpolantKind::kLinear:
+      return "linear";
+    case InterpolantKind::kTrig:
+      return "trig";
+    case InterpolantKind::kLearnedFourier:
+      return "learned Fourier";
+  }
+  return "unknown";
+}
+
+int run_info(const ParsedArgs& args) {
+  const std::string* batch_text = args.find("--batch");
+  const size_t batch = batch_text ? parse_uint("--batch", *batch_text, 1, Limits::kMaxBatch)
+                                  : PlanOptions().max_batch;
+  const std::unique_ptr<Model> model = load_model(args.positional(0));
+  const ModelInfo& info = model->info();
+  PlanOptions po;
+  po.max_batch = batch;
+  size_t exact = 0, plain = 0;
+  check(arena_bytes(*model, po, &exact));
+  po.divergence = DivergenceMode::kNone;
+  check(arena_bytes(*model, po, &plain));
+
+  std::printf("model         %s\n", *info.name ? printable(info.name).c_str() : "(unnamed)");
+  std::printf("format        %u.%u\n", info.format_major, info.format_minor);
+  std::printf("dim           %u\n", info.dim);
+  std::printf("nodes         %u\n", info.node_count);
+  std::printf("parameters    %" PRIu64 " (%s of weights)\n", info.parameter_count,
+              human_bytes(info.weight_bytes).c_str());
+  if (info.interpolant == InterpolantKind::kLearnedFourier)
+    std::printf("interpolant   learned Fourier (%u terms)\n", info.fourier_terms);
+  else
+    std::printf("interpolant   %s\n", interpolant_name(info.interpolant));
+  std::printf("base          %s\n", info.base == BaseKind::kNormal ? "normal" : "uniform");
+  std::printf("normalized    %s\n", info.normalized ? "yes" : "no");
+  std::printf("score         %s\n", info.score_available ? "available (SDE sampling possible)"
+                                                         : "not available (no SDE sampling)");
+  std::printf("time range    [%g, %g]\n", info.time_start, info.time_end);
+  if (info.test_vector_count == 0 && info.test_trajectory_count == 0)
+    std::printf("test vectors  none\n");
+  else
+    std::printf("test vectors  %u velocity points, %u trajectories\n", info.test_vector_count,
+                info.test_trajectory_count);
+  std::printf("metadata      %u entries\n", info.metadata_count);
+  const char* key = nullptr;
+  const char* value = nullptr;
+  for (uint32_t i = 0; model->metadata(i, &key, &value); ++i)
+    std::printf("  %s = %s\n", printable(key).c_str(), printable(value).c_str());
+  std::printf("arena         %s for batch %zu with exact divergence (log-likelihoods)\n",
+              bytes_text(exact).c_str(), batch);
+  std::printf("              %s for batch %zu without divergence (sampling, encoding)\n",
+              bytes_text(plain).c_str(), batch);
+  std::printf("model memory  %s held by the loaded model\n", bytes_text(info.held_bytes).c_str());
+  std::printf("total memory  %s with exact divergence, %s without\n",
+              bytes_text(exact + info.held_bytes).c_str(),
+              bytes_text(plain + info.held_bytes).c_str());
+  return 0;
+}
+
+int run_sample(const ParsedArgs& args) {
+  const uint64_t n = parse_uint("-n", args.required("--count"), 1, kMaxRows);
+  const std::string& out = required_output(args, "--output");
+  const std::string* logp_out = output_option(args, "--logprob-out");
+  if (logp_out && *logp_out == out) throw UsageError("-o and --logprob-out name the same file");
+  if (!logp_out) require_with(args, "--divergence", "--logprob-out");
+  SampleOptions options;
+  options.seed = parse_seed(args);
+  options.sde = parse_sde(args);
+  options.divergence = parse_divergence(args);
+  options.divergence.seed = options.seed;
+  const Integration run(args);
+  const std::unique_ptr<Model> model = load_model(args.positional(0));
+  check_writable(out);
+  if (logp_out) check_writable(*logp_out);
+
+  const uint32_t dim = model->info().dim;
+  std::vector<float> x(n * dim);
+  std::vector<double> logp(logp_out ? n : 0);
+  const std::unique_ptr<Plan> plan =
+      make_plan(*model, run.max_batch(), logp_out ? &options.divergence : nullptr);
+  Progress progress("sample");
+  options.ode = run.ode();
+  progress.attach(&options.ode);
+  check(plan->sample(n, options, x.data(), logp_out ? logp.data() : nullptr));
+  const double seconds = progress.finish();
+  write_points(out, x.data(), n, dim);
+  if (logp_out) write_log_probs(*logp_out, logp.data(), n);
+  const std::string how = options.sde.epsilon > 0 ? describe_sde(options.sde, run) : run.describe();
+  summarize("sample",
+            format("%s, %s%s", rows_text(n).c_str(), how.c_str(),
+                   logp_out ? (", " + describe(options.divergence)).c_str() : ""),
+            seconds);
+  return 0;
+}
+
+int run_decode(const ParsedArgs& args) {
+  const std::string& out = required_output(args, "--output");
+  const std::string* logp_out = output_option(args, "--logprob-out");
+  if (logp_out && *logp_out == out) throw UsageError("-o and --logprob-out name the same file");
+  if (!logp_out)
+    for (const char* option : {"--divergence", "--seed"})
+      require_with(args, option, "--logprob-out");
+  DivergenceOptions divergence = parse_divergence(args);
+  divergence.seed = parse_seed(args);
+  const Integration run(args);
+  const std::unique_ptr<Model> model = load_model(args.positional(0));
+  check_writable(out);
+  if (logp_out) check_writable(*logp_out);
+
+  size_t n = 0;
+  std::vector<float> x = read_input(args, *model, &n);
+  std::vector<double> logp(logp_out ? n : 0);
+  const std::unique_ptr<Plan> plan =
+      make_plan(*model, run.max_batch(), logp_out ? &divergence : nullptr);
+  Progress progress("decode");
+  OdeOptions ode = run.ode();
+  progress.attach(&ode);
+  check(plan->decode(n, x.data(), ode, divergence, x.data(), logp_out ? logp.data() : nullptr));
+  const double seconds = progress.finish();
+  write_points(out, x.data(), n, model->info().dim);
+  if (logp_out) write_log_probs(*logp_out, logp.data(), n);
+  summarize("decode",
+            format("%s, %s%s", rows_text(n).c_str(), run.describe().c_str(),
+                   logp_out ? (", " + describe(divergence)).c_str() : ""),
+            seconds);
+  return 0;
+}
+
+int run_encode(const ParsedArgs& args) {
+  const std::string& out = required_output(args, "--output");
+  const Integration run(args);
+  const std::unique_ptr<Model> model = load_model(args.positional(0));
+  check_writable(out);
+
+  size_t n = 0;
+  std::vector<float> x = read_input(args, *model, &n);
+  const std::unique_ptr<Plan> plan = make_plan(*model, run.max_batch(), nullptr);
+  Progress progress("encode");
+  OdeOptions ode = run.ode();
+  progress.attach(&ode);
+  check(plan->encode(n, x.data(), ode, x.data()));
+  const double seconds = progress.finish();
+  write_points(out, x.data(), n, model->info().dim);
+  summarize("encode", format("%s, %s", rows_text(n).c_str(), run.describe().c_str()), seconds);
+  return 0;
+}
+
+int run_logprob(const ParsedArgs& args) {
+  const std::string& out = required_output(args, "--output");
+  LogProbOptions options;
+  options.divergence = parse_divergence(args);
+  options.divergence.seed = parse_seed(args);
+  if (const std::string* time = args.find("--time")) {
+    options.time = parse_double("--time", *time);
+    if (options.time < 0.0)
+      throw UsageError(
+          format("--time: %s is negative; expected a time in the model's range "
+                 "(start, end]",
+                 time->c_str()));
+  }
+  const Integration run(args);
+  const std::unique_ptr<Model> model = load_model(args.positional(0));
+  check_writable(out);
+
+  size_t n = 0;
+  const std::vector<float> x = read_input(args, *model, &n);
+  std::vector<double> logp(n);
+  const std::unique_ptr<Plan> plan = make_plan(*model, run.max_batch(), &options.divergence);
+  Progress progress("logprob");
+  options.ode = run.ode();
+  progress.attach(&options.ode);
+  check(plan->log_prob(n, x.data(), options, logp.data()));
+  const double seconds = progress.finish();
+  write_log_probs(out, logp.data(), n);
+  summarize("logprob",
+            format("%s, %s, %s", rows_text(n).c_str(), run.describe().c_str(),
+                   describe(options.divergence).c_str()),
+            seconds);
+  return 0;
+}
+
+int run_velocity(const ParsedArgs& args) {
+  const std::string& out = required_output(args, "--output");
+  const std::string& times = args.required("--times");
+  const size_t max_batch = parse_max_batch(args);
+  const std::unique_ptr<Model> model = load_model(args.positional(0));
+  check_writable(out);
+
+  size_t n = 0;
+  const std::vector<float> y = read_input(args, *model, &n);
+  const std::vector<float> t = read_times("--times", times, n);
+  std::vector<float> v(y.size());
+  const std::unique_ptr<Plan> plan = make_plan(*model, max_batch, nullptr);
+  check(plan->velocity(n, t.data(), y.data(), v.data()));
+  write_points(out, v.data(), n, model->info().dim);
+  return 0;
+}
+
+// max |v - ref| / max(1, max |ref|); NaN in v makes it NaN (a failure).
+double relative_error(const std::vector<float>& v, const std::vector<float>& ref) {
+  double diff = 0.0, scale = 1.0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(v[i]) - ref[i]);
+    if (!(d <= diff)) diff = d;
+    scale = std::fmax(scale, std::fabs(static_cast<double>(ref[i])));
+  }
+  return diff / scale;
+}
+
+const char* verdict(bool ok) { return ok ? "ok" : "FAILED"; }
+
+int run_validate(const ParsedArgs& args) {
+  const bool custom = args.has("--inputs") || args.has("--times") || args.has("--expected");
+  double tolerance = 1e-5;
+  if (custom) {
+    for (const char* option : {"--inputs", "--times", "--expected"}) args.required(option);
+    if (const std::string* tol = args.find("--tolerance")) {
+      tolerance = parse_double("--tolerance", *tol);
+      if (tolerance < 0.0) throw UsageError(format("--tolerance: %s is negative", tol->c_str()));
+    }
+  } else {
+    for (const char* option : {"--tolerance", "--max-batch"})
+      require_with(args, option, "--inputs");
+  }
+  const size_t max_batch = parse_max_batch(args);
+  const std::unique_ptr<Model> model = load_model(args.positional(0));
+
+  bool ok = true;
+  if (!custom) {
+    ValidationReport r;
+    check(validate_embedded(*model, &r));
+    if (r.velocity_count > 0)
+      std::printf("velocity      %u points: max relative error %.3g (tolerance %.3g) %s\n",
+                  r.velocity_count, r.velocity_max_error, r.velocity_tolerance,
+                  verdict(r.velocity_ok));
+    if (r.trajectory_count > 0)
+      std::printf("trajectories  %u of %u RK4 steps: max relative error %.3g (tolerance %.3g) %s\n",
+                  r.trajectory_count, r.trajectory_steps, r.trajectory_max_error,
+                  r.trajectory_tolerance, verdict(r.trajectory_ok));
+    ok = r.velocity_ok && r.trajectory_ok;
+  } else {
+    const uint32_t dim = model->info().dim;
+    const std::string& inputs = *args.find("--inputs");
+    const std::string& expected = *args.find("--expected");
+    const std::vector<float> y = read_points("--inputs", inputs, dim);
+    const size_t n = y.size() / dim;
+    const std::vector<float> t = read_times("--times", *args.find("--times"), n);
+    const std::vector<float> ref = read_points("--expected", expected, dim);
+    if (ref.size() != y.size())
+      throw RunError(format("--expected: '%s' has %zu rows, but --inputs '%s' has %zu",
+                            expected.c_str(), ref.size() / dim, inputs.c_str(), n));
+    std::vector<float> v(y.size());
+    const std::unique_ptr<Plan> plan = make_plan(*model, max_batch, nullptr);
+    check(plan->velocity(n, t.data(), y.data(), v.data()));
+    const double error = relative_error(v, ref);
+    ok = error <= tolerance;
+    std::printf("velocity      %zu points: max relative error %.3g (tolerance %.3g) %s\n", n, error,
+                tolerance, verdict(ok));
+  }
+  if (!ok) std::fprintf(stderr, "siflow: validation failed: an error exceeds its tolerance\n");
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+const std::vector<Command>& commands() {
+  static const OptionSpec input_points{"--input", "-i", "FILE",
+                                       "input points [N, dim], .npy or .csv (required)"};
+  static const std::vector<Command> table = {
+      {"info",
+       "MODEL [--batch N]",
+       "summarize a model and the memory a run needs",
+       "Prints the model's name, format version, dimension, graph size, parameter count,\n"
+       "interpolant, base, normalization, score availability, time range, test vectors and\n"
+       "metadata, then the arena a plan for batch N needs (siflow::arena_bytes) and the\n"
+       "total memory of a run (arena + the loaded model's own memory).",
+       {{"--batch", nullptr, "N", "batch size the arena is planned for (default 256)"}},
+       run_info},
+      {"sample",
+       "MODEL -n N -o OUT [options]",
+       "draw samples from the model (ODE or SDE)",
+       "Draws N points from the base and pushes them through the flow (Plan::sample).\n"
+       "Writes float32 [N, dim] to OUT and, with --logprob-out, float64 log p(x) [N] (ODE only).\n"
+       "--sde EPS integrates dX = [v + eps s] dt + sqrt(2 eps) dW instead (Gaussian base only).",
+       {{"--count", "-n", "N", "number of samples (required)"},
+        {"--output", "-o", "FILE", "samples [N, dim] (.npy float32 or .csv; required)"},
+        {"--logprob-out", nullptr, "FILE", "also write log p of each sample [N] (.npy or .csv)"},
+        kDivergenceOption,
+        kProbeOption,
+        {"--seed", nullptr, "S", "seed of the base draws, SDE noise and probes (default 0)"},
+        {"--sde", nullptr, "EPS", "sample with the SDE of noise level EPS > 0"},
+        {"--sde-schedule", nullptr, "S", "eps(t): a (eps a(t)) or constant (default a)"},
+        {"--sde-stop", nullptr, "DELTA", "run the SDE up to end - DELTA, then ODE steps"},
+        {"--sde-method", nullptr, "M", "SDE stepper: em or heun (default heun)"},
+        kMethodOption,
+        kStepsOption,
+        kGridOption,
+        kMaxBatchOption},
+       run_sample},
+      {"decode",
+       "MODEL -i X0 -o X1 [options]",
+       "map base points to data space",
+       "Integrates base points X0 (flow coordinates) forward to data-space X1 (Plan::decode);\n"
+       "with --logprob-out also writes log p(X1) [N].",
+       {input_points,
+        {"--output", "-o", "FILE", "data-space points [N, dim] (required)"},
+        {"--logprob-out", nullptr, "FILE", "also write log p of each output point [N]"},
+        kDivergenceOption,
+        kProbeOption,
+        kSeedProbeOption,
+        kMethodOption,
+        kStepsOption,
+        kGridOption,
+        kMaxBatchOption},
+       run_decode},
+      {"encode",
+       "MODEL -i X1 -o X0 [options]",
+       "map data points to the base",
+       "Integrates data-space points X1 backwards to base points X0 in flow coordinates\n"
+       "(Plan::encode), the inverse of decode.",
+       {input_points,
+        {"--output", "-o", "FILE", "base points [N, dim] (required)"},
+        kMethodOption,
+        kStepsOption,
+        kGridOption,
+        kMaxBatchOption},
+       run_encode},
+      {"logprob",
+       "MODEL -i DATA -o LOGP [options]",
+       "log-likelihoods of data points",
+       "Computes log p(x) of each data-space row (Plan::log_prob) by integrating backwards\n"
+       "from time S (default the end of the model's time range) with the divergence.\n"
+       "Writes float64 [N].",
+       {input_points,
+        {"--output", "-o", "FILE", "log-likelihoods [N] (.npy float64 or .csv; required)"},
+        kDivergenceOption,
+        kProbeOption,
+        kSeedProbeOption,
+        {"--time", nullptr, "S", "log rho_S at time S in (start, end] (default end)"},
+        kMethodOption,
+        kStepsOption,
+        kGridOption,
+        kMaxBatchOption},
+       run_logprob},
+      {"velocity",
+       "MODEL -i X -t T -o V [--max-batch B]",
+       "evaluate the velocity network",
+       "Evaluates the network v(t, x) (Plan::velocity). X and V are in flow (normalized)\n"
+       "coordinates. T is a number (the same t for every row) or a vector file of N times.",
+       {{"--input", "-i", "FILE", "points [N, dim] in flow coordinates (required)"},
+        {"--times", "-t", "T", "a time, or a vector file [N] / [N, 1] of times (required)"},
+        {"--output", "-o", "FILE", "velocities [N, dim] (required)"},
+        kMaxBatchOption},
+       run_velocity},
+      {"validate",
+       "MODEL [--inputs Y --times T --expected V] [--tolerance TOL]",
+       "check the model against test vectors",
+       "Without options, re-runs the test vectors embedded in the model (velocities and RK4\n"
+       "trajectories). With --inputs, --times and --expected, compares Plan::velocity on Y at\n"
+       "T with V. Errors are relative: max |v - v_ref| / max(1, max |v_ref|). Exits 0 when\n"
+       "every error is within its tolerance, 1 otherwise.",
+       {{"--inputs", nullptr, "FILE", "points [N, dim] in flow coordinates"},
+        {"--times", nullptr, "T", "a time, or a vector file [N] of times"},
+        {"--expected", nullptr, "FILE", "reference velocities [N, dim]"},
+        {"--tolerance", nullptr, "TOL", "largest relative error accepted (default 1e-05)"},
+        kMaxBatchOption},
+       run_validate},
+  };
+  return table;
+}
+
+const Command* find_command(const std::string& name) {
+  for (const Command& c : commands())
+    if (name == c.name) return &c;
+  return nullptr;
+}
+
+void print_help(const Command& command, std::FILE* out) {
+  std::fprintf(out, "Usage: siflow %s %s\n\n%s\n\nOptions:\n", command.name, command.synopsis,
+               command.description);
+  constexpr size_t kColumn = 26;
+  auto line = [&](const std::string& left, const char* help) {
+    if (left.size() + 2 <= kColumn)
+      std::fprintf(out, "%-*s%s\n", static_cast<int>(kColumn), left.c_str(), help);
+    else
+      std::fprintf(out, "%s\n%*s%s\n", left.c_str(), static_cast<int>(kColumn), "", help);
+  };
+  for (const OptionSpec& o : command.options)
+    line(o.short_name ? format("  %s, %s %s", o.short_name, o.name, o.value)
+                      : format("  %s %s", o.name, o.value),
+         o.help);
+  line("  -h, --help", "show this help");
+}
+
+}  // namespace siflow::cli

@@ -1,0 +1,30 @@
+// The siflow subcommands: name, help text, options and implementation of each. Implementations
+// use the public siflow API only; they report failures by throwing (errors.hpp), never by
+// printing an error or exiting themselves.
+#pragma once
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "args.hpp"
+
+namespace siflow::cli {
+
+struct Command {
+  const char* name;
+  const char* synopsis;     // the arguments after "siflow NAME"
+  const char* summary;      // one line for the command list
+  const char* description;  // the help text's paragraph
+  std::vector<OptionSpec> options;
+  // Runs the command; returns the exit code (0, or 1 when a validation fails).
+  int (*run)(const ParsedArgs& args);
+};
+
+const std::vector<Command>& commands();
+// The command called `name`, or nullptr.
+const Command* find_command(const std::string& name);
+// "siflow NAME --help".
+void print_help(const Command& command, std::FILE* out);
+
+}  // namespace siflow::cli

@@ -1,0 +1,173 @@
+// The integrating commands' shared options, model loading, plan creation and progress line.
+// Public siflow API only; it never prints anything but the progress line.
+#include "run_options.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "array_io.hpp"
+#include "errors.hpp"
+
+namespace siflow::cli {
+
+const OptionSpec kMethodOption{"--method", nullptr, "M",
+                               "integrator: euler, heun, midpoint, rk4, rk4-38 (default rk4)"};
+const OptionSpec kStepsOption{"--steps", nullptr, "K", "uniform grid of K steps (default 50)"};
+const OptionSpec kGridOption{"--grid", nullptr, "FILE",
+                             "vector file of increasing times, start to end (excludes --steps)"};
+const OptionSpec kMaxBatchOption{"--max-batch", nullptr, "B",
+                                 "rows per chunk through the planned arena (default 256)"};
+const OptionSpec kDivergenceOption{"--divergence", nullptr, "MODE",
+                                   "exact, or hutchinson[:K] with K probes (default exact; K 1)"};
+const OptionSpec kProbeOption{"--probe", nullptr, "KIND",
+                              "Hutchinson probe: rademacher or gaussian (default rademacher)"};
+
+Integration::Integration(const ParsedArgs& args) {
+  if (const std::string* m = args.find("--method"))
+    if (!parse_method(m->c_str(), &method_))
+      throw UsageError(
+          format("--method: unknown method '%s' (expected euler, heun, midpoint, "
+                 "rk4 or rk4-38)",
+                 m->c_str()));
+  max_batch_ = parse_max_batch(args);
+  const std::string* steps = args.find("--steps");
+  const std::string* grid = args.find("--grid");
+  if (steps && grid) throw UsageError("--steps and --grid are mutually exclusive");
+  if (steps) steps_ = static_cast<uint32_t>(parse_uint("--steps", *steps, 1, Limits::kMaxSteps));
+  if (grid) grid_ = read_vector("--grid", *grid);
+}
+
+OdeOptions Integration::ode() const {
+  OdeOptions o;
+  o.method = method_;
+  o.steps = steps_;
+  if (!grid_.empty()) {
+    o.grid = grid_.data();
+    o.grid_size = grid_.size();
+  }
+  return o;
+}
+
+std::string Integration::steps_text() const {
+  return grid_.empty() ? format("%u steps", steps_) : format("grid of %zu steps", grid_.size() - 1);
+}
+
+std::string Integration::describe() const {
+  return format("%s, %s", method_name(method_), steps_text().c_str());
+}
+
+DivergenceOptions parse_divergence(const ParsedArgs& args) {
+  DivergenceOptions d;
+  const std::string* probe = args.find("--probe");
+  if (const std::string* mode = args.find("--divergence")) {
+    const std::string hutchinson = "hutchinson";
+    if (*mode == "exact") {
+      d.mode = DivergenceMode::kExact;
+    } else if (mode->compare(0, hutchinson.size(), hutchinson) == 0 &&
+               (mode->size() == hutchinson.size() || (*mode)[hutchinson.size()] == ':')) {
+      d.mode = DivergenceMode::kHutchinson;
+      if (mode->size() > hutchinson.size())
+        d.probes = static_cast<uint32_t>(parse_uint("--divergence hutchinson:K",
+                                                    mode->substr(hutchinson.size() + 1), 1,
+                                                    Limits::kMaxProbes));
+    } else {
+      throw UsageError(
+          format("--divergence: unknown mode '%s' (expected exact, hutchinson or hutchinson:K)",
+                 mode->c_str()));
+    }
+  }
+  if (probe) {
+    if (d.mode != DivergenceMode::kHutchinson)
+      throw UsageError("--probe applies only with --divergence hutchinson");
+    if (*probe == "rademacher")
+      d.probe = ProbeKind::kRademacher;
+    else if (*probe == "gaussian")
+      d.probe = ProbeKind::kGaussian;
+    else
+      throw UsageError(
+          format("--probe: unknown probe '%s' (expected rademacher or gaussian)", probe->c_str()));
+  }
+  return d;
+}
+
+std::string describe(const DivergenceOptions& d) {
+  if (d.mode == DivergenceMode::kExact) return "exact divergence";
+  return format("Hutchinson divergence (%u %s probe%s)", d.probes,
+                d.probe == ProbeKind::kGaussian ? "gaussian" : "rademacher",
+                d.probes == 1 ? "" : "s");
+}
+
+uint64_t parse_seed(const ParsedArgs& args) {
+  const std::string* s = args.find("--seed");
+  return s ? parse_uint("--seed", *s, 0, UINT64_MAX) : 0;
+}
+
+size_t parse_max_batch(const ParsedArgs& args) {
+  const std::string* b = args.find("--max-batch");
+  return b ? parse_uint("--max-batch", *b, 1, Limits::kMaxBatch) : PlanOptions().max_batch;
+}
+
+void require_with(const ParsedArgs& args, const char* option, const char* needed) {
+  if (args.has(option) && !args.has(needed))
+    throw UsageError(format("%s applies only with %s", option, needed));
+}
+
+std::unique_ptr<Model> load_model(const std::string& path) {
+  std::unique_ptr<Model> model;
+  check(Model::load_file(path.c_str(), LoadOptions(), &model));
+  return model;
+}
+
+std::unique_ptr<Plan> make_plan(const Model& model, size_t max_batch,
+                                const DivergenceOptions* divergence) {
+  PlanOptions po;
+  po.max_batch = max_batch;
+  po.divergence = divergence ? divergence->mode : DivergenceMode::kNone;
+  po.max_probes =
+      divergence && divergence->mode == DivergenceMode::kHutchinson ? divergence->probes : 1;
+  std::unique_ptr<Plan> plan;
+  check(Plan::create(model, po, nullptr, 0, &plan));
+  return plan;
+}
+
+Progress::Progress(const char* command)
+    : command_(command),
+      terminal_(isatty(STDERR_FILENO) != 0),
+      start_(std::chrono::steady_clock::now()) {}
+
+Progress::~Progress() { clear(); }
+
+void Progress::attach(OdeOptions* ode) {
+  if (!terminal_) return;
+  ode->progress = &Progress::update;
+  ode->progress_user = this;
+}
+
+double Progress::seconds() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+
+double Progress::finish() {
+  clear();
+  return seconds();
+}
+
+bool Progress::update(void* user, uint64_t done, uint64_t total) {
+  Progress& p = *static_cast<Progress*>(user);
+  const double now = p.seconds();
+  if (now < 1.0 || now - p.last_draw_ < 0.2 || total == 0) return true;
+  p.last_draw_ = now;
+  p.drawn_ = true;
+  const double fraction = static_cast<double>(done) / static_cast<double>(total);
+  std::fprintf(stderr, "\r\033[K%s: %5.1f%%, %.0f s elapsed, about %.0f s left", p.command_,
+               100.0 * fraction, now, fraction > 0 ? now * (1.0 - fraction) / fraction : 0.0);
+  return true;
+}
+
+void Progress::clear() {
+  if (drawn_) std::fputs("\r\033[K", stderr);
+  drawn_ = false;
+}
+
+}  // namespace siflow::cli

@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# End-to-end tests of the siflow CLI on the models make_test_model writes: every command in .npy
+# and .csv, --help, numerical consistency, and each bad input's exit code and message. Works only
+# inside its scratch directory (argument 3), which it recreates; it must never write elsewhere.
+# Usage: cli_test.sh SIFLOW MAKE_TEST_MODEL WORK_DIR
+set -u
+SIFLOW=$1
+MAKE_MODEL=$2
+WORK=$3
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
+"$MAKE_MODEL" . || { echo "FAIL: make_test_model"; exit 1; }
+M=normal.sif      # Gaussian base, embedded test vectors
+B=bad_tests.sif   # embedded test vectors that do not match
+U=uniform.sif     # uniform base, no test vectors
+Z=normalized.sif  # Gaussian base with a normalization
+
+checks=0
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+# run ARGS...: runs the CLI; stdout, stderr and the exit code go to out.txt, err.txt and $rc.
+run() {
+  "$SIFLOW" "$@" >out.txt 2>err.txt
+  rc=$?
+}
+
+# ok TEXT ARGS...: expects exit 0 and, unless TEXT is empty, TEXT in stdout or stderr.
+ok() {
+  local want=$1
+  shift
+  checks=$((checks + 1))
+  run "$@"
+  if [ "$rc" -ne 0 ] || { [ -n "$want" ] && ! grep -qF -- "$want" out.txt err.txt; }; then
+    fail "siflow $* -> exit $rc; expected 0 and '$want'"
+    sed 's/^/  | /' out.txt err.txt
+  fi
+}
+
+# fails CODE TEXT ARGS...: expects exit CODE and TEXT in stderr.
+fails() {
+  local code=$1 want=$2
+  shift 2
+  checks=$((checks + 1))
+  run "$@"
+  if [ "$rc" -ne "$code" ] || ! grep -qF -- "$want" err.txt; then
+    fail "siflow $* -> exit $rc; expected $code and '$want' on stderr"
+    sed 's/^/  | /' out.txt err.txt
+  fi
+}
+
+# check CONDITION-COMMAND... : records a failure when the command fails.
+check() {
+  checks=$((checks + 1))
+  "$@" || fail "$*"
+}
+
+# differ A B: the files' bytes differ.
+differ() {
+  ! cmp -s "$1" "$2"
+}
+
+# has_header FILE DESCR SHAPE: the .npy header names this dtype and shape.
+has_header() {
+  head -c 128 "$1" | grep -aqF "{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
+}
+
+# csv_is FILE HEADER ROWS: the CSV has this header line and this many data rows.
+csv_is() {
+  [ "$(head -n 1 "$1")" = "$2" ] && [ "$(($(wc -l <"$1") - 1))" -eq "$3" ]
+}
+
+# close A.csv B.csv TOL: same shape, and every value within TOL (headers skipped).
+close() {
+  [ "$(wc -l <"$1")" -eq "$(wc -l <"$2")" ] || return 1
+  paste -d, "$1" "$2" | awk -F, -v tol="$3" '
+    NR > 1 { n = NF / 2; for (i = 1; i <= n; ++i) { d = $i - $(i + n); if (d < 0) d = -d;
+             if (d > m) m = d } }
+    END { if (m > tol) { printf "max difference %g > %g\n", m, tol; exit 1 } }'
+}
+
+# npy FILE DICT DATA: writes a v1.0 .npy with header DICT and raw DATA (printf escapes).
+npy() {
+  local dict=$2
+  local pad=$(((64 - (10 + ${#dict} + 1) % 64) % 64))
+  dict="$dict$(printf '%*s' "$pad" '')"
+  local len=$((${#dict} + 1))
+  {
+    printf '\x93NUMPY\x01\x00'
+    printf "\\x$(printf %02x $((len & 255)))\\x$(printf %02x $((len >> 8)))"
+    printf '%s\n' "$dict"
+    printf "$3"
+  } >"$1"
+}
+
+PY=/usr/bin/python3
+if [ -x "$PY" ] && "$PY" -c 'import numpy' 2>/dev/null; then
+  have_numpy=1
+else
+  have_numpy=0
+  echo "note: /usr/bin/python3 with numpy not found; .npy checks use headers and CSV only"
+fi
+# py CODE: a numpy assertion (skipped without numpy).
+py() {
+  [ "$have_numpy" = 1 ] || return 0
+  checks=$((checks + 1))
+  "$PY" -c "import numpy as np; $1" || fail "python: $1"
+}
+
+F1='\x00\x00\x80\x3f'  # float32 1.0
+NAN='\x00\x00\xc0\x7f' # float32 NaN
+
+# --- help and version ----------------------------------------------------------------------
+ok "Usage: siflow COMMAND" --help
+ok "Commands:" help
+ok "siflow 0." --version
+fails 2 "Usage: siflow COMMAND"
+fails 2 "unknown command 'bogus'" bogus
+fails 2 "unknown command 'nope'" help nope
+for c in info sample decode encode logprob velocity validate; do
+  ok "Usage: siflow $c" "$c" --help
+  ok "Usage: siflow $c" help "$c"
+  ok "-h, --help" "$c" -h
+done
+ok "(default rk4)" help sample
+ok "(default 50)" help decode
+ok "(default 256)" help encode
+ok "(default heun)" help sample
+
+# --- info ----------------------------------------------------------------------------------
+ok "cli-normal" info $M
+for want in "dim           2" "base          normal" "8 velocity points, 3 trajectories" \
+  "purpose = siflow CLI tests" "for batch 256 with exact divergence" "total memory"; do
+  check grep -qF "$want" out.txt
+done
+ok "base          uniform" info $U
+ok "normalized    yes" info $Z
+ok "for batch 7 with exact divergence" info $M --batch 7
+fails 2 "--batch: 0 is outside" info $M --batch 0
+
+# --- sample --------------------------------------------------------------------------------
+ok "siflow sample: 40 rows, rk4, 50 steps, exact divergence" \
+  sample $M -n 40 --seed 3 -o s.npy --logprob-out lp.npy
+check [ "$(wc -l <err.txt)" -eq 1 ] # the summary only: no progress line off a terminal
+check has_header s.npy '<f4' '(40, 2)'
+check has_header lp.npy '<f8' '(40,)'
+ok "" sample $M -n 40 --seed 3 -o s.csv --logprob-out lp.csv
+check csv_is s.csv x0,x1 40
+check csv_is lp.csv logp 40
+py "a = np.load('s.npy'); b = np.loadtxt('s.csv', delimiter=',', skiprows=1, dtype=np.float32)
+assert a.dtype == np.float32 and a.shape == (40, 2) and np.array_equal(a, b)"
+py "a = np.load('lp.npy'); b = np.loadtxt('lp.csv', skiprows=1)
+assert a.dtype == np.float64 and a.shape == (40,) and np.allclose(a, b, rtol=1e-8, atol=0)"
+ok "" sample $M -n 40 --seed 3 -o s7.npy --max-batch 7
+check cmp -s s.npy s7.npy # the same draws whatever the chunking
+ok "" sample $M -n 40 --seed 4 -o s4.npy
+check differ s.npy s4.npy
+ok "" sample $M -n 40 -o sh.npy --logprob-out lph.npy --divergence hutchinson:2 --probe gaussian
+check has_header lph.npy '<f8' '(40,)'
+for m in euler heun midpoint rk4 rk4-38; do
+  ok "siflow sample: 5 rows, $m, 8 steps" sample $M -n 5 --method=$m --steps=8 -o m.csv
+done
+ok "" sample $U -n 40 -o us.csv
+check csv_is us.csv x0,x1 40
+
+# --- logprob agrees with sample's --logprob-out; encode and decode invert each other -------
+ok "siflow logprob: 40 rows, rk4, 50 steps, exact divergence" logprob $M -i s.csv -o lp2.csv
+check close lp.csv lp2.csv 1e-3
+ok "" logprob $M -i s.npy -o lp2.npy
+check has_header lp2.npy '<f8' '(40,)'
+py "assert np.allclose(np.load('lp.npy'), np.load('lp2.npy'), rtol=0, atol=1e-3)"
+ok "" encode $M -i s.csv -o e.csv
+ok "" decode $M -i e.csv -o d.csv --logprob-out dl.csv
+check close d.csv s.csv 1e-3
+check close dl.csv lp.csv 1e-3
+ok "" encode $M -i s.npy -o e.npy
+check has_header e.npy '<f4' '(40, 2)'
+ok "" sample $Z -n 40 --seed 5 -o zs.csv --logprob-out zl.csv
+ok "" logprob $Z -i zs.csv -o zl2.csv
+check close zl.csv zl2.csv 1e-3
+ok "" encode $Z -i zs.csv -o ze.csv
+ok "" decode $Z -i ze.csv -o zd.csv
+check close zd.csv zs.csv 1e-3
+ok "Hutchinson divergence (16 gaussian probes)" \
+  logprob $M -i s.csv -o lh.csv --divergence hutchinson:16 --probe gaussian --seed 5
+check csv_is lh.csv logp 40
+ok "" logprob $M -i s.csv -o lt.csv --time 0.5
+printf 'x0,x1\n50,50\n' >far.csv
+ok "" logprob $U -i far.csv -o far_lp.csv # far outside the uniform base's box
+check csv_is far_lp.csv logp 1
+check grep -qx -- -inf far_lp.csv
+
+# --- explicit time grids ----------------------------------------------------------------------
+awk 'BEGIN { print "t"; for (i = 0; i <= 50; ++i) printf "%.17g\n", i / 50 }' >grid.csv
+ok "rk4, grid of 50 steps" sample $M -n 40 --seed 3 -o sg.csv --grid grid.csv
+check close sg.csv s.csv 1e-5
+awk 'BEGIN { for (i = 0; i <= 20; ++i) printf "%.17g\n", i / 40 }' >half.csv
+ok "grid of 20 steps" logprob $M -i s.csv -o lg.csv --time 0.5 --grid half.csv
+npy grid.npy "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }" \
+  '\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xe0\x3f\x00\x00\x00\x00\x00\x00\xf0\x3f'
+ok "grid of 2 steps" encode $M -i s.csv -o g2.csv --grid grid.npy
+fails 1 "time grid runs from 0 to 0.5, but this run needs 0 to 1" \
+  sample $M -n 4 -o x.npy --grid half.csv
+printf 't\n0\n0.5\n0.5\n1\n' >flat.csv
+fails 1 "time grid is not strictly increasing at point 2" sample $M -n 4 -o x.npy --grid flat.csv
+fails 1 "s.csv: shape (40, 2); expected a vector" sample $M -n 4 -o x.npy --grid s.csv
+fails 2 "--steps and --grid are mutually exclusive" sample $M -n 4 -o x.npy --steps 5 --grid grid.csv
+
+# --- SDE sampling --------------------------------------------------------------------------
+ok "SDE heun, eps 0.5, schedule a, 50 steps" sample $M -n 40 --sde 0.5 -o sde.npy
+check has_header sde.npy '<f4' '(40, 2)'
+ok "SDE em, eps 0.5, schedule constant, stop 0.1 then heun, 20 steps" sample $M -n 40 \
+  --sde 0.5 --sde-schedule constant --sde-stop 0.1 --sde-method em --method heun --steps 20 \
+  -o sde.csv
+fails 1 "SDE sampling needs a Gaussian base" sample $U -n 10 --sde 0.5 -o x.npy
+fails 1 "SDE samples have no per-sample log-likelihood" \
+  sample $M -n 10 --sde 0.5 -o x.npy --logprob-out y.npy
+fails 1 "constant epsilon without a stop" sample $M -n 10 --sde 0.5 --sde-schedule constant -o x.npy
+fails 2 "--sde-stop applies only with --sde" sample $M -n 10 --sde-stop 0.1 -o x.npy
+fails 2 "--sde: EPS must be positive" sample $M -n 10 --sde 0 -o x.npy
+fails 2 "--sde-method: unknown method 'rk4'" sample $M -n 10 --sde 1 --sde-method rk4 -o x.npy
+
+# --- velocity and validate -----------------------------------------------------------------
+ok "" velocity $M -i s.csv -t 0.25 -o v.csv
+check csv_is v.csv x0,x1 40
+awk 'BEGIN { print "t"; for (i = 0; i < 40; ++i) print 0.25 }' >t.csv
+ok "" velocity $M -i s.csv -t t.csv -o v2.csv
+check cmp -s v.csv v2.csv
+ok "" velocity $M -i s.npy --times 0.25 -o v.npy
+check has_header v.npy '<f4' '(40, 2)'
+printf '0.1\n0.2\n0.3\n' >t3.csv
+fails 1 "--times: 't3.csv' holds 3 times, but the input has 40 rows" velocity $M -i s.csv -t t3.csv -o x.csv
+fails 2 "--times: 'soon' is neither a number nor a .npy or .csv file" velocity $M -i s.csv -t soon -o x.csv
+ok "trajectories  3 of 20 RK4 steps" validate $M
+check grep -q "^velocity      8 points: .* ok$" out.txt
+fails 1 "validation failed" validate $B
+check grep -q FAILED out.txt
+fails 1 "the model has no test vectors" validate $U
+ok "velocity      40 points" validate $M --inputs s.csv --times 0.25 --expected v.csv
+awk -F, 'NR == 1 { print; next } { printf "%.9g,%s\n", $1 + 0.01, $2 }' v.csv >vbad.csv
+fails 1 "validation failed" validate $M --inputs s.csv --times t.csv --expected vbad.csv
+ok "(tolerance 0.1) ok" validate $M --inputs s.csv --times 0.25 --expected vbad.csv --tolerance 0.1
+fails 2 "--tolerance applies only with --inputs" validate $M --tolerance 1
+fails 2 "missing required option --expected" validate $M --inputs s.csv --times 0.5
+head -n 4 s.csv >s3.csv
+fails 1 "--expected: 'us.csv' has 40 rows, but --inputs 's3.csv' has 3" \
+  validate $M --inputs s3.csv --times 0.1 --expected us.csv
+
+# --- bad inputs --------------------------------------------------------------------------------
+printf 'a,b,c\n1,2,3\n4,5,6\n' >three.csv
+fails 1 "three.csv: shape (2, 3) does not match the model: expected [N, 2]" \
+  decode $M -i three.csv -o o.npy
+npy vec.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }" "$F1$F1"
+fails 1 "vec.npy: shape (2,) does not match the model" encode $M -i vec.npy -o o.npy
+: >empty.csv
+fails 1 "empty.csv: no data rows" decode $M -i empty.csv -o o.npy
+printf 'x0,x1\n\n' >header_only.csv
+fails 1 "header_only.csv: no data rows" logprob $M -i header_only.csv -o o.npy
+npy empty.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2), }" ''
+fails 1 "empty.npy: empty array of shape (0, 2)" decode $M -i empty.npy -o o.npy
+fails 2 "-n: 0 is outside [1," sample $M -n 0 -o o.npy
+printf 'x0,x1\n1,2\n3,nan\n' >nan.csv
+fails 1 "nan.csv: line 3, column 2: 'nan' is not a finite number" decode $M -i nan.csv -o o.npy
+printf '1,2\n3,1e999\n' >inf.csv
+fails 1 "inf.csv: line 2, column 2: '1e999' is not a finite number" encode $M -i inf.csv -o o.npy
+npy nan.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }" "$F1$F1$NAN$F1"
+fails 1 "nan.npy: element [1, 0] is NaN" logprob $M -i nan.npy -o o.npy
+printf 'x0,x1\n1,2\n3\n' >ragged.csv
+fails 1 "ragged.csv: line 3 has 1 column, expected 2 (as on line 2)" decode $M -i ragged.csv -o o.npy
+printf 'a,b,c\n1,2\n' >short.csv
+fails 1 "short.csv: line 2 has 2 columns, but the header on line 1 has 3" decode $M -i short.csv -o o.npy
+printf '1,2\n3,x\n' >word.csv
+fails 1 "word.csv: line 2, column 2: 'x' is not a number" decode $M -i word.csv -o o.npy
+printf '1,2\n,4\n' >hole.csv
+fails 1 "hole.csv: line 2, column 1 is empty" decode $M -i hole.csv -o o.npy
+npy fortran.npy "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 2), }" "$F1$F1"
+fails 1 "fortran.npy: fortran_order is True" decode $M -i fortran.npy -o o.npy
+npy int.npy "{'descr': '<i4', 'fortran_order': False, 'shape': (1, 2), }" "$F1$F1"
+fails 1 "int.npy: dtype '<i4' is not supported" decode $M -i int.npy -o o.npy
+npy big.npy "{'descr': '>f4', 'fortran_order': False, 'shape': (1, 2), }" "$F1$F1"
+fails 1 "big.npy: dtype '>f4' is not supported" decode $M -i big.npy -o o.npy
+npy trunc.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }" "$F1$F1"
+fails 1 "trunc.npy: truncated: shape (2, 2) of <f4 needs 16 bytes of data, but 8 follow" \
+  decode $M -i trunc.npy -o o.npy
+npy long.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }" "$F1$F1$F1"
+fails 1 "long.npy: 4 unexpected bytes after the data" decode $M -i long.npy -o o.npy
+printf 'x0,x1\n' >fake.npy
+fails 1 "fake.npy: not a .npy file" decode $M -i fake.npy -o o.npy
+npy f8.npy "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2), }" \
+  '\x00\x00\x00\x00\x00\x00\xe0\x3f\x00\x00\x00\x00\x00\x00\xd0\xbf'
+ok "siflow decode: 1 row," decode $M -i f8.npy -o o1.csv
+printf 'x0,x1\r\n\r\n1,2\r\n\n3,4\r\n' >crlf.csv
+ok "siflow encode: 2 rows" encode $M -i crlf.csv -o o2.csv
+fails 1 "cannot open 'missing.csv'" decode $M -i missing.csv -o o.npy
+fails 1 "cannot open model 'missing.sif'" info missing.sif
+head -c 300 $M >truncated.sif
+fails 1 "truncated.sif: FlatBuffers verification failed" info truncated.sif
+printf 'not a model at all' >junk.sif
+fails 1 "junk.sif: not a siflow model" sample junk.sif -n 2 -o o.npy
+fails 2 "--method: unknown method 'rk5'" sample $M -n 2 -o o.npy --method rk5
+fails 2 "unknown option '--bogus'" decode $M -i s.csv -o o.npy --bogus 1
+fails 2 "unexpected argument 'extra'" info $M extra
+fails 2 "missing MODEL" info
+fails 2 "--max-batch: 0 is outside [1, 1048576]" encode $M -i s.csv -o o.npy --max-batch 0
+fails 2 "option '--steps' needs a value (K)" encode $M -i s.csv -o o.npy --steps
+fails 2 "--steps: 'ten' is not a non-negative integer" encode $M -i s.csv -o o.npy --steps ten
+fails 2 "--steps: 0 is outside [1," encode $M -i s.csv -o o.npy --steps 0
+fails 2 "--seed: '-1' is not a non-negative integer" sample $M -n 2 -o o.npy --seed -1
+fails 2 "option '--seed' is given more than once" sample $M -n 2 -o o.npy --seed 1 --seed 2
+fails 2 "--output: 'o.txt' has neither a .npy nor a .csv extension" sample $M -n 2 -o o.txt
+fails 2 "--input: 's.dat' has neither a .npy nor a .csv extension" decode $M -i s.dat -o o.npy
+fails 2 "missing required option -o FILE" sample $M -n 2
+fails 2 "-o and --logprob-out name the same file" sample $M -n 2 -o o.npy --logprob-out o.npy
+fails 2 "--divergence applies only with --logprob-out" sample $M -n 2 -o o.npy --divergence exact
+fails 2 "--seed applies only with --logprob-out" decode $M -i s.csv -o o.npy --seed 3
+fails 2 "--probe applies only with --divergence hutchinson" logprob $M -i s.csv -o o.npy --probe gaussian
+fails 2 "--divergence: unknown mode 'trace'" logprob $M -i s.csv -o o.npy --divergence trace
+fails 2 "--divergence hutchinson:K: 0 is outside [1, 1024]" \
+  logprob $M -i s.csv -o o.npy --divergence hutchinson:0
+fails 2 "--time: -1 is negative" logprob $M -i s.csv -o o.npy --time -1
+fails 1 "time 2 is outside the model's range (0, 1]" logprob $M -i s.csv -o o.npy --time 2
+fails 1 "cannot write 'nodir/o.npy'" encode $M -i s.csv -o nodir/o.npy
+fails 2 "unknown option '--seed'" encode $M -i s.csv -o o.npy --seed 1
+
+# Failed runs leave no output and no temporary files behind.
+check [ ! -e o.npy ]
+check [ -z "$(find . -name '*.tmp.*')" ]
+
+echo "$checks checks, $failures failures"
+[ "$failures" -eq 0 ]
