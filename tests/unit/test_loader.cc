@@ -1,0 +1,689 @@
+// The loader (format/loader.cc): every refusal names its cause with the right status code, the
+// zero-copy and copy paths for aligned and misaligned spans, and a fuzz that truncates and flips
+// the bytes of a valid model (also built as test_loader_asan under ASan and UBSan).
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "format/model_data.hpp"
+#include "siflow/model_builder.hpp"
+#include "siflow/siflow.hpp"
+#include "siflow_generated.h"
+
+namespace {
+
+using siflow::InterpolantKind;
+using siflow::LoadOptions;
+using siflow::Model;
+using siflow::ModelBuilder;
+using siflow::Plan;
+using siflow::Status;
+using siflow::StatusCode;
+using siflow::UnaryKind;
+namespace fb = siflow::fb;
+
+// A copy of `bytes` in memory of exactly that size (so ASan flags any read past the end), at a
+// 64-byte aligned address plus `misalign`.
+class Span {
+ public:
+  explicit Span(const std::vector<uint8_t>& bytes, size_t misalign = 0) : size_(bytes.size()) {
+    void* p = nullptr;
+    REQUIRE(posix_memalign(&p, 64, misalign + size_ + (misalign + size_ == 0)) == 0);
+    base_ = static_cast<uint8_t*>(p);
+    if (size_) std::memcpy(base_ + misalign, bytes.data(), size_);
+    data_ = base_ + misalign;
+  }
+  ~Span() { std::free(base_); }
+  Span(const Span&) = delete;
+  Span& operator=(const Span&) = delete;
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* base_ = nullptr;
+  uint8_t* data_ = nullptr;
+  size_t size_;
+};
+
+// The span outlives the model: a model loaded in place points into it.
+struct Loaded {
+  explicit Loaded(const std::vector<uint8_t>& bytes, LoadOptions options = LoadOptions(),
+                  size_t misalign = 0)
+      : span(bytes, misalign) {
+    status = Model::load(span.data(), span.size(), options, &model);
+  }
+  Span span;
+  Status status;
+  std::unique_ptr<Model> model;
+};
+
+void expect_refused(const std::vector<uint8_t>& bytes, StatusCode code,
+                    std::initializer_list<const char*> fragments) {
+  Loaded l(bytes);
+  INFO("message: " << std::string(l.status.message()));
+  CHECK(l.status.code() == code);
+  CHECK_FALSE(l.model);
+  for (const char* f : fragments) {
+    INFO("expected fragment: " << f);
+    CHECK(std::string(l.status.message()).find(f) != std::string::npos);
+  }
+}
+
+// Loads through the copy path (vector storage is not 64-byte aligned), so the model owns its
+// bytes and outlives `bytes`.
+std::unique_ptr<Model> expect_loads(const std::vector<uint8_t>& bytes) {
+  std::unique_ptr<Model> model;
+  const Status s = Model::load(bytes.data(), bytes.size(), LoadOptions(), &model);
+  REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
+  return model;
+}
+
+// A small valid model with most tables: two layers, layer norm, concat with t, constants,
+// normalisation, a learned interpolant, metadata and velocity test vectors.
+ModelBuilder rich_builder() {
+  ModelBuilder b(2);
+  const uint32_t h = b.fully_connected(
+      b.concat({b.x(), b.t()}), 4,
+      {0.5f, -0.25f, 0.1f, 0.3f, 0.2f, 0.4f, -0.6f, 0.05f, -0.1f, 0.7f, 0.3f, -0.2f},
+      {0.1f, 0.0f, -0.1f, 0.2f}, "in");
+  const uint32_t a = b.unary(b.layer_norm(h, {1.0f, 0.9f, 1.1f, 1.0f}, {0.0f, 0.1f, 0.0f, -0.1f}),
+                             UnaryKind::kTanh);
+  const uint32_t c =
+      b.add_constant(b.mul_constant(a, {0.5f, 1.0f, 1.5f, 2.0f}), {0.1f, 0.1f, 0.2f, 0.2f});
+  b.set_output(
+      b.fully_connected(c, 2, {0.3f, -0.2f, 0.1f, 0.4f, -0.5f, 0.2f, 0.3f, -0.1f}, {}, "out"));
+  b.set_name("rich");
+  b.add_metadata("author", "unit test");
+  b.set_interpolant(InterpolantKind::kLearnedFourier, {0.1}, {-0.05});
+  b.set_normalization({1.0f, -1.0f}, {2.0f, 0.5f});
+  b.set_velocity_tests({0.5f}, {0.1f, 0.2f}, {0.0f, 0.0f}, 1e6f);
+  return b;
+}
+
+// The simplest valid model: v = W x with W 2x2.
+ModelBuilder linear_builder() {
+  ModelBuilder b(2);
+  b.set_output(b.fully_connected(b.x(), 2, {0.5f, 0.1f, -0.2f, 0.3f}));
+  return b;
+}
+
+size_t offset_in(const std::vector<uint8_t>& bytes, const void* p) {
+  const size_t off = static_cast<size_t>(static_cast<const uint8_t*>(p) - bytes.data());
+  REQUIRE(off < bytes.size());
+  return off;
+}
+
+// The address of a scalar field that is present in the file (not defaulted).
+template <typename T>
+size_t field_offset(const std::vector<uint8_t>& bytes, const T* table, uint16_t field) {
+  const uint8_t* p = ((const flatbuffers::Table*)table)->GetAddressOf(field);
+  REQUIRE(p != nullptr);
+  return offset_in(bytes, p);
+}
+
+void put_u32(std::vector<uint8_t>& bytes, size_t off, uint32_t v) {
+  std::memcpy(bytes.data() + off, &v, sizeof v);
+}
+
+const fb::Node* node_of(const std::vector<uint8_t>& bytes, uint32_t i) {
+  return fb::GetModel(bytes.data())->graph()->nodes()->Get(i);
+}
+
+// A one-node model v = W x written with the generated code directly, for what ModelBuilder
+// cannot write: F16 weights, or F32 weights at a file offset that is not 64-byte aligned.
+std::vector<uint8_t> raw_fc_model(fb::DType dtype, bool aligned) {
+  for (uint32_t pad = 0; pad < 64; ++pad) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto inputs = fbb.CreateVector(std::vector<uint32_t>{0});
+    auto shape = fbb.CreateVector(std::vector<uint32_t>{2, 2});
+    flatbuffers::Offset<fb::Weights> w;
+    if (dtype == fb::DType::F16) {
+      fbb.ForceVectorAlignment(4, sizeof(uint16_t), 64);
+      auto f16 = fbb.CreateVector(std::vector<uint16_t>{0x3c00, 0, 0, 0x3c00});
+      w = fb::CreateWeights(fbb, dtype, shape, 0, f16);
+    } else {
+      auto padding = fbb.CreateVector(std::vector<uint8_t>(pad, 0));
+      (void)padding;
+      if (aligned) fbb.ForceVectorAlignment(4, sizeof(float), 64);
+      auto f32 = fbb.CreateVector(std::vector<float>{1.0f, 0.0f, 0.0f, 1.0f});
+      w = fb::CreateWeights(fbb, dtype, shape, f32);
+    }
+    auto node = fb::CreateNode(fbb, fb::OpType::FullyConnected, inputs, 0, fb::UnaryKind::Identity,
+                               0.01f, w);
+    auto graph = fb::CreateGraph(fbb, 2, fbb.CreateVector(std::vector<decltype(node)>{node}), 2);
+    fbb.Finish(fb::CreateModel(fbb, 1, 0, 0, graph), fb::ModelIdentifier());
+    std::vector<uint8_t> bytes(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+    if (dtype == fb::DType::F16 || aligned) return bytes;
+    const float* data = node_of(bytes, 0)->weight()->f32()->data();
+    if (offset_in(bytes, data) % 64 != 0) return bytes;  // misaligned, as wanted
+  }
+  FAIL("could not place the weights off a 64-byte boundary");
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("a valid model loads and ModelInfo describes it") {
+  const std::vector<uint8_t> bytes = rich_builder().finish();
+  auto model = expect_loads(bytes);
+  const siflow::ModelInfo& info = model->info();
+  CHECK(std::string(info.name) == "rich");
+  CHECK(info.format_major == 1);
+  CHECK(info.format_minor == 0);
+  CHECK(info.dim == 2);
+  CHECK(info.node_count == 7);
+  CHECK(info.parameter_count == 12 + 4 + 4 + 4 + 4 + 4 + 8);
+  CHECK(info.weight_bytes == info.parameter_count * sizeof(float));
+  CHECK(info.interpolant == InterpolantKind::kLearnedFourier);
+  CHECK(info.fourier_terms == 1);
+  CHECK(info.base == siflow::BaseKind::kNormal);
+  CHECK(info.normalized);
+  CHECK(info.score_available);
+  CHECK(info.time_start == 0.0);
+  CHECK(info.time_end == 1.0);
+  CHECK(info.test_vector_count == 1);
+  CHECK(info.metadata_count == 1);
+  const char *key = nullptr, *value = nullptr;
+  CHECK(model->metadata(0, &key, &value));
+  CHECK(std::string(key) == "author");
+  CHECK(std::string(value) == "unit test");
+  CHECK_FALSE(model->metadata(1, &key, &value));
+}
+
+TEST_CASE("a wrong file identifier is refused and named") {
+  std::vector<uint8_t> bytes = linear_builder().finish();
+  std::memcpy(bytes.data() + 4, "ONNX", 4);
+  expect_refused(bytes, StatusCode::kInvalidModel, {"file identifier is 'ONNX'", "'SIFL'"});
+}
+
+TEST_CASE("a file shorter than 8 bytes is refused as too small") {
+  const std::vector<uint8_t> bytes = {'a', 'b', 'c'};
+  expect_refused(bytes, StatusCode::kInvalidModel, {"too small", "3 bytes"});
+}
+
+TEST_CASE("a truncated file fails FlatBuffers verification") {
+  std::vector<uint8_t> bytes = linear_builder().finish();
+  bytes.resize(bytes.size() / 2);
+  expect_refused(bytes, StatusCode::kInvalidModel, {"verification failed", "truncated or corrupt"});
+}
+
+TEST_CASE("a newer major format version is unsupported and the message names both versions") {
+  ModelBuilder b = linear_builder();
+  b.set_format_version(2, 3);
+  expect_refused(b.finish(), StatusCode::kUnsupported, {"2.3", "newer", "1.x"});
+}
+
+TEST_CASE("an older major format version is unsupported and named") {
+  ModelBuilder b = linear_builder();
+  b.set_format_version(0, 9);
+  expect_refused(b.finish(), StatusCode::kUnsupported, {"0.9", "older", "1.x"});
+}
+
+TEST_CASE("a newer minor format version of the same major loads") {
+  ModelBuilder b = linear_builder();
+  b.set_format_version(1, 7);
+  auto model = expect_loads(b.finish());
+  CHECK(model->info().format_minor == 7);
+}
+
+TEST_CASE("graph dim 0 and dim above the limit are refused") {
+  expect_refused(ModelBuilder(0).finish(), StatusCode::kInvalidModel, {"graph dim 0", "[1, 4096]"});
+  ModelBuilder big(4097);
+  big.set_output(big.unary(big.x(), UnaryKind::kIdentity));
+  expect_refused(big.finish(), StatusCode::kInvalidModel, {"graph dim 4097"});
+}
+
+TEST_CASE("a graph without nodes is refused") {
+  expect_refused(ModelBuilder(2).finish(), StatusCode::kInvalidModel, {"graph has no nodes"});
+}
+
+TEST_CASE("a node reading a tensor produced later (or itself) is refused: no cycles") {
+  std::vector<uint8_t> bytes;
+  {
+    ModelBuilder b(2);
+    const uint32_t a = b.unary(b.x(), UnaryKind::kTanh);  // node 0 -> tensor 2
+    const uint32_t c = b.unary(a, UnaryKind::kTanh);      // node 1 -> tensor 3
+    b.set_output(b.unary(c, UnaryKind::kTanh));           // node 2 -> tensor 4
+    bytes = b.finish();
+  }
+  // Node 0 reads tensor 3 (use before definition), then node 1 reads itself (tensor 3).
+  std::vector<uint8_t> forward = bytes, self = bytes;
+  put_u32(forward, offset_in(forward, node_of(forward, 0)->inputs()->data()), 3);
+  expect_refused(forward, StatusCode::kInvalidModel,
+                 {"node 0", "reads tensor 3", "not produced before it"});
+  put_u32(self, offset_in(self, node_of(self, 1)->inputs()->data()), 3);
+  expect_refused(self, StatusCode::kInvalidModel, {"node 1", "reads tensor 3"});
+}
+
+TEST_CASE("a fully connected weight whose shape does not match its input width is refused") {
+  std::vector<uint8_t> bytes = linear_builder().finish();
+  // Shape [2, 2] -> [2, 3]: the input x has width 2.
+  const auto* shape = node_of(bytes, 0)->weight()->shape();
+  put_u32(bytes, offset_in(bytes, shape->data()) + 4, 3);
+  expect_refused(bytes, StatusCode::kInvalidModel,
+                 {"node 0 (FullyConnected)", "weight shape [2,3]", "input width 2"});
+}
+
+TEST_CASE("a fully connected weight with the wrong number of values is refused") {
+  ModelBuilder b(2);
+  b.set_output(b.fully_connected(b.x(), 2, {1.0f, 2.0f, 3.0f}));
+  expect_refused(b.finish(), StatusCode::kInvalidModel, {"weight has 3 values, expected 4"});
+}
+
+TEST_CASE("a NaN weight or an infinite bias is refused with its index") {
+  ModelBuilder b(2);
+  b.set_output(b.fully_connected(b.x(), 2, {1.0f, 2.0f, NAN, 4.0f}));
+  expect_refused(b.finish(), StatusCode::kInvalidModel, {"weight[2] is not finite"});
+  ModelBuilder c(2);
+  c.set_output(c.fully_connected(c.x(), 2, {1.0f, 2.0f, 3.0f, 4.0f}, {0.0f, INFINITY}));
+  expect_refused(c.finish(), StatusCode::kInvalidModel, {"bias[1] is not finite"});
+}
+
+TEST_CASE("an unknown unary kind is refused and named") {
+  ModelBuilder b(2);
+  b.set_output(b.unary(b.x(), UnaryKind::kRelu));  // non-default, so the byte is in the file
+  std::vector<uint8_t> bytes = b.finish();
+  bytes[field_offset(bytes, node_of(bytes, 0), fb::Node::VT_UNARY)] = 200;
+  expect_refused(bytes, StatusCode::kInvalidModel, {"node 0 (Unary)", "unknown unary kind 200"});
+}
+
+TEST_CASE("an unknown op type is refused and named") {
+  ModelBuilder b(2);
+  b.set_output(b.unary(b.x(), UnaryKind::kRelu));  // op Unary = 1 is stored
+  std::vector<uint8_t> bytes = b.finish();
+  bytes[field_offset(bytes, node_of(bytes, 0), fb::Node::VT_OP)] = 77;
+  expect_refused(bytes, StatusCode::kInvalidModel, {"node 0", "unknown op type 77"});
+}
+
+TEST_CASE("a non-finite alpha or a non-positive layer norm epsilon is refused") {
+  ModelBuilder b(2);
+  b.set_output(b.unary(b.x(), UnaryKind::kLeakyRelu, NAN));
+  expect_refused(b.finish(), StatusCode::kInvalidModel, {"alpha is not finite"});
+  ModelBuilder c(2);
+  c.set_output(c.layer_norm(c.x(), {}, {}, 0.0f));
+  expect_refused(c.finish(), StatusCode::kInvalidModel,
+                 {"LayerNorm", "epsilon 0 must be positive"});
+}
+
+TEST_CASE("tensor operands that cannot broadcast are refused") {
+  ModelBuilder b(2);
+  const uint32_t wide = b.fully_connected(b.x(), 3, std::vector<float>(6, 0.1f));
+  b.set_output(b.add(b.x(), wide));  // [B,2] + [B,3]
+  expect_refused(b.finish(), StatusCode::kInvalidModel,
+                 {"Add", "[B,2] and [B,3] cannot broadcast"});
+}
+
+TEST_CASE("a constant that cannot broadcast with its input is refused") {
+  ModelBuilder b(2);
+  b.set_output(b.mul_constant(b.x(), {1.0f, 2.0f, 3.0f}));  // [B,2] * [1,3]
+  expect_refused(b.finish(), StatusCode::kInvalidModel,
+                 {"Mul", "constant [1,3] cannot broadcast with input [B,2]"});
+}
+
+TEST_CASE("an output tensor whose width differs from dim is refused") {
+  ModelBuilder b(2);
+  b.set_output(b.fully_connected(b.x(), 5, std::vector<float>(10, 0.1f)));
+  expect_refused(b.finish(), StatusCode::kInvalidModel, {"output tensor 2 has width 5", "dim 2"});
+}
+
+TEST_CASE("an output id that no node produces is refused") {
+  ModelBuilder b = linear_builder();
+  b.set_output(9);
+  expect_refused(b.finish(), StatusCode::kInvalidModel, {"graph output is tensor 9"});
+  ModelBuilder c = linear_builder();
+  c.set_output(0);  // x itself is not a node's output
+  expect_refused(c.finish(), StatusCode::kInvalidModel, {"graph output is tensor 0"});
+}
+
+TEST_CASE("too many node inputs or metadata entries are refused with the limit") {
+  ModelBuilder b(1);
+  b.set_output(b.concat(std::vector<uint32_t>(65, ModelBuilder::x())));
+  expect_refused(b.finish(), StatusCode::kInvalidModel, {"node 0 has 65 inputs", "limit is 64"});
+  ModelBuilder c = linear_builder();
+  for (int i = 0; i < 257; ++i) c.add_metadata("k" + std::to_string(1000 + i), "v");
+  expect_refused(c.finish(), StatusCode::kInvalidModel, {"257 metadata entries", "256"});
+}
+
+TEST_CASE("a learned interpolant whose a(t) and b(t) vanish together is refused") {
+  // One term: a = cos(pi t/2) (1 + 2 alpha sin(pi t/2)), b = sin(pi t/2) (1 + 2 beta cos(pi t/2)).
+  // alpha = beta = -1/sqrt(2) zeroes both at t = 1/2, a point of the loader's grid.
+  ModelBuilder b = linear_builder();
+  b.set_interpolant(InterpolantKind::kLearnedFourier, {-M_SQRT1_2}, {-M_SQRT1_2});
+  expect_refused(b.finish(), StatusCode::kInvalidModel,
+                 {"interpolant", "both vanish near t = 0.500000"});
+}
+
+// RUNTIME BUG (reported): Loader::check_interpolant (runtime/src/format/loader.cc) looks for a
+// common zero of a and b only at the 2001 grid points t = i/2000, with tolerance 1e-6. A common
+// zero between grid points passes: with alpha = -1/(2 sin(pi t*/2)), beta = -1/(2 cos(pi t*/2))
+// both vanish at t* = 0.50025, yet |a|, |b| ~ 5e-4 at the neighbouring grid points.
+TEST_CASE(
+    "a learned interpolant whose a and b vanish together between grid points is refused "
+    "[fails: grid-only check]") {
+  const double t_star = 0.50025;
+  const double alpha = -1.0 / (2.0 * std::sin(M_PI * t_star / 2));
+  const double beta = -1.0 / (2.0 * std::cos(M_PI * t_star / 2));
+  // The witness: a(t*) and b(t*) are zero to rounding.
+  REQUIRE(std::fabs(std::cos(M_PI * t_star / 2) + alpha * std::sin(M_PI * t_star)) < 1e-15);
+  REQUIRE(std::fabs(std::sin(M_PI * t_star / 2) + beta * std::sin(M_PI * t_star)) < 1e-15);
+  ModelBuilder b = linear_builder();
+  b.set_interpolant(InterpolantKind::kLearnedFourier, {alpha}, {beta});
+  expect_refused(b.finish(), StatusCode::kInvalidModel, {"interpolant", "both vanish"});
+}
+
+TEST_CASE("a learned interpolant whose a b' - a' b vanishes loads without a score") {
+  // With beta = 0: a b' - a' b = pi/2 (1 + 2 alpha sin^3(pi t/2)), which changes sign on (0, 1)
+  // for alpha = -1 while a and b never vanish together (a = 0 at t = 1/3, where b = 1/2).
+  ModelBuilder b = linear_builder();
+  b.set_interpolant(InterpolantKind::kLearnedFourier, {-1.0}, {0.0});
+  auto model = expect_loads(b.finish());
+  CHECK(model->info().interpolant == InterpolantKind::kLearnedFourier);
+  CHECK_FALSE(model->info().score_available);
+  // The same family with alpha = 0.1 keeps the factor positive: the score is available.
+  ModelBuilder c = linear_builder();
+  c.set_interpolant(InterpolantKind::kLearnedFourier, {0.1}, {0.0});
+  CHECK(expect_loads(c.finish())->info().score_available);
+}
+
+TEST_CASE("malformed interpolant coefficients are refused") {
+  ModelBuilder counts = linear_builder();
+  counts.set_interpolant(InterpolantKind::kLearnedFourier, {0.1, 0.2}, {0.1});
+  expect_refused(counts.finish(), StatusCode::kInvalidModel,
+                 {"equal alpha and beta counts", "got 2 and 1"});
+  ModelBuilder linear = linear_builder();
+  linear.set_interpolant(InterpolantKind::kLinear, {0.1}, {0.1});
+  expect_refused(linear.finish(), StatusCode::kInvalidModel, {"linear has no coefficients"});
+  ModelBuilder nan = linear_builder();
+  nan.set_interpolant(InterpolantKind::kLearnedFourier, {0.1, NAN}, {0.0, 0.0});
+  expect_refused(nan.finish(), StatusCode::kInvalidModel, {"coefficient 2 is not finite"});
+}
+
+TEST_CASE("a normal base with a zero or negative std is refused") {
+  ModelBuilder zero = linear_builder();
+  zero.set_normal_base({0.0f, 0.0f}, {1.0f, 0.0f});
+  expect_refused(zero.finish(), StatusCode::kInvalidModel, {"base std[1] = 0 must be positive"});
+  ModelBuilder negative = linear_builder();
+  negative.set_normal_base({}, {-2.0f, 1.0f});
+  expect_refused(negative.finish(), StatusCode::kInvalidModel, {"base std[0] = -2"});
+  ModelBuilder count = linear_builder();
+  count.set_normal_base({0.0f, 0.0f, 0.0f}, {});
+  expect_refused(count.finish(), StatusCode::kInvalidModel, {"base mean has 3 values, expected 2"});
+}
+
+TEST_CASE("a uniform base with low >= high or without bounds is refused") {
+  ModelBuilder equal = linear_builder();
+  equal.set_uniform_base({0.0f, 1.0f}, {1.0f, 1.0f});
+  expect_refused(equal.finish(), StatusCode::kInvalidModel,
+                 {"uniform base", "high[1] = 1 must exceed low[1] = 1"});
+  ModelBuilder missing = linear_builder();
+  missing.set_uniform_base({}, {});
+  expect_refused(missing.finish(), StatusCode::kInvalidModel, {"uniform base needs low and high"});
+}
+
+TEST_CASE("a normalisation with a zero std or a missing half is refused") {
+  ModelBuilder zero = linear_builder();
+  zero.set_normalization({0.0f, 0.0f}, {1.0f, 0.0f});
+  expect_refused(zero.finish(), StatusCode::kInvalidModel,
+                 {"normalization std[1] = 0 must be positive"});
+  ModelBuilder half = linear_builder();
+  half.set_normalization({1.0f, 2.0f}, {});
+  expect_refused(half.finish(), StatusCode::kInvalidModel,
+                 {"normalization needs both mean and std"});
+}
+
+TEST_CASE("a time range outside 0 <= start < end <= 1 is refused") {
+  const double ranges[][2] = {{0.5, 0.5}, {0.7, 0.2}, {-0.1, 1.0},
+                              {0.0, 1.5}, {NAN, 1.0}, {0.0, NAN}};
+  for (const auto& r : ranges) {
+    INFO("range " << r[0] << ", " << r[1]);
+    ModelBuilder b = linear_builder();
+    b.set_time_range(r[0], r[1]);
+    expect_refused(b.finish(), StatusCode::kInvalidModel, {"time range", "0 <= start < end <= 1"});
+  }
+  ModelBuilder ok = linear_builder();
+  ok.set_time_range(0.25, 0.75);
+  CHECK(expect_loads(ok.finish())->info().time_start == 0.25);
+}
+
+TEST_CASE("inconsistent embedded test vectors are refused") {
+  ModelBuilder count = linear_builder();
+  count.set_velocity_tests({0.5f, 0.6f}, {0.1f, 0.2f, 0.3f}, {0.0f, 0.0f, 0.0f, 0.0f}, 1e-3f);
+  expect_refused(count.finish(), StatusCode::kInvalidModel, {"test vectors y has 3 values"});
+  ModelBuilder tolerance = linear_builder();
+  tolerance.set_velocity_tests({0.5f}, {0.1f, 0.2f}, {0.0f, 0.0f}, -1.0f);
+  expect_refused(tolerance.finish(), StatusCode::kInvalidModel, {"bad velocity tolerance"});
+  ModelBuilder steps = linear_builder();
+  steps.set_trajectory_tests(0, {0.1f, 0.2f}, {0.1f, 0.2f}, 1e-3f);
+  steps.set_velocity_tests({0.5f}, {0.1f, 0.2f}, {0.0f, 0.0f}, 1e-3f);
+  expect_refused(steps.finish(), StatusCode::kInvalidModel, {"trajectory steps 0"});
+}
+
+TEST_CASE("F16 weights are unsupported and named") {
+  expect_refused(raw_fc_model(fb::DType::F16, true), StatusCode::kUnsupported,
+                 {"node 0 (FullyConnected): weight", "dtype F16", "F32 weights only"});
+}
+
+TEST_CASE("F32 weights off a 64-byte file boundary are refused (written without force_align)") {
+  // The aligned variant of the same raw file loads: only the alignment differs.
+  expect_loads(raw_fc_model(fb::DType::F32, true));
+  expect_refused(raw_fc_model(fb::DType::F32, false), StatusCode::kInvalidModel,
+                 {"not 64-byte aligned", "force_align"});
+}
+
+TEST_CASE("an aligned span is used in place without a copy") {
+  const std::vector<uint8_t> bytes = rich_builder().finish();
+  Loaded l(bytes);
+  REQUIRE_MESSAGE(l.status.ok(), std::string(l.status.message()));
+  CHECK(l.model->data().owned_bytes == nullptr);
+  CHECK(l.model->data().bytes == l.span.data());
+  // Weights point into the caller's span.
+  const uint8_t* w = reinterpret_cast<const uint8_t*>(l.model->data().nodes[1].weight);
+  CHECK(w >= l.span.data());
+  CHECK(w < l.span.data() + l.span.size());
+  CHECK(l.model->info().held_bytes < bytes.size());  // descriptors only
+}
+
+TEST_CASE("a misaligned span is copied when allow_copy is set, and refused when it is not") {
+  const std::vector<uint8_t> bytes = rich_builder().finish();
+  LoadOptions copy;
+  Loaded copied(bytes, copy, 8);
+  REQUIRE_MESSAGE(copied.status.ok(), std::string(copied.status.message()));
+  CHECK(copied.model->data().owned_bytes != nullptr);
+  CHECK(copied.model->data().bytes != copied.span.data());
+  CHECK(copied.model->info().held_bytes >= bytes.size());
+  CHECK(copied.model->info().dim == 2);
+
+  LoadOptions no_copy;
+  no_copy.allow_copy = false;
+  Loaded refused(bytes, no_copy, 8);
+  INFO(std::string(refused.status.message()));
+  CHECK(refused.status.code() == StatusCode::kInvalidArgument);
+  CHECK_FALSE(refused.model);
+  CHECK(std::string(refused.status.message()).find("not 64-byte aligned") != std::string::npos);
+  CHECK(std::string(refused.status.message()).find("copies are not allowed") != std::string::npos);
+
+  Loaded aligned(bytes, no_copy, 0);  // the same bytes aligned need no copy
+  CHECK(aligned.status.ok());
+}
+
+TEST_CASE("load refuses null bytes, a null out pointer and an unknown LoadOptions size") {
+  std::unique_ptr<Model> model;
+  const std::vector<uint8_t> bytes = linear_builder().finish();
+  Status s = Model::load(nullptr, 100, LoadOptions(), &model);
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(std::string(s.message()).find("bytes is null") != std::string::npos);
+  s = Model::load(bytes.data(), bytes.size(), LoadOptions(), nullptr);
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(std::string(s.message()).find("out is null") != std::string::npos);
+  for (uint32_t size : {0u, 3u, uint32_t(sizeof(LoadOptions) + 1)}) {
+    LoadOptions o;
+    o.struct_size = size;
+    s = Model::load(bytes.data(), bytes.size(), o, &model);
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    CHECK(std::string(s.message()).find("struct_size") != std::string::npos);
+  }
+}
+
+TEST_CASE("load_file reads a model, names a missing file, and prefixes refusals with the path") {
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  const std::string good = dir + "/siflow_unit_" + std::to_string(getpid()) + "_good.sif";
+  const std::string bad = dir + "/siflow_unit_" + std::to_string(getpid()) + "_bad.sif";
+  std::vector<uint8_t> bytes = linear_builder().finish();
+  REQUIRE(siflow::write_file_atomic(good.c_str(), bytes.data(), bytes.size()).ok());
+  std::memcpy(bytes.data() + 4, "XXXX", 4);
+  REQUIRE(siflow::write_file_atomic(bad.c_str(), bytes.data(), bytes.size()).ok());
+  std::unique_ptr<Model> model;
+  Status s = Model::load_file(good.c_str(), LoadOptions(), &model);
+  CHECK_MESSAGE(s.ok(), std::string(s.message()));
+  CHECK(model);
+  s = Model::load_file(bad.c_str(), LoadOptions(), &model);
+  CHECK(s.code() == StatusCode::kInvalidModel);
+  CHECK(std::string(s.message()).find(bad) == 0);
+  CHECK(std::string(s.message()).find("file identifier") != std::string::npos);
+  s = Model::load_file((dir + "/siflow_unit_does_not_exist.sif").c_str(), LoadOptions(), &model);
+  CHECK(s.code() == StatusCode::kIoError);
+  CHECK(std::string(s.message()).find("cannot open model") != std::string::npos);
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
+
+namespace {
+
+// The fuzz seed: the rich model (every table kind) within the 4 KB budget.
+std::vector<uint8_t> fuzz_seed() {
+  std::vector<uint8_t> bytes = rich_builder().finish();
+  REQUIRE(bytes.size() <= 4096);
+  return bytes;
+}
+
+// Runs a loaded model through every Plan call; each must return ok or an error, never crash.
+void exercise(const Model& model) {
+  siflow::PlanOptions po;
+  po.max_batch = 2;
+  std::unique_ptr<Plan> plan;
+  if (!Plan::create(model, po, nullptr, 0, &plan).ok()) return;
+  const uint32_t d = model.info().dim;
+  std::vector<float> x(3 * d), y(3 * d), t = {0.1f, 0.5f, 0.9f};
+  std::vector<double> logp(3);
+  siflow::SampleOptions so;
+  so.ode.steps = 2;
+  so.seed = 5;
+  (void)plan->sample(3, so, x.data(), logp.data());
+  for (float& v : x)
+    if (!std::isfinite(v)) v = 0.5f;
+  siflow::LogProbOptions lp;
+  lp.ode.steps = 2;
+  (void)plan->log_prob(3, x.data(), lp, logp.data());
+  siflow::OdeOptions ode;
+  ode.steps = 2;
+  (void)plan->encode(3, x.data(), ode, y.data());
+  (void)plan->decode(3, x.data(), ode, siflow::DivergenceOptions(), y.data(), logp.data());
+  (void)plan->velocity(3, t.data(), x.data(), y.data());
+}
+
+}  // namespace
+
+TEST_CASE("fuzz: every truncation of a valid model is refused") {
+  const std::vector<uint8_t> bytes = fuzz_seed();
+  REQUIRE(expect_loads(bytes));
+  size_t loaded = 0;
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    Loaded l(std::vector<uint8_t>(bytes.begin(), bytes.begin() + n));
+    if (l.status.ok()) {
+      ++loaded;
+      MESSAGE("a prefix of " << n << " bytes loads");
+    } else {
+      CHECK(l.status.code() == StatusCode::kInvalidModel);
+    }
+  }
+  CHECK(loaded == 0);
+}
+
+TEST_CASE("fuzz: byte flips at every offset either load and run, or are refused; never crash") {
+  const std::vector<uint8_t> bytes = fuzz_seed();
+  size_t loaded = 0, refused = 0, bad_codes = 0, empty_messages = 0;
+  for (size_t off = 0; off < bytes.size(); ++off) {
+    for (uint8_t pattern : {0x01, 0x08, 0x40, 0x80, 0xff}) {
+      std::vector<uint8_t> mutated = bytes;
+      mutated[off] ^= pattern;
+      Loaded l(mutated);
+      if (l.status.ok()) {
+        ++loaded;
+        exercise(*l.model);
+      } else {
+        ++refused;
+        const StatusCode c = l.status.code();
+        bad_codes += c != StatusCode::kInvalidModel && c != StatusCode::kUnsupported;
+        empty_messages += l.status.message()[0] == '\0';
+      }
+    }
+  }
+  MESSAGE(bytes.size() << " bytes x 5 patterns: " << loaded << " loaded and ran, " << refused
+                       << " refused");
+  CHECK(bad_codes == 0);       // a corrupt file is an invalid (or unsupported) model
+  CHECK(empty_messages == 0);  // and every refusal says why
+  CHECK(loaded > 0);           // flips in weights and padding still load: the run path is covered
+  CHECK(refused > 0);
+}
+
+TEST_CASE("fuzz: every aligned 32-bit word set to 0, 1, 2^31 - 1 or 2^32 - 1 never crashes") {
+  // Words hold offsets, vector lengths, dims, widths and input ids: boundary values there probe
+  // the verifier's bounds and the loader's limits.
+  const std::vector<uint8_t> bytes = fuzz_seed();
+  size_t loaded = 0, refused = 0, bad_codes = 0;
+  for (size_t off = 0; off + 4 <= bytes.size(); off += 4) {
+    for (uint32_t value : {0u, 1u, 0x7fffffffu, 0xffffffffu}) {
+      std::vector<uint8_t> mutated = bytes;
+      put_u32(mutated, off, value);
+      Loaded l(mutated);
+      if (l.status.ok()) {
+        ++loaded;
+        exercise(*l.model);
+      } else {
+        ++refused;
+        const StatusCode c = l.status.code();
+        bad_codes += c != StatusCode::kInvalidModel && c != StatusCode::kUnsupported;
+      }
+    }
+  }
+  MESSAGE("word fuzz: " << loaded << " loaded and ran, " << refused << " refused");
+  CHECK(bad_codes == 0);
+  CHECK(refused > 0);
+}
+
+TEST_CASE("fuzz: random multi-byte corruptions never crash") {
+  const std::vector<uint8_t> bytes = fuzz_seed();
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  auto next = [&state] {  // splitmix64: a fixed, portable sequence
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  };
+  size_t loaded = 0, bad_codes = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::vector<uint8_t> mutated = bytes;
+    const int changes = 1 + static_cast<int>(next() % 8);
+    for (int k = 0; k < changes; ++k) mutated[next() % mutated.size()] = next() & 0xff;
+    Loaded l(mutated);
+    if (l.status.ok()) {
+      ++loaded;
+      exercise(*l.model);
+    } else {
+      const StatusCode c = l.status.code();
+      bad_codes += c != StatusCode::kInvalidModel && c != StatusCode::kUnsupported;
+    }
+  }
+  MESSAGE("random fuzz: " << loaded << " of 3000 loaded and ran");
+  CHECK(bad_codes == 0);
+}

@@ -1,0 +1,405 @@
+// "After create(), nothing allocates": this binary replaces the whole malloc family and every
+// global operator new/delete with counting wrappers over glibc's __libc_* entry points, then runs
+// every Plan call (ODE with log p, Hutchinson, SDE, decode, encode, log_prob, velocity, errors).
+#include <doctest/doctest.h>
+#include <errno.h>
+#include <malloc.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "siflow/model_builder.hpp"
+#include "siflow/siflow.hpp"
+
+// glibc's own allocator entry points: calling them never re-enters the wrappers below.
+extern "C" {
+void* __libc_malloc(size_t size);
+void* __libc_calloc(size_t count, size_t size);
+void* __libc_realloc(void* p, size_t size);
+void __libc_free(void* p);
+void* __libc_memalign(size_t alignment, size_t size);
+void* __libc_valloc(size_t size);
+void* __libc_pvalloc(size_t size);
+}
+
+namespace {
+
+// Constant-initialised atomics: valid before any constructor runs, never allocate.
+std::atomic<bool> g_counting{false};
+std::atomic<unsigned long> g_calls{0};
+
+inline void note() {
+  if (g_counting.load(std::memory_order_relaxed)) g_calls.fetch_add(1, std::memory_order_relaxed);
+}
+
+void* aligned(size_t alignment, size_t size) {
+  return __libc_memalign(alignment < sizeof(void*) ? sizeof(void*) : alignment, size ? size : 1);
+}
+
+}  // namespace
+
+extern "C" {
+void* malloc(size_t size) noexcept {
+  note();
+  return __libc_malloc(size);
+}
+void* calloc(size_t count, size_t size) noexcept {
+  note();
+  return __libc_calloc(count, size);
+}
+void* realloc(void* p, size_t size) noexcept {
+  note();
+  return __libc_realloc(p, size);
+}
+void free(void* p) noexcept {
+  note();  // any call counts, even free(nullptr): a run must not touch the heap at all
+  __libc_free(p);
+}
+void* memalign(size_t alignment, size_t size) noexcept {
+  note();
+  return __libc_memalign(alignment, size);
+}
+void* aligned_alloc(size_t alignment, size_t size) noexcept {
+  note();
+  return __libc_memalign(alignment, size);
+}
+int posix_memalign(void** out, size_t alignment, size_t size) noexcept {
+  note();
+  if (alignment % sizeof(void*) != 0 || (alignment & (alignment - 1)) != 0) return EINVAL;
+  void* p = __libc_memalign(alignment, size);
+  if (!p) return ENOMEM;
+  *out = p;
+  return 0;
+}
+void* valloc(size_t size) noexcept {
+  note();
+  return __libc_valloc(size);
+}
+void* pvalloc(size_t size) noexcept {
+  note();
+  return __libc_pvalloc(size);
+}
+}
+
+void* operator new(size_t size) {
+  note();
+  void* p = __libc_malloc(size ? size : 1);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+void* operator new[](size_t size) {
+  note();
+  void* p = __libc_malloc(size ? size : 1);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+void* operator new(size_t size, const std::nothrow_t&) noexcept {
+  note();
+  return __libc_malloc(size ? size : 1);
+}
+void* operator new[](size_t size, const std::nothrow_t&) noexcept {
+  note();
+  return __libc_malloc(size ? size : 1);
+}
+void* operator new(size_t size, std::align_val_t al) {
+  note();
+  void* p = aligned(static_cast<size_t>(al), size);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+void* operator new[](size_t size, std::align_val_t al) {
+  note();
+  void* p = aligned(static_cast<size_t>(al), size);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+void* operator new(size_t size, std::align_val_t al, const std::nothrow_t&) noexcept {
+  note();
+  return aligned(static_cast<size_t>(al), size);
+}
+void* operator new[](size_t size, std::align_val_t al, const std::nothrow_t&) noexcept {
+  note();
+  return aligned(static_cast<size_t>(al), size);
+}
+void operator delete(void* p) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete[](void* p) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete(void* p, size_t) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete[](void* p, size_t) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete(void* p, size_t, std::align_val_t) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete[](void* p, size_t, std::align_val_t) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  note();
+  __libc_free(p);
+}
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  note();
+  __libc_free(p);
+}
+
+namespace {
+
+using siflow::Model;
+using siflow::ModelBuilder;
+using siflow::Plan;
+using siflow::Status;
+
+// Heap calls made while `f` runs. No doctest macro may run inside `f` (they allocate).
+template <typename F>
+unsigned long heap_calls_during(F&& f) {
+  g_calls.store(0);
+  g_counting.store(true);
+  f();
+  g_counting.store(false);
+  return g_calls.load();
+}
+
+// Escapes a pointer so the compiler cannot drop a malloc/free pair.
+void* volatile g_sink = nullptr;
+
+// A model with every op kind, a Gaussian base (so SDE works) and a normalisation.
+struct Fixture {
+  Fixture() {
+    ModelBuilder b(3);
+    const uint32_t f = b.mul_constant(b.t(), {1.0f, 2.0f, 4.0f});
+    const uint32_t feats =
+        b.concat({b.x(), b.unary(f, siflow::UnaryKind::kSin), b.unary(f, siflow::UnaryKind::kCos)});
+    std::vector<float> w1(16 * 9), w2(16 * 16), w3(3 * 16);
+    for (size_t i = 0; i < w1.size(); ++i) w1[i] = 0.3f * std::sin(0.7f * i);
+    for (size_t i = 0; i < w2.size(); ++i) w2[i] = 0.2f * std::cos(1.3f * i);
+    for (size_t i = 0; i < w3.size(); ++i) w3[i] = 0.25f * std::sin(2.1f * i + 1.0f);
+    const uint32_t h =
+        b.unary(b.layer_norm(b.fully_connected(feats, 16, w1)), siflow::UnaryKind::kGeluTanh);
+    const uint32_t r = b.add(h, b.unary(b.fully_connected(h, 16, w2), siflow::UnaryKind::kSilu));
+    const uint32_t g = b.mul(r, b.add_constant(b.t(), {0.5f}));
+    b.set_output(b.fully_connected(b.add_constant(g, std::vector<float>(16, 0.1f)), 3, w3));
+    b.set_normalization({0.5f, -0.5f, 1.0f}, {2.0f, 1.0f, 0.5f});
+    bytes = b.finish();
+    REQUIRE(Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model).ok());
+    siflow::PlanOptions po;
+    po.max_batch = 4;  // the 10-row requests below run in 3 chunks
+    po.divergence = siflow::DivergenceMode::kExact;
+    po.max_probes = 4;
+    REQUIRE(Plan::create(*model, po, nullptr, 0, &plan).ok());
+    x.assign(n * 3, 0.0f);
+    y.assign(n * 3, 0.0f);
+    t.assign(n, 0.3f);
+    logp.assign(n, 0.0);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
+  }
+  const size_t n = 10;
+  std::vector<uint8_t> bytes;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Plan> plan;
+  std::vector<float> x, y, t;
+  std::vector<double> logp;
+};
+
+}  // namespace
+
+TEST_CASE("the counting wrappers see every allocation function (the test can fail)") {
+  const unsigned long calls = heap_calls_during([] {
+    g_sink = std::malloc(16);
+    std::free(g_sink);
+    g_sink = std::calloc(2, 8);
+    g_sink = std::realloc(g_sink, 64);
+    std::free(g_sink);
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, 32) == 0) g_sink = p;
+    std::free(g_sink);
+    g_sink = aligned_alloc(64, 64);
+    std::free(g_sink);
+    g_sink = memalign(64, 64);
+    std::free(g_sink);
+    g_sink = new int(3);
+    delete static_cast<int*>(g_sink);
+    g_sink = new double[4];
+    delete[] static_cast<double*>(g_sink);
+    g_sink = new (std::nothrow) char[8];
+    delete[] static_cast<char*>(g_sink);
+    struct alignas(128) Big {
+      char c[128];
+    };
+    g_sink = new Big;
+    delete static_cast<Big*>(g_sink);
+  });
+  // 11 malloc-family calls (malloc + free, calloc + realloc + free, and posix_memalign,
+  // aligned_alloc, memalign each with its free) and 8 new/delete calls (plain, array, nothrow
+  // array and over-aligned, each with its delete).
+  CHECK(calls == 19);
+}
+
+TEST_CASE("sample with an exact log-likelihood makes no heap call") {
+  Fixture f;
+  Status s;
+  siflow::SampleOptions so;
+  so.seed = 3;
+  so.ode.steps = 5;
+  const unsigned long calls =
+      heap_calls_during([&] { s = f.plan->sample(f.n, so, f.y.data(), f.logp.data()); });
+  CHECK(s.ok());
+  CHECK(calls == 0);
+}
+
+TEST_CASE("sample with a Hutchinson log-likelihood makes no heap call") {
+  Fixture f;
+  Status s;
+  siflow::SampleOptions so;
+  so.ode.steps = 5;
+  so.ode.method = siflow::Method::kRK4_38;
+  so.divergence.mode = siflow::DivergenceMode::kHutchinson;
+  so.divergence.probes = 4;
+  so.divergence.probe = siflow::ProbeKind::kGaussian;
+  const unsigned long calls =
+      heap_calls_during([&] { s = f.plan->sample(f.n, so, f.y.data(), f.logp.data()); });
+  CHECK(s.ok());
+  CHECK(calls == 0);
+}
+
+TEST_CASE("SDE sampling (both methods, both guards) makes no heap call") {
+  Fixture f;
+  Status s1, s2;
+  siflow::SampleOptions a;
+  a.ode.steps = 8;
+  a.sde.epsilon = 0.5;
+  a.sde.method = siflow::SdeMethod::kHeun;
+  siflow::SampleOptions b = a;
+  b.sde.method = siflow::SdeMethod::kEulerMaruyama;
+  b.sde.schedule = siflow::EpsilonSchedule::kConstant;
+  b.sde.stop_delta = 0.2;
+  const unsigned long calls = heap_calls_during([&] {
+    s1 = f.plan->sample(f.n, a, f.y.data(), nullptr);
+    s2 = f.plan->sample(f.n, b, f.y.data(), nullptr);
+  });
+  CHECK(s1.ok());
+  CHECK(s2.ok());
+  CHECK(calls == 0);
+}
+
+TEST_CASE("decode, encode, log_prob and velocity over several chunks make no heap call") {
+  Fixture f;
+  Status decoded, encoded, scored, hutch, vel;
+  siflow::OdeOptions ode;
+  ode.steps = 4;
+  ode.method = siflow::Method::kMidpoint;
+  const double grid[] = {0.0, 0.1, 0.5, 0.7, 1.0};
+  siflow::OdeOptions explicit_grid;
+  explicit_grid.grid = grid;
+  explicit_grid.grid_size = 5;
+  siflow::LogProbOptions lp;
+  lp.ode = ode;
+  lp.time = 0.8;
+  siflow::LogProbOptions lh;
+  lh.divergence.mode = siflow::DivergenceMode::kHutchinson;
+  lh.divergence.probes = 3;
+  std::vector<float> z(f.x.size());
+  const unsigned long calls = heap_calls_during([&] {
+    decoded = f.plan->decode(f.n, f.x.data(), ode, siflow::DivergenceOptions(), f.y.data(),
+                             f.logp.data());
+    encoded = f.plan->encode(f.n, f.y.data(), explicit_grid, z.data());
+    scored = f.plan->log_prob(f.n, f.y.data(), lp, f.logp.data());
+    hutch = f.plan->log_prob(f.n, f.y.data(), lh, f.logp.data());
+    vel = f.plan->velocity(f.n, f.t.data(), f.x.data(), f.y.data());
+  });
+  CHECK(decoded.ok());
+  CHECK(encoded.ok());
+  CHECK(scored.ok());
+  CHECK(hutch.ok());
+  CHECK(vel.ok());
+  CHECK(calls == 0);
+}
+
+namespace {
+
+bool keep_going(void* user, uint64_t, uint64_t) {
+  ++*static_cast<uint64_t*>(user);
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("a run with a progress callback makes no heap call") {
+  Fixture f;
+  Status s;
+  uint64_t progress_calls = 0;
+  siflow::OdeOptions ode;
+  ode.steps = 3;
+  ode.progress = keep_going;
+  ode.progress_user = &progress_calls;
+  const unsigned long calls =
+      heap_calls_during([&] { s = f.plan->encode(f.n, f.x.data(), ode, f.y.data()); });
+  CHECK(s.ok());
+  CHECK(progress_calls == 9);  // 3 chunks x 3 steps
+  CHECK(calls == 0);
+}
+
+TEST_CASE("refused calls and numerical failures make no heap call while formatting the error") {
+  Fixture f;
+  Status nan_input, bad_grid, numeric;
+  f.x[5] = NAN;
+  siflow::OdeOptions ode;
+  const double grid[] = {0.0, 0.5, 0.5, 1.0};
+  siflow::OdeOptions bad;
+  bad.grid = grid;
+  bad.grid_size = 4;
+  // A velocity that overflows: the plan's model is fine, so use a second, exploding one.
+  ModelBuilder b(3);
+  b.set_output(b.fully_connected(b.x(), 3, {1e30f, 0, 0, 0, 1e30f, 0, 0, 0, 1e30f}));
+  const std::vector<uint8_t> bytes = b.finish();
+  std::unique_ptr<Model> model;
+  REQUIRE(Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model).ok());
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*model, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  siflow::SampleOptions so;
+  so.ode.steps = 4;
+  so.ode.method = siflow::Method::kEuler;
+  const unsigned long calls = heap_calls_during([&] {
+    nan_input = f.plan->encode(f.n, f.x.data(), ode, f.y.data());
+    bad_grid = f.plan->encode(f.n, f.y.data(), bad, f.y.data());
+    numeric = plan->sample(f.n, so, f.y.data(), nullptr);
+  });
+  CHECK(nan_input.code() == siflow::StatusCode::kInvalidArgument);
+  CHECK(bad_grid.code() == siflow::StatusCode::kInvalidArgument);
+  CHECK(numeric.code() == siflow::StatusCode::kNumericalError);
+  CHECK(calls == 0);
+}
