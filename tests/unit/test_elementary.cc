@@ -215,14 +215,15 @@ TEST_CASE("log1p is within 5 ulp of libm on (-1, DBL_MAX], and exact (= x) for t
   CHECK(std::isnan(log1p(kNan)));
 }
 
-// RUNTIME BUG (reported): reduce_quadrant() in runtime/src/kernels/reference/elementary.cc uses
-// kPio2Part2 = 6.07710050650619224932e-11 (fdlibm's pio2_1t, the full tail pi/2 - part1) together
-// with kPio2Part3 = 2.02226624879595063154e-21 (fdlibm's pio2_2t, the tail belonging to
-// pio2_2 = 6.07710050630396597660e-11). The three parts sum to pi/2 + 2.02e-21, so the reduced
-// argument is off by k * 2.02e-21: sin(3 pi + 4e-7) is 229 ulp off, sin on |x| <= 1e6 up to 2e9
-// ulp near its zeros. With kPio2Part2 = pio2_2 these cases measure <= 2.3 ulp (sin, cos) and
+// Regression test (this was a bug, now fixed): reduce_quadrant() in
+// runtime/src/kernels/reference/elementary.cc uses kPio2Part2 = 6.07710050650619224932e-11
+// (fdlibm's pio2_1t, the full tail pi/2 - part1) together with kPio2Part3
+// = 2.02226624879595063154e-21 (fdlibm's pio2_2t, the tail belonging to pio2_2
+// = 6.07710050630396597660e-11). The three parts sum to pi/2 + 2.02e-21, so the reduced argument is
+// off by k * 2.02e-21: sin(3 pi + 4e-7) is 229 ulp off, sin on |x| <= 1e6 up to 2e9 ulp near its
+// zeros. With kPio2Part2 = pio2_2 these cases measure <= 2.3 ulp (sin, cos) and
 // <= 4.3 ulp (tan). The tests below assert the fixed accuracy and fail until then.
-TEST_CASE("sin and cos are within 3 ulp of libm for |x| <= 10 [fails: pi/2 split bug]") {
+TEST_CASE("sin and cos are within 3 ulp of libm for |x| <= 10") {
   Worst ws, wc;
   sweep(siflow::math::sin, ref_sin, -10.0, 10.0, 400000, &ws);
   sweep(siflow::math::cos, ref_cos, -10.0, 10.0, 400000, &wc);
@@ -231,13 +232,13 @@ TEST_CASE("sin and cos are within 3 ulp of libm for |x| <= 10 [fails: pi/2 split
   sweep_subnormals(siflow::math::sin, ref_sin, true, &ws);
   report("sin |x| <= 10", ws);
   report("cos |x| <= 10", wc);
-  // With a correct split: measured 1.36 ulp (series rounding plus the reduction's last
+  // Measured 1.36 ulp (series rounding plus the reduction's last
   // subtraction); 3 leaves margin but still catches a reduction error of even 1e-21 * k.
   CHECK(ws.ulps <= 3.0);
   CHECK(wc.ulps <= 3.0);
 }
 
-TEST_CASE("sin and cos are within 3 ulp of libm for |x| <= 1e6 [fails: pi/2 split bug]") {
+TEST_CASE("sin and cos are within 3 ulp of libm for |x| <= 1e6") {
   Worst ws, wc;
   sweep(siflow::math::sin, ref_sin, -1e6, 1e6, 400000, &ws);
   sweep(siflow::math::cos, ref_cos, -1e6, 1e6, 400000, &wc);
@@ -245,14 +246,12 @@ TEST_CASE("sin and cos are within 3 ulp of libm for |x| <= 1e6 [fails: pi/2 spli
   sweep_magnitudes(siflow::math::cos, ref_cos, 3, 19.9, 200000, true, &wc);
   report("sin |x| <= 1e6", ws);
   report("cos |x| <= 1e6", wc);
-  // With a correct split: measured 2.25 (sin) and 2.32 (cos) ulp.
+  // Measured 2.25 (sin) and 2.32 (cos) ulp.
   CHECK(ws.ulps <= 3.0);
   CHECK(wc.ulps <= 3.0);
 }
 
-TEST_CASE(
-    "sin near multiples of pi and cos near odd multiples of pi/2 keep relative accuracy "
-    "[fails: pi/2 split bug]") {
+TEST_CASE("sin near multiples of pi and cos near odd multiples of pi/2 keep relative accuracy ") {
   // The doubles nearest n pi (n < 318310, so n pi <= 1e6) are where sin is smallest and any error
   // in the reduced argument shows as a relative error.
   Worst ws, wc;
@@ -262,28 +261,27 @@ TEST_CASE(
   }
   report("sin near n pi", ws);
   report("cos near (n + 1/2) pi", wc);
-  // With a correct split: measured 1.06 (sin) ulp; the reduction is exact to ~1e-31 there.
+  // Measured 1.06 (sin) ulp; the reduction is exact to ~1e-31 there.
   CHECK(ws.ulps <= 3.0);
   CHECK(wc.ulps <= 3.0);
 }
 
-TEST_CASE("tan is within 5 ulp of libm for |x| <= 1e6 [fails: pi/2 split bug]") {
+TEST_CASE("tan is within 5 ulp of libm for |x| <= 1e6") {
   Worst w;
   sweep(siflow::math::tan, ref_tan, -1.5, 1.5, 400000, &w);
   sweep(siflow::math::tan, ref_tan, -1e6, 1e6, 400000, &w);
   sweep_magnitudes(siflow::math::tan, ref_tan, -1074, 19.9, 200000, true, &w);
   report("tan", w);
-  // With a correct split: measured 3.73 ulp here, 4.24 on a denser scan (sin and cos of the
+  // Measured 3.73 ulp here, 4.24 on a denser scan (sin and cos of the
   // reduced argument each carry ~1.4 ulp, plus the division); 5 bounds it.
   CHECK(w.ulps <= 5.0);
 }
 
-// RUNTIME BUG (reported): for |x| beyond ~2^51 the quadrant reduction breaks down completely and
-// sin/cos return values far outside [-1, 1] (math::sin(1e20) = -2.5e36, math::sin(FLT_MAX) =
-// inf, math::cos(1e300) = NaN). The header promises only a loss of relative accuracy past 1e6.
-TEST_CASE(
-    "sin, cos stay finite in [-1, 1] and tan finite for every finite double "
-    "[fails: huge-argument reduction bug]") {
+// Regression test (this was a bug, now fixed): for |x| beyond ~2^51 the quadrant reduction breaks
+// down completely and sin/cos return values far outside [-1, 1] (math::sin(1e20) = -2.5e36,
+// math::sin(FLT_MAX) = inf, math::cos(1e300) = NaN). The header promises only a loss of relative
+// accuracy past 1e6.
+TEST_CASE("sin, cos stay finite in [-1, 1] and tan finite for every finite double ") {
   std::vector<double> xs = {
       1e7, 1e10, 1e15, 1e16, 1e17, 1e19, 1e20, 1e30, 3.4028234663852886e38, 1e100, 1e300, DBL_MAX};
   size_t bad_sin = 0, bad_cos = 0, bad_tan = 0;

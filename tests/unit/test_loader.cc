@@ -363,13 +363,12 @@ TEST_CASE("a learned interpolant whose a(t) and b(t) vanish together is refused"
                  {"interpolant", "both vanish near t = 0.500000"});
 }
 
-// RUNTIME BUG (reported): Loader::check_interpolant (runtime/src/format/loader.cc) looks for a
-// common zero of a and b only at the 2001 grid points t = i/2000, with tolerance 1e-6. A common
-// zero between grid points passes: with alpha = -1/(2 sin(pi t*/2)), beta = -1/(2 cos(pi t*/2))
-// both vanish at t* = 0.50025, yet |a|, |b| ~ 5e-4 at the neighbouring grid points.
-TEST_CASE(
-    "a learned interpolant whose a and b vanish together between grid points is refused "
-    "[fails: grid-only check]") {
+// Regression test (this was a bug, now fixed): Loader::check_interpolant
+// (runtime/src/format/loader.cc) looks for a common zero of a and b only at the 2001 grid points t
+// = i/2000, with tolerance 1e-6. A common zero between grid points passes: with alpha = -1/(2
+// sin(pi t*/2)), beta = -1/(2 cos(pi t*/2)) both vanish at t* = 0.50025, yet |a|, |b| ~ 5e-4 at the
+// neighbouring grid points.
+TEST_CASE("a learned interpolant whose a and b vanish together between grid points is refused ") {
   const double t_star = 0.50025;
   const double alpha = -1.0 / (2.0 * std::sin(M_PI * t_star / 2));
   const double beta = -1.0 / (2.0 * std::cos(M_PI * t_star / 2));

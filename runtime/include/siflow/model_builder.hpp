@@ -18,11 +18,13 @@ class ModelBuilder {
 
   static constexpr uint32_t x() { return 0; }  // tensor id of x [B, dim]
   static constexpr uint32_t t() { return 1; }  // tensor id of t [B, 1]
-  uint32_t width(uint32_t tensor) const { return widths_.at(tensor); }
+  // Width of a tensor, 0 for an unknown id (the loader then refuses the model).
+  uint32_t width(uint32_t tensor) const { return tensor < widths_.size() ? widths_[tensor] : 0; }
 
   // Each returns the id of the tensor it produces. Weights are [out][in], row-major.
   uint32_t fully_connected(uint32_t input, uint32_t out_features, const std::vector<float>& weight,
                            const std::vector<float>& bias = {}, const std::string& name = "");
+  // alpha: LeakyRelu's slope or Elu's alpha (PyTorch's Elu default is 1.0; pass it).
   uint32_t unary(uint32_t input, UnaryKind kind, float alpha = 0.01f);
   uint32_t concat(const std::vector<uint32_t>& inputs);
   uint32_t add(uint32_t a, uint32_t b);

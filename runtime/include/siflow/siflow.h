@@ -11,6 +11,8 @@
 extern "C" {
 #endif
 
+#define SIFLOW_VERSION_STRING "0.1.0"
+
 #if defined(__GNUC__)
 #define SIFLOW_API __attribute__((visibility("default")))
 #else

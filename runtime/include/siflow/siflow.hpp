@@ -56,10 +56,10 @@ struct Limits {
   static constexpr uint32_t kMaxMetadata = 256;       // metadata entries
   static constexpr uint32_t kMaxTestVectors = 65536;  // embedded test points
   static constexpr uint64_t kMaxParameters = 1ull << 28;
-  static constexpr uint64_t kMaxFileBytes = 1ull << 31;
-  static constexpr uint64_t kMaxBatch = 1ull << 20;  // plan max_batch
-  static constexpr uint32_t kMaxSteps = 1u << 20;    // integrator steps
-  static constexpr uint32_t kMaxProbes = 1024;       // Hutchinson probes
+  static constexpr uint64_t kMaxFileBytes = (1ull << 31) - 2;  // FlatBuffers' 32-bit offsets
+  static constexpr uint64_t kMaxBatch = 1ull << 20;            // plan max_batch
+  static constexpr uint32_t kMaxSteps = 1u << 20;              // integrator steps
+  static constexpr uint32_t kMaxProbes = 1024;                 // Hutchinson probes
 };
 
 enum class InterpolantKind : uint8_t { kLinear = 0, kTrig = 1, kLearnedFourier = 2 };
@@ -149,8 +149,9 @@ typedef bool (*ProgressFn)(void* user, uint64_t done, uint64_t total);
 struct PlanOptions {
   uint32_t struct_size = sizeof(PlanOptions);
   size_t max_batch = 256;  // rows per chunk; larger requests stream through the arena
-  // What the arena must hold tangents for: kExact needs dim directions, kHutchinson
-  // max_probes; kNone plans no tangents (then log-likelihoods are refused).
+  // Tangent directions the arena holds: kExact plans max(dim, max_probes) (serving exact and
+  // Hutchinson with up to that many probes), kHutchinson max_probes (exact too when
+  // max_probes >= dim); kNone plans no tangents (then log-likelihoods are refused).
   DivergenceMode divergence = DivergenceMode::kExact;
   uint32_t max_probes = 1;
 };

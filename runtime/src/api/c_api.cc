@@ -99,7 +99,7 @@ bool plan_options_ok(const siflow_plan_options* o) {
 
 extern "C" {
 
-const char* siflow_version(void) { return "0.1.0"; }
+const char* siflow_version(void) { return SIFLOW_VERSION_STRING; }
 
 void siflow_plan_options_init(siflow_plan_options* o) {
   if (!o) return;

@@ -201,6 +201,7 @@ struct StepMonitor {
   uint32_t dim;
   const TimeGrid* grid;
   size_t step_offset;
+  const double* ell = nullptr;  // the log-density term, checked too when carried
 
   Status operator()(size_t step) {
     const size_t bad = first_nonfinite_row(state, rows, dim);
@@ -209,6 +210,12 @@ struct StepMonitor {
                            "integration diverged: row %zu is not finite after step %zu "
                            "(t = %g)",
                            first_row + bad, step_offset + step + 1, grid->at(step + 1));
+    for (size_t r = 0; ell && r < rows; ++r)
+      if (!math::is_finite(ell[r]))
+        return Status::error(StatusCode::kNumericalError,
+                             "divergence integral diverged: row %zu is not finite after step "
+                             "%zu (t = %g)",
+                             first_row + r, step_offset + step + 1, grid->at(step + 1));
     done += rows;
     if (ode->progress && !ode->progress(ode->progress_user, done, total))
       return Status::error(StatusCode::kCancelled, "cancelled by the progress callback");
@@ -222,6 +229,7 @@ Status forward_ode(PlanData& p, const OdeOptions& ode, const TimeGrid& grid, flo
   NetworkField field{&p, div ? div->mode : DivergenceMode::kNone, div ? div->probes : 0};
   monitor.state = y;
   monitor.grid = &grid;
+  monitor.ell = ell;
   return integrate_ode(field, tableau(ode.method), grid, rows, p.md->dim, y, ell, p.ws, monitor);
 }
 
@@ -429,9 +437,7 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
       for (uint32_t k = 0; k < dim; ++k)
         y[k] = static_cast<float>(md.base_a[k] + md.base_b[k] * y[k]);
     } else {
-      fill_uniforms(options.seed, index, kStreamBase, 0, y, dim);
-      for (uint32_t k = 0; k < dim; ++k)
-        y[k] = static_cast<float>(md.base_a[k] + (md.base_b[k] - md.base_a[k]) * y[k]);
+      fill_uniforms(options.seed, index, kStreamBase, 0, y, dim, md.base_a, md.base_b);
     }
   }
   if (!use_sde)

@@ -1,6 +1,8 @@
 // The loader: bytes -> verified ModelData. Runs the FlatBuffers Verifier with explicit limits,
 // then every semantic check (version, enums, shapes along the graph, limits, finite weights,
 // interpolant validity). Nothing downstream ever sees a model that failed here.
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +20,48 @@ namespace {
 constexpr size_t kAlignment = 64;
 constexpr uint32_t kInterpolantGrid = 2000;  // t-grid for the learned interpolant checks
 constexpr double kVanishingTolerance = 1e-6;
+
+// Bounds on |a'|, |b'| (for max(|a|, |b|)) and on |W'| (W = a b' - a' b), from the
+// coefficients: |a| <= 1 + sum |alpha_m|, |a'| <= pi/2 + sum |alpha_m| m pi, |a''| <= (pi/2)^2 +
+// sum |alpha_m| (m pi)^2, likewise for b; W' = a b'' - a'' b.
+struct InterpolantBounds {
+  double ab_lipschitz;
+  double w_lipschitz;
+};
+
+InterpolantBounds interpolant_bounds(const InterpolantData& interp) {
+  if (interp.kind == InterpolantKind::kLinear) return {1.0, 0.0};
+  const double half = 0.5 * math::kPi;
+  double a0 = 1, a1 = half, a2 = half * half, b0 = 1, b1 = half, b2 = half * half;
+  for (uint32_t m = 1; m <= interp.terms; ++m) {
+    const double w = m * math::kPi;
+    const double al = interp.alpha[m - 1] < 0 ? -interp.alpha[m - 1] : interp.alpha[m - 1];
+    const double be = interp.beta[m - 1] < 0 ? -interp.beta[m - 1] : interp.beta[m - 1];
+    a0 += al;
+    a1 += al * w;
+    a2 += al * w * w;
+    b0 += be;
+    b1 += be * w;
+    b2 += be * w * w;
+  }
+  return {a1 > b1 ? a1 : b1, a0 * b2 + a2 * b0};
+}
+
+// True when f (non-negative, with |f'| <= lipschitz) stays above kVanishingTolerance on
+// [t0, t1]: proved at the midpoint with the Lipschitz bound, bisecting down to 1e-10 wide
+// intervals. Otherwise *where receives the point that could not be cleared.
+template <typename F>
+bool stays_positive(F&& f, double lipschitz, double t0, double t1, double* where, int depth = 0) {
+  const double mid = 0.5 * (t0 + t1);
+  const double value = f(mid);
+  if (value - lipschitz * 0.5 * (t1 - t0) > kVanishingTolerance) return true;
+  if (value < kVanishingTolerance || t1 - t0 < 1e-10 || depth > 40) {
+    *where = mid;
+    return false;
+  }
+  return stays_positive(f, lipschitz, t0, mid, where, depth + 1) &&
+         stays_positive(f, lipschitz, mid, t1, where, depth + 1);
+}
 
 const char* op_name(fb::OpType op) {
   const char* name = fb::EnumNameOpType(op);
@@ -372,23 +416,31 @@ Status Loader::check_interpolant(ModelData* data) {
       interp.beta = fi->beta()->data();
     }
   }
-  // a and b must never vanish together; the score needs a*b_dot - a_dot*b != 0 on [0, 1).
-  bool score_ok = true;
-  double first_sign = 0.0;
-  for (uint32_t i = 0; i <= kInterpolantGrid; ++i) {
-    const double t = static_cast<double>(i) / kInterpolantGrid;
+  // a and b must never vanish together; the score needs W = a*b_dot - a_dot*b != 0 on [0, 1).
+  // Checking grid points alone would miss a zero between them, so each grid interval is proved
+  // clear with a Lipschitz bound (bisecting where needed) or reported.
+  const InterpolantBounds bounds = interpolant_bounds(interp);
+  auto both = [&](double t) {
     const InterpolantValues v = evaluate_interpolant(interp, t);
     const double abs_a = v.a < 0 ? -v.a : v.a, abs_b = v.b < 0 ? -v.b : v.b;
-    if (abs_a < kVanishingTolerance && abs_b < kVanishingTolerance)
+    return abs_a > abs_b ? abs_a : abs_b;
+  };
+  auto wronskian = [&](double t) {
+    const double w = evaluate_interpolant(interp, t).wronskian();
+    return w < 0 ? -w : w;
+  };
+  bool score_ok = true;
+  for (uint32_t i = 0; i < kInterpolantGrid; ++i) {
+    const double t0 = static_cast<double>(i) / kInterpolantGrid;
+    const double t1 = static_cast<double>(i + 1) / kInterpolantGrid;
+    double where = 0.0;
+    if (!stays_positive(both, bounds.ab_lipschitz, t0, t1, &where))
       return Status::error(StatusCode::kInvalidModel,
-                           "interpolant: a(t) and b(t) both vanish near t = %.6f", t);
-    if (i < kInterpolantGrid) {
-      const double w = v.wronskian();
-      const double abs_w = w < 0 ? -w : w;
-      if (abs_w < kVanishingTolerance || (first_sign != 0.0 && (w > 0) != (first_sign > 0)))
-        score_ok = false;
-      if (first_sign == 0.0) first_sign = w;
-    }
+                           "interpolant: a(t) and b(t) both vanish near t = %.6f", where);
+    // The score is only used on [0, 1): the last interval may touch W = 0 at t = 1.
+    if (score_ok && !stays_positive(wronskian, bounds.w_lipschitz, t0,
+                                    i + 1 == kInterpolantGrid ? t1 - 1e-6 : t1, &where))
+      score_ok = false;
   }
   data->info.score_available = score_ok;
   return Status();
@@ -689,6 +741,11 @@ Status Model::load_file(const char* path, const LoadOptions& options, std::uniqu
   // The file is read into 64-byte aligned memory, so allow_copy has nothing to refuse.
   std::FILE* f = std::fopen(path, "rb");
   if (!f) return Status::error(StatusCode::kIoError, "cannot open model '%s'", path);
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    std::fclose(f);
+    return Status::error(StatusCode::kIoError, "model '%s' is not a regular file", path);
+  }
   long size = -1;
   if (std::fseek(f, 0, SEEK_END) == 0) size = std::ftell(f);
   if (size < 0 || std::fseek(f, 0, SEEK_SET) != 0) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/reference/elementary.hpp"
 
@@ -44,8 +45,36 @@ inline PhiloxBlock random_block(uint64_t seed, uint32_t block, uint64_t sample, 
   return philox4x32_10(counter, key);
 }
 
-// A lane as a uniform in (0, 1): ((x >> 8) + 0.5) * 2^-24, exact in float and double.
+// A lane as a uniform in (0, 1): ((x >> 8) + 0.5) * 2^-24, exact in double.
 inline double lane_uniform(uint32_t x) { return ((x >> 8) + 0.5) * (1.0 / 16777216.0); }
+
+// The largest float strictly below v (v finite, not the smallest float).
+inline float float_below(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  if (v > 0.0f)
+    --bits;
+  else if (v < 0.0f)
+    ++bits;
+  else
+    bits = 0x80000001u;  // -denorm_min
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+// low + (high - low) * u computed in double and rounded to T, kept strictly below high: a
+// uniform draw never lands on the open end even when rounding to float would put it there.
+template <typename T>
+T uniform_in(double low, double high, double u) {
+  T v = static_cast<T>(low + (high - low) * u);
+  if (v >= static_cast<T>(high)) {
+    if constexpr (sizeof(T) == sizeof(float))
+      v = float_below(static_cast<float>(high));
+    else
+      v = static_cast<T>(low + (high - low) * 0.5);  // unreachable in double: u < 1 is exact
+  }
+  return v;
+}
 
 // A lane as a Rademacher sign: top bit set gives -1.
 inline double lane_sign(uint32_t x) { return (x & 0x80000000u) ? -1.0 : 1.0; }
@@ -69,14 +98,16 @@ void fill_normals(uint64_t seed, uint64_t sample, uint32_t stream, uint32_t firs
   }
 }
 
-// Fills out[0..n) with uniforms in (0, 1), component k from block first_block + k/4, lane k%4.
+// Fills out[k] with uniforms on [low[k], high[k]) (in (0, 1) when low/high are null), component
+// k from block first_block + k/4, lane k%4.
 template <typename T>
 void fill_uniforms(uint64_t seed, uint64_t sample, uint32_t stream, uint32_t first_block, T* out,
-                   uint32_t n) {
+                   uint32_t n, const double* low = nullptr, const double* high = nullptr) {
   for (uint32_t k = 0; k < n; k += 4) {
     const PhiloxBlock b = random_block(seed, first_block + k / 4, sample, stream);
     for (uint32_t lane = 0; lane < 4 && k + lane < n; ++lane)
-      out[k + lane] = static_cast<T>(lane_uniform(b.v[lane]));
+      out[k + lane] = uniform_in<T>(low ? low[k + lane] : 0.0, high ? high[k + lane] : 1.0,
+                                    lane_uniform(b.v[lane]));
   }
 }
 

@@ -20,14 +20,14 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
   if (options.max_batch > Limits::kMaxBatch)
     return Status::error(StatusCode::kInvalidArgument, "plan: max_batch %zu exceeds the limit %llu",
                          options.max_batch, static_cast<unsigned long long>(Limits::kMaxBatch));
+  // max_probes sizes the tangents of exact plans too (max(dim, max_probes) directions).
+  if (options.max_probes == 0 || options.max_probes > Limits::kMaxProbes)
+    return Status::error(StatusCode::kInvalidArgument, "plan: max_probes %u is outside [1, %u]",
+                         options.max_probes, Limits::kMaxProbes);
   switch (options.divergence) {
     case DivergenceMode::kNone:
     case DivergenceMode::kExact:
-      break;
     case DivergenceMode::kHutchinson:
-      if (options.max_probes == 0 || options.max_probes > Limits::kMaxProbes)
-        return Status::error(StatusCode::kInvalidArgument, "plan: max_probes %u is outside [1, %u]",
-                             options.max_probes, Limits::kMaxProbes);
       break;
     default:
       return Status::error(StatusCode::kInvalidArgument, "plan: unknown divergence mode %d",
@@ -67,8 +67,9 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     free_layout(layout);
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the layout");
   }
-  // Widths are <= 2^16, rows <= 2^20, directions <= 2^12: products stay below 2^52 in 64-bit
-  // arithmetic; a buffer a 32-bit size_t cannot hold is refused before any cast.
+  // Widths are <= 2^16, rows <= 2^20, directions <= 2^12 (dim and max_probes are both bounded):
+  // products stay below 2^52 in 64-bit arithmetic; a buffer a 32-bit size_t cannot hold is refused
+  // before any cast.
   const uint64_t addressable = static_cast<uint64_t>(SIZE_MAX / 2);
   uint64_t largest = 0;
   const uint32_t end = model.node_count;

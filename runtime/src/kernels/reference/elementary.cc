@@ -17,7 +17,7 @@ constexpr double kLn2Lo = 1.90821492927058770002e-10;
 constexpr double kInvLn2 = 1.44269504088896338700e+00;
 // pi/2 split in three parts (Cody-Waite) so that k * part is exact for |k| < 2^20.
 constexpr double kPio2Part1 = 1.57079632673412561417e+00;
-constexpr double kPio2Part2 = 6.07710050650619224932e-11;
+constexpr double kPio2Part2 = 6.07710050630396597660e-11;
 constexpr double kPio2Part3 = 2.02226624879595063154e-21;
 constexpr double kTwoOverPi = 6.36619772367581382433e-01;
 constexpr double kSqrt2 = 1.41421356237309504880;
@@ -110,8 +110,27 @@ double cos_reduced(double r) {
   return 1.0 + (r2 * r2 * p - 0.5 * r2);
 }
 
+// For |x| >= 2^50 the quadrant count no longer fits the rounding trick: reduce x exactly modulo
+// P = 4 * kPio2Part1 (2 pi rounded to 33 bits) by subtracting P * 2^j, each step exact by
+// Sterbenz's lemma. The result is bounded and platform-independent but, since P is not 2 pi,
+// not an accurate sin/cos of such x (float inputs that large carry no phase information).
+double reduce_huge(double x) {
+  constexpr double kLimit = 1125899906842624.0;  // 2^50
+  const double period = 4.0 * kPio2Part1;
+  const int period_exponent = static_cast<int>((bits_of(period) >> 52) & 0x7ff);
+  double r = x < 0 ? -x : x;
+  while (r >= kLimit) {
+    const int exponent = static_cast<int>((bits_of(r) >> 52) & 0x7ff);
+    double m = scale(period, exponent - period_exponent);
+    if (m > r) m *= 0.5;
+    r -= m;
+  }
+  return x < 0 ? -r : r;
+}
+
 // Reduces x to r in [-pi/4, pi/4] and the quadrant q in {0, 1, 2, 3}.
 void reduce_quadrant(double x, double* r, int* q) {
+  if (x >= 1125899906842624.0 || x <= -1125899906842624.0) x = reduce_huge(x);
   const double k = round_nearest(x * kTwoOverPi);
   *r = ((x - k * kPio2Part1) - k * kPio2Part2) - k * kPio2Part3;
   const double k4 = k - 4.0 * round_nearest((k - 1.5) * 0.25);  // k mod 4, in [0, 4)
