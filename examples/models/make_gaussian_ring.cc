@@ -48,7 +48,7 @@ std::vector<double> solve_spd(std::vector<double> a, std::vector<double> b, int 
 }
 
 struct Net {
-  std::vector<float> freq;   // [kFrequencies]
+  std::vector<float> freq;    // [kFrequencies]
   std::vector<float> w1, b1;  // [kHidden][2 + 2 kFrequencies], [kHidden]
   std::vector<float> w2, b2;  // [2][kHidden], [2]
 
@@ -64,7 +64,8 @@ struct Net {
     }
     for (int j = 0; j < kHidden; ++j) {
       double s = b1[j];
-      for (int i = 0; i < 2 + 2 * kFrequencies; ++i) s += w1[j * (2 + 2 * kFrequencies) + i] * in[i];
+      for (int i = 0; i < 2 + 2 * kFrequencies; ++i)
+        s += w1[j * (2 + 2 * kFrequencies) + i] * in[i];
       h[j] = std::tanh(s);
     }
   }
@@ -83,7 +84,8 @@ oracle::MixtureFlow ring_flow() {
   std::vector<oracle::Gaussian> ring;
   for (int k = 0; k < 8; ++k) {
     const double angle = 2 * M_PI * k / 8;
-    ring.push_back({1.0 / 8, {kRadius * std::cos(angle), kRadius * std::sin(angle)},
+    ring.push_back({1.0 / 8,
+                    {kRadius * std::cos(angle), kRadius * std::sin(angle)},
                     {kComponentVar, kComponentVar}});
   }
   return oracle::MixtureFlow({{1.0, {0.0, 0.0}, {1.0, 1.0}}}, ring, oracle::Path::kTrig);
@@ -138,8 +140,8 @@ int main(int argc, char** argv) {
 
   siflow::ModelBuilder b(2);
   const uint32_t phase = b.fully_connected(b.t(), kFrequencies, net.freq, {}, "time_frequencies");
-  const uint32_t features = b.concat({b.x(), b.unary(phase, siflow::UnaryKind::kSin),
-                                      b.unary(phase, siflow::UnaryKind::kCos)});
+  const uint32_t features = b.concat(
+      {b.x(), b.unary(phase, siflow::UnaryKind::kSin), b.unary(phase, siflow::UnaryKind::kCos)});
   const uint32_t hidden = b.unary(b.fully_connected(features, kHidden, net.w1, net.b1, "hidden"),
                                   siflow::UnaryKind::kTanh);
   b.set_output(b.fully_connected(hidden, 2, net.w2, net.b2, "velocity"));

@@ -17,6 +17,7 @@
 #include "net/executor.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
+#include "support/activation_formulas.hpp"
 
 namespace {
 
@@ -25,44 +26,7 @@ using siflow::ModelBuilder;
 using siflow::Plan;
 using siflow::UnaryKind;
 
-double sigmoid(double x) {
-  return x >= 0 ? 1.0 / (1.0 + std::exp(-x)) : std::exp(x) / (1.0 + std::exp(x));
-}
-
-// Activations in double with std:: functions (independent of the runtime's kernels).
-double activation(UnaryKind kind, double alpha, double x) {
-  const double lambda = 1.0507009873554804934193349852946;
-  const double selu_alpha = 1.6732632423543772848170429916717;
-  switch (kind) {
-    case UnaryKind::kIdentity:
-      return x;
-    case UnaryKind::kRelu:
-      return x > 0 ? x : 0.0;
-    case UnaryKind::kLeakyRelu:
-      return x > 0 ? x : alpha * x;
-    case UnaryKind::kElu:
-      return x > 0 ? x : alpha * std::expm1(x);
-    case UnaryKind::kSelu:
-      return lambda * (x > 0 ? x : selu_alpha * std::expm1(x));
-    case UnaryKind::kTanh:
-      return std::tanh(x);
-    case UnaryKind::kSigmoid:
-      return sigmoid(x);
-    case UnaryKind::kSilu:
-      return x * sigmoid(x);
-    case UnaryKind::kGeluErf:
-      return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
-    case UnaryKind::kGeluTanh:
-      return x * sigmoid(2.0 * std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x));
-    case UnaryKind::kSoftplus:
-      return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
-    case UnaryKind::kSin:
-      return std::sin(x);
-    case UnaryKind::kCos:
-      return std::cos(x);
-  }
-  return NAN;
-}
+using test_support::activation;
 
 std::vector<float> random_vector(size_t n, uint32_t seed, double scale) {
   std::mt19937 rng(seed);

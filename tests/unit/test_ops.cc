@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/reference/ops.hpp"
+#include "support/activation_formulas.hpp"
 
 namespace {
 
@@ -30,45 +31,7 @@ std::string kind_name(UnaryKind k) {
   return names[static_cast<int>(k)];
 }
 
-double sigmoid(double x) {
-  return x >= 0 ? 1.0 / (1.0 + std::exp(-x)) : std::exp(x) / (1.0 + std::exp(x));
-}
-
-// The activations in double, written independently of the runtime: GELU(erf) through erfc and
-// GELU(tanh) through 0.5 (1 + tanh z) = sigmoid(2 z), so neither cancels for negative x.
-double formula(UnaryKind kind, double alpha, double x) {
-  const double lambda = 1.0507009873554804934193349852946;
-  const double selu_alpha = 1.6732632423543772848170429916717;
-  switch (kind) {
-    case UnaryKind::kIdentity:
-      return x;
-    case UnaryKind::kRelu:
-      return x > 0 ? x : 0.0;
-    case UnaryKind::kLeakyRelu:
-      return x > 0 ? x : alpha * x;
-    case UnaryKind::kElu:
-      return x > 0 ? x : alpha * std::expm1(x);
-    case UnaryKind::kSelu:
-      return lambda * (x > 0 ? x : selu_alpha * std::expm1(x));
-    case UnaryKind::kTanh:
-      return std::tanh(x);
-    case UnaryKind::kSigmoid:
-      return sigmoid(x);
-    case UnaryKind::kSilu:
-      return x * sigmoid(x);
-    case UnaryKind::kGeluErf:
-      return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
-    case UnaryKind::kGeluTanh:
-      return x * sigmoid(2.0 * std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x));
-    case UnaryKind::kSoftplus:
-      return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
-    case UnaryKind::kSin:
-      return std::sin(x);
-    case UnaryKind::kCos:
-      return std::cos(x);
-  }
-  return NAN;
-}
+using test_support::activation;
 
 bool has_kink_at_zero(UnaryKind k) {
   return k == UnaryKind::kRelu || k == UnaryKind::kLeakyRelu || k == UnaryKind::kElu ||
@@ -113,7 +76,7 @@ TEST_CASE(
     double worst = 0.0;
     float worst_x = 0.0f;
     for (float x : xs) {
-      const double want = formula(kind, static_cast<double>(kAlpha), x);
+      const double want = activation(kind, static_cast<double>(kAlpha), x);
       const double got = ref::unary(kind, kAlpha, x);
       // The kernel evaluates in double (errors of a few double ulp) and rounds once to float:
       // the result is within one float ulp of the exact value. GELU adds 0.5 x (1 + erf) or
@@ -144,7 +107,7 @@ TEST_CASE("unary_derivative matches central finite differences of the double for
       const double h = 1e-6 * std::max(1.0, std::fabs(x));
       if (has_kink_at_zero(kind) && std::fabs(x) < 4 * h) continue;
       const double a = static_cast<double>(kAlpha);
-      const double fd = (formula(kind, a, x + h) - formula(kind, a, x - h)) / (2 * h);
+      const double fd = (activation(kind, a, x + h) - activation(kind, a, x - h)) / (2 * h);
       const double got = ref::unary_derivative(kind, kAlpha, xf);
       // The derivative is rounded once to float (<= 2^-24 relative); the difference quotient
       // has truncation h^2/6 |f'''| <= 1e-10 and cancellation 2^-53 |f| / h <= 1e-10 for
@@ -198,7 +161,7 @@ TEST_CASE("activations and derivatives stay finite for |x| up to FLT_MAX (sin, c
         CHECK(std::isfinite(ref::unary_derivative(kind, kAlpha, x)));
         // And the value is right, not just finite (GELU slack as in the accuracy test).
         if (!exact_overflows) {
-          const double want = formula(kind, static_cast<double>(kAlpha), x);
+          const double want = activation(kind, static_cast<double>(kAlpha), x);
           CHECK(std::fabs(ref::unary(kind, kAlpha, x) - want) <=
                 float_ulp(want) + 3.2e-15 * std::fabs(x));
         }
