@@ -702,3 +702,25 @@ TEST_CASE("log_prob of row i is the same in a batch or alone with first_index = 
     CHECK(std::memcmp(&logp, &batch[i], sizeof(double)) == 0);
   }
 }
+
+TEST_CASE(
+    "decode's Hutchinson log p of row i is the same in a batch or alone with first_index = i") {
+  auto model = gaussian_model();
+  auto plan = make_plan(*model, 3, DivergenceMode::kHutchinson, 2);
+  const size_t n = 7;
+  const std::vector<float> x0 = points(n, 2);
+  OdeOptions ode;
+  ode.steps = 4;
+  DivergenceOptions div;
+  div.mode = DivergenceMode::kHutchinson;
+  div.probes = 2;
+  div.seed = 5;
+  std::vector<float> x1(2 * n), one_x(2);
+  std::vector<double> batch(n);
+  REQUIRE(plan->decode(n, x0.data(), ode, div, x1.data(), batch.data()).ok());
+  for (size_t i = 0; i < n; ++i) {
+    double logp = 0.0;
+    REQUIRE(plan->decode(1, x0.data() + 2 * i, ode, div, one_x.data(), &logp, i).ok());
+    CHECK(std::memcmp(&logp, &batch[i], sizeof(double)) == 0);
+  }
+}

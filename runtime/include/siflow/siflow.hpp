@@ -225,8 +225,10 @@ class Plan {
   // log p(x) of each sample (ODE only; with an SDE it is refused).
   Status sample(size_t n, const SampleOptions& options, float* x, double* logp);
   // Maps base points x0 (flow coordinates of the base) to data-space x1; logp as in sample.
+  // first_index: global index of the first row, for Hutchinson probe counters (sharding).
   Status decode(size_t n, const float* x0, const OdeOptions& options,
-                const DivergenceOptions& divergence, float* x1, double* logp);
+                const DivergenceOptions& divergence, float* x1, double* logp,
+                size_t first_index = 0);
   // Maps data-space x1 to base points x0 (reverse ODE).
   Status encode(size_t n, const float* x1, const OdeOptions& options, float* x0);
   // log p(x) of data-space rows (at time s: log rho_s in flow coordinates plus the

@@ -478,7 +478,8 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
 }
 
 Status Plan::decode(size_t n, const float* x0, const OdeOptions& options,
-                    const DivergenceOptions& divergence, float* x1, double* logp) {
+                    const DivergenceOptions& divergence, float* x1, double* logp,
+                    size_t first_index) {
   PlanData& p = *data_;
   const ModelData& md = *p.md;
   Status s = check_common("decode", n, x0, x1);
@@ -489,7 +490,7 @@ Status Plan::decode(size_t n, const float* x0, const OdeOptions& options,
   if (logp && !(s = check_divergence(p, divergence)).ok()) return s.prefix("decode");
   if (!(s = check_finite_rows("decode: input", x0, n, md.dim)).ok()) return s;
   if (x1 != x0) std::memmove(x1, x0, n * md.dim * sizeof(float));
-  return push_forward(p, n, 0, x1, logp, options, divergence, grid);
+  return push_forward(p, n, first_index, x1, logp, options, divergence, grid);
 }
 
 Status Plan::encode(size_t n, const float* x1, const OdeOptions& options, float* x0) {
