@@ -6,6 +6,7 @@
 #include <new>
 
 #include "format/model_data.hpp"
+#include "format/normalization.hpp"
 #include "integrate/interpolant.hpp"
 #include "integrate/ode.hpp"
 #include "integrate/random.hpp"
@@ -170,24 +171,6 @@ double base_log_density(const ModelData& md, const float* y) {
     }
   }
   return sum;
-}
-
-void normalize(const ModelData& md, float* x, size_t rows) {
-  if (!md.norm_mean) return;
-  for (size_t r = 0; r < rows; ++r)
-    for (uint32_t k = 0; k < md.dim; ++k) {
-      float& v = x[r * md.dim + k];
-      v = (v - md.norm_mean[k]) / md.norm_std[k];
-    }
-}
-
-void denormalize(const ModelData& md, float* y, size_t rows) {
-  if (!md.norm_mean) return;
-  for (size_t r = 0; r < rows; ++r)
-    for (uint32_t k = 0; k < md.dim; ++k) {
-      float& v = y[r * md.dim + k];
-      v = md.norm_mean[k] + md.norm_std[k] * v;
-    }
 }
 
 // Tracks progress over a whole request and checks the state after every step.

@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "format/model_data.hpp"
+#include "format/normalization.hpp"
 #include "siflow/siflow.hpp"
 
 namespace siflow {
@@ -60,12 +61,7 @@ Status validate_embedded(const Model& model, ValidationReport* report) {
       return s;
     }
     // decode answers in data space; the references are flow coordinates.
-    if (md.norm_mean)
-      for (uint32_t r = 0; r < traj; ++r)
-        for (uint32_t k = 0; k < dim; ++k) {
-          float& v = out[size_t{r} * dim + k];
-          v = (v - md.norm_mean[k]) / md.norm_std[k];
-        }
+    detail::normalize(md, out, traj);
     report->trajectory_count = traj;
     report->trajectory_steps = md.trajectory_steps;
     report->trajectory_tolerance = md.trajectory_tolerance;
