@@ -165,8 +165,11 @@ int run_info(const ParsedArgs& args) {
   std::printf("format        %u.%u\n", info.format_major, info.format_minor);
   std::printf("dim           %u\n", info.dim);
   std::printf("nodes         %u\n", info.node_count);
-  std::printf("parameters    %" PRIu64 " (%s of weights)\n", info.parameter_count,
+  std::printf("parameters    %" PRIu64 " (%s of weights in the file)\n", info.parameter_count,
               human_bytes(info.weight_bytes).c_str());
+  if (info.f16_parameter_count > 0)
+    std::printf("fp16 weights  %" PRIu64 " parameters stored as fp16, expanded at load into %s\n",
+                info.f16_parameter_count, human_bytes(info.expanded_bytes).c_str());
   if (info.interpolant == InterpolantKind::kLearnedFourier)
     std::printf("interpolant   learned Fourier (%u terms)\n", info.fourier_terms);
   else

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "format/half.hpp"
 #include "format/model_data.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
@@ -139,39 +140,178 @@ const fb::Node* node_of(const std::vector<uint8_t>& bytes, uint32_t i) {
   return fb::GetModel(bytes.data())->graph()->nodes()->Get(i);
 }
 
-// A one-node model v = W x written with the generated code directly, for what ModelBuilder
-// cannot write: F16 weights, or F32 weights at a file offset that is not 64-byte aligned.
-std::vector<uint8_t> raw_fc_model(fb::DType dtype, bool aligned) {
+// A one-node model v = W x (W = identity) written with the generated code directly, for what
+// ModelBuilder cannot write: weights at a file offset that is not 64-byte aligned, an unknown
+// dtype, or both the f32 and the f16 vector set.
+std::vector<uint8_t> raw_fc_model(fb::DType dtype, bool aligned, bool both_vectors = false) {
+  const bool half = dtype == fb::DType::F16;
   for (uint32_t pad = 0; pad < 64; ++pad) {
     flatbuffers::FlatBufferBuilder fbb;
     auto inputs = fbb.CreateVector(std::vector<uint32_t>{0});
     auto shape = fbb.CreateVector(std::vector<uint32_t>{2, 2});
-    flatbuffers::Offset<fb::Weights> w;
-    if (dtype == fb::DType::F16) {
-      fbb.ForceVectorAlignment(4, sizeof(uint16_t), 64);
-      auto f16 = fbb.CreateVector(std::vector<uint16_t>{0x3c00, 0, 0, 0x3c00});
-      w = fb::CreateWeights(fbb, dtype, shape, 0, f16);
-    } else {
-      auto padding = fbb.CreateVector(std::vector<uint8_t>(pad, 0));
-      (void)padding;
-      if (aligned) fbb.ForceVectorAlignment(4, sizeof(float), 64);
-      auto f32 = fbb.CreateVector(std::vector<float>{1.0f, 0.0f, 0.0f, 1.0f});
-      w = fb::CreateWeights(fbb, dtype, shape, f32);
+    auto padding = fbb.CreateVector(std::vector<uint8_t>(pad, 0));
+    (void)padding;
+    flatbuffers::Offset<flatbuffers::Vector<uint16_t>> f16 = 0;
+    flatbuffers::Offset<flatbuffers::Vector<float>> f32 = 0;
+    if (half || both_vectors) {
+      if (aligned) fbb.ForceVectorAlignment(4, sizeof(uint16_t), 64);
+      f16 = fbb.CreateVector(std::vector<uint16_t>{0x3c00, 0, 0, 0x3c00});
     }
+    if (!half || both_vectors) {
+      if (aligned) fbb.ForceVectorAlignment(4, sizeof(float), 64);
+      f32 = fbb.CreateVector(std::vector<float>{1.0f, 0.0f, 0.0f, 1.0f});
+    }
+    auto w = fb::CreateWeights(fbb, dtype, shape, f32, f16);
     auto node = fb::CreateNode(fbb, fb::OpType::FullyConnected, inputs, 0, fb::UnaryKind::Identity,
                                0.01f, w);
     auto graph = fb::CreateGraph(fbb, 2, fbb.CreateVector(std::vector<decltype(node)>{node}), 2);
     fbb.Finish(fb::CreateModel(fbb, 1, 0, 0, graph), fb::ModelIdentifier());
     std::vector<uint8_t> bytes(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
-    if (dtype == fb::DType::F16 || aligned) return bytes;
-    const float* data = node_of(bytes, 0)->weight()->f32()->data();
+    if (aligned || both_vectors) return bytes;
+    const fb::Weights* weights = node_of(bytes, 0)->weight();
+    const void* data = half ? static_cast<const void*>(weights->f16()->data())
+                            : static_cast<const void*>(weights->f32()->data());
     if (offset_in(bytes, data) % 64 != 0) return bytes;  // misaligned, as wanted
   }
   FAIL("could not place the weights off a 64-byte boundary");
   return {};
 }
 
+// A three-layer MLP on [x, t] with layer norm and a constant; every weight value passes through
+// `f` (identity, or rounding to fp16) and is stored as `storage`.
+std::vector<uint8_t> mlp_model(float (*f)(float), ModelBuilder::WeightStorage storage) {
+  ModelBuilder b(3);
+  uint32_t state = 12345;
+  auto next = [&](float scale) {
+    state = state * 1664525u + 1013904223u;
+    return f(scale * (static_cast<float>(state >> 8) / 16777216.0f - 0.5f));
+  };
+  auto values = [&](size_t n, float scale) {
+    std::vector<float> v(n);
+    for (float& x : v) x = next(scale);
+    return v;
+  };
+  const uint32_t h =
+      b.fully_connected(b.concat({b.x(), b.t()}), 33, values(33 * 4, 1.3f), values(33, 0.2f));
+  const uint32_t n = b.layer_norm(h, values(33, 2.0f), values(33, 0.1f));
+  const uint32_t a = b.mul_constant(b.unary(n, UnaryKind::kSilu), values(33, 3.0f));
+  const uint32_t g = b.unary(b.fully_connected(a, 17, values(17 * 33, 0.6f)), UnaryKind::kTanh);
+  b.set_output(b.fully_connected(g, 3, values(3 * 17, 0.9f), values(3, 0.1f)));
+  b.set_weight_storage(storage);
+  return b.finish();
+}
+
+float keep(float x) { return x; }
+float to_half_and_back(float x) {
+  return siflow::detail::half_to_float(siflow::detail::float_to_half(x));
+}
+
+// Velocities of `bytes` at fixed points, through the copy path.
+std::vector<float> velocities(const std::vector<uint8_t>& bytes) {
+  auto model = expect_loads(bytes);
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*model, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  const std::vector<float> t = {0.0f, 0.3f, 0.9f, 1.0f};
+  std::vector<float> y(4 * 3), v(4 * 3);
+  for (size_t i = 0; i < y.size(); ++i) y[i] = 0.37f * static_cast<float>(i) - 2.0f;
+  REQUIRE(plan->velocity(4, t.data(), y.data(), v.data()).ok());
+  return v;
+}
+
 }  // namespace
+
+TEST_CASE("fp16 round trip helpers: exact expansion, round to nearest even, overflow to inf") {
+  using siflow::detail::float_to_half;
+  using siflow::detail::half_to_float;
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    const uint16_t bits = static_cast<uint16_t>(h);
+    const uint32_t exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+    const double sign = (h & 0x8000) ? -1.0 : 1.0;
+    const float f = half_to_float(bits);
+    if (exponent == 0x1f) {
+      CHECK((mantissa ? std::isnan(f) : std::isinf(f)));
+      continue;
+    }
+    const double expected = exponent == 0 ? sign * std::ldexp(mantissa, -24)
+                                          : sign * std::ldexp(1024 + mantissa, exponent - 25);
+    REQUIRE(static_cast<double>(f) == expected);
+    REQUIRE(float_to_half(f) == bits);  // every half survives the round trip
+  }
+  // Midpoints between neighbouring halves round to the even one; just above rounds up.
+  for (uint32_t h = 0; h < 0x7bff; h += 37) {
+    const double lo = half_to_float(static_cast<uint16_t>(h));
+    const double hi = half_to_float(static_cast<uint16_t>(h + 1));
+    const float mid = static_cast<float>(0.5 * (lo + hi));
+    const uint16_t even = static_cast<uint16_t>((h & 1) ? h + 1 : h);
+    CHECK(float_to_half(mid) == even);
+    CHECK(float_to_half(std::nextafter(mid, 1e9f)) == h + 1);
+    CHECK(float_to_half(std::nextafter(mid, -1e9f)) == h);
+  }
+  CHECK(float_to_half(65504.0f) == 0x7bff);
+  CHECK(float_to_half(65519.0f) == 0x7bff);
+  CHECK(float_to_half(65520.0f) == 0x7c00);  // the tie above the largest half goes to inf
+  CHECK(float_to_half(-1e9f) == 0xfc00);
+  CHECK(float_to_half(1e-9f) == 0x0000);
+}
+
+TEST_CASE("F16 weights expand at load to exactly the half values, counted in ModelInfo") {
+  const auto f32 = mlp_model(keep, ModelBuilder::WeightStorage::kF32);
+  const auto f16 = mlp_model(keep, ModelBuilder::WeightStorage::kF16);
+  const auto rounded = mlp_model(to_half_and_back, ModelBuilder::WeightStorage::kF32);
+  auto m16 = expect_loads(f16);
+  auto m32 = expect_loads(f32);
+  const siflow::ModelInfo& info = m16->info();
+  CHECK(info.parameter_count == m32->info().parameter_count);
+  CHECK(info.f16_parameter_count == info.parameter_count);
+  CHECK(info.weight_bytes == 2 * info.parameter_count);
+  CHECK(info.expanded_bytes >= 4 * info.parameter_count);
+  CHECK(info.expanded_bytes <= 4 * info.parameter_count + 64 * 16);  // one pad per operand
+  CHECK(info.held_bytes >= info.expanded_bytes);
+  CHECK(m32->info().f16_parameter_count == 0);
+  CHECK(m32->info().expanded_bytes == 0);
+  // Bit-identical to float32 weights holding the rounded values; different from the originals.
+  CHECK(velocities(f16) == velocities(rounded));
+  CHECK(velocities(f16) != velocities(f32));
+}
+
+TEST_CASE("a raw F16 identity model loads in place and computes v = x") {
+  const auto bytes = raw_fc_model(fb::DType::F16, true);
+  Loaded l(bytes, LoadOptions());
+  REQUIRE_MESSAGE(l.status.ok(), std::string(l.status.message()));
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*l.model, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  const float t = 0.5f, y[2] = {1.5f, -2.25f};
+  float v[2] = {};
+  REQUIRE(plan->velocity(1, &t, y, v).ok());
+  CHECK(v[0] == 1.5f);
+  CHECK(v[1] == -2.25f);
+}
+
+TEST_CASE("F16 weights beyond the half range are refused as not finite") {
+  ModelBuilder b(2);
+  b.set_output(b.fully_connected(b.x(), 2, {1.0f, 7e4f, 0.0f, 1.0f}));
+  b.set_weight_storage(ModelBuilder::WeightStorage::kF16);
+  expect_refused(b.finish(), StatusCode::kInvalidModel,
+                 {"node 0 (FullyConnected): weight[1]", "not finite"});
+}
+
+TEST_CASE("an unknown weight dtype is unsupported and named") {
+  expect_refused(raw_fc_model(fb::DType::I8, true), StatusCode::kUnsupported,
+                 {"node 0 (FullyConnected): weight", "dtype I8", "F32 and F16 weights only"});
+}
+
+TEST_CASE("weights holding both an f32 and an f16 vector are refused") {
+  expect_refused(raw_fc_model(fb::DType::F16, true, true), StatusCode::kInvalidModel,
+                 {"dtype F16 but also holds 4 f32 values"});
+  expect_refused(raw_fc_model(fb::DType::F32, true, true), StatusCode::kInvalidModel,
+                 {"dtype F32 but also holds 4 f16 values"});
+}
+
+TEST_CASE("F16 weights off a 64-byte file boundary are refused") {
+  expect_refused(raw_fc_model(fb::DType::F16, false), StatusCode::kInvalidModel,
+                 {"not 64-byte aligned"});
+}
+
 
 TEST_CASE("a valid model loads and ModelInfo describes it") {
   const std::vector<uint8_t> bytes = rich_builder().finish();
@@ -184,6 +324,8 @@ TEST_CASE("a valid model loads and ModelInfo describes it") {
   CHECK(info.node_count == 7);
   CHECK(info.parameter_count == 12 + 4 + 4 + 4 + 4 + 4 + 8);
   CHECK(info.weight_bytes == info.parameter_count * sizeof(float));
+  CHECK(info.f16_parameter_count == 0);
+  CHECK(info.expanded_bytes == 0);
   CHECK(info.interpolant == InterpolantKind::kLearnedFourier);
   CHECK(info.fourier_terms == 1);
   CHECK(info.base == siflow::BaseKind::kNormal);
@@ -465,11 +607,6 @@ TEST_CASE("inconsistent embedded test vectors are refused") {
   steps.set_trajectory_tests(0, {0.1f, 0.2f}, {0.1f, 0.2f}, 1e-3f);
   steps.set_velocity_tests({0.5f}, {0.1f, 0.2f}, {0.0f, 0.0f}, 1e-3f);
   expect_refused(steps.finish(), StatusCode::kInvalidModel, {"trajectory steps 0"});
-}
-
-TEST_CASE("F16 weights are unsupported and named") {
-  expect_refused(raw_fc_model(fb::DType::F16, true), StatusCode::kUnsupported,
-                 {"node 0 (FullyConnected): weight", "dtype F16", "F32 weights only"});
 }
 
 TEST_CASE("F32 weights off a 64-byte file boundary are refused (written without force_align)") {

@@ -44,6 +44,10 @@ class ModelBuilder {
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& std);
   void set_time_range(double start, double end);
   void set_format_version(uint16_t major, uint16_t minor);
+  // Weight storage in the file: float32 (default) or fp16, rounded to nearest even. fp16 values
+  // beyond its range become infinite, which the loader refuses.
+  enum class WeightStorage { kF32, kF16 };
+  void set_weight_storage(WeightStorage storage) { storage_ = storage; }
   // Velocity test points (flow coordinates) with their reference velocities.
   void set_velocity_tests(const std::vector<float>& t, const std::vector<float>& y,
                           const std::vector<float>& v, float tolerance);
@@ -79,6 +83,7 @@ class ModelBuilder {
   std::vector<float> norm_mean_, norm_std_;
   double time_start_ = 0.0, time_end_ = 1.0;
   uint16_t major_ = kFormatMajor, minor_ = kFormatMinor;
+  WeightStorage storage_ = WeightStorage::kF32;
   std::vector<float> test_t_, test_y_, test_v_;
   float test_tolerance_ = 0.0f;
   uint32_t trajectory_steps_ = 0;

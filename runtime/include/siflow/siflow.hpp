@@ -93,8 +93,10 @@ struct ModelInfo {
   uint32_t dim = 0;
   uint32_t node_count = 0;
   uint64_t parameter_count = 0;
-  size_t weight_bytes = 0;  // bytes of weights used in place
-  size_t held_bytes = 0;    // heap the loaded model holds (aligned copy + descriptors)
+  size_t weight_bytes = 0;           // bytes the weights take in the file (4 per f32, 2 per f16)
+  uint64_t f16_parameter_count = 0;  // parameters stored as fp16
+  size_t expanded_bytes = 0;  // float copies of fp16 weights made at load (part of held_bytes)
+  size_t held_bytes = 0;      // heap the loaded model holds (aligned copy, descriptors, expansion)
   InterpolantKind interpolant = InterpolantKind::kTrig;
   uint32_t fourier_terms = 0;
   BaseKind base = BaseKind::kNormal;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <new>
 
+#include "format/half.hpp"
 #include "format/model_data.hpp"
 #include "integrate/interpolant.hpp"
 #include "kernels/reference/elementary.hpp"
@@ -73,8 +74,8 @@ struct Bump {
   uint8_t* base = nullptr;
   size_t used = 0;
   template <typename T>
-  T* take(size_t count) {
-    used = (used + alignof(T) - 1) / alignof(T) * alignof(T);
+  T* take(size_t count, size_t alignment = alignof(T)) {
+    used = (used + alignment - 1) / alignment * alignment;
     T* p = base ? reinterpret_cast<T*>(base + used) : nullptr;
     used += count * sizeof(T);
     return p;
@@ -109,6 +110,7 @@ class Loader {
   Status check_base(ModelData* data);
   Status check_normalization(ModelData* data);
   Status check_tests(ModelData* data);
+  size_t count_f16_floats() const;
   size_t offset_of(const void* p) const {
     return static_cast<size_t>(static_cast<const uint8_t*>(p) - bytes_);
   }
@@ -120,7 +122,30 @@ class Loader {
   uint32_t dim_ = 0;
   uint32_t node_count_ = 0;
   uint64_t parameters_ = 0;
+  uint64_t f16_parameters_ = 0;
+  float* expanded_ = nullptr;     // where fp16 weights are expanded to float, 64-byte aligned
+  size_t expanded_used_ = 0;      // floats of expanded_ taken so far
+  size_t expanded_capacity_ = 0;  // floats reserved by count_f16_floats
 };
+
+// Floats reserved for expanding fp16 weights: every F16 operand's f16 vector, each rounded up to
+// a 64-byte multiple so each expanded vector stays aligned. Bounded by the verified file size.
+size_t Loader::count_f16_floats() const {
+  size_t total = 0;
+  auto add = [&](const fb::Weights* w) {
+    if (w && w->dtype() == fb::DType::F16 && w->f16()) total += (w->f16()->size() + 15) / 16 * 16;
+  };
+  const auto* nodes = graph_->nodes();
+  for (uint32_t i = 0; i < node_count_; ++i) {
+    const fb::Node* n = nodes->Get(i);
+    add(n->weight());
+    add(n->bias());
+    add(n->constant());
+    add(n->gamma());
+    add(n->beta());
+  }
+  return total;
+}
 
 Status Loader::check_header() {
   if (size_ < 8)
@@ -208,29 +233,52 @@ Status Loader::weights(const char* what, const fb::Weights* w, size_t expected, 
     if (required) return Status::error(StatusCode::kInvalidModel, "%s is missing", what);
     return Status();
   }
-  if (w->dtype() != fb::DType::F32) {
-    const char* name = fb::EnumNameDType(w->dtype());
+  const fb::DType dtype = w->dtype();
+  if (dtype != fb::DType::F32 && dtype != fb::DType::F16) {
+    const char* name = fb::EnumNameDType(dtype);
     return Status::error(StatusCode::kUnsupported,
-                         "%s has dtype %s; this runtime reads F32 weights only", what,
+                         "%s has dtype %s; this runtime reads F32 and F16 weights only", what,
                          (name && *name) ? name : "unknown");
   }
-  const auto* data = w->f32();
-  const size_t n = data ? data->size() : 0;
+  const bool half = dtype == fb::DType::F16;
+  const size_t other = half ? (w->f32() ? w->f32()->size() : 0) : (w->f16() ? w->f16()->size() : 0);
+  if (other != 0)
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s has dtype %s but also holds %zu %s values; exactly one vector may be "
+                         "set",
+                         what, half ? "F16" : "F32", other, half ? "f32" : "f16");
+  const void* first = half ? static_cast<const void*>(w->f16() ? w->f16()->data() : nullptr)
+                           : static_cast<const void*>(w->f32() ? w->f32()->data() : nullptr);
+  const size_t n = half ? (w->f16() ? w->f16()->size() : 0) : (w->f32() ? w->f32()->size() : 0);
   if (n != expected)
     return Status::error(StatusCode::kInvalidModel, "%s has %zu values, expected %zu", what, n,
                          expected);
   if (n == 0) return Status();
-  const size_t offset = offset_of(data->data());
+  const size_t offset = offset_of(first);
   if (offset % kAlignment != 0)
     return Status::error(StatusCode::kInvalidModel,
                          "%s data at file offset %zu is not 64-byte aligned (written without "
                          "force_align)",
                          what, offset);
+  const float* values = static_cast<const float*>(first);
+  if (half) {
+    // count_f16_floats reserved room for exactly these vectors, each rounded up to 16 floats.
+    const size_t reserved = (n + 15) / 16 * 16;
+    if (!expanded_ || expanded_used_ + reserved > expanded_capacity_)
+      return Status::error(StatusCode::kInvalidModel, "%s: fp16 expansion space miscounted", what);
+    float* dst = expanded_ + expanded_used_;
+    expanded_used_ += reserved;
+    const auto* src = w->f16();
+    for (size_t i = 0; i < n; ++i)
+      dst[i] = half_to_float(src->Get(static_cast<flatbuffers::uoffset_t>(i)));
+    values = dst;
+    f16_parameters_ += n;
+  }
   size_t bad = 0;
-  if (!all_finite(data->data(), n, &bad))
+  if (!all_finite(values, n, &bad))
     return Status::error(StatusCode::kInvalidModel, "%s[%zu] is not finite", what, bad);
   parameters_ += n;
-  *out = data->data();
+  *out = values;
   return Status();
 }
 
@@ -323,7 +371,8 @@ Status Loader::check_node(uint32_t index, const fb::Node* node, NodeData* out) {
       if (c) {
         if (!(s = expect_inputs(1, 1)).ok()) return s.prefix("with a constant operand");
         const auto* shape = c->shape();
-        const size_t n = c->f32() ? c->f32()->size() : 0;
+        const size_t n = c->dtype() == fb::DType::F16 ? (c->f16() ? c->f16()->size() : 0)
+                                                      : (c->f32() ? c->f32()->size() : 0);
         if (shape && !(shape->size() == 1 && shape->Get(0) == n) &&
             !(shape->size() == 2 && shape->Get(0) == 1 && shape->Get(1) == n))
           return Status::error(StatusCode::kInvalidModel,
@@ -578,6 +627,7 @@ Status Loader::run(ModelData** out) {
                          "time range [%g, %g] must satisfy 0 <= start < end <= 1", t0, t1);
 
   // All counts are bounded now: size the one allocation, then fill it.
+  expanded_capacity_ = count_f16_floats();
   auto layout = [&](Bump& bump, ModelData** data) {
     *data = bump.take<ModelData>(1);
     NodeData* nodes = bump.take<NodeData>(node_count_);
@@ -586,7 +636,9 @@ Status Loader::run(ModelData** out) {
     double* base_b = bump.take<double>(dim_);
     const char** keys = bump.take<const char*>(meta_count);
     const char** values = bump.take<const char*>(meta_count);
+    float* expanded = bump.take<float>(expanded_capacity_, kAlignment);
     if (*data) {
+      expanded_ = expanded;
       (*data)->nodes = nodes;
       (*data)->tensors = tensors;
       (*data)->base_a = base_a;
@@ -598,7 +650,9 @@ Status Loader::run(ModelData** out) {
   Bump sizing;
   ModelData* unused = nullptr;
   layout(sizing, &unused);
-  void* block = std::malloc(sizing.used);
+  // 64-byte aligned so the fp16 expansion region is; the model is freed with std::free.
+  void* block =
+      std::aligned_alloc(kAlignment, (sizing.used + kAlignment - 1) / kAlignment * kAlignment);
   if (!block)
     return Status::error(StatusCode::kOutOfMemory, "cannot allocate %zu bytes for the model",
                          sizing.used);
@@ -655,7 +709,9 @@ Status Loader::run(ModelData** out) {
   info.dim = dim_;
   info.node_count = node_count_;
   info.parameter_count = parameters_;
-  info.weight_bytes = parameters_ * sizeof(float);
+  info.weight_bytes = (parameters_ - f16_parameters_) * sizeof(float) + f16_parameters_ * 2;
+  info.f16_parameter_count = f16_parameters_;
+  info.expanded_bytes = expanded_capacity_ * sizeof(float);
   info.interpolant = data->interpolant.kind;
   info.fourier_terms = data->interpolant.terms;
   info.time_start = t0;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "format/half.hpp"
 #include "siflow_generated.h"
 
 namespace siflow {
@@ -14,9 +15,16 @@ using flatbuffers::FlatBufferBuilder;
 using flatbuffers::Offset;
 
 Offset<fb::Weights> weights(FlatBufferBuilder& fbb, const std::vector<float>& values,
-                            std::vector<uint32_t> shape) {
+                            std::vector<uint32_t> shape, bool f16) {
   if (values.empty()) return 0;
   auto shape_offset = fbb.CreateVector(shape);
+  if (f16) {
+    std::vector<uint16_t> halves(values.size());
+    for (size_t i = 0; i < values.size(); ++i) halves[i] = detail::float_to_half(values[i]);
+    fbb.ForceVectorAlignment(halves.size(), sizeof(uint16_t), 64);
+    auto data = fbb.CreateVector(halves);
+    return fb::CreateWeights(fbb, fb::DType::F16, shape_offset, 0, data);
+  }
   fbb.ForceVectorAlignment(values.size(), sizeof(float), 64);
   auto data = fbb.CreateVector(values);
   return fb::CreateWeights(fbb, fb::DType::F32, shape_offset, data);
@@ -166,16 +174,17 @@ void ModelBuilder::set_trajectory_tests(uint32_t steps, const std::vector<float>
 
 std::vector<uint8_t> ModelBuilder::finish() const {
   FlatBufferBuilder fbb(4096);
+  const bool f16 = storage_ == WeightStorage::kF16;
   std::vector<Offset<fb::Node>> nodes;
   for (const Node& n : nodes_) {
     auto inputs = fbb.CreateVector(n.inputs);
     auto name = n.name.empty() ? 0 : fbb.CreateString(n.name);
     const uint32_t in_width = n.inputs.empty() ? 0 : width(n.inputs[0]);
-    auto weight = weights(fbb, n.weight, {n.out_features, in_width});
-    auto bias = weights(fbb, n.bias, {static_cast<uint32_t>(n.bias.size())});
-    auto constant = weights(fbb, n.constant, {static_cast<uint32_t>(n.constant.size())});
-    auto gamma = weights(fbb, n.gamma, {static_cast<uint32_t>(n.gamma.size())});
-    auto beta = weights(fbb, n.beta, {static_cast<uint32_t>(n.beta.size())});
+    auto weight = weights(fbb, n.weight, {n.out_features, in_width}, f16);
+    auto bias = weights(fbb, n.bias, {static_cast<uint32_t>(n.bias.size())}, f16);
+    auto constant = weights(fbb, n.constant, {static_cast<uint32_t>(n.constant.size())}, f16);
+    auto gamma = weights(fbb, n.gamma, {static_cast<uint32_t>(n.gamma.size())}, f16);
+    auto beta = weights(fbb, n.beta, {static_cast<uint32_t>(n.beta.size())}, f16);
     nodes.push_back(fb::CreateNode(fbb, static_cast<fb::OpType>(n.op), inputs, name,
                                    static_cast<fb::UnaryKind>(n.unary), n.alpha, weight, bias,
                                    constant, gamma, beta, n.epsilon));
