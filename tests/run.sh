@@ -3,7 +3,7 @@
 # examples, tests) in build/, and runs ctest. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/install-deps.sh
+tools/install-deps.sh --test
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSIFLOW_BUILD_TESTS=ON -DSIFLOW_BUILD_CLI=ON \
   -DSIFLOW_BUILD_EXAMPLES=ON
 cmake --build build -j"$(nproc)"

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages siflow needs to build, test and plot, when any is missing.
-# Uses sudo when not root. Never downloads anything but Debian packages.
+# Installs the Debian 12 packages siflow needs, when any is missing. Uses sudo when not root.
+# Never downloads anything but Debian packages.
+#   tools/install-deps.sh          build the runtime and CLI, plot samples
+#   tools/install-deps.sh --test   also the converter and its tests (ONNX, PyTorch, pytest)
 set -euo pipefail
 packages=(cmake make g++ pkg-config libflatbuffers-dev flatbuffers-compiler doctest-dev
           python3-numpy python3-matplotlib)
+case "${1:-}" in
+  "") ;;
+  --test) packages+=(python3-onnx python3-flatbuffers python3-torch python3-pytest) ;;
+  *) echo "install-deps.sh: unknown option '$1' (expected --test or nothing)" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,12 +1,10 @@
-// "After create(), nothing allocates": this binary replaces the whole malloc family and every
-// global operator new/delete with counting wrappers over glibc's __libc_* entry points, then runs
-// every Plan call (ODE with log p, Hutchinson, SDE, decode, encode, log_prob, velocity, errors).
+// "After create(), nothing allocates": with the heap wrappers of support/alloc_hooks.cc linked in
+// (they see the whole malloc family and every global operator new/delete), runs every Plan call
+// (ODE with log p, Hutchinson, SDE, decode, encode, log_prob, velocity, errors) and counts.
 #include <doctest/doctest.h>
-#include <errno.h>
 #include <malloc.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -17,165 +15,7 @@
 
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
-
-// glibc's own allocator entry points: calling them never re-enters the wrappers below.
-extern "C" {
-void* __libc_malloc(size_t size);
-void* __libc_calloc(size_t count, size_t size);
-void* __libc_realloc(void* p, size_t size);
-void __libc_free(void* p);
-void* __libc_memalign(size_t alignment, size_t size);
-void* __libc_valloc(size_t size);
-void* __libc_pvalloc(size_t size);
-}
-
-namespace {
-
-// Constant-initialised atomics: valid before any constructor runs, never allocate.
-std::atomic<bool> g_counting{false};
-std::atomic<unsigned long> g_calls{0};
-
-inline void note() {
-  if (g_counting.load(std::memory_order_relaxed)) g_calls.fetch_add(1, std::memory_order_relaxed);
-}
-
-void* aligned(size_t alignment, size_t size) {
-  return __libc_memalign(alignment < sizeof(void*) ? sizeof(void*) : alignment, size ? size : 1);
-}
-
-}  // namespace
-
-extern "C" {
-void* malloc(size_t size) noexcept {
-  note();
-  return __libc_malloc(size);
-}
-void* calloc(size_t count, size_t size) noexcept {
-  note();
-  return __libc_calloc(count, size);
-}
-void* realloc(void* p, size_t size) noexcept {
-  note();
-  return __libc_realloc(p, size);
-}
-void free(void* p) noexcept {
-  note();  // any call counts, even free(nullptr): a run must not touch the heap at all
-  __libc_free(p);
-}
-void* memalign(size_t alignment, size_t size) noexcept {
-  note();
-  return __libc_memalign(alignment, size);
-}
-void* aligned_alloc(size_t alignment, size_t size) noexcept {
-  note();
-  return __libc_memalign(alignment, size);
-}
-int posix_memalign(void** out, size_t alignment, size_t size) noexcept {
-  note();
-  if (alignment % sizeof(void*) != 0 || (alignment & (alignment - 1)) != 0) return EINVAL;
-  void* p = __libc_memalign(alignment, size);
-  if (!p) return ENOMEM;
-  *out = p;
-  return 0;
-}
-void* valloc(size_t size) noexcept {
-  note();
-  return __libc_valloc(size);
-}
-void* pvalloc(size_t size) noexcept {
-  note();
-  return __libc_pvalloc(size);
-}
-}
-
-void* operator new(size_t size) {
-  note();
-  void* p = __libc_malloc(size ? size : 1);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
-void* operator new[](size_t size) {
-  note();
-  void* p = __libc_malloc(size ? size : 1);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
-void* operator new(size_t size, const std::nothrow_t&) noexcept {
-  note();
-  return __libc_malloc(size ? size : 1);
-}
-void* operator new[](size_t size, const std::nothrow_t&) noexcept {
-  note();
-  return __libc_malloc(size ? size : 1);
-}
-void* operator new(size_t size, std::align_val_t al) {
-  note();
-  void* p = aligned(static_cast<size_t>(al), size);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
-void* operator new[](size_t size, std::align_val_t al) {
-  note();
-  void* p = aligned(static_cast<size_t>(al), size);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
-void* operator new(size_t size, std::align_val_t al, const std::nothrow_t&) noexcept {
-  note();
-  return aligned(static_cast<size_t>(al), size);
-}
-void* operator new[](size_t size, std::align_val_t al, const std::nothrow_t&) noexcept {
-  note();
-  return aligned(static_cast<size_t>(al), size);
-}
-void operator delete(void* p) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete[](void* p) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete(void* p, size_t) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete[](void* p, size_t) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete(void* p, size_t, std::align_val_t) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete[](void* p, size_t, std::align_val_t) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  note();
-  __libc_free(p);
-}
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  note();
-  __libc_free(p);
-}
+#include "support/alloc_hooks.hpp"
 
 namespace {
 
@@ -187,11 +27,9 @@ using siflow::Status;
 // Heap calls made while `f` runs. No doctest macro may run inside `f` (they allocate).
 template <typename F>
 unsigned long heap_calls_during(F&& f) {
-  g_calls.store(0);
-  g_counting.store(true);
+  siflow_test::heap_watch_begin();
   f();
-  g_counting.store(false);
-  return g_calls.load();
+  return siflow_test::heap_watch_end().calls;
 }
 
 // Escapes a pointer so the compiler cannot drop a malloc/free pair.
