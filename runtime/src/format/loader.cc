@@ -766,7 +766,8 @@ Status Model::load(const void* bytes, size_t size, const LoadOptions& options,
                            static_cast<unsigned long long>(Limits::kMaxFileBytes));
     owned = aligned_copy(bytes, size);
     if (!owned)
-      return Status::error(StatusCode::kOutOfMemory, "load: cannot copy %zu model bytes", size);
+      return Status::error(StatusCode::kOutOfMemory,
+                           "load: cannot allocate %zu bytes to copy the model into", size);
     span = static_cast<const uint8_t*>(owned);
   }
   detail::ModelData* data = nullptr;
