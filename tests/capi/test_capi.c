@@ -364,6 +364,13 @@ static void test_arena_and_plan(const siflow_model* model) {
   po.divergence = (siflow_divergence)7;
   CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)),
                SIFLOW_INVALID_ARGUMENT, &error);
+  /* 257 would wrap onto EXACT (1) in an 8-bit field; it must be refused, not reinterpreted. */
+  po.divergence = (siflow_divergence)257;
+  CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
+  po.divergence = (siflow_divergence)-1;
+  CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
 
   /* A caller's static arena: aligned and exactly arena_bytes. */
   siflow_plan_options_init(&po);

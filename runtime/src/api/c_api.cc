@@ -15,6 +15,18 @@ struct siflow_plan {
 
 namespace {
 
+// The integer in a C enum field. A C caller may store any int there; reading it through the
+// C++ enum type would be undefined for values outside the enumerators, so copy the bytes.
+// The C++ option enums are 8-bit; an int outside [0, 255] becomes 255, which no enumerator
+// uses, so the runtime's option checks refuse it instead of wrapping it onto a valid value.
+template <typename To, typename E>
+To from_c_enum(const E& field) {
+  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized");
+  int v;
+  std::memcpy(&v, &field, sizeof v);
+  return static_cast<To>(v < 0 || v > 255 ? 255 : v);
+}
+
 using siflow::Status;
 using siflow::StatusCode;
 
@@ -58,7 +70,7 @@ Converted convert(const siflow_run_options* in, ProgressBridge* bridge) {
   siflow_run_options_init(&o);
   std::memcpy(&o, in, in->struct_size);
   Converted c;
-  c.ode.method = static_cast<siflow::Method>(o.method);
+  c.ode.method = from_c_enum<siflow::Method>(o.method);
   c.ode.steps = o.steps;
   c.ode.grid = o.grid;
   c.ode.grid_size = o.grid_size;
@@ -67,14 +79,14 @@ Converted convert(const siflow_run_options* in, ProgressBridge* bridge) {
     c.ode.progress = &ProgressBridge::call;
     c.ode.progress_user = bridge;
   }
-  c.divergence.mode = static_cast<siflow::DivergenceMode>(o.divergence);
+  c.divergence.mode = from_c_enum<siflow::DivergenceMode>(o.divergence);
   c.divergence.probes = o.probes;
-  c.divergence.probe = static_cast<siflow::ProbeKind>(o.probe);
+  c.divergence.probe = from_c_enum<siflow::ProbeKind>(o.probe);
   c.divergence.seed = o.seed;
   c.sde.epsilon = o.sde_epsilon;
-  c.sde.schedule = static_cast<siflow::EpsilonSchedule>(o.sde_schedule);
+  c.sde.schedule = from_c_enum<siflow::EpsilonSchedule>(o.sde_schedule);
   c.sde.stop_delta = o.sde_stop_delta;
-  c.sde.method = static_cast<siflow::SdeMethod>(o.sde_method);
+  c.sde.method = from_c_enum<siflow::SdeMethod>(o.sde_method);
   c.time = o.time;
   c.seed = o.seed;
   return c;
@@ -86,7 +98,7 @@ siflow::PlanOptions convert(const siflow_plan_options* in) {
   std::memcpy(&o, in, in->struct_size);
   siflow::PlanOptions p;
   p.max_batch = o.max_batch;
-  p.divergence = static_cast<siflow::DivergenceMode>(o.divergence);
+  p.divergence = from_c_enum<siflow::DivergenceMode>(o.divergence);
   p.max_probes = o.max_probes;
   return p;
 }
