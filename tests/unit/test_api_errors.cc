@@ -40,12 +40,19 @@ void expect_error(const Status& s, StatusCode code, std::initializer_list<const 
   }
 }
 
+// Loads through the copy path: the bytes sit one byte past a 64-byte boundary, so the model
+// owns an aligned copy and outlives them. (A vector's storage may happen to be 64-byte aligned,
+// and then the model would use it in place and dangle once it is freed.)
 std::unique_ptr<Model> load(const ModelBuilder& b) {
   const std::vector<uint8_t> bytes = b.finish();
+  std::vector<uint8_t> storage(bytes.size() + 65);
+  uint8_t* misaligned = storage.data();
+  while (reinterpret_cast<uintptr_t>(misaligned) % 64 != 1) ++misaligned;
+  std::memcpy(misaligned, bytes.data(), bytes.size());
   std::unique_ptr<Model> model;
-  const Status s = Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model);
+  const Status s = Model::load(misaligned, bytes.size(), siflow::LoadOptions(), &model);
   REQUIRE_MESSAGE(s.ok(), text(s));
-  return model;  // loaded through the copy path (vector storage is not 64-byte aligned)
+  return model;
 }
 
 // A dim-2 nonlinear model with a Gaussian base and the trig interpolant (score available).
@@ -482,6 +489,21 @@ TEST_CASE("a log_prob time outside (time_start, time_end] is refused") {
   LogProbOptions inside;
   inside.time = 0.5;
   CHECK(plan->log_prob(1, x.data(), inside, logp.data()).ok());
+}
+
+TEST_CASE("velocity whose network output overflows is kNumericalError naming the row, not inf") {
+  // v = 1e30 x overflows float for |x| > 3.4e8; row 3 (second chunk of max_batch 2) does.
+  ModelBuilder b(2);
+  b.set_output(b.fully_connected(b.x(), 2, {1e30f, 0.0f, 0.0f, 1e30f}));
+  auto model = load(b);
+  auto plan = make_plan(*model, 2);
+  std::vector<float> y(5 * 2, 1.0f), v(5 * 2), t(5, 0.25f);
+  y[3 * 2 + 1] = 1e9f;
+  expect_error(plan->velocity(5, t.data(), y.data(), v.data()), StatusCode::kNumericalError,
+               {"velocity", "not finite in row 3", "t = 0.25"});
+  y[3 * 2 + 1] = 1.0f;
+  CHECK(plan->velocity(5, t.data(), y.data(), v.data()).ok());
+  CHECK(v[0] == 1e30f);
 }
 
 TEST_CASE("a velocity that blows up during integration is kNumericalError naming step and row") {

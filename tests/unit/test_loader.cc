@@ -80,11 +80,16 @@ void expect_refused(const std::vector<uint8_t>& bytes, StatusCode code,
   }
 }
 
-// Loads through the copy path (vector storage is not 64-byte aligned), so the model owns its
-// bytes and outlives `bytes`.
+// Loads through the copy path: the bytes are placed one byte past a 64-byte boundary, so the
+// model owns an aligned copy and outlives `bytes` (a vector's own storage may be 64-byte
+// aligned, and a model loaded from it in place would dangle once it is freed).
 std::unique_ptr<Model> expect_loads(const std::vector<uint8_t>& bytes) {
+  std::vector<uint8_t> storage(bytes.size() + 65);
+  uint8_t* misaligned = storage.data();
+  while (reinterpret_cast<uintptr_t>(misaligned) % 64 != 1) ++misaligned;
+  std::memcpy(misaligned, bytes.data(), bytes.size());
   std::unique_ptr<Model> model;
-  const Status s = Model::load(bytes.data(), bytes.size(), LoadOptions(), &model);
+  const Status s = Model::load(misaligned, bytes.size(), LoadOptions(), &model);
   REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
   return model;
 }
@@ -311,7 +316,6 @@ TEST_CASE("F16 weights off a 64-byte file boundary are refused") {
   expect_refused(raw_fc_model(fb::DType::F16, false), StatusCode::kInvalidModel,
                  {"not 64-byte aligned"});
 }
-
 
 TEST_CASE("a valid model loads and ModelInfo describes it") {
   const std::vector<uint8_t> bytes = rich_builder().finish();
