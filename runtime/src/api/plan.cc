@@ -555,6 +555,12 @@ Status Plan::velocity(size_t n, const float* t, const float* y, float* v) {
     const size_t rows = n - first < chunk ? n - first : chunk;
     std::memcpy(p.values[1], t + first, rows * sizeof(float));
     run_network(md, net, y + first * md.dim, rows, 0);
+    const size_t bad = first_nonfinite_row(p.values[md.output], rows, md.dim);
+    if (bad < rows)
+      return Status::error(StatusCode::kNumericalError,
+                           "velocity: the network's output is not finite in row %zu (an overflow "
+                           "in its weights or activations at t = %g)",
+                           first + bad, static_cast<double>(t[first + bad]));
     std::memcpy(v + first * md.dim, p.values[md.output], rows * md.dim * sizeof(float));
   }
   return Status();
