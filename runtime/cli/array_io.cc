@@ -337,10 +337,14 @@ void check_writable(const std::string& path) {
                           std::strerror(errno)));
 }
 
+Array parse_array(FileFormat format, const std::string& name,
+                  const std::vector<unsigned char>& bytes) {
+  return format == FileFormat::kNpy ? parse_npy(name, bytes) : parse_csv(name, bytes);
+}
+
 Array read_array(const char* option, const std::string& path) {
   const FileFormat kind = format_of(option, path);
-  const std::vector<unsigned char> bytes = read_file(path);
-  return kind == FileFormat::kNpy ? parse_npy(path, bytes) : parse_csv(path, bytes);
+  return parse_array(kind, path, read_file(path));
 }
 
 std::vector<float> read_points(const char* option, const std::string& path, uint32_t dim) {

@@ -30,6 +30,9 @@ struct Array {
   std::vector<size_t> lines;   // .csv: the file line (from 1) of each row
 };
 
+// Parses file contents; `name` (the path) prefixes every error. Throws RunError on any problem.
+Array parse_array(FileFormat format, const std::string& name,
+                  const std::vector<unsigned char>& bytes);
 // `option` names the command-line option the path came from (for an unknown extension).
 Array read_array(const char* option, const std::string& path);
 

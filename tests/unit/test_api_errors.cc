@@ -506,6 +506,37 @@ TEST_CASE("velocity whose network output overflows is kNumericalError naming the
   CHECK(v[0] == 1e30f);
 }
 
+TEST_CASE("a normalisation that overflows float is kNumericalError naming the row, not inf") {
+  // std 1e38: a flow point y with |y| > 3.4 maps past FLT_MAX in data space. A mean of -3e38
+  // (second model) makes x - mean overflow for x above about 4e37 in flow coordinates.
+  ModelBuilder b(1);
+  b.set_output(b.fully_connected(b.x(), 1, {0.0f}));  // v = 0: samples are the base draws
+  b.set_normalization({0.0f}, {1e38f});
+  auto model = load(b);
+  auto plan = make_plan(*model, 4);
+  std::vector<float> z = {0.5f, 1.0f, 2.0f, 5.0f, 0.1f}, x(5);
+  OdeOptions ode;
+  ode.steps = 1;
+  expect_error(plan->decode(5, z.data(), ode, DivergenceOptions(), x.data(), nullptr),
+               StatusCode::kNumericalError, {"row 3 overflows float in data space"});
+  z[3] = 3.0f;
+  CHECK(plan->decode(5, z.data(), ode, DivergenceOptions(), x.data(), nullptr).ok());
+
+  ModelBuilder c(1);
+  c.set_output(c.fully_connected(c.x(), 1, {0.0f}));
+  c.set_normalization({-3e38f}, {1.0f});
+  auto shifted = load(c);
+  auto plan2 = make_plan(*shifted, 4);
+  std::vector<float> data = {0.0f, 1e37f, -1e38f, 0.0f, 2e38f};
+  std::vector<double> logp(5);
+  LogProbOptions lp;
+  lp.ode.steps = 1;
+  expect_error(plan2->log_prob(5, data.data(), lp, logp.data()), StatusCode::kNumericalError,
+               {"log_prob", "row 4 overflows float in flow coordinates"});
+  expect_error(plan2->encode(5, data.data(), ode, x.data()), StatusCode::kNumericalError,
+               {"encode", "row 4 overflows float in flow coordinates"});
+}
+
 TEST_CASE("a velocity that blows up during integration is kNumericalError naming step and row") {
   // v = 1e30 x: after one Euler step of h = 1/4 a nonzero row is 2.5e29, after the second its
   // velocity overflows float. Rows 0..2 are zero and stay zero.

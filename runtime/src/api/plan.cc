@@ -71,6 +71,21 @@ struct NetworkField {
   }
 };
 
+// Mapping between data space and flow coordinates can overflow float for finite values when the
+// model's normalisation is extreme; such a row is an error, never an inf in the output.
+Status data_space_overflow(size_t row) {
+  return Status::error(StatusCode::kNumericalError,
+                       "row %zu overflows float in data space (x = mean + std * y with the "
+                       "model's normalisation)",
+                       row);
+}
+Status flow_space_overflow(const char* what, size_t row) {
+  return Status::error(StatusCode::kNumericalError,
+                       "%s: row %zu overflows float in flow coordinates (y = (x - mean) / std "
+                       "with the model's normalisation)",
+                       what, row);
+}
+
 Status check_finite_rows(const char* what, const float* x, size_t n, uint32_t width) {
   const size_t bad = first_nonfinite_row(x, n, width);
   if (bad < n)
@@ -342,7 +357,8 @@ Status push_forward(PlanData& p, size_t n, size_t first_index, float* y, double*
     if (!s.ok()) return s;
     if (logp)
       for (size_t r = 0; r < rows; ++r) logp[first + r] += -p.ell[r] - md.norm_log_det;
-    denormalize(md, yc, rows);
+    const size_t bad = denormalize(md, yc, rows);
+    if (bad < rows) return data_space_overflow(first + bad);
   }
   return Status();
 }
@@ -455,7 +471,8 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
       s = forward_ode(p, options.ode, ode_grid, yc, rows, nullptr, nullptr, monitor);
       if (!s.ok()) return s;
     }
-    denormalize(md, yc, rows);
+    const size_t bad = denormalize(md, yc, rows);
+    if (bad < rows) return data_space_overflow(first + bad);
   }
   return Status();
 }
@@ -493,7 +510,8 @@ Status Plan::encode(size_t n, const float* x1, const OdeOptions& options, float*
   for (size_t first = 0; first < n; first += chunk) {
     const size_t rows = n - first < chunk ? n - first : chunk;
     float* yc = x0 + first * md.dim;
-    normalize(md, yc, rows);
+    const size_t bad = normalize(md, yc, rows);
+    if (bad < rows) return flow_space_overflow("encode", first + bad);
     monitor.rows = rows;
     monitor.first_row = first;
     if (!(s = forward_ode(p, options, grid, yc, rows, nullptr, nullptr, monitor)).ok()) return s;
@@ -527,7 +545,8 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, d
   for (size_t first = 0; first < n; first += chunk) {
     const size_t rows = n - first < chunk ? n - first : chunk;
     std::memcpy(p.work, x + first * md.dim, rows * md.dim * sizeof(float));
-    normalize(md, p.work, rows);
+    const size_t bad = normalize(md, p.work, rows);
+    if (bad < rows) return flow_space_overflow("log_prob", first + bad);
     for (size_t r = 0; r < rows; ++r) p.ell[r] = 0.0;
     fill_seeds(p, options.divergence, options.first_index + first, rows);
     monitor.rows = rows;

@@ -1,0 +1,233 @@
+// Writes the seed corpora of the fuzz targets: valid models covering every op, unary kind,
+// interpolant, base, fp16 storage, normalisation and test vectors, a few corrupted variants,
+// the same models with C API parameter tails, and .npy/.csv inputs for the array readers.
+// Usage: make_fuzz_corpus OUT_DIR   (writes OUT_DIR/{model,capi,arrays}/...)
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "siflow/model_builder.hpp"
+#include "siflow/siflow.hpp"
+
+namespace {
+
+using siflow::ModelBuilder;
+using siflow::UnaryKind;
+
+bool write(const std::string& path, const std::vector<uint8_t>& bytes) {
+  const siflow::Status s = siflow::write_file_atomic(path.c_str(), bytes.data(), bytes.size());
+  if (!s.ok()) std::fprintf(stderr, "make_fuzz_corpus: %s\n", s.message());
+  return s.ok();
+}
+
+std::vector<float> wave(size_t n, float scale, float phase) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = scale * std::sin(0.9f * static_cast<float>(i) + phase);
+  return v;
+}
+
+// Embeds velocity and trajectory test vectors computed by the runtime itself.
+std::vector<uint8_t> with_tests(ModelBuilder b) {
+  const std::vector<uint8_t> plain = b.finish();
+  std::unique_ptr<siflow::Model> model;
+  if (!siflow::Model::load(plain.data(), plain.size(), siflow::LoadOptions(), &model).ok())
+    return plain;
+  std::unique_ptr<siflow::Plan> plan;
+  if (!siflow::Plan::create(*model, siflow::PlanOptions(), nullptr, 0, &plan).ok()) return plain;
+  const uint32_t d = model->info().dim;
+  const std::vector<float> t = {0.1f, 0.7f}, y = wave(2 * d, 1.0f, 0.3f);
+  std::vector<float> v(2 * d), end(2 * d);
+  siflow::OdeOptions ode;
+  ode.steps = 4;
+  if (!plan->velocity(2, t.data(), y.data(), v.data()).ok()) return plain;
+  if (!plan->decode(2, y.data(), ode, siflow::DivergenceOptions(), end.data(), nullptr).ok())
+    return plain;
+  if (model->info().normalized) return plain;  // decode answers in data space; keep it simple
+  b.set_velocity_tests(t, y, v, 1e-5f);
+  b.set_trajectory_tests(4, y, end, 1e-4f);
+  return b.finish();
+}
+
+// Every op and unary kind, on [x, t] with Fourier time features.
+ModelBuilder every_op(uint32_t d) {
+  ModelBuilder b(d);
+  const uint32_t f = b.mul_constant(b.t(), {1.0f, 3.0f});
+  const uint32_t feats =
+      b.concat({b.x(), b.unary(f, UnaryKind::kSin), b.unary(f, UnaryKind::kCos), b.t()});
+  const uint32_t w = d + 5;
+  uint32_t h = b.fully_connected(feats, 12, wave(12 * w, 0.4f, 0.1f), wave(12, 0.1f, 0.5f), "in");
+  h = b.layer_norm(h, wave(12, 0.2f, 1.0f), wave(12, 0.1f, 2.0f), 1e-5f);
+  const UnaryKind kinds[] = {UnaryKind::kIdentity, UnaryKind::kRelu,    UnaryKind::kLeakyRelu,
+                             UnaryKind::kElu,      UnaryKind::kSelu,    UnaryKind::kTanh,
+                             UnaryKind::kSigmoid,  UnaryKind::kSilu,    UnaryKind::kGeluErf,
+                             UnaryKind::kGeluTanh, UnaryKind::kSoftplus};
+  for (UnaryKind k : kinds) h = b.add(h, b.unary(b.mul_constant(h, wave(12, 0.5f, 0.2f)), k, 0.2f));
+  h = b.mul(h, b.add_constant(b.t(), {0.5f}));
+  b.set_output(b.fully_connected(h, d, wave(d * 12, 0.3f, 0.7f), {}, "out"));
+  return b;
+}
+
+void models(const std::string& dir, std::vector<std::vector<uint8_t>>* all) {
+  auto keep = [&](const std::string& name, const std::vector<uint8_t>& bytes) {
+    if (write(dir + "/" + name + ".sif", bytes)) all->push_back(bytes);
+  };
+  {
+    ModelBuilder b(2);
+    b.set_output(b.fully_connected(b.x(), 2, {0.5f, 0.1f, -0.2f, 0.3f}));
+    keep("linear", with_tests(b));
+  }
+  keep("every_op", with_tests(every_op(3)));
+  {
+    ModelBuilder b = every_op(3);
+    b.set_weight_storage(ModelBuilder::WeightStorage::kF16);
+    keep("every_op_f16", with_tests(b));
+  }
+  {
+    ModelBuilder b = every_op(2);
+    b.set_interpolant(siflow::InterpolantKind::kLearnedFourier, {0.1, -0.05}, {0.02, 0.1});
+    b.set_normalization({1.0f, -1.0f}, {2.0f, 0.5f});
+    b.add_metadata("dataset", "corpus");
+    keep("learned_normalized", b.finish());
+  }
+  {
+    ModelBuilder b = every_op(2);
+    b.set_interpolant(siflow::InterpolantKind::kLinear);
+    b.set_uniform_base({-1.0f, -2.0f}, {1.0f, 2.0f});
+    b.set_time_range(0.1, 0.9);
+    keep("uniform_linear", b.finish());
+  }
+  {
+    ModelBuilder b(1);
+    b.set_output(b.fully_connected(b.unary(b.concat({b.x(), b.t()}), UnaryKind::kTanh), 1,
+                                   {0.7f, -0.3f}, {0.1f}));
+    b.set_normal_base({0.5f}, {2.0f});
+    keep("dim1", with_tests(b));
+  }
+  // Corrupted variants of every_op: truncated, wrong identifier, flipped bytes.
+  const std::vector<uint8_t> base = (*all)[1];
+  std::vector<uint8_t> v(base.begin(), base.begin() + base.size() / 2);
+  keep("corrupt_truncated", v);
+  v = base;
+  v[4] = 'X';
+  keep("corrupt_identifier", v);
+  for (size_t k = 0; k < 4; ++k) {
+    v = base;
+    for (size_t i = 17 + k * 131; i < v.size(); i += 257) v[i] ^= static_cast<uint8_t>(0x5a + k);
+    keep("corrupt_flips" + std::to_string(k), v);
+  }
+}
+
+void capi(const std::string& dir, const std::vector<std::vector<uint8_t>>& all) {
+  for (size_t m = 0; m < all.size(); ++m) {
+    for (uint32_t variant = 0; variant < 3; ++variant) {
+      std::vector<uint8_t> bytes = all[m];
+      // which, max_batch, divergence, max_probes, then run options (see fuzz_capi.cc).
+      const uint8_t which = static_cast<uint8_t>(variant == 0 ? 0x1f : variant == 1 ? 0x5f : 0x0f);
+      const uint8_t tail[32] = {which,
+                                3,
+                                1,
+                                2,
+                                static_cast<uint8_t>(variant + 3),
+                                2,
+                                1,
+                                0,
+                                0,
+                                0,
+                                static_cast<uint8_t>(variant),
+                                1,
+                                0,
+                                0,
+                                90,
+                                1,
+                                0,
+                                0,
+                                0,
+                                4,
+                                0,
+                                0,
+                                9,
+                                200,
+                                17,
+                                3,
+                                250,
+                                128,
+                                64,
+                                32,
+                                1,
+                                0};
+      bytes.insert(bytes.end(), tail, tail + 32);
+      write(dir + "/m" + std::to_string(m) + "_v" + std::to_string(variant) + ".bin", bytes);
+    }
+  }
+}
+
+std::vector<uint8_t> npy(const std::string& descr, const std::string& shape, size_t values,
+                         size_t item) {
+  std::string header =
+      "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::vector<uint8_t> b = {0,
+                            0x93,
+                            'N',
+                            'U',
+                            'M',
+                            'P',
+                            'Y',
+                            1,
+                            0,
+                            static_cast<uint8_t>(header.size() & 0xff),
+                            static_cast<uint8_t>(header.size() >> 8)};
+  b.insert(b.end(), header.begin(), header.end());
+  for (size_t i = 0; i < values; ++i) {
+    if (item == 4) {
+      const float f = 0.25f * static_cast<float>(i) - 1.0f;
+      const auto* p = reinterpret_cast<const uint8_t*>(&f);
+      b.insert(b.end(), p, p + 4);
+    } else {
+      const double f = 0.5 * static_cast<double>(i) - 2.0;
+      const auto* p = reinterpret_cast<const uint8_t*>(&f);
+      b.insert(b.end(), p, p + 8);
+    }
+  }
+  return b;  // first byte 0 selects .npy in fuzz_arrays
+}
+
+std::vector<uint8_t> csv(const std::string& text) {
+  std::vector<uint8_t> b = {1};  // first byte 1 selects .csv
+  b.insert(b.end(), text.begin(), text.end());
+  return b;
+}
+
+void arrays(const std::string& dir) {
+  write(dir + "/npy_f32_2d", npy("<f4", "(3, 2)", 6, 4));
+  write(dir + "/npy_f64_1d", npy("<f8", "(5,)", 5, 8));
+  write(dir + "/npy_f64_empty", npy("<f8", "(0, 3)", 0, 8));
+  write(dir + "/npy_big_endian", npy(">f4", "(2, 2)", 4, 4));
+  write(dir + "/npy_3d", npy("<f4", "(2, 1, 2)", 4, 4));
+  write(dir + "/csv_header", csv("x0,x1\n0.5,1.5\n-2,3e-3\n"));
+  write(dir + "/csv_plain", csv("1,2,3\n4,5,6\n"));
+  write(dir + "/csv_nan", csv("x0\nnan\n"));
+  write(dir + "/csv_ragged", csv("1,2\n3\n"));
+  write(dir + "/csv_crlf", csv("a,b\r\n1, 2\r\n\r\n"));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_fuzz_corpus OUT_DIR\n");
+    return 2;
+  }
+  const std::string out = argv[1];
+  std::vector<std::vector<uint8_t>> all;
+  models(out + "/model", &all);
+  capi(out + "/capi", all);
+  arrays(out + "/arrays");
+  std::printf("wrote %zu models (%zu with C API tails) and the array inputs under %s\n", all.size(),
+              all.size() * 3, out.c_str());
+  return 0;
+}
