@@ -4,7 +4,8 @@
 # input once, then fuzzes each target for a fixed, seeded budget. Fails on any finding (crash,
 # sanitizer report, leak, timeout, or a successful call that returned non-finite numbers); the
 # input that triggered it is left in build-fuzz/findings/ and belongs in fuzz/regressions/TARGET/.
-#   fuzz/run.sh [--runs N]        N executions per target (default 50000; 0 = replay only)
+#   fuzz/run.sh [--runs N]        N executions of fuzz_model, 10 N of the much cheaper fuzz_capi
+#                                 and fuzz_arrays (default 50000; 0 = replay only)
 #   fuzz/run.sh --regen-corpus    rewrite fuzz/corpus/ with make_fuzz_corpus, then run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,10 +45,12 @@ for target in model capi arrays; do
   echo "== fuzz_$target: replaying ${inputs[*]}"
   "$bin" "${common[@]}" -runs=0 "${inputs[@]}" 2>&1 | tail -n 3
   if [ "$runs" -gt 0 ]; then
+    n=$runs
+    [ "$target" = model ] || n=$((runs * 10))
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
-    echo "== fuzz_$target: $runs seeded runs"
-    "$bin" "${common[@]}" -runs="$runs" "$work" "${inputs[@]}" 2>&1 | tail -n 3
+    echo "== fuzz_$target: $n seeded runs"
+    "$bin" "${common[@]}" -runs="$n" "$work" "${inputs[@]}" 2>&1 | tail -n 3
     rm -rf "$work"
   fi
 done
