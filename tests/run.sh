@@ -1,10 +1,44 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the Debian packages it needs, builds everything (runtime, CLI,
-# examples, tests) in build/, and runs ctest. Exits non-zero on any failure.
+# The whole test suite. Installs the Debian packages it needs, then:
+#   1. builds everything (runtime, CLI, examples, tests) in build/ and runs ctest;
+#   2. builds it again with AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/ and runs
+#      ctest there (all but the install test, whose consumer links without the sanitizers);
+#   3. builds the thread test with ThreadSanitizer in build-tsan/ and runs it;
+#   4. fuzz/run.sh: replays the fuzz corpus and regressions and fuzzes each target for a fixed,
+#      seeded budget.
+# Exits non-zero on any failure.
+#   tests/run.sh           all of it
+#   tests/run.sh --quick   step 1 only
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=0
+case "${1:-}" in
+  "") ;;
+  --quick) quick=1 ;;
+  *) echo "tests/run.sh: unknown option '$1' (expected --quick or nothing)" >&2; exit 2 ;;
+esac
 tools/install-deps.sh --test
+jobs="$(nproc)"
+
+echo "== release build and tests (build/)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSIFLOW_BUILD_TESTS=ON -DSIFLOW_BUILD_CLI=ON \
   -DSIFLOW_BUILD_EXAMPLES=ON
-cmake --build build -j"$(nproc)"
-ctest --test-dir build --output-on-failure -j"$(nproc)"
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs"
+[ "$quick" = 1 ] && exit 0
+
+echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests (build-asan/)"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIFLOW_SANITIZE=address,undefined \
+  >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE install
+
+echo "== ThreadSanitizer: one model shared by threads (build-tsan/)"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIFLOW_SANITIZE=thread >/dev/null
+cmake --build build-tsan -j"$jobs" --target test_threads
+TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -R '^test_threads$'
+
+echo "== fuzzing (build-fuzz/)"
+fuzz/run.sh
+echo "tests/run.sh: all passed"

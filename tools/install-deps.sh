@@ -2,13 +2,15 @@
 # Installs the Debian 12 packages siflow needs, when any is missing. Uses sudo when not root.
 # Never downloads anything but Debian packages.
 #   tools/install-deps.sh          build the runtime and CLI, plot samples
-#   tools/install-deps.sh --test   also the converter and its tests (ONNX, PyTorch, pytest)
+#   tools/install-deps.sh --test   also what the full test suite needs: the converter's ONNX,
+#                                  PyTorch and pytest, clang and its sanitizer and libFuzzer runtimes
 set -euo pipefail
 packages=(cmake make g++ pkg-config libflatbuffers-dev flatbuffers-compiler doctest-dev
           python3-numpy python3-matplotlib)
 case "${1:-}" in
   "") ;;
-  --test) packages+=(python3-onnx python3-flatbuffers python3-torch python3-pytest) ;;
+  --test) packages+=(python3-onnx python3-flatbuffers python3-torch python3-pytest clang
+                   libclang-rt-14-dev) ;;
   *) echo "install-deps.sh: unknown option '$1' (expected --test or nothing)" >&2; exit 2 ;;
 esac
 missing=()
