@@ -5,11 +5,11 @@
 # sanitizer report, leak, timeout, or a successful call that returned non-finite numbers); the
 # input that triggered it is left in build-fuzz/findings/ and belongs in fuzz/regressions/TARGET/.
 #   fuzz/run.sh [--runs N]        N executions of fuzz_model, 10 N of the much cheaper fuzz_capi
-#                                 and fuzz_arrays (default 50000; 0 = replay only)
+#                                 and fuzz_arrays (default 30000; 0 = replay only)
 #   fuzz/run.sh --regen-corpus    rewrite fuzz/corpus/ with make_fuzz_corpus, then run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=50000
+runs=30000
 regen=0
 while [ $# -gt 0 ]; do
   case "$1" in
