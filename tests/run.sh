@@ -5,7 +5,9 @@
 #      ctest there (all but the install test, whose consumer links without the sanitizers);
 #   3. builds the thread test with ThreadSanitizer in build-tsan/ and runs it;
 #   4. fuzz/run.sh: replays the fuzz corpus and regressions and fuzzes each target for a fixed,
-#      seeded budget.
+#      seeded budget;
+#   5. cross-builds for AArch64 and ARMv7 (CMake presets aarch64, armv7) and runs the tests
+#      labelled `qemu` under qemu-user, including the bit-identical golden-bits check.
 # Exits non-zero on any failure.
 #   tests/run.sh           all of it
 #   tests/run.sh --quick   step 1 only
@@ -41,4 +43,12 @@ TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -R 
 
 echo "== fuzzing (build-fuzz/)"
 fuzz/run.sh
+
+tools/install-cross-deps.sh
+for preset in aarch64 armv7; do
+  echo "== $preset cross build, quick tests under qemu (build-$preset/)"
+  cmake --preset "$preset" >/dev/null
+  cmake --build --preset "$preset" -j"$jobs"
+  ctest --preset "$preset" -j"$jobs"
+done
 echo "tests/run.sh: all passed"
