@@ -9,7 +9,8 @@ packages=(cmake make g++ pkg-config libflatbuffers-dev flatbuffers-compiler doct
           python3-numpy python3-matplotlib)
 case "${1:-}" in
   "") ;;
-  --test) packages+=(python3-onnx python3-flatbuffers python3-torch python3-pytest clang
+  --test) packages+=(python3-onnx python3-flatbuffers python3-torch python3-pytest
+                   python3-venv python3-setuptools clang
                    libclang-rt-14-dev) ;;
   *) echo "install-deps.sh: unknown option '$1' (expected --test or nothing)" >&2; exit 2 ;;
 esac

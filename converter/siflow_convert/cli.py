@@ -1,0 +1,354 @@
+"""`siflow-convert INPUT -o OUT.sif [options]`: the command line and the `convert` function.
+
+Exit status: 0 on success, 2 on usage errors (argparse), 1 when the model cannot be converted.
+Errors are printed as `siflow-convert: error: <cause>`, never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .ir import Base, ConversionError, FlowModel, Graph, Interpolant, Normalization
+from .transforms import apply_time_options
+
+PROG = "siflow-convert"
+
+
+# ------------------------------------------------------------------------------ model pieces
+
+def parse_vector(text, dim: int, what: str) -> np.ndarray:
+    """A scalar or a comma list of `dim` numbers (str, float or sequence) → float64 [dim]."""
+    if isinstance(text, str):
+        try:
+            vals = [float(v) for v in text.split(",")]
+        except ValueError:
+            raise ConversionError(f"{what}: {text!r} is not a number or a comma list of "
+                                  f"numbers") from None
+    else:
+        vals = list(np.atleast_1d(np.asarray(text, dtype=np.float64)))
+    if len(vals) == 1:
+        vals = vals * dim
+    if len(vals) != dim:
+        raise ConversionError(f"{what}: {len(vals)} values given, the model has dim {dim}")
+    arr = np.asarray(vals, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ConversionError(f"{what}: values must be finite")
+    return arr
+
+
+def make_base(dim: int, kind: str = "normal", mean=None, std=None, low=None,
+              high=None) -> Base:
+    """The base distribution from the --base options, checked like the loader does."""
+    if kind == "normal":
+        if low is not None or high is not None:
+            raise ConversionError("--low/--high apply to --base uniform only")
+        m = None if mean is None else parse_vector(mean, dim, "--base-mean")
+        s = None if std is None else parse_vector(std, dim, "--base-std")
+        if s is not None and np.any(s <= 0):
+            raise ConversionError("--base-std: every standard deviation must be > 0")
+        return Base("normal", mean=m, std=s)
+    if kind == "uniform":
+        if mean is not None or std is not None:
+            raise ConversionError("--base-mean/--base-std apply to --base normal only")
+        if low is None or high is None:
+            raise ConversionError("--base uniform needs --low and --high")
+        lo, hi = parse_vector(low, dim, "--low"), parse_vector(high, dim, "--high")
+        if np.any(hi <= lo):
+            raise ConversionError("--high must exceed --low in every coordinate")
+        return Base("uniform", low=lo, high=hi)
+    raise ConversionError(f"unknown base {kind!r}; supported: normal, uniform")
+
+
+def load_interpolant(kind: str = "trig", coeffs_path: Optional[str] = None) -> Interpolant:
+    """linear/trig, or learned_fourier from a JSON {"alpha": [..], "beta": [..]} or an npz."""
+    if coeffs_path is None:
+        if kind not in ("linear", "trig"):
+            raise ConversionError(f"unknown interpolant {kind!r}; supported: linear, trig (or "
+                                  f"--interpolant-coeffs FILE)")
+        return Interpolant(kind)
+    try:
+        if _is_zip(coeffs_path):
+            with np.load(coeffs_path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        else:
+            with open(coeffs_path, encoding="utf-8") as f:
+                data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConversionError(f"{coeffs_path}: cannot read interpolant coefficients ({e})") \
+            from None
+    if not isinstance(data, dict) or "alpha" not in data or "beta" not in data:
+        raise ConversionError(f"{coeffs_path}: needs 'alpha' and 'beta' arrays")
+    a = np.asarray(data["alpha"], dtype=np.float64).reshape(-1)
+    b = np.asarray(data["beta"], dtype=np.float64).reshape(-1)
+    if a.size != b.size or not 1 <= a.size <= 64:
+        raise ConversionError(f"{coeffs_path}: alpha and beta need equally many values (1 to "
+                              f"64); got {a.size} and {b.size}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ConversionError(f"{coeffs_path}: coefficients must be finite")
+    return Interpolant("learned_fourier", alpha=a.tolist(), beta=b.tolist())
+
+
+def normalization_from_data(path: str, dim: int) -> Normalization:
+    """Per-feature mean and (population) std of a [N, dim] .npy; refuses a constant feature."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ConversionError(f"{path}: cannot read the data ({e})") from None
+    data = np.asarray(data, dtype=np.float64)
+    if data.ndim != 2 or data.shape[1] != dim or data.shape[0] < 2:
+        raise ConversionError(f"{path}: data has shape {list(data.shape)}; expected [N >= 2, "
+                              f"{dim}]")
+    if not np.all(np.isfinite(data)):
+        raise ConversionError(f"{path}: data holds NaN or Inf values")
+    mean, std = data.mean(axis=0), data.std(axis=0)
+    zero = [int(i) for i in np.flatnonzero(~(std > 0))]
+    if zero:
+        raise ConversionError(f"{path}: feature(s) {zero} are constant (std = 0); cannot "
+                              f"normalise")
+    return Normalization(mean=mean, std=std)
+
+
+def parse_meta(items: Sequence[str]) -> Dict[str, str]:
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConversionError(f"--meta {item!r}: expected key=value")
+        out[key] = value
+    return out
+
+
+def _is_zip(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"PK"
+
+
+# ------------------------------------------------------------------------------ conversion
+
+def load_graph(input, arch=None, x_input=None, time_input=None, time_column=None, dim=None,
+               opset: int = 17, time_shape: str = "column") -> Graph:
+    """The velocity graph from an ir.Graph, an ONNX ModelProto/bytes or a file of any supported
+    kind (ONNX, TorchScript, torch.save'd module, .npz + arch), detected by content."""
+    if isinstance(input, Graph):
+        return input
+    if not isinstance(input, (str, os.PathLike)):
+        from .onnx_import import from_onnx
+        return from_onnx(input, x_input, time_input, time_column, dim)
+    from .torch_import import detect_format
+    path = os.fspath(input)
+    if not os.path.isfile(path):
+        raise ConversionError(f"{path}: no such file")
+    kind = detect_format(path)
+    if kind == "npz":
+        if arch is None:
+            raise ConversionError(f"{path}: an .npz of weights needs --arch FILE.json")
+        from .npz_import import from_npz
+        return from_npz(path, arch)
+    if arch is not None:
+        raise ConversionError(f"--arch applies to .npz input only; {path} is {kind}")
+    if kind == "onnx":
+        from .onnx_import import from_onnx
+        return from_onnx(path, x_input, time_input, time_column, dim)
+    from .torch_import import from_torch, load_torch_file
+    if dim is None:
+        raise ConversionError(f"{path}: a PyTorch module needs --dim D (the width of x)")
+    module = load_torch_file(path, kind)
+    return from_torch(module, dim, time_column=time_column, opset=opset, time_shape=time_shape)
+
+
+def convert(input, output=None, *, arch=None, x_input=None, time_input=None, time_column=None,
+            dim=None, opset: int = 17, time_shape: str = "column", interpolant: str = "trig",
+            interpolant_coeffs=None, base: str = "normal", base_mean=None, base_std=None,
+            low=None, high=None, normalize=None, negate_velocity: bool = False,
+            time_scale: float = 1.0, reverse_time: bool = False, name: str = "",
+            meta: Optional[Dict[str, str]] = None, fp16: bool = False, test_vectors: int = 64,
+            seed: int = 0) -> FlowModel:
+    """Builds the FlowModel (with test vectors computed after storage rounding) and, when
+    `output` is given, writes it atomically. Raises ConversionError naming the cause."""
+    graph = load_graph(input, arch, x_input, time_input, time_column, dim, opset, time_shape)
+    if dim is not None and graph.dim != dim:
+        raise ConversionError(f"the model has dim {graph.dim} but --dim {dim} was given")
+    graph = apply_time_options(graph, negate_velocity, time_scale, reverse_time)
+    graph.widths()
+    d = graph.dim
+    metadata = {"converter": PROG}
+    if isinstance(input, (str, os.PathLike)):
+        metadata["source"] = os.path.basename(os.fspath(input))
+    for flag, on in (("negate_velocity", negate_velocity), ("reverse_time", reverse_time)):
+        if on:
+            metadata[flag] = "true"
+    if time_scale != 1.0:
+        metadata["time_scale"] = repr(float(time_scale))
+    metadata.update(meta or {})
+    model = FlowModel(
+        graph=graph, name=name,
+        interpolant=load_interpolant(interpolant, interpolant_coeffs),
+        base=make_base(d, base, base_mean, base_std, low, high),
+        normalization=None if normalize is None else normalization_from_data(normalize, d),
+        metadata=metadata)
+    if test_vectors < 0:
+        raise ConversionError("--test-vectors must be >= 0")
+    if test_vectors:
+        from . import reference, sif_io
+        stored = sif_io.stored(model, fp16=fp16)
+        model.test_vectors = reference.make_test_vectors(stored, count=test_vectors, seed=seed)
+    if output is not None:
+        from . import sif_io
+        sif_io.write_sif(model, output, fp16=fp16)
+    return model
+
+
+def summary(model: FlowModel, output: Optional[str], fp16: bool) -> str:
+    """One-paragraph description of the converted model for the terminal."""
+    g = model.graph
+    params = sum(a.size for n in g.nodes for a in (n.weight, n.bias, n.constant, n.gamma, n.beta)
+                 if a is not None)
+    ops: Dict[str, int] = {}
+    for n in g.nodes:
+        k = n.unary if n.op == "unary" else n.op
+        ops[k] = ops.get(k, 0) + 1
+    lines = [f"{output or '(not written)'}: dim {g.dim}, {len(g.nodes)} nodes "
+             f"({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}), {params} parameters "
+             f"({'fp16' if fp16 else 'fp32'})",
+             f"interpolant {model.interpolant.kind}, base {model.base.kind}"
+             f"{', normalised' if model.normalization is not None else ''}"]
+    tv = model.test_vectors
+    if tv is not None:
+        lines.append(f"test vectors: {len(tv.t)} velocities (tolerance {tv.velocity_tolerance:.3g})"
+                     + (f", {0 if tv.trajectory_start is None else len(tv.trajectory_start)} "
+                        f"trajectories of {tv.trajectory_steps} RK4 steps (tolerance "
+                        f"{tv.trajectory_tolerance:.3g})" if tv.trajectory_steps else ""))
+    else:
+        lines.append("test vectors: none")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ argparse
+
+def _finite(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not finite")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return v
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v <= 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 65536]")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Convert a trained velocity net v(t, x) (ONNX, TorchScript, torch.save'd "
+                    "nn.Module, or .npz weights with a JSON architecture) into a .sif model.")
+    p.add_argument("input", metavar="INPUT", help="model file; its type is detected by content")
+    p.add_argument("-o", "--output", metavar="OUT.sif", required=True, help="output .sif file")
+    g = p.add_argument_group("inputs of the net")
+    g.add_argument("--arch", metavar="FILE.json", help="architecture for .npz input")
+    g.add_argument("--x-input", metavar="NAME", help="ONNX input holding x [B, d] (default: 'x')")
+    g.add_argument("--time-input", metavar="NAME", help="ONNX input holding t (default: 't')")
+    g.add_argument("--time-column", choices=("first", "last"),
+                   help="the net has one input [B, d+1] with t in this column")
+    g.add_argument("--dim", type=_positive_int, metavar="D",
+                   help="width of x (needed for PyTorch modules)")
+    g.add_argument("--time-shape", choices=("column", "batch", "scalar", "one"),
+                   default="column", help="shape of t when exporting a PyTorch module with two "
+                                          "inputs: [B, 1], [B], [] or [1]")
+    g.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset for PyTorch export")
+    f = p.add_argument_group("the flow")
+    f.add_argument("--interpolant", choices=("linear", "trig"), default="trig",
+                   help="interpolant x_t = a(t) x0 + b(t) x1")
+    f.add_argument("--interpolant-coeffs", metavar="FILE",
+                   help="learned Fourier interpolant: JSON or .npz with alpha, beta")
+    f.add_argument("--base", choices=("normal", "uniform"), default="normal",
+                   help="base distribution at t = 0")
+    f.add_argument("--base-mean", metavar="M", help="normal base mean: scalar or comma list "
+                                                     "(default 0)")
+    f.add_argument("--base-std", metavar="S", help="normal base std: scalar or comma list "
+                                                    "(default 1)")
+    f.add_argument("--low", metavar="L", help="uniform base lower corner: scalar or comma list")
+    f.add_argument("--high", metavar="H", help="uniform base upper corner: scalar or comma list")
+    f.add_argument("--normalize", metavar="DATA.npy",
+                   help="store per-feature mean/std of this [N, d] data")
+    t = p.add_argument_group("conventions of the trained net")
+    t.add_argument("--negate-velocity", action="store_true", help="v = -net(t, x)")
+    t.add_argument("--time-scale", type=_finite, default=1.0, metavar="S",
+                   help="net trained on tau = S*t: feed S*t, v = S*net")
+    t.add_argument("--reverse-time", action="store_true",
+                   help="net trained with data at tau = 0 and noise at tau = S: "
+                        "tau = S*(1 - t), v = -S*net")
+    o = p.add_argument_group("output")
+    o.add_argument("--name", default="", help="model name")
+    o.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata entry (repeatable)")
+    o.add_argument("--fp16", action="store_true", help="store weights as IEEE half floats")
+    o.add_argument("--test-vectors", type=_count, default=64, metavar="N",
+                   help="embedded reference velocities (0 = none)")
+    o.add_argument("--seed", type=int, default=0, help="seed for the test-vector points")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.time_column and args.time_input:
+        parser.error("--time-column and --time-input exclude each other")
+    if args.interpolant_coeffs and "--interpolant" in (argv if argv is not None else sys.argv):
+        parser.error("--interpolant and --interpolant-coeffs exclude each other")
+    if args.base == "normal" and (args.low is not None or args.high is not None):
+        parser.error("--low/--high need --base uniform")
+    if args.base == "uniform" and (args.low is None or args.high is None):
+        parser.error("--base uniform needs --low and --high")
+    if args.base == "uniform" and (args.base_mean is not None or args.base_std is not None):
+        parser.error("--base-mean/--base-std need --base normal")
+    if args.time_scale <= 0:
+        parser.error("--time-scale must be > 0")
+    try:
+        model = convert(
+            args.input, args.output, arch=args.arch, x_input=args.x_input,
+            time_input=args.time_input, time_column=args.time_column, dim=args.dim,
+            opset=args.opset, time_shape=args.time_shape, interpolant=args.interpolant,
+            interpolant_coeffs=args.interpolant_coeffs, base=args.base,
+            base_mean=args.base_mean, base_std=args.base_std, low=args.low, high=args.high,
+            normalize=args.normalize, negate_velocity=args.negate_velocity,
+            time_scale=args.time_scale, reverse_time=args.reverse_time, name=args.name,
+            meta=parse_meta(args.meta), fp16=args.fp16, test_vectors=args.test_vectors,
+            seed=args.seed)
+    except ConversionError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except (OSError, MemoryError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    print(summary(model, args.output, args.fp16))
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,457 @@
+"""Writes and reads .sif files (docs/format.md) from and to an ir.FlowModel.
+
+The FlatBuffers code comes from schemas/siflow.fbs (`_generated/`, made by
+converter/tools/regen_fb.py). The writer sets everything the runtime reads explicitly (the
+version 1.0, every node's `alpha` and `epsilon`, the interpolant and base kinds, the time range),
+starts every weight vector (`f32` and `f16`) at a file offset that is a multiple of 64, and
+refuses values the loader would refuse (non-finite weights, fp16 overflow) with a ConversionError
+naming the node and operand.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import List, Optional
+
+import flatbuffers
+import numpy as np
+
+from . import ir
+from ._generated import Base as fb_base
+from ._generated import Graph as fb_graph
+from ._generated import Interpolant as fb_interp
+from ._generated import KeyValue as fb_kv
+from ._generated import Model as fb_model
+from ._generated import Node as fb_node
+from ._generated import Normalization as fb_norm
+from ._generated import TestVectors as fb_tv
+from ._generated import Weights as fb_weights
+
+FILE_IDENTIFIER = b"SIFL"
+FORMAT_MAJOR, FORMAT_MINOR = 1, 0
+WEIGHT_ALIGNMENT = 64
+DTYPE_F32, DTYPE_F16 = 0, 1
+OPERANDS = ("weight", "bias", "constant", "gamma", "beta")
+FP16_MAX = 65504.0
+ConversionError = ir.ConversionError
+
+
+# ----------------------------------------------------------------------------------- writing
+
+def _node_label(k: int, node: ir.Node) -> str:
+    return f"node {k} ({node.op}{', ' + node.name if node.name else ''})"
+
+
+def _weight_payload(values: np.ndarray, fp16: bool, where: str):
+    """Returns (dtype, little-endian bytes, element size) for a weight operand.
+
+    Values are rounded to float32 first; in fp16 mode that float32 value is rounded to the
+    nearest binary16 (ties to even). Raises ConversionError for non-finite values or values that
+    overflow the storage type.
+    """
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if bad.size:
+        raise ConversionError(f"{where}: value {bad[0]} is {flat[bad[0]]} (weights must be "
+                              f"finite)")
+    with np.errstate(over="ignore"):
+        f32 = flat.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(f32))
+    if bad.size:
+        raise ConversionError(f"{where}: value {bad[0]} = {flat[bad[0]]!r} overflows float32")
+    if not fp16:
+        return DTYPE_F32, f32.astype("<f4").tobytes(), 4
+    with np.errstate(over="ignore"):
+        f16 = f32.astype(np.float16)
+    bad = np.flatnonzero(~np.isfinite(f16))
+    if bad.size:
+        raise ConversionError(f"{where}: value {bad[0]} = {flat[bad[0]]!r} overflows fp16 "
+                              f"(largest finite half is {FP16_MAX:g}); store this model as "
+                              f"float32 (no --fp16)")
+    return DTYPE_F16, f16.view(np.uint16).astype("<u2").tobytes(), 2
+
+
+
+def _aligned_vector(b: flatbuffers.Builder, payload: bytes, elem_size: int) -> int:
+    """Writes a vector whose first element lands on a multiple of WEIGHT_ALIGNMENT."""
+    n = len(payload) // elem_size
+    b.StartVector(elem_size, n, WEIGHT_ALIGNMENT)
+    b.head = b.Head() - len(payload)
+    b.Bytes[b.Head():b.Head() + len(payload)] = payload
+    b.vectorNumElems = n
+    return b.EndVector()
+
+
+def _numpy_vector(b: flatbuffers.Builder, values, dtype: str) -> int:
+    """A vector with the natural alignment of `dtype` ('<f4', '<f8', '<u4')."""
+    return b.CreateNumpyVector(np.ascontiguousarray(np.asarray(values).reshape(-1), dtype=dtype))
+
+
+def _write_weights(b: flatbuffers.Builder, values: np.ndarray, fp16: bool, where: str) -> int:
+    dtype, payload, elem = _weight_payload(values, fp16, where)
+    data = _aligned_vector(b, payload, elem)
+    shape = _numpy_vector(b, list(np.shape(values)) or [1], "<u4")
+    fb_weights.WeightsStart(b)
+    b.PrependInt8Slot(0, dtype, None)
+    fb_weights.WeightsAddShape(b, shape)
+    if dtype == DTYPE_F32:
+        fb_weights.WeightsAddF32(b, data)
+    else:
+        fb_weights.WeightsAddF16(b, data)
+    return fb_weights.WeightsEnd(b)
+
+
+def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, fp16: bool) -> int:
+    where = _node_label(k, node)
+    if node.op not in ir.OPS:
+        raise ConversionError(f"{where}: unknown op {node.op!r}; supported: {', '.join(ir.OPS)}")
+    if node.unary not in ir.UNARY_KINDS:
+        raise ConversionError(f"{where}: unknown unary kind {node.unary!r}; supported: "
+                              f"{', '.join(ir.UNARY_KINDS)}")
+    for name, value in (("alpha", node.alpha), ("epsilon", node.epsilon)):
+        if not np.isfinite(np.float32(value)):
+            raise ConversionError(f"{where}: {name} = {value!r} is not finite in float32")
+    operands = {}
+    for name in OPERANDS:
+        values = getattr(node, name)
+        if values is not None:
+            operands[name] = _write_weights(b, values, fp16, f"{where} operand {name}")
+    inputs = _numpy_vector(b, [int(i) for i in node.inputs], "<u4")
+    name_off = b.CreateString(node.name) if node.name else None
+    fb_node.NodeStart(b)
+    b.PrependUint8Slot(0, ir.OPS.index(node.op), None)
+    fb_node.NodeAddInputs(b, inputs)
+    if name_off is not None:
+        fb_node.NodeAddName(b, name_off)
+    b.PrependUint8Slot(3, ir.UNARY_KINDS.index(node.unary), None)
+    b.PrependFloat32Slot(4, float(node.alpha), None)   # explicit: Elu's alpha is not 0.01
+    for slot, name in ((5, "weight"), (6, "bias"), (7, "constant"), (8, "gamma"), (9, "beta")):
+        if name in operands:
+            b.PrependUOffsetTRelativeSlot(slot, operands[name], 0)
+    b.PrependFloat32Slot(10, float(node.epsilon), None)
+    return fb_node.NodeEnd(b)
+
+
+def _table_vector(b: flatbuffers.Builder, offsets: List[int]) -> int:
+    b.StartVector(4, len(offsets), 4)
+    for off in reversed(offsets):
+        b.PrependUOffsetTRelative(off)
+    return b.EndVector()
+
+
+def _write_graph(b: flatbuffers.Builder, graph: ir.Graph, fp16: bool) -> int:
+    graph.widths()   # shape errors name their node before anything is written
+    nodes = [_write_node(b, k, n, fp16) for k, n in enumerate(graph.nodes)]
+    vec = _table_vector(b, nodes)
+    fb_graph.GraphStart(b)
+    fb_graph.GraphAddDim(b, int(graph.dim))
+    fb_graph.GraphAddNodes(b, vec)
+    fb_graph.GraphAddOutput(b, int(graph.output))
+    return fb_graph.GraphEnd(b)
+
+
+def _check_finite(values, what: str) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(a)):
+        raise ConversionError(f"{what} holds a non-finite value")
+    return a
+
+
+def _write_interpolant(b: flatbuffers.Builder, interp: ir.Interpolant) -> int:
+    if interp.kind not in ir.INTERPOLANTS:
+        raise ConversionError(f"unknown interpolant {interp.kind!r}; supported: "
+                              f"{', '.join(ir.INTERPOLANTS)}")
+    alpha = beta = None
+    if interp.kind == "learned_fourier":
+        a = _check_finite(interp.alpha, "interpolant alpha")
+        c = _check_finite(interp.beta, "interpolant beta")
+        if a.size != c.size or not 1 <= a.size <= 64:
+            raise ConversionError(f"learned Fourier interpolant needs equally many alpha and beta "
+                                  f"coefficients (1 to 64), got {a.size} and {c.size}")
+        alpha, beta = _numpy_vector(b, a, "<f8"), _numpy_vector(b, c, "<f8")
+    elif len(interp.alpha) or len(interp.beta):
+        raise ConversionError(f"a {interp.kind} interpolant takes no coefficients")
+    fb_interp.InterpolantStart(b)
+    b.PrependUint8Slot(0, ir.INTERPOLANTS.index(interp.kind), None)
+    if alpha is not None:
+        fb_interp.InterpolantAddAlpha(b, alpha)
+        fb_interp.InterpolantAddBeta(b, beta)
+    return fb_interp.InterpolantEnd(b)
+
+
+def _float_vector(b: flatbuffers.Builder, values, what: str, dim: int) -> Optional[int]:
+    if values is None:
+        return None
+    a = _check_finite(values, what)
+    if a.size != dim:
+        raise ConversionError(f"{what} has {a.size} values, expected dim = {dim}")
+    return _numpy_vector(b, a, "<f4")
+
+
+def _write_base(b: flatbuffers.Builder, base: ir.Base, dim: int) -> int:
+    if base.kind not in ir.BASES:
+        raise ConversionError(f"unknown base {base.kind!r}; supported: {', '.join(ir.BASES)}")
+    if base.kind == "uniform" and (base.low is None or base.high is None):
+        raise ConversionError("a uniform base needs low and high")
+    vecs = [_float_vector(b, getattr(base, f), f"base {f}", dim)
+            for f in ("mean", "std", "low", "high")]
+    fb_base.BaseStart(b)
+    b.PrependUint8Slot(0, ir.BASES.index(base.kind), None)
+    for slot, off in enumerate(vecs, start=1):
+        if off is not None:
+            b.PrependUOffsetTRelativeSlot(slot, off, 0)
+    return fb_base.BaseEnd(b)
+
+
+def _write_normalization(b: flatbuffers.Builder, norm: ir.Normalization, dim: int) -> int:
+    mean = _float_vector(b, norm.mean, "normalization mean", dim)
+    std = _float_vector(b, norm.std, "normalization std", dim)
+    fb_norm.NormalizationStart(b)
+    fb_norm.NormalizationAddMean(b, mean)
+    fb_norm.NormalizationAddStd(b, std)
+    return fb_norm.NormalizationEnd(b)
+
+
+def _write_metadata(b: flatbuffers.Builder, metadata) -> Optional[int]:
+    """Key-value pairs sorted by the key's UTF-8 bytes, as FlatBuffers' sorted tables are."""
+    if not metadata:
+        return None
+    items = sorted(((str(k), str(v)) for k, v in metadata.items()),
+                   key=lambda kv: kv[0].encode("utf-8"))
+    tables = []
+    for key, value in items:
+        k_off, v_off = b.CreateString(key), b.CreateString(value)
+        fb_kv.KeyValueStart(b)
+        fb_kv.KeyValueAddKey(b, k_off)
+        fb_kv.KeyValueAddValue(b, v_off)
+        tables.append(fb_kv.KeyValueEnd(b))
+    return _table_vector(b, tables)
+
+
+def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) -> int:
+    t = _check_finite(tv.t, "test vectors t")
+    count = t.size
+    y = _check_finite(tv.y, "test vectors y")
+    v = _check_finite(tv.v, "test vectors v")
+    if y.size != count * dim or v.size != count * dim:
+        raise ConversionError(f"test vectors: y and v need {count} x {dim} values")
+    offs = {"t": _numpy_vector(b, t, "<f4"), "y": _numpy_vector(b, y, "<f4"),
+            "v": _numpy_vector(b, v, "<f4")}
+    traj = 0
+    if tv.trajectory_start is not None and np.size(tv.trajectory_start):
+        start = _check_finite(tv.trajectory_start, "test vectors trajectory_start")
+        end = _check_finite(tv.trajectory_end, "test vectors trajectory_end")
+        traj = start.size // dim
+        if start.size != traj * dim or end.size != traj * dim:
+            raise ConversionError(f"test vectors: trajectory start and end need [n, {dim}] values")
+        if not 1 <= int(tv.trajectory_steps) <= 2 ** 20:
+            raise ConversionError(f"test vectors: trajectory_steps {tv.trajectory_steps} is "
+                                  f"outside [1, 2^20]")
+        offs["start"] = _numpy_vector(b, start, "<f4")
+        offs["end"] = _numpy_vector(b, end, "<f4")
+    fb_tv.TestVectorsStart(b)
+    fb_tv.TestVectorsAddCount(b, count)
+    fb_tv.TestVectorsAddT(b, offs["t"])
+    fb_tv.TestVectorsAddY(b, offs["y"])
+    fb_tv.TestVectorsAddV(b, offs["v"])
+    b.PrependFloat32Slot(4, float(tv.velocity_tolerance), None)
+    fb_tv.TestVectorsAddTrajectoryCount(b, traj)
+    if traj:
+        fb_tv.TestVectorsAddTrajectorySteps(b, int(tv.trajectory_steps))
+        fb_tv.TestVectorsAddTrajectoryStart(b, offs["start"])
+        fb_tv.TestVectorsAddTrajectoryEnd(b, offs["end"])
+        b.PrependFloat32Slot(9, float(tv.trajectory_tolerance), None)
+    return fb_tv.TestVectorsEnd(b)
+
+
+def to_bytes(model: ir.FlowModel, fp16: bool = False) -> bytes:
+    """The .sif bytes of `model`; weights as F16 (IEEE half of the float32 value) when fp16."""
+    if not 0.0 <= model.time_start < model.time_end <= 1.0:
+        raise ConversionError(f"time range [{model.time_start}, {model.time_end}] must satisfy "
+                              f"0 <= time_start < time_end <= 1")
+    dim = int(model.graph.dim)
+    b = flatbuffers.Builder(1024)
+    graph = _write_graph(b, model.graph, fp16)
+    interp = _write_interpolant(b, model.interpolant)
+    base = _write_base(b, model.base, dim)
+    norm = (_write_normalization(b, model.normalization, dim)
+            if model.normalization is not None else None)
+    meta = _write_metadata(b, model.metadata)
+    tv = _write_test_vectors(b, model.test_vectors, dim) if model.test_vectors else None
+    name = b.CreateString(model.name) if model.name else None
+    fb_model.ModelStart(b)
+    b.PrependUint16Slot(0, FORMAT_MAJOR, None)
+    b.PrependUint16Slot(1, FORMAT_MINOR, None)
+    if name is not None:
+        fb_model.ModelAddName(b, name)
+    fb_model.ModelAddGraph(b, graph)
+    fb_model.ModelAddInterpolant(b, interp)
+    fb_model.ModelAddBase(b, base)
+    if norm is not None:
+        fb_model.ModelAddNormalization(b, norm)
+    b.PrependFloat64Slot(7, float(model.time_start), None)
+    b.PrependFloat64Slot(8, float(model.time_end), None)
+    if meta is not None:
+        fb_model.ModelAddMetadata(b, meta)
+    if tv is not None:
+        fb_model.ModelAddTestVectors(b, tv)
+    root = fb_model.ModelEnd(b)
+    b.Finish(root, file_identifier=FILE_IDENTIFIER)
+    return bytes(b.Output())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_sif(model: ir.FlowModel, path: str, fp16: bool = False) -> None:
+    """Writes `model` to `path` atomically: a temporary file in the same directory, fsync'd,
+    then renamed over `path`. On any failure the temporary file is removed and an existing file
+    at `path` is left untouched."""
+    data = to_bytes(model, fp16=fp16)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# ----------------------------------------------------------------------------------- reading
+
+def _np(vec_is_none, as_numpy, dtype=np.float64) -> Optional[np.ndarray]:
+    """A generated vector accessor's values as a float64 copy, or None when the vector is
+    absent."""
+    if vec_is_none():
+        return None
+    a = as_numpy()
+    return np.asarray(a if not isinstance(a, int) else [], dtype=dtype).copy()
+
+
+def _read_weights(w) -> Optional[np.ndarray]:
+    if w is None:
+        return None
+    dtype = w.Dtype()
+    if dtype == DTYPE_F32:
+        values = _np(w.F32IsNone, w.F32AsNumpy)
+    elif dtype == DTYPE_F16:
+        raw = _np(w.F16IsNone, w.F16AsNumpy, np.uint16)
+        values = None if raw is None else raw.view(np.float16).astype(np.float64)
+    else:
+        raise ConversionError(f"weights with dtype {dtype} (only F32 and F16 are read)")
+    if values is None:
+        values = np.zeros(0)
+    shape = _np(w.ShapeIsNone, w.ShapeAsNumpy, np.int64)
+    if shape is not None and shape.size and int(np.prod(shape)) == values.size:
+        values = values.reshape([int(s) for s in shape])
+    return values
+
+
+def _read_node(n) -> ir.Node:
+    op = n.Op()
+    unary = n.Unary()
+    if op >= len(ir.OPS) or unary >= len(ir.UNARY_KINDS):
+        raise ConversionError(f"node op {op} / unary kind {unary} is not one this reader knows")
+    inputs = _np(n.InputsIsNone, n.InputsAsNumpy, np.int64)
+    return ir.Node(op=ir.OPS[op], inputs=[] if inputs is None else [int(i) for i in inputs],
+                   name=(n.Name() or b"").decode("utf-8"), unary=ir.UNARY_KINDS[unary],
+                   alpha=float(n.Alpha()), weight=_read_weights(n.Weight()),
+                   bias=_read_weights(n.Bias()), constant=_read_weights(n.Constant()),
+                   gamma=_read_weights(n.Gamma()), beta=_read_weights(n.Beta()),
+                   epsilon=float(n.Epsilon()))
+
+
+def from_bytes(data: bytes) -> ir.FlowModel:
+    """Parses .sif bytes into a FlowModel (weights as float64 equal to the stored values).
+
+    Checks the identifier and the major version; it is not a verifier (the runtime's loader is).
+    """
+    data = bytes(data)
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise ConversionError(f"not a .sif file: identifier {data[4:8]!r}, expected "
+                              f"{FILE_IDENTIFIER!r}")
+    m = fb_model.Model.GetRootAs(data, 0)
+    if m.FormatMajor() != FORMAT_MAJOR:
+        raise ConversionError(f"format version {m.FormatMajor()}.{m.FormatMinor()} is not "
+                              f"{FORMAT_MAJOR}.x")
+    g = m.Graph()
+    if g is None:
+        raise ConversionError("the file has no graph")
+    graph = ir.Graph(dim=int(g.Dim()), nodes=[_read_node(g.Nodes(k)) for k in
+                                              range(g.NodesLength())], output=int(g.Output()))
+    model = ir.FlowModel(graph=graph, name=(m.Name() or b"").decode("utf-8"),
+                         time_start=float(m.TimeStart()), time_end=float(m.TimeEnd()))
+    it = m.Interpolant()
+    if it is not None:
+        kind = it.Kind()
+        if kind >= len(ir.INTERPOLANTS):
+            raise ConversionError(f"interpolant kind {kind} is not one this reader knows")
+        a = _np(it.AlphaIsNone, it.AlphaAsNumpy)
+        c = _np(it.BetaIsNone, it.BetaAsNumpy)
+        model.interpolant = ir.Interpolant(kind=ir.INTERPOLANTS[kind],
+                                           alpha=[] if a is None else a.tolist(),
+                                           beta=[] if c is None else c.tolist())
+    bs = m.Base()
+    if bs is not None:
+        kind = bs.Kind()
+        if kind >= len(ir.BASES):
+            raise ConversionError(f"base kind {kind} is not one this reader knows")
+
+        def vec(name):
+            v = _np(getattr(bs, name + "IsNone"), getattr(bs, name + "AsNumpy"))
+            return v if v is not None and v.size else None
+        model.base = ir.Base(kind=ir.BASES[kind], mean=vec("Mean"), std=vec("Std"),
+                             low=vec("Low"), high=vec("High"))
+    nm = m.Normalization()
+    if nm is not None:
+        model.normalization = ir.Normalization(
+            mean=_np(nm.MeanIsNone, nm.MeanAsNumpy), std=_np(nm.StdIsNone, nm.StdAsNumpy))
+    model.metadata = {}
+    for k in range(m.MetadataLength()):
+        kv = m.Metadata(k)
+        model.metadata[(kv.Key() or b"").decode("utf-8")] = (kv.Value() or b"").decode("utf-8")
+    tv = m.TestVectors()
+    if tv is not None:
+        model.test_vectors = _read_test_vectors(tv, graph.dim)
+    return model
+
+
+def _read_test_vectors(tv, dim: int) -> ir.TestVectors:
+    def vec(name, rows):
+        v = _np(getattr(tv, name + "IsNone"), getattr(tv, name + "AsNumpy"))
+        v = np.zeros(0) if v is None else v
+        return v.reshape(rows, dim) if rows is not None else v
+    count = int(tv.Count())
+    out = ir.TestVectors(t=vec("T", None)[:count], y=vec("Y", count), v=vec("V", count),
+                         velocity_tolerance=float(tv.VelocityTolerance()))
+    traj = int(tv.TrajectoryCount())
+    if traj:
+        out.trajectory_steps = int(tv.TrajectorySteps())
+        out.trajectory_start = vec("TrajectoryStart", traj)
+        out.trajectory_end = vec("TrajectoryEnd", traj)
+        out.trajectory_tolerance = float(tv.TrajectoryTolerance())
+    return out
+
+
+def read_sif(path: str) -> ir.FlowModel:
+    """Reads a .sif file into a FlowModel (see from_bytes)."""
+    with open(path, "rb") as f:
+        return from_bytes(f.read())
+
+
+def stored(model: ir.FlowModel, fp16: bool = False) -> ir.FlowModel:
+    """The model as the runtime will see it: weights rounded to float32 (or fp16), vectors to
+    float32. Equal to from_bytes(to_bytes(model, fp16))."""
+    return from_bytes(to_bytes(model, fp16=fp16))
