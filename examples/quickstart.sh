@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The main job: installs what it needs, builds the siflow CLI, samples the bundled example model
-# and writes out/samples.npy, out/logp.npy (their log-likelihoods) and out/samples.png.
+# The main job: installs what it needs, builds the siflow CLI, samples the bundled checkerboard
+# model (trained by examples/train_examples.py; model card in examples/MODELS.md) and writes
+# out/samples.npy, out/logp.npy (their log-likelihoods) and out/samples.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target siflow_cli
 mkdir -p out
-model=examples/models/gaussian_ring.sif
+model=examples/models/checkerboard.sif
 build/runtime/cli/siflow info "$model"
 build/runtime/cli/siflow validate "$model"
 build/runtime/cli/siflow sample "$model" -n 2000 --seed 1 --method rk4 --steps 50 \
