@@ -22,6 +22,16 @@ PROG = "siflow-convert"
 
 # ------------------------------------------------------------------------------ model pieces
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Prints each option's default, except for options without one (default None), whose help
+    text says what happens when they are absent."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_vector(text, dim: int, what: str) -> np.ndarray:
     """A scalar or a comma list of `dim` numbers (str, float or sequence) → float64 [dim]."""
     if isinstance(text, str):
@@ -263,7 +273,7 @@ def _count(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG, formatter_class=_HelpFormatter,
         description="Convert a trained velocity net v(t, x) (ONNX, TorchScript, torch.save'd "
                     "nn.Module, or .npz weights with a JSON architecture) into a .sif model.")
     p.add_argument("input", metavar="INPUT", help="model file; its type is detected by content")
