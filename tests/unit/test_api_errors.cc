@@ -344,6 +344,13 @@ TEST_CASE("max_batch 0 or above the limit, and max_probes outside [1, 1024], are
   probes.max_probes = 1025;
   expect_error(Plan::create(*model, probes, nullptr, 0, &plan), StatusCode::kInvalidArgument,
                {"max_probes 1025"});
+  PlanOptions threads;
+  threads.threads = 0;
+  expect_error(Plan::create(*model, threads, nullptr, 0, &plan), StatusCode::kInvalidArgument,
+               {"threads is 0"});
+  threads.threads = 2;
+  expect_error(Plan::create(*model, threads, nullptr, 0, &plan), StatusCode::kUnsupported,
+               {"threads = 2", "caller's thread only"});
 }
 
 TEST_CASE("more Hutchinson probes than the plan's max_probes (or zero) are refused") {

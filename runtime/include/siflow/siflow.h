@@ -1,6 +1,8 @@
 /* siflow C API: a thin, stable layer over the C++ API for embedding in apps. Opaque handles,
- * status codes with messages, no exceptions crossing it. A model is immutable and may be shared
- * by threads; a plan belongs to one thread at a time. */
+ * status codes with messages, no exceptions crossing it.
+ * Threads: a loaded model is immutable and may be shared by any number of threads; a plan (and
+ * its arena) belongs to one thread at a time, so give each thread its own plan. Every function
+ * is reentrant; none keeps global state. */
 #ifndef SIFLOW_H_
 #define SIFLOW_H_
 
@@ -75,6 +77,10 @@ typedef struct siflow_plan_options {
   size_t max_batch;             /* default 256 */
   siflow_divergence divergence; /* default EXACT */
   uint32_t max_probes;          /* default 1 */
+  /* Threads a run may use: default 1, the only value this runtime accepts (it runs on the
+   * caller's thread; others give SIFLOW_UNSUPPORTED). Added last, so the struct_size of older
+   * callers (without it) still works and means 1. */
+  uint32_t threads;
 } siflow_plan_options;
 
 typedef struct siflow_run_options {

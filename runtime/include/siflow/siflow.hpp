@@ -156,6 +156,9 @@ struct PlanOptions {
   // max_probes >= dim); kNone plans no tangents (then log-likelihoods are refused).
   DivergenceMode divergence = DivergenceMode::kExact;
   uint32_t max_probes = 1;
+  // Threads a run may use. This runtime runs on the caller's thread only: 1 is the one value
+  // accepted today (others are kUnsupported); the field exists so callers can ask for more.
+  uint32_t threads = 1;
 };
 
 struct OdeOptions {

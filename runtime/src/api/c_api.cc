@@ -100,6 +100,7 @@ siflow::PlanOptions convert(const siflow_plan_options* in) {
   p.max_batch = o.max_batch;
   p.divergence = from_c_enum<siflow::DivergenceMode>(o.divergence);
   p.max_probes = o.max_probes;
+  p.threads = o.threads;
   return p;
 }
 
@@ -120,6 +121,7 @@ void siflow_plan_options_init(siflow_plan_options* o) {
   o->max_batch = 256;
   o->divergence = SIFLOW_DIVERGENCE_EXACT;
   o->max_probes = 1;
+  o->threads = 1;
 }
 
 void siflow_run_options_init(siflow_run_options* o) {

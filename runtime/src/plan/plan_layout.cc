@@ -24,6 +24,13 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
   if (options.max_probes == 0 || options.max_probes > Limits::kMaxProbes)
     return Status::error(StatusCode::kInvalidArgument, "plan: max_probes %u is outside [1, %u]",
                          options.max_probes, Limits::kMaxProbes);
+  if (options.threads == 0)
+    return Status::error(StatusCode::kInvalidArgument, "plan: threads is 0 (use 1)");
+  if (options.threads != 1)
+    return Status::error(StatusCode::kUnsupported,
+                         "plan: threads = %u, but this runtime runs on the caller's thread only "
+                         "(threads = 1)",
+                         options.threads);
   switch (options.divergence) {
     case DivergenceMode::kNone:
     case DivergenceMode::kExact:
