@@ -7,7 +7,9 @@
 #   4. fuzz/run.sh: replays the fuzz corpus and regressions and fuzzes each target for a fixed,
 #      seeded budget;
 #   5. cross-builds for AArch64 and ARMv7 (CMake presets aarch64, armv7) and runs the tests
-#      labelled `qemu` under qemu-user, including the bit-identical golden-bits check.
+#      labelled `qemu` under qemu-user, including the bit-identical golden-bits check;
+#   6. builds the minimal runtime and examples/embed_c for bare-metal Cortex-M7 (preset
+#      cortex-m, newlib): a build and link check, nothing runs.
 # Exits non-zero on any failure.
 #   tests/run.sh           all of it
 #   tests/run.sh --quick   step 1 only
@@ -51,4 +53,7 @@ for preset in aarch64 armv7; do
   cmake --build --preset "$preset" -j"$jobs"
   ctest --preset "$preset" -j"$jobs"
 done
+echo "== cortex-m bare-metal build and link check (build-cortex-m/)"
+cmake --preset cortex-m >/dev/null
+cmake --build --preset cortex-m -j"$jobs"
 echo "tests/run.sh: all passed"

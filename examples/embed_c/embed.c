@@ -5,6 +5,7 @@
  *
  * Build: see examples/embed_c/CMakeLists.txt (any .sif can be embedded with
  * siflow_embed_file). Run: embed_c [N] */
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +44,7 @@ int main(int argc, char** argv) {
     return fail("load", &err);
   const uint32_t dim = siflow_model_dim(model);
   if (dim > MAX_DIM) {
-    fprintf(stderr, "embed_c: model dimension %u exceeds MAX_DIM %d\n", dim, MAX_DIM);
+    fprintf(stderr, "embed_c: model dimension %" PRIu32 " exceeds MAX_DIM %d\n", dim, MAX_DIM);
     siflow_model_free(model);
     return 1;
   }
@@ -53,7 +54,7 @@ int main(int argc, char** argv) {
   po.max_batch = MAX_BATCH;
   size_t needed = 0;
   if (siflow_arena_bytes(model, &po, &needed, &err)) return fail("arena_bytes", &err);
-  printf("model: dim %u, %zu bytes linked in; arena needs %zu of %d bytes\n", dim,
+  printf("model: dim %" PRIu32 ", %zu bytes linked in; arena needs %zu of %d bytes\n", dim,
          siflow_embedded_model_size, needed, ARENA_BYTES);
   siflow_plan* plan = NULL;
   if (siflow_plan_create(model, &po, arena, sizeof arena, &plan, &err))

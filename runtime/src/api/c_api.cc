@@ -2,6 +2,7 @@
 // the handles. Never lets an exception or a null pointer through.
 #include <cstring>
 #include <new>
+#include <type_traits>
 
 #include "siflow/siflow.h"
 #include "siflow/siflow.hpp"
@@ -15,15 +16,20 @@ struct siflow_plan {
 
 namespace {
 
-// The integer in a C enum field. A C caller may store any int there; reading it through the
-// C++ enum type would be undefined for values outside the enumerators, so copy the bytes.
-// The C++ option enums are 8-bit; an int outside [0, 255] becomes 255, which no enumerator
-// uses, so the runtime's option checks refuse it instead of wrapping it onto a valid value.
+// The integer in a C enum field. A C caller may store any value of the enum's storage type
+// there (int on most ABIs, one byte with the short enums of bare-metal Arm EABI); reading it
+// through the C++ enum type would be undefined for values outside the enumerators, so copy the
+// bytes into an integer of the field's own size. The C++ option enums are 8-bit; a value outside
+// [0, 255] becomes 255, which no enumerator uses, so the runtime's option checks refuse it
+// instead of wrapping it onto a valid value.
 template <typename To, typename E>
 To from_c_enum(const E& field) {
-  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized");
-  int v;
-  std::memcpy(&v, &field, sizeof v);
+  using Raw = std::conditional_t<sizeof(E) == 1, int8_t,
+                                 std::conditional_t<sizeof(E) == 2, int16_t, int32_t>>;
+  static_assert(sizeof(E) == sizeof(Raw), "unexpected C enum size");
+  Raw raw;
+  std::memcpy(&raw, &field, sizeof raw);
+  const long v = raw;
   return static_cast<To>(v < 0 || v > 255 ? 255 : v);
 }
 

@@ -14,6 +14,7 @@
 #include "net/executor.hpp"
 #include "plan/buffer_planner.hpp"
 #include "plan/plan_layout.hpp"
+#include "support/aligned_memory.hpp"
 
 namespace siflow {
 namespace detail {
@@ -266,8 +267,8 @@ Status Plan::create(const Model& model, const PlanOptions& options, void* arena,
     }
     base = static_cast<uint8_t*>(arena) + skip;
   } else {
-    owned =
-        std::aligned_alloc(kArenaAlignment, align_up(layout.total_bytes ? layout.total_bytes : 1));
+    owned = detail::aligned_malloc(kArenaAlignment,
+                                   align_up(layout.total_bytes ? layout.total_bytes : 1));
     if (!owned) {
       free_layout(&layout);
       return Status::error(StatusCode::kOutOfMemory, "plan: cannot allocate an arena of %zu bytes",
@@ -282,7 +283,7 @@ Status Plan::create(const Model& model, const PlanOptions& options, void* arena,
   if (!plan) {
     std::free(p);
     std::free(pointers);
-    std::free(owned);
+    detail::aligned_free(owned);
     free_layout(&layout);
     return Status::error(StatusCode::kOutOfMemory, "plan: cannot allocate the plan");
   }
@@ -316,7 +317,7 @@ Status Plan::create(const Model& model, const PlanOptions& options, void* arena,
 Plan::~Plan() {
   free_layout(&data_->layout);
   std::free(data_->values);
-  std::free(data_->owned_arena);
+  detail::aligned_free(data_->owned_arena);
   std::free(data_);
 }
 

@@ -1,7 +1,9 @@
 // The loader: bytes -> verified ModelData. Runs the FlatBuffers Verifier with explicit limits,
 // then every semantic check (version, enums, shapes along the graph, limits, finite weights,
 // interpolant validity). Nothing downstream ever sees a model that failed here.
+#if !defined(SIFLOW_NO_FILESYSTEM)
 #include <sys/stat.h>
+#endif
 
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +15,7 @@
 #include "integrate/interpolant.hpp"
 #include "kernels/reference/elementary.hpp"
 #include "siflow_generated.h"
+#include "support/aligned_memory.hpp"
 
 namespace siflow {
 namespace detail {
@@ -650,9 +653,9 @@ Status Loader::run(ModelData** out) {
   Bump sizing;
   ModelData* unused = nullptr;
   layout(sizing, &unused);
-  // 64-byte aligned so the fp16 expansion region is; the model is freed with std::free.
+  // 64-byte aligned so the fp16 expansion region is; the model is freed with aligned_free.
   void* block =
-      std::aligned_alloc(kAlignment, (sizing.used + kAlignment - 1) / kAlignment * kAlignment);
+      aligned_malloc(kAlignment, (sizing.used + kAlignment - 1) / kAlignment * kAlignment);
   if (!block)
     return Status::error(StatusCode::kOutOfMemory, "cannot allocate %zu bytes for the model",
                          sizing.used);
@@ -670,7 +673,7 @@ Status Loader::run(ModelData** out) {
   data->output = graph_->output();
 
   auto fail = [&](Status st) {
-    std::free(block);
+    aligned_free(block);
     return st;
   };
   const auto* nodes = graph_->nodes();
@@ -726,8 +729,8 @@ Status Loader::run(ModelData** out) {
 void free_model_data(ModelData* data) {
   if (!data) return;
   void* owned = data->owned_bytes;
-  std::free(data);
-  std::free(owned);
+  aligned_free(data);
+  aligned_free(owned);
 }
 
 }  // namespace detail
@@ -735,7 +738,7 @@ void free_model_data(ModelData* data) {
 namespace {
 
 void* aligned_copy(const void* bytes, size_t size) {
-  void* p = std::aligned_alloc(64, (size + 63) / 64 * 64);
+  void* p = detail::aligned_malloc(64, size);
   if (p) std::memcpy(p, bytes, size);
   return p;
 }
@@ -773,7 +776,7 @@ Status Model::load(const void* bytes, size_t size, const LoadOptions& options,
   detail::ModelData* data = nullptr;
   Status s = detail::Loader(span, size).run(&data);
   if (!s.ok()) {
-    std::free(owned);
+    detail::aligned_free(owned);
     return s;
   }
   data->owned_bytes = owned;
@@ -795,6 +798,12 @@ Status Model::load_file(const char* path, const LoadOptions& options, std::uniqu
                          "load: LoadOptions.struct_size %u is "
                          "not one this runtime knows",
                          options.struct_size);
+#if defined(SIFLOW_NO_FILESYSTEM)
+  return Status::error(StatusCode::kUnsupported,
+                       "load_file: this build has no file system (bare metal); load '%s' from "
+                       "memory with Model::load",
+                       path);
+#else
   // The file is read into 64-byte aligned memory, so allow_copy has nothing to refuse.
   std::FILE* f = std::fopen(path, "rb");
   if (!f) return Status::error(StatusCode::kIoError, "cannot open model '%s'", path);
@@ -816,7 +825,7 @@ Status Model::load_file(const char* path, const LoadOptions& options, std::uniqu
                          path, size);
   }
   const size_t n = static_cast<size_t>(size);
-  void* buffer = std::aligned_alloc(64, (n + 63) / 64 * 64 + 64);
+  void* buffer = detail::aligned_malloc(64, n + 64);
   if (!buffer) {
     std::fclose(f);
     return Status::error(StatusCode::kOutOfMemory, "cannot allocate %zu bytes for '%s'", n, path);
@@ -824,14 +833,14 @@ Status Model::load_file(const char* path, const LoadOptions& options, std::uniqu
   const size_t got = n ? std::fread(buffer, 1, n, f) : 0;
   std::fclose(f);
   if (got != n) {
-    std::free(buffer);
+    detail::aligned_free(buffer);
     return Status::error(StatusCode::kIoError, "short read of model '%s' (%zu of %zu bytes)", path,
                          got, n);
   }
   detail::ModelData* data = nullptr;
   Status s = detail::Loader(static_cast<uint8_t*>(buffer), n).run(&data);
   if (!s.ok()) {
-    std::free(buffer);
+    detail::aligned_free(buffer);
     return s.prefix("%s", path);
   }
   data->owned_bytes = buffer;
@@ -842,6 +851,7 @@ Status Model::load_file(const char* path, const LoadOptions& options, std::uniqu
     return Status::error(StatusCode::kOutOfMemory, "load: cannot allocate the model handle");
   }
   return Status();
+#endif
 }
 
 Model::~Model() { detail::free_model_data(data_); }
