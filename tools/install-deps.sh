@@ -4,6 +4,7 @@
 #   tools/install-deps.sh          build the runtime and CLI, plot samples
 #   tools/install-deps.sh --test   also what the full test suite needs: the converter's ONNX,
 #                                  PyTorch and pytest, clang and its sanitizer and libFuzzer runtimes
+#   tools/install-deps.sh --cross  only the ARM cross toolchains (tools/install-cross-deps.sh)
 set -euo pipefail
 packages=(cmake make g++ pkg-config libflatbuffers-dev flatbuffers-compiler doctest-dev
           python3-numpy python3-matplotlib)
@@ -12,7 +13,10 @@ case "${1:-}" in
   --test) packages+=(python3-onnx python3-flatbuffers python3-torch python3-pytest
                    python3-venv python3-setuptools clang
                    libclang-rt-14-dev) ;;
-  *) echo "install-deps.sh: unknown option '$1' (expected --test or nothing)" >&2; exit 2 ;;
+  --cross) packages=(g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user gcc-arm-none-eabi
+                     libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib
+                     libstdc++-arm-none-eabi-dev) ;;
+  *) echo "install-deps.sh: unknown option '$1' (expected --test, --cross or nothing)" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${packages[@]}"; do

@@ -88,11 +88,12 @@ TEST_CASE("the guarded SDE drift eps0*a(t)*s(t, x) is finite at t = 1 and contin
 
 TEST_CASE("velocity at t = 0 and t = 1 exactly, sampling and log_prob at the range's ends") {
   siflow::ModelBuilder b(2);
-  const uint32_t h = b.unary(
-      b.fully_connected(b.concat({b.x(), b.t()}), 8,
-                        {0.3f, -0.2f, 0.5f, 0.1f, 0.4f, -0.3f, -0.5f, 0.2f, 0.1f, 0.2f, 0.2f, 0.6f,
-                         0.7f, -0.1f, 0.3f, -0.4f, 0.3f, 0.2f, 0.2f, 0.1f, -0.3f, 0.5f, 0.1f, 0.2f}),
-      siflow::UnaryKind::kTanh);
+  const uint32_t h =
+      b.unary(b.fully_connected(
+                  b.concat({b.x(), b.t()}), 8,
+                  {0.3f, -0.2f, 0.5f, 0.1f,  0.4f, -0.3f, -0.5f, 0.2f, 0.1f,  0.2f, 0.2f, 0.6f,
+                   0.7f, -0.1f, 0.3f, -0.4f, 0.3f, 0.2f,  0.2f,  0.1f, -0.3f, 0.5f, 0.1f, 0.2f}),
+              siflow::UnaryKind::kTanh);
   b.set_output(b.fully_connected(h, 2, std::vector<float>(16, 0.1f)));
   const std::vector<uint8_t> bytes = b.finish();
   std::unique_ptr<siflow::Model> model;
