@@ -207,7 +207,8 @@ def convert(input, output=None, *, arch=None, x_input=None, time_input=None, tim
     if test_vectors:
         from . import reference, sif_io
         stored = sif_io.stored(model, fp16=fp16)
-        model.test_vectors = reference.make_test_vectors(stored, count=test_vectors, seed=seed)
+        model.test_vectors = reference.make_test_vectors(stored, count=test_vectors, seed=seed,
+                                                         fp16=fp16)
     if output is not None:
         from . import sif_io
         sif_io.write_sif(model, output, fp16=fp16)
