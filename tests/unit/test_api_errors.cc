@@ -14,6 +14,7 @@
 
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
+#include "support/byte_span.hpp"
 
 namespace {
 
@@ -44,13 +45,9 @@ void expect_error(const Status& s, StatusCode code, std::initializer_list<const 
 // owns an aligned copy and outlives them. (A vector's storage may happen to be 64-byte aligned,
 // and then the model would use it in place and dangle once it is freed.)
 std::unique_ptr<Model> load(const ModelBuilder& b) {
-  const std::vector<uint8_t> bytes = b.finish();
-  std::vector<uint8_t> storage(bytes.size() + 65);
-  uint8_t* misaligned = storage.data();
-  while (reinterpret_cast<uintptr_t>(misaligned) % 64 != 1) ++misaligned;
-  std::memcpy(misaligned, bytes.data(), bytes.size());
+  const siflow_test::ByteSpan misaligned(b.finish(), 1);
   std::unique_ptr<Model> model;
-  const Status s = Model::load(misaligned, bytes.size(), siflow::LoadOptions(), &model);
+  const Status s = Model::load(misaligned.data(), misaligned.size(), siflow::LoadOptions(), &model);
   REQUIRE_MESSAGE(s.ok(), text(s));
   return model;
 }

@@ -20,6 +20,7 @@
 #include "siflow/siflow.h"
 #include "siflow/siflow.hpp"
 #include "support/alloc_hooks.hpp"
+#include "support/byte_span.hpp"
 
 namespace {
 
@@ -115,15 +116,12 @@ TEST_CASE("every allocation at load, plan and validate fails cleanly, one at a t
     REQUIRE(std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
     REQUIRE(std::fclose(f) == 0);
   }
-  std::vector<uint8_t> storage(bytes.size() + 64 + 1);
-  uint8_t* misaligned = storage.data();
-  while (reinterpret_cast<uintptr_t>(misaligned) % 64 != 1) ++misaligned;
-  std::memcpy(misaligned, bytes.data(), bytes.size());
+  const siflow_test::ByteSpan misaligned(bytes, 1);  // loads through the copy path
 
   int failures_seen = 0, absorbed = 0, steps_hit[7] = {};
   for (long k = 0; k < 1000; ++k) {
     siflow_test::heap_watch_begin(k);
-    const Outcome o = scenario(path.c_str(), misaligned, bytes.size());
+    const Outcome o = scenario(path.c_str(), misaligned.data(), misaligned.size());
     const siflow_test::HeapReport r = siflow_test::heap_watch_end();
     INFO("allocation " << k << " failed in step "
                        << std::string(o.failed_step >= 0 ? kStepNames[o.failed_step] : "(none)")

@@ -20,6 +20,7 @@
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
 #include "siflow_generated.h"
+#include "support/byte_span.hpp"
 
 namespace {
 
@@ -33,28 +34,7 @@ using siflow::StatusCode;
 using siflow::UnaryKind;
 namespace fb = siflow::fb;
 
-// A copy of `bytes` in memory of exactly that size (so ASan flags any read past the end), at a
-// 64-byte aligned address plus `misalign`.
-class Span {
- public:
-  explicit Span(const std::vector<uint8_t>& bytes, size_t misalign = 0) : size_(bytes.size()) {
-    void* p = nullptr;
-    REQUIRE(posix_memalign(&p, 64, misalign + size_ + (misalign + size_ == 0)) == 0);
-    base_ = static_cast<uint8_t*>(p);
-    if (size_) std::memcpy(base_ + misalign, bytes.data(), size_);
-    data_ = base_ + misalign;
-  }
-  ~Span() { std::free(base_); }
-  Span(const Span&) = delete;
-  Span& operator=(const Span&) = delete;
-  const uint8_t* data() const { return data_; }
-  size_t size() const { return size_; }
-
- private:
-  uint8_t* base_ = nullptr;
-  uint8_t* data_ = nullptr;
-  size_t size_;
-};
+using Span = siflow_test::ByteSpan;
 
 // The span outlives the model: a model loaded in place points into it.
 struct Loaded {
@@ -84,12 +64,9 @@ void expect_refused(const std::vector<uint8_t>& bytes, StatusCode code,
 // model owns an aligned copy and outlives `bytes` (a vector's own storage may be 64-byte
 // aligned, and a model loaded from it in place would dangle once it is freed).
 std::unique_ptr<Model> expect_loads(const std::vector<uint8_t>& bytes) {
-  std::vector<uint8_t> storage(bytes.size() + 65);
-  uint8_t* misaligned = storage.data();
-  while (reinterpret_cast<uintptr_t>(misaligned) % 64 != 1) ++misaligned;
-  std::memcpy(misaligned, bytes.data(), bytes.size());
+  const Span misaligned(bytes, 1);
   std::unique_ptr<Model> model;
-  const Status s = Model::load(misaligned, bytes.size(), LoadOptions(), &model);
+  const Status s = Model::load(misaligned.data(), misaligned.size(), LoadOptions(), &model);
   REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
   return model;
 }
