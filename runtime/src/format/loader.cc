@@ -95,6 +95,26 @@ bool all_finite(const float* v, size_t n, size_t* bad) {
   return true;
 }
 
+// The values of a Weights table: the vector its dtype names (f16 for F16, f32 otherwise), and
+// how many values the other vector holds (which must be none).
+struct WeightValues {
+  const void* data;
+  size_t count;
+  size_t other_count;
+};
+
+// Floats an fp16 vector of n values takes once expanded: rounded up to 16 (64 bytes), so every
+// expanded vector starts 64-byte aligned.
+constexpr size_t expanded_floats(size_t n) { return (n + 15) / 16 * 16; }
+
+WeightValues weight_values(const fb::Weights& w) {
+  const auto* f32 = w.f32();
+  const auto* f16 = w.f16();
+  const size_t n32 = f32 ? f32->size() : 0, n16 = f16 ? f16->size() : 0;
+  if (w.dtype() == fb::DType::F16) return {n16 ? f16->data() : nullptr, n16, n32};
+  return {n32 ? f32->data() : nullptr, n32, n16};
+}
+
 class Loader {
  public:
   Loader(const uint8_t* bytes, size_t size) : bytes_(bytes), size_(size) {}
@@ -136,7 +156,7 @@ class Loader {
 size_t Loader::count_f16_floats() const {
   size_t total = 0;
   auto add = [&](const fb::Weights* w) {
-    if (w && w->dtype() == fb::DType::F16 && w->f16()) total += (w->f16()->size() + 15) / 16 * 16;
+    if (w && w->dtype() == fb::DType::F16) total += expanded_floats(weight_values(*w).count);
   };
   const auto* nodes = graph_->nodes();
   for (uint32_t i = 0; i < node_count_; ++i) {
@@ -244,29 +264,27 @@ Status Loader::weights(const char* what, const fb::Weights* w, size_t expected, 
                          (name && *name) ? name : "unknown");
   }
   const bool half = dtype == fb::DType::F16;
-  const size_t other = half ? (w->f32() ? w->f32()->size() : 0) : (w->f16() ? w->f16()->size() : 0);
-  if (other != 0)
+  const WeightValues v = weight_values(*w);
+  if (v.other_count != 0)
     return Status::error(StatusCode::kInvalidModel,
                          "%s has dtype %s but also holds %zu %s values; exactly one vector may be "
                          "set",
-                         what, half ? "F16" : "F32", other, half ? "f32" : "f16");
-  const void* first = half ? static_cast<const void*>(w->f16() ? w->f16()->data() : nullptr)
-                           : static_cast<const void*>(w->f32() ? w->f32()->data() : nullptr);
-  const size_t n = half ? (w->f16() ? w->f16()->size() : 0) : (w->f32() ? w->f32()->size() : 0);
+                         what, half ? "F16" : "F32", v.other_count, half ? "f32" : "f16");
+  const size_t n = v.count;
   if (n != expected)
     return Status::error(StatusCode::kInvalidModel, "%s has %zu values, expected %zu", what, n,
                          expected);
   if (n == 0) return Status();
-  const size_t offset = offset_of(first);
+  const size_t offset = offset_of(v.data);
   if (offset % kAlignment != 0)
     return Status::error(StatusCode::kInvalidModel,
                          "%s data at file offset %zu is not 64-byte aligned (written without "
                          "force_align)",
                          what, offset);
-  const float* values = static_cast<const float*>(first);
+  const float* values = static_cast<const float*>(v.data);
   if (half) {
-    // count_f16_floats reserved room for exactly these vectors, each rounded up to 16 floats.
-    const size_t reserved = (n + 15) / 16 * 16;
+    // count_f16_floats reserved room for exactly these vectors.
+    const size_t reserved = expanded_floats(n);
     if (!expanded_ || expanded_used_ + reserved > expanded_capacity_)
       return Status::error(StatusCode::kInvalidModel, "%s: fp16 expansion space miscounted", what);
     float* dst = expanded_ + expanded_used_;
@@ -374,8 +392,7 @@ Status Loader::check_node(uint32_t index, const fb::Node* node, NodeData* out) {
       if (c) {
         if (!(s = expect_inputs(1, 1)).ok()) return s.prefix("with a constant operand");
         const auto* shape = c->shape();
-        const size_t n = c->dtype() == fb::DType::F16 ? (c->f16() ? c->f16()->size() : 0)
-                                                      : (c->f32() ? c->f32()->size() : 0);
+        const size_t n = weight_values(*c).count;
         if (shape && !(shape->size() == 1 && shape->Get(0) == n) &&
             !(shape->size() == 2 && shape->Get(0) == 1 && shape->Get(1) == n))
           return Status::error(StatusCode::kInvalidModel,
