@@ -261,34 +261,16 @@ def test_offline_venv_install(tmp_path, onnx_file):
     validate(out)
 
 
-def _torch_log_prob(net, x, steps):
-    """log ρ1(x) in float64 by PyTorch alone: classic RK4 backwards from t = 1 to 0 on the
-    augmented state (y, ℓ) with dℓ/dt = ∇·v (exact, autograd), then log N(y(0); 0, I) + ℓ."""
-    torch = pytest.importorskip("torch")
-    net = net.double()
-
-    def field(t, y):
-        with torch.enable_grad():
-            y = y.detach().requires_grad_(True)
-            v = net(torch.cat([y, torch.full((y.shape[0], 1), t, dtype=torch.float64)], 1))
-            div = sum(torch.autograd.grad(v[:, i].sum(), y, retain_graph=True)[0][:, i]
-                      for i in range(y.shape[1]))
-        return v.detach(), div.detach()
-
-    y = torch.tensor(x, dtype=torch.float64)
-    ell = torch.zeros(y.shape[0], dtype=torch.float64)
-    h = -1.0 / steps
-    for k in range(steps):
-        t = 1.0 + k * h
-        k1 = field(t, y)
-        k2 = field(t + h / 2, y + h / 2 * k1[0])
-        k3 = field(t + h / 2, y + h / 2 * k2[0])
-        k4 = field(t + h, y + h * k3[0])
-        y = y + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
-        ell = ell + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
-    d = y.shape[1]
-    base = -0.5 * (y ** 2).sum(1) - 0.5 * d * np.log(2 * np.pi)
-    return (base + ell).numpy()
+def _golden_torch_log_prob():
+    """The PyTorch-only float64 log-likelihood oracle of tests/golden/roundtrip_torch.py (classic
+    RK4 backwards on (y, l), exact divergence by autograd, N(0, I) base), for nets that take one
+    input [x, t]."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(CONVERTER), "tests", "golden", "roundtrip_torch.py")
+    spec = importlib.util.spec_from_file_location("golden_roundtrip_torch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.torch_log_prob
 
 
 def test_torch_round_trip_validate_and_logprob(tmp_path):
@@ -310,6 +292,6 @@ def test_torch_round_trip_validate_and_logprob(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     got = np.load(tmp_path / "lp.npy")
-    want = _torch_log_prob(net, x, 32)
+    want = _golden_torch_log_prob()(net.double(), torch.from_numpy(x), 32).numpy()
     print("logprob max abs diff vs torch float64:", np.max(np.abs(got - want)))
     assert np.max(np.abs(got - want)) <= 1e-3, np.max(np.abs(got - want))
