@@ -708,6 +708,24 @@ void exercise(const Model& model) {
   (void)plan->velocity(3, t.data(), x.data(), y.data());
 }
 
+// Outcomes of loading corrupted models: a model that loads is run through every call; a refusal
+// must be an invalid (or unsupported) model with a message saying why.
+struct FuzzTally {
+  size_t loaded = 0, refused = 0, bad_codes = 0, empty_messages = 0;
+  void feed(const std::vector<uint8_t>& mutated) {
+    Loaded l(mutated);
+    if (l.status.ok()) {
+      ++loaded;
+      exercise(*l.model);
+      return;
+    }
+    ++refused;
+    const StatusCode c = l.status.code();
+    bad_codes += c != StatusCode::kInvalidModel && c != StatusCode::kUnsupported;
+    empty_messages += l.status.message()[0] == '\0';
+  }
+};
+
 }  // namespace
 
 TEST_CASE("fuzz: every truncation of a valid model is refused") {
@@ -728,54 +746,37 @@ TEST_CASE("fuzz: every truncation of a valid model is refused") {
 
 TEST_CASE("fuzz: byte flips at every offset either load and run, or are refused; never crash") {
   const std::vector<uint8_t> bytes = fuzz_seed();
-  size_t loaded = 0, refused = 0, bad_codes = 0, empty_messages = 0;
+  FuzzTally tally;
   for (size_t off = 0; off < bytes.size(); ++off) {
     for (uint8_t pattern : {0x01, 0x08, 0x40, 0x80, 0xff}) {
       std::vector<uint8_t> mutated = bytes;
       mutated[off] ^= pattern;
-      Loaded l(mutated);
-      if (l.status.ok()) {
-        ++loaded;
-        exercise(*l.model);
-      } else {
-        ++refused;
-        const StatusCode c = l.status.code();
-        bad_codes += c != StatusCode::kInvalidModel && c != StatusCode::kUnsupported;
-        empty_messages += l.status.message()[0] == '\0';
-      }
+      tally.feed(mutated);
     }
   }
-  MESSAGE(bytes.size() << " bytes x 5 patterns: " << loaded << " loaded and ran, " << refused
-                       << " refused");
-  CHECK(bad_codes == 0);       // a corrupt file is an invalid (or unsupported) model
-  CHECK(empty_messages == 0);  // and every refusal says why
-  CHECK(loaded > 0);           // flips in weights and padding still load: the run path is covered
-  CHECK(refused > 0);
+  MESSAGE(bytes.size() << " bytes x 5 patterns: " << tally.loaded << " loaded and ran, "
+                       << tally.refused << " refused");
+  CHECK(tally.bad_codes == 0);       // a corrupt file is an invalid (or unsupported) model
+  CHECK(tally.empty_messages == 0);  // and every refusal says why
+  CHECK(tally.loaded > 0);  // flips in weights and padding still load: the run path is covered
+  CHECK(tally.refused > 0);
 }
 
 TEST_CASE("fuzz: every aligned 32-bit word set to 0, 1, 2^31 - 1 or 2^32 - 1 never crashes") {
   // Words hold offsets, vector lengths, dims, widths and input ids: boundary values there probe
   // the verifier's bounds and the loader's limits.
   const std::vector<uint8_t> bytes = fuzz_seed();
-  size_t loaded = 0, refused = 0, bad_codes = 0;
+  FuzzTally tally;
   for (size_t off = 0; off + 4 <= bytes.size(); off += 4) {
     for (uint32_t value : {0u, 1u, 0x7fffffffu, 0xffffffffu}) {
       std::vector<uint8_t> mutated = bytes;
       put_u32(mutated, off, value);
-      Loaded l(mutated);
-      if (l.status.ok()) {
-        ++loaded;
-        exercise(*l.model);
-      } else {
-        ++refused;
-        const StatusCode c = l.status.code();
-        bad_codes += c != StatusCode::kInvalidModel && c != StatusCode::kUnsupported;
-      }
+      tally.feed(mutated);
     }
   }
-  MESSAGE("word fuzz: " << loaded << " loaded and ran, " << refused << " refused");
-  CHECK(bad_codes == 0);
-  CHECK(refused > 0);
+  MESSAGE("word fuzz: " << tally.loaded << " loaded and ran, " << tally.refused << " refused");
+  CHECK(tally.bad_codes == 0);
+  CHECK(tally.refused > 0);
 }
 
 TEST_CASE("fuzz: random multi-byte corruptions never crash") {
@@ -787,20 +788,13 @@ TEST_CASE("fuzz: random multi-byte corruptions never crash") {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
   };
-  size_t loaded = 0, bad_codes = 0;
+  FuzzTally tally;
   for (int trial = 0; trial < 3000; ++trial) {
     std::vector<uint8_t> mutated = bytes;
     const int changes = 1 + static_cast<int>(next() % 8);
     for (int k = 0; k < changes; ++k) mutated[next() % mutated.size()] = next() & 0xff;
-    Loaded l(mutated);
-    if (l.status.ok()) {
-      ++loaded;
-      exercise(*l.model);
-    } else {
-      const StatusCode c = l.status.code();
-      bad_codes += c != StatusCode::kInvalidModel && c != StatusCode::kUnsupported;
-    }
+    tally.feed(mutated);
   }
-  MESSAGE("random fuzz: " << loaded << " of 3000 loaded and ran");
-  CHECK(bad_codes == 0);
+  MESSAGE("random fuzz: " << tally.loaded << " of 3000 loaded and ran");
+  CHECK(tally.bad_codes == 0);
 }
