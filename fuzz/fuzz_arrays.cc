@@ -8,6 +8,7 @@
 
 #include "array_io.hpp"
 #include "errors.hpp"
+#include "fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
@@ -22,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::abort();
     }
     for (double v : a.values)
-      if (!(v == v && v - v == 0.0)) {
+      if (!fuzz::finite(v)) {
         std::fprintf(stderr, "fuzz finding: a non-finite value was accepted\n");
         std::abort();
       }

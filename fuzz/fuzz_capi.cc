@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "fuzz_common.hpp"
 #include "siflow/siflow.h"
 
 namespace {
@@ -35,8 +36,6 @@ struct Params {
   double unit() { return u8() / 255.0; }
 };
 
-bool finite(double v) { return v == v && v - v == 0.0; }
-
 void check(siflow_status s, const siflow_error& e, const float* x, size_t nx, const double* lp,
            size_t nl, bool allow_minus_inf = false) {
   if (s != SIFLOW_OK) {
@@ -44,9 +43,9 @@ void check(siflow_status s, const siflow_error& e, const float* x, size_t nx, co
     return;
   }
   for (size_t i = 0; i < nx; ++i)
-    if (!finite(x[i])) finding("successful call returned a non-finite point", e);
+    if (!fuzz::finite(x[i])) finding("successful call returned a non-finite point", e);
   for (size_t i = 0; i < nl; ++i)
-    if (!(finite(lp[i]) || (allow_minus_inf && lp[i] < -1e308)))
+    if (!(fuzz::finite(lp[i]) || (allow_minus_inf && lp[i] < -1e308)))
       finding("successful call returned a bad log-likelihood", e);
 }
 
