@@ -53,6 +53,7 @@ bool compute(const std::string& name, const std::string& path, std::vector<Line>
   siflow::PlanOptions po;
   po.max_batch = 8;
   po.max_probes = 2;
+  po.backend = siflow::Backend::kReference;  // the backend whose bits are the same everywhere
   std::unique_ptr<siflow::Plan> plan;
   if (!ok(siflow::Plan::create(*model, po, nullptr, 0, &plan), "plan")) return false;
   const size_t n = 12, d = model->info().dim;

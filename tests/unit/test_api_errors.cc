@@ -345,9 +345,20 @@ TEST_CASE("max_batch 0 or above the limit, and max_probes outside [1, 1024], are
   threads.threads = 0;
   expect_error(Plan::create(*model, threads, nullptr, 0, &plan), StatusCode::kInvalidArgument,
                {"threads is 0"});
+  threads.threads = 257;
+  expect_error(Plan::create(*model, threads, nullptr, 0, &plan), StatusCode::kInvalidArgument,
+               {"threads = 257 exceeds the limit 256"});
+  // Two threads run where the build has a thread pool; without one they are refused by name.
   threads.threads = 2;
-  expect_error(Plan::create(*model, threads, nullptr, 0, &plan), StatusCode::kUnsupported,
-               {"threads = 2", "caller's thread only"});
+  const Status two = Plan::create(*model, threads, nullptr, 0, &plan);
+  if (two.ok())
+    CHECK(plan->threads() == 2);
+  else
+    expect_error(two, StatusCode::kUnsupported, {"threads = 2", "no thread pool"});
+  PlanOptions backend;
+  backend.backend = static_cast<siflow::Backend>(9);
+  expect_error(Plan::create(*model, backend, nullptr, 0, &plan), StatusCode::kInvalidArgument,
+               {"unknown backend 9"});
 }
 
 TEST_CASE("more Hutchinson probes than the plan's max_probes (or zero) are refused") {

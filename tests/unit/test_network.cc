@@ -401,6 +401,7 @@ TEST_CASE(
   std::unique_ptr<Plan> plan;
   siflow::PlanOptions po;
   po.max_batch = rows;
+  po.backend = siflow::Backend::kReference;  // the kernels of the private run below
   REQUIRE(Plan::create(*model, po, nullptr, 0, &plan).ok());
   REQUIRE(plan->velocity(rows, t.data(), x.data(), v.data()).ok());
   Buffers buf(model->data(), rows, 0);

@@ -63,6 +63,15 @@ typedef enum siflow_eps_schedule {
   SIFLOW_EPS_PROPORTIONAL_TO_A = 1
 } siflow_eps_schedule;
 
+/* Kernels for dense layers and activations (siflow.hpp's Backend). AUTO: the fastest available;
+ * REFERENCE: portable scalar, bit-identical on every platform. */
+typedef enum siflow_backend {
+  SIFLOW_BACKEND_AUTO = 0,
+  SIFLOW_BACKEND_REFERENCE = 1,
+  SIFLOW_BACKEND_SIMD = 2,
+  SIFLOW_BACKEND_XNNPACK = 3
+} siflow_backend;
+
 typedef enum siflow_sde_method {
   SIFLOW_SDE_EULER_MARUYAMA = 0,
   SIFLOW_SDE_HEUN = 1
@@ -77,10 +86,13 @@ typedef struct siflow_plan_options {
   size_t max_batch;             /* default 256 */
   siflow_divergence divergence; /* default EXACT */
   uint32_t max_probes;          /* default 1 */
-  /* Threads a run may use: default 1, the only value this runtime accepts (it runs on the
-   * caller's thread; others give SIFLOW_UNSUPPORTED). Added last, so the struct_size of older
-   * callers (without it) still works and means 1. */
+  /* Threads a run uses (the caller's plus threads - 1 workers started by the plan), 1..256;
+   * default 1. Results are bit-identical for any count. Builds without a thread pool accept
+   * only 1 (others give SIFLOW_UNSUPPORTED). Fields are added last, so the struct_size of older
+   * callers still works: a missing field takes its default. */
   uint32_t threads;
+  siflow_backend backend; /* default AUTO */
+  int tune;               /* nonzero: AUTO times simd and XNNPACK per dense layer at creation */
 } siflow_plan_options;
 
 typedef struct siflow_run_options {
@@ -124,6 +136,9 @@ SIFLOW_API siflow_status siflow_plan_create(const siflow_model* model,
                                             size_t arena_size, siflow_plan** out,
                                             siflow_error* error);
 SIFLOW_API void siflow_plan_free(siflow_plan* plan);
+/* The kernel running graph node `node` ("reference", "simd/avx2+silu", "fused", "xnnpack", ...;
+ * "" past the last node or for a NULL plan). Valid while the plan lives. */
+SIFLOW_API const char* siflow_plan_node_kernel(const siflow_plan* plan, uint32_t node);
 
 /* Points are row-major [n][dim] floats in data space; logp arrays are [n] doubles. */
 SIFLOW_API siflow_status siflow_sample(siflow_plan* plan, size_t n,

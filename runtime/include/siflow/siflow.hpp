@@ -80,6 +80,9 @@ enum class UnaryKind : uint8_t {
   kCos = 12,
 };
 
+// "identity", "relu", "leaky_relu", ..., "cos" (the converter's spelling); "?" for others.
+const char* unary_kind_name(UnaryKind kind);
+
 struct LoadOptions {
   uint32_t struct_size = sizeof(LoadOptions);
   // An aligned span is used in place (zero-copy) and must outlive the model. A span not
@@ -96,7 +99,9 @@ struct ModelInfo {
   size_t weight_bytes = 0;           // bytes the weights take in the file (4 per f32, 2 per f16)
   uint64_t f16_parameter_count = 0;  // parameters stored as fp16
   size_t expanded_bytes = 0;  // float copies of fp16 weights made at load (part of held_bytes)
-  size_t held_bytes = 0;      // heap the loaded model holds (aligned copy, descriptors, expansion)
+  size_t held_bytes = 0;      // heap the loaded model holds (aligned copy, descriptors, expansion,
+                              // packed weights)
+  size_t packed_bytes = 0;    // dense weights repacked at load for the simd kernels (in held_bytes)
   InterpolantKind interpolant = InterpolantKind::kTrig;
   uint32_t fourier_terms = 0;
   BaseKind base = BaseKind::kNormal;
@@ -148,6 +153,18 @@ bool parse_method(const char* text, Method* out);
 // done/total count row-steps over the whole request.
 typedef bool (*ProgressFn)(void* user, uint64_t done, uint64_t total);
 
+// The kernels a plan runs dense layers and activations on (docs/architecture.md).
+enum class Backend : uint8_t {
+  kAuto = 0,       // the fastest this build and CPU offer: simd (else reference), or per layer
+                   // what PlanOptions::tune measured fastest
+  kReference = 1,  // portable scalar kernels: bit-identical results on every platform
+  kSimd = 2,       // the project's vector kernels (AVX2+FMA or SSE2 on x86-64, NEON on ARM)
+  kXnnpack = 3,    // dense layers through XNNPACK (builds that have it), activations on simd
+};
+const char* backend_name(Backend backend);
+// Parses "auto", "reference", "simd", "xnnpack"; false for anything else.
+bool parse_backend(const char* text, Backend* out);
+
 struct PlanOptions {
   uint32_t struct_size = sizeof(PlanOptions);
   size_t max_batch = 256;  // rows per chunk; larger requests stream through the arena
@@ -156,9 +173,16 @@ struct PlanOptions {
   // max_probes >= dim); kNone plans no tangents (then log-likelihoods are refused).
   DivergenceMode divergence = DivergenceMode::kExact;
   uint32_t max_probes = 1;
-  // Threads a run may use. This runtime runs on the caller's thread only: 1 is the one value
-  // accepted today (others are kUnsupported); the field exists so callers can ask for more.
+  // Threads a run uses: the caller's plus threads - 1 workers the plan starts (and stops when
+  // destroyed). Results are bit-identical for every thread count. Builds without a thread pool
+  // (SIFLOW_MINIMAL, bare metal) accept only 1.
   uint32_t threads = 1;
+  Backend backend = Backend::kAuto;
+  // With kAuto and a build that has XNNPACK: time each dense layer on both simd and XNNPACK at
+  // plan creation (a few runs at max_batch rows) and keep the faster. The choice then depends on
+  // the machine's timing, so results may differ between plans by rounding; off, the choice is
+  // the fixed rule (simd).
+  bool tune = false;
 };
 
 struct OdeOptions {
@@ -225,6 +249,11 @@ class Plan {
 
   size_t arena_bytes() const;
   const Model& model() const;
+  uint32_t threads() const;
+  // The kernel that runs graph node `node`: "reference", "simd/avx2", "simd/avx2+silu" (a dense
+  // layer with the following activation fused into it), "fused" (that activation), "xnnpack";
+  // "" past the last node.
+  const char* node_kernel(uint32_t node) const;
 
   // n samples from the base pushed to the target. logp (nullable, [n]) receives
   // log p(x) of each sample (ODE only; with an SDE it is refused).

@@ -107,6 +107,8 @@ siflow::PlanOptions convert(const siflow_plan_options* in) {
   p.divergence = from_c_enum<siflow::DivergenceMode>(o.divergence);
   p.max_probes = o.max_probes;
   p.threads = o.threads;
+  p.backend = from_c_enum<siflow::Backend>(o.backend);
+  p.tune = o.tune != 0;
   return p;
 }
 
@@ -128,6 +130,8 @@ void siflow_plan_options_init(siflow_plan_options* o) {
   o->divergence = SIFLOW_DIVERGENCE_EXACT;
   o->max_probes = 1;
   o->threads = 1;
+  o->backend = SIFLOW_BACKEND_AUTO;
+  o->tune = 0;
 }
 
 void siflow_run_options_init(siflow_run_options* o) {
@@ -213,6 +217,10 @@ siflow_status siflow_plan_create(const siflow_model* model, const siflow_plan_op
 }
 
 void siflow_plan_free(siflow_plan* plan) { delete plan; }
+
+const char* siflow_plan_node_kernel(const siflow_plan* plan, uint32_t node) {
+  return plan ? plan->plan->node_kernel(node) : "";
+}
 
 siflow_status siflow_sample(siflow_plan* plan, size_t n, const siflow_run_options* options,
                             float* x, double* logp, siflow_error* error) {

@@ -14,6 +14,9 @@
 #include "format/model_data.hpp"
 #include "integrate/interpolant.hpp"
 #include "kernels/reference/elementary.hpp"
+#if defined(SIFLOW_WITH_SIMD)
+#include "kernels/simd/kernels.hpp"
+#endif
 #include "siflow_generated.h"
 #include "support/aligned_memory.hpp"
 
@@ -134,6 +137,9 @@ class Loader {
   Status check_normalization(ModelData* data);
   Status check_tests(ModelData* data);
   size_t count_f16_floats() const;
+#if defined(SIFLOW_WITH_SIMD)
+  Status pack_dense_weights(ModelData* data);
+#endif
   size_t offset_of(const void* p) const {
     return static_cast<size_t>(static_cast<const uint8_t*>(p) - bytes_);
   }
@@ -690,6 +696,7 @@ Status Loader::run(ModelData** out) {
   data->output = graph_->output();
 
   auto fail = [&](Status st) {
+    aligned_free(data->packed_block);
     aligned_free(block);
     return st;
   };
@@ -737,15 +744,51 @@ Status Loader::run(ModelData** out) {
   info.time_start = t0;
   info.time_end = t1;
   info.metadata_count = meta_count;
+#if defined(SIFLOW_WITH_SIMD)
+  if (!(s = pack_dense_weights(data)).ok()) return fail(s);
+#endif
   *out = data;
   return Status();
 }
+
+#if defined(SIFLOW_WITH_SIMD)
+// Packs every FullyConnected node's weights and bias into the panel layout of the simd kernels,
+// in one 64-byte aligned block (a second allocation: the sizes are known only once the nodes
+// are verified).
+Status Loader::pack_dense_weights(ModelData* data) {
+  size_t total = 0;
+  auto floats_of = [&](uint32_t i) {
+    const NodeData& n = data->nodes[i];
+    return simd::packed_floats(data->tensors[n.inputs[0]].width, n.width);
+  };
+  for (uint32_t i = 0; i < node_count_; ++i)
+    if (data->nodes[i].op == OpKind::kFullyConnected) total += floats_of(i);
+  if (total == 0) return Status();
+  float* block = static_cast<float*>(aligned_malloc(kAlignment, total * sizeof(float)));
+  if (!block)
+    return Status::error(StatusCode::kOutOfMemory,
+                         "cannot allocate %zu bytes for the packed dense weights",
+                         total * sizeof(float));
+  data->packed_block = block;
+  for (uint32_t i = 0; i < node_count_; ++i) {
+    NodeData& n = data->nodes[i];
+    if (n.op != OpKind::kFullyConnected) continue;
+    simd::pack_weights(n.weight, n.bias, data->tensors[n.inputs[0]].width, n.width, block);
+    n.packed = block;
+    block += floats_of(i);
+  }
+  data->info.packed_bytes = total * sizeof(float);
+  data->info.held_bytes += total * sizeof(float);
+  return Status();
+}
+#endif
 
 }  // namespace
 
 void free_model_data(ModelData* data) {
   if (!data) return;
   void* owned = data->owned_bytes;
+  aligned_free(data->packed_block);
   aligned_free(data);
   aligned_free(owned);
 }

@@ -26,6 +26,9 @@ struct NodeData {
   uint32_t constant_width;
   const float* gamma;  // LayerNorm, nullable
   const float* beta;
+  // FullyConnected weights and bias packed for the simd kernels (simd/kernels.hpp), in
+  // ModelData::packed_block; nullptr in builds without the simd backend.
+  const float* packed;
 };
 
 struct TensorData {
@@ -44,6 +47,7 @@ struct InterpolantData {
 struct ModelData {
   ModelInfo info;
   void* owned_bytes;  // aligned copy of the file, or nullptr when used in place
+  void* packed_block;  // every FullyConnected node's packed weights, or nullptr
   const uint8_t* bytes;
   size_t size;
   uint32_t dim;

@@ -9,6 +9,30 @@
 
 namespace siflow {
 
+class RowPool;
+namespace simd {
+struct Kernels;
+}
+namespace xnn {
+struct Layers;
+}
+
+// Which kernels run a node (chosen at plan time, docs/architecture.md).
+enum class NodeKernel : uint8_t { kReference = 0, kSimd = 1, kXnnpack = 2 };
+
+// How a plan runs the graph: per-node kernel choice, the simd variant, the thread pool.
+// Default-constructed: reference kernels on the caller's thread.
+struct NetKernels {
+  const NodeKernel* node = nullptr;      // [node_count]; nullptr: reference everywhere
+  const bool* fused = nullptr;           // [node_count]: a FullyConnected node whose following
+                                         // Unary node runs in its epilogue
+  const int32_t* seed_column = nullptr;  // [tensors]: column of the tensor where identity seeds
+                                         // enter its tangent (exact divergence), or -1
+  const simd::Kernels* simd = nullptr;
+  xnn::Layers* xnn = nullptr;
+  RowPool* pool = nullptr;
+};
+
 // Arena pointers for one plan. values[0] is bound to the caller's x at each run; values[1] is
 // the per-row time [rows, 1] the caller fills. tangents[i] is nullptr for tensors that do not
 // depend on x; tangents[0] holds the seed directions [rows * directions, dim].
@@ -16,12 +40,18 @@ struct NetBuffers {
   float** values = nullptr;
   float** tangents = nullptr;
   size_t directions = 0;
+  NetKernels kernels;
 };
 
 // Evaluates every node for `rows` rows. With `directions` > 0, also propagates that many
-// tangent directions from tangents[0].
+// tangent directions from tangents[0]; `identity_seeds` says those are the identity directions
+// of exact divergence (fill_identity_seeds), which lets optimized kernels skip multiplying them.
 void run_network(const detail::ModelData& model, const NetBuffers& buffers, const float* x,
-                 size_t rows, size_t directions);
+                 size_t rows, size_t directions, bool identity_seeds = false);
+
+// The per-tensor seed columns for NetKernels::seed_column: tensor 0 (x) gets 0; a Concat whose
+// only input with a tangent has a seed column c at column offset k gets k + c; others -1.
+void find_seed_columns(const detail::ModelData& model, int32_t* seed_column);
 
 // div[r] = sum_p t_out[r*dim + p][p]: the trace of the Jacobian from identity seeds.
 void exact_divergence(const float* t_out, size_t rows, uint32_t dim, double* div);

@@ -26,11 +26,6 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
                          options.max_probes, Limits::kMaxProbes);
   if (options.threads == 0)
     return Status::error(StatusCode::kInvalidArgument, "plan: threads is 0 (use 1)");
-  if (options.threads != 1)
-    return Status::error(StatusCode::kUnsupported,
-                         "plan: threads = %u, but this runtime runs on the caller's thread only "
-                         "(threads = 1)",
-                         options.threads);
   switch (options.divergence) {
     case DivergenceMode::kNone:
     case DivergenceMode::kExact:
@@ -82,7 +77,14 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   const uint32_t end = model.node_count;
   for (uint32_t id = 1; id < tensors; ++id) {
     const detail::TensorData& t = model.tensors[id];
-    const uint32_t first = id == 1 ? 0 : id - 2;
+    uint32_t first = id == 1 ? 0 : id - 2;
+    // An activation directly after a dense layer may run in that layer's epilogue (a fused
+    // simd kernel), writing this tensor while the dense node still reads its own input: its
+    // lifetime starts one node early so the two never share memory.
+    if (id >= 3 && model.nodes[id - 2].op == detail::OpKind::kUnary &&
+        model.nodes[id - 2].inputs[0] == id - 1 &&
+        model.nodes[id - 3].op == detail::OpKind::kFullyConnected)
+      first = id - 3;
     const uint32_t last = id == 1 ? end : t.last_use;
     const uint64_t value_bytes = rows * t.width * sizeof(float);
     const uint64_t tangent_bytes =

@@ -1,0 +1,81 @@
+// Weight packing and the choice of simd variant by CPU features.
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/simd/kernels.hpp"
+
+namespace siflow::simd {
+
+namespace baseline {
+extern const Kernels kKernels;
+}
+#if defined(__x86_64__)
+namespace avx2 {
+extern const Kernels kKernels;
+}
+namespace avx512 {
+extern const Kernels kKernels;
+}
+#endif
+
+size_t packed_floats(uint32_t in, uint32_t out) {
+  const size_t panels = (size_t{out} + kPanel - 1) / kPanel;
+  return panels * (size_t{in} + 1) * kPanel;
+}
+
+void pack_weights(const float* w, const float* bias, uint32_t in, uint32_t out, float* packed) {
+  const uint32_t panels = (out + kPanel - 1) / kPanel;
+  for (uint32_t j = 0; j < panels; ++j) {
+    float* panel = packed + size_t{j} * (size_t{in} + 1) * kPanel;
+    for (uint32_t c = 0; c < kPanel; ++c) {
+      const uint32_t o = j * kPanel + c;
+      for (uint32_t i = 0; i < in; ++i)
+        panel[size_t{i} * kPanel + c] = o < out ? w[size_t{o} * in + i] : 0.0f;
+      panel[size_t{in} * kPanel + c] = o < out && bias ? bias[o] : 0.0f;
+    }
+  }
+}
+
+const Kernels* kernels_for(Isa isa) {
+  switch (isa) {
+    case Isa::kBaseline:
+      return &baseline::kKernels;
+    case Isa::kAvx2:
+#if defined(__x86_64__)
+      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2::kKernels;
+#endif
+      return nullptr;
+    case Isa::kAvx512:
+#if defined(__x86_64__)
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+          __builtin_cpu_supports("fma"))
+        return &avx512::kKernels;
+#endif
+      return nullptr;
+  }
+  return nullptr;
+}
+
+Status select(const Kernels** out) {
+  // Best first.
+  const Kernels* const available[] = {kernels_for(Isa::kAvx512), kernels_for(Isa::kAvx2),
+                                      kernels_for(Isa::kBaseline)};
+  const char* forced = std::getenv("SIFLOW_SIMD_ISA");
+  char choices[64] = "";
+  for (const Kernels* k : available) {
+    if (!k) continue;
+    if (!forced || !*forced || std::strcmp(forced, k->isa) == 0) {
+      *out = k;
+      return Status();
+    }
+    std::strncat(choices, *choices ? ", " : "", sizeof choices - std::strlen(choices) - 1);
+    std::strncat(choices, k->isa, sizeof choices - std::strlen(choices) - 1);
+  }
+  return Status::error(StatusCode::kInvalidArgument,
+                       "SIFLOW_SIMD_ISA=%s is not a kernel set this CPU and build run (choices: "
+                       "%s)",
+                       forced, choices);
+}
+
+}  // namespace siflow::simd

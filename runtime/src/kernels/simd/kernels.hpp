@@ -1,0 +1,60 @@
+// The simd backend: the project's own vector kernels for dense layers (register-blocked GEMM on
+// weights packed at load, with a fused bias + activation epilogue) and for activations and their
+// tangents. The same source is compiled once per instruction set (AVX2+FMA and SSE2 on x86-64,
+// NEON on ARM, plain vector code elsewhere); select() picks the best the CPU runs, once, at plan
+// time. Results differ from the reference backend by rounding (FMA, summation order, polynomial
+// activations) within the tolerances stated in docs/architecture.md; they do not depend on how
+// rows are split between threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "siflow/siflow.hpp"
+
+namespace siflow::simd {
+
+// Packed weights: output columns in panels of kPanel; panel j holds, for each input i, the
+// weights w[j*kPanel .. j*kPanel+kPanel-1][i] contiguously (zero beyond `out`), followed by the
+// panel's bias (zero when the layer has none). 64-byte aligned.
+constexpr uint32_t kPanel = 16;
+size_t packed_floats(uint32_t in, uint32_t out);
+void pack_weights(const float* w, const float* bias, uint32_t in, uint32_t out, float* packed);
+
+struct Dense {
+  const float* packed;  // pack_weights layout
+  uint32_t in, out;
+  bool add_bias;  // forward passes add the bias; tangent passes do not
+  // Epilogue: y = act(x W^T + b). kIdentity writes only `pre`; otherwise `pre` (nullable) gets
+  // the value before the activation and `post` the activation.
+  UnaryKind act;
+  float alpha;
+};
+
+struct Kernels {
+  const char* isa;  // "avx2", "sse2", "neon", "generic"
+  // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
+  void (*dense)(const Dense& dense, const float* x, size_t r0, size_t r1, float* pre, float* post);
+  // y = f(x) over rows [r0, r1) of width `width`.
+  void (*unary_forward)(UnaryKind kind, float alpha, const float* x, size_t r0, size_t r1,
+                        uint32_t width, float* y);
+  // t_out[r*P+p][k] = f'(x[r][k]) t_in[r*P+p][k] for rows [r0, r1) of x.
+  void (*unary_jvp)(UnaryKind kind, float alpha, const float* x, size_t r0, size_t r1,
+                    uint32_t width, size_t directions, const float* t_in, float* t_out);
+  // f (or f' when deriv) of eight values: what the kernels above compute, for tests.
+  void (*activation8)(UnaryKind kind, float alpha, const float* x, float* y, bool deriv);
+};
+
+// The architecture's baseline (SSE2 on x86-64, NEON on ARM) runs on every CPU of the
+// architecture; AVX2 (with FMA) and AVX-512 (F, DQ, BW, VL) exist on x86-64 only.
+enum class Isa : uint8_t { kBaseline, kAvx2, kAvx512 };
+
+// The variant for `isa`, or nullptr when it is not compiled in or the CPU lacks it.
+const Kernels* kernels_for(Isa isa);
+// The best kernels this CPU runs. The environment variable SIFLOW_SIMD_ISA forces a variant by
+// its name (avx512, avx2, or the baseline's: sse2, neon, generic), so CI runs the paths of CPUs
+// without AVX-512 or AVX2; a name that is unknown or that this CPU cannot run is an error naming
+// the choices.
+Status select(const Kernels** out);
+
+}  // namespace siflow::simd

@@ -1,0 +1,7 @@
+// The simd kernels for x86-64 CPUs with AVX2 and FMA (compiled with -mavx2 -mfma): 6-row tiles,
+// 12 accumulators in the 16 ymm registers.
+#define SIFLOW_SIMD_NS avx2
+#define SIFLOW_SIMD_ISA "avx2"
+#define SIFLOW_SIMD_BYTES 32
+#define SIFLOW_SIMD_MR 6
+#include "kernels/simd/kernels_impl.inc"

@@ -1,0 +1,87 @@
+// RowPool over pthreadpool, or a single-thread stand-in when the build has none.
+#include "support/parallel.hpp"
+
+#include <cstdlib>
+#include <new>
+
+#if defined(SIFLOW_WITH_THREADS)
+#include <pthreadpool.h>
+#endif
+
+namespace siflow {
+
+bool RowPool::available() {
+#if defined(SIFLOW_WITH_THREADS)
+  return true;
+#else
+  return false;
+#endif
+}
+
+Status RowPool::create(uint32_t threads, RowPool** out) {
+  *out = nullptr;
+  if (threads == 0) return Status::error(StatusCode::kInvalidArgument, "threads is 0 (use 1)");
+  if (threads > 1 && !available())
+    return Status::error(StatusCode::kUnsupported,
+                         "threads = %u, but this build has no thread pool (pthreadpool); it "
+                         "runs on the caller's thread only (threads = 1)",
+                         threads);
+  if (threads > 256)
+    return Status::error(StatusCode::kInvalidArgument, "threads = %u exceeds the limit 256",
+                         threads);
+  RowPool* pool = new (std::nothrow) RowPool();
+  if (!pool) return Status::error(StatusCode::kOutOfMemory, "cannot allocate the thread pool");
+  pool->threads_ = threads;
+#if defined(SIFLOW_WITH_THREADS)
+  if (threads > 1) {
+    pool->pool_ = pthreadpool_create(threads);
+    if (!pool->pool_) {
+      delete pool;
+      return Status::error(StatusCode::kOutOfMemory, "cannot start a pool of %u threads", threads);
+    }
+  }
+#endif
+  *out = pool;
+  return Status();
+}
+
+void RowPool::destroy(RowPool* pool) {
+  if (!pool) return;
+#if defined(SIFLOW_WITH_THREADS)
+  if (pool->pool_) pthreadpool_destroy(static_cast<pthreadpool_t>(pool->pool_));
+#endif
+  delete pool;
+}
+
+#if defined(SIFLOW_WITH_THREADS)
+namespace {
+struct RangeTask {
+  RowPool::RangeFn fn;
+  void* ctx;
+  size_t rows;
+};
+void run_range(void* ctx, size_t start, size_t count) {
+  const RangeTask* t = static_cast<const RangeTask*>(ctx);
+  const size_t end = start + count < t->rows ? start + count : t->rows;
+  t->fn(t->ctx, start, end);
+}
+}  // namespace
+#endif
+
+void RowPool::run(size_t rows, size_t grain, RangeFn fn, void* ctx) {
+#if defined(SIFLOW_WITH_THREADS)
+  if (pool_) {
+    // About two ranges per thread, never below `grain` rows.
+    size_t tile = (rows + 2 * threads_ - 1) / (2 * threads_);
+    if (tile < grain) tile = grain;
+    RangeTask task{fn, ctx, rows};
+    pthreadpool_parallelize_1d_tile_1d(static_cast<pthreadpool_t>(pool_), run_range, &task, rows,
+                                       tile, 0);
+    return;
+  }
+#endif
+  (void)grain;
+  fn(ctx, 0, rows);
+}
+
+}  // namespace siflow

@@ -1,0 +1,47 @@
+// Row-parallel loops over a pthreadpool (Debian's libpthreadpool) when the build has it. The
+// caller's thread takes part; with one thread, or without a pool, the loop runs inline. A pool is
+// created at plan time; running a loop allocates nothing. Work is split into contiguous row
+// ranges, and every kernel computes a row the same way whatever range it falls in, so results
+// do not depend on the thread count.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "siflow/siflow.hpp"
+
+namespace siflow {
+
+class RowPool {
+ public:
+  // A pool of `threads` threads (the caller plus threads - 1 workers). threads == 1 creates
+  // none. Fails with kUnsupported when the build has no thread pool and threads > 1.
+  static Status create(uint32_t threads, RowPool** out);
+  static void destroy(RowPool* pool);
+  static bool available();  // whether this build can run more than one thread
+
+  uint32_t threads() const { return threads_; }
+
+  // Calls fn(ctx, r0, r1) over [0, rows) in ranges of at least `grain` rows.
+  typedef void (*RangeFn)(void* ctx, size_t r0, size_t r1);
+  void run(size_t rows, size_t grain, RangeFn fn, void* ctx);
+
+ private:
+  RowPool() = default;
+  uint32_t threads_ = 1;
+  void* pool_ = nullptr;  // pthreadpool_t
+};
+
+// fn(r0, r1) over [0, rows) on the pool (or inline when pool is nullptr).
+template <typename Fn>
+void parallel_rows(RowPool* pool, size_t rows, size_t grain, const Fn& fn) {
+  if (!pool || pool->threads() == 1 || rows <= grain) {
+    if (rows) fn(size_t{0}, rows);
+    return;
+  }
+  pool->run(
+      rows, grain, [](void* ctx, size_t r0, size_t r1) { (*static_cast<const Fn*>(ctx))(r0, r1); },
+      const_cast<Fn*>(&fn));
+}
+
+}  // namespace siflow

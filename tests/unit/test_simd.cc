@@ -1,0 +1,282 @@
+// The simd kernels (kernels/simd) against the reference backend, for every instruction-set
+// variant this CPU runs: the vector activations and their derivatives within the documented
+// error bounds on random and extreme inputs, dense layers (bias, fused activation, pre-activation
+// output) within a GEMM rounding bound on odd shapes, and row splits that leave every bit alone.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/reference/ops.hpp"
+#include "kernels/simd/kernels.hpp"
+
+namespace {
+
+using siflow::UnaryKind;
+namespace simd = siflow::simd;
+
+std::vector<const simd::Kernels*> variants() {
+  std::vector<const simd::Kernels*> out;
+  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512})
+    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
+  return out;
+}
+
+constexpr UnaryKind kAllKinds[] = {
+    UnaryKind::kIdentity, UnaryKind::kRelu,     UnaryKind::kLeakyRelu, UnaryKind::kElu,
+    UnaryKind::kSelu,     UnaryKind::kTanh,     UnaryKind::kSigmoid,   UnaryKind::kSilu,
+    UnaryKind::kGeluErf,  UnaryKind::kGeluTanh, UnaryKind::kSoftplus,  UnaryKind::kSin,
+    UnaryKind::kCos};
+
+// The documented bound (docs/architecture.md): |f_simd - f_ref| <= kTolerance * max(|f_ref|,
+// floor), i.e. relative above the floor and absolute below it. The floor is kFloor for
+// activations and 1 for derivatives: a derivative multiplies tangents, so its absolute error is
+// what reaches them (and near its zeros, e.g. GELU' at x = -0.75, the formula cancels).
+constexpr double kTolerance = 4e-6;
+constexpr double kFloor = 1e-3;
+constexpr double kDerivativeFloor = 1.0;
+
+// Inputs: a dense grid over [-30, 30], random normals at three scales, and extremes.
+std::vector<float> activation_inputs(UnaryKind kind) {
+  std::vector<float> x;
+  for (int i = -30000; i <= 30000; ++i) x.push_back(i * 0.001f);
+  std::mt19937 rng(7);
+  for (double scale : {0.01, 1.0, 10.0}) {
+    std::normal_distribution<double> g(0.0, scale);
+    for (int i = 0; i < 20000; ++i) x.push_back(static_cast<float>(g(rng)));
+  }
+  const bool trig = kind == UnaryKind::kSin || kind == UnaryKind::kCos;
+  for (float e : {0.0f, 1e-30f, 1e-20f, 1e-7f, 1e-3f, 0.625f, 9.0f, 20.0f, 87.0f, 88.5f, 89.0f,
+                  100.0f, 1e4f, 1e6f, 1e20f, 3e38f}) {
+    if (trig && e > 1e6f) continue;  // the reference's reduction is not exact beyond 2^50
+    x.push_back(e);
+    x.push_back(-e);
+  }
+  while (x.size() % 8) x.push_back(0.5f);
+  return x;
+}
+
+double relative_error(float got, float want, double floor = kFloor) {
+  if (std::isnan(want)) return std::isnan(got) ? 0.0 : INFINITY;
+  if (std::isinf(want)) return got == want ? 0.0 : INFINITY;
+  return std::fabs(double(got) - double(want)) / std::max(std::fabs(double(want)), floor);
+}
+
+}  // namespace
+
+TEST_CASE("vector activations and derivatives stay within the documented bound of the reference") {
+  for (const simd::Kernels* k : variants()) {
+    for (UnaryKind kind : kAllKinds) {
+      const float alpha = kind == UnaryKind::kLeakyRelu ? 0.01f : 1.0f;
+      const std::vector<float> x = activation_inputs(kind);
+      for (bool deriv : {false, true}) {
+        double worst = 0.0;
+        float worst_x = 0.0f;
+        for (size_t i = 0; i < x.size(); i += 8) {
+          float y[8];
+          k->activation8(kind, alpha, x.data() + i, y, deriv);
+          for (int j = 0; j < 8; ++j) {
+            const float want = deriv ? siflow::reference::unary_derivative(kind, alpha, x[i + j])
+                                     : siflow::reference::unary(kind, alpha, x[i + j]);
+            const double e = relative_error(y[j], want, deriv ? kDerivativeFloor : kFloor);
+            if (!(e <= worst)) {
+              worst = e;
+              worst_x = x[i + j];
+            }
+          }
+        }
+        INFO(std::string(k->isa) << " " << siflow::unary_kind_name(kind) << (deriv ? "'" : "")
+                                 << " worst at x = " << worst_x);
+        const std::string name =
+            std::string(k->isa) + " " + siflow::unary_kind_name(kind) + (deriv ? "'" : "");
+        MESSAGE(name << ": max error " << worst << " (at x = " << worst_x << ")");
+        CHECK(worst <= kTolerance);
+      }
+    }
+  }
+}
+
+TEST_CASE("NaN and infinities map as in the reference") {
+  for (const simd::Kernels* k : variants()) {
+    for (UnaryKind kind : kAllKinds) {
+      const float alpha = 0.01f;
+      float x[8] = {NAN, INFINITY, -INFINITY, 1.0f, -1.0f, 0.0f, 2.0f, -2.0f}, y[8];
+      k->activation8(kind, alpha, x, y, false);
+      INFO(std::string(k->isa) << " " << siflow::unary_kind_name(kind));
+      for (int j = 0; j < 3; ++j) {
+        const float want = siflow::reference::unary(kind, alpha, x[j]);
+        if (std::isnan(want))
+          CHECK(std::isnan(y[j]));
+        else
+          CHECK(relative_error(y[j], want) <= kTolerance);
+      }
+    }
+  }
+}
+
+namespace {
+
+std::vector<float> normals(size_t n, uint32_t seed, double scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> g(0.0, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(g(rng));
+  return v;
+}
+
+struct Layer {
+  uint32_t in, out;
+  std::vector<float> w, b, packed;
+};
+
+Layer make_layer(uint32_t in, uint32_t out, bool bias, uint32_t seed) {
+  Layer l{in,
+          out,
+          normals(size_t{in} * out, seed, 1.0 / std::sqrt(double(in))),
+          bias ? normals(out, seed + 1, 0.5) : std::vector<float>(),
+          {}};
+  l.packed.assign(simd::packed_floats(in, out) + 16, 0.0f);
+  // The kernels expect 64-byte alignment (the loader's block); place the panels there.
+  float* p = l.packed.data();
+  while (reinterpret_cast<uintptr_t>(p) % 64) ++p;
+  simd::pack_weights(l.w.data(), bias ? l.b.data() : nullptr, in, out, p);
+  return l;
+}
+const float* packed_of(const Layer& l) {
+  const float* p = l.packed.data();
+  while (reinterpret_cast<uintptr_t>(p) % 64) ++p;
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("pack_weights lays out 16-output panels with zero padding and the bias last") {
+  const Layer l = make_layer(3, 20, true, 3);
+  const float* p = packed_of(l);
+  REQUIRE(simd::packed_floats(3, 20) == 2 * 4 * 16);
+  for (uint32_t j = 0; j < 2; ++j)
+    for (uint32_t c = 0; c < 16; ++c) {
+      const uint32_t o = j * 16 + c;
+      for (uint32_t i = 0; i < 3; ++i)
+        CHECK(p[j * 64 + i * 16 + c] == (o < 20 ? l.w[o * 3 + i] : 0.0f));
+      CHECK(p[j * 64 + 48 + c] == (o < 20 ? l.b[o] : 0.0f));
+    }
+}
+
+TEST_CASE("dense layers match the reference within the GEMM rounding bound on odd shapes") {
+  struct Shape {
+    uint32_t in, out;
+  };
+  const Shape shapes[] = {{1, 1}, {3, 17}, {17, 5}, {64, 33}, {255, 129}, {31, 256}};
+  const UnaryKind acts[] = {UnaryKind::kIdentity, UnaryKind::kSilu, UnaryKind::kGeluErf,
+                            UnaryKind::kTanh};
+  for (const simd::Kernels* k : variants()) {
+    uint32_t seed = 100;
+    for (const Shape& sh : shapes) {
+      for (size_t rows : {size_t{1}, size_t{3}, size_t{17}, size_t{1024}}) {
+        if (rows == 1024 && sh.in * sh.out > 10000) continue;
+        for (bool bias : {true, false}) {
+          const Layer l = make_layer(sh.in, sh.out, bias, ++seed);
+          const std::vector<float> x = normals(rows * sh.in, ++seed, 1.0);
+          for (UnaryKind act : acts) {
+            INFO(std::string(k->isa)
+                 << " in " << sh.in << " out " << sh.out << " rows " << rows << " bias " << bias
+                 << " act " << siflow::unary_kind_name(act));
+            std::vector<float> pre(rows * sh.out, NAN), post(rows * sh.out, NAN);
+            const simd::Dense d{packed_of(l), sh.in, sh.out, bias, act, 0.0f};
+            k->dense(d, x.data(), 0, rows, pre.data(), post.data());
+            double worst = 0.0;
+            for (size_t r = 0; r < rows; ++r)
+              for (uint32_t o = 0; o < sh.out; ++o) {
+                double exact = bias ? l.b[o] : 0.0, magnitude = std::fabs(exact);
+                for (uint32_t i = 0; i < sh.in; ++i) {
+                  const double p = double(x[r * sh.in + i]) * l.w[size_t{o} * sh.in + i];
+                  exact += p;
+                  magnitude += std::fabs(p);
+                }
+                // Any float summation order: |error| <= (in + 1) eps sum |x_i w_i|.
+                const double bound = (sh.in + 1) * 1.2e-7 * magnitude;
+                const double e = std::fabs(pre[r * sh.out + o] - exact);
+                worst = std::max(worst, e / std::max(bound, 1e-30));
+                CHECK(e <= bound);
+                if (act != UnaryKind::kIdentity) {
+                  // The activation of exactly the value written to pre.
+                  const float want = siflow::reference::unary(act, 0.0f, pre[r * sh.out + o]);
+                  CHECK(relative_error(post[r * sh.out + o], want) <= kTolerance);
+                }
+              }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("dense results do not depend on how rows are split (threads, chunks, tiles)") {
+  for (const simd::Kernels* k : variants()) {
+    const Layer l = make_layer(37, 45, true, 9);
+    const size_t rows = 101;
+    const std::vector<float> x = normals(rows * 37, 10, 1.0);
+    const simd::Dense d{packed_of(l), 37, 45, true, UnaryKind::kSilu, 0.0f};
+    std::vector<float> whole(rows * 45), whole_post(rows * 45);
+    k->dense(d, x.data(), 0, rows, whole.data(), whole_post.data());
+    for (size_t split : {size_t{1}, size_t{5}, size_t{13}, size_t{50}, size_t{100}}) {
+      std::vector<float> parts(rows * 45), parts_post(rows * 45);
+      k->dense(d, x.data(), 0, split, parts.data(), parts_post.data());
+      k->dense(d, x.data(), split, rows, parts.data(), parts_post.data());
+      INFO(std::string(k->isa) << " split at " << split);
+      CHECK(std::memcmp(whole.data(), parts.data(), whole.size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(whole_post.data(), parts_post.data(), whole.size() * sizeof(float)) == 0);
+    }
+  }
+}
+
+TEST_CASE("unary_jvp multiplies every direction by the derivative at its row") {
+  for (const simd::Kernels* k : variants()) {
+    const uint32_t width = 21;
+    const size_t rows = 5, directions = 3;
+    const std::vector<float> x = normals(rows * width, 1, 2.0);
+    const std::vector<float> t = normals(rows * directions * width, 2, 1.0);
+    std::vector<float> out(t.size(), NAN);
+    k->unary_jvp(UnaryKind::kGeluTanh, 0.0f, x.data(), 1, rows, width, directions, t.data(),
+                 out.data());
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t p = 0; p < directions; ++p)
+        for (uint32_t c = 0; c < width; ++c) {
+          const size_t i = (r * directions + p) * width + c;
+          if (r == 0) {
+            CHECK(std::isnan(out[i]));  // rows outside [r0, r1) are untouched
+            continue;
+          }
+          const float want =
+              siflow::reference::unary_derivative(UnaryKind::kGeluTanh, 0.0f, x[r * width + c]) *
+              t[i];
+          CHECK(std::fabs(out[i] - want) <= kTolerance * std::max(std::fabs(want), 1.0f));
+        }
+  }
+}
+
+TEST_CASE("SIFLOW_SIMD_ISA forces a variant by name and refuses unknown ones") {
+  const char* saved = std::getenv("SIFLOW_SIMD_ISA");
+  const std::string restore = saved ? saved : "";
+  for (const simd::Kernels* k : variants()) {
+    setenv("SIFLOW_SIMD_ISA", k->isa, 1);
+    const simd::Kernels* chosen = nullptr;
+    REQUIRE(simd::select(&chosen).ok());
+    CHECK(chosen == k);
+  }
+  setenv("SIFLOW_SIMD_ISA", "mmx", 1);
+  const simd::Kernels* chosen = nullptr;
+  const siflow::Status s = simd::select(&chosen);
+  CHECK(s.code() == siflow::StatusCode::kInvalidArgument);
+  CHECK(std::string(s.message()).find("SIFLOW_SIMD_ISA=mmx") != std::string::npos);
+  if (saved)
+    setenv("SIFLOW_SIMD_ISA", restore.c_str(), 1);
+  else
+    unsetenv("SIFLOW_SIMD_ISA");
+}
