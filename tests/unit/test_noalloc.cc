@@ -37,7 +37,7 @@ void* volatile g_sink = nullptr;
 
 // A model with every op kind, a Gaussian base (so SDE works) and a normalisation.
 struct Fixture {
-  Fixture() {
+  explicit Fixture(uint32_t threads = 1) {
     ModelBuilder b(3);
     const uint32_t f = b.mul_constant(b.t(), {1.0f, 2.0f, 4.0f});
     const uint32_t feats =
@@ -58,7 +58,8 @@ struct Fixture {
     po.max_batch = 4;  // the 10-row requests below run in 3 chunks
     po.divergence = siflow::DivergenceMode::kExact;
     po.max_probes = 4;
-    REQUIRE(Plan::create(*model, po, nullptr, 0, &plan).ok());
+    po.threads = threads;
+    created = Plan::create(*model, po, nullptr, 0, &plan);
     x.assign(n * 3, 0.0f);
     y.assign(n * 3, 0.0f);
     t.assign(n, 0.3f);
@@ -66,6 +67,7 @@ struct Fixture {
     for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
   }
   const size_t n = 10;
+  Status created;
   std::vector<uint8_t> bytes;
   std::unique_ptr<Model> model;
   std::unique_ptr<Plan> plan;
@@ -109,6 +111,7 @@ TEST_CASE("the counting wrappers see every allocation function (the test can fai
 
 TEST_CASE("sample with an exact log-likelihood makes no heap call") {
   Fixture f;
+  REQUIRE(f.created.ok());
   Status s;
   siflow::SampleOptions so;
   so.seed = 3;
@@ -121,6 +124,7 @@ TEST_CASE("sample with an exact log-likelihood makes no heap call") {
 
 TEST_CASE("sample with a Hutchinson log-likelihood makes no heap call") {
   Fixture f;
+  REQUIRE(f.created.ok());
   Status s;
   siflow::SampleOptions so;
   so.ode.steps = 5;
@@ -136,6 +140,7 @@ TEST_CASE("sample with a Hutchinson log-likelihood makes no heap call") {
 
 TEST_CASE("SDE sampling (both methods, both guards) makes no heap call") {
   Fixture f;
+  REQUIRE(f.created.ok());
   Status s1, s2;
   siflow::SampleOptions a;
   a.ode.steps = 8;
@@ -156,6 +161,7 @@ TEST_CASE("SDE sampling (both methods, both guards) makes no heap call") {
 
 TEST_CASE("decode, encode, log_prob and velocity over several chunks make no heap call") {
   Fixture f;
+  REQUIRE(f.created.ok());
   Status decoded, encoded, scored, hutch, vel;
   siflow::OdeOptions ode;
   ode.steps = 4;
@@ -198,6 +204,7 @@ bool keep_going(void* user, uint64_t, uint64_t) {
 
 TEST_CASE("a run with a progress callback makes no heap call") {
   Fixture f;
+  REQUIRE(f.created.ok());
   Status s;
   uint64_t progress_calls = 0;
   siflow::OdeOptions ode;
@@ -213,6 +220,7 @@ TEST_CASE("a run with a progress callback makes no heap call") {
 
 TEST_CASE("refused calls and numerical failures make no heap call while formatting the error") {
   Fixture f;
+  REQUIRE(f.created.ok());
   Status nan_input, bad_grid, numeric;
   f.x[5] = NAN;
   siflow::OdeOptions ode;
@@ -240,4 +248,33 @@ TEST_CASE("refused calls and numerical failures make no heap call while formatti
   CHECK(bad_grid.code() == siflow::StatusCode::kInvalidArgument);
   CHECK(numeric.code() == siflow::StatusCode::kNumericalError);
   CHECK(calls == 0);
+}
+
+TEST_CASE("a plan with worker threads makes no heap call while running") {
+  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kSimd}) {
+    Fixture f(2);
+    if (f.created.code() == siflow::StatusCode::kUnsupported) return;  // no thread pool
+    REQUIRE(f.created.ok());
+    siflow::PlanOptions po;
+    po.max_batch = 64;
+    po.threads = 2;
+    po.backend = backend;
+    REQUIRE(Plan::create(*f.model, po, nullptr, 0, &f.plan).ok());
+    std::vector<float> y(200 * 3), x(200 * 3);
+    std::vector<double> logp(200);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
+    Status s1, s2;
+    siflow::SampleOptions so;
+    so.ode.steps = 4;
+    siflow::LogProbOptions lp;
+    lp.ode.steps = 4;
+    const unsigned long calls = heap_calls_during([&] {
+      s1 = f.plan->sample(200, so, y.data(), logp.data());
+      s2 = f.plan->log_prob(200, x.data(), lp, logp.data());
+    });
+    INFO(siflow::backend_name(backend));
+    CHECK(s1.ok());
+    CHECK(s2.ok());
+    CHECK(calls == 0);
+  }
 }

@@ -1,7 +1,8 @@
 // The thread-safety contract: a loaded Model is immutable and shared by threads; each thread
 // runs its own Plan. Several threads sample, score and validate from one model at once and must
 // get exactly the single-threaded bits. Run under ThreadSanitizer by tests/run.sh, which makes
-// any data race in the shared model (or in lazily initialised state) a failure.
+// any data race in the shared model (or in lazily initialised state) a failure. A plan with
+// worker threads must give the bits of one thread.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -82,4 +83,34 @@ TEST_CASE("threads sharing one model, each with its own plan, get the single-thr
     CHECK(together[i].scored == alone[i].scored);
   }
   CHECK(alone[0].samples != alone[1].samples);  // different seeds: the comparison can fail
+}
+
+TEST_CASE("a plan's own worker threads give the bits of one thread") {
+  const std::vector<uint8_t> bytes = shared_model_bytes();
+  std::unique_ptr<Model> model;
+  REQUIRE(Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model).ok());
+  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kSimd}) {
+    std::vector<float> samples[2];
+    std::vector<double> logp[2];
+    for (uint32_t threads : {1u, 2u}) {
+      siflow::PlanOptions po;
+      po.max_batch = 96;
+      po.threads = threads;
+      po.backend = backend;
+      std::unique_ptr<Plan> plan;
+      const siflow::Status s = Plan::create(*model, po, nullptr, 0, &plan);
+      if (threads > 1 && s.code() == siflow::StatusCode::kUnsupported) return;  // no pool
+      REQUIRE(s.ok());
+      const size_t n = 200;
+      samples[threads - 1].resize(n * 3);
+      logp[threads - 1].resize(n);
+      siflow::SampleOptions so;
+      so.seed = 9;
+      so.ode.steps = 4;
+      REQUIRE(plan->sample(n, so, samples[threads - 1].data(), logp[threads - 1].data()).ok());
+    }
+    INFO(siflow::backend_name(backend));
+    CHECK(samples[0] == samples[1]);
+    CHECK(logp[0] == logp[1]);
+  }
 }
