@@ -152,6 +152,7 @@ int run_info(const ParsedArgs& args) {
   const std::string* batch_text = args.find("--batch");
   const size_t batch = batch_text ? parse_uint("--batch", *batch_text, 1, Limits::kMaxBatch)
                                   : PlanOptions().max_batch;
+  const Execution execution = parse_execution(args);
   const std::unique_ptr<Model> model = load_model(args.positional(0));
   const ModelInfo& info = model->info();
   PlanOptions po;
@@ -193,10 +194,26 @@ int run_info(const ParsedArgs& args) {
               bytes_text(exact).c_str(), batch);
   std::printf("              %s for batch %zu without divergence (sampling, encoding)\n",
               bytes_text(plain).c_str(), batch);
-  std::printf("model memory  %s held by the loaded model\n", bytes_text(info.held_bytes).c_str());
+  std::printf("model memory  %s held by the loaded model", bytes_text(info.held_bytes).c_str());
+  if (info.packed_bytes > 0)
+    std::printf(" (%s of it dense weights packed for the simd kernels)",
+                bytes_text(info.packed_bytes).c_str());
+  std::printf("\n");
   std::printf("total memory  %s with exact divergence, %s without\n",
               bytes_text(exact + info.held_bytes).c_str(),
               bytes_text(plain + info.held_bytes).c_str());
+  // The kernel each node runs on, from a plan made as sample/logprob would make it.
+  const std::unique_ptr<Plan> plan = make_plan(*model, batch, nullptr, execution);
+  std::printf("kernels       backend %s, %u thread%s\n", backend_name(execution.backend),
+              plan->threads(), plan->threads() == 1 ? "" : "s");
+  for (uint32_t i = 0; i < info.node_count; ++i) {
+    const char* op = "";
+    uint32_t in = 0, width = 0;
+    model->node(i, &op, &in, &width);
+    const std::string shape =
+        std::string(op) == "fully_connected" ? format("%u -> %u", in, width) : format("%u", width);
+    std::printf("  node %-3u %-18s %-12s %s\n", i, op, shape.c_str(), plan->node_kernel(i));
+  }
   return 0;
 }
 
@@ -219,8 +236,8 @@ int run_sample(const ParsedArgs& args) {
   const uint32_t dim = model->info().dim;
   std::vector<float> x(n * dim);
   std::vector<double> logp(logp_out ? n : 0);
-  const std::unique_ptr<Plan> plan =
-      make_plan(*model, run.max_batch(), logp_out ? &options.divergence : nullptr);
+  const std::unique_ptr<Plan> plan = make_plan(
+      *model, run.max_batch(), logp_out ? &options.divergence : nullptr, parse_execution(args));
   Progress progress("sample");
   options.ode = run.ode();
   progress.attach(&options.ode);
@@ -254,7 +271,7 @@ int run_decode(const ParsedArgs& args) {
   std::vector<float> x = read_input(args, *model, &n);
   std::vector<double> logp(logp_out ? n : 0);
   const std::unique_ptr<Plan> plan =
-      make_plan(*model, run.max_batch(), logp_out ? &divergence : nullptr);
+      make_plan(*model, run.max_batch(), logp_out ? &divergence : nullptr, parse_execution(args));
   Progress progress("decode");
   OdeOptions ode = run.ode();
   progress.attach(&ode);
@@ -277,7 +294,8 @@ int run_encode(const ParsedArgs& args) {
 
   size_t n = 0;
   std::vector<float> x = read_input(args, *model, &n);
-  const std::unique_ptr<Plan> plan = make_plan(*model, run.max_batch(), nullptr);
+  const std::unique_ptr<Plan> plan =
+      make_plan(*model, run.max_batch(), nullptr, parse_execution(args));
   Progress progress("encode");
   OdeOptions ode = run.ode();
   progress.attach(&ode);
@@ -308,7 +326,8 @@ int run_logprob(const ParsedArgs& args) {
   size_t n = 0;
   const std::vector<float> x = read_input(args, *model, &n);
   std::vector<double> logp(n);
-  const std::unique_ptr<Plan> plan = make_plan(*model, run.max_batch(), &options.divergence);
+  const std::unique_ptr<Plan> plan =
+      make_plan(*model, run.max_batch(), &options.divergence, parse_execution(args));
   Progress progress("logprob");
   options.ode = run.ode();
   progress.attach(&options.ode);
@@ -333,7 +352,7 @@ int run_velocity(const ParsedArgs& args) {
   const std::vector<float> y = read_input(args, *model, &n);
   const std::vector<float> t = read_times("--times", times, n);
   std::vector<float> v(y.size());
-  const std::unique_ptr<Plan> plan = make_plan(*model, max_batch, nullptr);
+  const std::unique_ptr<Plan> plan = make_plan(*model, max_batch, nullptr, parse_execution(args));
   check(plan->velocity(n, t.data(), y.data(), v.data()));
   write_points(out, v.data(), n, model->info().dim);
   return 0;
@@ -371,7 +390,11 @@ int run_validate(const ParsedArgs& args) {
   bool ok = true;
   if (!custom) {
     ValidationReport r;
-    check(validate_embedded(*model, &r));
+    const Execution e = parse_execution(args);
+    PlanOptions execution;
+    execution.threads = e.threads;
+    execution.backend = e.backend;
+    check(validate_embedded(*model, execution, &r));
     if (r.velocity_count > 0)
       std::printf("velocity      %u points: max relative error %.3g (tolerance %.3g) %s\n",
                   r.velocity_count, r.velocity_max_error, r.velocity_tolerance,
@@ -393,7 +416,7 @@ int run_validate(const ParsedArgs& args) {
       throw RunError(format("--expected: '%s' has %zu rows, but --inputs '%s' has %zu",
                             expected.c_str(), ref.size() / dim, inputs.c_str(), n));
     std::vector<float> v(y.size());
-    const std::unique_ptr<Plan> plan = make_plan(*model, max_batch, nullptr);
+    const std::unique_ptr<Plan> plan = make_plan(*model, max_batch, nullptr, parse_execution(args));
     check(plan->velocity(n, t.data(), y.data(), v.data()));
     const double error = relative_error(v, ref);
     ok = error <= tolerance;
@@ -411,13 +434,16 @@ const std::vector<Command>& commands() {
                                        "input points [N, dim], .npy or .csv (required)"};
   static const std::vector<Command> table = {
       {"info",
-       "MODEL [--batch N]",
+       "MODEL [--batch N] [--backend B] [--threads N]",
        "summarize a model and the memory a run needs",
        "Prints the model's name, format version, dimension, graph size, parameter count,\n"
        "interpolant, base, normalization, score availability, time range, test vectors and\n"
-       "metadata, then the arena a plan for batch N needs (siflow::arena_bytes) and the\n"
-       "total memory of a run (arena + the loaded model's own memory).",
-       {{"--batch", nullptr, "N", "batch size the arena is planned for (default 256)"}},
+       "metadata, then the arena a plan for batch N needs (siflow::arena_bytes), the\n"
+       "total memory of a run (arena + the loaded model's own memory), and the kernel each\n"
+       "graph node runs on with the chosen backend and threads.",
+       {{"--batch", nullptr, "N", "batch size the arena is planned for (default 256)"},
+        kThreadsOption,
+        kBackendOption},
        run_info},
       {"sample",
        "MODEL -n N -o OUT [options]",
@@ -438,7 +464,9 @@ const std::vector<Command>& commands() {
         kMethodOption,
         kStepsOption,
         kGridOption,
-        kMaxBatchOption},
+        kMaxBatchOption,
+        kThreadsOption,
+        kBackendOption},
        run_sample},
       {"decode",
        "MODEL -i X0 -o X1 [options]",
@@ -454,7 +482,9 @@ const std::vector<Command>& commands() {
         kMethodOption,
         kStepsOption,
         kGridOption,
-        kMaxBatchOption},
+        kMaxBatchOption,
+        kThreadsOption,
+        kBackendOption},
        run_decode},
       {"encode",
        "MODEL -i X1 -o X0 [options]",
@@ -466,7 +496,9 @@ const std::vector<Command>& commands() {
         kMethodOption,
         kStepsOption,
         kGridOption,
-        kMaxBatchOption},
+        kMaxBatchOption,
+        kThreadsOption,
+        kBackendOption},
        run_encode},
       {"logprob",
        "MODEL -i DATA -o LOGP [options]",
@@ -483,7 +515,9 @@ const std::vector<Command>& commands() {
         kMethodOption,
         kStepsOption,
         kGridOption,
-        kMaxBatchOption},
+        kMaxBatchOption,
+        kThreadsOption,
+        kBackendOption},
        run_logprob},
       {"velocity",
        "MODEL -i X -t T -o V [--max-batch B]",
@@ -493,7 +527,9 @@ const std::vector<Command>& commands() {
        {{"--input", "-i", "FILE", "points [N, dim] in flow coordinates (required)"},
         {"--times", "-t", "T", "a time, or a vector file [N] / [N, 1] of times (required)"},
         {"--output", "-o", "FILE", "velocities [N, dim] (required)"},
-        kMaxBatchOption},
+        kMaxBatchOption,
+        kThreadsOption,
+        kBackendOption},
        run_velocity},
       {"validate",
        "MODEL [--inputs Y --times T --expected V] [--tolerance TOL]",
@@ -506,7 +542,9 @@ const std::vector<Command>& commands() {
         {"--times", nullptr, "T", "a time, or a vector file [N] of times"},
         {"--expected", nullptr, "FILE", "reference velocities [N, dim]"},
         {"--tolerance", nullptr, "TOL", "largest relative error accepted (default 1e-05)"},
-        kMaxBatchOption},
+        kMaxBatchOption,
+        kThreadsOption,
+        kBackendOption},
        run_validate},
   };
   return table;

@@ -22,6 +22,24 @@ const OptionSpec kDivergenceOption{"--divergence", nullptr, "MODE",
                                    "exact, or hutchinson[:K] with K probes (default exact; K 1)"};
 const OptionSpec kProbeOption{"--probe", nullptr, "KIND",
                               "Hutchinson probe: rademacher or gaussian (default rademacher)"};
+const OptionSpec kThreadsOption{"--threads", nullptr, "N",
+                                "threads per run, 1..256; results are identical for any N "
+                                "(default 1)"};
+const OptionSpec kBackendOption{"--backend", nullptr, "B",
+                                "kernels: auto, reference (bit-identical across platforms), "
+                                "simd, xnnpack (default auto)"};
+
+Execution parse_execution(const ParsedArgs& args) {
+  Execution e;
+  if (const std::string* t = args.find("--threads"))
+    e.threads = static_cast<uint32_t>(parse_uint("--threads", *t, 1, 256));
+  if (const std::string* b = args.find("--backend"))
+    if (!parse_backend(b->c_str(), &e.backend))
+      throw UsageError(
+          format("--backend: unknown backend '%s' (expected auto, reference, simd or xnnpack)",
+                 b->c_str()));
+  return e;
+}
 
 Integration::Integration(const ParsedArgs& args) {
   if (const std::string* m = args.find("--method"))
@@ -120,9 +138,11 @@ std::unique_ptr<Model> load_model(const std::string& path) {
 }
 
 std::unique_ptr<Plan> make_plan(const Model& model, size_t max_batch,
-                                const DivergenceOptions* divergence) {
+                                const DivergenceOptions* divergence, const Execution& execution) {
   PlanOptions po;
   po.max_batch = max_batch;
+  po.threads = execution.threads;
+  po.backend = execution.backend;
   po.divergence = divergence ? divergence->mode : DivergenceMode::kNone;
   po.max_probes =
       divergence && divergence->mode == DivergenceMode::kHutchinson ? divergence->probes : 1;

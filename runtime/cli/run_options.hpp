@@ -16,7 +16,14 @@ namespace siflow::cli {
 
 // Option specs shared by several commands (for parsing and help).
 extern const OptionSpec kMethodOption, kStepsOption, kGridOption, kMaxBatchOption,
-    kDivergenceOption, kProbeOption;
+    kDivergenceOption, kProbeOption, kThreadsOption, kBackendOption;
+
+// --threads N and --backend B: how a plan runs (PlanOptions::threads, backend).
+struct Execution {
+  uint32_t threads = 1;
+  Backend backend = Backend::kAuto;
+};
+Execution parse_execution(const ParsedArgs& args);
 
 // --method, --steps, --grid and --max-batch.
 class Integration {
@@ -56,7 +63,7 @@ void require_with(const ParsedArgs& args, const char* option, const char* needed
 std::unique_ptr<Model> load_model(const std::string& path);
 // A plan owning its arena; `divergence` is what it must hold tangents for (kNone: none).
 std::unique_ptr<Plan> make_plan(const Model& model, size_t max_batch,
-                                const DivergenceOptions* divergence);
+                                const DivergenceOptions* divergence, const Execution& execution);
 
 // The run's wall time, and a progress line redrawn with \r on stderr when stderr is a
 // terminal and the run has taken more than a second. The line is cleared by finish() or,

@@ -370,6 +370,25 @@ static void test_arena_and_plan(const siflow_model* model) {
   CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)), SIFLOW_OK, &error);
   siflow_plan_free(plan);
   plan = NULL;
+  /* Backends: the default is AUTO; REFERENCE names its kernels; an unknown one is refused, and
+   * so is a struct that ends before the backend field but carries one (it reads as AUTO). */
+  siflow_plan_options_init(&po);
+  CHECK(po.backend == SIFLOW_BACKEND_AUTO && po.tune == 0);
+  po.backend = SIFLOW_BACKEND_REFERENCE;
+  CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)), SIFLOW_OK, &error);
+  CHECK(strcmp(siflow_plan_node_kernel(plan, 0), "reference") == 0);
+  CHECK(strcmp(siflow_plan_node_kernel(plan, 100000), "") == 0);
+  CHECK(strcmp(siflow_plan_node_kernel(NULL, 0), "") == 0);
+  siflow_plan_free(plan);
+  plan = NULL;
+  po.backend = (siflow_backend)7;
+  CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
+  CHECK(strstr(error.message, "unknown backend 7") != NULL);
+  po.struct_size = (uint32_t)offsetof(siflow_plan_options, backend);
+  CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)), SIFLOW_OK, &error);
+  siflow_plan_free(plan);
+  plan = NULL;
   siflow_plan_options_init(&po);
   po.max_batch = 0;
   CHECK_STATUS(siflow_arena_bytes(model, &po, &bytes_hutch, fresh(&error)), SIFLOW_INVALID_ARGUMENT,

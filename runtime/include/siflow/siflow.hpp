@@ -132,6 +132,9 @@ class Model {
   const ModelInfo& info() const;
   // Metadata entry i as key/value; returns false past the end.
   bool metadata(uint32_t i, const char** key, const char** value) const;
+  // Graph node i: op name ("fully_connected", "unary:silu", "concat", "add", "mul",
+  // "layer_norm"), input width (of its first input) and output width; false past the end.
+  bool node(uint32_t i, const char** op, uint32_t* in_width, uint32_t* width) const;
   const detail::ModelData& data() const { return *data_; }
 
  private:
@@ -291,8 +294,11 @@ struct ValidationReport {
 };
 
 // Re-runs the embedded velocities and classic-RK4 trajectories (in flow coordinates). Fails
-// only when it cannot run (no test vectors, no memory); mismatches are in the report.
+// only when it cannot run (no test vectors, no memory); mismatches are in the report. The plan
+// it makes takes backend, threads and tune from `execution` (default: PlanOptions()).
 Status validate_embedded(const Model& model, ValidationReport* report);
+Status validate_embedded(const Model& model, const PlanOptions& execution,
+                         ValidationReport* report);
 
 // Writes `size` bytes to `path` through a temporary file renamed into place.
 Status write_file_atomic(const char* path, const void* data, size_t size);

@@ -24,6 +24,11 @@ double relative_error(const float* a, const float* b, size_t n) {
 }  // namespace
 
 Status validate_embedded(const Model& model, ValidationReport* report) {
+  return validate_embedded(model, PlanOptions(), report);
+}
+
+Status validate_embedded(const Model& model, const PlanOptions& execution,
+                         ValidationReport* report) {
   if (!report) return Status::error(StatusCode::kInvalidArgument, "validate: report is null");
   *report = ValidationReport();
   const detail::ModelData& md = model.data();
@@ -32,6 +37,9 @@ Status validate_embedded(const Model& model, ValidationReport* report) {
     return Status::error(StatusCode::kInvalidArgument, "validate: the model has no test vectors");
   const uint32_t dim = md.dim;
   PlanOptions po;
+  po.backend = execution.backend;
+  po.threads = execution.threads;
+  po.tune = execution.tune;
   po.max_batch = 64;
   po.divergence = DivergenceMode::kNone;
   std::unique_ptr<Plan> plan;

@@ -925,4 +925,40 @@ bool Model::metadata(uint32_t i, const char** key, const char** value) const {
   return true;
 }
 
+bool Model::node(uint32_t i, const char** op, uint32_t* in_width, uint32_t* width) const {
+  if (i >= data_->node_count) return false;
+  const detail::NodeData& n = data_->nodes[i];
+  static const char* const kUnaryOps[] = {
+      "unary:identity", "unary:relu",    "unary:leaky_relu", "unary:elu",      "unary:selu",
+      "unary:tanh",     "unary:sigmoid", "unary:silu",       "unary:gelu_erf", "unary:gelu_tanh",
+      "unary:softplus", "unary:sin",     "unary:cos"};
+  const char* name = "?";
+  switch (n.op) {
+    case detail::OpKind::kFullyConnected:
+      name = "fully_connected";
+      break;
+    case detail::OpKind::kUnary:
+      name = static_cast<unsigned>(n.unary) < sizeof kUnaryOps / sizeof kUnaryOps[0]
+                 ? kUnaryOps[static_cast<unsigned>(n.unary)]
+                 : "unary";
+      break;
+    case detail::OpKind::kConcat:
+      name = "concat";
+      break;
+    case detail::OpKind::kAdd:
+      name = "add";
+      break;
+    case detail::OpKind::kMul:
+      name = "mul";
+      break;
+    case detail::OpKind::kLayerNorm:
+      name = "layer_norm";
+      break;
+  }
+  if (op) *op = name;
+  if (in_width) *in_width = n.input_count ? data_->tensors[n.inputs[0]].width : 0;
+  if (width) *width = n.width;
+  return true;
+}
+
 }  // namespace siflow
