@@ -641,11 +641,68 @@ TEST_CASE("simd and reference backends agree on every call for a network with ev
   });
 }
 
+TEST_CASE("the xnnpack backend, and auto with tuning, agree with the reference") {
+  TestNet net = full_network(3);
+  auto model = net.load();
+  siflow::PlanOptions probe;
+  probe.backend = siflow::Backend::kXnnpack;
+  std::unique_ptr<Plan> plan;
+  const siflow::Status s = Plan::create(*model, probe, nullptr, 0, &plan);
+  if (!s.ok()) {  // a build without XNNPACK names it
+    CHECK(s.code() == siflow::StatusCode::kUnsupported);
+    CHECK(std::string(s.message()).find("xnnpack") != std::string::npos);
+    return;
+  }
+  // Every dense layer not reading x directly runs on XNNPACK; the others (and activations) on
+  // simd.
+  const siflow::detail::ModelData& md = model->data();
+  for (uint32_t i = 0; i < md.node_count; ++i) {
+    const std::string kernel = plan->node_kernel(i);
+    if (md.nodes[i].op == siflow::detail::OpKind::kFullyConnected && md.nodes[i].inputs[0] != 0)
+      CHECK(kernel == "xnnpack");
+    else if (md.nodes[i].op == siflow::detail::OpKind::kUnary)
+      CHECK(kernel.rfind("simd/", 0) == 0);
+  }
+  const size_t n = 67;
+  const PlanRun ref = run_plan(*model, siflow::Backend::kReference, 1, n);
+  const PlanRun xnn = run_plan(*model, siflow::Backend::kXnnpack, 1, n);
+  // The bounds and reasons of the simd comparison above.
+  CHECK(max_abs_diff(xnn.v, ref.v) <= 1e-5);
+  CHECK(max_abs_diff(xnn.samples, ref.samples) <= 1e-5);
+  CHECK(max_abs_diff(xnn.logp, ref.logp) <= 1e-5);
+  CHECK(max_abs_diff(xnn.hutch, ref.hutch) <= 1e-5);
+  MESSAGE("xnnpack: velocity " << max_abs_diff(xnn.v, ref.v) << ", log p "
+                               << max_abs_diff(xnn.logp, ref.logp));
+  siflow::PlanOptions tuned;
+  tuned.tune = true;
+  tuned.max_batch = 64;
+  REQUIRE(Plan::create(*model, tuned, nullptr, 0, &plan).ok());
+  for (uint32_t i = 0; i < md.node_count; ++i) {
+    const std::string kernel = plan->node_kernel(i);
+    if (md.nodes[i].op == siflow::detail::OpKind::kFullyConnected)
+      CHECK((kernel == "xnnpack" || kernel.rfind("simd/", 0) == 0));
+  }
+  const std::vector<float> y = random_points(n, 3, 21);
+  std::vector<float> t(n, 0.3f), v(n * 3);
+  REQUIRE(plan->velocity(n, t.data(), y.data(), v.data()).ok());
+  std::vector<float> v_ref(n * 3);
+  siflow::PlanOptions reference;
+  reference.backend = siflow::Backend::kReference;
+  REQUIRE(Plan::create(*model, reference, nullptr, 0, &plan).ok());
+  REQUIRE(plan->velocity(n, t.data(), y.data(), v_ref.data()).ok());
+  CHECK(max_abs_diff(v, v_ref) <= 1e-5);
+}
+
 TEST_CASE("worker threads give the bits of one thread, on every backend") {
   TestNet net = full_network(3);
   auto model = net.load();
   const size_t n = 67;
-  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kSimd}) {
+  for (siflow::Backend backend :
+       {siflow::Backend::kReference, siflow::Backend::kSimd, siflow::Backend::kXnnpack}) {
+    siflow::PlanOptions available;
+    available.backend = backend;
+    std::unique_ptr<Plan> check_plan;
+    if (!Plan::create(*model, available, nullptr, 0, &check_plan).ok()) continue;
     const PlanRun one = run_plan(*model, backend, 1, n);
     for (uint32_t threads : {2u, 3u}) {
       siflow::PlanOptions probe;

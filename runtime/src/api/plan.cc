@@ -14,12 +14,10 @@
 #include "integrate/sde.hpp"
 #include "net/executor.hpp"
 #include "plan/buffer_planner.hpp"
+#include "plan/kernel_choice.hpp"
 #include "plan/plan_layout.hpp"
 #include "support/aligned_memory.hpp"
 #include "support/parallel.hpp"
-#if defined(SIFLOW_WITH_SIMD)
-#include "kernels/simd/kernels.hpp"
-#endif
 
 namespace siflow {
 
@@ -70,10 +68,7 @@ struct PlanData {
   OdeWorkspace<float> ws;
   float* work;
   double* ell;
-  // Kernel choice (choose_kernels): one calloc block holding the per-node and per-tensor arrays.
-  void* kernel_block;
-  NetKernels kernels;
-  char (*kernel_names)[32];  // [node_count]
+  KernelChoice choice;
 };
 
 }  // namespace detail
@@ -99,7 +94,7 @@ struct NetworkField {
     const float tf = static_cast<float>(t);
     for (size_t r = 0; r < rows; ++r) t_rows[r] = tf;
     const size_t directions = !div ? 0 : mode == DivergenceMode::kExact ? md.dim : probes;
-    NetBuffers net{p->values, p->tangents, p->layout.directions, p->kernels};
+    NetBuffers net{p->values, p->tangents, p->layout.directions, p->choice.kernels};
     run_network(md, net, x, rows, directions, div && mode == DivergenceMode::kExact);
     std::memcpy(v, p->values[md.output], rows * md.dim * sizeof(float));
     if (div) {
@@ -276,82 +271,6 @@ Status forward_ode(PlanData& p, const OdeOptions& ode, const TimeGrid& grid, flo
   return integrate_ode(field, tableau(ode.method), grid, rows, p.md->dim, y, ell, p.ws, monitor);
 }
 
-// Picks the kernels of every node for options.backend (docs/architecture.md): dense layers and
-// activations on simd (or XNNPACK for dense layers), each dense layer followed directly by its
-// only consumer, an activation, runs that activation in its epilogue; other ops on reference.
-Status choose_kernels(PlanData& p, const PlanOptions& options) {
-  const ModelData& md = *p.md;
-  const uint32_t nodes = md.node_count, tensors = nodes + 2;
-  const size_t bytes = nodes * (sizeof(NodeKernel) + sizeof(bool) + 32) + tensors * sizeof(int32_t);
-  uint8_t* block = static_cast<uint8_t*>(std::calloc(1, bytes));
-  if (!block)
-    return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the kernel table");
-  p.kernel_block = block;
-  p.kernel_names = reinterpret_cast<char(*)[32]>(block);
-  int32_t* seed_column = reinterpret_cast<int32_t*>(block + nodes * 32);
-  NodeKernel* node = reinterpret_cast<NodeKernel*>(seed_column + tensors);
-  bool* fused = reinterpret_cast<bool*>(node + nodes);
-  p.kernels.node = node;
-  p.kernels.fused = fused;
-  p.kernels.seed_column = seed_column;
-  find_seed_columns(md, seed_column);
-  Backend backend = options.backend;
-  switch (backend) {
-    case Backend::kAuto:
-    case Backend::kReference:
-    case Backend::kSimd:
-    case Backend::kXnnpack:
-      break;
-    default:
-      return Status::error(StatusCode::kInvalidArgument, "plan: unknown backend %d",
-                           static_cast<int>(backend));
-  }
-  const char* isa = "";
-#if defined(SIFLOW_WITH_SIMD)
-  if (backend != Backend::kReference) {
-    Status s = simd::select(&p.kernels.simd);
-    if (!s.ok()) return s.prefix("plan");
-    isa = p.kernels.simd->isa;
-  }
-#else
-  if (backend == Backend::kSimd || backend == Backend::kXnnpack)
-    return Status::error(StatusCode::kUnsupported,
-                         "plan: backend %s is not in this build (SIFLOW_MINIMAL: reference only)",
-                         backend_name(backend));
-  backend = Backend::kReference;
-#endif
-  if (backend == Backend::kXnnpack)
-    return Status::error(StatusCode::kUnsupported,
-                         "plan: backend xnnpack is not in this build (configure with "
-                         "SIFLOW_WITH_XNNPACK=ON and Debian's libxnnpack-dev)");
-  for (uint32_t i = 0; i < nodes; ++i) {
-    const NodeData& n = md.nodes[i];
-    const bool vector_op =
-        n.op == detail::OpKind::kFullyConnected || n.op == detail::OpKind::kUnary;
-    node[i] =
-        backend != Backend::kReference && vector_op ? NodeKernel::kSimd : NodeKernel::kReference;
-  }
-  for (uint32_t i = 0; i + 1 < nodes; ++i) {
-    const NodeData& n = md.nodes[i];
-    const NodeData& next = md.nodes[i + 1];
-    fused[i] = n.op == detail::OpKind::kFullyConnected && node[i] == NodeKernel::kSimd &&
-               next.op == detail::OpKind::kUnary && node[i + 1] == NodeKernel::kSimd &&
-               next.inputs[0] == i + 2 && md.tensors[i + 2].last_use == i + 1;
-  }
-  for (uint32_t i = 0; i < nodes; ++i) {
-    char* name = p.kernel_names[i];
-    if (node[i] == NodeKernel::kReference)
-      std::snprintf(name, 32, "reference");
-    else if (i > 0 && fused[i - 1])
-      std::snprintf(name, 32, "fused");
-    else if (fused[i])
-      std::snprintf(name, 32, "simd/%s+%s", isa, unary_kind_name(md.nodes[i + 1].unary));
-    else
-      std::snprintf(name, 32, "simd/%s", isa);
-  }
-  return RowPool::create(options.threads, &p.kernels.pool).prefix("plan");
-}
-
 }  // namespace
 
 Status arena_bytes(const Model& model, const PlanOptions& options, size_t* bytes) {
@@ -431,13 +350,12 @@ Status Plan::create(const Model& model, const PlanOptions& options, void* arena,
   p->work = reinterpret_cast<float*>(base + layout.work_offset);
   p->ell = reinterpret_cast<double*>(base + layout.ell_offset);
   out->reset(plan);
-  if (!(s = choose_kernels(*p, options)).ok()) out->reset();
+  if (!(s = choose_kernels(md, options, p->values, &p->choice)).ok()) out->reset();
   return s;
 }
 
 Plan::~Plan() {
-  RowPool::destroy(data_->kernels.pool);
-  std::free(data_->kernel_block);
+  free_kernel_choice(&data_->choice);
   free_layout(&data_->layout);
   std::free(data_->values);
   detail::aligned_free(data_->owned_arena);
@@ -445,9 +363,11 @@ Plan::~Plan() {
 }
 
 size_t Plan::arena_bytes() const { return data_->layout.total_bytes; }
-uint32_t Plan::threads() const { return data_->kernels.pool ? data_->kernels.pool->threads() : 1; }
+uint32_t Plan::threads() const {
+  return data_->choice.kernels.pool ? data_->choice.kernels.pool->threads() : 1;
+}
 const char* Plan::node_kernel(uint32_t node) const {
-  return node < data_->md->node_count ? data_->kernel_names[node] : "";
+  return node < data_->md->node_count ? data_->choice.names[node] : "";
 }
 const Model& Plan::model() const { return *data_->model; }
 
@@ -697,7 +617,7 @@ Status Plan::velocity(size_t n, const float* t, const float* y, float* v) {
   if (!(s = check_finite_rows("velocity: t", t, n, 1)).ok()) return s;
   if (!(s = check_finite_rows("velocity: input", y, n, md.dim)).ok()) return s;
   const size_t chunk = p.layout.max_rows;
-  NetBuffers net{p.values, p.tangents, p.layout.directions, p.kernels};
+  NetBuffers net{p.values, p.tangents, p.layout.directions, p.choice.kernels};
   for (size_t first = 0; first < n; first += chunk) {
     const size_t rows = n - first < chunk ? n - first : chunk;
     std::memcpy(p.values[1], t + first, rows * sizeof(float));

@@ -86,9 +86,10 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
         model.nodes[id - 3].op == detail::OpKind::kFullyConnected)
       first = id - 3;
     const uint32_t last = id == 1 ? end : t.last_use;
-    const uint64_t value_bytes = rows * t.width * sizeof(float);
+    const uint64_t value_bytes = rows * t.width * sizeof(float) + kReadPadding;
     const uint64_t tangent_bytes =
-        (id >= 2 && t.depends_on_x) ? rows * directions * t.width * sizeof(float) : 0;
+        (id >= 2 && t.depends_on_x) ? rows * directions * t.width * sizeof(float) + kReadPadding
+                                    : 0;
     largest = value_bytes > largest ? value_bytes : largest;
     largest = tangent_bytes > largest ? tangent_bytes : largest;
     if (largest > addressable) break;
@@ -123,7 +124,7 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   };
   const uint64_t state_bytes = rows * dim * sizeof(float);
   if (directions > 0) {
-    layout->probe_offset = take(rows * directions * dim * sizeof(float));
+    layout->probe_offset = take(rows * directions * dim * sizeof(float) + kReadPadding);
     layout->tangent_offset[0] = layout->probe_offset;
   } else {
     layout->tangent_offset[0] = SIZE_MAX;

@@ -11,6 +11,10 @@
 
 namespace siflow {
 
+// Readable bytes after every network buffer: XNNPACK reads up to XNN_EXTRA_BYTES (16) past the
+// end of an input (xnn_dense.cc checks the bound). Mostly absorbed by the 64-byte alignment.
+constexpr size_t kReadPadding = 16;
+
 struct PlanLayout {
   size_t max_rows = 0;
   size_t directions = 0;  // tangent directions the arena holds (0: no divergence)

@@ -21,6 +21,8 @@ class RowPool {
   static bool available();  // whether this build can run more than one thread
 
   uint32_t threads() const { return threads_; }
+  // The pthreadpool_t (nullptr with one thread), for libraries that take one (XNNPACK).
+  void* native() const { return pool_; }
 
   // Calls fn(ctx, r0, r1) over [0, rows) in ranges of at least `grain` rows.
   typedef void (*RangeFn)(void* ctx, size_t r0, size_t r1);
