@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages siflow needs, when any is missing. Uses sudo when not root.
 # Never downloads anything but Debian packages.
-#   tools/install-deps.sh          build the runtime and CLI, plot samples
+#   tools/install-deps.sh          build the runtime (with threads and the xnnpack backend) and
+#                                  CLI, plot samples
 #   tools/install-deps.sh --test   also what the full test suite needs: the converter's ONNX,
 #                                  PyTorch and pytest, clang and its sanitizer and libFuzzer runtimes
 #   tools/install-deps.sh --cross  only the ARM cross toolchains (tools/install-cross-deps.sh)
 set -euo pipefail
 packages=(cmake make g++ pkg-config libflatbuffers-dev flatbuffers-compiler doctest-dev
-          python3-numpy python3-matplotlib)
+          libpthreadpool-dev libxnnpack-dev python3-numpy python3-matplotlib)
 case "${1:-}" in
   "") ;;
   --test) packages+=(python3-onnx python3-flatbuffers python3-torch python3-pytest
