@@ -4,4 +4,5 @@
 #define SIFLOW_SIMD_ISA "avx2"
 #define SIFLOW_SIMD_BYTES 32
 #define SIFLOW_SIMD_MR 6
+#define SIFLOW_SIMD_PANELS 1
 #include "kernels/simd/kernels_impl.inc"

@@ -17,4 +17,5 @@
 #endif
 #define SIFLOW_SIMD_NS baseline
 #define SIFLOW_SIMD_BYTES 16
+#define SIFLOW_SIMD_PANELS 1
 #include "kernels/simd/kernels_impl.inc"

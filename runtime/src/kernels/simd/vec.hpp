@@ -113,7 +113,7 @@ inline V vlog1p(V u) {
   return select(exact, u, vlog(select(exact, splat(2.0f), w)) * (u / safe));
 }
 
-// 1 / d for d in [1, 2]: the ISA's reciprocal estimate refined by one Newton step (about one
+// 1 / d for finite d >= 1: the ISA's reciprocal estimate refined by one Newton step (about one
 // ulp) where there is one, else a division.
 inline V vrecip12(V d) {
 #if SIFLOW_SIMD_BYTES == 64 && defined(__AVX512F__)
@@ -185,8 +185,9 @@ inline V vtanh_derivative(V x) {
 // erfc(z) with relative error about 1.2e-7 over the whole line (the Chebyshev fit of
 // Numerical Recipes' erfcc), plus float rounding.
 inline V verfc(V z) {
-  const V a = vabs(z);
-  const V t = 1.0f / (1.0f + 0.5f * a);
+  // Beyond |z| = 20, erfc is 0 or 2 in float; the clamp keeps t finite and nonzero.
+  const V a = vmin(vabs(z), splat(20.0f));
+  const V t = vrecip12(1.0f + 0.5f * a);
   V p = splat(0.17087277f);
   p = p * t - 0.82215223f;
   p = p * t + 1.48851587f;
