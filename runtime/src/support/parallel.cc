@@ -94,9 +94,9 @@ void run_range(void* ctx, size_t start, size_t count) {
 void RowPool::run(size_t rows, size_t grain, RangeFn fn, void* ctx) {
 #if defined(SIFLOW_WITH_THREADS)
   if (pool_) {
-    // About two ranges per thread, never below `grain` rows.
+    // About two ranges per thread, in whole multiples of `grain` rows.
     size_t tile = (rows + 2 * threads_ - 1) / (2 * threads_);
-    if (tile < grain) tile = grain;
+    tile = (tile + grain - 1) / grain * grain;
     RangeTask task{fn, ctx, rows};
     SIFLOW_TSAN_RELEASE(&task);
     pthreadpool_parallelize_1d_tile_1d(static_cast<pthreadpool_t>(pool_), run_range, &task, rows,

@@ -24,7 +24,7 @@ class RowPool {
   // The pthreadpool_t (nullptr with one thread), for libraries that take one (XNNPACK).
   void* native() const { return pool_; }
 
-  // Calls fn(ctx, r0, r1) over [0, rows) in ranges of at least `grain` rows.
+  // Calls fn(ctx, r0, r1) over [0, rows) in ranges of a multiple of `grain` rows (but the last).
   typedef void (*RangeFn)(void* ctx, size_t r0, size_t r1);
   void run(size_t rows, size_t grain, RangeFn fn, void* ctx);
 
