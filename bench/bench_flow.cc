@@ -2,13 +2,18 @@
 //   bench_flow models DIR      writes the benchmark models M1 and M2 as DIR/m1.sif, DIR/m2.sif
 //                              and each layer's weights as .npy (DIR/m1_w0.npy, m1_b0.npy, ...)
 //                              so the peers build exactly the same networks
-//   bench_flow run MODEL.sif BATCH STEPS REPS [--logp]
+//   bench_flow run MODEL.sif BATCH STEPS REPS [--logp] [--backend B] [--threads N] [--tune]
 //                              times classic-RK4 decoding of BATCH fixed base points over STEPS
 //                              steps (with exact log-likelihoods when --logp), REPS times (after
 //                              one warm-up when REPS > 1), and prints the median and minimum
-//                              seconds per run
+//                              seconds per run, a checksum, the dense layers' GFLOP/s at the
+//                              median (2 in out flops per row and layer and network evaluation,
+//                              forward only), the arena bytes, the peak RSS in KiB and the
+//                              kernel of every dense layer
 // M1: d = 2, input [t, x] -> 256 -> 256 -> 256 -> 2, SiLU. M2: d = 16, [x, t] -> 512 -> 512 -> 16,
 // GELU (erf). Weights are drawn like PyTorch's nn.Linear default, U(-1/sqrt(in), 1/sqrt(in)).
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -76,7 +81,15 @@ bool write_model(const std::string& dir, const std::string& name, uint32_t dim, 
   return true;
 }
 
-int run(const char* path, size_t batch, uint32_t steps, int reps, bool logp) {
+struct RunOptions {
+  bool logp = false;
+  bool tune = false;
+  siflow::Backend backend = siflow::Backend::kAuto;
+  uint32_t threads = 1;
+};
+
+int run(const char* path, size_t batch, uint32_t steps, int reps, const RunOptions& o) {
+  const bool logp = o.logp;
   std::unique_ptr<siflow::Model> model;
   siflow::Status s = siflow::Model::load_file(path, siflow::LoadOptions(), &model);
   if (!s.ok()) {
@@ -87,6 +100,9 @@ int run(const char* path, size_t batch, uint32_t steps, int reps, bool logp) {
   siflow::PlanOptions po;
   po.max_batch = batch;
   po.divergence = logp ? siflow::DivergenceMode::kExact : siflow::DivergenceMode::kNone;
+  po.backend = o.backend;
+  po.threads = o.threads;
+  po.tune = o.tune;
   std::unique_ptr<siflow::Plan> plan;
   if (!(s = siflow::Plan::create(*model, po, nullptr, 0, &plan)).ok()) {
     std::fprintf(stderr, "bench_flow: %s\n", s.message());
@@ -115,8 +131,33 @@ int run(const char* path, size_t batch, uint32_t steps, int reps, bool logp) {
   std::sort(seconds.begin(), seconds.end());
   double checksum = 0;
   for (float v : x) checksum += v;
-  std::printf("median %.6f min %.6f checksum %.6g\n", seconds[seconds.size() / 2], seconds[0],
-              checksum);
+  double flops_per_row = 0;
+  std::string kernels;
+  for (uint32_t i = 0; i < model->info().node_count; ++i) {
+    const char* op = "";
+    uint32_t in = 0, width = 0;
+    model->node(i, &op, &in, &width);
+    if (std::strcmp(op, "fully_connected") != 0) continue;
+    flops_per_row += 2.0 * in * width;
+    kernels += (kernels.empty() ? "" : ",") + std::string(plan->node_kernel(i));
+  }
+  // With --logp: the sum over rows of log p(x) - log N(z), the change of log density along the
+  // paths, which the PyTorch peer prints as logp_sum (the models' base is N(0, I)).
+  double logp_sum = 0;
+  for (size_t r = 0; logp && r < batch; ++r) {
+    double base = -0.5 * d * std::log(2 * M_PI);
+    for (uint32_t k = 0; k < d; ++k) base -= 0.5 * double(z[r * d + k]) * z[r * d + k];
+    logp_sum += lp[r] - base;
+  }
+  const double median = seconds[seconds.size() / 2];
+  const double gflops = flops_per_row * batch * steps * 4 / median * 1e-9;  // RK4: 4 evaluations
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  std::printf("median %.6f min %.6f checksum %.6g gflops %.1f arena %zu rss_kib %ld kernels %s",
+              median, seconds[0], checksum, gflops, plan->arena_bytes(), usage.ru_maxrss,
+              kernels.c_str());
+  if (logp) std::printf(" logp_sum %.6g", logp_sum);
+  std::printf("\n");
   return 0;
 }
 
@@ -129,16 +170,29 @@ int main(int argc, char** argv) {
                     write_model(dir, "m2", 16, false, {512, 512}, siflow::UnaryKind::kGeluErf, 2);
     return ok ? 0 : 1;
   }
-  if ((argc == 6 || argc == 7) && std::strcmp(argv[1], "run") == 0) {
-    const bool logp = argc == 7 && std::strcmp(argv[6], "--logp") == 0;
-    if (argc == 7 && !logp) {
-      std::fprintf(stderr, "bench_flow: unknown option '%s'\n", argv[6]);
-      return 2;
+  if (argc >= 6 && std::strcmp(argv[1], "run") == 0) {
+    RunOptions o;
+    for (int i = 6; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--logp") {
+        o.logp = true;
+      } else if (a == "--tune") {
+        o.tune = true;
+      } else if (a == "--backend" && i + 1 < argc &&
+                 siflow::parse_backend(argv[i + 1], &o.backend)) {
+        ++i;
+      } else if (a == "--threads" && i + 1 < argc) {
+        o.threads = static_cast<uint32_t>(std::strtoul(argv[++i], nullptr, 10));
+      } else {
+        std::fprintf(stderr, "bench_flow: bad option '%s'\n", a.c_str());
+        return 2;
+      }
     }
     return run(argv[2], std::strtoul(argv[3], nullptr, 10),
-               static_cast<uint32_t>(std::strtoul(argv[4], nullptr, 10)), std::atoi(argv[5]), logp);
+               static_cast<uint32_t>(std::strtoul(argv[4], nullptr, 10)), std::atoi(argv[5]), o);
   }
   std::fprintf(stderr,
-               "usage: bench_flow models DIR | bench_flow run MODEL BATCH STEPS REPS [--logp]\n");
+               "usage: bench_flow models DIR | bench_flow run MODEL BATCH STEPS REPS [--logp] "
+               "[--backend B] [--threads N] [--tune]\n");
   return 2;
 }

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Benchmarks siflow against the peers a user would otherwise reach for, on the same models,
-# steps and batch, in one run, and prints the times and ratios (time of siflow / time of peer;
-# below 1 means siflow is faster):
-#   - siflow: bench_flow (this build, Release), classic RK4 over 50 steps;
+# steps and batch, in one run, and prints the times and ratios (peer time / siflow time: above 1
+# means siflow is faster):
+#   - siflow: bench_flow (this build, Release), classic RK4 over 50 steps, backend auto (the
+#     simd kernels) and, for comparison, backend xnnpack (dense layers through XNNPACK alone);
 #   - PyTorch from Debian's python3-torch with OpenBLAS (libopenblas0-pthread), torch and
 #     OpenBLAS pinned to the same thread count, the RK4 loop of peer_torch.py, no autograd;
 #   - ONNX Runtime from the npm package onnxruntime-node (CPU), the same RK4 loop in JavaScript.
 # Models (written by bench_flow): M1 d = 2, [t, x] -> 256 -> 256 -> 256 -> 2, SiLU;
-# M2 d = 16, [x, t] -> 512 -> 512 -> 16, GELU. All three produce the same checksum of the result.
-#   bench/run.sh [--quick]     --quick: batch 1 and 1024 only, one thread
+# M2 d = 16, [x, t] -> 512 -> 512 -> 16, GELU. All produce the same checksum of the result.
+# Sections: the machine's FMA peak (peak_fma); sampling at batch 1, 1024, 4096 with 1 and 2
+# threads (every program at that thread count), with siflow's GFLOP/s as % of the peak, arena
+# and peak RSS; exact log-likelihoods against PyTorch autograd (d backward passes).
+#   bench/run.sh [--quick]     --quick: batch 1 and 1024 only, one thread, no M2 log-likelihood
 # Environment: REPS (default 3) timed runs per configuration after a warm-up (the median is
-# reported); siflow's configurations that take over 5 s per run are timed once.
+# reported); configurations that take over 5 s per run are timed once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -31,7 +35,7 @@ fi
 
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSIFLOW_BUILD_BENCH=ON \
   -DSIFLOW_BUILD_TESTS=OFF -DSIFLOW_BUILD_EXAMPLES=OFF -DSIFLOW_BUILD_CLI=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" --target bench_flow >/dev/null
+cmake --build build-bench -j"$(nproc)" --target bench_flow peak_fma >/dev/null
 models=build-bench/bench-models
 mkdir -p "$models"
 build-bench/bench/bench_flow models "$models" >/dev/null
@@ -39,33 +43,77 @@ for m in m1 m2; do
   /usr/bin/python3 bench/peer_torch.py "$models" "$m" --export-onnx "$models/$m.onnx" 2>/dev/null
 done
 
+field() { sed -E "s/.*$1 ([^ ]+).*/\1/"; }
+ratio() { echo "$1 $2" | awk '{printf "%.2f", $1/$2}'; }
+# siflow MODEL BATCH THREADS [ARGS]: bench_flow's output line, timed once when slow.
+siflow() {
+  local model=$1 batch=$2 threads=$3; shift 3
+  local out
+  out=$(build-bench/bench/bench_flow run "$models/$model.sif" "$batch" 50 1 --threads "$threads" "$@")
+  if [ "$(echo "$out" | field median | awk '{print ($1 <= 5)}')" = 1 ] && [ "$reps" -gt 1 ]; then
+    out=$(build-bench/bench/bench_flow run "$models/$model.sif" "$batch" 50 "$reps" \
+          --threads "$threads" "$@")
+  fi
+  echo "$out"
+}
+torch() {  # MODEL BATCH THREADS [--logp]
+  OPENBLAS_NUM_THREADS=$3 OMP_NUM_THREADS=$3 /usr/bin/python3 bench/peer_torch.py "$models" "$1" \
+    "$2" 50 "$reps" "$3" ${4:-}
+}
+ort() {  # MODEL DIM BATCH THREADS
+  node bench/peer_ort.mjs "$models/$1.onnx" "$2" "$3" 50 "$reps" "$4"
+}
+
+peaks=$(build-bench/bench/peak_fma)
+peak=$(echo "$peaks" | grep '^peak_gflops ' | cut -d' ' -f2)
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores;" \
+  "FMA peak per core: $(echo "$peaks" | grep -v '^peak_gflops ' | tr '\n' ' ')GFLOP/s"
+echo
+echo "== sampling: seconds per run (RK4, 50 steps); ratios = peer / siflow (above 1: siflow faster)"
+printf "%-5s %6s %3s | %9s %9s %9s %9s | %8s %8s %8s | %7s %6s %10s %9s\n" model batch thr siflow \
+  sf-xnn torch ort torch/sf ort/sf xnn/sf GFLOP/s %peak arena_KiB rss_KiB
 batches=(1 1024 4096)
 threads_list=(1 2)
 if [ "$quick" = 1 ]; then batches=(1 1024); threads_list=(1); fi
-steps=50
-field() { sed -E "s/.*$1 ([^ ]+).*/\1/"; }
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-printf "%-5s %6s %7s | %10s %10s %10s | %12s %12s\n" model batch threads siflow_s torch_s ort_s \
-  siflow/torch siflow/ort
+declare -A one_thread
 for m in m1 m2; do
   dim=2; [ "$m" = m2 ] && dim=16
   for batch in "${batches[@]}"; do
-    # siflow runs single-threaded (the reference backend has no worker threads yet).
-    sreps=$reps
-    probe=$(build-bench/bench/bench_flow run "$models/$m.sif" "$batch" "$steps" 1)
-    [ "$(echo "$probe" | field median | awk '{print ($1 > 5)}')" = 1 ] && sreps=1
-    if [ "$sreps" = 1 ]; then out=$probe; else
-      out=$(build-bench/bench/bench_flow run "$models/$m.sif" "$batch" "$steps" "$sreps"); fi
-    s=$(echo "$out" | field median)
     for threads in "${threads_list[@]}"; do
-      t=$(OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads /usr/bin/python3 \
-          bench/peer_torch.py "$models" "$m" "$batch" "$steps" "$reps" "$threads" | field median)
-      o=$(node bench/peer_ort.mjs "$models/$m.onnx" "$dim" "$batch" "$steps" "$reps" "$threads" |
-          field median)
-      label="$threads"; [ "$threads" != 1 ] && label="$threads(s:1)"
-      printf "%-5s %6s %7s | %10.4f %10.4f %10.4f | %12.2f %12.2f\n" "$m" "$batch" "$label" "$s" \
-        "$t" "$o" "$(echo "$s $t" | awk '{print $1/$2}')" "$(echo "$s $o" | awk '{print $1/$2}')"
+      s_out=$(siflow "$m" "$batch" "$threads")
+      x_out=$(siflow "$m" "$batch" "$threads" --backend xnnpack)
+      s=$(echo "$s_out" | field median)
+      x=$(echo "$x_out" | field median)
+      t=$(torch "$m" "$batch" "$threads" | field median)
+      o=$(ort "$m" "$dim" "$batch" "$threads" | field median)
+      g=$(echo "$s_out" | field gflops)
+      [ "$threads" = 1 ] && one_thread[$m$batch]=$s
+      printf "%-5s %6s %3s | %9.4f %9.4f %9.4f %9.4f | %8s %8s %8s | %7s %6s %10s %9s\n" \
+        "$m" "$batch" "$threads" "$s" "$x" "$t" "$o" "$(ratio "$t" "$s")" "$(ratio "$o" "$s")" \
+        "$(ratio "$x" "$s")" "$g" "$(echo "$g $peak $threads" | awk '{printf "%.0f", 100*$1/($2*$3)}')" \
+        "$(( $(echo "$s_out" | field arena) / 1024 ))" "$(echo "$s_out" | field rss_kib)"
+      if [ "$threads" != 1 ]; then
+        echo "      $threads threads: $(ratio "${one_thread[$m$batch]}" "$s")x the 1-thread throughput"
+      fi
     done
   done
+  echo "      $m kernels: $(echo "$s_out" | field kernels)"
 done
-echo "threads: the peers' thread count; siflow always runs on 1 thread (s:1)."
+echo "      batch 1: seconds per RK4 step = the batch-1 time / 50; %peak is of all threads' peak"
+
+echo
+echo "== exact log-likelihood (RK4, 50 steps, 1 thread): siflow forward-mode divergence vs"
+echo "   PyTorch autograd (d backward passes per evaluation); logp_sum must agree"
+printf "%-5s %6s | %9s %9s | %8s | %12s %12s\n" model batch siflow torch torch/sf sf_logp_sum \
+  torch_logp_sum
+lp_cases=("m1 1024" "m2 256")
+[ "$quick" = 1 ] && lp_cases=("m1 1024")
+for c in "${lp_cases[@]}"; do
+  set -- $c
+  s_out=$(siflow "$1" "$2" 1 --logp)
+  t_out=$(torch "$1" "$2" 1 --logp)
+  s=$(echo "$s_out" | field median)
+  t=$(echo "$t_out" | field median)
+  printf "%-5s %6s | %9.4f %9.4f | %8s | %12s %12s\n" "$1" "$2" "$s" "$t" "$(ratio "$t" "$s")" \
+    "$(echo "$s_out" | field logp_sum)" "$(echo "$t_out" | field logp_sum)"
+done
