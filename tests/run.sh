@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs the Debian packages it needs, then:
 #   1. builds everything (runtime, CLI, examples, tests) in build/ and runs ctest;
+#   1b. on x86-64, runs the unit, oracle and CLI tests again with the simd kernels forced to each
+#      narrower variant the CPU has (SIFLOW_SIMD_ISA=avx2, sse2): the paths of older CPUs;
 #   2. builds it again with AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/ and runs
 #      ctest there (all but the install test, whose consumer links without the sanitizers);
-#   3. builds the thread test with ThreadSanitizer in build-tsan/ and runs it;
+#   3. builds the thread test with ThreadSanitizer in build-tsan/ and runs it (plans shared by
+#      threads, and a plan's own worker threads);
 #   4. fuzz/run.sh: replays the fuzz corpus and regressions and fuzzes each target for a fixed,
 #      seeded budget;
 #   5. cross-builds for AArch64 and ARMv7 (CMake presets aarch64, armv7) and runs the tests
@@ -31,6 +34,15 @@ cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 [ "$quick" = 1 ] && exit 0
 
+if [ "$(uname -m)" = x86_64 ]; then
+  variants=(sse2)
+  grep -qw avx512f /proc/cpuinfo && grep -qw avx2 /proc/cpuinfo && variants=(avx2 sse2)
+  for isa in "${variants[@]}"; do
+    echo "== unit, oracle and CLI tests on the $isa simd kernels (build/)"
+    SIFLOW_SIMD_ISA=$isa ctest --test-dir build --output-on-failure -j"$jobs" -L 'unit|oracle|cli'
+  done
+fi
+
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests (build-asan/)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIFLOW_SANITIZE=address,undefined \
   >/dev/null
@@ -38,7 +50,7 @@ cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE install
 
-echo "== ThreadSanitizer: one model shared by threads (build-tsan/)"
+echo "== ThreadSanitizer: one model shared by threads; a plan's worker threads (build-tsan/)"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIFLOW_SANITIZE=thread >/dev/null
 cmake --build build-tsan -j"$jobs" --target test_threads
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -R '^test_threads$'
