@@ -21,13 +21,13 @@ bool RowPool::available() {
 Status RowPool::create(uint32_t threads, RowPool** out) {
   *out = nullptr;
   if (threads == 0) return Status::error(StatusCode::kInvalidArgument, "threads is 0 (use 1)");
+  if (threads > 256)
+    return Status::error(StatusCode::kInvalidArgument, "threads = %u exceeds the limit 256",
+                         threads);
   if (threads > 1 && !available())
     return Status::error(StatusCode::kUnsupported,
                          "threads = %u, but this build has no thread pool (pthreadpool); it "
                          "runs on the caller's thread only (threads = 1)",
-                         threads);
-  if (threads > 256)
-    return Status::error(StatusCode::kInvalidArgument, "threads = %u exceeds the limit 256",
                          threads);
   RowPool* pool = new (std::nothrow) RowPool();
   if (!pool) return Status::error(StatusCode::kOutOfMemory, "cannot allocate the thread pool");
