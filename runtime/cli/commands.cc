@@ -5,6 +5,7 @@
 
 #include <cinttypes>
 #include <cmath>
+#include <cstring>
 
 #include "array_io.hpp"
 #include "errors.hpp"
@@ -199,6 +200,26 @@ int run_info(const ParsedArgs& args) {
     std::printf(" (%s of it dense weights packed for the simd kernels)",
                 bytes_text(info.packed_bytes).c_str());
   std::printf("\n");
+  // Heap-free embedding: the caller memory loading these bytes takes (LoadOptions::memory),
+  // measured on a 64-byte aligned copy of the file (bytes used in place).
+  std::vector<uint8_t> file_bytes;
+  if (std::FILE* f = std::fopen(args.positional(0).c_str(), "rb")) {
+    uint8_t chunk[65536];
+    size_t got;
+    while ((got = std::fread(chunk, 1, sizeof chunk, f)) > 0)
+      file_bytes.insert(file_bytes.end(), chunk, chunk + got);
+    std::fclose(f);
+  }
+  std::vector<uint8_t> aligned(file_bytes.size() + 64);
+  uint8_t* at = aligned.data();
+  while (reinterpret_cast<uintptr_t>(at) % 64) ++at;
+  if (!file_bytes.empty()) std::memcpy(at, file_bytes.data(), file_bytes.size());
+  size_t load_memory = 0;
+  if (Model::memory_bytes(at, file_bytes.size(), LoadOptions(), &load_memory).ok())
+    std::printf(
+        "static load   %s of caller memory to load it without a heap (LoadOptions::memory;"
+        " the model's bytes 64-byte aligned, else add their size)\n",
+        bytes_text(load_memory).c_str());
   std::printf("total memory  %s with exact divergence, %s without\n",
               bytes_text(exact + info.held_bytes).c_str(),
               bytes_text(plain + info.held_bytes).c_str());

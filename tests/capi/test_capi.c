@@ -264,6 +264,33 @@ static void test_load(const char* path, const char* uniform_path) {
   siflow_model_free(other);
   model = other = NULL;
 
+  /* Heap-free loading into caller memory: exactly siflow_model_memory_bytes suffices, one byte
+   * less is too small and the message names the size. */
+  {
+    size_t need = 0;
+    unsigned char* memory;
+    CHECK_STATUS(siflow_model_memory_bytes(aligned, size, &need, fresh(&error)), SIFLOW_OK,
+                 &error);
+    CHECK(need > 0 && need % 64 == 0);
+    memory = (unsigned char*)malloc(need + 64);
+    CHECK(memory != NULL);
+    if (memory) {
+      unsigned char* at = align64(memory);
+      CHECK_STATUS(siflow_model_load_in(aligned, size, at, need, &model, fresh(&error)), SIFLOW_OK,
+                   &error);
+      CHECK(siflow_model_dim(model) == CAPI_DIM);
+      siflow_model_free(model);
+      model = NULL;
+      CHECK_STATUS(siflow_model_load_in(aligned, size, at, need - 1, &model, fresh(&error)),
+                   SIFLOW_ARENA_TOO_SMALL, &error);
+      CHECK(model == NULL);
+      CHECK(strstr(error.message, "this model needs") != NULL);
+      CHECK_STATUS(siflow_model_load_in(aligned, size, NULL, need, &model, fresh(&error)),
+                   SIFLOW_INVALID_ARGUMENT, &error);
+      free(memory);
+    }
+  }
+
   /* Misaligned: copied with allow_copy, refused without. */
   misaligned = aligned + 1;
   memmove(misaligned, file, size);

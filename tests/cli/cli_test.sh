@@ -138,6 +138,7 @@ done
 ok "base          uniform" info $U
 ok "normalized    yes" info $Z
 ok "for batch 7 with exact divergence" info $M --batch 7
+check grep -qE "static load +[0-9]+ bytes" out.txt
 fails 2 "--batch: 0 is outside" info $M --batch 0
 ok "kernels       backend reference, 1 thread" info $M --backend reference
 check grep -qE "node 1 +fully_connected +[0-9]+ -> [0-9]+ +reference" out.txt

@@ -799,3 +799,44 @@ TEST_CASE("fuzz: random multi-byte corruptions never crash") {
   MESSAGE("random fuzz: " << tally.loaded << " of 3000 loaded and ran");
   CHECK(tally.bad_codes == 0);
 }
+
+TEST_CASE("a model loads into exactly Model::memory_bytes of caller memory, and not into less") {
+  const std::vector<uint8_t> bytes = rich_builder().finish();
+  Loaded heap(bytes);
+  REQUIRE(heap.status.ok());
+  const Span span(bytes);
+  size_t need = 0;
+  REQUIRE(Model::memory_bytes(span.data(), span.size(), LoadOptions(), &need).ok());
+  CHECK(need % 64 == 0);
+  alignas(64) static uint8_t memory[1 << 16];
+  REQUIRE(need <= sizeof memory);
+  LoadOptions lo;
+  lo.memory = memory;
+  lo.memory_size = need;
+  std::unique_ptr<Model> model;
+  REQUIRE(Model::load(span.data(), span.size(), lo, &model).ok());
+  // Everything it holds is in the caller's memory, and it computes what the heap model does.
+  const uint8_t* data = reinterpret_cast<const uint8_t*>(&model->data());
+  CHECK(data >= memory);
+  CHECK(data < memory + need);
+  CHECK(model->info().held_bytes <= need);
+  CHECK(model->info().dim == heap.model->info().dim);
+  std::unique_ptr<siflow::Plan> p1, p2;
+  siflow::PlanOptions po;
+  po.backend = siflow::Backend::kReference;
+  REQUIRE(siflow::Plan::create(*model, po, nullptr, 0, &p1).ok());
+  REQUIRE(siflow::Plan::create(*heap.model, po, nullptr, 0, &p2).ok());
+  const uint32_t d = model->info().dim;
+  std::vector<float> t(3, 0.5f), y(3 * d, 0.25f), v1(3 * d), v2(3 * d);
+  REQUIRE(p1->velocity(3, t.data(), y.data(), v1.data()).ok());
+  REQUIRE(p2->velocity(3, t.data(), y.data(), v2.data()).ok());
+  CHECK(v1 == v2);
+  p1.reset();
+  model.reset();
+  lo.memory_size = need - 1;
+  const siflow::Status s = Model::load(span.data(), span.size(), lo, &model);
+  CHECK(s.code() == siflow::StatusCode::kArenaTooSmall);
+  CHECK(std::string(s.message()).find("this model needs " + std::to_string(need)) !=
+        std::string::npos);
+  CHECK_FALSE(model);
+}

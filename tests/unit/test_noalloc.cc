@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <vector>
@@ -281,4 +282,67 @@ TEST_CASE("a plan with worker threads makes no heap call while running, on every
     CHECK(s2.ok());
     CHECK(calls == 0);
   }
+}
+
+TEST_CASE("a plan made in the caller's memory, and destroying it, make no heap call") {
+  Fixture f;
+  REQUIRE(f.created.ok());
+  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kAuto}) {
+    siflow::PlanOptions po;
+    po.max_batch = 8;
+    po.backend = backend;
+    size_t need = 0;
+    REQUIRE(siflow::arena_bytes(*f.model, po, &need).ok());
+    std::vector<uint8_t> memory(need + 63);
+    std::unique_ptr<Plan> plan;
+    Status made, ran;
+    siflow::SampleOptions so;
+    so.ode.steps = 3;
+    const unsigned long calls = heap_calls_during([&] {
+      made = Plan::create(*f.model, po, memory.data(), memory.size(), &plan);
+      if (made.ok()) ran = plan->sample(f.n, so, f.y.data(), f.logp.data());
+      plan.reset();
+    });
+    INFO(siflow::backend_name(backend));
+    CHECK(made.ok());
+    CHECK(ran.ok());
+    CHECK(calls == 0);
+  }
+}
+
+TEST_CASE("loading into caller memory, planning in it, running and destroying make no heap call") {
+  Fixture f;  // for its model bytes
+  REQUIRE(f.created.ok());
+  // Unaligned bytes are copied into the caller's memory too.
+  std::vector<uint8_t> shifted(f.bytes.size() + 64);
+  uint8_t* at = shifted.data();
+  while (reinterpret_cast<uintptr_t>(at) % 64 != 1) ++at;
+  std::memcpy(at, f.bytes.data(), f.bytes.size());
+  size_t shifted_need = 0;
+  REQUIRE(Model::memory_bytes(at, f.bytes.size(), siflow::LoadOptions(), &shifted_need).ok());
+  CHECK(shifted_need > f.bytes.size());
+  std::vector<uint8_t> model_memory(shifted_need + 63), plan_memory(1 << 20);
+  Status loaded, made, ran;
+  std::vector<float> y(f.n * 3);
+  std::vector<double> logp(f.n);
+  const unsigned long calls = heap_calls_during([&] {
+    siflow::LoadOptions lo;
+    lo.memory = model_memory.data();
+    lo.memory_size = model_memory.size();
+    std::unique_ptr<Model> model;
+    loaded = Model::load(at, f.bytes.size(), lo, &model);
+    if (!loaded.ok()) return;
+    siflow::PlanOptions po;
+    po.max_batch = 4;
+    std::unique_ptr<Plan> plan;
+    made = Plan::create(*model, po, plan_memory.data(), plan_memory.size(), &plan);
+    if (!made.ok()) return;
+    siflow::SampleOptions so;
+    so.ode.steps = 3;
+    ran = plan->sample(f.n, so, y.data(), logp.data());
+  });
+  CHECK(loaded.ok());
+  CHECK(made.ok());
+  CHECK(ran.ok());
+  CHECK(calls == 0);
 }

@@ -124,13 +124,25 @@ SIFLOW_API siflow_status siflow_model_load(const void* bytes, size_t size, int a
                                            siflow_model** out, siflow_error* error);
 SIFLOW_API siflow_status siflow_model_load_file(const char* path, siflow_model** out,
                                                 siflow_error* error);
+/* Heap-free loading: every table of the model (and a copy of unaligned bytes) goes into the
+ * caller's memory, which must outlive the model; siflow_model_memory_bytes says how much
+ * (measured with short-lived heap blocks: call it on a host or at start-up; `siflow info`
+ * prints it too). Memory of any alignment needs 63 bytes more. */
+SIFLOW_API siflow_status siflow_model_memory_bytes(const void* bytes, size_t size, size_t* out,
+                                                   siflow_error* error);
+SIFLOW_API siflow_status siflow_model_load_in(const void* bytes, size_t size, void* memory,
+                                              size_t memory_size, siflow_model** out,
+                                              siflow_error* error);
 SIFLOW_API void siflow_model_free(siflow_model* model);
 SIFLOW_API uint32_t siflow_model_dim(const siflow_model* model);
 
 SIFLOW_API siflow_status siflow_arena_bytes(const siflow_model* model,
                                             const siflow_plan_options* options, size_t* bytes,
                                             siflow_error* error);
-/* arena may be NULL (the plan allocates it) or caller memory of at least arena_bytes + 63. */
+/* arena may be NULL (the plan allocates one block for itself) or caller memory of at least
+ * arena_bytes (+ 63 if not 64-byte aligned), which then holds the whole plan: creating it takes
+ * no heap (with threads = 1 and no XNNPACK layers). siflow_arena_bytes measures with short-lived
+ * heap blocks: call it on a host or at start-up. */
 SIFLOW_API siflow_status siflow_plan_create(const siflow_model* model,
                                             const siflow_plan_options* options, void* arena,
                                             size_t arena_size, siflow_plan** out,

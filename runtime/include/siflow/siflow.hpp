@@ -88,6 +88,11 @@ struct LoadOptions {
   // An aligned span is used in place (zero-copy) and must outlive the model. A span not
   // 64-byte aligned is copied once into aligned memory; false refuses it instead.
   bool allow_copy = true;
+  // Caller memory for everything the loaded model holds (tables, packed weights, the copy of
+  // unaligned bytes, the Model object), so loading touches no heap; it must outlive the model.
+  // At least Model::memory_bytes() (+ 63 if not 64-byte aligned). nullptr: the heap.
+  void* memory = nullptr;
+  size_t memory_size = 0;
 };
 
 struct ModelInfo {
@@ -116,6 +121,7 @@ struct ModelInfo {
 namespace detail {
 struct ModelData;
 struct PlanData;
+struct Construct;
 }  // namespace detail
 
 // An immutable, verified model. Safe to share between threads; each thread uses its own Plan.
@@ -125,7 +131,14 @@ class Model {
                      std::unique_ptr<Model>* out);
   static Status load_file(const char* path, const LoadOptions& options,
                           std::unique_ptr<Model>* out);
+  // Bytes LoadOptions::memory must hold to load these bytes with these options (from a 64-byte
+  // aligned start). Measuring loads once with short-lived heap blocks: call it on the host or at
+  // start-up (siflow info prints it).
+  static Status memory_bytes(const void* bytes, size_t size, const LoadOptions& options,
+                             size_t* out);
   ~Model();
+  // Frees the model's own heap block, if any (nothing when it lives in a caller's memory).
+  static void operator delete(void* p) noexcept;
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
@@ -138,6 +151,7 @@ class Model {
   const detail::ModelData& data() const { return *data_; }
 
  private:
+  friend struct detail::Construct;
   explicit Model(detail::ModelData* data) : data_(data) {}
   detail::ModelData* data_;
 };
@@ -234,7 +248,9 @@ struct LogProbOptions {
   size_t first_index = 0;  // global index of the first row (Hutchinson probe counters)
 };
 
-// Arena bytes a plan needs for `model` and `options`, known before running.
+// Bytes a plan needs for `model` and `options` (its arena and its tables), known before running.
+// Measuring takes a few short-lived heap blocks; call it on the host or at start-up (siflow info
+// prints it).
 Status arena_bytes(const Model& model, const PlanOptions& options, size_t* bytes);
 
 // A planned arena for one model and max batch. Not thread-safe: one Plan per thread.
@@ -242,15 +258,19 @@ Status arena_bytes(const Model& model, const PlanOptions& options, size_t* bytes
 // system call. All points are row-major [n][dim] in data space unless stated otherwise.
 class Plan {
  public:
-  // arena == nullptr: the plan allocates and owns its arena; otherwise the caller's memory
-  // (any alignment; at least arena_bytes() + 63 bytes if unaligned) must outlive the plan.
+  // arena == nullptr: the plan allocates one block for itself, its tables and its arena;
+  // otherwise all of it lives in the caller's memory (any alignment; at least
+  // siflow::arena_bytes() + 63 bytes if unaligned), which must outlive the plan: creating it
+  // then touches no heap (unless threads > 1, or XNNPACK operators are needed).
   static Status create(const Model& model, const PlanOptions& options, void* arena,
                        size_t arena_size, std::unique_ptr<Plan>* out);
   ~Plan();
+  // Frees the block create() allocated, if any (nothing for a caller's memory).
+  static void operator delete(void* p) noexcept;
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
 
-  size_t arena_bytes() const;
+  size_t arena_bytes() const;  // what it occupies: siflow::arena_bytes for its options
   const Model& model() const;
   uint32_t threads() const;
   // The kernel that runs graph node `node`: "reference", "simd/avx2", "simd/avx2+silu" (a dense
@@ -275,6 +295,7 @@ class Plan {
   Status velocity(size_t n, const float* t, const float* y, float* v);
 
  private:
+  friend struct detail::Construct;
   explicit Plan(detail::PlanData* data) : data_(data) {}
   detail::PlanData* data_;
 };

@@ -7,12 +7,17 @@
 #include "siflow/siflow.h"
 #include "siflow/siflow.hpp"
 
-struct siflow_model {
-  std::unique_ptr<siflow::Model> model;
-};
-struct siflow_plan {
-  std::unique_ptr<siflow::Plan> plan;
-};
+// The C handles are the C++ objects themselves (a siflow_model* is a siflow::Model*, a
+// siflow_plan* a siflow::Plan*): no wrapper is allocated, so a plan made in the caller's memory
+// takes no heap at all. The structs are never defined; only pointers are converted.
+namespace {
+siflow::Model* cpp(siflow_model* m) { return reinterpret_cast<siflow::Model*>(m); }
+const siflow::Model* cpp(const siflow_model* m) {
+  return reinterpret_cast<const siflow::Model*>(m);
+}
+siflow::Plan* cpp(siflow_plan* p) { return reinterpret_cast<siflow::Plan*>(p); }
+const siflow::Plan* cpp(const siflow_plan* p) { return reinterpret_cast<const siflow::Plan*>(p); }
+}  // namespace
 
 namespace {
 
@@ -154,45 +159,55 @@ siflow_status siflow_model_load(const void* bytes, size_t size, int allow_copy, 
   *out = nullptr;
   siflow::LoadOptions options;
   options.allow_copy = allow_copy != 0;
-  auto* handle = new (std::nothrow) siflow_model;
-  if (!handle)
-    return report(Status::error(StatusCode::kOutOfMemory, "no memory for handle"), error);
-  Status s = siflow::Model::load(bytes, size, options, &handle->model);
-  if (!s.ok()) {
-    delete handle;
-    return report(s, error);
-  }
-  *out = handle;
+  std::unique_ptr<siflow::Model> model;
+  Status s = siflow::Model::load(bytes, size, options, &model);
+  if (!s.ok()) return report(s, error);
+  *out = reinterpret_cast<siflow_model*>(model.release());
+  return SIFLOW_OK;
+}
+
+siflow_status siflow_model_memory_bytes(const void* bytes, size_t size, size_t* out,
+                                        siflow_error* error) {
+  if (!out) return invalid("siflow_model_memory_bytes: out is null", error);
+  *out = 0;
+  return report(siflow::Model::memory_bytes(bytes, size, siflow::LoadOptions(), out), error);
+}
+
+siflow_status siflow_model_load_in(const void* bytes, size_t size, void* memory, size_t memory_size,
+                                   siflow_model** out, siflow_error* error) {
+  if (!out) return invalid("siflow_model_load_in: out is null", error);
+  *out = nullptr;
+  if (!memory) return invalid("siflow_model_load_in: memory is null", error);
+  siflow::LoadOptions options;
+  options.memory = memory;
+  options.memory_size = memory_size;
+  std::unique_ptr<siflow::Model> model;
+  Status s = siflow::Model::load(bytes, size, options, &model);
+  if (!s.ok()) return report(s, error);
+  *out = reinterpret_cast<siflow_model*>(model.release());
   return SIFLOW_OK;
 }
 
 siflow_status siflow_model_load_file(const char* path, siflow_model** out, siflow_error* error) {
   if (!out) return invalid("siflow_model_load_file: out is null", error);
   *out = nullptr;
-  auto* handle = new (std::nothrow) siflow_model;
-  if (!handle)
-    return report(Status::error(StatusCode::kOutOfMemory, "no memory for handle"), error);
-  Status s = siflow::Model::load_file(path, siflow::LoadOptions(), &handle->model);
-  if (!s.ok()) {
-    delete handle;
-    return report(s, error);
-  }
-  *out = handle;
+  std::unique_ptr<siflow::Model> model;
+  Status s = siflow::Model::load_file(path, siflow::LoadOptions(), &model);
+  if (!s.ok()) return report(s, error);
+  *out = reinterpret_cast<siflow_model*>(model.release());
   return SIFLOW_OK;
 }
 
-void siflow_model_free(siflow_model* model) { delete model; }
+void siflow_model_free(siflow_model* model) { delete cpp(model); }
 
-uint32_t siflow_model_dim(const siflow_model* model) {
-  return model ? model->model->info().dim : 0;
-}
+uint32_t siflow_model_dim(const siflow_model* model) { return model ? cpp(model)->info().dim : 0; }
 
 siflow_status siflow_arena_bytes(const siflow_model* model, const siflow_plan_options* options,
                                  size_t* bytes, siflow_error* error) {
   if (!model) return invalid("siflow_arena_bytes: model is null", error);
   if (!plan_options_ok(options))
     return invalid("siflow_arena_bytes: options are null or struct_size is wrong", error);
-  return report(siflow::arena_bytes(*model->model, convert(options), bytes), error);
+  return report(siflow::arena_bytes(*cpp(model), convert(options), bytes), error);
 }
 
 siflow_status siflow_plan_create(const siflow_model* model, const siflow_plan_options* options,
@@ -203,23 +218,17 @@ siflow_status siflow_plan_create(const siflow_model* model, const siflow_plan_op
   if (!model) return invalid("siflow_plan_create: model is null", error);
   if (!plan_options_ok(options))
     return invalid("siflow_plan_create: options are null or struct_size is wrong", error);
-  auto* handle = new (std::nothrow) siflow_plan;
-  if (!handle)
-    return report(Status::error(StatusCode::kOutOfMemory, "no memory for handle"), error);
-  Status s =
-      siflow::Plan::create(*model->model, convert(options), arena, arena_size, &handle->plan);
-  if (!s.ok()) {
-    delete handle;
-    return report(s, error);
-  }
-  *out = handle;
+  std::unique_ptr<siflow::Plan> plan;
+  Status s = siflow::Plan::create(*cpp(model), convert(options), arena, arena_size, &plan);
+  if (!s.ok()) return report(s, error);
+  *out = reinterpret_cast<siflow_plan*>(plan.release());
   return SIFLOW_OK;
 }
 
-void siflow_plan_free(siflow_plan* plan) { delete plan; }
+void siflow_plan_free(siflow_plan* plan) { delete cpp(plan); }
 
 const char* siflow_plan_node_kernel(const siflow_plan* plan, uint32_t node) {
-  return plan ? plan->plan->node_kernel(node) : "";
+  return plan ? cpp(plan)->node_kernel(node) : "";
 }
 
 siflow_status siflow_sample(siflow_plan* plan, size_t n, const siflow_run_options* options,
@@ -234,7 +243,7 @@ siflow_status siflow_sample(siflow_plan* plan, size_t n, const siflow_run_option
   s.ode = c.ode;
   s.sde = c.sde;
   s.divergence = c.divergence;
-  return report(plan->plan->sample(n, s, x, logp), error);
+  return report(cpp(plan)->sample(n, s, x, logp), error);
 }
 
 siflow_status siflow_decode(siflow_plan* plan, size_t n, const float* x0,
@@ -245,7 +254,7 @@ siflow_status siflow_decode(siflow_plan* plan, size_t n, const float* x0,
     return invalid("siflow_decode: options are null or struct_size is wrong", error);
   ProgressBridge bridge{};
   const Converted c = convert(options, &bridge);
-  return report(plan->plan->decode(n, x0, c.ode, c.divergence, x1, logp), error);
+  return report(cpp(plan)->decode(n, x0, c.ode, c.divergence, x1, logp), error);
 }
 
 siflow_status siflow_encode(siflow_plan* plan, size_t n, const float* x1,
@@ -255,7 +264,7 @@ siflow_status siflow_encode(siflow_plan* plan, size_t n, const float* x1,
     return invalid("siflow_encode: options are null or struct_size is wrong", error);
   ProgressBridge bridge{};
   const Converted c = convert(options, &bridge);
-  return report(plan->plan->encode(n, x1, c.ode, x0), error);
+  return report(cpp(plan)->encode(n, x1, c.ode, x0), error);
 }
 
 siflow_status siflow_log_prob(siflow_plan* plan, size_t n, const float* x,
@@ -270,13 +279,13 @@ siflow_status siflow_log_prob(siflow_plan* plan, size_t n, const float* x,
   o.ode = c.ode;
   o.divergence = c.divergence;
   o.time = c.time;
-  return report(plan->plan->log_prob(n, x, o, logp), error);
+  return report(cpp(plan)->log_prob(n, x, o, logp), error);
 }
 
 siflow_status siflow_velocity(siflow_plan* plan, size_t n, const float* t, const float* y, float* v,
                               siflow_error* error) {
   if (!plan) return invalid("siflow_velocity: plan is null", error);
-  return report(plan->plan->velocity(n, t, y, v), error);
+  return report(cpp(plan)->velocity(n, t, y, v), error);
 }
 
 }  // extern "C"

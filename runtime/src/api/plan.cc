@@ -6,6 +6,7 @@
 #include <cstring>
 #include <new>
 
+#include "api/construct.hpp"
 #include "format/model_data.hpp"
 #include "format/normalization.hpp"
 #include "integrate/interpolant.hpp"
@@ -61,7 +62,8 @@ struct PlanData {
   const ModelData* md;
   PlanOptions options;
   PlanLayout layout;
-  void* owned_arena;
+  void* owned_arena;   // the block holding the whole plan when create() allocated it
+  size_t total_bytes;  // the bytes the plan occupies from its 64-byte aligned start
   uint8_t* arena;
   float** values;
   float** tangents;
@@ -70,6 +72,8 @@ struct PlanData {
   double* ell;
   KernelChoice choice;
 };
+
+Plan* Construct::plan(void* at, PlanData* data) { return new (at) Plan(data); }
 
 }  // namespace detail
 
@@ -273,59 +277,39 @@ Status forward_ode(PlanData& p, const OdeOptions& ode, const TimeGrid& grid, flo
 
 }  // namespace
 
-Status arena_bytes(const Model& model, const PlanOptions& options, size_t* bytes) {
-  if (!bytes) return Status::error(StatusCode::kInvalidArgument, "arena_bytes: bytes is null");
-  PlanLayout layout;
-  Status s = compute_layout(model.data(), options, &layout);
-  if (!s.ok()) return s;
-  *bytes = layout.total_bytes;
-  free_layout(&layout);
-  return Status();
-}
+namespace {
 
-Status Plan::create(const Model& model, const PlanOptions& options, void* arena, size_t arena_size,
-                    std::unique_ptr<Plan>* out) {
-  if (!out) return Status::error(StatusCode::kInvalidArgument, "plan: out is null");
-  out->reset();
+constexpr size_t kPlanHeader = 64;
+
+// Builds a plan in `memory`, in one fixed sequence of requests: the Plan object, its data, the
+// tensor pointer table, the layout's offsets (with the planning scratch after them, given back),
+// the arena, then the kernel tables. A measuring `memory` runs the same sequence to count the
+// bytes; it then skips the arena and creates neither threads nor XNNPACK operators, and *out
+// stays null.
+Status build_plan(const Model& model, const PlanOptions& options, detail::Memory& memory,
+                  void* owned, Plan** out) {
+  *out = nullptr;
   const ModelData& md = model.data();
-  PlanLayout layout;
-  Status s = compute_layout(md, options, &layout);
-  if (!s.ok()) return s;
-  uint8_t* base = nullptr;
-  void* owned = nullptr;
-  if (arena) {
-    const uintptr_t addr = reinterpret_cast<uintptr_t>(arena);
-    const size_t skip = (kArenaAlignment - addr % kArenaAlignment) % kArenaAlignment;
-    if (arena_size < skip || arena_size - skip < layout.total_bytes) {
-      free_layout(&layout);
-      return Status::error(StatusCode::kArenaTooSmall,
-                           "arena of %zu bytes is too small: this plan needs %zu (max_batch "
-                           "%zu)%s",
-                           arena_size, layout.total_bytes + skip, options.max_batch,
-                           skip ? ", including alignment padding" : "");
-    }
-    base = static_cast<uint8_t*>(arena) + skip;
-  } else {
-    owned = detail::aligned_malloc(kArenaAlignment,
-                                   align_up(layout.total_bytes ? layout.total_bytes : 1));
-    if (!owned) {
-      free_layout(&layout);
-      return Status::error(StatusCode::kOutOfMemory, "plan: cannot allocate an arena of %zu bytes",
-                           layout.total_bytes);
-    }
-    base = static_cast<uint8_t*>(owned);
-  }
+  const bool measuring = memory.is_measuring();
   const uint32_t tensors = md.node_count + 2;
-  PlanData* p = static_cast<PlanData*>(std::calloc(1, sizeof(PlanData)));
-  float** pointers = static_cast<float**>(std::calloc(2 * size_t{tensors}, sizeof(float*)));
-  Plan* plan = p && pointers ? new (std::nothrow) Plan(p) : nullptr;
-  if (!plan) {
-    std::free(p);
-    std::free(pointers);
-    detail::aligned_free(owned);
-    free_layout(&layout);
-    return Status::error(StatusCode::kOutOfMemory, "plan: cannot allocate the plan");
-  }
+  Status s = check_plan_options(md, options);
+  if (!s.ok()) return s;
+  // The Plan object sits after a 64-byte header holding the block create() allocated (or
+  // nullptr in a caller's memory), which Plan::operator delete frees.
+  uint8_t* header = static_cast<uint8_t*>(memory.allocate(kPlanHeader + sizeof(Plan)));
+  void* plan_memory = header ? header + kPlanHeader : nullptr;
+  PlanData* p = static_cast<PlanData*>(memory.allocate(sizeof(PlanData), alignof(PlanData)));
+  float** pointers =
+      p ? static_cast<float**>(memory.allocate(2 * size_t{tensors} * sizeof(float*))) : nullptr;
+  if (!plan_memory || !pointers)
+    return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the plan's tables");
+  PlanLayout layout;
+  if (!(s = compute_layout(md, options, memory, &layout)).ok()) return s;
+  uint8_t* base = static_cast<uint8_t*>(
+      memory.allocate(layout.total_bytes ? layout.total_bytes : 1, kArenaAlignment, !measuring));
+  if (!base && !measuring)
+    return Status::error(StatusCode::kOutOfMemory, "plan: no memory for an arena of %zu bytes",
+                         layout.total_bytes);
   p->model = &model;
   p->md = &md;
   p->options = options;
@@ -334,35 +318,104 @@ Status Plan::create(const Model& model, const PlanOptions& options, void* arena,
   p->arena = base;
   p->values = pointers;
   p->tangents = pointers + tensors;
-  for (uint32_t id = 0; id < tensors; ++id) {
-    p->values[id] = layout.value_offset[id] == SIZE_MAX
-                        ? nullptr
-                        : reinterpret_cast<float*>(base + layout.value_offset[id]);
-    p->tangents[id] = layout.tangent_offset[id] == SIZE_MAX
+  if (!measuring) {
+    for (uint32_t id = 0; id < tensors; ++id) {
+      p->values[id] = layout.value_offset[id] == SIZE_MAX
                           ? nullptr
-                          : reinterpret_cast<float*>(base + layout.tangent_offset[id]);
+                          : reinterpret_cast<float*>(base + layout.value_offset[id]);
+      p->tangents[id] = layout.tangent_offset[id] == SIZE_MAX
+                            ? nullptr
+                            : reinterpret_cast<float*>(base + layout.tangent_offset[id]);
+    }
+    for (int k = 0; k < kMaxStages; ++k) {
+      p->ws.stage[k] = reinterpret_cast<float*>(base + layout.stage_offset[k]);
+      p->ws.stage_div[k] = reinterpret_cast<double*>(base + layout.stage_div_offset[k]);
+    }
+    p->ws.state = reinterpret_cast<float*>(base + layout.state_offset);
+    p->work = reinterpret_cast<float*>(base + layout.work_offset);
+    p->ell = reinterpret_cast<double*>(base + layout.ell_offset);
   }
-  for (int k = 0; k < kMaxStages; ++k) {
-    p->ws.stage[k] = reinterpret_cast<float*>(base + layout.stage_offset[k]);
-    p->ws.stage_div[k] = reinterpret_cast<double*>(base + layout.stage_div_offset[k]);
+  if (!(s = choose_kernels(md, options, p->values, memory, &p->choice)).ok()) {
+    free_kernel_choice(&p->choice);
+    return s;
   }
-  p->ws.state = reinterpret_cast<float*>(base + layout.state_offset);
-  p->work = reinterpret_cast<float*>(base + layout.work_offset);
-  p->ell = reinterpret_cast<double*>(base + layout.ell_offset);
-  out->reset(plan);
-  if (!(s = choose_kernels(md, options, p->values, &p->choice)).ok()) out->reset();
-  return s;
+  p->total_bytes = memory.high_water();
+  if (!measuring) {
+    std::memcpy(header, &owned, sizeof owned);
+    *out = detail::Construct::plan(plan_memory, p);
+  }
+  return Status();
 }
 
-Plan::~Plan() {
-  free_kernel_choice(&data_->choice);
-  free_layout(&data_->layout);
-  std::free(data_->values);
-  detail::aligned_free(data_->owned_arena);
-  std::free(data_);
+// The bytes a caller's region must hold for build_plan, from a 64-byte aligned start.
+Status measure_plan(const Model& model, const PlanOptions& options, size_t* bytes) {
+  detail::Memory measuring = detail::Memory::measuring();
+  Plan* none = nullptr;
+  Status s = build_plan(model, options, measuring, nullptr, &none);
+  if (!s.ok()) return s;
+  *bytes = measuring.high_water();
+  return Status();
 }
 
-size_t Plan::arena_bytes() const { return data_->layout.total_bytes; }
+}  // namespace
+
+Status arena_bytes(const Model& model, const PlanOptions& options, size_t* bytes) {
+  if (!bytes) return Status::error(StatusCode::kInvalidArgument, "arena_bytes: bytes is null");
+  return measure_plan(model, options, bytes);
+}
+
+Status Plan::create(const Model& model, const PlanOptions& options, void* arena, size_t arena_size,
+                    std::unique_ptr<Plan>* out) {
+  if (!out) return Status::error(StatusCode::kInvalidArgument, "plan: out is null");
+  out->reset();
+  size_t need = 0;
+  void* owned = nullptr;
+  if (!arena) {
+    // Measured first, then one allocation holds the whole plan.
+    Status s = measure_plan(model, options, &need);
+    if (!s.ok()) return s;
+    owned = detail::aligned_malloc(kArenaAlignment, need);
+    if (!owned)
+      return Status::error(StatusCode::kOutOfMemory, "plan: cannot allocate %zu bytes", need);
+    arena = owned;
+    arena_size = need;
+  }
+  // A caller's region is used from its first 64-byte boundary, as the measurement assumes.
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(arena);
+  const size_t skip = (kArenaAlignment - addr % kArenaAlignment) % kArenaAlignment;
+  detail::Memory region =
+      detail::Memory::region(static_cast<uint8_t*>(arena) + (arena_size < skip ? arena_size : skip),
+                             arena_size < skip ? 0 : arena_size - skip);
+  Plan* plan = nullptr;
+  Status s = build_plan(model, options, region, owned, &plan);
+  if (s.ok()) {
+    out->reset(plan);
+    return s;
+  }
+  detail::aligned_free(owned);
+  if (s.code() != StatusCode::kOutOfMemory || owned) return s;
+  // The caller's memory ran out: say how much the plan needs (measuring takes heap blocks, but
+  // only on this error path).
+  if (!measure_plan(model, options, &need).ok()) return s;
+  return Status::error(StatusCode::kArenaTooSmall,
+                       "arena of %zu bytes is too small: this plan needs %zu (max_batch %zu)%s",
+                       arena_size, need + skip, options.max_batch,
+                       skip ? ", including alignment padding" : "");
+}
+
+// A plan lives in its region (the caller's memory or the one block create() allocated): the
+// destructor stops its worker threads and XNNPACK operators, and delete frees the block, if
+// create() allocated it, through the header before the object.
+Plan::~Plan() { free_kernel_choice(&data_->choice); }
+
+void Plan::operator delete(void* p) noexcept {
+  if (!p) return;
+  void* owned = nullptr;
+  std::memcpy(&owned, static_cast<uint8_t*>(p) - kPlanHeader, sizeof owned);
+  detail::aligned_free(owned);
+}
+
+size_t Plan::arena_bytes() const { return data_->total_bytes; }
 uint32_t Plan::threads() const {
   return data_->choice.kernels.pool ? data_->choice.kernels.pool->threads() : 1;
 }

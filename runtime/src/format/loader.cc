@@ -10,6 +10,7 @@
 #include <cstring>
 #include <new>
 
+#include "api/construct.hpp"
 #include "format/half.hpp"
 #include "format/model_data.hpp"
 #include "integrate/interpolant.hpp"
@@ -19,6 +20,7 @@
 #endif
 #include "siflow_generated.h"
 #include "support/aligned_memory.hpp"
+#include "support/memory.hpp"
 
 namespace siflow {
 namespace detail {
@@ -120,7 +122,9 @@ WeightValues weight_values(const fb::Weights& w) {
 
 class Loader {
  public:
-  Loader(const uint8_t* bytes, size_t size) : bytes_(bytes), size_(size) {}
+  // memory: where the model's tables go (a caller's region, or measuring); nullptr: the heap.
+  Loader(const uint8_t* bytes, size_t size, Memory* memory)
+      : bytes_(bytes), size_(size), memory_(memory) {}
 
   Status run(ModelData** out);
 
@@ -146,6 +150,7 @@ class Loader {
 
   const uint8_t* bytes_;
   size_t size_;
+  Memory* memory_;
   const fb::Model* model_ = nullptr;
   const fb::Graph* graph_ = nullptr;
   uint32_t dim_ = 0;
@@ -677,8 +682,9 @@ Status Loader::run(ModelData** out) {
   ModelData* unused = nullptr;
   layout(sizing, &unused);
   // 64-byte aligned so the fp16 expansion region is; the model is freed with aligned_free.
-  void* block =
-      aligned_malloc(kAlignment, (sizing.used + kAlignment - 1) / kAlignment * kAlignment);
+  const size_t block_bytes = (sizing.used + kAlignment - 1) / kAlignment * kAlignment;
+  void* block = memory_ ? memory_->allocate(block_bytes, kAlignment)
+                        : aligned_malloc(kAlignment, block_bytes);
   if (!block)
     return Status::error(StatusCode::kOutOfMemory, "cannot allocate %zu bytes for the model",
                          sizing.used);
@@ -695,9 +701,12 @@ Status Loader::run(ModelData** out) {
   data->node_count = node_count_;
   data->output = graph_->output();
 
+  data->in_region = memory_ != nullptr;
   auto fail = [&](Status st) {
-    aligned_free(data->packed_block);
-    aligned_free(block);
+    if (!memory_) {
+      aligned_free(data->packed_block);
+      aligned_free(block);
+    }
     return st;
   };
   const auto* nodes = graph_->nodes();
@@ -764,7 +773,8 @@ Status Loader::pack_dense_weights(ModelData* data) {
   for (uint32_t i = 0; i < node_count_; ++i)
     if (data->nodes[i].op == OpKind::kFullyConnected) total += floats_of(i);
   if (total == 0) return Status();
-  float* block = static_cast<float*>(aligned_malloc(kAlignment, total * sizeof(float)));
+  float* block = static_cast<float*>(memory_ ? memory_->allocate(total * sizeof(float), kAlignment)
+                                             : aligned_malloc(kAlignment, total * sizeof(float)));
   if (!block)
     return Status::error(StatusCode::kOutOfMemory,
                          "cannot allocate %zu bytes for the packed dense weights",
@@ -787,6 +797,7 @@ Status Loader::pack_dense_weights(ModelData* data) {
 
 void free_model_data(ModelData* data) {
   if (!data) return;
+  if (data->in_region) return;  // everything lives in the caller's memory
   void* owned = data->owned_bytes;
   aligned_free(data->packed_block);
   aligned_free(data);
@@ -805,15 +816,41 @@ void* aligned_copy(const void* bytes, size_t size) {
 
 }  // namespace
 
-Status Model::load(const void* bytes, size_t size, const LoadOptions& options,
-                   std::unique_ptr<Model>* out) {
-  if (!out) return Status::error(StatusCode::kInvalidArgument, "load: out is null");
-  out->reset();
-  if (options.struct_size < sizeof(uint32_t) || options.struct_size > sizeof(LoadOptions))
-    return Status::error(StatusCode::kInvalidArgument,
-                         "load: LoadOptions.struct_size %u is "
-                         "not one this runtime knows",
-                         options.struct_size);
+namespace {
+
+constexpr size_t kModelHeader = 64;
+
+bool has_memory_fields(const LoadOptions& o) {
+  return o.struct_size >= offsetof(LoadOptions, memory_size) + sizeof(o.memory_size);
+}
+
+}  // namespace
+
+// The Model object sits after a 64-byte header holding the heap block to free (nullptr in a
+// caller's memory), which Model::operator delete frees.
+Status detail::Construct::model(ModelData* data, Memory* memory, Model** out) {
+  // Rounded to 64 bytes: the object is the last block of a load, so memory_bytes() is exact.
+  constexpr size_t kBytes = kModelHeader + (sizeof(Model) + 63) / 64 * 64;
+  uint8_t* block =
+      static_cast<uint8_t*>(memory ? memory->allocate(kBytes) : aligned_malloc(64, kBytes));
+  if (!block) return Status::error(StatusCode::kOutOfMemory, "load: no memory for the model");
+  void* owner = memory ? nullptr : block;
+  std::memcpy(block, &owner, sizeof owner);
+  *out = new (block + kModelHeader) Model(data);
+  return Status();
+}
+
+void Model::operator delete(void* p) noexcept {
+  if (!p) return;
+  void* owner = nullptr;
+  std::memcpy(&owner, static_cast<uint8_t*>(p) - kModelHeader, sizeof owner);
+  detail::aligned_free(owner);
+}
+
+// Loads from memory; memory == nullptr: every table on the heap, else all of it (an aligned copy
+// of unaligned bytes included) in `memory`.
+Status detail::Construct::load(const void* bytes, size_t size, const LoadOptions& options,
+                               Memory* memory, std::unique_ptr<Model>* out) {
   if (!bytes) return Status::error(StatusCode::kInvalidArgument, "load: bytes is null");
   const uint8_t* span = static_cast<const uint8_t*>(bytes);
   void* owned = nullptr;
@@ -827,25 +864,72 @@ Status Model::load(const void* bytes, size_t size, const LoadOptions& options,
       return Status::error(StatusCode::kInvalidModel,
                            "model of %zu bytes exceeds the limit of %llu", size,
                            static_cast<unsigned long long>(Limits::kMaxFileBytes));
-    owned = aligned_copy(bytes, size);
-    if (!owned)
+    void* copy = memory ? memory->allocate(size ? size : 1) : aligned_copy(bytes, size);
+    if (!copy)
       return Status::error(StatusCode::kOutOfMemory,
                            "load: cannot allocate %zu bytes to copy the model into", size);
-    span = static_cast<const uint8_t*>(owned);
+    if (memory)
+      std::memcpy(copy, bytes, size);
+    else
+      owned = copy;
+    span = static_cast<const uint8_t*>(copy);
   }
   detail::ModelData* data = nullptr;
-  Status s = detail::Loader(span, size).run(&data);
+  Status s = detail::Loader(span, size, memory).run(&data);
   if (!s.ok()) {
     detail::aligned_free(owned);
     return s;
   }
   data->owned_bytes = owned;
-  if (owned) data->info.held_bytes += size;
-  out->reset(new (std::nothrow) Model(data));
-  if (!*out) {
+  if (span != bytes) data->info.held_bytes += size;
+  Model* model = nullptr;
+  if (!(s = Construct::model(data, memory, &model)).ok()) {
     detail::free_model_data(data);
-    return Status::error(StatusCode::kOutOfMemory, "load: cannot allocate the model handle");
+    return s;
   }
+  if (memory) data->info.held_bytes = memory->high_water();
+  out->reset(model);
+  return Status();
+}
+
+Status Model::load(const void* bytes, size_t size, const LoadOptions& options,
+                   std::unique_ptr<Model>* out) {
+  if (!out) return Status::error(StatusCode::kInvalidArgument, "load: out is null");
+  out->reset();
+  if (options.struct_size < sizeof(uint32_t) || options.struct_size > sizeof(LoadOptions))
+    return Status::error(StatusCode::kInvalidArgument,
+                         "load: LoadOptions.struct_size %u is "
+                         "not one this runtime knows",
+                         options.struct_size);
+  if (!has_memory_fields(options) || !options.memory)
+    return detail::Construct::load(bytes, size, options, nullptr, out);
+  // The caller's memory, used from its first 64-byte boundary as memory_bytes() assumes.
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(options.memory);
+  const size_t skip = (64 - addr % 64) % 64;
+  if (options.memory_size < skip)
+    return Status::error(StatusCode::kArenaTooSmall, "load: memory of %zu bytes is too small",
+                         options.memory_size);
+  detail::Memory region = detail::Memory::region(static_cast<uint8_t*>(options.memory) + skip,
+                                                 options.memory_size - skip);
+  Status s = detail::Construct::load(bytes, size, options, &region, out);
+  if (s.code() != StatusCode::kOutOfMemory) return s;
+  // Out of the caller's memory: say how much loading needs (measuring takes heap blocks, but
+  // only on this error path).
+  size_t need = 0;
+  if (!memory_bytes(bytes, size, options, &need).ok()) return s;
+  return Status::error(
+      StatusCode::kArenaTooSmall, "load: memory of %zu bytes is too small: this model needs %zu%s",
+      options.memory_size, need + skip, skip ? " including alignment padding" : "");
+}
+
+Status Model::memory_bytes(const void* bytes, size_t size, const LoadOptions& options,
+                           size_t* out) {
+  if (!out) return Status::error(StatusCode::kInvalidArgument, "memory_bytes: out is null");
+  detail::Memory measuring = detail::Memory::measuring();
+  std::unique_ptr<Model> model;
+  Status s = detail::Construct::load(bytes, size, options, &measuring, &model);
+  if (!s.ok()) return s;
+  *out = measuring.high_water();
   return Status();
 }
 
@@ -898,18 +982,19 @@ Status Model::load_file(const char* path, const LoadOptions& options, std::uniqu
                          got, n);
   }
   detail::ModelData* data = nullptr;
-  Status s = detail::Loader(static_cast<uint8_t*>(buffer), n).run(&data);
+  Status s = detail::Loader(static_cast<uint8_t*>(buffer), n, nullptr).run(&data);
   if (!s.ok()) {
     detail::aligned_free(buffer);
     return s.prefix("%s", path);
   }
   data->owned_bytes = buffer;
   data->info.held_bytes += n;
-  out->reset(new (std::nothrow) Model(data));
-  if (!*out) {
+  Model* model = nullptr;
+  if (!(s = detail::Construct::model(data, nullptr, &model)).ok()) {
     detail::free_model_data(data);
-    return Status::error(StatusCode::kOutOfMemory, "load: cannot allocate the model handle");
+    return s;
   }
+  out->reset(model);
   return Status();
 #endif
 }

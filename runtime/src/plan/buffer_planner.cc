@@ -7,8 +7,9 @@
 
 namespace siflow {
 
-Status plan_buffers(const BufferRequest* requests, size_t count, size_t* offsets, size_t* total) {
-  size_t* live = static_cast<size_t*>(std::malloc((count ? count : 1) * sizeof(size_t)));
+Status plan_buffers(const BufferRequest* requests, size_t count, size_t* offsets, size_t* total,
+                    detail::Memory& memory) {
+  size_t* live = static_cast<size_t*>(memory.allocate((count ? count : 1) * sizeof(size_t)));
   if (!live) return Status::error(StatusCode::kOutOfMemory, "plan: no memory for planning");
   size_t end = 0;
   for (size_t i = 0; i < count; ++i) {
@@ -31,7 +32,7 @@ Status plan_buffers(const BufferRequest* requests, size_t count, size_t* offsets
     offsets[i] = candidate;
     end = std::max(end, candidate + need);
   }
-  std::free(live);
+  memory.release_last(live);
   *total = end;
   return Status();
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "siflow/siflow.hpp"
+#include "support/memory.hpp"
 
 namespace siflow {
 
@@ -23,7 +24,8 @@ struct BufferRequest {
 };
 
 // Assigns 64-byte aligned offsets[i] to each request; *total receives the bytes spanned.
-// Fails only when the scratch for planning cannot be allocated.
-Status plan_buffers(const BufferRequest* requests, size_t count, size_t* offsets, size_t* total);
+// Its scratch comes from `memory` (given back before returning); fails only when there is none.
+Status plan_buffers(const BufferRequest* requests, size_t count, size_t* offsets, size_t* total,
+                    detail::Memory& memory);
 
 }  // namespace siflow

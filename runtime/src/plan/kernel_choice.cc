@@ -40,13 +40,14 @@ double best_of_three(Run&& run) {
 }  // namespace
 
 Status choose_kernels(const ModelData& md, const PlanOptions& options, float* const* values,
-                      KernelChoice* out) {
+                      detail::Memory& memory, KernelChoice* out) {
   const uint32_t nodes = md.node_count, tensors = nodes + 2;
-  const size_t bytes = nodes * (sizeof(NodeKernel) + sizeof(bool) + 32) + tensors * sizeof(int32_t);
-  uint8_t* block = static_cast<uint8_t*>(std::calloc(1, bytes));
+  // Rounded to 64 bytes: this is a plan's last block, so arena_bytes() is a multiple of 64.
+  const size_t bytes =
+      (nodes * (sizeof(NodeKernel) + sizeof(bool) + 32) + tensors * sizeof(int32_t) + 63) / 64 * 64;
+  uint8_t* block = static_cast<uint8_t*>(memory.allocate(bytes));
   if (!block)
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the kernel table");
-  out->block = block;
   out->names = reinterpret_cast<char(*)[32]>(block);
   int32_t* seed_column = reinterpret_cast<int32_t*>(block + nodes * 32);
   NodeKernel* node = reinterpret_cast<NodeKernel*>(seed_column + tensors);
@@ -68,8 +69,12 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, float* co
       return Status::error(StatusCode::kInvalidArgument, "plan: unknown backend %d",
                            static_cast<int>(backend));
   }
-  Status s = RowPool::create(options.threads, &k.pool).prefix("plan");
+  Status s = RowPool::check(options.threads).prefix("plan");
   if (!s.ok()) return s;
+  const bool measuring = memory.is_measuring();
+  if (options.threads > 1 && !measuring &&
+      !(s = RowPool::create(options.threads, &k.pool).prefix("plan")).ok())
+    return s;
   const char* isa = "";
 #if defined(SIFLOW_WITH_SIMD)
   if (backend != Backend::kReference) {
@@ -101,11 +106,11 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, float* co
   auto xnn_eligible = [&](uint32_t i) {
     return md.nodes[i].op == OpKind::kFullyConnected && md.nodes[i].inputs[0] != 0;
   };
-  const bool tune = backend == Backend::kAuto && options.tune;
-  if (backend == Backend::kXnnpack || tune) {
+  const bool tune = backend == Backend::kAuto && options.tune && !measuring;
+  if ((backend == Backend::kXnnpack && !measuring) || tune) {
     for (uint32_t i = 0; i < nodes; ++i)
       if (xnn_eligible(i)) node[i] = NodeKernel::kXnnpack;
-    if (!(s = xnn::create_layers(md, node, k.pool->native(), &k.xnn)).ok()) {
+    if (!(s = xnn::create_layers(md, node, k.pool ? k.pool->native() : nullptr, &k.xnn)).ok()) {
       if (backend == Backend::kXnnpack) return s.prefix("plan");
       for (uint32_t i = 0; i < nodes; ++i)  // tuning without XNNPACK: simd everywhere
         if (node[i] == NodeKernel::kXnnpack) node[i] = NodeKernel::kSimd;
@@ -160,7 +165,6 @@ void free_kernel_choice(KernelChoice* choice) {
   xnn::destroy_layers(choice->kernels.xnn);
 #endif
   RowPool::destroy(choice->kernels.pool);
-  std::free(choice->block);
   *choice = KernelChoice();
 }
 

@@ -8,13 +8,13 @@
 #include "format/model_data.hpp"
 #include "net/executor.hpp"
 #include "siflow/siflow.hpp"
+#include "support/memory.hpp"
 
 namespace siflow {
 
 struct KernelChoice {
   NetKernels kernels;
   char (*names)[32] = nullptr;  // [node_count]: what Plan::node_kernel reports
-  void* block = nullptr;        // one allocation for the per-node and per-tensor arrays
 };
 
 // Chooses for options.backend (docs/architecture.md):
@@ -26,9 +26,12 @@ struct KernelChoice {
 //    no read padding), activations on simd;
 //  - auto with options.tune: each dense layer XNNPACK could run is timed on both (three runs
 //    at max_batch rows on the plan's buffers) and keeps the faster.
-// `values` are the plan's buffers (read and written only when tuning).
+// `values` are the plan's buffers (read and written only when tuning). The per-node tables come
+// from `memory`; a measuring `memory` only counts them and starts no threads or operators.
+// Worker threads (threads > 1) and XNNPACK operators live on the heap; free_kernel_choice
+// releases them.
 Status choose_kernels(const detail::ModelData& model, const PlanOptions& options,
-                      float* const* values, KernelChoice* out);
+                      float* const* values, detail::Memory& memory, KernelChoice* out);
 void free_kernel_choice(KernelChoice* choice);
 
 }  // namespace siflow

@@ -40,7 +40,7 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
 }
 
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options,
-                      PlanLayout* layout) {
+                      detail::Memory& memory, PlanLayout* layout) {
   Status s = check_plan_options(model, options);
   if (!s.ok()) return s;
   const uint64_t rows = options.max_batch;
@@ -55,18 +55,23 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
 
   const uint32_t tensors = model.node_count + 2;
   const size_t request_count = 2 * static_cast<size_t>(tensors);
+  // Kept: the offsets; scratch (given back in reverse order): the requests and planner offsets.
+  layout->value_offset = static_cast<size_t*>(memory.allocate(tensors * sizeof(size_t)));
+  layout->tangent_offset = layout->value_offset
+                               ? static_cast<size_t*>(memory.allocate(tensors * sizeof(size_t)))
+                               : nullptr;
   BufferRequest* requests =
-      static_cast<BufferRequest*>(std::calloc(request_count, sizeof(BufferRequest)));
-  size_t* offsets = static_cast<size_t*>(std::calloc(request_count, sizeof(size_t)));
-  layout->value_offset = static_cast<size_t*>(std::calloc(tensors, sizeof(size_t)));
-  layout->tangent_offset = static_cast<size_t*>(std::calloc(tensors, sizeof(size_t)));
+      layout->tangent_offset
+          ? static_cast<BufferRequest*>(memory.allocate(request_count * sizeof(BufferRequest)))
+          : nullptr;
+  size_t* offsets =
+      requests ? static_cast<size_t*>(memory.allocate(request_count * sizeof(size_t))) : nullptr;
   auto cleanup = [&] {
-    std::free(requests);
-    std::free(offsets);
+    memory.release_last(offsets);
+    memory.release_last(requests);
   };
-  if (!requests || !offsets || !layout->value_offset || !layout->tangent_offset) {
+  if (!offsets) {
     cleanup();
-    free_layout(layout);
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the layout");
   }
   // Widths are <= 2^16, rows <= 2^20, directions <= 2^12 (dim and max_probes are both bounded):
@@ -87,9 +92,9 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
       first = id - 3;
     const uint32_t last = id == 1 ? end : t.last_use;
     const uint64_t value_bytes = rows * t.width * sizeof(float) + kReadPadding;
-    const uint64_t tangent_bytes =
-        (id >= 2 && t.depends_on_x) ? rows * directions * t.width * sizeof(float) + kReadPadding
-                                    : 0;
+    const uint64_t tangent_bytes = (id >= 2 && t.depends_on_x)
+                                       ? rows * directions * t.width * sizeof(float) + kReadPadding
+                                       : 0;
     largest = value_bytes > largest ? value_bytes : largest;
     largest = tangent_bytes > largest ? tangent_bytes : largest;
     if (largest > addressable) break;
@@ -98,16 +103,14 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   }
   if (largest > addressable) {
     cleanup();
-    free_layout(layout);
     return Status::error(StatusCode::kInvalidArgument,
                          "plan: a buffer of %llu bytes cannot be addressed on this platform",
                          static_cast<unsigned long long>(largest));
   }
   size_t net_bytes = 0;
-  s = plan_buffers(requests, request_count, offsets, &net_bytes);
+  s = plan_buffers(requests, request_count, offsets, &net_bytes, memory);
   if (!s.ok()) {
     cleanup();
-    free_layout(layout);
     return s;
   }
   for (uint32_t id = 0; id < tensors; ++id) {
@@ -135,19 +138,12 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   for (int k = 0; k < kMaxStages; ++k) layout->stage_div_offset[k] = take(rows * sizeof(double));
   layout->ell_offset = take(rows * sizeof(double));
   if (total > addressable) {
-    free_layout(layout);
     return Status::error(StatusCode::kInvalidArgument,
                          "plan: arena of %llu bytes cannot be addressed on this platform",
                          static_cast<unsigned long long>(total));
   }
   layout->total_bytes = static_cast<size_t>(total);
   return Status();
-}
-
-void free_layout(PlanLayout* layout) {
-  std::free(layout->value_offset);
-  std::free(layout->tangent_offset);
-  layout->value_offset = layout->tangent_offset = nullptr;
 }
 
 }  // namespace siflow

@@ -8,6 +8,7 @@
 
 #include "format/model_data.hpp"
 #include "integrate/ode.hpp"
+#include "support/memory.hpp"
 
 namespace siflow {
 
@@ -30,10 +31,10 @@ struct PlanLayout {
   size_t probe_offset = 0;  // Hutchinson probe values [rows * directions, dim] = seeds
 };
 
-// Computes the layout; the offset arrays are malloc'd and must be freed with free_layout.
+// Computes the layout. The offset arrays are taken from `memory` and live as long as it does;
+// the planning scratch is taken after them and given back.
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options,
-                      PlanLayout* layout);
-void free_layout(PlanLayout* layout);
+                      detail::Memory& memory, PlanLayout* layout);
 Status check_plan_options(const detail::ModelData& model, const PlanOptions& options);
 
 }  // namespace siflow

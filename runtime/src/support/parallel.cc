@@ -18,8 +18,7 @@ bool RowPool::available() {
 #endif
 }
 
-Status RowPool::create(uint32_t threads, RowPool** out) {
-  *out = nullptr;
+Status RowPool::check(uint32_t threads) {
   if (threads == 0) return Status::error(StatusCode::kInvalidArgument, "threads is 0 (use 1)");
   if (threads > 256)
     return Status::error(StatusCode::kInvalidArgument, "threads = %u exceeds the limit 256",
@@ -29,6 +28,13 @@ Status RowPool::create(uint32_t threads, RowPool** out) {
                          "threads = %u, but this build has no thread pool (pthreadpool); it "
                          "runs on the caller's thread only (threads = 1)",
                          threads);
+  return Status();
+}
+
+Status RowPool::create(uint32_t threads, RowPool** out) {
+  *out = nullptr;
+  Status s = check(threads);
+  if (!s.ok()) return s;
   RowPool* pool = new (std::nothrow) RowPool();
   if (!pool) return Status::error(StatusCode::kOutOfMemory, "cannot allocate the thread pool");
   pool->threads_ = threads;

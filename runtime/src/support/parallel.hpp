@@ -19,6 +19,8 @@ class RowPool {
   static Status create(uint32_t threads, RowPool** out);
   static void destroy(RowPool* pool);
   static bool available();  // whether this build can run more than one thread
+  // The checks create() makes of a thread count, without starting anything.
+  static Status check(uint32_t threads);
 
   uint32_t threads() const { return threads_; }
   // The pthreadpool_t (nullptr with one thread), for libraries that take one (XNNPACK).

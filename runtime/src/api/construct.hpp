@@ -1,0 +1,23 @@
+// Construction of the API objects, whose constructors are private, in the memory the runtime
+// chose for them (the heap, or a caller's region). Internal to the runtime library.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "siflow/siflow.hpp"
+#include "support/memory.hpp"
+
+namespace siflow::detail {
+
+struct Construct {
+  // A Plan over `data`, placement-constructed at `at`.
+  static Plan* plan(void* at, PlanData* data);
+  // A Model over `data`, after a 64-byte header, in `memory` (nullptr: the heap).
+  static Status model(ModelData* data, Memory* memory, Model** out);
+  // Loading with every table in `memory` (nullptr: the heap).
+  static Status load(const void* bytes, size_t size, const LoadOptions& options, Memory* memory,
+                     std::unique_ptr<Model>* out);
+};
+
+}  // namespace siflow::detail
