@@ -44,21 +44,27 @@ inline V round_near(V x) {
   return (x + magic) - magic;
 }
 
-// exp(x) for all x: exp(-inf..-87.3) -> 0, overflow -> +inf; relative error ~2 ulp.
-inline V vexp(V x) {
-  const V hi = splat(88.72283905206835f), lo = splat(-87.33654475055310f);
-  const VI over = x > hi, under = x < lo;
-  const V xc = vmin(vmax(x, lo), hi);
-  const V n = round_near(xc * 1.44269504088896341f);
-  V r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+// exp(xc) = p * 2^n for xc in the clamped range [-87.3, 88.7]: Cody-Waite reduction by ln 2 and
+// a degree-6 polynomial of the remainder; n is returned as a float.
+inline V exp_reduced(V xc, V* n) {
+  *n = round_near(xc * 1.44269504088896341f);
+  V r = xc - *n * 0.693359375f;
+  r = r - *n * -2.12194440e-4f;
   V p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
+  return p * (r * r) + r + 1.0f;
+}
+
+// exp(x) for all x: exp(-inf..-87.3) -> 0, overflow -> +inf; relative error ~2 ulp.
+inline V vexp(V x) {
+  const V hi = splat(88.72283905206835f), lo = splat(-87.33654475055310f);
+  const VI over = x > hi, under = x < lo;
+  V n;
+  const V p = exp_reduced(vmin(vmax(x, lo), hi), &n);
   // 2^n split in two factors so n = 128 (x just below the overflow bound) stays representable.
   const VI ni = __builtin_convertvector(n, VI);
   const VI n1 = ni >> 1, n2 = ni - n1;
@@ -129,21 +135,13 @@ inline V vrecip12(V d) {
 #endif
 }
 
-// exp(x) for x <= 0 (no overflow check): 0 below -87.3, where float leaves its normal range.
+// exp(x) for x <= 0 (no overflow check, one scaling factor): 0 below -87.3, where float
+// leaves its normal range.
 inline V vexp_nonpositive(V x) {
   const V lo = splat(-87.33654475055310f);
   const VI under = x < lo;
-  const V xc = vmax(x, lo);
-  const V n = round_near(xc * 1.44269504088896341f);
-  V r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  V p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
+  V n;
+  const V p = exp_reduced(vmax(x, lo), &n);
   return select(under, V{}, p * bits((__builtin_convertvector(n, VI) + 127) << 23));
 }
 
