@@ -269,8 +269,7 @@ static void test_load(const char* path, const char* uniform_path) {
   {
     size_t need = 0;
     unsigned char* memory;
-    CHECK_STATUS(siflow_model_memory_bytes(aligned, size, &need, fresh(&error)), SIFLOW_OK,
-                 &error);
+    CHECK_STATUS(siflow_model_memory_bytes(aligned, size, &need, fresh(&error)), SIFLOW_OK, &error);
     CHECK(need > 0 && need % 64 == 0);
     memory = (unsigned char*)malloc(need + 64);
     CHECK(memory != NULL);

@@ -46,7 +46,7 @@ struct InterpolantData {
 
 struct ModelData {
   ModelInfo info;
-  void* owned_bytes;  // aligned copy of the file, or nullptr when used in place
+  void* owned_bytes;   // aligned copy of the file, or nullptr when used in place
   void* packed_block;  // every FullyConnected node's packed weights, or nullptr
   bool in_region;      // every table lives in a caller's memory (or a measuring pass): free none
   const uint8_t* bytes;
