@@ -22,7 +22,9 @@ else()
 endif()
 set(CMAKE_C_FLAGS_INIT "${cpu} -mfloat-abi=hard -mthumb -ffunction-sections -fdata-sections")
 set(CMAKE_CXX_FLAGS_INIT "${cpu} -mfloat-abi=hard -mthumb -ffunction-sections -fdata-sections")
-set(CMAKE_EXE_LINKER_FLAGS_INIT "--specs=nano.specs --specs=nosys.specs -Wl,--gc-sections")
+# The system-call layer is each executable's choice (examples/embed_c): nosys stubs, or
+# semihosting (rdimon) for QEMU.
+set(CMAKE_EXE_LINKER_FLAGS_INIT "--specs=nano.specs -Wl,--gc-sections")
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE BOTH)

@@ -14,7 +14,8 @@ case "${1:-}" in
   --test) packages+=(python3-onnx python3-flatbuffers python3-torch python3-pytest
                    python3-venv python3-setuptools clang
                    libclang-rt-14-dev) ;;
-  --cross) packages=(g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user gcc-arm-none-eabi
+  --cross) packages=(g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user qemu-system-arm
+                     gcc-arm-none-eabi
                      libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib
                      libstdc++-arm-none-eabi-dev) ;;
   *) echo "install-deps.sh: unknown option '$1' (expected --test, --cross or nothing)" >&2; exit 2 ;;

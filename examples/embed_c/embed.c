@@ -6,11 +6,15 @@
  * 16` prints both numbers); a buffer too small is an error that names the size needed.
  *
  * Build: see examples/embed_c/CMakeLists.txt (any .sif can be embedded with
- * siflow_embed_file). Run: embed_c [N] */
+ * siflow_embed_file). Run: embed_c [N] [--bits]. --bits runs the reference backend and also
+ * prints every sample and log-likelihood as hex bits, the same on every platform (tests/run.sh
+ * compares the host with the bare-metal image under qemu-system-arm). Integers are printed as
+ * unsigned long: newlib-nano's printf has no %zu and no 64-bit integers. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "siflow/siflow.h"
 
@@ -35,7 +39,20 @@ static int fail(const char* what, const siflow_error* e) {
   return 1;
 }
 
+static unsigned long float_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return (unsigned long)u;
+}
+/* A double's bits as two 32-bit halves. */
+static void print_double_bits(double d) {
+  uint64_t u;
+  memcpy(&u, &d, sizeof u);
+  printf(" %08lx%08lx", (unsigned long)(u >> 32), (unsigned long)(u & 0xffffffffu));
+}
+
 int main(int argc, char** argv) {
+  const int bits = argc > 2 && strcmp(argv[2], "--bits") == 0;
   const size_t n = argc > 1 ? (size_t)strtoul(argv[1], NULL, 10) : 8;
   if (n == 0 || n > MAX_SAMPLES) {
     fprintf(stderr, "embed_c: N must be in [1, %d]\n", MAX_SAMPLES);
@@ -58,8 +75,10 @@ int main(int argc, char** argv) {
   siflow_plan_options po;
   siflow_plan_options_init(&po);
   po.max_batch = MAX_BATCH;
-  printf("model: dim %" PRIu32 ", %zu bytes linked in; static memory %d + %d bytes\n", dim,
-         siflow_embedded_model_size, MODEL_BYTES, ARENA_BYTES);
+  if (bits) po.backend = SIFLOW_BACKEND_REFERENCE;
+  printf("model: dim %lu, %lu bytes linked in; static memory %d + %d bytes\n",
+         (unsigned long)dim, (unsigned long)siflow_embedded_model_size, MODEL_BYTES,
+         ARENA_BYTES);
   siflow_plan* plan = NULL;
   if (siflow_plan_create(model, &po, arena, sizeof arena, &plan, &err))
     return fail("plan_create", &err);
@@ -75,9 +94,16 @@ int main(int argc, char** argv) {
 
   double worst = 0.0;
   for (size_t i = 0; i < n; ++i) {
-    printf("x[%zu] = (", i);
+    printf("x[%lu] = (", (unsigned long)i);
     for (uint32_t k = 0; k < dim; ++k) printf(k ? ", %.5f" : "%.5f", samples[i * dim + k]);
     printf(")  log p = %.5f (sampled) %.5f (scored)\n", logp_sampled[i], logp_scored[i]);
+    if (bits) {
+      printf("bits %lu", (unsigned long)i);
+      for (uint32_t k = 0; k < dim; ++k) printf(" %08lx", float_bits(samples[i * dim + k]));
+      print_double_bits(logp_sampled[i]);
+      print_double_bits(logp_scored[i]);
+      printf("\n");
+    }
     const double d = fabs(logp_sampled[i] - logp_scored[i]);
     if (!(d <= worst)) worst = d;
   }
