@@ -76,9 +76,8 @@ int main(int argc, char** argv) {
   siflow_plan_options_init(&po);
   po.max_batch = MAX_BATCH;
   if (bits) po.backend = SIFLOW_BACKEND_REFERENCE;
-  printf("model: dim %lu, %lu bytes linked in; static memory %d + %d bytes\n",
-         (unsigned long)dim, (unsigned long)siflow_embedded_model_size, MODEL_BYTES,
-         ARENA_BYTES);
+  printf("model: dim %lu, %lu bytes linked in; static memory %d + %d bytes\n", (unsigned long)dim,
+         (unsigned long)siflow_embedded_model_size, MODEL_BYTES, ARENA_BYTES);
   siflow_plan* plan = NULL;
   if (siflow_plan_create(model, &po, arena, sizeof arena, &plan, &err))
     return fail("plan_create", &err);

@@ -14,8 +14,13 @@ static void fault_handler(void) {
 }
 
 __attribute__((section(".vectors"), used)) static void (*const vectors[16])(void) = {
-    (void (*)(void))&__stack_top, reset_handler, fault_handler, fault_handler,
-    fault_handler,                fault_handler, fault_handler};
+    (void (*)(void)) & __stack_top,
+    reset_handler,
+    fault_handler,
+    fault_handler,
+    fault_handler,
+    fault_handler,
+    fault_handler};
 
 void reset_handler(void) {
   /* CPACR: full access to CP10 and CP11 (the FPU) before any floating-point instruction. */
