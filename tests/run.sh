@@ -11,9 +11,9 @@
 #      seeded budget;
 #   5. cross-builds for AArch64 and ARMv7 (CMake presets aarch64, armv7) and runs the tests
 #      labelled `qemu` under qemu-user, including the bit-identical golden-bits check;
-#   6. builds the minimal runtime and examples/embed_c for bare-metal Cortex-M7 (preset
-#      cortex-m, newlib), runs the heap-free image under qemu-system-arm (mps2-an500,
-#      semihosting) and checks that it prints the host reference backend's bits.
+#   6. builds the minimal runtime and examples/embed_c for bare-metal Cortex-M7 and Cortex-M4F
+#      (preset cortex-m, newlib), runs each heap-free image under qemu-system-arm (mps2-an500,
+#      mps2-an386; semihosting) and checks that it prints the host reference backend's bits.
 # Exits non-zero on any failure.
 #   tests/run.sh           all of it
 #   tests/run.sh --quick   step 1 only
@@ -66,22 +66,27 @@ for preset in aarch64 armv7; do
   cmake --build --preset "$preset" -j"$jobs"
   ctest --preset "$preset" -j"$jobs"
 done
-echo "== cortex-m bare-metal build; the image run under qemu-system-arm (build-cortex-m/)"
-cmake --preset cortex-m >/dev/null
-cmake --build --preset cortex-m -j"$jobs"
-# The heap-free embed_c image on an emulated Cortex-M7 (semihosting for its output and exit
-# status) must print the host reference backend's bits for every sample and log-likelihood.
-timeout 600 qemu-system-arm -machine mps2-an500 -nographic -monitor none \
-  -semihosting-config enable=on,target=native,arg=embed_c,arg=8,arg=--bits \
-  -kernel build-cortex-m/examples/embed_c/embed_c_qemu | tr -d '\r' > build-cortex-m/embed_c.out
-build/examples/embed_c/embed_c 8 --bits > build/embed_c_bits.out
-grep '^bits' build-cortex-m/embed_c.out > build-cortex-m/embed_c.bits
-grep '^bits' build/embed_c_bits.out > build/embed_c.bits
+# The heap-free embed_c image on emulated Cortex-M7 (mps2-an500, double-precision FPU) and
+# Cortex-M4F (mps2-an386, single-precision FPU: doubles in software), semihosting for its output
+# and exit status, must print the host reference backend's bits for every sample and
+# log-likelihood.
+build/examples/embed_c/embed_c 8 --bits | grep '^bits' > build/embed_c.bits
 [ "$(wc -l < build/embed_c.bits)" -eq 8 ]
-if ! cmp -s build/embed_c.bits build-cortex-m/embed_c.bits; then
-  echo "tests/run.sh: the Cortex-M7 image's bits differ from the host's:" >&2
-  diff build/embed_c.bits build-cortex-m/embed_c.bits >&2 || true
-  exit 1
-fi
-echo "Cortex-M7 under qemu-system-arm: 8 samples and log-likelihoods bit-identical to the host"
+for variant in m7:mps2-an500 m4:mps2-an386; do
+  cpu=${variant%%:*}
+  machine=${variant#*:}
+  dir=build-cortex-$cpu
+  echo "== cortex-$cpu bare-metal build, run under qemu-system-arm $machine ($dir/)"
+  cmake --preset cortex-m -B "$dir" -DSIFLOW_CORTEX_M="$cpu" >/dev/null
+  cmake --build "$dir" -j"$jobs"
+  timeout 600 qemu-system-arm -machine "$machine" -nographic -monitor none \
+    -semihosting-config enable=on,target=native,arg=embed_c,arg=8,arg=--bits \
+    -kernel "$dir/examples/embed_c/embed_c_qemu" | tr -d '\r' | grep '^bits' > "$dir/embed_c.bits"
+  if ! cmp -s build/embed_c.bits "$dir/embed_c.bits"; then
+    echo "tests/run.sh: the Cortex-${cpu^^} image's bits differ from the host's:" >&2
+    diff build/embed_c.bits "$dir/embed_c.bits" >&2 || true
+    exit 1
+  fi
+  echo "Cortex-${cpu^^} under qemu-system-arm: 8 samples and log-likelihoods bit-identical to the host"
+done
 echo "tests/run.sh: all passed"
