@@ -20,6 +20,7 @@
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
 #include "support/activation_formulas.hpp"
+#include "support/random_vectors.hpp"
 
 namespace {
 
@@ -30,13 +31,7 @@ using siflow::UnaryKind;
 
 using test_support::activation;
 
-std::vector<float> random_vector(size_t n, uint32_t seed, double scale) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> g(0.0, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = static_cast<float>(g(rng));
-  return v;
-}
+using test_support::random_normals;
 
 // A graph written through ModelBuilder and mirrored for a double-precision evaluation.
 class TestNet {
@@ -45,8 +40,8 @@ class TestNet {
 
   uint32_t fc(uint32_t in, uint32_t out, uint32_t seed, bool with_bias = true) {
     Node n{Op::kFc, {in}};
-    n.w = random_vector(size_t{out} * widths_[in], seed, 1.0 / std::sqrt(double(widths_[in])));
-    if (with_bias) n.b = random_vector(out, seed + 7777, 0.3);
+    n.w = random_normals(size_t{out} * widths_[in], seed, 1.0 / std::sqrt(double(widths_[in])));
+    if (with_bias) n.b = random_normals(out, seed + 7777, 0.3);
     return push(n, out, builder_.fully_connected(in, out, n.w, n.b));
   }
   uint32_t unary(uint32_t in, UnaryKind kind, float alpha = 0.2f) {
@@ -79,8 +74,8 @@ class TestNet {
   uint32_t layer_norm(uint32_t in, uint32_t seed, bool affine, float eps = 1e-5f) {
     Node n{Op::kLayerNorm, {in}};
     if (affine) {
-      n.w = random_vector(widths_[in], seed, 1.0);
-      n.b = random_vector(widths_[in], seed + 1, 0.5);
+      n.w = random_normals(widths_[in], seed, 1.0);
+      n.b = random_normals(widths_[in], seed + 1, 0.5);
     }
     n.eps = eps;
     return push(n, widths_[in], builder_.layer_norm(in, n.w, n.b, eps));
@@ -204,8 +199,8 @@ TestNet full_network(uint32_t dim) {
   const uint32_t time_feat = n.fc(n.concat({fsin, fcos}), 16, 4);          // no tangent
   const uint32_t mixed = n.add(g2, time_feat);                             // tangent + none
   const uint32_t sq = n.mul(mixed, n.unary(mixed, UnaryKind::kSoftplus));  // both tangents
-  const uint32_t scaled = n.mul_constant(sq, random_vector(16, 5, 1.0));
-  const uint32_t shifted = n.add_constant(scaled, random_vector(16, 6, 0.5));
+  const uint32_t scaled = n.mul_constant(sq, random_normals(16, 5, 1.0));
+  const uint32_t shifted = n.add_constant(scaled, random_normals(16, 6, 0.5));
   const uint32_t ln = n.layer_norm(shifted, 7, false);
   n.set_output(n.fc(ln, dim, 8));
   return n;
@@ -235,7 +230,7 @@ struct Buffers {
 };
 
 std::vector<float> random_points(size_t rows, uint32_t dim, uint32_t seed) {
-  return random_vector(rows * dim, seed, 1.0);
+  return random_normals(rows * dim, seed, 1.0);
 }
 
 // Central-difference Jacobian J[k][p] = d v_k / d x_p of the double evaluation.

@@ -14,6 +14,7 @@
 
 #include "kernels/reference/ops.hpp"
 #include "kernels/simd/kernels.hpp"
+#include "support/random_vectors.hpp"
 
 namespace {
 
@@ -121,13 +122,7 @@ TEST_CASE("NaN and infinities map as in the reference") {
 
 namespace {
 
-std::vector<float> normals(size_t n, uint32_t seed, double scale) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> g(0.0, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = static_cast<float>(g(rng));
-  return v;
-}
+using test_support::random_normals;
 
 struct Layer {
   uint32_t in, out;
@@ -137,8 +132,8 @@ struct Layer {
 Layer make_layer(uint32_t in, uint32_t out, bool bias, uint32_t seed) {
   Layer l{in,
           out,
-          normals(size_t{in} * out, seed, 1.0 / std::sqrt(double(in))),
-          bias ? normals(out, seed + 1, 0.5) : std::vector<float>(),
+          random_normals(size_t{in} * out, seed, 1.0 / std::sqrt(double(in))),
+          bias ? random_normals(out, seed + 1, 0.5) : std::vector<float>(),
           {}};
   l.packed.assign(simd::packed_floats(in, out) + 16, 0.0f);
   // The kernels expect 64-byte alignment (the loader's block); place the panels there.
@@ -182,7 +177,7 @@ TEST_CASE("dense layers match the reference within the GEMM rounding bound on od
         if (rows == 1024 && sh.in * sh.out > 10000) continue;
         for (bool bias : {true, false}) {
           const Layer l = make_layer(sh.in, sh.out, bias, ++seed);
-          const std::vector<float> x = normals(rows * sh.in, ++seed, 1.0);
+          const std::vector<float> x = random_normals(rows * sh.in, ++seed, 1.0);
           for (UnaryKind act : acts) {
             INFO(std::string(k->isa)
                  << " in " << sh.in << " out " << sh.out << " rows " << rows << " bias " << bias
@@ -221,7 +216,7 @@ TEST_CASE("dense results do not depend on how rows are split (threads, chunks, t
   for (const simd::Kernels* k : variants()) {
     const Layer l = make_layer(37, 45, true, 9);
     const size_t rows = 101;
-    const std::vector<float> x = normals(rows * 37, 10, 1.0);
+    const std::vector<float> x = random_normals(rows * 37, 10, 1.0);
     const simd::Dense d{packed_of(l), 37, 45, true, UnaryKind::kSilu, 0.0f};
     std::vector<float> whole(rows * 45), whole_post(rows * 45);
     k->dense(d, x.data(), 0, rows, whole.data(), whole_post.data());
@@ -240,8 +235,8 @@ TEST_CASE("unary_jvp multiplies every direction by the derivative at its row") {
   for (const simd::Kernels* k : variants()) {
     const uint32_t width = 21;
     const size_t rows = 5, directions = 3;
-    const std::vector<float> x = normals(rows * width, 1, 2.0);
-    const std::vector<float> t = normals(rows * directions * width, 2, 1.0);
+    const std::vector<float> x = random_normals(rows * width, 1, 2.0);
+    const std::vector<float> t = random_normals(rows * directions * width, 2, 1.0);
     std::vector<float> out(t.size(), NAN);
     k->unary_jvp(UnaryKind::kGeluTanh, 0.0f, x.data(), 1, rows, width, directions, t.data(),
                  out.data());

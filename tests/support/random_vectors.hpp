@@ -1,0 +1,20 @@
+// Seeded random test data shared by the unit tests: n floats drawn from N(0, scale^2) by
+// std::mt19937 (the same values on every platform's standard library for a given seed).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace test_support {
+
+inline std::vector<float> random_normals(size_t n, uint32_t seed, double scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> g(0.0, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(g(rng));
+  return v;
+}
+
+}  // namespace test_support
