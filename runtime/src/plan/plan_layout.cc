@@ -41,8 +41,7 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
 
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options,
                       detail::Memory& memory, PlanLayout* layout) {
-  Status s = check_plan_options(model, options);
-  if (!s.ok()) return s;
+  Status s;
   const uint64_t rows = options.max_batch;
   const uint64_t dim = model.dim;
   uint64_t directions = 0;

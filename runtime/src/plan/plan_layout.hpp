@@ -31,7 +31,8 @@ struct PlanLayout {
   size_t probe_offset = 0;  // Hutchinson probe values [rows * directions, dim] = seeds
 };
 
-// Computes the layout. The offset arrays are taken from `memory` and live as long as it does;
+// Computes the layout for options check_plan_options accepted (build_plan checks them before
+// taking any memory). The offset arrays are taken from `memory` and live as long as it does;
 // the planning scratch is taken after them and given back.
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options,
                       detail::Memory& memory, PlanLayout* layout);
