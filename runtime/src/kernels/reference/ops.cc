@@ -114,16 +114,15 @@ void fully_connected(const float* x, size_t rows, uint32_t in, const float* w, c
   }
 }
 
-float unary(UnaryKind kind, float alpha, float xf) {
-  const double x = xf;
+double unary_value(UnaryKind kind, double alpha, double x) {
   double y = x;
   switch (kind) {
     case UnaryKind::kIdentity:
-      return xf;
+      return x;
     case UnaryKind::kRelu:
-      return xf > 0.0f ? xf : 0.0f;
+      return x > 0.0 ? x : 0.0;
     case UnaryKind::kLeakyRelu:
-      return xf > 0.0f ? xf : alpha * xf;
+      return x > 0.0 ? x : alpha * x;
     case UnaryKind::kElu:
       y = x > 0 ? x : alpha * math::expm1(x);
       break;
@@ -155,19 +154,18 @@ float unary(UnaryKind kind, float alpha, float xf) {
       y = math::cos(x);
       break;
   }
-  return static_cast<float>(y);
+  return y;
 }
 
-float unary_derivative(UnaryKind kind, float alpha, float xf) {
-  const double x = xf;
+double unary_slope(UnaryKind kind, double alpha, double x) {
   double d = 1.0;
   switch (kind) {
     case UnaryKind::kIdentity:
-      return 1.0f;
+      return 1.0;
     case UnaryKind::kRelu:
-      return xf > 0.0f ? 1.0f : 0.0f;
+      return x > 0.0 ? 1.0 : 0.0;
     case UnaryKind::kLeakyRelu:
-      return xf > 0.0f ? 1.0f : alpha;
+      return x > 0.0 ? 1.0 : alpha;
     case UnaryKind::kElu:
       d = x > 0 ? 1.0 : alpha * math::exp(x);
       break;
@@ -206,7 +204,17 @@ float unary_derivative(UnaryKind kind, float alpha, float xf) {
       d = -math::sin(x);
       break;
   }
-  return static_cast<float>(d);
+  return d;
+}
+
+// The float kernels round the double value once. For ReLU and leaky ReLU this equals float
+// arithmetic: a float times a float is exact in double.
+float unary(UnaryKind kind, float alpha, float x) {
+  return static_cast<float>(unary_value(kind, alpha, x));
+}
+
+float unary_derivative(UnaryKind kind, float alpha, float x) {
+  return static_cast<float>(unary_slope(kind, alpha, x));
 }
 
 void unary_forward(UnaryKind kind, float alpha, const float* x, size_t n, float* y) {

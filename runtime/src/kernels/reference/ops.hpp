@@ -19,6 +19,10 @@ void fully_connected(const float* x, size_t rows, uint32_t in, const float* w, c
 float unary(UnaryKind kind, float alpha, float x);
 // d unary(x) / dx.
 float unary_derivative(UnaryKind kind, float alpha, float x);
+// The same in double, unrounded: unary() and unary_derivative() round these once. Training's
+// VJP rules and their finite-difference checks use them directly.
+double unary_value(UnaryKind kind, double alpha, double x);
+double unary_slope(UnaryKind kind, double alpha, double x);
 
 void unary_forward(UnaryKind kind, float alpha, const float* x, size_t n, float* y);
 // t_out[r*P+p][k] = f'(x[r][k]) * t_in[r*P+p][k].
