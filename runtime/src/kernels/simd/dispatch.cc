@@ -36,6 +36,21 @@ void pack_weights(const float* w, const float* bias, uint32_t in, uint32_t out, 
   }
 }
 
+void pack_transposed(const float* m, uint32_t rows, uint32_t cols, float* packed) {
+  const uint32_t panels = (cols + kPanel - 1) / kPanel;
+  for (uint32_t j = 0; j < panels; ++j) {
+    float* panel = packed + size_t{j} * (size_t{rows} + 1) * kPanel;
+    const uint32_t c0 = j * kPanel;
+    const uint32_t n = cols - c0 < kPanel ? cols - c0 : kPanel;
+    for (uint32_t i = 0; i < rows; ++i) {
+      float* dst = panel + size_t{i} * kPanel;
+      std::memcpy(dst, m + size_t{i} * cols + c0, n * sizeof(float));
+      for (uint32_t c = n; c < kPanel; ++c) dst[c] = 0.0f;
+    }
+    for (uint32_t c = 0; c < kPanel; ++c) panel[size_t{rows} * kPanel + c] = 0.0f;
+  }
+}
+
 const Kernels* kernels_for(Isa isa) {
   switch (isa) {
     case Isa::kBaseline:

@@ -20,6 +20,10 @@ namespace siflow::simd {
 constexpr uint32_t kPanel = 16;
 size_t packed_floats(uint32_t in, uint32_t out);
 void pack_weights(const float* w, const float* bias, uint32_t in, uint32_t out, float* packed);
+// Packs the transpose of a row-major matrix m [rows][cols] as the weights of a layer with
+// in = rows and out = cols (no bias): panel j, input i holds m[i][16 j .. 16 j + 15], a
+// contiguous copy. Training multiplies by W^T and by activations this way every step.
+void pack_transposed(const float* m, uint32_t rows, uint32_t cols, float* packed);
 
 struct Dense {
   const float* packed;  // pack_weights layout

@@ -1,0 +1,72 @@
+// Training GEMMs on the simd dense kernel (see dense.hpp).
+#include "train/dense.hpp"
+
+namespace siflow::train {
+namespace {
+// Row ranges a multiple of both tile heights (6 rows on AVX2, 8 on AVX-512), so only the last
+// range can have rows left over from whole tiles.
+constexpr size_t kGrain = 48;
+}  // namespace
+
+void DenseOps::run(const simd::Dense& d, const float* x, size_t rows, float* pre, float* post) {
+  const simd::Kernels* k = kernels_;
+  parallel_rows(pool_, rows, kGrain,
+                [&](size_t r0, size_t r1) { k->dense(d, x, r0, r1, pre, post); });
+}
+
+void DenseOps::forward(const float* x, size_t rows, uint32_t in, const float* w, const float* bias,
+                       uint32_t out, UnaryKind act, float alpha, float* pre, float* post) {
+  packed_.resize(simd::packed_floats(in, out));
+  simd::pack_weights(w, bias, in, out, packed_.data());
+  const simd::Dense d{packed_.data(), in, out, bias != nullptr, act, alpha};
+  run(d, x, rows, pre, act == UnaryKind::kIdentity ? pre : post);
+}
+
+void DenseOps::input_gradient(const float* dy, size_t rows, uint32_t in, const float* w,
+                              uint32_t out, float* dx) {
+  // dx = dy W: a layer with `out` inputs and `in` outputs whose weights are W^T.
+  packed_.resize(simd::packed_floats(out, in));
+  simd::pack_transposed(w, out, in, packed_.data());
+  const simd::Dense d{packed_.data(), out, in, false, UnaryKind::kIdentity, 0.0f};
+  run(d, dy, rows, dx, dx);
+}
+
+void DenseOps::weight_gradient(const float* dy, const float* x, size_t rows, uint32_t in,
+                               uint32_t out, float* dw, float* db) {
+  // dw = dy^T x: `out` rows of dy^T against a layer with `rows` inputs and `in` outputs whose
+  // weights are x^T.
+  const uint32_t n = static_cast<uint32_t>(rows);
+  transposed_.resize(size_t{out} * rows);
+  constexpr size_t kBlock = 32;
+  for (size_t r0 = 0; r0 < rows; r0 += kBlock)
+    for (uint32_t o0 = 0; o0 < out; o0 += kBlock)
+      for (size_t r = r0; r < rows && r < r0 + kBlock; ++r)
+        for (uint32_t o = o0; o < out && o < o0 + kBlock; ++o)
+          transposed_[size_t{o} * rows + r] = dy[r * out + o];
+  packed_.resize(simd::packed_floats(n, in));
+  simd::pack_transposed(x, n, in, packed_.data());
+  const simd::Dense d{packed_.data(), n, in, false, UnaryKind::kIdentity, 0.0f};
+  run(d, transposed_.data(), out, dw, dw);
+  if (db) {
+    for (uint32_t o = 0; o < out; ++o) db[o] = 0.0f;
+    for (size_t r = 0; r < rows; ++r)
+      for (uint32_t o = 0; o < out; ++o) db[o] += dy[r * out + o];
+  }
+}
+
+void DenseOps::activation(UnaryKind kind, float alpha, const float* x, size_t rows, uint32_t width,
+                          float* y) {
+  const simd::Kernels* k = kernels_;
+  parallel_rows(pool_, rows, kGrain,
+                [&](size_t r0, size_t r1) { k->unary_forward(kind, alpha, x, r0, r1, width, y); });
+}
+
+void DenseOps::activation_gradient(UnaryKind kind, float alpha, const float* x, const float* dy,
+                                   size_t rows, uint32_t width, float* dx) {
+  const simd::Kernels* k = kernels_;
+  parallel_rows(pool_, rows, kGrain, [&](size_t r0, size_t r1) {
+    k->unary_jvp(kind, alpha, x, r0, r1, width, 1, dy, dx);
+  });
+}
+
+}  // namespace siflow::train

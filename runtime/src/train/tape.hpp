@@ -1,0 +1,49 @@
+// Forward and reverse-mode (VJP) evaluation of a trainable graph over a minibatch. Every tensor's
+// value is kept for the backward pass. In double (gradient checks) and float (training) with
+// plain loops; float can run its dense layers and activations on the simd kernels (DenseOps).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "train/dense.hpp"
+#include "train/graph.hpp"
+
+namespace siflow::train {
+
+template <typename T>
+class Tape {
+ public:
+  // Buffers for up to max_rows rows; `dense` (float only, nullable) runs dense layers and
+  // activations on the simd kernels.
+  Tape(const Graph& graph, size_t max_rows, DenseOps* dense = nullptr);
+
+  // The inputs of the next forward pass: x [rows][dim] and t [rows].
+  T* x() { return values_[Graph::x()].data(); }
+  T* t() { return values_[Graph::t()].data(); }
+  void forward(const T* params, size_t rows);
+  const T* value(uint32_t tensor) const { return values_[tensor].data(); }
+  const T* output() const { return values_[graph_.output()].data(); }
+
+  // Reverse mode from d_output = dL/dv [rows][dim] of the last forward pass: writes dL/dparams
+  // (every entry) and, with want_dx, dL/dx (d_x()).
+  void backward(const T* params, const T* d_output, size_t rows, T* d_params, bool want_dx);
+  const T* d_x() const { return grads_[Graph::x()].data(); }
+
+ private:
+  // Adds (or, for the first contribution to a tensor in this pass, writes) into its gradient.
+  T* gradient_target(uint32_t tensor, size_t count);
+  void commit(uint32_t tensor, size_t count);
+
+  const Graph& graph_;
+  DenseOps* dense_;
+  std::vector<std::vector<T>> values_, grads_;
+  std::vector<bool> needs_grad_, has_grad_;
+  std::vector<uint32_t> consumers_;
+  std::vector<T> scratch_;
+  bool scratch_used_ = false;
+  uint32_t scratch_tensor_ = 0;
+};
+
+}  // namespace siflow::train
