@@ -567,6 +567,9 @@ const std::vector<Command>& commands() {
         kThreadsOption,
         kBackendOption},
        run_validate},
+#ifdef SIFLOW_CLI_TRAINING
+      train_command(),
+#endif
   };
   return table;
 }

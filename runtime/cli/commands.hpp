@@ -19,9 +19,13 @@ struct Command {
   std::vector<OptionSpec> options;
   // Runs the command; returns the exit code (0, or 1 when a validation fails).
   int (*run)(const ParsedArgs& args);
+  // The positional argument every command but train takes.
+  bool takes_model = true;
 };
 
 const std::vector<Command>& commands();
+// siflow train (train_command.cc), in builds with the training library.
+Command train_command();
 // The command called `name`, or nullptr.
 const Command* find_command(const std::string& name);
 // "siflow NAME --help".

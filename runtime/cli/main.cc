@@ -64,7 +64,9 @@ int dispatch(const std::vector<std::string>& args, const Command** command) {
     siflow::cli::print_help(**command, stdout);
     return 0;
   }
-  const siflow::cli::ParsedArgs parsed((*command)->options, {"MODEL"}, rest);
+  std::vector<const char*> positionals;
+  if ((*command)->takes_model) positionals.push_back("MODEL");
+  const siflow::cli::ParsedArgs parsed((*command)->options, positionals, rest);
   return (*command)->run(parsed);
 }
 
