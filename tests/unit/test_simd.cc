@@ -231,6 +231,68 @@ TEST_CASE("dense results do not depend on how rows are split (threads, chunks, t
   }
 }
 
+// a^T b over k rows in chunks of kTnMaxK, as training's weight gradient runs it.
+void run_gemm_tn(const simd::Kernels* k, const float* a, size_t lda, const float* b, size_t rows,
+                 uint32_t n, float* c, size_t ldc, size_t o0, size_t o1) {
+  std::vector<float> packed(simd::tn_packed_floats(simd::kTnMaxK, n, k->tn_strip));
+  for (size_t r0 = 0; r0 < rows; r0 += simd::kTnMaxK) {
+    const size_t m = std::min(rows - r0, simd::kTnMaxK);
+    simd::pack_tn(b + r0 * n, n, m, n, k->tn_strip, packed.data());
+    k->gemm_tn(a + r0 * lda, lda, packed.data(), m, n, c, ldc, o0, o1, r0 > 0);
+  }
+}
+
+TEST_CASE("gemm_tn computes a^T b within the rounding bound on odd shapes, any row split") {
+  struct Shape {
+    size_t k;
+    uint32_t m, n;
+  };
+  // k across the 256-row chunks; m and n across tile and vector edges.
+  const Shape shapes[] = {{1, 1, 1}, {3, 7, 3}, {17, 9, 33}, {300, 17, 20}, {700, 40, 70}};
+  for (const simd::Kernels* k : variants()) {
+    uint32_t seed = 500;
+    for (const Shape& sh : shapes) {
+      INFO(std::string(k->isa) << " k " << sh.k << " m " << sh.m << " n " << sh.n);
+      const std::vector<float> a = random_normals(sh.k * sh.m, ++seed, 1.0);
+      const std::vector<float> b = random_normals(sh.k * sh.n, ++seed, 1.0);
+      // Output rows with a stride wider than n, to catch writes past a row's end.
+      const size_t ldc = sh.n + 5;
+      std::vector<float> c(sh.m * ldc, -7.0f), parts(sh.m * ldc, -7.0f);
+      run_gemm_tn(k, a.data(), sh.m, b.data(), sh.k, sh.n, c.data(), ldc, 0, sh.m);
+      const size_t split = sh.m / 3;
+      run_gemm_tn(k, a.data(), sh.m, b.data(), sh.k, sh.n, parts.data(), ldc, 0, split);
+      run_gemm_tn(k, a.data(), sh.m, b.data(), sh.k, sh.n, parts.data(), ldc, split, sh.m);
+      CHECK(std::memcmp(c.data(), parts.data(), c.size() * sizeof(float)) == 0);
+      for (uint32_t o = 0; o < sh.m; ++o) {
+        for (uint32_t i = 0; i < sh.n; ++i) {
+          double exact = 0.0, magnitude = 0.0;
+          for (size_t kk = 0; kk < sh.k; ++kk) {
+            const double p = double(a[kk * sh.m + o]) * b[kk * sh.n + i];
+            exact += p;
+            magnitude += std::fabs(p);
+          }
+          // Any float summation order: |error| <= k eps sum |a b|.
+          CHECK(std::fabs(c[o * ldc + i] - exact) <= sh.k * 1.2e-7 * magnitude);
+        }
+        for (size_t i = sh.n; i < ldc; ++i) CHECK(c[o * ldc + i] == -7.0f);
+      }
+    }
+    // lda = 0: column sums.
+    const std::vector<float> b = random_normals(300 * 19, 77, 1.0);
+    const float one = 1.0f;
+    std::vector<float> sums(19);
+    run_gemm_tn(k, &one, 0, b.data(), 300, 19, sums.data(), 19, 0, 1);
+    for (uint32_t i = 0; i < 19; ++i) {
+      double exact = 0.0, magnitude = 0.0;
+      for (size_t kk = 0; kk < 300; ++kk) {
+        exact += b[kk * 19 + i];
+        magnitude += std::fabs(b[kk * 19 + i]);
+      }
+      CHECK(std::fabs(sums[i] - exact) <= 300 * 1.2e-7 * magnitude);
+    }
+  }
+}
+
 TEST_CASE("unary_jvp multiplies every direction by the derivative at its row") {
   for (const simd::Kernels* k : variants()) {
     const uint32_t width = 21;

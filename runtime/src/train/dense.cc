@@ -33,24 +33,23 @@ void DenseOps::input_gradient(const float* dy, size_t rows, uint32_t in, const f
 
 void DenseOps::weight_gradient(const float* dy, const float* x, size_t rows, uint32_t in,
                                uint32_t out, float* dw, float* db) {
-  // dw = dy^T x: `out` rows of dy^T against a layer with `rows` inputs and `in` outputs whose
-  // weights are x^T.
-  const uint32_t n = static_cast<uint32_t>(rows);
-  transposed_.resize(size_t{out} * rows);
-  constexpr size_t kBlock = 32;
-  for (size_t r0 = 0; r0 < rows; r0 += kBlock)
-    for (uint32_t o0 = 0; o0 < out; o0 += kBlock)
-      for (size_t r = r0; r < rows && r < r0 + kBlock; ++r)
-        for (uint32_t o = o0; o < out && o < o0 + kBlock; ++o)
-          transposed_[size_t{o} * rows + r] = dy[r * out + o];
-  packed_.resize(simd::packed_floats(n, in));
-  simd::pack_transposed(x, n, in, packed_.data());
-  const simd::Dense d{packed_.data(), n, in, false, UnaryKind::kIdentity, 0.0f};
-  run(d, transposed_.data(), out, dw, dw);
-  if (db) {
-    for (uint32_t o = 0; o < out; ++o) db[o] = 0.0f;
-    for (size_t r = 0; r < rows; ++r)
-      for (uint32_t o = 0; o < out; ++o) db[o] += dy[r * out + o];
+  // dw = dy^T x and db = 1^T dy in chunks of rows: x's chunk is packed once (shared by the
+  // threads), dy is read in place.
+  const simd::Kernels* k = kernels_;
+  const uint32_t strip = k->tn_strip;
+  packed_.resize(simd::tn_packed_floats(simd::kTnMaxK, in > out ? in : out, strip));
+  static const float kOne = 1.0f;
+  for (size_t r0 = 0; r0 < rows; r0 += simd::kTnMaxK) {
+    const size_t n = rows - r0 < simd::kTnMaxK ? rows - r0 : simd::kTnMaxK;
+    const bool accumulate = r0 > 0;
+    simd::pack_tn(x + r0 * in, in, n, in, strip, packed_.data());
+    parallel_rows(pool_, out, kGrain, [&](size_t o0, size_t o1) {
+      k->gemm_tn(dy + r0 * out, out, packed_.data(), n, in, dw, in, o0, o1, accumulate);
+    });
+    if (db) {
+      simd::pack_tn(dy + r0 * out, out, n, out, strip, packed_.data());
+      k->gemm_tn(&kOne, 0, packed_.data(), n, out, db, out, 0, 1, accumulate);
+    }
   }
 }
 

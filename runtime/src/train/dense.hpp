@@ -1,8 +1,9 @@
 // The three GEMMs of a fully connected layer in training, on the simd kernels: forward
 // y = x W^T + b, input gradient dx = dy W, weight gradient dW = dy^T x (and db = column sums of
-// dy). Weights change every step, so each call packs its operand afresh; packing copies
-// O(rows * width) floats against O(rows * in * out) multiply-adds. Rows are split over the pool;
-// every output is computed the same way whatever the split, so results do not depend on threads.
+// dy). Weights change every step, so the first two pack W afresh each call (O(in * out) against
+// O(rows * in * out) multiply-adds); the weight gradient reads dy and x in place (gemm_tn). Rows
+// are split over the pool; every output is computed the same way whatever the split, so results do
+// not depend on threads.
 #pragma once
 
 #include <cstddef>
@@ -39,7 +40,6 @@ class DenseOps {
   const simd::Kernels* kernels_;
   RowPool* pool_;
   std::vector<float> packed_;
-  std::vector<float> transposed_;
 };
 
 }  // namespace siflow::train

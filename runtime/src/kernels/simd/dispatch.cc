@@ -51,6 +51,23 @@ void pack_transposed(const float* m, uint32_t rows, uint32_t cols, float* packed
   }
 }
 
+size_t tn_packed_floats(size_t k, uint32_t n, uint32_t strip) {
+  return k * ((size_t{n} + strip - 1) / strip) * strip;
+}
+
+void pack_tn(const float* b, size_t ldb, size_t k, uint32_t n, uint32_t strip, float* packed) {
+  const uint32_t strips = (n + strip - 1) / strip;
+  for (uint32_t j = 0; j < strips; ++j) {
+    const uint32_t c0 = j * strip;
+    const uint32_t w = n - c0 < strip ? n - c0 : strip;
+    float* dst = packed + size_t{j} * k * strip;
+    for (size_t kk = 0; kk < k; ++kk) {
+      std::memcpy(dst + kk * strip, b + kk * ldb + c0, w * sizeof(float));
+      for (uint32_t c = w; c < strip; ++c) dst[kk * strip + c] = 0.0f;
+    }
+  }
+}
+
 const Kernels* kernels_for(Isa isa) {
   switch (isa) {
     case Isa::kBaseline:

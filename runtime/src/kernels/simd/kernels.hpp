@@ -35,6 +35,14 @@ struct Dense {
   float alpha;
 };
 
+// The most rows of k one gemm_tn call takes: both operands' chunks stay in L2.
+constexpr size_t kTnMaxK = 256;
+// Floats pack_tn writes for k rows and n columns in strips of `strip` columns.
+size_t tn_packed_floats(size_t k, uint32_t n, uint32_t strip);
+// Rows [0, k) of b [k][n] (row stride ldb) as strips of `strip` columns, each [k][strip]
+// contiguous, zero beyond n.
+void pack_tn(const float* b, size_t ldb, size_t k, uint32_t n, uint32_t strip, float* packed);
+
 struct Kernels {
   const char* isa;  // "avx2", "sse2", "neon", "generic"
   // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
@@ -45,6 +53,13 @@ struct Kernels {
   // t_out[r*P+p][k] = f'(x[r][k]) t_in[r*P+p][k] for rows [r0, r1) of x.
   void (*unary_jvp)(UnaryKind kind, float alpha, const float* x, size_t r0, size_t r1,
                     uint32_t width, size_t directions, const float* t_in, float* t_out);
+  // Training's weight gradient dW = dy^T x, one chunk of k <= kTnMaxK rows at a time:
+  // c[o][i] (+)= sum over kk < k of a[kk][o] b[kk][i] for rows [o0, o1) of c [.][n] (row stride
+  // ldc), b packed by pack_tn in strips of tn_strip columns. lda = 0 broadcasts a's first row
+  // (column sums of b with a = {1}). Overwrites c unless `accumulate`.
+  uint32_t tn_strip;
+  void (*gemm_tn)(const float* a, size_t lda, const float* b_packed, size_t k, uint32_t n, float* c,
+                  size_t ldc, size_t o0, size_t o1, bool accumulate);
   // f (or f' when deriv) of eight values: what the kernels above compute, for tests.
   void (*activation8)(UnaryKind kind, float alpha, const float* x, float* y, bool deriv);
 };
