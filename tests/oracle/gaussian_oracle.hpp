@@ -41,7 +41,11 @@ class MixtureFlow {
 
   // log rho_t(x), and optionally v, div v and the score at x.
   double evaluate(double t, const double* x, double* v, double* div, double* score) const {
-    const Coefficients c = coefficients(path_, t);
+    return evaluate_at(coefficients(path_, t), x, v, div, score);
+  }
+  // The same for any interpolant, given its coefficients at t (a learned Fourier path, say).
+  double evaluate_at(const Coefficients& c, const double* x, double* v, double* div,
+                     double* score) const {
     const size_t pairs = base_.size() * target_.size();
     std::vector<double> logw(pairs);
     size_t ij = 0;

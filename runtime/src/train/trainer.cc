@@ -287,8 +287,12 @@ void Trainer::State::learned_interpolant_step(size_t rows, const float* v, const
   coefs.insert(coefs.end(), beta.begin(), beta.end());
   for (double& g : coef_grad) g = -g;
   const train::AdamSettings settings{options.beta1, options.beta2, options.adam_epsilon, 0.0};
-  train::adam_step(settings, options.interpolant_lr, step + 1, coefs.size(), coefs.data(),
-                   coef_grad.data(), coef_m.data(), coef_v.data());
+  // The coefficients follow the net's schedule: an ascent that kept its pace while the net's
+  // rate decays outruns the inner minimisation and exploits the net's error instead of
+  // shortening the path.
+  const double rate = options.interpolant_lr * train::learning_rate(options, step) / options.lr;
+  train::adam_step(settings, rate, step + 1, coefs.size(), coefs.data(), coef_grad.data(),
+                   coef_m.data(), coef_v.data());
   std::copy(coefs.begin(), coefs.begin() + terms, alpha.begin());
   std::copy(coefs.begin() + terms, coefs.end(), beta.begin());
 }
