@@ -56,6 +56,12 @@ UnaryKind parse_activation(const std::string& text) {
       text.c_str()));
 }
 
+// --threads N, default 0: every core (results are the same for any N).
+uint32_t parse_threads(const ParsedArgs& args) {
+  const std::string* s = args.find("--threads");
+  return s ? static_cast<uint32_t>(parse_uint("--threads", *s, 0, 256)) : 0;
+}
+
 TrainOptions parse_options(const ParsedArgs& args) {
   TrainOptions o;
   if (auto* s = args.find("--hidden")) o.hidden = parse_hidden(*s);
@@ -124,7 +130,7 @@ TrainOptions parse_options(const ParsedArgs& args) {
   if (auto* s = args.find("--holdout")) o.holdout_fraction = parse_double("--holdout", *s);
   if (auto* s = args.find("--holdout-points"))
     o.holdout_points = static_cast<uint32_t>(parse_uint("--holdout-points", *s, 0, 1u << 24));
-  o.threads = parse_execution(args).threads;
+  o.threads = parse_threads(args);
   return o;
 }
 
@@ -394,7 +400,8 @@ Command train_command() {
        {"--min-lr", nullptr, "R", "cosine schedule: final rate / peak (default 0.01)"},
        {"--clip", nullptr, "C", "clip the gradient's global norm to C, 0: off (default 1)"},
        {"--seed", nullptr, "S", "seed of initialisation and minibatches (default 0)"},
-       kThreadsOption,
+       {"--threads", nullptr, "N",
+        "threads, 0: all cores; results are identical for any N (default 0)"},
        {"--kernels", nullptr, "K", "auto, reference or simd (default auto: simd)"},
        {"--eval-every", nullptr, "N", "held-out NLL every N steps, 0: end only (default 2000)"},
        {"--eval-points", nullptr, "N", "held-out points per periodic evaluation (default 2000)"},

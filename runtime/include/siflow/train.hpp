@@ -73,7 +73,10 @@ struct TrainOptions {
   double min_lr_ratio = 0.01;  // kCosine: the rate it ends at, as a fraction of lr
   double clip_norm = 1.0;      // 0: no clipping
   uint64_t seed = 0;
-  uint32_t threads = 1;
+  // Threads of the training arithmetic and evaluations; 0: every core this build can use (1 in
+  // builds without a thread pool). Results do not depend on it: runs are bit-identical for any
+  // thread count.
+  uint32_t threads = 0;
   TrainKernels kernels = TrainKernels::kAuto;
   // Held-out evaluation: negative log-likelihood (data space) by exact divergence with RK4.
   uint64_t eval_every = 2000;  // 0: only when asked

@@ -3,6 +3,8 @@
 // through the runtime itself, and the model the run writes. Every random draw is a pure function
 // of (seed, step, row), so a run resumed from a checkpoint repeats the uninterrupted run bit for
 // bit.
+#include <unistd.h>
+
 #include <cstring>
 #include <memory>
 
@@ -125,7 +127,7 @@ Status Trainer::State::check_options() const {
   if (!(o.min_lr_ratio >= 0.0 && o.min_lr_ratio <= 1.0))
     return invalid("the cosine schedule's min_lr_ratio must be in [0, 1]");
   if (!(o.clip_norm >= 0.0) || !finite(o.clip_norm)) return invalid("clip norm must be >= 0");
-  if (o.threads == 0) return invalid("threads must be at least 1");
+  if (o.threads > 256) return invalid("threads must be at most 256");
   if (o.eval_steps == 0 || o.eval_steps > Limits::kMaxSteps)
     return invalid("evaluation steps must be in 1..1048576");
   if (!(o.holdout_fraction >= 0.0 && o.holdout_fraction <= 0.9))
@@ -210,6 +212,11 @@ Status Trainer::State::prepare_data(bool compute_normalization) {
 }
 
 Status Trainer::State::prepare_compute() {
+  if (options.threads == 0) {
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    options.threads = RowPool::available() && cores > 1 ? static_cast<uint32_t>(cores) : 1;
+    if (options.threads > 256) options.threads = 256;
+  }
   Status s = RowPool::create(options.threads, &pool);
   if (!s.ok()) return s.prefix("train: ");
   const simd::Kernels* kernels = nullptr;
