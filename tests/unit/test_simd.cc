@@ -277,6 +277,28 @@ TEST_CASE("gemm_tn computes a^T b within the rounding bound on odd shapes, any r
         for (size_t i = sh.n; i < ldc; ++i) CHECK(c[o * ldc + i] == -7.0f);
       }
     }
+    // A column of ones after b's columns gives a's column sums in column n.
+    {
+      const size_t rows = 300;
+      const uint32_t m = 11, n = 21;
+      const std::vector<float> a = random_normals(rows * m, 88, 1.0);
+      const std::vector<float> b = random_normals(rows * n, 89, 1.0);
+      std::vector<float> packed(simd::tn_packed_floats(simd::kTnMaxK, n + 1, k->tn_strip));
+      std::vector<float> c(m * (n + 1));
+      for (size_t r0 = 0; r0 < rows; r0 += simd::kTnMaxK) {
+        const size_t kk = std::min(rows - r0, simd::kTnMaxK);
+        simd::pack_tn(b.data() + r0 * n, n, kk, n, k->tn_strip, packed.data(), true);
+        k->gemm_tn(a.data() + r0 * m, m, packed.data(), kk, n + 1, c.data(), n + 1, 0, m, r0 > 0);
+      }
+      for (uint32_t o = 0; o < m; ++o) {
+        double exact = 0.0, magnitude = 0.0;
+        for (size_t r = 0; r < rows; ++r) {
+          exact += a[r * m + o];
+          magnitude += std::fabs(a[r * m + o]);
+        }
+        CHECK(std::fabs(c[o * (n + 1) + n] - exact) <= rows * 1.2e-7 * magnitude);
+      }
+    }
     // lda = 0: column sums.
     const std::vector<float> b = random_normals(300 * 19, 77, 1.0);
     const float one = 1.0f;

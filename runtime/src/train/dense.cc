@@ -1,6 +1,8 @@
 // Training GEMMs on the simd dense kernel (see dense.hpp).
 #include "train/dense.hpp"
 
+#include <cstring>
+
 namespace siflow::train {
 namespace {
 // Row ranges a multiple of both tile heights (6 rows on AVX2, 8 on AVX-512), so only the last
@@ -33,24 +35,30 @@ void DenseOps::input_gradient(const float* dy, size_t rows, uint32_t in, const f
 
 void DenseOps::weight_gradient(const float* dy, const float* x, size_t rows, uint32_t in,
                                uint32_t out, float* dw, float* db) {
-  // dw = dy^T x and db = 1^T dy in chunks of rows: x's chunk is packed once (shared by the
-  // threads), dy is read in place.
+  // [dw | db] = dy^T [x | 1] in chunks of rows: x's chunk is packed once (shared by the threads)
+  // with a column of ones for the bias, dy is read in place.
   const simd::Kernels* k = kernels_;
   const uint32_t strip = k->tn_strip;
-  packed_.resize(simd::tn_packed_floats(simd::kTnMaxK, in > out ? in : out, strip));
-  static const float kOne = 1.0f;
+  const uint32_t columns = in + (db ? 1 : 0);
+  packed_.resize(simd::tn_packed_floats(simd::kTnMaxK, columns, strip));
+  float* c = dw;
+  if (db) {
+    gradient_.resize(size_t{out} * columns);
+    c = gradient_.data();
+  }
   for (size_t r0 = 0; r0 < rows; r0 += simd::kTnMaxK) {
     const size_t n = rows - r0 < simd::kTnMaxK ? rows - r0 : simd::kTnMaxK;
     const bool accumulate = r0 > 0;
-    simd::pack_tn(x + r0 * in, in, n, in, strip, packed_.data());
+    simd::pack_tn(x + r0 * in, in, n, in, strip, packed_.data(), db != nullptr);
     parallel_rows(pool_, out, kGrain, [&](size_t o0, size_t o1) {
-      k->gemm_tn(dy + r0 * out, out, packed_.data(), n, in, dw, in, o0, o1, accumulate);
+      k->gemm_tn(dy + r0 * out, out, packed_.data(), n, columns, c, columns, o0, o1, accumulate);
     });
-    if (db) {
-      simd::pack_tn(dy + r0 * out, out, n, out, strip, packed_.data());
-      k->gemm_tn(&kOne, 0, packed_.data(), n, out, db, out, 0, 1, accumulate);
-    }
   }
+  if (db)
+    for (uint32_t o = 0; o < out; ++o) {
+      std::memcpy(dw + size_t{o} * in, c + size_t{o} * columns, in * sizeof(float));
+      db[o] = c[size_t{o} * columns + in];
+    }
 }
 
 void DenseOps::activation(UnaryKind kind, float alpha, const float* x, size_t rows, uint32_t width,

@@ -40,6 +40,7 @@ class DenseOps {
   const simd::Kernels* kernels_;
   RowPool* pool_;
   std::vector<float> packed_;
+  std::vector<float> gradient_;  // [dW | db] before it is split
 };
 
 }  // namespace siflow::train

@@ -55,15 +55,18 @@ size_t tn_packed_floats(size_t k, uint32_t n, uint32_t strip) {
   return k * ((size_t{n} + strip - 1) / strip) * strip;
 }
 
-void pack_tn(const float* b, size_t ldb, size_t k, uint32_t n, uint32_t strip, float* packed) {
-  const uint32_t strips = (n + strip - 1) / strip;
+void pack_tn(const float* b, size_t ldb, size_t k, uint32_t n, uint32_t strip, float* packed,
+             bool ones_column) {
+  const uint32_t columns = n + (ones_column ? 1 : 0);
+  const uint32_t strips = (columns + strip - 1) / strip;
   for (uint32_t j = 0; j < strips; ++j) {
     const uint32_t c0 = j * strip;
-    const uint32_t w = n - c0 < strip ? n - c0 : strip;
+    const uint32_t w = c0 >= n ? 0 : (n - c0 < strip ? n - c0 : strip);
     float* dst = packed + size_t{j} * k * strip;
     for (size_t kk = 0; kk < k; ++kk) {
-      std::memcpy(dst + kk * strip, b + kk * ldb + c0, w * sizeof(float));
-      for (uint32_t c = w; c < strip; ++c) dst[kk * strip + c] = 0.0f;
+      if (w) std::memcpy(dst + kk * strip, b + kk * ldb + c0, w * sizeof(float));
+      for (uint32_t c = w; c < strip; ++c)
+        dst[kk * strip + c] = ones_column && c0 + c == n ? 1.0f : 0.0f;
     }
   }
 }

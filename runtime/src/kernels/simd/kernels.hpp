@@ -40,8 +40,10 @@ constexpr size_t kTnMaxK = 256;
 // Floats pack_tn writes for k rows and n columns in strips of `strip` columns.
 size_t tn_packed_floats(size_t k, uint32_t n, uint32_t strip);
 // Rows [0, k) of b [k][n] (row stride ldb) as strips of `strip` columns, each [k][strip]
-// contiguous, zero beyond n.
-void pack_tn(const float* b, size_t ldb, size_t k, uint32_t n, uint32_t strip, float* packed);
+// contiguous, zero beyond n; with ones_column, a column n of ones follows (so that a^T b also
+// yields a's column sums: training's bias gradient), and tn_packed_floats needs n + 1.
+void pack_tn(const float* b, size_t ldb, size_t k, uint32_t n, uint32_t strip, float* packed,
+             bool ones_column = false);
 
 struct Kernels {
   const char* isa;  // "avx2", "sse2", "neon", "generic"
