@@ -11,17 +11,22 @@
 # M2 d = 16, [x, t] -> 512 -> 512 -> 16, GELU. All produce the same checksum of the result.
 # Sections: the machine's FMA peak (peak_fma); sampling at batch 1, 1024, 4096 with 1 and 2
 # threads (every program at that thread count), with siflow's GFLOP/s as % of the peak, arena
-# and peak RSS; exact log-likelihoods against PyTorch autograd (d backward passes).
-#   bench/run.sh [--quick]     --quick: batch 1 and 1024 only, one thread, no M2 log-likelihood
+# and peak RSS; exact log-likelihoods against PyTorch autograd (d backward passes); one training
+# step (bench_train) against PyTorch's (peer_torch_train.py): the checkerboard net
+# [x, t] -> 256 -> 256 -> 256 -> 2, SiLU, interpolant loss, clipping, AdamW, same batch and threads.
+#   bench/run.sh [--quick|--train]   --quick: batch 1 and 1024 only, one thread, no M2
+#                                    log-likelihood; --train: the training step section only
 # Environment: REPS (default 3) timed runs per configuration after a warm-up (the median is
 # reported); configurations that take over 5 s per run are timed once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
+train_only=0
 case "${1:-}" in
   "") ;;
   --quick) quick=1 ;;
-  *) echo "bench/run.sh: unknown option '$1' (expected --quick or nothing)" >&2; exit 2 ;;
+  --train) train_only=1 ;;
+  *) echo "bench/run.sh: unknown option '$1' (expected --quick, --train or nothing)" >&2; exit 2 ;;
 esac
 reps="${REPS:-3}"
 tools/install-deps.sh --test
@@ -35,7 +40,7 @@ fi
 
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSIFLOW_BUILD_BENCH=ON \
   -DSIFLOW_BUILD_TESTS=OFF -DSIFLOW_BUILD_EXAMPLES=OFF -DSIFLOW_BUILD_CLI=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" --target bench_flow peak_fma >/dev/null
+cmake --build build-bench -j"$(nproc)" --target bench_flow peak_fma bench_train >/dev/null
 models=build-bench/bench-models
 mkdir -p "$models"
 build-bench/bench/bench_flow models "$models" >/dev/null
@@ -68,13 +73,14 @@ peaks=$(build-bench/bench/peak_fma)
 peak=$(echo "$peaks" | grep '^peak_gflops ' | cut -d' ' -f2)
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores;" \
   "FMA peak per core: $(echo "$peaks" | grep -v '^peak_gflops ' | tr '\n' ' ')GFLOP/s"
+batches=(1 1024 4096)
+threads_list=(1 2)
+if [ "$quick" = 1 ]; then batches=(1 1024); threads_list=(1); fi
+if [ "$train_only" = 0 ]; then
 echo
 echo "== sampling: seconds per run (RK4, 50 steps); ratios = peer / siflow (above 1: siflow faster)"
 printf "%-5s %6s %3s | %9s %9s %9s %9s | %8s %8s %8s | %7s %6s %10s %9s\n" model batch thr siflow \
   sf-xnn torch ort torch/sf ort/sf xnn/sf GFLOP/s %peak arena_KiB rss_KiB
-batches=(1 1024 4096)
-threads_list=(1 2)
-if [ "$quick" = 1 ]; then batches=(1 1024); threads_list=(1); fi
 declare -A one_thread
 for m in m1 m2; do
   dim=2; [ "$m" = m2 ] && dim=16
@@ -116,4 +122,21 @@ for c in "${lp_cases[@]}"; do
   t=$(echo "$t_out" | field median)
   printf "%-5s %6s | %9.4f %9.4f | %8s | %12s %12s\n" "$1" "$2" "$s" "$t" "$(ratio "$t" "$s")" \
     "$(echo "$s_out" | field logp_sum)" "$(echo "$t_out" | field logp_sum)"
+done
+fi
+
+echo
+echo "== training step (checkerboard net 256,256,256 SiLU, interpolant loss, clip, AdamW): ms per"
+echo "   step (median of 30 after 5 warm-up); ratio = torch / siflow (above 1: siflow faster)"
+printf "%6s %3s | %9s %9s | %8s\n" batch thr siflow torch torch/sf
+kv() { sed -E "s/.*$1=([^ ]+).*/\\1/"; }
+train_batches=(1024 4096)
+[ "$quick" = 1 ] && train_batches=(1024)
+for batch in "${train_batches[@]}"; do
+  for threads in "${threads_list[@]}"; do
+    s=$(build-bench/bench/bench_train --batch "$batch" --threads "$threads" --steps 30 | kv step_ms_median)
+    t=$(/usr/bin/python3 bench/peer_torch_train.py --batch "$batch" --threads "$threads" --steps 30 \
+        | kv step_ms_median)
+    printf "%6s %3s | %9.2f %9.2f | %8s\n" "$batch" "$threads" "$s" "$t" "$(ratio "$t" "$s")"
+  done
 done
