@@ -275,6 +275,7 @@ int run_train(const ParsedArgs& args) {
 
   struct sigaction action {};
   action.sa_handler = on_interrupt;
+  action.sa_flags = SA_RESTART;  // a checkpoint being written is not cut short
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
   const bool terminal = isatty(fileno(stderr)) != 0;
@@ -289,7 +290,7 @@ int run_train(const ParsedArgs& args) {
     check(trainer->step(&report));
     const uint64_t step = report.step;
     double nll = NAN;
-    if (o.eval_every && step % o.eval_every == 0 && step < o.steps) {
+    if (o.eval_every && step % o.eval_every == 0 && step < o.steps && trainer->holdout_rows()) {
       const double t0 = elapsed();
       check(trainer->evaluate(o.eval_points, o.eval_steps, &nll));
       eval_seconds += elapsed() - t0;
@@ -344,6 +345,10 @@ int run_train(const ParsedArgs& args) {
   uint64_t final_points = UINT32_MAX;
   if (auto* s = args.find("--final-eval"))
     final_points = parse_uint("--final-eval", *s, 0, UINT32_MAX);
+  if (final_points > 0 && trainer->holdout_rows() == 0) {
+    std::fprintf(stderr, "siflow train: no held-out rows, so no held-out NLL\n");
+    final_points = 0;
+  }
   if (final_points > 0) {
     check(trainer->evaluate(final_points == UINT32_MAX ? 0 : static_cast<uint32_t>(final_points),
                             o.eval_steps, &nll));

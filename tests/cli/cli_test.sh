@@ -373,6 +373,8 @@ if "$SIFLOW" train --help >/dev/null 2>&1; then
   ok "held-out NLL" train --data rows.csv -o rows.sif --hidden 8 --batch 16 --steps 5 --holdout 0.2 \
     --eval-steps 4
   ok "normalized    yes" info rows.sif
+  ok "no held-out rows, so no held-out NLL" train --data rows.csv -o rows0.sif --hidden 8 \
+    --batch 16 --steps 5 --holdout 0 --eval-every 2
   fails 2 "--data: 'spiral' is neither a built-in dataset" train --data spiral -o x.sif
   fails 2 "--output: 'x.npy' must name a .sif model file" train --data moons -o x.npy
   fails 2 "--lr cannot be given with --resume" train --data moons -o x.sif --resume whole.sif.ckpt --lr 1

@@ -122,6 +122,8 @@ class Trainer {
   const TrainOptions& options() const;
   uint64_t steps_done() const;
   uint64_t parameter_count() const;
+  // Held-out rows evaluate() can use (0: evaluation is refused).
+  uint64_t holdout_rows() const;
   // The normalisation computed from the training data (what the model stores).
   const std::vector<float>& normalization_mean() const;
   const std::vector<float>& normalization_std() const;

@@ -395,6 +395,7 @@ Status Trainer::resume(const char* path, TrainData data, uint32_t threads,
 const TrainOptions& Trainer::options() const { return state_->options; }
 uint64_t Trainer::steps_done() const { return state_->step; }
 uint64_t Trainer::parameter_count() const { return state_->graph.parameter_count(); }
+uint64_t Trainer::holdout_rows() const { return state_->holdout.size() / state_->data.dim; }
 const std::vector<float>& Trainer::normalization_mean() const { return state_->norm_mean; }
 const std::vector<float>& Trainer::normalization_std() const { return state_->norm_std; }
 const std::vector<double>& Trainer::interpolant_alpha() const { return state_->alpha; }
