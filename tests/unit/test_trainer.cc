@@ -230,6 +230,10 @@ TEST_CASE("bad options, data and checkpoints are refused with the cause named") 
   o = small_options();
   o.hidden = {32, 0};
   refused(o, cb, "hidden");
+  o = small_options();
+  o.batch = 1u << 20;
+  o.hidden = {4096};
+  refused(o, cb, "2^28");
   TrainData d;
   d.toy = false;
   d.dim = 2;

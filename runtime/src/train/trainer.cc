@@ -115,6 +115,13 @@ Status Trainer::State::check_options() const {
   }
   if (o.steps == 0) return invalid("steps must be at least 1");
   if (o.batch == 0 || o.batch > Limits::kMaxBatch) return invalid("batch must be in 1..1048576");
+  // Every tensor of a step is kept for the backward pass: bound the largest (options may come
+  // from a checkpoint file).
+  uint64_t widest = 2 + 2 * uint64_t{o.time_frequencies};
+  for (uint32_t w : o.hidden) widest = w > widest ? w : widest;
+  if (uint64_t{o.batch} * widest > (uint64_t{1} << 28))
+    return invalid("batch x widest layer exceeds 2^28 values (1 GiB per tensor)");
+  if (o.holdout_points > (1u << 24)) return invalid("held-out points must be at most 16777216");
   if (!(o.lr > 0.0) || !finite(o.lr)) return invalid("the learning rate must be positive");
   if (!(o.weight_decay >= 0.0) || !finite(o.weight_decay))
     return invalid("weight decay must be >= 0");
