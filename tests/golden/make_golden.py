@@ -220,7 +220,10 @@ def generate(out: str) -> list:
 
 def stale(fresh_dir: str, files: list) -> list:
     """Names of committed fixtures that differ from a fresh regeneration (or are missing).
-    .sif files must match byte for byte; .npz arrays exactly."""
+    .sif files must match byte for byte; .npz arrays to 1e-12 relative: numpy's float64 products
+    and transcendentals pick SIMD kernels by CPU, so the same code gives results a few ulps
+    (~2e-16) apart on different machines, while a stale fixture (another model, formula or
+    option) differs by many orders more."""
     bad = []
     for f in files:
         old, new = os.path.join(FIXTURES, f), os.path.join(fresh_dir, f)
@@ -233,7 +236,15 @@ def stale(fresh_dir: str, files: list) -> list:
         else:
             a, b = np.load(old), np.load(new)
             for key in sorted(set(a.files) | set(b.files)):
-                if key not in a.files or key not in b.files or not np.array_equal(a[key], b[key]):
+                if key not in a.files or key not in b.files:
+                    bad.append(f"{f}: array {key} missing")
+                elif a[key].shape != b[key].shape or a[key].dtype != b[key].dtype:
+                    bad.append(f"{f}: array {key} has another shape or type")
+                elif a[key].dtype.kind == "f":
+                    scale = np.maximum(1.0, np.abs(a[key]))
+                    if not np.all(np.abs(a[key] - b[key]) <= 1e-12 * scale):
+                        bad.append(f"{f}: array {key} differs")
+                elif not np.array_equal(a[key], b[key]):
                     bad.append(f"{f}: array {key} differs")
     return bad
 
