@@ -5,8 +5,8 @@
 #      narrower variant the CPU has (SIFLOW_SIMD_ISA=avx2, sse2): the paths of older CPUs;
 #   2. builds it again with AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/ and runs
 #      ctest there (all but the install test, whose consumer links without the sanitizers);
-#   3. builds the thread test with ThreadSanitizer in build-tsan/ and runs it (plans shared by
-#      threads, and a plan's own worker threads);
+#   3. builds the thread test and the training smoke test with ThreadSanitizer in build-tsan/ and
+#      runs them (plans shared by threads, a plan's and a trainer's own worker threads);
 #   4. fuzz/run.sh: replays the fuzz corpus and regressions and fuzzes each target for a fixed,
 #      seeded budget;
 #   5. cross-builds for AArch64 and ARMv7 (CMake presets aarch64, armv7) and runs the tests
@@ -51,10 +51,11 @@ cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE install
 
-echo "== ThreadSanitizer: one model shared by threads; a plan's worker threads (build-tsan/)"
+echo "== ThreadSanitizer: one model shared by threads; a plan's and a trainer's worker threads (build-tsan/)"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIFLOW_SANITIZE=thread >/dev/null
-cmake --build build-tsan -j"$jobs" --target test_threads
-TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure -R '^test_threads$'
+cmake --build build-tsan -j"$jobs" --target test_threads test_train_smoke
+TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure \
+  -R '^(test_threads|test_train_smoke)$'
 
 echo "== fuzzing (build-fuzz/)"
 fuzz/run.sh

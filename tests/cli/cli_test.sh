@@ -351,19 +351,22 @@ fails 2 "unknown option '--seed'" encode $M -i s.csv -o o.npy --seed 1
 if "$SIFLOW" train --help >/dev/null 2>&1; then
   ok "--hidden W,W,...        hidden layer widths (default 256,256,256)" train --help
   ok "--steps N               optimisation steps (default 20000)" train --help
+  # One thread unless a check is about threads: ctest runs tests side by side.
   T="--data moons --hidden 16,16 --batch 64 --steps 30 --warmup 5 --eval-every 20 --eval-points 50
      --eval-steps 4 --holdout-points 100 --checkpoint-every 10"
+  T1="$T --threads 1"
   # shellcheck disable=SC2086
-  ok "held-out NLL" train $T -o whole.sif --log whole.csv
+  ok "held-out NLL" train $T1 -o whole.sif --log whole.csv
   check [ -s whole.sif ] && check [ -s whole.sif.ckpt ]
   check grep -qx "step,seconds,lr,loss,g,v_squared,grad_norm,heldout_nll,path_energy" whole.csv
   check grep -q '^20,.*,[0-9.-]*,[0-9]' whole.csv
   ok "interpolant   trig" info whole.sif
   ok "" sample whole.sif -n 5 -o whole_samples.npy --logprob-out whole_logp.npy
   # shellcheck disable=SC2086
-  ok "stopped (--stop-after) after step 13" train $T -o part.sif --stop-after 13 --log part.csv
+  ok "stopped (--stop-after) after step 13" train $T1 -o part.sif --stop-after 13 --log part.csv
   check [ ! -e part.sif ]
-  ok "resuming at 13" train --data moons -o part.sif --resume part.sif.ckpt --log part.csv
+  ok "resuming at 13" train --data moons -o part.sif --resume part.sif.ckpt --log part.csv \
+    --threads 1
   check cmp -s whole.sif part.sif
   check cmp -s <(cut -d, -f1 whole.csv) <(cut -d, -f1 part.csv)
   # shellcheck disable=SC2086
@@ -371,10 +374,13 @@ if "$SIFLOW" train --help >/dev/null 2>&1; then
   check cmp -s whole.sif threads.sif
   printf 'x,y\n1,2\n2,1\n3,5\n4,4\n5,9\n6,7\n7,3\n8,8\n9,6\n10,1\n' >rows.csv
   ok "held-out NLL" train --data rows.csv -o rows.sif --hidden 8 --batch 16 --steps 5 --holdout 0.2 \
-    --eval-steps 4
+    --eval-steps 4 --threads 1
   ok "normalized    yes" info rows.sif
   ok "no held-out rows, so no held-out NLL" train --data rows.csv -o rows0.sif --hidden 8 \
-    --batch 16 --steps 5 --holdout 0 --eval-every 2
+    --batch 16 --steps 5 --holdout 0 --eval-every 2 --threads 1
+  ok "(time budget reached)" train --data rings -o budget.sif --hidden 16 --batch 64 \
+    --steps 100000000 --time-budget 1 --final-eval 0 --threads 1
+  check [ -s budget.sif ] && check [ -s budget.sif.ckpt ]
   fails 2 "--data: 'spiral' is neither a built-in dataset" train --data spiral -o x.sif
   fails 2 "--output: 'x.npy' must name a .sif model file" train --data moons -o x.npy
   fails 2 "--lr cannot be given with --resume" train --data moons -o x.sif --resume whole.sif.ckpt --lr 1

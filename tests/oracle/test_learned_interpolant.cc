@@ -70,6 +70,7 @@ TEST_CASE("the learned interpolant lowers the kinetic energy against trig on a G
   o.eval_every = 0;
   o.interpolant = InterpolantKind::kLearnedFourier;
   o.fourier_terms = 3;
+  o.threads = 1;
   o.interpolant_lr = 0.002;
 
   std::unique_ptr<Trainer> trainer;

@@ -27,6 +27,9 @@ TrainOptions small_options() {
   o.warmup = 5;
   o.eval_every = 0;
   o.holdout_points = 500;
+  // One thread: ctest runs tests side by side, and spinning workers on a busy machine only slow
+  // a test down (thread-count independence has its own test).
+  o.threads = 1;
   return o;
 }
 
