@@ -360,9 +360,16 @@ int run_train(const ParsedArgs& args) {
   std::fprintf(stderr, "siflow train: %" PRIu64 " steps%s in %s; wrote '%s' (%zu bytes)\n",
                trainer->steps_done(), stopped ? " (time budget reached)" : "",
                duration_text(total).c_str(), output.c_str(), bytes.size());
-  if (std::isfinite(nll))
+  if (std::isfinite(nll)) {
     std::printf("held-out NLL %.4f nats (RK4, %u steps, exact divergence; evaluation %.1f s)\n",
                 nll, o.eval_steps, total - t0);
+    double floor = 0.0;
+    if (trainer
+            ->reference_nll(final_points == UINT32_MAX ? 0 : static_cast<uint32_t>(final_points),
+                            &floor)
+            .ok())
+      std::printf("the data's own density on the same points: %.4f nats\n", floor);
+  }
   return 0;
 }
 

@@ -378,6 +378,8 @@ if "$SIFLOW" train --help >/dev/null 2>&1; then
   ok "normalized    yes" info rows.sif
   ok "no held-out rows, so no held-out NLL" train --data rows.csv -o rows0.sif --hidden 8 \
     --batch 16 --steps 5 --holdout 0 --eval-every 2 --threads 1
+  ok "the data's own density on the same points" train --data 8gaussians -o g.sif --hidden 8 \
+    --batch 32 --steps 3 --holdout-points 50 --eval-steps 2 --threads 1
   ok "(time budget reached)" train --data rings -o budget.sif --hidden 16 --batch 64 \
     --steps 100000000 --time-budget 1 --final-eval 0 --threads 1
   check [ -s budget.sif ] && check [ -s budget.sif.ckpt ]

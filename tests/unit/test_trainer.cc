@@ -124,6 +124,9 @@ TEST_CASE("a short run on 8 Gaussians reaches the documented held-out NLL bound"
   REQUIRE(train::toy_log_density(ToyData::kEightGaussians, x.data(), 2000, logp.data()));
   double h = 0.0;
   for (double l : logp) h -= l / 2000;
+  double reference = 0.0;
+  REQUIRE(t->reference_nll(0, &reference).ok());
+  CHECK(reference == doctest::Approx(h).epsilon(1e-12));
   MESSAGE("8 Gaussians held-out NLL " << nll << " (true density " << h << ")");
   CHECK(nll <= 3.00);
   CHECK(nll >= h - 0.05);
@@ -206,6 +209,7 @@ TEST_CASE("file data: held-out rows are split off and the normalisation comes fr
   CHECK(s.code() == StatusCode::kInvalidArgument);
   CHECK(std::string(s.message()).find("data differs") != std::string::npos);
   CHECK(Trainer::resume(path.c_str(), d, 1, &r).ok());
+  CHECK(r->reference_nll(0, &nll).code() == StatusCode::kUnsupported);
   std::remove(path.c_str());
 }
 

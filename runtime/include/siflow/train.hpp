@@ -133,6 +133,10 @@ class Trainer {
   // Held-out negative log-likelihood in nats per point (data space): the first `points` held-out
   // rows (0: all), exact divergence, `rk4_steps` classic RK4 steps.
   Status evaluate(uint32_t points, uint32_t rk4_steps, double* nll);
+  // The data's own negative log-likelihood on the same held-out points, where the data has a
+  // closed-form density (built-in checkerboard and 8gaussians): the floor a model's held-out
+  // NLL can approach. kUnsupported for other data.
+  Status reference_nll(uint32_t points, double* nll) const;
   // The current model as .sif bytes (net, interpolant, normal base, normalisation, metadata).
   Status model_bytes(std::vector<uint8_t>* bytes) const;
   // The current interpolant coefficients (learned Fourier; empty otherwise).

@@ -532,6 +532,22 @@ Status Trainer::evaluate(uint32_t points, uint32_t rk4_steps, double* nll) {
   return Status();
 }
 
+Status Trainer::reference_nll(uint32_t points, double* nll) const {
+  const State& st = *state_;
+  if (!nll) return invalid("nll is null");
+  const size_t held = st.holdout.size() / st.data.dim;
+  const size_t n = points == 0 || points > held ? held : points;
+  if (n == 0) return invalid("there are no held-out rows");
+  std::vector<double> x(st.holdout.begin(), st.holdout.begin() + n * st.data.dim), logp(n);
+  if (!st.data.toy || !train::toy_log_density(st.data.toy_kind, x.data(), n, logp.data()))
+    return Status::error(StatusCode::kUnsupported,
+                         "train: the data has no closed-form density to compare with");
+  double sum = 0.0;
+  for (double l : logp) sum -= l;
+  *nll = sum / n;
+  return Status();
+}
+
 Status Trainer::save_checkpoint(const char* path) const {
   const State& st = *state_;
   train::CheckpointState cp;
