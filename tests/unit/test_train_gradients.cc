@@ -63,30 +63,26 @@ void check_graph_gradient(const Graph& g, size_t rows, uint64_t seed) {
   std::vector<double> d_params(params.size());
   tape.backward(params.data(), c.data(), rows, d_params.data(), true);
   const std::vector<double> d_x(tape.d_x(), tape.d_x() + rows * dim);
+  // Central differences of the loss in each entry of `values` (the parameters or x) against the
+  // tape's gradient.
   double worst = 0.0;
-  for (size_t i = 0; i < params.size(); ++i) {
-    std::vector<double> p = params;
-    p[i] = params[i] + kStep;
-    const double up = loss(p, x);
-    p[i] = params[i] - kStep;
-    const double down = loss(p, x);
-    const double fd = (up - down) / (2 * kStep);
-    const double err = std::fabs(fd - d_params[i]) / std::fmax(1.0, std::fabs(fd));
-    worst = std::fmax(worst, err);
-    if (err > kTolerance)
-      FAIL_CHECK("parameter " << i << ": tape " << d_params[i] << ", FD " << fd);
-  }
-  for (size_t i = 0; i < x.size(); ++i) {
-    std::vector<double> xv = x;
-    xv[i] = x[i] + kStep;
-    const double up = loss(params, xv);
-    xv[i] = x[i] - kStep;
-    const double down = loss(params, xv);
-    const double fd = (up - down) / (2 * kStep);
-    const double err = std::fabs(fd - d_x[i]) / std::fmax(1.0, std::fabs(fd));
-    worst = std::fmax(worst, err);
-    if (err > kTolerance) FAIL_CHECK("x[" << i << "]: tape " << d_x[i] << ", FD " << fd);
-  }
+  auto compare = [&](std::vector<double>* values, const std::vector<double>& grad,
+                     const char* what) {
+    for (size_t i = 0; i < values->size(); ++i) {
+      const double v = (*values)[i];
+      (*values)[i] = v + kStep;
+      const double up = loss(params, x);
+      (*values)[i] = v - kStep;
+      const double down = loss(params, x);
+      (*values)[i] = v;
+      const double fd = (up - down) / (2 * kStep);
+      const double err = std::fabs(fd - grad[i]) / std::fmax(1.0, std::fabs(fd));
+      worst = std::fmax(worst, err);
+      if (err > kTolerance) FAIL_CHECK(what << "[" << i << "]: tape " << grad[i] << ", FD " << fd);
+    }
+  };
+  compare(&params, d_params, "parameter");
+  compare(&x, d_x, "x");
   CHECK(worst <= kTolerance);
 }
 

@@ -17,6 +17,21 @@ namespace siflow::train {
 
 using detail::OpKind;
 
+namespace {
+
+// Layer norm's row statistics, in double: the mean and 1 / sqrt(variance + epsilon).
+template <typename T>
+void row_moments(const T* x, uint32_t width, double epsilon, double* mean, double* inv) {
+  double m = 0.0, var = 0.0;
+  for (uint32_t c = 0; c < width; ++c) m += x[c];
+  m /= width;
+  for (uint32_t c = 0; c < width; ++c) var += (x[c] - m) * (x[c] - m);
+  *mean = m;
+  *inv = 1.0 / math::sqrt(var / width + epsilon);
+}
+
+}  // namespace
+
 template <typename T>
 Tape<T>::Tape(const Graph& graph, size_t max_rows, DenseOps* dense)
     : graph_(graph), dense_(std::is_same<T, float>::value ? dense : nullptr) {
@@ -117,12 +132,8 @@ void Tape<T>::forward(const T* params, size_t rows) {
         const T* be = node.gamma == kNoParameter ? nullptr : params + node.beta;
         for (size_t r = 0; r < rows; ++r) {
           const T* xr = a + r * width;
-          double mean = 0.0, var = 0.0;
-          for (uint32_t c = 0; c < width; ++c) mean += xr[c];
-          mean /= width;
-          for (uint32_t c = 0; c < width; ++c) var += (xr[c] - mean) * (xr[c] - mean);
-          var /= width;
-          const double inv = 1.0 / math::sqrt(var + node.epsilon);
+          double mean, inv;
+          row_moments(xr, width, node.epsilon, &mean, &inv);
           for (uint32_t c = 0; c < width; ++c) {
             double v = (xr[c] - mean) * inv;
             if (g) v = v * g[c] + be[c];
@@ -307,12 +318,8 @@ void Tape<T>::backward(const T* params, const T* d_output, size_t rows, T* d_par
         for (size_t r = 0; r < rows; ++r) {
           const T* xr = a + r * width;
           const T* dyr = dy + r * width;
-          double mean = 0.0, var = 0.0;
-          for (uint32_t c = 0; c < width; ++c) mean += xr[c];
-          mean /= width;
-          for (uint32_t c = 0; c < width; ++c) var += (xr[c] - mean) * (xr[c] - mean);
-          var /= width;
-          const double inv = 1.0 / math::sqrt(var + node.epsilon);
+          double mean, inv;
+          row_moments(xr, width, node.epsilon, &mean, &inv);
           double mean_h = 0.0, mean_hx = 0.0;
           for (uint32_t c = 0; c < width; ++c) {
             const double xhat = (xr[c] - mean) * inv;
