@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "array_io.hpp"
 #include "commands.hpp"
@@ -253,8 +252,7 @@ int run_train(const ParsedArgs& args) {
   TrainData data = parse_data(data_text);
   std::unique_ptr<Trainer> trainer;
   if (resume) {
-    check(
-        Trainer::resume(resume->c_str(), std::move(data), parse_execution(args).threads, &trainer));
+    check(Trainer::resume(resume->c_str(), std::move(data), parse_threads(args), &trainer));
   } else {
     check(Trainer::create(parse_options(args), std::move(data), &trainer));
   }
