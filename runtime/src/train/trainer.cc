@@ -55,6 +55,12 @@ uint64_t fingerprint(const std::vector<float>& points, uint32_t dim) {
 
 bool finite(double x) { return math::is_finite(x); }
 
+// A draw in [0, n) from (seed, sample, stream): two lanes as 64 bits, reduced modulo n.
+uint64_t draw_index(uint64_t seed, uint64_t sample, uint32_t stream, uint64_t n) {
+  const PhiloxBlock b = random_block(seed, 0, sample, stream);
+  return ((uint64_t{b.v[0]} << 32) | b.v[1]) % n;
+}
+
 }  // namespace
 
 struct Trainer::State {
@@ -85,6 +91,11 @@ struct Trainer::State {
   Status prepare_compute();
   void make_batch(size_t rows);
   void learned_interpolant_step(size_t rows, const float* v, const float* d_x);
+  // The first `points` held-out rows (0 or more than there are: all).
+  size_t holdout_count(uint32_t points) const {
+    const size_t held = holdout.size() / data.dim;
+    return points == 0 || points > held ? held : points;
+  }
 };
 
 namespace {
@@ -169,8 +180,7 @@ Status Trainer::State::prepare_data(bool compute_normalization) {
     std::vector<uint64_t> order(rows);
     for (size_t i = 0; i < rows; ++i) order[i] = i;
     for (size_t i = rows - 1; i > 0; --i) {
-      const PhiloxBlock b = random_block(options.seed, 0, i, kStreamHoldout);
-      const uint64_t r = ((uint64_t{b.v[0]} << 32) | b.v[1]) % (i + 1);
+      const uint64_t r = draw_index(options.seed, i, kStreamHoldout, i + 1);
       const uint64_t tmp = order[i];
       order[i] = order[r];
       order[r] = tmp;
@@ -185,7 +195,6 @@ Status Trainer::State::prepare_data(bool compute_normalization) {
   if (!compute_normalization) return Status();
   // Normalisation from training data only: mean and (population) std per column, in double.
   std::vector<double> sum(dim, 0.0), sq(dim, 0.0);
-  std::vector<float> point(dim);
   const size_t n = data.toy ? kNormalizationPoints : train_rows.size();
   std::vector<float> toy;
   if (data.toy) {
@@ -272,8 +281,7 @@ void Trainer::State::make_batch(size_t rows) {
       if (data.toy) {
         train::draw_toy_data(data.toy_kind, seed, sample, 1, y);
       } else {
-        const PhiloxBlock b = random_block(seed, 0, sample, kStreamTrainData);
-        const uint64_t pick = ((uint64_t{b.v[0]} << 32) | b.v[1]) % train_rows.size();
+        const uint64_t pick = draw_index(seed, sample, kStreamTrainData, train_rows.size());
         std::memcpy(y, &data.points[train_rows[pick] * d], d * sizeof(float));
       }
       const float tf = static_cast<float>(t);
@@ -402,7 +410,7 @@ Status Trainer::resume(const char* path, TrainData data, uint32_t threads,
 const TrainOptions& Trainer::options() const { return state_->options; }
 uint64_t Trainer::steps_done() const { return state_->step; }
 uint64_t Trainer::parameter_count() const { return state_->graph.parameter_count(); }
-uint64_t Trainer::holdout_rows() const { return state_->holdout.size() / state_->data.dim; }
+uint64_t Trainer::holdout_rows() const { return state_->holdout_count(0); }
 const std::vector<float>& Trainer::normalization_mean() const { return state_->norm_mean; }
 const std::vector<float>& Trainer::normalization_std() const { return state_->norm_std; }
 const std::vector<double>& Trainer::interpolant_alpha() const { return state_->alpha; }
@@ -447,17 +455,18 @@ Status Trainer::step(TrainStepReport* report) {
                          static_cast<unsigned long long>(st.step + 1));
   const bool learned = !st.alpha.empty();
   st.tape->backward(st.params.data(), st.dv.data(), rows, st.grads.data(), learned);
-  if (learned) {
-    for (size_t i = 0; i < rows * d; ++i) path += static_cast<double>(st.u[i]) * st.u[i];
-    path /= rows;
-    st.learned_interpolant_step(rows, v, st.tape->d_x());
-  }
   const double norm =
       train::clip_gradient_norm(st.grads.data(), st.grads.size(), st.options.clip_norm);
   if (!finite(norm))
     return Status::error(StatusCode::kNumericalError,
                          "train: the gradient is not finite at step %llu",
                          static_cast<unsigned long long>(st.step + 1));
+  // After the check, so a failed step changes no state (v and dG/dx_t are not clipped).
+  if (learned) {
+    for (size_t i = 0; i < rows * d; ++i) path += static_cast<double>(st.u[i]) * st.u[i];
+    path /= rows;
+    st.learned_interpolant_step(rows, v, st.tape->d_x());
+  }
   const double lr = train::learning_rate(st.options, st.step);
   const train::AdamSettings settings{st.options.beta1, st.options.beta2, st.options.adam_epsilon,
                                      st.options.weight_decay};
@@ -503,9 +512,8 @@ Status Trainer::model_bytes(std::vector<uint8_t>* bytes) const {
 Status Trainer::evaluate(uint32_t points, uint32_t rk4_steps, double* nll) {
   State& st = *state_;
   if (!nll) return invalid("nll is null");
-  const size_t held = st.holdout.size() / st.data.dim;
-  if (held == 0) return invalid("there are no held-out rows to evaluate on");
-  const size_t n = points == 0 || points > held ? held : points;
+  const size_t n = st.holdout_count(points);
+  if (n == 0) return invalid("there are no held-out rows to evaluate on");
   std::vector<uint8_t> bytes;
   Status s = model_bytes(&bytes);
   if (!s.ok()) return s;
@@ -535,8 +543,7 @@ Status Trainer::evaluate(uint32_t points, uint32_t rk4_steps, double* nll) {
 Status Trainer::reference_nll(uint32_t points, double* nll) const {
   const State& st = *state_;
   if (!nll) return invalid("nll is null");
-  const size_t held = st.holdout.size() / st.data.dim;
-  const size_t n = points == 0 || points > held ? held : points;
+  const size_t n = st.holdout_count(points);
   if (n == 0) return invalid("there are no held-out rows");
   std::vector<double> x(st.holdout.begin(), st.holdout.begin() + n * st.data.dim), logp(n);
   if (!st.data.toy || !train::toy_log_density(st.data.toy_kind, x.data(), n, logp.data()))
