@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   options.threads = 1;
   std::string data_name = "checkerboard";
   int steps = 30, warmup = 5;
-  for (int i = 1; i + 1 < argc + 1; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
     if (i + 1 >= argc) fail(std::string("option without value: ") + argv[i]);
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--data") {
