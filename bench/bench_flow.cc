@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // siflow's side of the benchmarks (bench/run.sh runs it next to the peers).
 //   bench_flow models DIR      writes the benchmark models M1 and M2 as DIR/m1.sif, DIR/m2.sif
 //                              and each layer's weights as .npy (DIR/m1_w0.npy, m1_b0.npy, ...)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Times siflow's training step (siflow::Trainer::step: minibatch, forward, loss, backward,
 // clipping, AdamW) for bench/run.sh, next to bench/peer_torch_train.py running the same model,
 // batch and loss in PyTorch. Prints one line of key=value pairs.

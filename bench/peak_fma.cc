@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // This machine's single-core fp32 FMA peak, the yardstick for bench_flow's GFLOP/s.
 //   peak_fma        prints "peak_gflops_avx2 G" and, where the CPU has AVX-512,
 //                   "peak_gflops_avx512 G": the best of 5 runs of a loop of FMAs over 12

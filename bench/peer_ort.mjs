@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The ONNX Runtime peer of bench/run.sh (npm package onnxruntime-node): the network exported by
 // peer_torch.py, integrated by classic RK4 in JavaScript with one session.run per stage, float32,
 // intra-op threads pinned, sequential execution.

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """The PyTorch peer of bench/run.sh: the same network as bench_flow's model, built from its
 .npy weights, integrated by the classic-RK4 loop a user would write, in float32 without
 autograd. Threads are pinned for torch and OpenBLAS alike (set OPENBLAS_NUM_THREADS and

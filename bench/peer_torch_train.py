@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """The PyTorch peer of siflow's training-step benchmark: the same MLP v([x, t]), batch, interpolant
 and loss, one CPU float32 step = draw data, forward, loss, backward, clip (norm 1), AdamW, timed
 whole after warm-up. Prints one key=value line (step_ms_median, ...; --profile: prof_*_ms per phase).

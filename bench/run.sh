@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Benchmarks siflow against the peers a user would otherwise reach for, on the same models,
 # steps and batch, in one run, and prints the times and ratios (peer time / siflow time: above 1
 # means siflow is faster):

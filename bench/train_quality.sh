@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The training quality target: a checkerboard model from plain `siflow train --data checkerboard
 # -o cb.sif` (every default, all cores), timed, then its NLL on 20000 fresh checkerboard points
 # drawn by numpy with FFJORD's formula (independent of siflow's own generator and held-out set),

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # cmake -DINPUT=model.sif -DOUTPUT=model_data.c -DSYMBOL=name -P cmake/embed_file.cmake
 # Writes a C source defining `const unsigned char SYMBOL[]` (64-byte aligned, so a .sif model can
 # be used in place without a copy) and `const size_t SYMBOL_size`. Run at build time by

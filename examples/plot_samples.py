@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Plots 2-D samples coloured by their log-likelihood and writes a PNG (atomically).
 
 Usage: plot_samples.py SAMPLES.npy LOGP.npy OUT.png [--title TEXT]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The main job: installs what it needs, builds the siflow CLI, samples the bundled checkerboard
 # model (trained by examples/train_examples.py; model card in examples/MODELS.md) and writes
 # out/samples.npy, out/logp.npy (their log-likelihoods) and out/samples.png.

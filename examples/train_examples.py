@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Trains the bundled example flows and converts them to .sif.
 
 Each model is a velocity net v(t, x) trained with the stochastic-interpolant loss of Albergo &

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the CLI's .npy and .csv readers on arbitrary bytes (first byte picks the
 // format). They must either return an array of finite values with consistent shape or throw the
 // CLI's RunError naming the problem; anything else (crash, other exception) is a finding.

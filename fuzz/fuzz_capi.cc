@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: the C API entry points with fuzzed options and inputs. Layout of an input:
 // the model bytes, then (when the input is longer than kParams bytes) a kParams-byte tail of
 // call parameters: which entry points run, plan and run options (including out-of-range enum

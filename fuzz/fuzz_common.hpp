@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared checks of the fuzz targets: what "no silent garbage" means for a call's result.
 // A violated expectation aborts, which libFuzzer reports as a crash with the input saved.
 #pragma once

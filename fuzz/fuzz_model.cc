@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target: model bytes -> load (in place and through the copy path) -> plan -> a short
 // run of every Plan call -> validate. Any crash, sanitizer report or a successful call that
 // returns non-finite numbers is a finding. Memory-hungry (but valid) models are skipped before

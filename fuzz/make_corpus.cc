@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Writes the seed corpora of the fuzz targets: valid models covering every op, unary kind,
 // interpolant, base, fp16 storage, normalisation and test vectors, a few corrupted variants,
 // the same models with C API parameter tails, and .npy/.csv inputs for the array readers.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The fuzz check: builds the libFuzzer targets with clang, AddressSanitizer and
 # UndefinedBehaviorSanitizer in build-fuzz/, replays the committed corpus and every regression
 # input once, then fuzzes each target for a fixed, seeded budget. Fails on any finding (crash,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The whole test suite. Installs the Debian packages it needs, then:
 #   1. builds everything (runtime, CLI, examples, tests) in build/ and runs ctest;
 #   1b. on x86-64, runs the unit, oracle and CLI tests again with the simd kernels forced to each

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Cross build for 32-bit ARM Linux (ARMv7-A, NEON, hard float) with Debian's
 # g++-arm-linux-gnueabihf; test binaries run under qemu-arm. Use: cmake --preset armv7.
 set(CMAKE_SYSTEM_NAME Linux)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Bare-metal Arm Cortex-M build of the minimal runtime (cmake --preset cortex-m) with Debian's
 # gcc-arm-none-eabi and newlib (libnewlib-arm-none-eabi). Default CPU: Cortex-M7 with the
 # double-precision FPv5 FPU; -DSIFLOW_CORTEX_M=m4 selects a Cortex-M4F (single-precision FPU:

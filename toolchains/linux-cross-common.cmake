@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Shared part of the Linux cross toolchain files: Debian's cross compilers for SIFLOW_TRIPLE,
 # their sysroot, and qemu-user as the emulator for test binaries. FlatBuffers and doctest are
 # header-only here and architecture-independent, so the host's packages serve; flatc runs on

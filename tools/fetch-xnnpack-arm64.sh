@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Unpacks Debian's arm64 builds of XNNPACK and its dependencies (pthreadpool, cpuinfo) into a
 # sysroot folder for the aarch64 cross build, without installing them: installing arm64 -dev
 # packages through multiarch would remove the host's own versions. Adds the arm64 architecture

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian 12 packages siflow needs, when any is missing. Uses sudo when not root.
 # Never downloads anything but Debian packages.
 #   tools/install-deps.sh          build the runtime (with threads and the xnnpack backend) and

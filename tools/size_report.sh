@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Size of the minimal runtime (-DSIFLOW_MINIMAL=ON, MinSizeRel: reference backend only, no
 # threads, no model writer, no CLI) for x86-64, AArch64, ARMv7 and bare-metal Cortex-M7:
 #   - library: text + data of every object in libsiflow.a (`size -t`; .text, .rodata and unwind

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes examples/fourier_mlp.npz (random, untrained weights) for examples/fourier_mlp.json.
 
 The pair shows the npz + JSON input format; `siflow-convert examples/fourier_mlp.npz --arch

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """siflow_convert: converts trained velocity nets (ONNX, PyTorch, npz + JSON) into .sif files.
 
 Importing this package does not import torch; only the PyTorch entry points do.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`python3 -m siflow_convert ...` runs the siflow-convert command line."""
 import sys
 

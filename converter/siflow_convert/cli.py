@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`siflow-convert INPUT -o OUT.sif [options]`: the command line and the `convert` function.
 
 Exit status: 0 on success, 2 on usage errors (argparse), 1 when the model cannot be converted.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The converter's in-memory model: a velocity graph in the .sif op set plus the flow around it.
 
 Every importer (ONNX, PyTorch, npz+JSON) produces a `FlowModel`; `sif_io` writes and reads it;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """npz + JSON → ir.Graph, for frameworks without an ONNX exporter.
 
 The weights live in an .npz archive; a small JSON file describes the architecture (documented

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ONNX → ir.Graph: maps an exported velocity net onto the .sif op set.
 
 The importer walks the ONNX nodes in order and gives every ONNX value one of three meanings:

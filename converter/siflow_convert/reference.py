@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A float64 numpy reference of everything a .sif model computes (docs/format.md, docs/math.md).
 
 - the graph: every op and unary kind exactly as docs/format.md defines it, with forward-mode

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Writes and reads .sif files (docs/format.md) from and to an ir.FlowModel.
 
 The FlatBuffers code comes from schemas/siflow.fbs (`_generated/`, made by

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """PyTorch → ir.Graph, by exporting the module to ONNX in memory and calling from_onnx.
 
 torch is imported only inside these functions, so `import siflow_convert` works without it.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Graph edits for nets trained with another sign or time convention than siflow's.
 
 siflow integrates dx/dt = v(t, x) from the base at t = 0 to the data at t = 1. A net trained on

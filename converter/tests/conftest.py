@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared helpers for the converter tests: the package on sys.path, torch kept to one thread,
 and `velocity(graph, t, y)` evaluating an imported graph with the float64 reference."""
 import os

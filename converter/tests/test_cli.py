@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The siflow-convert command: options, exit codes, messages, atomic output, the end-to-end
 check with `siflow validate`, and the offline venv installation."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The committed FlatBuffers code in siflow_convert/_generated/ must be what
 converter/tools/regen_fb.py makes from schemas/siflow.fbs today."""
 import filecmp

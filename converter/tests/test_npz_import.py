@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """from_npz / from_arch: the committed example pair, every layer type, and the error paths."""
 import json
 import math

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """from_onnx on hand-built ONNX graphs: every op mapping, pattern and error path.
 
 Each graph's expected output is computed here with numpy from the same weights; the converted

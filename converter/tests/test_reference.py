@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """siflow_convert.reference: ops against independent formulas, JVPs against finite
 differences, integrator orders, likelihood signs, Philox known answers, and agreement with the
 C++ runtime's CLI (velocity, decode, logprob, sample --seed, validate)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """siflow_convert.sif_io: every op and field round-trips, weight vectors are 64-byte aligned in
 the file, fp16 rounds to nearest even and refuses overflow, non-finite weights are refused, and
 files are written atomically. Files are also loaded by the C++ CLI when it is built."""

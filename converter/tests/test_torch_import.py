@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """from_torch on real torch modules (exported by torch.onnx at opsets 11–17), compared with the
 same module run in float64 (module.double()), and loading TorchScript / torch.save files."""
 import io

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """--negate-velocity, --time-scale and --reverse-time as graph edits, checked numerically."""
 import numpy as np
 import pytest

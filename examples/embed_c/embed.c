@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Embedding siflow in a C program without a heap: the model is linked into the binary as a
  * 64-byte aligned byte array (used in place, never copied), its tables are loaded into a static
  * buffer, the plan lives in a static arena, and the runtime never calls malloc. Draws samples

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Builds the bundled example model examples/models/gaussian_ring.sif: a velocity net whose
 // last layer is fitted by ridge regression to the closed-form velocity of a Gaussian-mixture
 // flow (N(0, I) -> 8 Gaussians on a ring). No training loop: a deterministic, hand-built model.

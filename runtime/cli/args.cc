@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Command-line parsing for siflow's subcommands. Never prints or exits: every problem is a
 // UsageError naming the argument, reported by main() with exit code 2.
 #include "args.hpp"

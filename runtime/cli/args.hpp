@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Command-line parsing for siflow's subcommands: options with values, positionals, and strict
 // number parsing. Every problem is a UsageError naming the argument; it never guesses a value.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The siflow subcommands: name, help text, options and implementation of each. Implementations
 // use the public siflow API only; they report failures by throwing (errors.hpp), never by
 // printing an error or exiting themselves.

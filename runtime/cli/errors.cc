@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Formatting helpers for the CLI's error types. Never prints or exits: callers throw and
 // main() reports.
 #include "errors.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The CLI's two kinds of failure: a usage error (bad command line, exit 2) and a run error
 // (a file, the model or the runtime refused, exit 1). Only main() catches them; nothing here
 // may print or exit.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // siflow: the command-line tool. Dispatches to a subcommand and turns its failures into a
 // message and exit code (2: usage, 1: run failure). Uses the public siflow API only; it must
 // never include the runtime's internal headers.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The integrating commands' shared options, model loading, plan creation and progress line.
 // Public siflow API only; it never prints anything but the progress line.
 #include "run_options.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Options shared by the CLI's integrating commands (method, steps or grid, batch, divergence,
 // SDE) turned into runtime option structs, plus model loading, plan creation and the progress
 // line. Uses the public siflow API only; never prints except the progress line on a terminal.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // siflow train: fits a velocity network with the interpolant loss (siflow::Trainer) and writes
 // the model, checkpoints and a CSV log, each through a temporary file renamed into place.
 // A client of the public API (siflow/train.hpp) only; it never reaches into the library.

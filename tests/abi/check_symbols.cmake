@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # cmake -DNM=nm -DLIBRARY=libsiflow_c.so -DEXPECTED=libsiflow.symbols -P check_symbols.cmake
 # Lists the dynamic symbols a shared library defines and exports (functions and data) and fails,
 # printing both sides of the difference, when they differ from the committed list.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Cross-platform reproducibility of the reference backend: the same models and seeds give the
 // same bits on x86-64, AArch64 and ARMv7. This program computes samples (ODE with exact
 // log-likelihoods, and SDE), encodings and log-likelihoods (exact and Hutchinson) for three

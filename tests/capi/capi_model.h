@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Parameters of the C API test model, shared by the C++ writer (make_capi_model.cc) and the C
  * test (test_capi.c) so that the test can compute v(t, y) by hand. Plain C, no siflow types. */
 #ifndef SIFLOW_TESTS_CAPI_MODEL_H_

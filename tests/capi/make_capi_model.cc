@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Writes the models the C API test loads (the test itself is C only): MAIN.sif, the network of
 // capi_model.h with a Gaussian base, trig interpolant and a normalisation, and UNIFORM.sif.
 // usage: make_capi_model MAIN.sif UNIFORM.sif

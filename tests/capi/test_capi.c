@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* C API test, written in C99: every entry point of siflow.h on the models make_capi_model
  * writes (argv[1]: Gaussian-base network of capi_model.h; argv[2]: uniform base, v = y*y).
  * A plain harness: counts checks, prints "N passed, N failed" last, exits nonzero on failure. */

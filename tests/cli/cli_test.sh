@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # End-to-end tests of the siflow CLI on the models make_test_model writes: every command in .npy
 # and .csv, --help, numerical consistency, and each bad input's exit code and message. Works only
 # inside its scratch directory (argument 3), which it recreates; it must never write elsewhere.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Writes the small 2-D models the CLI tests run on: concat [t, x] -> FC 3->16 -> tanh -> FC 16->2
 // with fixed LCG weights and a trig interpolant. A test fixture: public API only, and its output
 // must depend on nothing but the code (no clock, no system randomness).

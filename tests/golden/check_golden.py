@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Compares the siflow CLI against the float64 golden references in tests/golden/fixtures/.
 
 Usage: tests/golden/check_golden.py PATH/TO/siflow [--fixtures DIR] [FIXTURE_NAME ...]

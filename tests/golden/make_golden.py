@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Regenerates the golden fixtures in tests/golden/fixtures/.
 
 Four small PyTorch velocity nets of different shapes, with seeded random weights (no training):

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """CLI round trip: PyTorch -> ONNX -> converter/siflow-convert -> siflow validate / logprob.
 
 Usage: tests/golden/roundtrip_torch.py PATH/TO/siflow

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs this build into a scratch prefix under the build tree and proves the install tree
 # works on its own: headers self-contained, find_package(siflow) consumer (C++ and C) and a
 # pkg-config consumer (c++ and cc) build and run, also after the tree is moved. Fails loudly.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The closed-form test oracle: Gaussian-mixture endpoints with diagonal covariances give
 // rho_t, the velocity, its divergence and the score in closed form (docs/math.md, "Test
 // oracle"). It plugs into the integrators as a Field, like a network. Test-only, uses libm.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Numeric edge cases with defined behaviour: the time grid hits t = 0 and t = 1 exactly, the score
 // from the velocity stays accurate close to t = 1 (its error grows like eps/a(t), as the formula's
 // cancellation predicts), and the guarded SDE drift eps*s is finite at t = 1 exactly, where the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // End to end on the bundled example model: it is what its generator makes, it passes its own
 // embedded test vectors, and its samples land where the closed-form target density is.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Path-length optimisation, the acceptance test: on a Gaussian-mixture pair, whose velocity
 // for any interpolant is known in closed form (the oracle), the Fourier interpolant learned by
 // max-min training has a lower kinetic energy int E|v|^2 dt than trig, by a measured margin.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A one-layer linear net v = W x + c has the exact flow x(t) = e^{Wt} x0 + ..., and divergence
 // trace(W): sampling, encode/decode round trips and log-likelihoods must match it.
 #include <doctest/doctest.h>

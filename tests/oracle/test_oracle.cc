@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Integrators, likelihoods, score and SDE against the closed-form Gaussian(-mixture) oracle:
 // convergence orders in double, log rho_1 from the augmented ODE, sampled moments.
 #include <doctest/doctest.h>

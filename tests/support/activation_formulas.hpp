@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Activations in double with std:: functions, written independently of the runtime's kernels:
 // the yardstick for the unit tests. GELU(erf) goes through erfc and GELU(tanh) through
 // 0.5 (1 + tanh z) = sigmoid(2 z), so neither cancels for negative x. Test-only.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The wrappers behind alloc_hooks.hpp. Constant-initialised atomics only, so they work before
 // any constructor runs and never allocate themselves.
 #include "support/alloc_hooks.hpp"

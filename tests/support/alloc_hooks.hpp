@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Watching the heap from a test: alloc_hooks.cc replaces the whole malloc family and every global
 // operator new/delete with wrappers over glibc's __libc_* entry points. Between begin() and end()
 // they count every call, track how many blocks are live, and can make one chosen allocation fail

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Test bytes at a chosen alignment: a copy of `bytes` in memory of exactly that size (so ASan
 // flags any read past the end), at a 64-byte aligned address plus `misalign`. With misalign != 0
 // a model loads through the copy path and owns its bytes; with 0 it is used in place and the

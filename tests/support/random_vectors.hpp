@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Seeded random test data shared by the unit tests: n floats drawn from N(0, scale^2) by
 // std::mt19937 (the same values on every platform's standard library for a given seed).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Plan API argument checking: every bad input to create/sample/decode/encode/log_prob/velocity
 // gets its own status code and a message naming the cause; plus chunking invariance (results
 // are bit-identical for any max_batch) and per-sample reproducibility via first_index.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // siflow::math elementary functions against libm: errors in double ulps measured against the
 // long double libm functions (64-bit mantissa, so the reference itself is ~2^-11 ulp accurate) on
 // dense grids, random points and the extremes (subnormals, overflow boundaries, +-inf, NaN).

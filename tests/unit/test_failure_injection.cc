@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Failure injection: every heap allocation the runtime makes while loading a model, planning a
 // run, validating and through the C API is made to fail, one at a time (support/alloc_hooks.cc).
 // Each must end in a clean error naming the cause (kOutOfMemory, or kIoError where the C

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The loader (format/loader.cc): every refusal names its cause with the right status code, the
 // zero-copy and copy paths for aligned and misaligned spans, and a fuzz that truncates and flips
 // the bytes of a valid model (also built as test_loader_asan under ASan and UBSan).

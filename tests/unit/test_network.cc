@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The network executor (net/executor.hpp) on ModelBuilder graphs covering every op: velocities
 // against an independent double evaluation of the same graph, tangents and exact divergence
 // against finite differences, and Hutchinson estimates against the exact trace.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // "After create(), nothing allocates": with the heap wrappers of support/alloc_hooks.cc linked in
 // (they see the whole malloc family and every global operator new/delete), runs every Plan call
 // (ODE with log p, Hutchinson, SDE, decode, encode, log_prob, velocity, errors) and counts.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reference kernels (kernels/reference/ops.hpp) against double formulas written with std::
 // functions: every activation and its derivative (by central finite differences), fully
 // connected, layer norm forward and JVP, and the broadcasting binary ops with their tangents.

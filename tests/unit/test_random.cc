@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Counter-based randomness (integrate/random.hpp): Philox4x32-10 known answers, the documented
 // counter/key layout, lane -> uniform/sign mapping, normal moments and per-sample reproducibility.
 #include <doctest/doctest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The simd kernels (kernels/simd) against the reference backend, for every instruction-set
 // variant this CPU runs: the vector activations and their derivatives within the documented
 // error bounds on random and extreme inputs, dense layers (bias, fused activation, pre-activation

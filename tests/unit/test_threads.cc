@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The thread-safety contract: a loaded Model is immutable and shared by threads; each thread
 // runs its own Plan. Several threads sample, score and validate from one model at once and must
 // get exactly the single-threaded bits. Run under ThreadSanitizer by tests/run.sh, which makes

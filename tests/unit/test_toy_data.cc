@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The built-in 2D toy datasets (train/toy_data.hpp): names, per-point reproducibility, FFJORD's
 // definitions through exact supports, proportions and moments, and the closed-form densities.
 // Statistical checks use 5 standard errors (false-failure chance below 1e-6 each) or bounds.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reverse mode (VJP) of every op, of the whole interpolant loss and of the learned interpolant's
 // coefficients, checked against central finite differences in double; and the float training
 // path (simd GEMMs) against the double reference.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A 10-step training run on every architecture (it is in the qemu subset): the step, the
 // checkpoint round trip and the held-out evaluation run with this platform's kernels, and the
 // model they write loads. Quality is measured on the host (test_trainer, bench/).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // siflow::Trainer end to end on small nets: the loss goes down, a short run reaches the
 // documented NLL bound on 8 Gaussians, runs are bit-reproducible (and independent of the thread
 // count), a resumed run equals the uninterrupted one, file data is split and normalised from the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The xnnpack backend's resource contract: XNNPACK allocates only through the project's
 // counting hook, only while a plan is created (operators) and never while it runs, and gives all
 // of it back when the plan is destroyed. Builds without XNNPACK refuse the backend by name.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Start-up of examples/embed_c on QEMU's mps2-an500 (Cortex-M7) with semihosting: the vector
  * table, and a reset handler that enables the FPU and enters newlib's semihosting start-up
  * (rdimon's _start: clears .bss, sets up stdio and the stack, passes QEMU's

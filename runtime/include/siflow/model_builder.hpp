@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Writing .sif models from C++: describe the velocity graph and the flow, get the file bytes.
 // Used by tests, examples and on-device training. It checks nothing beyond tensor ids; the
 // loader is the one judge of a model, so callers load what they build to verify it.

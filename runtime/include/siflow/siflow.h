@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* siflow C API: a thin, stable layer over the C++ API for embedding in apps. Opaque handles,
  * status codes with messages, no exceptions crossing it.
  * Threads: a loaded model is immutable and may be shared by any number of threads; a plan (and

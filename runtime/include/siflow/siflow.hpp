@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // siflow C++ API: load a verified model, plan a fixed arena, then sample, decode, encode,
 // compute log-likelihoods and velocities without touching the heap. No exceptions: every call
 // returns a Status whose message names the cause.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // siflow training (optional library siflow_train): fits a velocity network to data with the
 // simulation-free interpolant loss, on the CPU, and writes it as a .sif model. Unlike the
 // runtime, training allocates freely; it reports every failure as a Status, never by crashing.

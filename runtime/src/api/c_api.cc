@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C API over the C++ one: converts options and statuses; owns nothing of its own beyond
 // the handles. Never lets an exception or a null pointer through.
 #include <cstring>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Construction of the API objects, whose constructors are private, in the memory the runtime
 // chose for them (the heap, or a caller's region). Internal to the runtime library.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Plan: binds a model to an arena and serves sample/decode/encode/log_prob/velocity by
 // streaming requests through the arena in chunks of max_batch rows. After create() nothing
 // here allocates or makes a system call; every input is checked before any work starts.

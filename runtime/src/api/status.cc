@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Status: an error code plus a fixed-size message, formatted without heap allocation.
 #include <cstdarg>
 #include <cstdio>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // validate_embedded: re-runs a model's embedded test vectors on this device and measures the
 // agreement. Allocates its own plan; it is a check, not part of the allocation-free run path.
 #include <cstdlib>

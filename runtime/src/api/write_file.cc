@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Atomic file output: write to a temporary name beside the target, flush, rename into place,
 // so an interrupted run never leaves a truncated file under the final name.
 #include <unistd.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // IEEE 754 binary16 <-> binary32 conversions for fp16 weight storage. Exact in the half ->
 // float direction (every half is a float); float -> half rounds to nearest, ties to even, and
 // gives +-inf beyond the half range (the loader then refuses the weight as not finite).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The loader: bytes -> verified ModelData. Runs the FlatBuffers Verifier with explicit limits,
 // then every semantic check (version, enums, shapes along the graph, limits, finite weights,
 // interpolant validity). Nothing downstream ever sees a model that failed here.

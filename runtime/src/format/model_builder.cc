@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Serialises a ModelBuilder description into .sif bytes with the generated FlatBuffers code.
 // Never validates semantics: the loader does, and a builder may write bad files on purpose
 // (the tests do).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The loaded, verified form of a model: node descriptors with weights pointing into the model
 // bytes (zero-copy), tensor widths, interpolant, base and normalisation. Built only by the
 // loader after every check passed; immutable afterwards.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A model's data normalisation y = (x - mean) / std and its inverse, applied in place to rows.
 // A model without normalisation leaves the rows untouched. Never allocates. Both return the
 // first row holding a non-finite result (`rows` when there is none): finite inputs can still

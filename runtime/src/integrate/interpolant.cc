@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Interpolant coefficients with the runtime's own sin/cos, so they match across platforms.
 #include "integrate/interpolant.hpp"
 

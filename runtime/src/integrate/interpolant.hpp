@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The interpolant x_t = a(t) x0 + b(t) x1 and its time derivatives (docs/math.md,
 // "Interpolant"): linear, trig, learned Fourier. Pure functions of t; never allocates.
 #pragma once

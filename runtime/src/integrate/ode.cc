@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Butcher tableaus of the fixed-step methods.
 #include "integrate/ode.hpp"
 

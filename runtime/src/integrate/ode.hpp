@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fixed-step explicit Runge-Kutta integrators (Euler, Heun, midpoint, RK4, RK4 3/8) as
 // templates over the scalar type, for networks (float) and the analytic oracle (double).
 // They see the velocity through a Field and carry the log-density term l with the same stage

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Counter-based randomness: Philox4x32-10 and the draw layout of docs/math.md ("Randomness"),
 // so that sample i gets the same numbers whatever the batch, chunking or thread count.
 // Never keeps state between calls: every draw is a pure function of (seed, counter).

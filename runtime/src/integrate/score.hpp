@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Score from velocity for a diagonal-normal base (docs/math.md, "Gaussian base: score and SDE"):
 // s = (b v - b_dot x + W mu) / (a W sigma^2), W = a b_dot - a_dot b. Never allocates.
 #pragma once

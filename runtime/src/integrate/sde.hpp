@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SDE sampling dX = [v + eps(t) s] dt + sqrt(2 eps(t)) dW for a diagonal-normal base
 // (docs/math.md, "Gaussian base: score and SDE"), with Euler-Maruyama or a Heun-type step
 // (noise first, then a trapezoid on the drift). Never allocates; noise comes from the caller.

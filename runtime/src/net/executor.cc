@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Graph execution. Each node reads tensors with smaller ids (the loader proved it), so one pass
 // in node order computes everything. Dense layers and activations run on the kernels the plan
 // chose per node, over row ranges on the plan's threads; the other ops are cheap and run on the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The network executor: runs the SSA graph of a loaded model over arena buffers, forward and,
 // when asked, forward-mode tangents (JVP) for all directions at once. Never allocates.
 #pragma once

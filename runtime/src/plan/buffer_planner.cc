@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Greedy first-fit: each buffer, in request order, takes the lowest offset where it overlaps no
 // already placed buffer whose lifetime intersects its own.
 #include "plan/buffer_planner.hpp"

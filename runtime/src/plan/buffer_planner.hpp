@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Lays buffers with known lifetimes into one arena so that buffers alive at the same time never
 // overlap (greedy first-fit by production order, as TFLM's greedy planner does).
 // Runs at plan time only; never during a run.

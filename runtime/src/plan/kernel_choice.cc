@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kernel choice per node; see kernel_choice.hpp.
 #include "plan/kernel_choice.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The kernel choice of a plan: which backend runs each graph node, which dense layers run their
 // activation in the epilogue, the simd variant, the thread pool and XNNPACK's operators. Made
 // once at plan creation (allocating), used by every run (not allocating).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Arena layout: activations and tangents share space by lifetime (buffer_planner), the
 // integrator and divergence buffers live for the whole run. All sizes are computed in 64-bit
 // with overflow checks, so a 32-bit target refuses what it cannot address.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The arena layout of a plan: every buffer a run needs (network activations and tangents,
 // divergence seeds, integrator stages, log-density terms) as offsets into one block, computed
 // before running. Built at plan time; never touched during a run.

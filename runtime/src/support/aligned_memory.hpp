@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Over-aligned heap blocks from plain malloc/free, for every C library (newlib on bare metal has
 // no aligned_alloc). The block records where its malloc'd storage starts just before the aligned
 // address; release it with aligned_free only. One malloc per block, so allocation counting and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Where loading and planning take their memory: a caller's region, carved by bumping an offset
 // (nothing is allocated, so a bare-metal device needs no heap), or a measuring pass that counts
 // the region a later caller must supply while taking short-lived heap blocks to work in. Both

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // RowPool over pthreadpool, or a single-thread stand-in when the build has none.
 #include "support/parallel.hpp"
 

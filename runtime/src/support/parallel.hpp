@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Row-parallel loops over a pthreadpool (Debian's libpthreadpool) when the build has it. The
 // caller's thread takes part; with one thread, or without a pool, the loop runs inline. A pool is
 // created at plan time; running a loop allocates nothing. Work is split into contiguous row

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Checkpoint serialisation with the generated FlatBuffers code for schemas/checkpoint.fbs.
 #include "train/checkpoint.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Training checkpoints (schemas/checkpoint.fbs): the whole state of a run, written atomically
 // and read back through the FlatBuffers verifier, so a damaged file is refused by name.
 #pragma once

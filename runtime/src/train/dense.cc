@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Training GEMMs on the simd dense kernel (see dense.hpp).
 #include "train/dense.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The three GEMMs of a fully connected layer in training, on the simd kernels: forward
 // y = x W^T + b, input gradient dx = dy W, weight gradient dW = dy^T x (and db = column sums of
 // dy). Weights change every step, so the first two pack W afresh each call (O(in * out) against

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The trainable graph: parameter bookkeeping, initialisation and export to a ModelBuilder.
 #include "train/graph.hpp"
 

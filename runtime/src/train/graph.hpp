@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A trainable velocity graph: the format's op set with every parameter (weights, biases, layer
 // norm scales and shifts) in one flat vector, so the optimiser, clipping and checkpoints see one
 // array. It describes the net; tape.hpp evaluates it. Never touches a loaded Model.

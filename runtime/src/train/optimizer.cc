@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // AdamW, schedules and clipping (see optimizer.hpp).
 #include "train/optimizer.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The optimiser of training: AdamW (Adam with decoupled weight decay), learning-rate schedules
 // with linear warm-up, and global-norm gradient clipping. Plain float arithmetic in a fixed
 // order, so a run is bit-reproducible on one platform.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The learned interpolant's gradients (see path.hpp).
 #include "train/path.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Path-length optimisation (docs/training.md): the gradient of the interpolant loss G with
 // respect to the learned Fourier coefficients, and the penalty that keeps a(t) and b(t) from
 // vanishing together. The trainer ascends G - penalty over the coefficients while the net

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The VJP rules of the op set (docs/training.md lists them with their formulas):
 //   fully connected y = x W^T + b:  dx = dy W,  dW = dy^T x,  db = sum_r dy
 //   unary y = f(x):                 dx = dy f'(x)

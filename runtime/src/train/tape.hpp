@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Forward and reverse-mode (VJP) evaluation of a trainable graph over a minibatch. Every tensor's
 // value is kept for the backward pass. In double (gradient checks) and float (training) with
 // plain loops; float can run its dense layers and activations on the simd kernels (DenseOps).

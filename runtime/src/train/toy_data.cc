@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // FFJORD's 2D toy datasets drawn point by point from counter-based Philox (stream 10), with the
 // runtime's own sin/cos/exp/log so every platform draws the same bits. Never allocates, never
 // keeps state and never calls libm.

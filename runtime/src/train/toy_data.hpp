@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The built-in 2D toy datasets for on-device training, pinned to FFJORD's inf_train_gen
 // (rtqichen/ffjord, lib/toy_data.py), with closed-form densities where they exist.
 // Never allocates and never calls libm: point i is the same bits for (seed, i) on every platform.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The training loop (docs/training.md): minibatches of (x0, x1, t), the interpolant loss and its
 // gradient through the tape, AdamW, the learned interpolant's ascent step, held-out evaluation
 // through the runtime itself, and the model the run writes. Every random draw is a pure function

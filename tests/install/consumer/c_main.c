@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* Install-tree consumer (C99): loads the model file written by the C++ consumer through the C
  * API and samples 4 points, using only the installed siflow.h and library. Exit 0 iff all
  * calls succeed and the samples are finite. */

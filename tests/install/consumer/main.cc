@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Install-tree consumer (C++): builds a tiny model with siflow::ModelBuilder, loads, plans and
 // samples 4 points using only the installed headers and library. Exit 0 iff every step worked.
 // With a path argument it also writes the model there (for the C consumer).

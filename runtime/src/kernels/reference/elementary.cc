@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Portable double-precision elementary functions: range reduction plus polynomial or series
 // evaluation in plain IEEE arithmetic (built with -ffp-contract=off), so every platform rounds
 // identically. Never calls libm.

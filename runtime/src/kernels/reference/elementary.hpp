@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The runtime's own elementary functions (exp, log, log1p, expm1, sin, cos, tan, tanh, erf).
 // They replace libm everywhere in the reference path so results are bit-identical across
 // platforms; this file must never call libm (only sqrt, which IEEE 754 rounds exactly).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reference kernels. Activations are evaluated in double with the runtime's own elementary
 // functions and rounded once to float, so they are bit-identical on every platform.
 #include "kernels/reference/ops.hpp"

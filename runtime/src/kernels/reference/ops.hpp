@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reference kernels: portable scalar C++ for every op of the graph, forward and JVP. They define
 // what correct means; optimized kernels are tested against them. Never allocate, never call libm.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Weight packing and the choice of simd variant by CPU features.
 #include <cstdlib>
 #include <cstring>

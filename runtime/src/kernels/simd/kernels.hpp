@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The simd backend: the project's own vector kernels for dense layers (register-blocked GEMM on
 // weights packed at load, with a fused bias + activation epilogue) and for activations and their
 // tangents. The same source is compiled once per instruction set (AVX2+FMA and SSE2 on x86-64,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The simd kernels for x86-64 CPUs with AVX2 and FMA (compiled with -mavx2 -mfma): 6-row tiles,
 // 12 accumulators in the 16 ymm registers.
 #define SIFLOW_SIMD_NS avx2

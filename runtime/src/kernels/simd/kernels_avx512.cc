@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The simd kernels for x86-64 CPUs with AVX-512 (F, DQ, BW, VL; compiled with those flags):
 // full tiles of 8 rows by 2 panels (16 zmm accumulators, each input broadcast feeding two FMAs).
 #define SIFLOW_SIMD_NS avx512

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The simd kernels for the architecture's baseline, in 16-byte vectors: SSE2 on x86-64 (any
 // x86-64 CPU; 2-row tiles, 8 accumulators in the 16 xmm registers), NEON on AArch64 (6-row tiles,
 // 24 of the 32 registers) and ARMv7 with NEON (2-row tiles in the 16 q registers), plain vector

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The simd backend's vector type and vector elementary functions, written once with GCC/Clang
 // vector extensions and compiled once per instruction set (kernels_impl.inc): SIFLOW_SIMD_BYTES
 // wide, the ISA's native register (32 bytes for AVX2, 16 for SSE2 and NEON), so the compiler

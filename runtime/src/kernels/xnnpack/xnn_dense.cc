@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Every XNNPACK call of the project: initialization with the counting allocator, operator
 // creation, setup and run (February 2022 API: create without weight caches, setup takes the
 // batch size and the thread pool).

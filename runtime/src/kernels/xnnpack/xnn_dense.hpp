@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The xnnpack backend: dense layers through XNNPACK's fully connected operators (Debian's
 // libxnnpack-dev, its February 2022 API). Every XNNPACK call of the project is in xnn_dense.cc,
 // so a newer API is a change to that file only. Operators are created per plan (they hold the
