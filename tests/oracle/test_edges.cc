@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "integrate/interpolant.hpp"
+#include "math/interpolant.hpp"
 #include "integrate/ode.hpp"
 #include "integrate/score.hpp"
 #include "oracle/gaussian_oracle.hpp"

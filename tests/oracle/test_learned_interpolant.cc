@@ -9,7 +9,7 @@
 #include "doctest/doctest.h"
 #include "format/model_data.hpp"
 #include "gaussian_oracle.hpp"
-#include "integrate/interpolant.hpp"
+#include "math/interpolant.hpp"
 #include "siflow/train.hpp"
 
 namespace {

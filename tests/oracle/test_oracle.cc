@@ -9,7 +9,7 @@
 
 #include "gaussian_oracle.hpp"
 #include "integrate/ode.hpp"
-#include "integrate/random.hpp"
+#include "math/random.hpp"
 #include "integrate/score.hpp"
 #include "integrate/sde.hpp"
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/reference/elementary.hpp"
+#include "math/elementary.hpp"
 
 namespace {
 

@@ -16,8 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "format/half.hpp"
+#include "math/half.hpp"
 #include "format/model_data.hpp"
+#include "math/interpolant.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
 #include "siflow_generated.h"
@@ -529,6 +530,74 @@ TEST_CASE("malformed interpolant coefficients are refused") {
   ModelBuilder nan = linear_builder();
   nan.set_interpolant(InterpolantKind::kLearnedFourier, {0.1, NAN}, {0.0, 0.0});
   expect_refused(nan.finish(), StatusCode::kInvalidModel, {"coefficient 2 is not finite"});
+}
+
+TEST_CASE("the interpolant proof's work is bounded whatever the coefficients' values") {
+  // Coefficients of 1e7 (one term) and 64 terms of 1e5 once took 12 s and 92 s to load: the
+  // Lipschitz bounds grow with the values and the bisection with them. Now each proof spends at
+  // most kProofBudget term evaluations and a proof that runs out fails.
+  const std::vector<double> big{1e7}, many(64, 1e5);
+  const siflow::detail::InterpolantData one{InterpolantKind::kLearnedFourier, 1, big.data(),
+                                           big.data()};
+  const siflow::detail::InterpolantData wide{InterpolantKind::kLearnedFourier, 64, many.data(),
+                                            many.data()};
+  for (const auto* interp : {&one, &wide}) {
+    const siflow::InterpolantProof proof = siflow::prove_interpolant(*interp);
+    CHECK(proof.spent <= siflow::kProofBudget);
+    CHECK_FALSE(proof.apart);
+  }
+  // An ordinary learned path proves well inside the budget, with its score.
+  const std::vector<double> a{0.1, -0.02}, b{-0.05, 0.01};
+  const siflow::detail::InterpolantData usual{InterpolantKind::kLearnedFourier, 2, a.data(),
+                                             b.data()};
+  const siflow::InterpolantProof proof = siflow::prove_interpolant(usual);
+  CHECK(proof.apart);
+  CHECK(proof.score_ok);
+  CHECK(proof.spent < siflow::kProofBudget / 100);
+  // Through the loader: refused, naming the bounded check.
+  ModelBuilder m = linear_builder();
+  m.set_interpolant(InterpolantKind::kLearnedFourier, {1e7}, {1e7});
+  expect_refused(m.finish(), StatusCode::kInvalidModel, {"interpolant", "bounded check"});
+}
+
+TEST_CASE("learned interpolant coefficients at 4 mod 8 in the file are read without a double*") {
+  // FlatBuffers verifies only the 4-byte alignment of a vector's length, so [double] data may sit
+  // at 4 mod 8. The file is written with the generated code: each coefficient vector holds two
+  // 32-bit words (one double) and says length 1. UBSan's alignment check flags any double* read.
+  const double alpha = 0.1, beta = -0.05;
+  for (uint32_t pad = 0; pad < 2; ++pad) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto coefficient = [&](double v) {
+      uint64_t bits = 0;
+      std::memcpy(&bits, &v, sizeof bits);
+      fbb.StartVector(2, sizeof(uint32_t));
+      fbb.PushElement(static_cast<uint32_t>(bits >> 32));  // written back to front
+      fbb.PushElement(static_cast<uint32_t>(bits));
+      return flatbuffers::Offset<flatbuffers::Vector<double>>(fbb.EndVector(1));
+    };
+    auto av = coefficient(alpha);
+    if (pad) fbb.PushElement(uint32_t{0});
+    auto bv = coefficient(beta);
+    auto interp = fb::CreateInterpolant(fbb, fb::InterpolantKind::LearnedFourier, av, bv);
+    auto inputs = fbb.CreateVector(std::vector<uint32_t>{0});
+    auto node = fb::CreateNode(fbb, fb::OpType::Unary, inputs);
+    auto graph = fb::CreateGraph(fbb, 2, fbb.CreateVector(std::vector<decltype(node)>{node}), 2);
+    fbb.Finish(fb::CreateModel(fbb, 1, 0, 0, graph, interp), fb::ModelIdentifier());
+    std::vector<uint8_t> bytes(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+    const auto* fi = fb::GetModel(bytes.data())->interpolant();
+    REQUIRE(fi);
+    if (offset_in(bytes, fi->alpha()->data()) % 8 == 0 &&
+        offset_in(bytes, fi->beta()->data()) % 8 == 0)
+      continue;
+    auto model = expect_loads(bytes);
+    const siflow::detail::InterpolantData& loaded = model->data().interpolant;
+    REQUIRE(loaded.terms == 1);
+    CHECK(loaded.alpha[0] == alpha);
+    CHECK(loaded.beta[0] == beta);
+    CHECK(reinterpret_cast<uintptr_t>(loaded.alpha) % alignof(double) == 0);
+    return;
+  }
+  FAIL("could not place a coefficient vector at 4 mod 8");
 }
 
 TEST_CASE("a normal base with a zero or negative std is refused") {

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "format/model_data.hpp"
-#include "integrate/random.hpp"
+#include "math/random.hpp"
 #include "kernels/simd/kernels.hpp"
 #include "net/executor.hpp"
 #include "siflow/model_builder.hpp"

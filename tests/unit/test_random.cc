@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Counter-based randomness (integrate/random.hpp): Philox4x32-10 known answers, the documented
+// Counter-based randomness (math/random.hpp): Philox4x32-10 known answers, the documented
 // counter/key layout, lane -> uniform/sign mapping, normal moments and per-sample reproducibility.
 #include <doctest/doctest.h>
 
@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "integrate/random.hpp"
+#include "math/random.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "integrate/random.hpp"
+#include "math/random.hpp"
 #include "train/toy_data.hpp"
 
 namespace {
@@ -121,7 +121,7 @@ TEST_CASE("toy_data_name and parse_toy_data round-trip every dataset and refuse 
 TEST_CASE("toy draws use Philox stream 10, block 0 lanes for choices and block 1 for noise") {
   // Checkerboard point 7 for seed 42 from the documented layout: x1 = (4 u0 - 2) * 2 and
   // x2 = (u1 - 2 [lane 2 top bit] + (floor(x1) mod 2)) * 2. These are exact in double.
-  const siflow::PhiloxBlock b = siflow::random_block(42, 0, 7, siflow::train::kStreamToyData);
+  const siflow::PhiloxBlock b = siflow::random_block(42, 0, 7, siflow::kStreamToyData);
   const double x1 = siflow::lane_uniform(b.v[0]) * 4.0 - 2.0;
   const double parity = std::fmod(std::floor(x1) + 4.0, 2.0);
   const double x2 = siflow::lane_uniform(b.v[1]) - 2.0 * (b.v[2] >> 31) + parity;
@@ -130,7 +130,7 @@ TEST_CASE("toy draws use Philox stream 10, block 0 lanes for choices and block 1
   CHECK(p[1] == static_cast<float>(2.0 * x2));
   // 8gaussians point 7: component = top 3 bits of lane 0, noise = fill_normals from block 1.
   double z[2];
-  siflow::fill_normals(42, 7, siflow::train::kStreamToyData, 1, z, 2);
+  siflow::fill_normals(42, 7, siflow::kStreamToyData, 1, z, 2);
   const double d = 1.0 / std::sqrt(2.0);
   const double unit[8][2] = {{1, 0}, {-1, 0}, {0, 1}, {0, -1}, {d, d}, {d, -d}, {-d, d}, {-d, -d}};
   const uint32_t k = b.v[0] >> 29;

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "doctest/doctest.h"
-#include "integrate/interpolant.hpp"
+#include "math/interpolant.hpp"
 #include "kernels/simd/kernels.hpp"
 #include "support/random_vectors.hpp"
 #include "train/dense.hpp"

@@ -81,8 +81,17 @@ enum class UnaryKind : uint8_t {
   kCos = 12,
 };
 
-// "identity", "relu", "leaky_relu", ..., "cos" (the converter's spelling); "?" for others.
+// Names of the enums, spelled as the CLI and the converter spell them ("?" or "unknown" for a
+// value outside the enum); each parse function accepts exactly those names. All of them live in
+// one table per enum (runtime/src/support/names.cc).
+// "identity", "relu", "leaky_relu", ..., "cos".
 const char* unary_kind_name(UnaryKind kind);
+bool parse_unary_kind(const char* text, UnaryKind* out);
+// "linear", "trig", "learned" (the learned Fourier family).
+const char* interpolant_kind_name(InterpolantKind kind);
+bool parse_interpolant_kind(const char* text, InterpolantKind* out);
+// "normal", "uniform".
+const char* base_kind_name(BaseKind kind);
 
 struct LoadOptions {
   uint32_t struct_size = sizeof(LoadOptions);
@@ -166,6 +175,18 @@ enum class SdeMethod : uint8_t { kEulerMaruyama = 0, kHeun = 1 };
 const char* method_name(Method method);
 // Parses "euler", "heun", "midpoint", "rk4", "rk4-38"; false for anything else.
 bool parse_method(const char* text, Method* out);
+// "none", "exact", "hutchinson".
+const char* divergence_mode_name(DivergenceMode mode);
+bool parse_divergence_mode(const char* text, DivergenceMode* out);
+// "rademacher", "gaussian".
+const char* probe_kind_name(ProbeKind kind);
+bool parse_probe_kind(const char* text, ProbeKind* out);
+// "em" (Euler-Maruyama), "heun".
+const char* sde_method_name(SdeMethod method);
+bool parse_sde_method(const char* text, SdeMethod* out);
+// "constant", "a" (proportional to a(t)).
+const char* epsilon_schedule_name(EpsilonSchedule schedule);
+bool parse_epsilon_schedule(const char* text, EpsilonSchedule* out);
 
 // Called after every integrator step; return false to cancel (the call returns kCancelled).
 // done/total count row-steps over the whole request.

@@ -10,9 +10,9 @@
 #include "api/construct.hpp"
 #include "format/model_data.hpp"
 #include "format/normalization.hpp"
-#include "integrate/interpolant.hpp"
+#include "math/interpolant.hpp"
 #include "integrate/ode.hpp"
-#include "integrate/random.hpp"
+#include "math/random.hpp"
 #include "integrate/sde.hpp"
 #include "net/executor.hpp"
 #include "plan/buffer_planner.hpp"
@@ -22,39 +22,6 @@
 #include "support/parallel.hpp"
 
 namespace siflow {
-
-const char* backend_name(Backend backend) {
-  switch (backend) {
-    case Backend::kAuto:
-      return "auto";
-    case Backend::kReference:
-      return "reference";
-    case Backend::kSimd:
-      return "simd";
-    case Backend::kXnnpack:
-      return "xnnpack";
-  }
-  return "?";
-}
-
-bool parse_backend(const char* text, Backend* out) {
-  for (int i = 0; i <= static_cast<int>(Backend::kXnnpack); ++i) {
-    const Backend b = static_cast<Backend>(i);
-    if (text && std::strcmp(text, backend_name(b)) == 0) {
-      *out = b;
-      return true;
-    }
-  }
-  return false;
-}
-
-const char* unary_kind_name(UnaryKind kind) {
-  static const char* const kNames[] = {"identity", "relu",    "leaky_relu", "elu",      "selu",
-                                       "tanh",     "sigmoid", "silu",       "gelu_erf", "gelu_tanh",
-                                       "softplus", "sin",     "cos"};
-  const unsigned i = static_cast<unsigned>(kind);
-  return i < sizeof kNames / sizeof kNames[0] ? kNames[i] : "?";
-}
 
 namespace detail {
 

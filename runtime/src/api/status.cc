@@ -8,30 +8,6 @@
 
 namespace siflow {
 
-const char* status_code_name(StatusCode code) {
-  switch (code) {
-    case StatusCode::kOk:
-      return "ok";
-    case StatusCode::kInvalidArgument:
-      return "invalid argument";
-    case StatusCode::kInvalidModel:
-      return "invalid model";
-    case StatusCode::kUnsupported:
-      return "unsupported";
-    case StatusCode::kArenaTooSmall:
-      return "arena too small";
-    case StatusCode::kOutOfMemory:
-      return "out of memory";
-    case StatusCode::kNumericalError:
-      return "numerical error";
-    case StatusCode::kIoError:
-      return "i/o error";
-    case StatusCode::kCancelled:
-      return "cancelled";
-  }
-  return "unknown status";
-}
-
 Status Status::error(StatusCode code, const char* format, ...) {
   Status s;
   s.code_ = code;

@@ -12,10 +12,10 @@
 #include <new>
 
 #include "api/construct.hpp"
-#include "format/half.hpp"
 #include "format/model_data.hpp"
-#include "integrate/interpolant.hpp"
-#include "kernels/reference/elementary.hpp"
+#include "math/elementary.hpp"
+#include "math/half.hpp"
+#include "math/interpolant.hpp"
 #if defined(SIFLOW_WITH_SIMD)
 #include "kernels/simd/kernels.hpp"
 #endif
@@ -28,51 +28,6 @@ namespace detail {
 namespace {
 
 constexpr size_t kAlignment = 64;
-constexpr uint32_t kInterpolantGrid = 2000;  // t-grid for the learned interpolant checks
-constexpr double kVanishingTolerance = 1e-6;
-
-// Bounds on |a'|, |b'| (for max(|a|, |b|)) and on |W'| (W = a b' - a' b), from the
-// coefficients: |a| <= 1 + sum |alpha_m|, |a'| <= pi/2 + sum |alpha_m| m pi, |a''| <= (pi/2)^2 +
-// sum |alpha_m| (m pi)^2, likewise for b; W' = a b'' - a'' b.
-struct InterpolantBounds {
-  double ab_lipschitz;
-  double w_lipschitz;
-};
-
-InterpolantBounds interpolant_bounds(const InterpolantData& interp) {
-  if (interp.kind == InterpolantKind::kLinear) return {1.0, 0.0};
-  const double half = 0.5 * math::kPi;
-  double a0 = 1, a1 = half, a2 = half * half, b0 = 1, b1 = half, b2 = half * half;
-  for (uint32_t m = 1; m <= interp.terms; ++m) {
-    const double w = m * math::kPi;
-    const double al = interp.alpha[m - 1] < 0 ? -interp.alpha[m - 1] : interp.alpha[m - 1];
-    const double be = interp.beta[m - 1] < 0 ? -interp.beta[m - 1] : interp.beta[m - 1];
-    a0 += al;
-    a1 += al * w;
-    a2 += al * w * w;
-    b0 += be;
-    b1 += be * w;
-    b2 += be * w * w;
-  }
-  return {a1 > b1 ? a1 : b1, a0 * b2 + a2 * b0};
-}
-
-// True when f (non-negative, with |f'| <= lipschitz) stays above kVanishingTolerance on
-// [t0, t1]: proved at the midpoint with the Lipschitz bound, bisecting down to 1e-10 wide
-// intervals. Otherwise *where receives the point that could not be cleared.
-template <typename F>
-bool stays_positive(F&& f, double lipschitz, double t0, double t1, double* where, int depth = 0) {
-  const double mid = 0.5 * (t0 + t1);
-  const double value = f(mid);
-  if (value - lipschitz * 0.5 * (t1 - t0) > kVanishingTolerance) return true;
-  if (value < kVanishingTolerance || t1 - t0 < 1e-10 || depth > 40) {
-    *where = mid;
-    return false;
-  }
-  return stays_positive(f, lipschitz, t0, mid, where, depth + 1) &&
-         stays_positive(f, lipschitz, mid, t1, where, depth + 1);
-}
-
 const char* op_name(fb::OpType op) {
   const char* name = fb::EnumNameOpType(op);
   return (name && *name) ? name : "unknown op";
@@ -158,9 +113,11 @@ class Loader {
   uint32_t node_count_ = 0;
   uint64_t parameters_ = 0;
   uint64_t f16_parameters_ = 0;
-  float* expanded_ = nullptr;     // where fp16 weights are expanded to float, 64-byte aligned
-  size_t expanded_used_ = 0;      // floats of expanded_ taken so far
-  size_t expanded_capacity_ = 0;  // floats reserved by count_f16_floats
+  float* expanded_ = nullptr;          // where fp16 weights are expanded to float, 64-byte aligned
+  size_t expanded_used_ = 0;           // floats of expanded_ taken so far
+  size_t expanded_capacity_ = 0;       // floats reserved by count_f16_floats
+  double* coefficients_ = nullptr;     // learned interpolant alpha then beta, copied from the file
+  uint32_t coefficient_capacity_ = 0;  // terms reserved for them
 };
 
 // Floats reserved for expanding fp16 weights: every F16 operand's f16 vector, each rounded up to
@@ -480,50 +437,41 @@ Status Loader::check_interpolant(ModelData* data) {
       return Status::error(StatusCode::kInvalidModel,
                            "interpolant: %s has no coefficients, but the file gives %u alpha "
                            "and %u beta",
-                           interp.kind == InterpolantKind::kLinear ? "linear" : "trig", na, nb);
+                           interpolant_kind_name(interp.kind), na, nb);
     if (interp.kind == InterpolantKind::kLearnedFourier) {
-      if (na != nb || na == 0 || na > Limits::kMaxFourierTerms)
+      if (na != nb || na == 0 || na > Limits::kMaxFourierTerms || na > coefficient_capacity_)
         return Status::error(StatusCode::kInvalidModel,
                              "interpolant: learned Fourier needs equal alpha and beta counts in "
                              "[1, %u], got %u and %u",
                              Limits::kMaxFourierTerms, na, nb);
-      for (uint32_t m = 0; m < na; ++m) {
-        if (!math::is_finite(fi->alpha()->Get(m)) || !math::is_finite(fi->beta()->Get(m)))
+      // FlatBuffers checks only the 4-byte alignment of a vector's length, so [double] data may
+      // sit at 4 mod 8: the values are copied out byte-wise, never read through a double*.
+      std::memcpy(coefficients_, fi->alpha()->data(), na * sizeof(double));
+      std::memcpy(coefficients_ + na, fi->beta()->data(), na * sizeof(double));
+      for (uint32_t m = 0; m < 2 * na; ++m) {
+        if (!math::is_finite(coefficients_[m]))
           return Status::error(StatusCode::kInvalidModel,
-                               "interpolant: coefficient %u is not finite", m + 1);
+                               "interpolant: %s coefficient %u is not finite",
+                               m < na ? "alpha" : "beta", m % na + 1);
       }
       interp.terms = na;
-      interp.alpha = fi->alpha()->data();
-      interp.beta = fi->beta()->data();
+      interp.alpha = coefficients_;
+      interp.beta = coefficients_ + na;
     }
   }
   // a and b must never vanish together; the score needs W = a*b_dot - a_dot*b != 0 on [0, 1).
-  // Checking grid points alone would miss a zero between them, so each grid interval is proved
-  // clear with a Lipschitz bound (bisecting where needed) or reported.
-  const InterpolantBounds bounds = interpolant_bounds(interp);
-  auto both = [&](double t) {
-    const InterpolantValues v = evaluate_interpolant(interp, t);
-    const double abs_a = v.a < 0 ? -v.a : v.a, abs_b = v.b < 0 ? -v.b : v.b;
-    return abs_a > abs_b ? abs_a : abs_b;
-  };
-  auto wronskian = [&](double t) {
-    const double w = evaluate_interpolant(interp, t).wronskian();
-    return w < 0 ? -w : w;
-  };
-  bool score_ok = true;
-  for (uint32_t i = 0; i < kInterpolantGrid; ++i) {
-    const double t0 = static_cast<double>(i) / kInterpolantGrid;
-    const double t1 = static_cast<double>(i + 1) / kInterpolantGrid;
-    double where = 0.0;
-    if (!stays_positive(both, bounds.ab_lipschitz, t0, t1, &where))
-      return Status::error(StatusCode::kInvalidModel,
-                           "interpolant: a(t) and b(t) both vanish near t = %.6f", where);
-    // The score is only used on [0, 1): the last interval may touch W = 0 at t = 1.
-    if (score_ok && !stays_positive(wronskian, bounds.w_lipschitz, t0,
-                                    i + 1 == kInterpolantGrid ? t1 - 1e-6 : t1, &where))
-      score_ok = false;
-  }
-  data->info.score_available = score_ok;
+  // The proof's work is bounded whatever the coefficients (math/interpolant.hpp).
+  const InterpolantProof proof = prove_interpolant(interp);
+  if (!proof.apart && proof.exhausted)
+    return Status::error(StatusCode::kInvalidModel,
+                         "interpolant: cannot prove that a(t) and b(t) never vanish together "
+                         "within the loader's bounded check (stopped near t = %.6f; the "
+                         "coefficients are too large or too oscillatory)",
+                         proof.where);
+  if (!proof.apart)
+    return Status::error(StatusCode::kInvalidModel,
+                         "interpolant: a(t) and b(t) both vanish near t = %.6f", proof.where);
+  data->info.score_available = proof.score_ok;
   return Status();
 }
 
@@ -660,6 +608,11 @@ Status Loader::run(ModelData** out) {
 
   // All counts are bounded now: size the one allocation, then fill it.
   expanded_capacity_ = count_f16_floats();
+  const fb::Interpolant* fi = model_->interpolant();
+  if (fi && fi->kind() == fb::InterpolantKind::LearnedFourier && fi->alpha())
+    coefficient_capacity_ = fi->alpha()->size() < Limits::kMaxFourierTerms
+                                ? fi->alpha()->size()
+                                : Limits::kMaxFourierTerms;
   auto layout = [&](Bump& bump, ModelData** data) {
     *data = bump.take<ModelData>(1);
     NodeData* nodes = bump.take<NodeData>(node_count_);
@@ -668,8 +621,10 @@ Status Loader::run(ModelData** out) {
     double* base_b = bump.take<double>(dim_);
     const char** keys = bump.take<const char*>(meta_count);
     const char** values = bump.take<const char*>(meta_count);
+    double* coefficients = bump.take<double>(2 * size_t{coefficient_capacity_});
     float* expanded = bump.take<float>(expanded_capacity_, kAlignment);
     if (*data) {
+      coefficients_ = coefficients;
       expanded_ = expanded;
       (*data)->nodes = nodes;
       (*data)->tensors = tensors;

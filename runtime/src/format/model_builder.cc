@@ -6,7 +6,7 @@
 
 #include <algorithm>
 
-#include "format/half.hpp"
+#include "math/half.hpp"
 #include "siflow_generated.h"
 
 namespace siflow {

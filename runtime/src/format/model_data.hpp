@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "math/interpolant.hpp"
 #include "siflow/siflow.hpp"
 
 namespace siflow::detail {
@@ -36,13 +37,6 @@ struct TensorData {
   uint32_t width;
   bool depends_on_x;  // carries a tangent in JVP passes
   uint32_t last_use;  // index of the last node reading it (node_count for the output)
-};
-
-struct InterpolantData {
-  InterpolantKind kind;
-  uint32_t terms;
-  const double* alpha;  // [terms]
-  const double* beta;
 };
 
 struct ModelData {

@@ -8,7 +8,7 @@
 #include <cstddef>
 
 #include "format/model_data.hpp"
-#include "kernels/reference/elementary.hpp"
+#include "math/elementary.hpp"
 
 namespace siflow::detail {
 

@@ -31,36 +31,4 @@ const Tableau& tableau(Method method) {
   return kRK4;
 }
 
-const char* method_name(Method method) {
-  switch (method) {
-    case Method::kEuler:
-      return "euler";
-    case Method::kHeun:
-      return "heun";
-    case Method::kMidpoint:
-      return "midpoint";
-    case Method::kRK4:
-      return "rk4";
-    case Method::kRK4_38:
-      return "rk4-38";
-  }
-  return "unknown";
-}
-
-bool parse_method(const char* text, Method* out) {
-  static const Method kAll[] = {Method::kEuler, Method::kHeun, Method::kMidpoint, Method::kRK4,
-                                Method::kRK4_38};
-  if (!text) return false;
-  for (Method m : kAll) {
-    const char* name = method_name(m);
-    size_t i = 0;
-    while (name[i] && name[i] == text[i]) ++i;
-    if (!name[i] && !text[i]) {
-      *out = m;
-      return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace siflow

@@ -8,7 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/reference/elementary.hpp"
+#include "math/elementary.hpp"
 #include "siflow/siflow.hpp"
 
 namespace siflow {

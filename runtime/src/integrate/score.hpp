@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "integrate/interpolant.hpp"
+#include "math/interpolant.hpp"
 
 namespace siflow {
 

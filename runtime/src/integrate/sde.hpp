@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "integrate/interpolant.hpp"
+#include "math/interpolant.hpp"
 #include "integrate/ode.hpp"
 #include "integrate/score.hpp"
 

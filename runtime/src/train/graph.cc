@@ -2,7 +2,7 @@
 // The trainable graph: parameter bookkeeping, initialisation and export to a ModelBuilder.
 #include "train/graph.hpp"
 
-#include "integrate/random.hpp"
+#include "math/random.hpp"
 
 namespace siflow::train {
 
@@ -11,7 +11,6 @@ using detail::OpKind;
 namespace {
 // Parameters are initialised from their own stream, so a net's initial weights do not share
 // draws with the minibatches.
-constexpr uint32_t kStreamInit = 12;
 }  // namespace
 
 Graph::Graph(uint32_t dim) : widths_{dim, 1} {}

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "kernels/reference/elementary.hpp"
+#include "math/elementary.hpp"
 
 namespace siflow::train {
 

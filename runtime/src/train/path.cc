@@ -2,8 +2,8 @@
 // The learned interpolant's gradients (see path.hpp).
 #include "train/path.hpp"
 
-#include "integrate/interpolant.hpp"
-#include "kernels/reference/elementary.hpp"
+#include "math/interpolant.hpp"
+#include "math/elementary.hpp"
 
 namespace siflow::train {
 

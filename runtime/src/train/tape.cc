@@ -11,7 +11,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "kernels/reference/elementary.hpp"
+#include "math/elementary.hpp"
 #include "kernels/reference/ops.hpp"
 
 namespace siflow::train {

@@ -7,8 +7,8 @@
 #include <cstring>
 #include <limits>
 
-#include "integrate/random.hpp"
-#include "kernels/reference/elementary.hpp"
+#include "math/random.hpp"
+#include "math/elementary.hpp"
 
 namespace siflow::train {
 namespace {

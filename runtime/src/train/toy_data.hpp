@@ -11,11 +11,9 @@
 
 namespace siflow::train {
 
-// The Philox stream of toy-data draws (docs/math.md, "Randomness"): 0-2 are the runtime's base,
-// probe and SDE streams; 10 keeps training data apart from them and from any added later.
+// Toy-data draws use Philox stream kStreamToyData (math/random.hpp lists every stream).
 // Point i uses counter (block, i, stream 10): block 0 gives the uniform and discrete choices
 // (lanes 0-3), block 1 the Gaussian noise (a Box-Muller pair from lanes 0 and 1, fill_normals).
-constexpr uint32_t kStreamToyData = 10;
 
 // The datasets (siflow::ToyData) and their names (toy_data_name, parse_toy_data,
 // toy_data_names) are public, in siflow/train.hpp; the enum's order is the checkpoint's.

@@ -9,9 +9,9 @@
 #include <cstring>
 #include <memory>
 
-#include "integrate/interpolant.hpp"
-#include "integrate/random.hpp"
-#include "kernels/reference/elementary.hpp"
+#include "math/interpolant.hpp"
+#include "math/random.hpp"
+#include "math/elementary.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.h"
 #include "siflow/train.hpp"
@@ -32,10 +32,6 @@ using train::Tape;
 namespace {
 
 // Streams of the training draws (the runtime's sampling uses 0-2, toy data 10, init 12-13).
-constexpr uint32_t kStreamTrainBase = 20;
-constexpr uint32_t kStreamTrainTime = 21;
-constexpr uint32_t kStreamTrainData = 22;
-constexpr uint32_t kStreamHoldout = 23;
 // Held-out toy points are drawn from indices no training step reaches.
 constexpr uint64_t kHoldoutFirstIndex = 1ull << 62;
 // Toy normalisation: mean and std of the first training points.

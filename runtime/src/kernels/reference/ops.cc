@@ -3,7 +3,7 @@
 // functions and rounded once to float, so they are bit-identical on every platform.
 #include "kernels/reference/ops.hpp"
 
-#include "kernels/reference/elementary.hpp"
+#include "math/elementary.hpp"
 
 namespace siflow::reference {
 namespace {

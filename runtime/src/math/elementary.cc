@@ -2,7 +2,7 @@
 // Portable double-precision elementary functions: range reduction plus polynomial or series
 // evaluation in plain IEEE arithmetic (built with -ffp-contract=off), so every platform rounds
 // identically. Never calls libm.
-#include "kernels/reference/elementary.hpp"
+#include "math/elementary.hpp"
 
 #include <cstdint>
 #include <cstring>

@@ -7,11 +7,23 @@
 #include <cstdint>
 #include <cstring>
 
-#include "kernels/reference/elementary.hpp"
+#include "math/elementary.hpp"
 
 namespace siflow {
 
-enum RandomStream : uint32_t { kStreamBase = 0, kStreamProbe = 1, kStreamSdeNoise = 2 };
+// Every Philox stream the project draws from, in one list (docs/math.md, "Randomness"): the
+// runtime's (0-2) and training's (10-23). A new use of randomness takes a new number here.
+enum RandomStream : uint32_t {
+  kStreamBase = 0,        // base draws x0 of sample i
+  kStreamProbe = 1,       // Hutchinson probes of sample i
+  kStreamSdeNoise = 2,    // SDE noise of sample i, step n from block n * ceil(d/4)
+  kStreamToyData = 10,    // training: the built-in toy data sets, point i
+  kStreamInit = 12,       // training: parameter initialisation (weights; 13: biases)
+  kStreamTrainBase = 20,  // training: base draws of a minibatch row
+  kStreamTrainTime = 21,  // training: the row's time t
+  kStreamTrainData = 22,  // training: which data row a minibatch row takes
+  kStreamHoldout = 23,    // training: the held-out split
+};
 
 struct PhiloxBlock {
   uint32_t v[4];
