@@ -302,7 +302,7 @@ TEST_CASE("a valid model loads and ModelInfo describes it") {
   const siflow::ModelInfo& info = model->info();
   CHECK(std::string(info.name) == "rich");
   CHECK(info.format_major == 1);
-  CHECK(info.format_minor == 0);
+  CHECK(info.format_minor == 0);  // the lowest version its contents need (no Exp)
   CHECK(info.dim == 2);
   CHECK(info.node_count == 7);
   CHECK(info.parameter_count == 12 + 4 + 4 + 4 + 4 + 4 + 8);

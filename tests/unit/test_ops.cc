@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Reference kernels (kernels/reference/ops.hpp) against double formulas written with std::
-// functions: every activation and its derivative (by central finite differences), fully
-// connected, layer norm forward and JVP, and the broadcasting binary ops with their tangents.
+// Reference kernels and op modules against double formulas written with std:: functions: every
+// activation and its derivative (by central finite differences), fully connected, the layer norm
+// module's forward and JVP, and the broadcasting binary modules with their tangents (each module
+// run as a one-node graph on the reference kernels).
 #include <doctest/doctest.h>
 
 #include <cfloat>
@@ -11,13 +12,107 @@
 #include <string>
 #include <vector>
 
-#include "kernels/reference/ops.hpp"
+#include "format/model_data.hpp"
+#include "kernels/reference/activation.hpp"
+#include "kernels/reference/dense.hpp"
+#include "ops/op.hpp"
 #include "support/activation_formulas.hpp"
+
+namespace ref {
+
+using namespace siflow::reference;
+using siflow::detail::ModelData;
+using siflow::detail::NodeData;
+using siflow::detail::OpKind;
+using siflow::detail::TensorData;
+
+// Runs node `n` (output tensor 2, inputs among tensors 0 and 1 of widths w0 and w1) through its
+// op module on the reference kernels, with `directions` tangents when t_out is set.
+void run_node(NodeData& n, uint32_t w0, uint32_t w1, float* v0, float* v1, float* y, float* t0,
+              float* t1, float* t_out, size_t rows, size_t directions) {
+  TensorData tensors[3] = {{w0, true, 0}, {w1, t1 != nullptr, 0}, {n.width, true, 1}};
+  ModelData md{};
+  md.dim = w0;
+  md.node_count = 1;
+  md.nodes = &n;
+  md.tensors = tensors;
+  float* values[3] = {v0, v1, y};
+  float* tangents[3] = {t0, t1, t_out};
+  const siflow::ops::FastKernels kernels;
+  const siflow::ops::NodeRun run{&md,   0,        values, tangents, rows, t_out ? directions : 0,
+                                 false, &kernels, nullptr};
+  siflow::ops::op_module(n.op).run(run);
+}
+
+void layer_norm_forward(const float* x, size_t rows, uint32_t width, const float* gamma,
+                        const float* beta, float epsilon, float* y) {
+  const uint32_t in[1] = {0};
+  NodeData n{};
+  n.op = OpKind::kLayerNorm;
+  n.input_count = 1;
+  n.inputs = in;
+  n.width = width;
+  n.gamma = gamma;
+  n.beta = beta;
+  n.epsilon = epsilon;
+  run_node(n, width, 1, const_cast<float*>(x), nullptr, y, nullptr, nullptr, nullptr, rows, 0);
+}
+
+void layer_norm_jvp(const float* x, size_t rows, uint32_t width, const float* gamma, float epsilon,
+                    size_t directions, const float* t_in, float* t_out) {
+  const uint32_t in[1] = {0};
+  NodeData n{};
+  n.op = OpKind::kLayerNorm;
+  n.input_count = 1;
+  n.inputs = in;
+  n.width = width;
+  n.gamma = gamma;
+  n.epsilon = epsilon;
+  std::vector<float> y(rows * width);
+  run_node(n, width, 1, const_cast<float*>(x), nullptr, y.data(), const_cast<float*>(t_in), nullptr,
+           t_out, rows, directions);
+}
+
+NodeData binary_node(bool multiply, uint32_t a_width, const float* b, uint32_t b_width,
+                     bool b_rows_shared, const uint32_t* inputs) {
+  NodeData n{};
+  n.op = multiply ? OpKind::kMul : OpKind::kAdd;
+  n.input_count = b_rows_shared ? 1 : 2;
+  n.inputs = inputs;
+  n.width = a_width > b_width ? a_width : b_width;
+  if (b_rows_shared) {
+    n.constant = b;
+    n.constant_width = b_width;
+  }
+  return n;
+}
+
+void binary_forward(bool multiply, const float* a, uint32_t a_width, const float* b,
+                    uint32_t b_width, bool b_rows_shared, size_t rows, float* y) {
+  const uint32_t in[2] = {0, 1};
+  NodeData n = binary_node(multiply, a_width, b, b_width, b_rows_shared, in);
+  run_node(n, a_width, b_width, const_cast<float*>(a), const_cast<float*>(b), y, nullptr, nullptr,
+           nullptr, rows, 0);
+}
+
+void binary_jvp(bool multiply, const float* a, uint32_t a_width, const float* t_a, const float* b,
+                uint32_t b_width, const float* t_b, bool b_rows_shared, size_t rows,
+                size_t directions, float* t_out) {
+  const uint32_t in[2] = {0, 1};
+  NodeData n = binary_node(multiply, a_width, b, b_width, b_rows_shared, in);
+  std::vector<float> y(rows * n.width);
+  // The module reads tensor 0's tangent when it has one; an operand without a tangent is a
+  // tensor whose tangent pointer is null.
+  run_node(n, a_width, b_width, const_cast<float*>(a), const_cast<float*>(b), y.data(),
+           const_cast<float*>(t_a), b_rows_shared ? nullptr : const_cast<float*>(t_b), t_out, rows,
+           directions);
+}
+
+}  // namespace ref
 
 namespace {
 
 using siflow::UnaryKind;
-namespace ref = siflow::reference;
 
 constexpr UnaryKind kAllKinds[] = {
     UnaryKind::kIdentity, UnaryKind::kRelu,     UnaryKind::kLeakyRelu, UnaryKind::kElu,

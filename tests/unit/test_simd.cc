@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/reference/ops.hpp"
+#include "kernels/reference/activation.hpp"
 #include "kernels/simd/kernels.hpp"
 #include "support/random_vectors.hpp"
 

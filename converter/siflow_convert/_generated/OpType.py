@@ -10,3 +10,4 @@ class OpType(object):
     Add = 3
     Mul = 4
     LayerNorm = 5
+    Exp = 6

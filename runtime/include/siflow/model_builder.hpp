@@ -27,6 +27,7 @@ class ModelBuilder {
                            const std::vector<float>& bias = {}, const std::string& name = "");
   // alpha: LeakyRelu's slope or Elu's alpha (PyTorch's Elu default is 1.0; pass it).
   uint32_t unary(uint32_t input, UnaryKind kind, float alpha = 0.01f);
+  uint32_t exp(uint32_t input);  // y = exp(x) elementwise (format 1.1)
   uint32_t concat(const std::vector<uint32_t>& inputs);
   uint32_t add(uint32_t a, uint32_t b);
   uint32_t mul(uint32_t a, uint32_t b);
@@ -44,6 +45,8 @@ class ModelBuilder {
   void set_uniform_base(const std::vector<float>& low, const std::vector<float>& high);
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& std);
   void set_time_range(double start, double end);
+  // By default a file records the lowest format version its contents need (1.0, or 1.1 when a
+  // node uses Exp), so older runtimes read every file they can; this overrides it.
   void set_format_version(uint16_t major, uint16_t minor);
   // Weight storage in the file: float32 (default) or fp16, rounded to nearest even. fp16 values
   // beyond its range become infinite, which the loader refuses.
@@ -83,7 +86,8 @@ class ModelBuilder {
   std::vector<float> base_a_, base_b_;  // mean/std or low/high
   std::vector<float> norm_mean_, norm_std_;
   double time_start_ = 0.0, time_end_ = 1.0;
-  uint16_t major_ = kFormatMajor, minor_ = kFormatMinor;
+  uint16_t major_ = kFormatMajor, minor_ = 0;
+  bool version_set_ = false;  // else finish() writes the lowest minor the graph needs
   WeightStorage storage_ = WeightStorage::kF32;
   std::vector<float> test_t_, test_y_, test_v_;
   float test_tolerance_ = 0.0f;

@@ -38,6 +38,7 @@ struct PlanData {
   OdeWorkspace<float> ws;
   float* work;
   double* ell;
+  float* scratch;  // the nodes' shared scratch, or nullptr
   KernelChoice choice;
 };
 
@@ -66,7 +67,7 @@ struct NetworkField {
     const float tf = static_cast<float>(t);
     for (size_t r = 0; r < rows; ++r) t_rows[r] = tf;
     const size_t directions = !div ? 0 : mode == DivergenceMode::kExact ? md.dim : probes;
-    NetBuffers net{p->values, p->tangents, p->layout.directions, p->choice.kernels};
+    NetBuffers net{p->values, p->tangents, p->layout.directions, p->choice.kernels, p->scratch};
     run_network(md, net, x, rows, directions, div && mode == DivergenceMode::kExact);
     std::memcpy(v, p->values[md.output], rows * md.dim * sizeof(float));
     if (div) {
@@ -271,13 +272,24 @@ Status build_plan(const Model& model, const PlanOptions& options, detail::Memory
       p ? static_cast<float**>(memory.allocate(2 * size_t{tensors} * sizeof(float*))) : nullptr;
   if (!plan_memory || !pointers)
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the plan's tables");
+  // Kernels first: the layout reads the fusion decision.
+  KernelChoice choice;
+  if (!(s = choose_kernels(md, options, memory, &choice)).ok()) {
+    free_kernel_choice(md, &choice);
+    return s;
+  }
   PlanLayout layout;
-  if (!(s = compute_layout(md, options, memory, &layout)).ok()) return s;
+  if (!(s = compute_layout(md, options, choice.kernels.fused, memory, &layout)).ok()) {
+    free_kernel_choice(md, &choice);
+    return s;
+  }
   uint8_t* base = static_cast<uint8_t*>(
       memory.allocate(layout.total_bytes ? layout.total_bytes : 1, kArenaAlignment, !measuring));
-  if (!base && !measuring)
+  if (!base && !measuring) {
+    free_kernel_choice(md, &choice);
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for an arena of %zu bytes",
                          layout.total_bytes);
+  }
   p->model = &model;
   p->md = &md;
   p->options = options;
@@ -302,11 +314,12 @@ Status build_plan(const Model& model, const PlanOptions& options, detail::Memory
     p->ws.state = reinterpret_cast<float*>(base + layout.state_offset);
     p->work = reinterpret_cast<float*>(base + layout.work_offset);
     p->ell = reinterpret_cast<double*>(base + layout.ell_offset);
+    p->scratch = layout.scratch_offset == SIZE_MAX
+                     ? nullptr
+                     : reinterpret_cast<float*>(base + layout.scratch_offset);
   }
-  if (!(s = choose_kernels(md, options, p->values, memory, &p->choice)).ok()) {
-    free_kernel_choice(&p->choice);
-    return s;
-  }
+  p->choice = choice;
+  if (!measuring) tune_kernels(md, options, p->values, &p->choice);
   p->total_bytes = memory.high_water();
   if (!measuring) {
     std::memcpy(header, &owned, sizeof owned);
@@ -374,7 +387,7 @@ Status Plan::create(const Model& model, const PlanOptions& options, void* arena,
 // A plan lives in its region (the caller's memory or the one block create() allocated): the
 // destructor stops its worker threads and XNNPACK operators, and delete frees the block, if
 // create() allocated it, through the header before the object.
-Plan::~Plan() { free_kernel_choice(&data_->choice); }
+Plan::~Plan() { free_kernel_choice(*data_->md, &data_->choice); }
 
 void Plan::operator delete(void* p) noexcept {
   if (!p) return;
@@ -638,7 +651,7 @@ Status Plan::velocity(size_t n, const float* t, const float* y, float* v) {
   if (!(s = check_finite_rows("velocity: t", t, n, 1)).ok()) return s;
   if (!(s = check_finite_rows("velocity: input", y, n, md.dim)).ok()) return s;
   const size_t chunk = p.layout.max_rows;
-  NetBuffers net{p.values, p.tangents, p.layout.directions, p.choice.kernels};
+  NetBuffers net{p.values, p.tangents, p.layout.directions, p.choice.kernels, p.scratch};
   for (size_t first = 0; first < n; first += chunk) {
     const size_t rows = n - first < chunk ? n - first : chunk;
     std::memcpy(p.values[1], t + first, rows * sizeof(float));

@@ -11,14 +11,11 @@
 #include <cstring>
 #include <new>
 
-#include "api/construct.hpp"
+#include "format/loader.hpp"
 #include "format/model_data.hpp"
 #include "math/elementary.hpp"
 #include "math/half.hpp"
 #include "math/interpolant.hpp"
-#if defined(SIFLOW_WITH_SIMD)
-#include "kernels/simd/kernels.hpp"
-#endif
 #include "siflow_generated.h"
 #include "support/aligned_memory.hpp"
 #include "support/memory.hpp"
@@ -28,11 +25,6 @@ namespace detail {
 namespace {
 
 constexpr size_t kAlignment = 64;
-const char* op_name(fb::OpType op) {
-  const char* name = fb::EnumNameOpType(op);
-  return (name && *name) ? name : "unknown op";
-}
-
 // Bump allocator over one block sized in a first pass, so the model holds one allocation.
 struct Bump {
   uint8_t* base = nullptr;
@@ -76,11 +68,11 @@ WeightValues weight_values(const fb::Weights& w) {
   return {n32 ? f32->data() : nullptr, n32, n16};
 }
 
-class Loader {
+class Loader final : public WeightReader {
  public:
   // memory: where the model's tables go (a caller's region, or measuring); nullptr: the heap.
-  Loader(const uint8_t* bytes, size_t size, Memory* memory)
-      : bytes_(bytes), size_(size), memory_(memory) {}
+  Loader(const uint8_t* bytes, size_t size, Memory* memory, FindOpVerifier find)
+      : bytes_(bytes), size_(size), memory_(memory), find_(find) {}
 
   Status run(ModelData** out);
 
@@ -88,8 +80,8 @@ class Loader {
   Status check_header();
   Status check_graph_shape();
   Status check_node(uint32_t index, const fb::Node* node, NodeData* out);
-  Status weights(const char* what, const fb::Weights* w, size_t expected, bool required,
-                 const float** out);
+  Status read(const char* what, const fb::Weights* w, size_t expected, bool required,
+              const float** out) override;
   Status floats(const char* what, const flatbuffers::Vector<float>* v, size_t expected,
                 const float** out);
   Status check_interpolant(ModelData* data);
@@ -97,9 +89,6 @@ class Loader {
   Status check_normalization(ModelData* data);
   Status check_tests(ModelData* data);
   size_t count_f16_floats() const;
-#if defined(SIFLOW_WITH_SIMD)
-  Status pack_dense_weights(ModelData* data);
-#endif
   size_t offset_of(const void* p) const {
     return static_cast<size_t>(static_cast<const uint8_t*>(p) - bytes_);
   }
@@ -107,6 +96,7 @@ class Loader {
   const uint8_t* bytes_;
   size_t size_;
   Memory* memory_;
+  FindOpVerifier find_;
   const fb::Model* model_ = nullptr;
   const fb::Graph* graph_ = nullptr;
   uint32_t dim_ = 0;
@@ -218,8 +208,8 @@ Status Loader::floats(const char* what, const flatbuffers::Vector<float>* v, siz
   return Status();
 }
 
-Status Loader::weights(const char* what, const fb::Weights* w, size_t expected, bool required,
-                       const float** out) {
+Status Loader::read(const char* what, const fb::Weights* w, size_t expected, bool required,
+                    const float** out) {
   *out = nullptr;
   if (!w) {
     if (required) return Status::error(StatusCode::kInvalidModel, "%s is missing", what);
@@ -274,10 +264,7 @@ Status Loader::weights(const char* what, const fb::Weights* w, size_t expected, 
 
 Status Loader::check_node(uint32_t index, const fb::Node* node, NodeData* out) {
   const uint32_t id = index + 2;
-  const fb::OpType op = node->op();
-  char where[160];
-  std::snprintf(where, sizeof where, "node %u (%s%s%s)", index, op_name(op),
-                node->name() ? ", " : "", node->name() ? node->name()->c_str() : "");
+  NodeCheck check(index, *node, dim_, out - index, this);
   const auto* inputs = node->inputs();
   out->input_count = inputs ? inputs->size() : 0;
   out->inputs = inputs ? inputs->data() : nullptr;
@@ -291,134 +278,33 @@ Status Loader::check_node(uint32_t index, const fb::Node* node, NodeData* out) {
       return Status::error(StatusCode::kInvalidModel,
                            "%s: input %u reads tensor %u, which is not produced before it "
                            "(tensors before this node: 0..%u)",
-                           where, i, out->inputs[i], id - 1);
+                           check.where(), i, out->inputs[i], id - 1);
   }
-  auto width_of = [&](uint32_t i) -> uint32_t {
-    return i == 0 ? dim_ : i == 1 ? 1 : out[static_cast<int>(i) - static_cast<int>(id)].width;
-  };
-  auto expect_inputs = [&](uint32_t lo, uint32_t hi) -> Status {
-    if (out->input_count < lo || out->input_count > hi)
-      return Status::error(StatusCode::kInvalidModel, "%s: has %u inputs, expected %u%s", where,
-                           out->input_count, lo, hi > lo ? " or more" : "");
-    return Status();
-  };
-  Status s;
-  switch (op) {
-    case fb::OpType::FullyConnected: {
-      out->op = OpKind::kFullyConnected;
-      if (!(s = expect_inputs(1, 1)).ok()) return s;
-      const uint32_t in_width = width_of(out->inputs[0]);
-      const fb::Weights* w = node->weight();
-      if (!w || !w->shape() || w->shape()->size() != 2)
-        return Status::error(StatusCode::kInvalidModel, "%s: weight must have shape [out, in]",
-                             where);
-      const uint32_t rows = w->shape()->Get(0), cols = w->shape()->Get(1);
-      if (cols != in_width)
-        return Status::error(StatusCode::kInvalidModel,
-                             "%s: weight shape [%u,%u] does not match input width %u", where, rows,
-                             cols, in_width);
-      if (rows == 0 || rows > Limits::kMaxWidth)
-        return Status::error(StatusCode::kInvalidModel, "%s: output width %u is outside [1, %u]",
-                             where, rows, Limits::kMaxWidth);
-      char what[200];
-      std::snprintf(what, sizeof what, "%s: weight", where);
-      if (!(s = weights(what, w, static_cast<size_t>(rows) * cols, true, &out->weight)).ok())
-        return s;
-      std::snprintf(what, sizeof what, "%s: bias", where);
-      if (!(s = weights(what, node->bias(), rows, false, &out->bias)).ok()) return s;
-      out->width = rows;
-      break;
-    }
-    case fb::OpType::Unary: {
-      out->op = OpKind::kUnary;
-      if (!(s = expect_inputs(1, 1)).ok()) return s;
-      if (node->unary() > fb::UnaryKind::MAX)
-        return Status::error(StatusCode::kInvalidModel, "%s: unknown unary kind %d", where,
-                             static_cast<int>(node->unary()));
-      out->unary = static_cast<UnaryKind>(node->unary());
-      if (!math::is_finite(out->alpha))
-        return Status::error(StatusCode::kInvalidModel, "%s: alpha is not finite", where);
-      out->width = width_of(out->inputs[0]);
-      break;
-    }
-    case fb::OpType::Concat: {
-      out->op = OpKind::kConcat;
-      if (!(s = expect_inputs(1, Limits::kMaxNodeInputs)).ok()) return s;
-      uint64_t total = 0;
-      for (uint32_t i = 0; i < out->input_count; ++i) total += width_of(out->inputs[i]);
-      if (total > Limits::kMaxWidth)
-        return Status::error(StatusCode::kInvalidModel, "%s: output width %llu exceeds %u", where,
-                             static_cast<unsigned long long>(total), Limits::kMaxWidth);
-      out->width = static_cast<uint32_t>(total);
-      break;
-    }
-    case fb::OpType::Add:
-    case fb::OpType::Mul: {
-      out->op = op == fb::OpType::Add ? OpKind::kAdd : OpKind::kMul;
-      const fb::Weights* c = node->constant();
-      const uint32_t a_width = out->input_count ? width_of(out->inputs[0]) : 0;
-      uint32_t b_width = 0;
-      if (c) {
-        if (!(s = expect_inputs(1, 1)).ok()) return s.prefix("with a constant operand");
-        const auto* shape = c->shape();
-        const size_t n = weight_values(*c).count;
-        if (shape && !(shape->size() == 1 && shape->Get(0) == n) &&
-            !(shape->size() == 2 && shape->Get(0) == 1 && shape->Get(1) == n))
-          return Status::error(StatusCode::kInvalidModel,
-                               "%s: constant shape must be [n] or [1, n] with n = %zu values",
-                               where, n);
-        if (n == 0 || n > Limits::kMaxWidth)
-          return Status::error(StatusCode::kInvalidModel,
-                               "%s: constant has %zu values, expected 1..%u", where, n,
-                               Limits::kMaxWidth);
-        char what[200];
-        std::snprintf(what, sizeof what, "%s: constant", where);
-        if (!(s = weights(what, c, n, true, &out->constant)).ok()) return s;
-        b_width = out->constant_width = static_cast<uint32_t>(n);
-        // A [1, n] constant broadcasts over rows of [B, n], or over a [B, 1] tensor.
-        if (a_width != b_width && a_width != 1)
-          return Status::error(StatusCode::kInvalidModel,
-                               "%s: constant [1,%u] cannot broadcast with input [B,%u] (only "
-                               "[1,n] with [B,n] or [B,1])",
-                               where, b_width, a_width);
-      } else {
-        if (!(s = expect_inputs(2, 2)).ok()) return s;
-        b_width = width_of(out->inputs[1]);
-        if (a_width != b_width && a_width != 1 && b_width != 1)
-          return Status::error(StatusCode::kInvalidModel,
-                               "%s: inputs [B,%u] and [B,%u] cannot broadcast (only [B,1] "
-                               "against [B,n])",
-                               where, a_width, b_width);
-      }
-      out->width = a_width > b_width ? a_width : b_width;
-      break;
-    }
-    case fb::OpType::LayerNorm: {
-      out->op = OpKind::kLayerNorm;
-      if (!(s = expect_inputs(1, 1)).ok()) return s;
-      out->width = width_of(out->inputs[0]);
-      if (!(out->epsilon > 0.0f) || !math::is_finite(out->epsilon))
-        return Status::error(StatusCode::kInvalidModel, "%s: epsilon %g must be positive", where,
-                             static_cast<double>(out->epsilon));
-      char what[200];
-      std::snprintf(what, sizeof what, "%s: gamma", where);
-      if (!(s = weights(what, node->gamma(), out->width, false, &out->gamma)).ok()) return s;
-      std::snprintf(what, sizeof what, "%s: beta", where);
-      if (!(s = weights(what, node->beta(), out->width, false, &out->beta)).ok()) return s;
-      break;
-    }
-    default:
-      return Status::error(StatusCode::kInvalidModel, "node %u: unknown op type %d", index,
-                           static_cast<int>(op));
-  }
-  if (op != fb::OpType::FullyConnected && node->weight())
+  OpVerifier module{};
+  if (!find_(node->op(), &module))
     return Status::error(StatusCode::kInvalidModel,
-                         "%s: has a weight, which only "
-                         "FullyConnected reads",
-                         where);
+                         "node %u: unknown op type %d (a newer format's op? this runtime reads "
+                         "format %u.%u)",
+                         index, static_cast<int>(node->op()), kFormatMajor, kFormatMinor);
+  Status s = module.verify(check, *node, out);
+  if (!s.ok()) return s;
+  // A weight vector the op did not read would be silently ignored: refuse it by name.
+  const struct {
+    const char* field;
+    const fb::Weights* in_file;
+    const float* read;
+  } fields[] = {{"weight", node->weight(), out->weight},
+                {"bias", node->bias(), out->bias},
+                {"constant", node->constant(), out->constant},
+                {"gamma", node->gamma(), out->gamma},
+                {"beta", node->beta(), out->beta}};
+  for (const auto& f : fields)
+    if (f.in_file && !f.read)
+      return Status::error(StatusCode::kInvalidModel, "%s: has a %s, which %s does not read",
+                           check.where(), f.field, module.name);
   if (parameters_ > Limits::kMaxParameters)
-    return Status::error(StatusCode::kInvalidModel, "%s: parameter count exceeds %llu", where,
-                         static_cast<unsigned long long>(Limits::kMaxParameters));
+    return Status::error(StatusCode::kInvalidModel, "%s: parameter count exceeds %llu",
+                         check.where(), static_cast<unsigned long long>(Limits::kMaxParameters));
   return Status();
 }
 
@@ -709,47 +595,16 @@ Status Loader::run(ModelData** out) {
   info.time_start = t0;
   info.time_end = t1;
   info.metadata_count = meta_count;
-#if defined(SIFLOW_WITH_SIMD)
-  if (!(s = pack_dense_weights(data)).ok()) return fail(s);
-#endif
   *out = data;
   return Status();
 }
 
-#if defined(SIFLOW_WITH_SIMD)
-// Packs every FullyConnected node's weights and bias into the panel layout of the simd kernels,
-// in one 64-byte aligned block (a second allocation: the sizes are known only once the nodes
-// are verified).
-Status Loader::pack_dense_weights(ModelData* data) {
-  size_t total = 0;
-  auto floats_of = [&](uint32_t i) {
-    const NodeData& n = data->nodes[i];
-    return simd::packed_floats(data->tensors[n.inputs[0]].width, n.width);
-  };
-  for (uint32_t i = 0; i < node_count_; ++i)
-    if (data->nodes[i].op == OpKind::kFullyConnected) total += floats_of(i);
-  if (total == 0) return Status();
-  float* block = static_cast<float*>(memory_ ? memory_->allocate(total * sizeof(float), kAlignment)
-                                             : aligned_malloc(kAlignment, total * sizeof(float)));
-  if (!block)
-    return Status::error(StatusCode::kOutOfMemory,
-                         "cannot allocate %zu bytes for the packed dense weights",
-                         total * sizeof(float));
-  data->packed_block = block;
-  for (uint32_t i = 0; i < node_count_; ++i) {
-    NodeData& n = data->nodes[i];
-    if (n.op != OpKind::kFullyConnected) continue;
-    simd::pack_weights(n.weight, n.bias, data->tensors[n.inputs[0]].width, n.width, block);
-    n.packed = block;
-    block += floats_of(i);
-  }
-  data->info.packed_bytes = total * sizeof(float);
-  data->info.held_bytes += total * sizeof(float);
-  return Status();
-}
-#endif
-
 }  // namespace
+
+Status verify_model(const uint8_t* bytes, size_t size, Memory* memory, FindOpVerifier find,
+                    ModelData** out) {
+  return Loader(bytes, size, memory, find).run(out);
+}
 
 void free_model_data(ModelData* data) {
   if (!data) return;
@@ -761,245 +616,4 @@ void free_model_data(ModelData* data) {
 }
 
 }  // namespace detail
-
-namespace {
-
-void* aligned_copy(const void* bytes, size_t size) {
-  void* p = detail::aligned_malloc(64, size);
-  if (p) std::memcpy(p, bytes, size);
-  return p;
-}
-
-}  // namespace
-
-namespace {
-
-constexpr size_t kModelHeader = 64;
-
-bool has_memory_fields(const LoadOptions& o) {
-  return o.struct_size >= offsetof(LoadOptions, memory_size) + sizeof(o.memory_size);
-}
-
-}  // namespace
-
-// The Model object sits after a 64-byte header holding the heap block to free (nullptr in a
-// caller's memory), which Model::operator delete frees.
-Status detail::Construct::model(ModelData* data, Memory* memory, Model** out) {
-  // Rounded to 64 bytes: the object is the last block of a load, so memory_bytes() is exact.
-  constexpr size_t kBytes = kModelHeader + (sizeof(Model) + 63) / 64 * 64;
-  uint8_t* block =
-      static_cast<uint8_t*>(memory ? memory->allocate(kBytes) : aligned_malloc(64, kBytes));
-  if (!block) return Status::error(StatusCode::kOutOfMemory, "load: no memory for the model");
-  void* owner = memory ? nullptr : block;
-  std::memcpy(block, &owner, sizeof owner);
-  *out = new (block + kModelHeader) Model(data);
-  return Status();
-}
-
-void Model::operator delete(void* p) noexcept {
-  if (!p) return;
-  void* owner = nullptr;
-  std::memcpy(&owner, static_cast<uint8_t*>(p) - kModelHeader, sizeof owner);
-  detail::aligned_free(owner);
-}
-
-// Loads from memory; memory == nullptr: every table on the heap, else all of it (an aligned copy
-// of unaligned bytes included) in `memory`.
-Status detail::Construct::load(const void* bytes, size_t size, const LoadOptions& options,
-                               Memory* memory, std::unique_ptr<Model>* out) {
-  if (!bytes) return Status::error(StatusCode::kInvalidArgument, "load: bytes is null");
-  const uint8_t* span = static_cast<const uint8_t*>(bytes);
-  void* owned = nullptr;
-  if (reinterpret_cast<uintptr_t>(span) % 64 != 0) {
-    if (!options.allow_copy)
-      return Status::error(StatusCode::kInvalidArgument,
-                           "load: model bytes at %p are not 64-byte aligned and copies are "
-                           "not allowed",
-                           bytes);
-    if (size > Limits::kMaxFileBytes)
-      return Status::error(StatusCode::kInvalidModel,
-                           "model of %zu bytes exceeds the limit of %llu", size,
-                           static_cast<unsigned long long>(Limits::kMaxFileBytes));
-    void* copy = memory ? memory->allocate(size ? size : 1) : aligned_copy(bytes, size);
-    if (!copy)
-      return Status::error(StatusCode::kOutOfMemory,
-                           "load: cannot allocate %zu bytes to copy the model into", size);
-    if (memory)
-      std::memcpy(copy, bytes, size);
-    else
-      owned = copy;
-    span = static_cast<const uint8_t*>(copy);
-  }
-  detail::ModelData* data = nullptr;
-  Status s = detail::Loader(span, size, memory).run(&data);
-  if (!s.ok()) {
-    detail::aligned_free(owned);
-    return s;
-  }
-  data->owned_bytes = owned;
-  if (span != bytes) data->info.held_bytes += size;
-  Model* model = nullptr;
-  if (!(s = Construct::model(data, memory, &model)).ok()) {
-    detail::free_model_data(data);
-    return s;
-  }
-  if (memory) data->info.held_bytes = memory->high_water();
-  out->reset(model);
-  return Status();
-}
-
-Status Model::load(const void* bytes, size_t size, const LoadOptions& options,
-                   std::unique_ptr<Model>* out) {
-  if (!out) return Status::error(StatusCode::kInvalidArgument, "load: out is null");
-  out->reset();
-  if (options.struct_size < sizeof(uint32_t) || options.struct_size > sizeof(LoadOptions))
-    return Status::error(StatusCode::kInvalidArgument,
-                         "load: LoadOptions.struct_size %u is "
-                         "not one this runtime knows",
-                         options.struct_size);
-  if (!has_memory_fields(options) || !options.memory)
-    return detail::Construct::load(bytes, size, options, nullptr, out);
-  // The caller's memory, used from its first 64-byte boundary as memory_bytes() assumes.
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(options.memory);
-  const size_t skip = (64 - addr % 64) % 64;
-  if (options.memory_size < skip)
-    return Status::error(StatusCode::kArenaTooSmall, "load: memory of %zu bytes is too small",
-                         options.memory_size);
-  detail::Memory region = detail::Memory::region(static_cast<uint8_t*>(options.memory) + skip,
-                                                 options.memory_size - skip);
-  Status s = detail::Construct::load(bytes, size, options, &region, out);
-  if (s.code() != StatusCode::kOutOfMemory) return s;
-  // Out of the caller's memory: say how much loading needs (measuring takes heap blocks, but
-  // only on this error path).
-  size_t need = 0;
-  if (!memory_bytes(bytes, size, options, &need).ok()) return s;
-  return Status::error(
-      StatusCode::kArenaTooSmall, "load: memory of %zu bytes is too small: this model needs %zu%s",
-      options.memory_size, need + skip, skip ? " including alignment padding" : "");
-}
-
-Status Model::memory_bytes(const void* bytes, size_t size, const LoadOptions& options,
-                           size_t* out) {
-  if (!out) return Status::error(StatusCode::kInvalidArgument, "memory_bytes: out is null");
-  detail::Memory measuring = detail::Memory::measuring();
-  std::unique_ptr<Model> model;
-  Status s = detail::Construct::load(bytes, size, options, &measuring, &model);
-  if (!s.ok()) return s;
-  *out = measuring.high_water();
-  return Status();
-}
-
-Status Model::load_file(const char* path, const LoadOptions& options, std::unique_ptr<Model>* out) {
-  if (!out) return Status::error(StatusCode::kInvalidArgument, "load: out is null");
-  out->reset();
-  if (!path) return Status::error(StatusCode::kInvalidArgument, "load: path is null");
-  if (options.struct_size < sizeof(uint32_t) || options.struct_size > sizeof(LoadOptions))
-    return Status::error(StatusCode::kInvalidArgument,
-                         "load: LoadOptions.struct_size %u is "
-                         "not one this runtime knows",
-                         options.struct_size);
-#if defined(SIFLOW_NO_FILESYSTEM)
-  return Status::error(StatusCode::kUnsupported,
-                       "load_file: this build has no file system (bare metal); load '%s' from "
-                       "memory with Model::load",
-                       path);
-#else
-  // The file is read into 64-byte aligned memory, so allow_copy has nothing to refuse.
-  std::FILE* f = std::fopen(path, "rb");
-  if (!f) return Status::error(StatusCode::kIoError, "cannot open model '%s'", path);
-  struct stat st;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    std::fclose(f);
-    return Status::error(StatusCode::kIoError, "model '%s' is not a regular file", path);
-  }
-  long size = -1;
-  if (std::fseek(f, 0, SEEK_END) == 0) size = std::ftell(f);
-  if (size < 0 || std::fseek(f, 0, SEEK_SET) != 0) {
-    std::fclose(f);
-    return Status::error(StatusCode::kIoError, "cannot read model '%s' (not a regular file?)",
-                         path);
-  }
-  if (static_cast<unsigned long long>(size) > Limits::kMaxFileBytes) {
-    std::fclose(f);
-    return Status::error(StatusCode::kInvalidModel, "model '%s' of %ld bytes exceeds the limit",
-                         path, size);
-  }
-  const size_t n = static_cast<size_t>(size);
-  void* buffer = detail::aligned_malloc(64, n + 64);
-  if (!buffer) {
-    std::fclose(f);
-    return Status::error(StatusCode::kOutOfMemory, "cannot allocate %zu bytes for '%s'", n, path);
-  }
-  const size_t got = n ? std::fread(buffer, 1, n, f) : 0;
-  std::fclose(f);
-  if (got != n) {
-    detail::aligned_free(buffer);
-    return Status::error(StatusCode::kIoError, "short read of model '%s' (%zu of %zu bytes)", path,
-                         got, n);
-  }
-  detail::ModelData* data = nullptr;
-  Status s = detail::Loader(static_cast<uint8_t*>(buffer), n, nullptr).run(&data);
-  if (!s.ok()) {
-    detail::aligned_free(buffer);
-    return s.prefix("%s", path);
-  }
-  data->owned_bytes = buffer;
-  data->info.held_bytes += n;
-  Model* model = nullptr;
-  if (!(s = detail::Construct::model(data, nullptr, &model)).ok()) {
-    detail::free_model_data(data);
-    return s;
-  }
-  out->reset(model);
-  return Status();
-#endif
-}
-
-Model::~Model() { detail::free_model_data(data_); }
-
-const ModelInfo& Model::info() const { return data_->info; }
-
-bool Model::metadata(uint32_t i, const char** key, const char** value) const {
-  if (i >= data_->info.metadata_count) return false;
-  if (key) *key = data_->metadata_keys[i];
-  if (value) *value = data_->metadata_values[i];
-  return true;
-}
-
-bool Model::node(uint32_t i, const char** op, uint32_t* in_width, uint32_t* width) const {
-  if (i >= data_->node_count) return false;
-  const detail::NodeData& n = data_->nodes[i];
-  static const char* const kUnaryOps[] = {
-      "unary:identity", "unary:relu",    "unary:leaky_relu", "unary:elu",      "unary:selu",
-      "unary:tanh",     "unary:sigmoid", "unary:silu",       "unary:gelu_erf", "unary:gelu_tanh",
-      "unary:softplus", "unary:sin",     "unary:cos"};
-  const char* name = "?";
-  switch (n.op) {
-    case detail::OpKind::kFullyConnected:
-      name = "fully_connected";
-      break;
-    case detail::OpKind::kUnary:
-      name = static_cast<unsigned>(n.unary) < sizeof kUnaryOps / sizeof kUnaryOps[0]
-                 ? kUnaryOps[static_cast<unsigned>(n.unary)]
-                 : "unary";
-      break;
-    case detail::OpKind::kConcat:
-      name = "concat";
-      break;
-    case detail::OpKind::kAdd:
-      name = "add";
-      break;
-    case detail::OpKind::kMul:
-      name = "mul";
-      break;
-    case detail::OpKind::kLayerNorm:
-      name = "layer_norm";
-      break;
-  }
-  if (op) *op = name;
-  if (in_width) *in_width = n.input_count ? data_->tensors[n.inputs[0]].width : 0;
-  if (width) *width = n.width;
-  return true;
-}
-
 }  // namespace siflow

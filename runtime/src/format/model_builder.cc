@@ -68,6 +68,13 @@ uint32_t ModelBuilder::unary(uint32_t input, UnaryKind kind, float alpha) {
   return push(std::move(n), width(input));
 }
 
+uint32_t ModelBuilder::exp(uint32_t input) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Exp);
+  n.inputs = {input};
+  return push(std::move(n), width(input));
+}
+
 uint32_t ModelBuilder::concat(const std::vector<uint32_t>& inputs) {
   Node n;
   n.op = static_cast<uint8_t>(fb::OpType::Concat);
@@ -155,6 +162,7 @@ void ModelBuilder::set_time_range(double start, double end) {
 void ModelBuilder::set_format_version(uint16_t major, uint16_t minor) {
   major_ = major;
   minor_ = minor;
+  version_set_ = true;
 }
 
 void ModelBuilder::set_velocity_tests(const std::vector<float>& t, const std::vector<float>& y,
@@ -218,7 +226,11 @@ std::vector<uint8_t> ModelBuilder::finish() const {
                                   floats(fbb, trajectory_end_), trajectory_tolerance_);
   }
   auto name = name_.empty() ? 0 : fbb.CreateString(name_);
-  auto model = fb::CreateModel(fbb, major_, minor_, name, graph, interpolant, base, normalization,
+  uint16_t minor = minor_;
+  if (!version_set_)
+    for (const Node& n : nodes_)
+      if (n.op == static_cast<uint8_t>(fb::OpType::Exp)) minor = 1;
+  auto model = fb::CreateModel(fbb, major_, minor, name, graph, interpolant, base, normalization,
                                time_start_, time_end_, metadata, tests);
   fbb.Finish(model, fb::ModelIdentifier());
   return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());

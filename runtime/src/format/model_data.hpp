@@ -12,7 +12,9 @@
 
 namespace siflow::detail {
 
-enum class OpKind : uint8_t { kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm };
+// The op kinds, numbered as the file's fb::OpType (ops/registry.cc checks it); each has its
+// module in runtime/src/ops/.
+enum class OpKind : uint8_t { kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, kExp };
 
 struct NodeData {
   OpKind op;
@@ -29,7 +31,8 @@ struct NodeData {
   const float* gamma;  // LayerNorm, nullable
   const float* beta;
   // FullyConnected weights and bias packed for the simd kernels (simd/kernels.hpp), in
-  // ModelData::packed_block; nullptr in builds without the simd backend.
+  // ModelData::packed_block (the op module's pack()); nullptr in builds without the simd
+  // backend.
   const float* packed;
 };
 

@@ -1,47 +1,32 @@
 // SPDX-License-Identifier: Apache-2.0
 // The network executor: runs the SSA graph of a loaded model over arena buffers, forward and,
-// when asked, forward-mode tangents (JVP) for all directions at once. Never allocates.
+// when asked, forward-mode tangents (JVP) for all directions at once, each node through its op
+// module (ops/op.hpp) on the kernel the plan chose. Never allocates.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "format/model_data.hpp"
+#include "ops/op.hpp"
 
 namespace siflow {
 
-class RowPool;
-namespace simd {
-struct Kernels;
-}
-namespace xnn {
-struct Layers;
-}
-
-// Which kernels run a node (chosen at plan time, docs/architecture.md).
-enum class NodeKernel : uint8_t { kReference = 0, kSimd = 1, kXnnpack = 2 };
-
-// How a plan runs the graph: per-node kernel choice, the simd variant, the thread pool.
-// Default-constructed: reference kernels on the caller's thread.
-struct NetKernels {
-  const NodeKernel* node = nullptr;      // [node_count]; nullptr: reference everywhere
-  const bool* fused = nullptr;           // [node_count]: a FullyConnected node whose following
-                                         // Unary node runs in its epilogue
-  const int32_t* seed_column = nullptr;  // [tensors]: column of the tensor where identity seeds
-                                         // enter its tangent (exact divergence), or -1
-  const simd::Kernels* simd = nullptr;
-  xnn::Layers* xnn = nullptr;
-  RowPool* pool = nullptr;
-};
+using ops::FastKernels;
+using ops::NodeKernel;
+// The kernels a plan chose (ops/op.hpp).
+using NetKernels = ops::FastKernels;
 
 // Arena pointers for one plan. values[0] is bound to the caller's x at each run; values[1] is
 // the per-row time [rows, 1] the caller fills. tangents[i] is nullptr for tensors that do not
-// depend on x; tangents[0] holds the seed directions [rows * directions, dim].
+// depend on x; tangents[0] holds the seed directions [rows * directions, dim]. `scratch` holds
+// the largest scratch any node asks for (OpModule::scratch_floats), or is nullptr.
 struct NetBuffers {
   float** values = nullptr;
   float** tangents = nullptr;
   size_t directions = 0;
   NetKernels kernels;
+  float* scratch = nullptr;
 };
 
 // Evaluates every node for `rows` rows. With `directions` > 0, also propagates that many

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The kernel choice of a plan: which backend runs each graph node, which dense layers run their
 // activation in the epilogue, the simd variant, the thread pool and XNNPACK's operators. Made
-// once at plan creation (allocating), used by every run (not allocating).
+// once at plan creation (allocating), before the arena layout, which reads the fusion decision;
+// used by every run (not allocating).
 #pragma once
 
 #include <cstdint>
@@ -16,23 +17,29 @@ namespace siflow {
 struct KernelChoice {
   NetKernels kernels;
   char (*names)[32] = nullptr;  // [node_count]: what Plan::node_kernel reports
+  bool tune = false;            // tune_kernels() has layers to time
 };
 
-// Chooses for options.backend (docs/architecture.md):
+// Chooses for options.backend (docs/architecture.md), among the kernels each node's op module
+// allows:
 //  - reference: every node on the reference kernels;
-//  - simd / auto: dense layers and activations on the simd kernels, other ops on reference;
-//    a dense layer whose only consumer is the activation right after it runs that activation
-//    in its epilogue;
+//  - simd / auto: nodes the simd kernels can run on simd, others on reference; a dense layer
+//    whose only consumer is the activation right after it runs that activation in its epilogue
+//    (NetKernels::fused, which the arena layout reads);
 //  - xnnpack: dense layers on XNNPACK (except one reading the caller's x directly, which has
 //    no read padding), activations on simd;
-//  - auto with options.tune: each dense layer XNNPACK could run is timed on both (three runs
-//    at max_batch rows on the plan's buffers) and keeps the faster.
-// `values` are the plan's buffers (read and written only when tuning). The per-node tables come
-// from `memory`; a measuring `memory` only counts them and starts no threads or operators.
-// Worker threads (threads > 1) and XNNPACK operators live on the heap; free_kernel_choice
-// releases them.
+//  - auto with options.tune: dense layers XNNPACK could run get an XNNPACK layer, timed by
+//    tune_kernels() once the arena exists.
+// The per-node tables come from `memory`; a measuring `memory` only counts them and starts no
+// threads or operators. Worker threads (threads > 1) and XNNPACK operators live on the heap;
+// free_kernel_choice releases them.
 Status choose_kernels(const detail::ModelData& model, const PlanOptions& options,
-                      float* const* values, detail::Memory& memory, KernelChoice* out);
-void free_kernel_choice(KernelChoice* choice);
+                      detail::Memory& memory, KernelChoice* out);
+// With options.tune: times each dense layer on simd and XNNPACK (best of three at max_batch rows
+// on the plan's buffers `values`) and keeps the faster; a layer moved to simd does not fuse its
+// activation (the layout planned it unfused). Then names every node's kernel.
+void tune_kernels(const detail::ModelData& model, const PlanOptions& options, float* const* values,
+                  KernelChoice* choice);
+void free_kernel_choice(const detail::ModelData& model, KernelChoice* choice);
 
 }  // namespace siflow

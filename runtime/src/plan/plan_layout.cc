@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "ops/op.hpp"
 #include "plan/buffer_planner.hpp"
 
 namespace siflow {
@@ -27,20 +28,15 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
                          options.max_probes, Limits::kMaxProbes);
   if (options.threads == 0)
     return Status::error(StatusCode::kInvalidArgument, "plan: threads is 0 (use 1)");
-  switch (options.divergence) {
-    case DivergenceMode::kNone:
-    case DivergenceMode::kExact:
-    case DivergenceMode::kHutchinson:
-      break;
-    default:
-      return Status::error(StatusCode::kInvalidArgument, "plan: unknown divergence mode %d",
-                           static_cast<int>(options.divergence));
-  }
+  if (static_cast<unsigned>(options.divergence) >
+      static_cast<unsigned>(DivergenceMode::kHutchinson))
+    return Status::error(StatusCode::kInvalidArgument, "plan: unknown divergence mode %d",
+                         static_cast<int>(options.divergence));
   (void)model;
   return Status();
 }
 
-Status compute_layout(const detail::ModelData& model, const PlanOptions& options,
+Status compute_layout(const detail::ModelData& model, const PlanOptions& options, const bool* fused,
                       detail::Memory& memory, PlanLayout* layout) {
   Status s;
   const uint64_t rows = options.max_batch;
@@ -83,13 +79,10 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   for (uint32_t id = 1; id < tensors; ++id) {
     const detail::TensorData& t = model.tensors[id];
     uint32_t first = id == 1 ? 0 : id - 2;
-    // An activation directly after a dense layer may run in that layer's epilogue (a fused
-    // simd kernel), writing this tensor while the dense node still reads its own input: its
-    // lifetime starts one node early so the two never share memory.
-    if (id >= 3 && model.nodes[id - 2].op == detail::OpKind::kUnary &&
-        model.nodes[id - 2].inputs[0] == id - 1 &&
-        model.nodes[id - 3].op == detail::OpKind::kFullyConnected)
-      first = id - 3;
+    // An activation the kernel choice fused into the dense layer before it is written in that
+    // layer's epilogue, while the dense node still reads its own input: its lifetime starts one
+    // node early so the two never share memory.
+    if (id >= 3 && fused && fused[id - 3]) first = id - 3;
     const uint32_t last = id == 1 ? end : t.last_use;
     const uint64_t value_bytes = rows * t.width * sizeof(float) + kReadPadding;
     const uint64_t tangent_bytes = (id >= 2 && t.depends_on_x)
@@ -137,6 +130,16 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   layout->work_offset = take(state_bytes);
   for (int k = 0; k < kMaxStages; ++k) layout->stage_div_offset[k] = take(rows * sizeof(double));
   layout->ell_offset = take(rows * sizeof(double));
+  // One scratch region for every node (nodes run one at a time): the largest request.
+  uint64_t scratch = 0;
+  for (uint32_t i = 0; i < model.node_count; ++i) {
+    const ops::OpModule& m = ops::op_module(model.nodes[i].op);
+    const uint64_t floats = m.scratch_floats ? m.scratch_floats(model, i, static_cast<size_t>(rows),
+                                                                static_cast<size_t>(directions))
+                                             : 0;
+    scratch = floats > scratch ? floats : scratch;
+  }
+  layout->scratch_offset = scratch ? take(scratch * sizeof(float)) : SIZE_MAX;
   if (total > addressable) {
     return Status::error(StatusCode::kInvalidArgument,
                          "plan: arena of %llu bytes cannot be addressed on this platform",

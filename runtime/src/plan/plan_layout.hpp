@@ -9,13 +9,14 @@
 
 #include "format/model_data.hpp"
 #include "integrate/ode.hpp"
+#include "kernels/xnnpack/xnn_dense.hpp"
 #include "support/memory.hpp"
 
 namespace siflow {
 
-// Readable bytes after every network buffer: XNNPACK reads up to XNN_EXTRA_BYTES (16) past the
-// end of an input (xnn_dense.cc checks the bound). Mostly absorbed by the 64-byte alignment.
-constexpr size_t kReadPadding = 16;
+// Readable bytes after every network buffer: XNNPACK reads up to kExtraReadBytes past the end of
+// an input. Mostly absorbed by the 64-byte alignment.
+constexpr size_t kReadPadding = xnn::kExtraReadBytes;
 
 struct PlanLayout {
   size_t max_rows = 0;
@@ -28,14 +29,16 @@ struct PlanLayout {
   size_t state_offset = 0;  // stage input [rows, dim] float
   size_t work_offset = 0;   // working state for log_prob [rows, dim] float
   size_t stage_div_offset[kMaxStages] = {};
-  size_t ell_offset = 0;    // [rows] double
-  size_t probe_offset = 0;  // Hutchinson probe values [rows * directions, dim] = seeds
+  size_t ell_offset = 0;             // [rows] double
+  size_t probe_offset = 0;           // Hutchinson probe values [rows * directions, dim] = seeds
+  size_t scratch_offset = SIZE_MAX;  // the largest node scratch (OpModule::scratch_floats)
 };
 
 // Computes the layout for options check_plan_options accepted (build_plan checks them before
-// taking any memory). The offset arrays are taken from `memory` and live as long as it does;
-// the planning scratch is taken after them and given back.
-Status compute_layout(const detail::ModelData& model, const PlanOptions& options,
+// taking any memory). `fused` is the kernel choice's fusion decision (NetKernels::fused, nullable:
+// none): a fused activation's buffer starts one node early. The offset arrays are taken from
+// `memory` and live as long as it does; the planning scratch is taken after them and given back.
+Status compute_layout(const detail::ModelData& model, const PlanOptions& options, const bool* fused,
                       detail::Memory& memory, PlanLayout* layout);
 Status check_plan_options(const detail::ModelData& model, const PlanOptions& options);
 

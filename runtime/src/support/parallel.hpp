@@ -13,6 +13,10 @@
 
 namespace siflow {
 
+// Rows a thread's range is a multiple of: whole GEMM tiles of every simd variant (8, 6 and 2
+// rows). Runs and the plan-time kernel tuner split rows the same way.
+constexpr size_t kRowGrain = 24;
+
 class RowPool {
  public:
   // A pool of `threads` threads (the caller plus threads - 1 workers). threads == 1 creates

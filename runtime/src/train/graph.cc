@@ -46,6 +46,14 @@ uint32_t Graph::unary(uint32_t input, UnaryKind kind, float alpha) {
   return push(std::move(n));
 }
 
+uint32_t Graph::exp(uint32_t input) {
+  GraphNode n;
+  n.op = OpKind::kExp;
+  n.inputs = {input};
+  n.width = widths_[input];
+  return push(std::move(n));
+}
+
 uint32_t Graph::concat(const std::vector<uint32_t>& inputs) {
   GraphNode n;
   n.op = OpKind::kConcat;
@@ -146,6 +154,9 @@ void Graph::emit(const float* params, ModelBuilder* builder) const {
         break;
       case OpKind::kConcat:
         builder->concat(n.inputs);
+        break;
+      case OpKind::kExp:
+        builder->exp(n.inputs[0]);
         break;
       case OpKind::kAdd:
         if (n.constant.empty())

@@ -47,6 +47,7 @@ class Graph {
   // Each returns the tensor it produces (node k produces tensor k + 2, as in the format).
   uint32_t fully_connected(uint32_t input, uint32_t out, bool bias = true);
   uint32_t unary(uint32_t input, UnaryKind kind, float alpha = 0.01f);
+  uint32_t exp(uint32_t input);
   uint32_t concat(const std::vector<uint32_t>& inputs);
   uint32_t add(uint32_t a, uint32_t b);
   uint32_t mul(uint32_t a, uint32_t b);

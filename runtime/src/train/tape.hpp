@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // Forward and reverse-mode (VJP) evaluation of a trainable graph over a minibatch. Every tensor's
-// value is kept for the backward pass. In double (gradient checks) and float (training) with
-// plain loops; float can run its dense layers and activations on the simd kernels (DenseOps).
+// value is kept for the backward pass. In double (gradient checks) and float (training) through
+// the op modules' rules; float can run its dense layers and activations on the simd kernels
+// (DenseOps).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "ops/op.hpp"
 #include "train/dense.hpp"
 #include "train/graph.hpp"
 
@@ -36,15 +38,19 @@ class Tape {
   // Adds (or, for the first contribution to a tensor in this pass, writes) into its gradient.
   T* gradient_target(uint32_t tensor, size_t count);
   void commit(uint32_t tensor, size_t count);
+  // Node k's operands for its op module, with parameters from `params`.
+  ops::Operands<T> operands(size_t k, const T* params, size_t rows);
 
   const Graph& graph_;
   DenseOps* dense_;
   std::vector<std::vector<T>> values_, grads_;
   std::vector<bool> needs_grad_, has_grad_;
   std::vector<uint32_t> consumers_;
+  std::vector<detail::NodeData> nodes_;  // the graph's nodes as the op modules read them
+  std::vector<uint32_t> widths_;         // [tensors]
+  std::vector<const T*> value_ptrs_;     // [tensors]: values_[i].data()
   std::vector<T> scratch_;
   bool scratch_used_ = false;
-  uint32_t scratch_tensor_ = 0;
 };
 
 }  // namespace siflow::train

@@ -12,12 +12,10 @@
 #include <mutex>
 #include <new>
 
-#include "net/executor.hpp"
-#include "plan/plan_layout.hpp"
 #include "support/aligned_memory.hpp"
 
-static_assert(XNN_EXTRA_BYTES <= siflow::kReadPadding,
-              "the plan pads network buffers by less than XNNPACK may read past them");
+static_assert(XNN_EXTRA_BYTES <= siflow::xnn::kExtraReadBytes,
+              "kExtraReadBytes is less than XNNPACK may read past an input");
 
 namespace siflow::xnn {
 namespace {
@@ -70,11 +68,10 @@ std::once_flag g_init_once;
 
 }  // namespace
 
-struct Layers {
-  const detail::ModelData* model = nullptr;
-  uint32_t count = 0;
-  xnn_operator_t* forward = nullptr;  // [count], nullptr where the node is not on XNNPACK
-  xnn_operator_t* tangent = nullptr;
+struct DenseLayer {
+  xnn_operator_t forward = nullptr;
+  xnn_operator_t tangent = nullptr;
+  uint32_t out = 0;
   pthreadpool_t pool = nullptr;
 };
 
@@ -87,62 +84,46 @@ Status initialize() {
   return Status();
 }
 
-Status create_layers(const detail::ModelData& md, const NodeKernel* kernels, void* pool,
-                     Layers** out) {
-  *out = nullptr;
+Status create_dense(uint32_t in, uint32_t out, const float* weight, const float* bias, void* pool,
+                    DenseLayer** layer) {
+  *layer = nullptr;
   Status s = initialize();
   if (!s.ok()) return s;
-  Layers* l = new (std::nothrow) Layers();
-  xnn_operator_t* ops =
-      static_cast<xnn_operator_t*>(std::calloc(2 * size_t{md.node_count} + 1, sizeof(void*)));
-  if (!l || !ops) {
-    delete l;
-    std::free(ops);
-    return Status::error(StatusCode::kOutOfMemory, "cannot allocate the XNNPACK layer table");
-  }
-  l->model = &md;
-  l->count = md.node_count;
-  l->forward = ops;
-  l->tangent = ops + md.node_count;
+  DenseLayer* l = new (std::nothrow) DenseLayer();
+  if (!l) return Status::error(StatusCode::kOutOfMemory, "cannot allocate an XNNPACK layer");
+  l->out = out;
   l->pool = static_cast<pthreadpool_t>(pool);
-  for (uint32_t i = 0; i < md.node_count; ++i) {
-    if (kernels[i] != NodeKernel::kXnnpack) continue;
-    const detail::NodeData& n = md.nodes[i];
-    const uint32_t in = md.tensors[n.inputs[0]].width;
-    const float lo = -__builtin_inff(), hi = __builtin_inff();
-    xnn_status st = xnn_create_fully_connected_nc_f32(in, n.width, in, n.width, n.weight, n.bias,
-                                                      lo, hi, 0, &l->forward[i]);
-    if (st == xnn_status_success)
-      st = xnn_create_fully_connected_nc_f32(in, n.width, in, n.width, n.weight, nullptr, lo, hi, 0,
-                                             &l->tangent[i]);
-    if (st != xnn_status_success) {
-      destroy_layers(l);
-      return Status::error(
-          st == xnn_status_out_of_memory ? StatusCode::kOutOfMemory : StatusCode::kUnsupported,
-          "XNNPACK cannot create the fully connected operator of node %u "
-          "(%u -> %u): status %d",
-          i, in, n.width, static_cast<int>(st));
-    }
+  const float lo = -__builtin_inff(), hi = __builtin_inff();
+  xnn_status st =
+      xnn_create_fully_connected_nc_f32(in, out, in, out, weight, bias, lo, hi, 0, &l->forward);
+  if (st == xnn_status_success)
+    st = xnn_create_fully_connected_nc_f32(in, out, in, out, weight, nullptr, lo, hi, 0,
+                                           &l->tangent);
+  if (st != xnn_status_success) {
+    destroy_dense(l);
+    return Status::error(
+        st == xnn_status_out_of_memory ? StatusCode::kOutOfMemory : StatusCode::kUnsupported,
+        "XNNPACK cannot create a fully connected operator (%u -> %u): status %d", in, out,
+        static_cast<int>(st));
   }
-  *out = l;
+  *layer = l;
   return Status();
 }
 
-void destroy_layers(Layers* l) {
+void destroy_dense(DenseLayer* l) {
   if (!l) return;
-  for (uint32_t i = 0; i < 2 * l->count; ++i)
-    if (l->forward[i]) xnn_delete_operator(l->forward[i]);
-  std::free(l->forward);
+  if (l->forward) xnn_delete_operator(l->forward);
+  if (l->tangent) xnn_delete_operator(l->tangent);
   delete l;
 }
 
-void run_dense(Layers* l, uint32_t node, const float* x, size_t rows, float* y, bool tangent) {
-  xnn_operator_t op = tangent ? l->tangent[node] : l->forward[node];
+void run_dense(DenseLayer* l, const float* x, size_t rows, float* y, bool tangent) {
+  xnn_operator_t op = tangent ? l->tangent : l->forward;
   if (xnn_setup_fully_connected_nc_f32(op, rows, x, y, l->pool) == xnn_status_success &&
       xnn_run_operator(op, l->pool) == xnn_status_success)
     return;
   // Unreachable for a valid plan; a NaN output makes the run fail with a numerical error.
-  const size_t n = rows * l->model->nodes[node].width;
+  const size_t n = rows * l->out;
   for (size_t i = 0; i < n; ++i) y[i] = __builtin_nanf("");
 }
 

@@ -4,37 +4,37 @@
 // so a newer API is a change to that file only. Operators are created per plan (they hold the
 // setup of their last run, so they cannot be shared between plans the way a model is), two per
 // layer: with the bias for values, without it for tangents. XNNPACK allocates through the
-// project's allocator hook, which counts its calls and live bytes.
+// project's allocator hook, which counts its calls and live bytes. Knows nothing of models or
+// plans: the planner creates one layer per node it puts on XNNPACK.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
-#include "format/model_data.hpp"
 #include "siflow/siflow.hpp"
 
-namespace siflow {
-enum class NodeKernel : uint8_t;
-}
-
 namespace siflow::xnn {
+
+// Bytes XNNPACK may read past the end of an input (XNN_EXTRA_BYTES; xnn_dense.cc checks the
+// bound at compile time). A plan pads every network buffer by this much.
+constexpr size_t kExtraReadBytes = 16;
 
 // Initializes XNNPACK once per process with the counting allocator; kUnsupported when it
 // refuses (e.g. a CPU it does not support).
 Status initialize();
 
-struct Layers;
-// Operators for every node whose kernel is NodeKernel::kXnnpack, run on `pool` (a
-// pthreadpool_t, or nullptr for the caller's thread).
-Status create_layers(const detail::ModelData& model, const NodeKernel* kernels, void* pool,
-                     Layers** out);
-void destroy_layers(Layers* layers);
+// One dense layer y = x W^T (+ b), W [out][in]: two operators (with the bias for values, without
+// it for tangents) created from the layer's shapes and weights, run on `pool` (a pthreadpool_t,
+// or nullptr for the caller's thread). The weights must outlive the layer.
+struct DenseLayer;
+Status create_dense(uint32_t in, uint32_t out, const float* weight, const float* bias, void* pool,
+                    DenseLayer** layer);
+void destroy_dense(DenseLayer* layer);
 
-// y = x W^T (+ b unless `tangent`) for `rows` rows through node `node`'s operator. x must be
-// followed by XNN_EXTRA_BYTES of readable memory (plan buffers have kReadPadding). Fills y with NaN
-// if XNNPACK refuses (it does not for a valid plan), so the run reports a numerical error instead
-// of garbage.
-void run_dense(Layers* layers, uint32_t node, const float* x, size_t rows, float* y, bool tangent);
+// y = x W^T (+ b unless `tangent`) for `rows` rows. x must be followed by kExtraReadBytes of
+// readable memory. Fills y with NaN if XNNPACK refuses (it does not for a valid plan), so the run
+// reports a numerical error instead of garbage.
+void run_dense(DenseLayer* layer, const float* x, size_t rows, float* y, bool tangent);
 
 // XNNPACK's allocations through the project's hook: calls so far and bytes live now.
 struct AllocationStats {

@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: Apache-2.0
+// An op module: everything about one graph op in one place (docs/architecture.md, "Adding an
+// op"): how a node is verified and how wide its output is, its reference forward and JVP, its
+// VJP for training, its scratch and packed-weight needs, and which fast kernels may run it.
+// The loader, the planner, the executor, Model::node and the training tape dispatch through
+// op_module(); none of them switches over op kinds. Modules never allocate while running.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "format/model_data.hpp"
+#include "format/node_check.hpp"
+#include "siflow/siflow.hpp"
+
+namespace siflow {
+class RowPool;
+namespace simd {
+struct Kernels;
+}
+namespace xnn {
+struct DenseLayer;
+}
+}  // namespace siflow
+
+namespace siflow::ops {
+
+// Which kernels run a node (chosen at plan time).
+enum class NodeKernel : uint8_t { kReference = 0, kSimd = 1, kXnnpack = 2 };
+constexpr uint32_t kernel_bit(NodeKernel k) { return 1u << static_cast<unsigned>(k); }
+
+// A plan's kernel choice, shared by every node of a run. Default-constructed: reference kernels
+// on the caller's thread.
+struct FastKernels {
+  const NodeKernel* node = nullptr;      // [node_count]; nullptr: reference everywhere
+  const bool* fused = nullptr;           // [node_count]: a FullyConnected node whose following
+                                         // Unary node runs in its epilogue
+  const int32_t* seed_column = nullptr;  // [tensors]: column where identity seeds enter the
+                                         // tensor's tangent (exact divergence), or -1
+  const simd::Kernels* simd = nullptr;
+  xnn::DenseLayer* const* xnn = nullptr;  // [node_count]: the node's XNNPACK operator or nullptr
+  RowPool* pool = nullptr;
+};
+
+// One node of one network evaluation: the arena's tensors and the plan's kernels.
+struct NodeRun {
+  const detail::ModelData* model;
+  uint32_t node;           // index; the node writes tensor node + 2
+  float* const* values;    // [tensors]
+  float* const* tangents;  // [tensors]; nullptr entries for tensors without tangents
+  size_t rows;
+  size_t directions;    // tangent directions to propagate (0: forward only)
+  bool identity_seeds;  // the seeds are exact divergence's identity directions
+  const FastKernels* kernels;
+  float* scratch;  // scratch_floats() floats for this node, or nullptr
+};
+
+// One node's operands in T, for the reference forward and the VJP: the graph's tensors, the
+// node's parameters (the model's floats, or a trainer's T values), `rows` rows.
+template <typename T>
+struct Operands {
+  const detail::NodeData* node;
+  const uint32_t* widths;  // [tensors]
+  const T* const* values;  // [tensors]
+  T* out;                  // the node's output [rows, node->width]
+  const T* weight;         // FullyConnected [width][in]
+  const T* bias;           // FullyConnected [width], nullable
+  const T* gamma;          // LayerNorm [width], nullable
+  const T* beta;
+  size_t rows;
+};
+
+// Reverse mode for one node: dy of its output; gradients of its inputs are written through the
+// trainer's target/commit pair (which adds a second contribution to a tensor), parameter
+// gradients into d_* (FullyConnected writes them, LayerNorm adds into them).
+template <typename T>
+struct Gradients {
+  const T* dy;
+  void* tape;
+  bool (*needs)(void* tape, uint32_t tensor);
+  T* (*target)(void* tape, uint32_t tensor, size_t count);
+  void (*commit)(void* tape, uint32_t tensor, size_t count);
+  T* d_weight;
+  T* d_bias;
+  T* d_gamma;
+  T* d_beta;
+};
+
+struct OpModule {
+  const char* name;  // as Model::node and `siflow info` print it (Unary adds ":<kind>")
+  detail::OpKind kind;
+  // Checks a node whose inputs are ids below its own (the loader proved it) and fills `out`:
+  // op fields, parameters, output width. Errors are kInvalidModel naming check.where().
+  Status (*verify)(NodeCheck& check, const fb::Node& node, detail::NodeData* out);
+  uint32_t kernels;  // kernel_bit()s of the kernels that may run it (reference always)
+  // Scratch floats a run of this node needs (shared by all nodes: the plan keeps the maximum).
+  size_t (*scratch_floats)(const detail::ModelData& model, uint32_t node, size_t rows,
+                           size_t directions);
+  // Floats of weights packed for the simd kernels at load, and the packing; 0 / no-op when the
+  // op has none.
+  size_t (*packed_floats)(const detail::ModelData& model, uint32_t node);
+  void (*pack)(const detail::ModelData& model, detail::NodeData* node, float* dst);
+  // Forward and, with run.directions, the JVP, on the node's kernel (run.kernels->node).
+  void (*run)(const NodeRun& run);
+  // The reference forward and VJP for training: float (the runtime's arithmetic) and double
+  // (gradient checks).
+  void (*forward_f32)(const Operands<float>& op);
+  void (*forward_f64)(const Operands<double>& op);
+  void (*vjp_f32)(const Operands<float>& op, const Gradients<float>& g);
+  void (*vjp_f64)(const Operands<double>& op, const Gradients<double>& g);
+  // What Model::node and `siflow info` call a node when the name alone is not enough
+  // ("unary:silu"); nullptr: the name.
+  const char* (*label)(const detail::NodeData& node) = nullptr;
+};
+
+// The module of a loaded node's kind.
+const OpModule& op_module(detail::OpKind kind);
+// The module reading a file's op type, or nullptr for a type this runtime does not know.
+const OpModule* op_module_for(fb::OpType type);
+// The loader's view of the same table (format/node_check.hpp).
+bool find_op_verifier(fb::OpType type, OpVerifier* out);
+
+// The kernel a plan chose for node i of a run.
+inline NodeKernel kernel_of(const NodeRun& r) {
+  return r.kernels && r.kernels->node ? r.kernels->node[r.node] : NodeKernel::kReference;
+}
+
+}  // namespace siflow::ops
