@@ -424,8 +424,9 @@ Command train_command() {
       "training and held-out rows. The held-out negative log-likelihood (nats, data space,\n"
       "exact divergence, RK4) is reported every --eval-every steps and at the end.\n"
       "Checkpoints are written every --checkpoint-every steps and when the run stops\n"
-      "(Ctrl-C, --stop-after, --time-budget); --resume CHECKPOINT continues the run\n"
-      "exactly, with the options it was started with.",
+      "(Ctrl-C or SIGTERM within a second, evaluations included, exit 130; --stop-after;\n"
+      "--time-budget); --resume CHECKPOINT continues the run exactly, with the options it\n"
+      "was started with. No output may be the data or another output.",
       {{"--data", nullptr, "DATA", "built-in dataset name or .npy/.csv file (required)"},
        {"--output", "-o", "FILE", "the trained model (.sif; required)"},
        {"--hidden", nullptr, "W,W,...", "hidden layer widths (default 256,256,256)"},
@@ -449,7 +450,7 @@ Command train_command() {
        {"--clip", nullptr, "C", "clip the gradient's global norm to C, 0: off (default 1)"},
        {"--seed", nullptr, "S", "seed of initialisation and minibatches (default 0)"},
        {"--threads", nullptr, "N",
-        "threads, 0: all cores; results are identical for any N (default 0)"},
+        "threads, 0: all cores (more warns); results are identical for any N (default 0)"},
        {"--kernels", nullptr, "K", "auto, reference or simd (default auto: simd)"},
        {"--eval-every", nullptr, "N", "held-out NLL every N steps, 0: end only (default 2000)"},
        {"--eval-points", nullptr, "N", "held-out points per periodic evaluation (default 2000)"},
