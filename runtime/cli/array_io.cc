@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // .npy and .csv reading and writing for the CLI. Every value read is checked (finite, shape,
 // size against the header) and every problem names the file; output only ever goes through
-// siflow::write_file_atomic, so a failed run never leaves a half-written file.
+// siflow::write_files_atomic, so a failed run never leaves a half-written file.
 #include "array_io.hpp"
 
 #include <unistd.h>

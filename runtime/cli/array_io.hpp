@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Numeric arrays in and out of the CLI: .npy (little-endian float32/float64, C order, 1-D or
 // 2-D) and .csv. Every problem names the file and its row or line. Output only ever goes
-// through siflow::write_file_atomic, never written in place.
+// through siflow::write_files_atomic (all or none), never written in place.
 #pragma once
 
 #include <cstddef>

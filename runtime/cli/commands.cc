@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The siflow subcommands: info, sample, decode, encode, logprob, velocity and validate, with
 // their help. A client of the public siflow API only: it must never include the runtime's
-// internal headers, and every file it writes goes through siflow::write_file_atomic.
+// internal headers, and every file it writes goes through siflow::write_files_atomic.
 #include "commands.hpp"
 
 #include <algorithm>
