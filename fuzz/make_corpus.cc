@@ -1,17 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
 // Writes the seed corpora of the fuzz targets: valid models covering every op, unary kind,
 // interpolant, base, fp16 storage, normalisation and test vectors, a few corrupted variants,
-// the same models with C API parameter tails, and .npy/.csv inputs for the array readers.
-// Usage: make_fuzz_corpus OUT_DIR   (writes OUT_DIR/{model,capi,arrays}/...)
+// the same models with C API parameter tails, .npy/.csv inputs for the array readers, and training
+// checkpoints of small runs (one with a [double] vector placed at an offset 4 mod 8).
+// Usage: make_fuzz_corpus OUT_DIR   (writes OUT_DIR/{model,capi,arrays,checkpoint}/...)
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "checkpoint_generated.h"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
+#include "siflow/train.hpp"
 
 namespace {
 
@@ -216,6 +220,62 @@ void arrays(const std::string& dir) {
   write(dir + "/csv_crlf", csv("a,b\r\n1, 2\r\n\r\n"));
 }
 
+// Checkpoints of small runs on a built-in dataset, one per interpolant, after a few steps.
+size_t checkpoints(const std::string& dir) {
+  size_t count = 0;
+  for (siflow::InterpolantKind kind :
+       {siflow::InterpolantKind::kLinear, siflow::InterpolantKind::kTrig,
+        siflow::InterpolantKind::kLearnedFourier}) {
+    siflow::TrainOptions o;
+    o.hidden = {8, 8};
+    o.batch = 16;
+    o.steps = 6;
+    o.warmup = 1;
+    o.eval_every = 0;
+    o.holdout_points = 32;
+    o.threads = 1;
+    o.interpolant = kind;
+    o.fourier_terms = 2;
+    siflow::TrainData data;
+    data.toy_kind = siflow::ToyData::kMoons;
+    data.name = "moons";
+    std::unique_ptr<siflow::Trainer> t;
+    if (!siflow::Trainer::create(o, data, &t).ok()) continue;
+    for (int i = 0; i < 3; ++i) t->step(nullptr);
+    const std::string path = dir + "/run_" + std::to_string(static_cast<int>(kind)) + ".sifckpt";
+    if (t->save_checkpoint(path.c_str()).ok()) ++count;
+  }
+  return count;
+}
+
+// A checkpoint whose `alpha` [double] data sits at an offset 4 mod 8 from the buffer start: the
+// FlatBuffers verifier accepts it (it checks only the 4-byte alignment of a vector's length), so
+// the reader must not load its doubles through a double pointer. Written as a [uint32] of the
+// doubles' bits whose length is then set to the count of doubles.
+std::vector<uint8_t> misaligned_checkpoint() {
+  const std::vector<double> alpha = {0.125, -3.5};
+  for (uint32_t pad = 0; pad < 4; ++pad) {
+    flatbuffers::FlatBufferBuilder fbb;
+    std::vector<uint32_t> words(2 * alpha.size());
+    std::memcpy(words.data(), alpha.data(), alpha.size() * sizeof(double));
+    const auto hidden = fbb.CreateVector(std::vector<uint32_t>(pad, 1));
+    const auto raw = fbb.CreateVector(words);
+    siflow::fb::TrainCheckpointBuilder b(fbb);
+    b.add_hidden(hidden);
+    b.add_alpha(flatbuffers::Offset<flatbuffers::Vector<double>>(raw.o));
+    b.add_steps(10);
+    fbb.Finish(b.Finish(), siflow::fb::TrainCheckpointIdentifier());
+    std::vector<uint8_t> bytes(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+    const auto* c = siflow::fb::GetTrainCheckpoint(bytes.data());
+    const size_t at = static_cast<size_t>(c->alpha()->Data() - bytes.data());
+    if (at % 8 != 4) continue;
+    const uint32_t count = static_cast<uint32_t>(alpha.size());  // little-endian, as the format
+    for (size_t i = 0; i < 4; ++i) bytes[at - 4 + i] = static_cast<uint8_t>(count >> (8 * i));
+    return bytes;
+  }
+  return {};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -228,7 +288,13 @@ int main(int argc, char** argv) {
   models(out + "/model", &all);
   capi(out + "/capi", all);
   arrays(out + "/arrays");
-  std::printf("wrote %zu models (%zu with C API tails) and the array inputs under %s\n", all.size(),
-              all.size() * 3, out.c_str());
+  const size_t runs = checkpoints(out + "/checkpoint");
+  const std::vector<uint8_t> misaligned = misaligned_checkpoint();
+  if (misaligned.empty() ||
+      !write(out + "/checkpoint/misaligned-double-vector.sifckpt", misaligned))
+    return 1;
+  std::printf(
+      "wrote %zu models (%zu with C API tails), the array inputs and %zu checkpoints under %s\n",
+      all.size(), all.size() * 3, runs + 1, out.c_str());
   return 0;
 }

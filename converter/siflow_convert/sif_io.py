@@ -153,9 +153,40 @@ def _write_graph(b: flatbuffers.Builder, graph: ir.Graph, fp16: bool) -> int:
 
 def _check_finite(values, what: str) -> np.ndarray:
     a = np.asarray(values, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(a)):
-        raise ConversionError(f"{what} holds a non-finite value")
+    bad = np.flatnonzero(~np.isfinite(a))
+    if bad.size:
+        raise ConversionError(f"{what}[{bad[0]}] is {a[bad[0]]} (must be finite)")
     return a
+
+
+# The runtime reads these values as float32 and refuses the file when one is not finite (or not
+# positive, for a standard deviation): the converter applies the same rules to the values as they
+# will be stored, after the float32 cast, so it never writes a file the runtime refuses.
+def _stored_float32(values, what: str, positive: bool = False) -> np.ndarray:
+    a = _check_finite(values, what)
+    with np.errstate(over="ignore", under="ignore"):
+        f = a.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(f))
+    if bad.size:
+        raise ConversionError(f"{what}[{bad[0]}] = {a[bad[0]]!r} overflows float32 (the runtime "
+                              f"refuses a non-finite value)")
+    if positive:
+        bad = np.flatnonzero(~(f > 0))
+        if bad.size:
+            raise ConversionError(f"{what}[{bad[0]}] = {a[bad[0]]!r} is {float(f[bad[0]])!r} as "
+                                  f"float32; it must be positive")
+    return f
+
+
+def _stored_tolerance(value, what: str) -> float:
+    v = float(value)
+    with np.errstate(over="ignore"):
+        f = np.float32(v)
+    if not (np.isfinite(f) and f >= 0):
+        raise ConversionError(f"test vectors: the {what} tolerance is {v!r} as float32; the runtime "
+                              f"needs a finite number >= 0 (does the network's output overflow "
+                              f"float32? convert with --test-vectors 0 to skip test vectors)")
+    return float(f)
 
 
 def _write_interpolant(b: flatbuffers.Builder, interp: ir.Interpolant) -> int:
@@ -180,10 +211,11 @@ def _write_interpolant(b: flatbuffers.Builder, interp: ir.Interpolant) -> int:
     return fb_interp.InterpolantEnd(b)
 
 
-def _float_vector(b: flatbuffers.Builder, values, what: str, dim: int) -> Optional[int]:
+def _float_vector(b: flatbuffers.Builder, values, what: str, dim: int,
+                  positive: bool = False) -> Optional[int]:
     if values is None:
         return None
-    a = _check_finite(values, what)
+    a = _stored_float32(values, what, positive)
     if a.size != dim:
         raise ConversionError(f"{what} has {a.size} values, expected dim = {dim}")
     return _numpy_vector(b, a, "<f4")
@@ -194,7 +226,15 @@ def _write_base(b: flatbuffers.Builder, base: ir.Base, dim: int) -> int:
         raise ConversionError(f"unknown base {base.kind!r}; supported: {', '.join(ir.BASES)}")
     if base.kind == "uniform" and (base.low is None or base.high is None):
         raise ConversionError("a uniform base needs low and high")
-    vecs = [_float_vector(b, getattr(base, f), f"base {f}", dim)
+    if base.kind == "uniform":
+        low = _stored_float32(base.low, "base low")
+        high = _stored_float32(base.high, "base high")
+        bad = np.flatnonzero(~(high > low)) if low.size == high.size else []
+        if len(bad):
+            i = bad[0]
+            raise ConversionError(f"uniform base: high[{i}] = {float(high[i])!r} must exceed "
+                                  f"low[{i}] = {float(low[i])!r} as float32")
+    vecs = [_float_vector(b, getattr(base, f), f"base {f}", dim, positive=f == "std")
             for f in ("mean", "std", "low", "high")]
     fb_base.BaseStart(b)
     b.PrependUint8Slot(0, ir.BASES.index(base.kind), None)
@@ -206,7 +246,7 @@ def _write_base(b: flatbuffers.Builder, base: ir.Base, dim: int) -> int:
 
 def _write_normalization(b: flatbuffers.Builder, norm: ir.Normalization, dim: int) -> int:
     mean = _float_vector(b, norm.mean, "normalization mean", dim)
-    std = _float_vector(b, norm.std, "normalization std", dim)
+    std = _float_vector(b, norm.std, "normalization std", dim, positive=True)
     fb_norm.NormalizationStart(b)
     fb_norm.NormalizationAddMean(b, mean)
     fb_norm.NormalizationAddStd(b, std)
@@ -230,18 +270,20 @@ def _write_metadata(b: flatbuffers.Builder, metadata) -> Optional[int]:
 
 
 def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) -> int:
-    t = _check_finite(tv.t, "test vectors t")
+    t = _stored_float32(tv.t, "test vectors t")
     count = t.size
-    y = _check_finite(tv.y, "test vectors y")
-    v = _check_finite(tv.v, "test vectors v")
+    y = _stored_float32(tv.y, "test vectors y")
+    v = _stored_float32(tv.v, "test vectors v")
+    velocity_tolerance = _stored_tolerance(tv.velocity_tolerance, "velocity")
     if y.size != count * dim or v.size != count * dim:
         raise ConversionError(f"test vectors: y and v need {count} x {dim} values")
     offs = {"t": _numpy_vector(b, t, "<f4"), "y": _numpy_vector(b, y, "<f4"),
             "v": _numpy_vector(b, v, "<f4")}
     traj = 0
     if tv.trajectory_start is not None and np.size(tv.trajectory_start):
-        start = _check_finite(tv.trajectory_start, "test vectors trajectory_start")
-        end = _check_finite(tv.trajectory_end, "test vectors trajectory_end")
+        start = _stored_float32(tv.trajectory_start, "test vectors trajectory_start")
+        end = _stored_float32(tv.trajectory_end, "test vectors trajectory_end")
+        trajectory_tolerance = _stored_tolerance(tv.trajectory_tolerance, "trajectory")
         traj = start.size // dim
         if start.size != traj * dim or end.size != traj * dim:
             raise ConversionError(f"test vectors: trajectory start and end need [n, {dim}] values")
@@ -255,13 +297,13 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
     fb_tv.TestVectorsAddT(b, offs["t"])
     fb_tv.TestVectorsAddY(b, offs["y"])
     fb_tv.TestVectorsAddV(b, offs["v"])
-    b.PrependFloat32Slot(4, float(tv.velocity_tolerance), None)
+    b.PrependFloat32Slot(4, velocity_tolerance, None)
     fb_tv.TestVectorsAddTrajectoryCount(b, traj)
     if traj:
         fb_tv.TestVectorsAddTrajectorySteps(b, int(tv.trajectory_steps))
         fb_tv.TestVectorsAddTrajectoryStart(b, offs["start"])
         fb_tv.TestVectorsAddTrajectoryEnd(b, offs["end"])
-        b.PrependFloat32Slot(9, float(tv.trajectory_tolerance), None)
+        b.PrependFloat32Slot(9, trajectory_tolerance, None)
     return fb_tv.TestVectorsEnd(b)
 
 

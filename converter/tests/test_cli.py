@@ -195,6 +195,27 @@ def test_torch_inputs(tmp_path):
         validate(out)
 
 
+def test_a_file_the_runtime_would_refuse_is_not_written(tmp_path):
+    # Weights x1e3 with ReLU: the float64 reference trajectories overflow float32 (and their
+    # tolerance becomes NaN); the runtime would refuse the file, so the converter does, naming
+    # the field, with a non-zero exit.
+    m = onnx_model(act="Relu")
+    for init in m.graph.initializer:
+        big = numpy_helper.to_array(init).astype(np.float64) * 1e3
+        init.CopyFrom(numpy_helper.from_array(big.astype(np.float32), init.name))
+    src, out = tmp_path / "big.onnx", tmp_path / "big.sif"
+    onnx.save(m, str(src))
+    r = run(src, "-o", out)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "test vectors trajectory_end[" in r.stderr and "overflows float32" in r.stderr
+    assert not out.exists()
+    r = run(src, "-o", out, "--test-vectors", "0")  # without test vectors the model is valid
+    assert r.returncode == 0, r.stderr
+    info = subprocess.run([siflow_cli(), "info", str(out)], capture_output=True,
+                         text=True, timeout=300)
+    assert info.returncode == 0, info.stderr
+
+
 def test_failed_conversion_leaves_existing_output_untouched(tmp_path):
     p = tmp_path / "abs.onnx"
     onnx.save(onnx_model(act="Abs"), str(p))

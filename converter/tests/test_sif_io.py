@@ -189,6 +189,50 @@ def test_non_finite_weights_are_refused(bad, operand):
         sif_io.to_bytes(ir.FlowModel(graph=g))
 
 
+def _set(model, path, value):
+    """Sets model.<path> (dotted; '[i]' indexes the array) to value."""
+    obj, *rest = path.split(".")
+    target = getattr(model, obj)
+    field, _, index = rest[0].partition("[")
+    if index:
+        getattr(target, field).flat[int(index[:-1])] = value
+    else:
+        setattr(target, field, value)
+
+
+# Each value passes as float64 but is refused by the runtime once stored as float32: the writer
+# applies the runtime's rules to the stored value and names the field.
+@pytest.mark.parametrize("path, value, message", [
+    ("test_vectors.velocity_tolerance", np.nan, r"velocity tolerance is nan"),
+    ("test_vectors.trajectory_tolerance", 1e39, r"trajectory tolerance is 1e\+39"),
+    ("test_vectors.velocity_tolerance", -1e-6, r"velocity tolerance is -1e-06"),
+    ("test_vectors.trajectory_end[3]", 5e38, r"trajectory_end\[3\] = 5e\+38 overflows float32"),
+    ("test_vectors.v[0]", -1e39, r"test vectors v\[0\] = -1e\+39 overflows float32"),
+    ("test_vectors.y[2]", np.inf, r"test vectors y\[2\] is inf"),
+    ("normalization.std[1]", 1e-50, r"normalization std\[1\] = 1e-50 is 0.0 as float32"),
+    ("normalization.mean[0]", 4e38, r"normalization mean\[0\] = 4e\+38 overflows"),
+    ("base.std[2]", 1e-46, r"base std\[2\] = 1e-46 is 0.0 as float32"),
+])
+def test_values_the_runtime_would_refuse_after_the_float32_cast_are_refused(path, value, message):
+    model = every_op_model()
+    for f in ("y", "v", "trajectory_end"):
+        setattr(model.test_vectors, f, np.array(getattr(model.test_vectors, f), dtype=np.float64))
+    for part in (model.normalization, model.base):
+        for f in ("mean", "std"):
+            setattr(part, f, np.array(getattr(part, f), dtype=np.float64))
+    _set(model, path, value)
+    with pytest.raises(ConversionError, match=message):
+        sif_io.to_bytes(model)
+
+
+def test_a_uniform_base_must_stay_ordered_as_float32():
+    g = ir.Graph(dim=1)
+    g.output = g.add(ir.Node("add", [0, 0]))
+    base = ir.Base("uniform", low=np.array([1.0]), high=np.array([1.0 + 1e-12]))
+    with pytest.raises(ConversionError, match=r"high\[0\] = 1.0 must exceed low\[0\] = 1.0"):
+        sif_io.to_bytes(ir.FlowModel(graph=g, base=base))
+
+
 def test_reader_refuses_a_foreign_identifier():
     data = bytearray(sif_io.to_bytes(every_op_model()))
     data[4:8] = b"XXXX"

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // .npy and .csv reading and writing for the CLI. Every value read is checked (finite, shape,
 // size against the header) and every problem names the file; output only ever goes through
-// siflow::write_file_atomic, so a failed run never leaves a half-written file.
+// siflow::write_files_atomic, so a failed run never leaves a half-written file.
 #include "array_io.hpp"
 
 #include <unistd.h>
@@ -14,27 +14,13 @@
 #include <cstring>
 
 #include "errors.hpp"
+#include "file_checks.hpp"
 #include "siflow/siflow.hpp"
 
 namespace siflow::cli {
 namespace {
 
 const unsigned char kNpyMagic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-
-std::vector<unsigned char> read_file(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw RunError(format("cannot open '%s': %s", path.c_str(), std::strerror(errno)));
-  std::vector<unsigned char> bytes;
-  unsigned char buffer[1 << 16];
-  size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof buffer, f)) > 0)
-    bytes.insert(bytes.end(), buffer, buffer + n);
-  const int err = errno;
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) throw RunError(format("cannot read '%s': %s", path.c_str(), std::strerror(err)));
-  return bytes;
-}
 
 std::string shape_text(const std::vector<uint64_t>& shape) {
   std::string s = "(";
@@ -63,6 +49,9 @@ class NpyHeader {
     while (peek() != '}') {
       const std::string key = string();
       expect(':');
+      if ((key == "descr" && have_descr) || (key == "fortran_order" && have_order) ||
+          (key == "shape" && have_shape))
+        fail(format("key '%s' appears twice", key.c_str()));
       if (key == "descr") {
         descr = string();
         have_descr = true;
@@ -233,33 +222,58 @@ std::vector<std::string> split_fields(const std::string& line) {
 
 std::string columns(size_t n) { return format(n == 1 ? "%zu column" : "%zu columns", n); }
 
+// Parses a whole field as a number (strtod's syntax); false when anything is left over.
+bool parse_number(const std::string& field, double* value) {
+  if (field.empty()) return false;
+  char* stop = nullptr;
+  *value = std::strtod(field.c_str(), &stop);
+  return stop == field.c_str() + field.size();
+}
+
+// A header field: not a number, and it starts like a name (a letter, '_' or a quote).
+bool looks_like_name(const std::string& field) {
+  double unused;
+  if (field.empty() || parse_number(field, &unused)) return false;
+  const unsigned char c = static_cast<unsigned char>(field[0]);
+  return std::isalpha(c) || c == '_' || c == '"' || c == '\'';
+}
+
 Array parse_csv(const std::string& path, const std::vector<unsigned char>& b) {
   const char* p = path.c_str();
   Array a;
   a.format = FileFormat::kCsv;
-  const std::string text(b.begin(), b.end());
+  std::string text(b.begin(), b.end());
+  // A UTF-8 byte-order mark (as spreadsheet programs write) is not part of the first field.
+  if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) text.erase(0, 3);
   size_t line_no = 0, header_line = 0, header_cols = 0;
+  bool first = true;
   for (size_t start = 0; start < text.size();) {
     size_t end = text.find('\n', start);
     if (end == std::string::npos) end = text.size();
     std::string line = text.substr(start, end - start);
     start = end + 1;
     ++line_no;
+    if (line.find('\0') != std::string::npos)
+      throw RunError(format("%s: line %zu holds a NUL byte (not a text file?)", p, line_no));
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (trim(line).empty()) continue;
     const std::vector<std::string> fields = split_fields(line);
+    // Only the first non-empty line can be a header, and only when every field is a name; any
+    // other line is data, and a field that does not parse is an error, never a header.
+    if (first) {
+      first = false;
+      bool names = true;
+      for (const std::string& f : fields) names = names && looks_like_name(f);
+      if (names) {
+        header_line = line_no;
+        header_cols = fields.size();
+        continue;
+      }
+    }
     std::vector<double> row(fields.size());
     size_t bad = fields.size();  // the first field that is not a number
-    for (size_t c = 0; c < fields.size() && bad == fields.size(); ++c) {
-      char* stop = nullptr;
-      row[c] = std::strtod(fields[c].c_str(), &stop);
-      if (fields[c].empty() || *stop != '\0') bad = c;
-    }
-    if (bad < fields.size() && a.rows == 0 && header_line == 0) {
-      header_line = line_no;
-      header_cols = fields.size();
-      continue;
-    }
+    for (size_t c = 0; c < fields.size() && bad == fields.size(); ++c)
+      if (!parse_number(fields[c], &row[c])) bad = c;
     if (a.rows == 0 && header_line != 0 && fields.size() != header_cols)
       throw RunError(format("%s: line %zu has %s, but the header on line %zu has %zu", p, line_no,
                             columns(fields.size()).c_str(), header_line, header_cols));
@@ -303,10 +317,6 @@ std::string npy_bytes(const char* descr, const std::string& shape, const std::st
   return out + dict + data;
 }
 
-void write_bytes(const std::string& path, const std::string& bytes) {
-  check(write_file_atomic(path.c_str(), bytes.data(), bytes.size()));
-}
-
 }  // namespace
 
 bool known_format(const std::string& path, FileFormat* format) {
@@ -345,7 +355,7 @@ Array parse_array(FileFormat format, const std::string& name,
 
 Array read_array(const char* option, const std::string& path) {
   const FileFormat kind = format_of(option, path);
-  return parse_array(kind, path, read_file(path));
+  return parse_array(kind, path, read_regular_file(path, kMaxInputBytes));
 }
 
 std::vector<float> read_points(const char* option, const std::string& path, uint32_t dim) {
@@ -379,7 +389,7 @@ std::vector<double> read_vector(const char* option, const std::string& path) {
   return std::move(a.values);
 }
 
-void write_points(const std::string& path, const float* x, size_t rows, uint32_t dim) {
+std::string encode_points(const std::string& path, const float* x, size_t rows, uint32_t dim) {
   const size_t count = rows * dim;
   std::string data;
   if (format_of("output", path) == FileFormat::kNpy) {
@@ -389,8 +399,7 @@ void write_points(const std::string& path, const float* x, size_t rows, uint32_t
       std::memcpy(&bits, &x[i], sizeof bits);
       store_le(bits, 4, &data);
     }
-    write_bytes(path, npy_bytes("<f4", shape_text({rows, dim}), data));
-    return;
+    return npy_bytes("<f4", shape_text({rows, dim}), data);
   }
   for (uint32_t k = 0; k < dim; ++k) data += format(k ? ",x%u" : "x%u", k);
   data += '\n';
@@ -398,10 +407,10 @@ void write_points(const std::string& path, const float* x, size_t rows, uint32_t
     for (uint32_t k = 0; k < dim; ++k) append_value(x[r * dim + k], k > 0, &data);
     data += '\n';
   }
-  write_bytes(path, data);
+  return data;
 }
 
-void write_log_probs(const std::string& path, const double* logp, size_t n) {
+std::string encode_log_probs(const std::string& path, const double* logp, size_t n) {
   std::string data;
   if (format_of("output", path) == FileFormat::kNpy) {
     data.reserve(n * 8);
@@ -410,15 +419,24 @@ void write_log_probs(const std::string& path, const double* logp, size_t n) {
       std::memcpy(&bits, &logp[i], sizeof bits);
       store_le(bits, 8, &data);
     }
-    write_bytes(path, npy_bytes("<f8", shape_text({n}), data));
-    return;
+    return npy_bytes("<f8", shape_text({n}), data);
   }
   data = "logp\n";
   for (size_t i = 0; i < n; ++i) {
     append_value(logp[i], false, &data);
     data += '\n';
   }
-  write_bytes(path, data);
+  return data;
+}
+
+void write_outputs(const std::vector<std::pair<std::string, std::string>>& files) {
+  std::vector<FileOutput> out;
+  for (const auto& f : files) out.push_back({f.first.c_str(), f.second.data(), f.second.size()});
+  check(write_files_atomic(out.data(), out.size()));
+}
+
+void write_points(const std::string& path, const float* x, size_t rows, uint32_t dim) {
+  write_outputs({{path, encode_points(path, x, rows, dim)}});
 }
 
 }  // namespace siflow::cli

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // Numeric arrays in and out of the CLI: .npy (little-endian float32/float64, C order, 1-D or
 // 2-D) and .csv. Every problem names the file and its row or line. Output only ever goes
-// through siflow::write_file_atomic, never written in place.
+// through siflow::write_files_atomic (all or none), never written in place.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace siflow::cli {
@@ -43,9 +44,14 @@ std::vector<float> read_points(const char* option, const std::string& path, uint
 // A vector [N] (or 2-D [N, 1]), N >= 1.
 std::vector<double> read_vector(const char* option, const std::string& path);
 
-// Points [rows, dim] as float32 .npy, or .csv with header x0,x1,...
+// The bytes of points [rows, dim] as float32 .npy, or .csv with header x0,x1,..., by the
+// extension of `path`.
+std::string encode_points(const std::string& path, const float* x, size_t rows, uint32_t dim);
+// The bytes of log-likelihoods [n] as float64 .npy, or .csv with header logp.
+std::string encode_log_probs(const std::string& path, const double* logp, size_t n);
+// Writes (path, bytes) pairs all or none (siflow::write_files_atomic); RunError on failure.
+void write_outputs(const std::vector<std::pair<std::string, std::string>>& files);
+// write_outputs of one file of points.
 void write_points(const std::string& path, const float* x, size_t rows, uint32_t dim);
-// Log-likelihoods [n] as float64 .npy, or .csv with header logp.
-void write_log_probs(const std::string& path, const double* logp, size_t n);
 
 }  // namespace siflow::cli

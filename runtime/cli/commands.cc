@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 // The siflow subcommands: info, sample, decode, encode, logprob, velocity and validate, with
 // their help. A client of the public siflow API only: it must never include the runtime's
-// internal headers, and every file it writes goes through siflow::write_file_atomic.
+// internal headers, and every file it writes goes through siflow::write_files_atomic.
 #include "commands.hpp"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cmath>
 #include <cstring>
 
 #include "array_io.hpp"
 #include "errors.hpp"
+#include "file_checks.hpp"
 #include "run_options.hpp"
 #include "siflow/siflow.hpp"
 
@@ -65,10 +67,46 @@ const std::string& required_output(const ParsedArgs& args, const char* option) {
   return *output_option(args, option);
 }
 
-// Times for `rows` rows: a number (the same t for every row) or a vector file of `rows` times.
-std::vector<float> read_times(const char* option, const std::string& text, size_t rows) {
+// Before any work: no output (-o, --logprob-out) may be an input (the model, -i, --grid, a
+// --times file) or another output, and each output's folder is writable and rid of stale
+// temporaries.
+void check_files(const ParsedArgs& args) {
+  std::vector<NamedPath> inputs{{"MODEL", args.positional(0)}}, outputs;
+  FileFormat kind;
+  for (const char* option : {"--input", "--grid", "--inputs", "--expected", "--times"})
+    if (const std::string* p = args.find(option))
+      if (known_format(*p, &kind)) inputs.push_back({option, *p});
+  for (const char* option : {"--output", "--logprob-out"})
+    if (const std::string* p = args.find(option)) outputs.push_back({option, *p});
+  check_distinct(inputs, outputs);
+  prepare_outputs(outputs);
+}
+
+// The rows a plan is made for: the request's, up to --max-batch (a 4-row request needs no
+// arena for 256 rows).
+size_t plan_rows(size_t rows, size_t max_batch) {
+  return std::max<size_t>(1, std::min(rows, max_batch));
+}
+
+// Each time must lie in the model's range [start, end], as the integrating commands require.
+void check_times(const char* option, const std::vector<double>& times, const ModelInfo& info) {
+  for (size_t i = 0; i < times.size(); ++i) {
+    if (times[i] >= info.time_start && times[i] <= info.time_end) continue;
+    const std::string row = times.size() == 1 ? "" : format(" (row %zu)", i + 1);
+    throw RunError(format("%s: time %.9g%s is outside the model's range [%.9g, %.9g]", option,
+                          times[i], row.c_str(), info.time_start, info.time_end));
+  }
+}
+
+// Times for `rows` rows: a number (the same t for every row) or a vector file of `rows` times,
+// each within the model's time range.
+std::vector<float> read_times(const char* option, const std::string& text, size_t rows,
+                              const ModelInfo& info) {
   double t = 0.0;
-  if (try_parse_double(text, &t)) return std::vector<float>(rows, static_cast<float>(t));
+  if (try_parse_double(text, &t)) {
+    check_times(option, {t}, info);
+    return std::vector<float>(rows, static_cast<float>(t));
+  }
   FileFormat kind = FileFormat::kNpy;
   if (!known_format(text, &kind))
     throw UsageError(
@@ -77,6 +115,7 @@ std::vector<float> read_times(const char* option, const std::string& text, size_
   if (times.size() != rows)
     throw RunError(format("%s: '%s' holds %zu times, but the input has %zu rows", option,
                           text.c_str(), times.size(), rows));
+  check_times(option, times, info);
   return std::vector<float>(times.begin(), times.end());
 }
 
@@ -92,8 +131,19 @@ std::string rows_text(uint64_t n) {
   return format(n == 1 ? "%" PRIu64 " row" : "%" PRIu64 " rows", n);
 }
 
-void summarize(const char* command, const std::string& what, double seconds) {
-  std::fprintf(stderr, "siflow %s: %s, %.3f s\n", command, what.c_str(), seconds);
+// "siflow sample: 40 rows, rk4, 50 steps, 0.012 s; arena 1234 bytes (1.2 KiB) for 40 rows".
+void summarize(const char* command, const std::string& what, double seconds, const Plan& plan,
+               size_t rows) {
+  std::fprintf(stderr, "siflow %s: %s, %.3f s; arena %s for %s\n", command, what.c_str(), seconds,
+               bytes_text(plan.arena_bytes()).c_str(), rows_text(rows).c_str());
+}
+
+// Points to `out` and, when `logp_out` is given, their log-likelihoods: both files or neither.
+void write_with_log_probs(const std::string& out, const float* x, size_t n, uint32_t dim,
+                          const std::string* logp_out, const double* logp) {
+  std::vector<std::pair<std::string, std::string>> files{{out, encode_points(out, x, n, dim)}};
+  if (logp_out) files.push_back({*logp_out, encode_log_probs(*logp_out, logp, n)});
+  write_outputs(files);
 }
 
 SdeOptions parse_sde(const ParsedArgs& args) {
@@ -243,7 +293,6 @@ int run_sample(const ParsedArgs& args) {
   const uint64_t n = parse_uint("-n", args.required("--count"), 1, kMaxRows);
   const std::string& out = required_output(args, "--output");
   const std::string* logp_out = output_option(args, "--logprob-out");
-  if (logp_out && *logp_out == out) throw UsageError("-o and --logprob-out name the same file");
   if (!logp_out) require_with(args, "--divergence", "--logprob-out");
   SampleOptions options;
   options.seed = parse_seed(args);
@@ -251,80 +300,79 @@ int run_sample(const ParsedArgs& args) {
   options.divergence = parse_divergence(args);
   options.divergence.seed = options.seed;
   const Integration run(args);
+  const Execution execution = parse_execution(args);
+  check_files(args);
   const std::unique_ptr<Model> model = load_model(args.positional(0));
-  check_writable(out);
-  if (logp_out) check_writable(*logp_out);
 
   const uint32_t dim = model->info().dim;
   std::vector<float> x(n * dim);
   std::vector<double> logp(logp_out ? n : 0);
-  const std::unique_ptr<Plan> plan = make_plan(
-      *model, run.max_batch(), logp_out ? &options.divergence : nullptr, parse_execution(args));
+  const std::unique_ptr<Plan> plan = make_plan(*model, plan_rows(n, run.max_batch()),
+                                               logp_out ? &options.divergence : nullptr, execution);
   Progress progress("sample");
   options.ode = run.ode();
   progress.attach(&options.ode);
   check(plan->sample(n, options, x.data(), logp_out ? logp.data() : nullptr));
   const double seconds = progress.finish();
-  write_points(out, x.data(), n, dim);
-  if (logp_out) write_log_probs(*logp_out, logp.data(), n);
+  write_with_log_probs(out, x.data(), n, dim, logp_out, logp.data());
   const std::string how = options.sde.epsilon > 0 ? describe_sde(options.sde, run) : run.describe();
   summarize("sample",
             format("%s, %s%s", rows_text(n).c_str(), how.c_str(),
                    logp_out ? (", " + describe(options.divergence)).c_str() : ""),
-            seconds);
+            seconds, *plan, plan_rows(n, run.max_batch()));
   return 0;
 }
 
 int run_decode(const ParsedArgs& args) {
   const std::string& out = required_output(args, "--output");
   const std::string* logp_out = output_option(args, "--logprob-out");
-  if (logp_out && *logp_out == out) throw UsageError("-o and --logprob-out name the same file");
   if (!logp_out)
     for (const char* option : {"--divergence", "--seed"})
       require_with(args, option, "--logprob-out");
   DivergenceOptions divergence = parse_divergence(args);
   divergence.seed = parse_seed(args);
   const Integration run(args);
+  const Execution execution = parse_execution(args);
+  check_files(args);
   const std::unique_ptr<Model> model = load_model(args.positional(0));
-  check_writable(out);
-  if (logp_out) check_writable(*logp_out);
 
   size_t n = 0;
   std::vector<float> x = read_input(args, *model, &n);
   std::vector<double> logp(logp_out ? n : 0);
   const std::unique_ptr<Plan> plan =
-      make_plan(*model, run.max_batch(), logp_out ? &divergence : nullptr, parse_execution(args));
+      make_plan(*model, plan_rows(n, run.max_batch()), logp_out ? &divergence : nullptr, execution);
   Progress progress("decode");
   OdeOptions ode = run.ode();
   progress.attach(&ode);
   check(plan->decode(n, x.data(), ode, divergence, x.data(), logp_out ? logp.data() : nullptr));
   const double seconds = progress.finish();
-  write_points(out, x.data(), n, model->info().dim);
-  if (logp_out) write_log_probs(*logp_out, logp.data(), n);
+  write_with_log_probs(out, x.data(), n, model->info().dim, logp_out, logp.data());
   summarize("decode",
             format("%s, %s%s", rows_text(n).c_str(), run.describe().c_str(),
                    logp_out ? (", " + describe(divergence)).c_str() : ""),
-            seconds);
+            seconds, *plan, plan_rows(n, run.max_batch()));
   return 0;
 }
 
 int run_encode(const ParsedArgs& args) {
   const std::string& out = required_output(args, "--output");
   const Integration run(args);
+  const Execution execution = parse_execution(args);
+  check_files(args);
   const std::unique_ptr<Model> model = load_model(args.positional(0));
-  check_writable(out);
 
   size_t n = 0;
   std::vector<float> x = read_input(args, *model, &n);
   const std::unique_ptr<Plan> plan =
-      make_plan(*model, run.max_batch(), nullptr, parse_execution(args));
+      make_plan(*model, plan_rows(n, run.max_batch()), nullptr, execution);
   Progress progress("encode");
   OdeOptions ode = run.ode();
   progress.attach(&ode);
   check(plan->encode(n, x.data(), ode, x.data()));
   const double seconds = progress.finish();
   write_points(out, x.data(), n, model->info().dim);
-  summarize("encode", format("%s, %s", rows_text(n).c_str(), run.describe().c_str()), seconds);
+  summarize("encode", format("%s, %s", rows_text(n).c_str(), run.describe().c_str()), seconds,
+            *plan, plan_rows(n, run.max_batch()));
   return 0;
 }
 
@@ -342,24 +390,25 @@ int run_logprob(const ParsedArgs& args) {
                  time->c_str()));
   }
   const Integration run(args);
+  const Execution execution = parse_execution(args);
+  check_files(args);
   const std::unique_ptr<Model> model = load_model(args.positional(0));
-  check_writable(out);
 
   size_t n = 0;
   const std::vector<float> x = read_input(args, *model, &n);
   std::vector<double> logp(n);
   const std::unique_ptr<Plan> plan =
-      make_plan(*model, run.max_batch(), &options.divergence, parse_execution(args));
+      make_plan(*model, plan_rows(n, run.max_batch()), &options.divergence, execution);
   Progress progress("logprob");
   options.ode = run.ode();
   progress.attach(&options.ode);
   check(plan->log_prob(n, x.data(), options, logp.data()));
   const double seconds = progress.finish();
-  write_log_probs(out, logp.data(), n);
+  write_outputs({{out, encode_log_probs(out, logp.data(), n)}});
   summarize("logprob",
             format("%s, %s, %s", rows_text(n).c_str(), run.describe().c_str(),
                    describe(options.divergence).c_str()),
-            seconds);
+            seconds, *plan, plan_rows(n, run.max_batch()));
   return 0;
 }
 
@@ -367,14 +416,15 @@ int run_velocity(const ParsedArgs& args) {
   const std::string& out = required_output(args, "--output");
   const std::string& times = args.required("--times");
   const size_t max_batch = parse_max_batch(args);
+  const Execution execution = parse_execution(args);
+  check_files(args);
   const std::unique_ptr<Model> model = load_model(args.positional(0));
-  check_writable(out);
 
   size_t n = 0;
   const std::vector<float> y = read_input(args, *model, &n);
-  const std::vector<float> t = read_times("--times", times, n);
+  const std::vector<float> t = read_times("--times", times, n, model->info());
   std::vector<float> v(y.size());
-  const std::unique_ptr<Plan> plan = make_plan(*model, max_batch, nullptr, parse_execution(args));
+  const std::unique_ptr<Plan> plan = make_plan(*model, plan_rows(n, max_batch), nullptr, execution);
   check(plan->velocity(n, t.data(), y.data(), v.data()));
   write_points(out, v.data(), n, model->info().dim);
   return 0;
@@ -407,16 +457,17 @@ int run_validate(const ParsedArgs& args) {
       require_with(args, option, "--inputs");
   }
   const size_t max_batch = parse_max_batch(args);
+  const Execution execution = parse_execution(args);
+  check_files(args);
   const std::unique_ptr<Model> model = load_model(args.positional(0));
 
   bool ok = true;
   if (!custom) {
     ValidationReport r;
-    const Execution e = parse_execution(args);
-    PlanOptions execution;
-    execution.threads = e.threads;
-    execution.backend = e.backend;
-    check(validate_embedded(*model, execution, &r));
+    PlanOptions plan_options;
+    plan_options.threads = execution.threads;
+    plan_options.backend = execution.backend;
+    check(validate_embedded(*model, plan_options, &r));
     if (r.velocity_count > 0)
       std::printf("velocity      %u points: max relative error %.3g (tolerance %.3g) %s\n",
                   r.velocity_count, r.velocity_max_error, r.velocity_tolerance,
@@ -432,13 +483,14 @@ int run_validate(const ParsedArgs& args) {
     const std::string& expected = *args.find("--expected");
     const std::vector<float> y = read_points("--inputs", inputs, dim);
     const size_t n = y.size() / dim;
-    const std::vector<float> t = read_times("--times", *args.find("--times"), n);
+    const std::vector<float> t = read_times("--times", *args.find("--times"), n, model->info());
     const std::vector<float> ref = read_points("--expected", expected, dim);
     if (ref.size() != y.size())
       throw RunError(format("--expected: '%s' has %zu rows, but --inputs '%s' has %zu",
                             expected.c_str(), ref.size() / dim, inputs.c_str(), n));
     std::vector<float> v(y.size());
-    const std::unique_ptr<Plan> plan = make_plan(*model, max_batch, nullptr, parse_execution(args));
+    const std::unique_ptr<Plan> plan =
+        make_plan(*model, plan_rows(n, max_batch), nullptr, execution);
     check(plan->velocity(n, t.data(), y.data(), v.data()));
     const double error = relative_error(v, ref);
     ok = error <= tolerance;

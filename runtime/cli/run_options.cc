@@ -3,12 +3,15 @@
 // Public siflow API only; it never prints anything but the progress line.
 #include "run_options.hpp"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <thread>
 
 #include "array_io.hpp"
 #include "errors.hpp"
+#include "file_checks.hpp"
 
 namespace siflow::cli {
 
@@ -24,16 +27,36 @@ const OptionSpec kDivergenceOption{"--divergence", nullptr, "MODE",
 const OptionSpec kProbeOption{"--probe", nullptr, "KIND",
                               "Hutchinson probe: rademacher or gaussian (default rademacher)"};
 const OptionSpec kThreadsOption{"--threads", nullptr, "N",
-                                "threads per run, 1..256; results are identical for any N "
-                                "(default 1)"};
+                                "threads per run, 1..256, at most the cores free; results are "
+                                "identical for any N (default 1)"};
 const OptionSpec kBackendOption{"--backend", nullptr, "B",
                                 "kernels: auto, reference (bit-identical across platforms), "
                                 "simd, xnnpack (default auto)"};
 
+uint32_t available_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+    return static_cast<uint32_t>(CPU_COUNT(&set));
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? n : 1;
+}
+
+void warn_threads(uint32_t threads) {
+  const uint32_t cores = available_cores();
+  if (threads > cores)
+    std::fprintf(stderr,
+                 "siflow: warning: --threads %u exceeds the %u core%s this process may use; "
+                 "threads then wait on each other and a run can be many times slower\n",
+                 threads, cores, cores == 1 ? "" : "s");
+}
+
 Execution parse_execution(const ParsedArgs& args) {
   Execution e;
-  if (const std::string* t = args.find("--threads"))
+  if (const std::string* t = args.find("--threads")) {
     e.threads = static_cast<uint32_t>(parse_uint("--threads", *t, 1, 256));
+    warn_threads(e.threads);
+  }
   if (const std::string* b = args.find("--backend"))
     if (!parse_backend(b->c_str(), &e.backend))
       throw UsageError(
@@ -133,6 +156,9 @@ void require_with(const ParsedArgs& args, const char* option, const char* needed
 }
 
 std::unique_ptr<Model> load_model(const std::string& path) {
+  // Model::load_file opens with fopen, which blocks on a FIFO: refuse anything but a regular
+  // file first.
+  require_regular_file(path, "model");
   std::unique_ptr<Model> model;
   check(Model::load_file(path.c_str(), LoadOptions(), &model));
   return model;

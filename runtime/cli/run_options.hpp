@@ -24,7 +24,13 @@ struct Execution {
   uint32_t threads = 1;
   Backend backend = Backend::kAuto;
 };
+// Parses --threads and --backend; warns on stderr when --threads exceeds available_cores().
 Execution parse_execution(const ParsedArgs& args);
+// The cores this process may run on (its CPU affinity mask; else hardware_concurrency).
+uint32_t available_cores();
+// The stderr warning when `threads` exceeds available_cores() (oversubscribed threads spin and
+// wait on each other: a run can be many times slower).
+void warn_threads(uint32_t threads);
 
 // --method, --steps, --grid and --max-batch.
 class Integration {

@@ -10,11 +10,12 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <sstream>
 
 #include "array_io.hpp"
 #include "commands.hpp"
 #include "errors.hpp"
+#include "file_checks.hpp"
 #include "run_options.hpp"
 #include "siflow/train.hpp"
 
@@ -23,6 +24,8 @@ namespace {
 
 volatile sig_atomic_t g_interrupted = 0;
 void on_interrupt(int) { g_interrupted = 1; }
+// The evaluations' progress callback: a stop signal cancels a held-out evaluation mid-way.
+bool keep_evaluating(void*, uint64_t, uint64_t) { return !g_interrupted; }
 
 // Options that define the run; on --resume they come from the checkpoint instead.
 const char* const kRunOptions[] = {
@@ -59,7 +62,9 @@ UnaryKind parse_activation(const std::string& text) {
 // --threads N, default 0: every core (results are the same for any N).
 uint32_t parse_threads(const ParsedArgs& args) {
   const std::string* s = args.find("--threads");
-  return s ? static_cast<uint32_t>(parse_uint("--threads", *s, 0, 256)) : 0;
+  const uint32_t threads = s ? static_cast<uint32_t>(parse_uint("--threads", *s, 0, 256)) : 0;
+  if (threads > 0) warn_threads(threads);
+  return threads;
 }
 
 TrainOptions parse_options(const ParsedArgs& args) {
@@ -183,9 +188,10 @@ class TrainLog {
   TrainLog(const std::string* path, bool resumed, uint64_t resumed_step) : path_(path) {
     if (!path_) return;
     text_ = "step,seconds,lr,loss,g,v_squared,grad_norm,heldout_nll,path_energy\n";
-    if (!resumed) return;
-    // Keep the rows of the steps the checkpoint holds.
-    std::ifstream in(*path_);
+    if (!resumed || access(path_->c_str(), F_OK) != 0) return;
+    // Keep the rows of the steps the checkpoint holds (read as any input: a regular file only).
+    const std::vector<unsigned char> bytes = read_regular_file(*path_, kMaxInputBytes, "log");
+    std::istringstream in(std::string(bytes.begin(), bytes.end()));
     std::string line;
     if (!std::getline(in, line)) return;
     while (std::getline(in, line)) {
@@ -215,7 +221,6 @@ int run_train(const ParsedArgs& args) {
   const std::string& output = args.required("--output");
   if (output.size() < 4 || output.compare(output.size() - 4, 4, ".sif") != 0)
     throw UsageError(format("--output: '%s' must name a .sif model file", output.c_str()));
-  check_writable(output);
   const std::string* resume = args.find("--resume");
   if (resume)
     for (const char* option : kRunOptions)
@@ -226,7 +231,6 @@ int run_train(const ParsedArgs& args) {
                    option));
   const std::string checkpoint =
       args.has("--checkpoint") ? *args.find("--checkpoint") : output + ".ckpt";
-  check_writable(checkpoint);
   uint64_t checkpoint_every = 1000;
   if (auto* s = args.find("--checkpoint-every"))
     checkpoint_every = parse_uint("--checkpoint-every", *s, 0, uint64_t{1} << 40);
@@ -247,15 +251,36 @@ int run_train(const ParsedArgs& args) {
     FileFormat f;
     if (!known_format(*log_path, &f) || f != FileFormat::kCsv)
       throw UsageError(format("--log: '%s' must name a .csv file", log_path->c_str()));
-    check_writable(*log_path);
   }
+  // Every option is checked before any work (the final evaluation's too).
+  uint64_t final_points = UINT32_MAX;
+  if (auto* s = args.find("--final-eval"))
+    final_points = parse_uint("--final-eval", *s, 0, UINT32_MAX);
+  const TrainOptions fresh_options = resume ? TrainOptions() : parse_options(args);
+  const uint32_t threads = resume ? parse_threads(args) : fresh_options.threads;
+  // No output may be an input or another output. The checkpoint may be the one resumed from (it
+  // is read whole first), and the log is read back on --resume by design.
+  std::vector<NamedPath> inputs;
+  FileFormat data_format;
+  if (known_format(data_text, &data_format)) inputs.push_back({"--data", data_text});
+  const std::vector<NamedPath> outputs{{"--output", output}, {"--checkpoint", checkpoint}};
+  std::vector<NamedPath> all_outputs = outputs;
+  if (log_path) all_outputs.push_back({"--log", *log_path});
+  check_distinct(inputs, all_outputs);
+  if (resume) {
+    inputs.push_back({"--resume", *resume});
+    std::vector<NamedPath> not_checkpoint{{"--output", output}};
+    if (log_path) not_checkpoint.push_back({"--log", *log_path});
+    check_distinct(inputs, not_checkpoint);
+  }
+  prepare_outputs(all_outputs);
 
   TrainData data = parse_data(data_text);
   std::unique_ptr<Trainer> trainer;
   if (resume) {
-    check(Trainer::resume(resume->c_str(), std::move(data), parse_threads(args), &trainer));
+    check(Trainer::resume(resume->c_str(), std::move(data), threads, &trainer));
   } else {
-    check(Trainer::create(parse_options(args), std::move(data), &trainer));
+    check(Trainer::create(fresh_options, std::move(data), &trainer));
   }
   const TrainOptions& o = trainer->options();
   const uint64_t first_step = trainer->steps_done();
@@ -291,8 +316,13 @@ int run_train(const ParsedArgs& args) {
     double nll = NAN;
     if (o.eval_every && step % o.eval_every == 0 && step < o.steps && trainer->holdout_rows()) {
       const double t0 = elapsed();
-      check(trainer->evaluate(o.eval_points, o.eval_steps, &nll));
+      const Status s = trainer->evaluate(o.eval_points, o.eval_steps, &nll, keep_evaluating);
       eval_seconds += elapsed() - t0;
+      if (s.code() == StatusCode::kCancelled) {
+        stopped = "interrupted";
+        break;  // the step itself is complete: the checkpoint below holds it
+      }
+      check(s);
       last_nll = nll;
       if (!terminal)
         std::fprintf(stderr, "  step %" PRIu64 ": loss %.4f, held-out NLL %.4f (%u points)\n", step,
@@ -341,16 +371,23 @@ int run_train(const ParsedArgs& args) {
   check(write_file_atomic(output.c_str(), bytes.data(), bytes.size()));
   double nll = NAN;
   const double t0 = elapsed();
-  uint64_t final_points = UINT32_MAX;
-  if (auto* s = args.find("--final-eval"))
-    final_points = parse_uint("--final-eval", *s, 0, UINT32_MAX);
   if (final_points > 0 && trainer->holdout_rows() == 0) {
     std::fprintf(stderr, "siflow train: no held-out rows, so no held-out NLL\n");
     final_points = 0;
   }
   if (final_points > 0) {
-    check(trainer->evaluate(final_points == UINT32_MAX ? 0 : static_cast<uint32_t>(final_points),
-                            o.eval_steps, &nll));
+    const Status s =
+        trainer->evaluate(final_points == UINT32_MAX ? 0 : static_cast<uint32_t>(final_points),
+                          o.eval_steps, &nll, keep_evaluating);
+    if (s.code() == StatusCode::kCancelled) {
+      log.save();
+      std::fprintf(stderr,
+                   "siflow train: stopped (interrupted) during the final evaluation; wrote '%s' "
+                   "and checkpoint '%s'\n",
+                   output.c_str(), checkpoint.c_str());
+      return 130;
+    }
+    check(s);
     report.step = trainer->steps_done();
     log.add(report, elapsed(), nll);
   }
@@ -387,8 +424,9 @@ Command train_command() {
       "training and held-out rows. The held-out negative log-likelihood (nats, data space,\n"
       "exact divergence, RK4) is reported every --eval-every steps and at the end.\n"
       "Checkpoints are written every --checkpoint-every steps and when the run stops\n"
-      "(Ctrl-C, --stop-after, --time-budget); --resume CHECKPOINT continues the run\n"
-      "exactly, with the options it was started with.",
+      "(Ctrl-C or SIGTERM within a second, evaluations included, exit 130; --stop-after;\n"
+      "--time-budget); --resume CHECKPOINT continues the run exactly, with the options it\n"
+      "was started with. No output may be the data or another output.",
       {{"--data", nullptr, "DATA", "built-in dataset name or .npy/.csv file (required)"},
        {"--output", "-o", "FILE", "the trained model (.sif; required)"},
        {"--hidden", nullptr, "W,W,...", "hidden layer widths (default 256,256,256)"},
@@ -412,7 +450,7 @@ Command train_command() {
        {"--clip", nullptr, "C", "clip the gradient's global norm to C, 0: off (default 1)"},
        {"--seed", nullptr, "S", "seed of initialisation and minibatches (default 0)"},
        {"--threads", nullptr, "N",
-        "threads, 0: all cores; results are identical for any N (default 0)"},
+        "threads, 0: all cores (more warns); results are identical for any N (default 0)"},
        {"--kernels", nullptr, "K", "auto, reference or simd (default auto: simd)"},
        {"--eval-every", nullptr, "N", "held-out NLL every N steps, 0: end only (default 2000)"},
        {"--eval-points", nullptr, "N", "held-out points per periodic evaluation (default 2000)"},

@@ -22,9 +22,10 @@ fail() {
   failures=$((failures + 1))
 }
 
-# run ARGS...: runs the CLI; stdout, stderr and the exit code go to out.txt, err.txt and $rc.
+# run ARGS...: runs the CLI; stdout, stderr and the exit code go to out.txt, err.txt and $rc. A
+# run that hangs (a FIFO read, say) is killed after 300 s and fails with exit code 124.
 run() {
-  "$SIFLOW" "$@" >out.txt 2>err.txt
+  timeout 300 "$SIFLOW" "$@" >out.txt 2>err.txt
   rc=$?
 }
 
@@ -334,7 +335,8 @@ fails 2 "option '--seed' is given more than once" sample $M -n 2 -o o.npy --seed
 fails 2 "--output: 'o.txt' has neither a .npy nor a .csv extension" sample $M -n 2 -o o.txt
 fails 2 "--input: 's.dat' has neither a .npy nor a .csv extension" decode $M -i s.dat -o o.npy
 fails 2 "missing required option -o FILE" sample $M -n 2
-fails 2 "-o and --logprob-out name the same file" sample $M -n 2 -o o.npy --logprob-out o.npy
+fails 2 "--output 'o.npy' and --logprob-out 'o.npy' name the same file" \
+  sample $M -n 2 -o o.npy --logprob-out o.npy
 fails 2 "--divergence applies only with --logprob-out" sample $M -n 2 -o o.npy --divergence exact
 fails 2 "--seed applies only with --logprob-out" decode $M -i s.csv -o o.npy --seed 3
 fails 2 "--probe applies only with --divergence hutchinson" logprob $M -i s.csv -o o.npy --probe gaussian
@@ -345,6 +347,86 @@ fails 2 "--time: -1 is negative" logprob $M -i s.csv -o o.npy --time -1
 fails 1 "time 2 is outside the model's range (0, 1]" logprob $M -i s.csv -o o.npy --time 2
 fails 1 "cannot write 'nodir/o.npy'" encode $M -i s.csv -o nodir/o.npy
 fails 2 "unknown option '--seed'" encode $M -i s.csv -o o.npy --seed 1
+
+# --- outputs are compared with inputs and each other by identity, not by spelling -------------
+mkdir -p od
+fails 2 "--output 'od/s.npy' and --logprob-out 'od/./s.npy' name the same file" \
+  sample $M -n 4 -o od/s.npy --logprob-out od/./s.npy
+check [ -z "$(ls od)" ]
+cp s.csv keep.csv
+fails 2 "--output 's.csv' is the input --input 's.csv'" encode $M -i s.csv -o s.csv
+fails 2 "--output './od/../s.csv' is the input --input 's.csv'" decode $M -i s.csv -o ./od/../s.csv
+ln -s s.csv link.csv
+fails 2 "--output 'link.csv' is the input --input 's.csv'" logprob $M -i s.csv -o link.csv
+ln s.csv hard.csv
+fails 2 "--output 'hard.csv' is the input --input 's.csv'" encode $M -i s.csv -o hard.csv
+fails 2 "--logprob-out 's.csv' is the input --input 's.csv'" \
+  decode $M -i s.csv -o od/d.csv --logprob-out s.csv
+fails 2 "--output 'grid.csv' is the input --grid 'grid.csv'" sample $M -n 4 -o grid.csv --grid grid.csv
+fails 2 "--output 't.csv' is the input --times 't.csv'" velocity $M -i s.csv -t t.csv -o t.csv
+check cmp -s s.csv keep.csv
+rm -f link.csv hard.csv
+
+# --- outputs appear all or none; temporaries are exclusive and cleaned after a killed run ---
+mkdir lpdir.npy # the log-likelihood output's rename fails after the samples are ready
+fails 1 "cannot rename" sample $M -n 4 -o all.npy --logprob-out lpdir.npy
+check [ ! -e all.npy ]
+check [ -z "$(find . -name '*siflow-tmp*')" ]
+rmdir lpdir.npy
+dead=$(bash -c 'echo $$') # a pid that has exited
+touch "st.npy.siflow-tmp-$dead-abcdef" "st.npy.siflow-tmp-$$-abcdef" "notes.tmp.$dead"
+ok "" sample $M -n 4 -o st.npy
+check [ ! -e "st.npy.siflow-tmp-$dead-abcdef" ] # the dead run's temporary is gone
+check [ -e "st.npy.siflow-tmp-$$-abcdef" ]      # a running process's is kept
+check [ -e "notes.tmp.$dead" ]                  # and so is anything not of its pattern
+rm -f "st.npy.siflow-tmp-$$-abcdef" "notes.tmp.$dead"
+ln -s st.npy planted.npy # an output name that is a symlink: replaced, never written through
+cp st.npy st_keep.npy
+ok "" sample $M -n 3 --seed 9 -o planted.npy
+check [ ! -L planted.npy ] && check cmp -s st.npy st_keep.npy
+
+# --- hostile inputs: BOMs, headers by rule, NUL bytes, duplicate keys, FIFOs, devices --------
+printf '\xef\xbb\xbf1,2\n3,4\n' >bom.csv
+ok "siflow encode: 2 rows" encode $M -i bom.csv -o bom_out.csv # the first row is data
+printf '\xef\xbb\xbfx0,x1\n1,2\n' >bom_header.csv
+ok "siflow encode: 1 row" encode $M -i bom_header.csv -o bom_out.csv
+printf '1,2x\n3,4\n' >typo.csv
+fails 1 "typo.csv: line 1, column 2: '2x' is not a number" encode $M -i typo.csv -o o.npy
+printf 'x0,1\n3,4\n' >mixed.csv
+fails 1 "mixed.csv: line 1, column 1: 'x0' is not a number" encode $M -i mixed.csv -o o.npy
+printf '0.2\0junk,1\n' >nul.csv
+fails 1 "nul.csv: line 1 holds a NUL byte" encode $M -i nul.csv -o o.npy
+npy dup.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), 'shape': (2,), }" \
+  "$F1$F1$F1$F1$F1$F1$F1$F1"
+fails 1 "key 'shape' appears twice" encode $M -i dup.npy -o o.npy
+mkfifo fifo.sif fifo.csv
+fails 1 "model 'fifo.sif' is not a regular file" info fifo.sif
+fails 1 "'fifo.csv' is not a regular file" encode $M -i fifo.csv -o o.npy
+ln -s /dev/zero zero.npy
+fails 1 "'zero.npy' is not a regular file" decode $M -i zero.npy -o o.npy
+fails 1 "model 'od' is not a regular file" info od
+fails 1 "time 1.0000001 is outside the model's range (0, 1]" \
+  logprob $M -i s.csv -o o.npy --time 1.0000001
+fails 1 "--times: time -5 is outside the model's range [0, 1]" velocity $M -i s.csv -t -5 -o o.npy
+fails 1 "--times: time 1e+30 is outside the model's range [0, 1]" velocity $M -i s.csv -t 1e30 -o o.npy
+awk 'BEGIN { print "t"; for (i = 0; i < 40; ++i) print (i == 6 ? 1.5 : 0.5) }' >t_bad.csv
+fails 1 "--times: time 1.5 (row 7) is outside" velocity $M -i s.csv -t t_bad.csv -o o.npy
+ok "" velocity $M -i s.csv -t 1 -o v1.csv # the range's ends are in it
+ok "" velocity $M -i s.csv -t 0 -o v0.csv
+
+# --- memory and threads: a plan for the rows asked for; a warning past the core count --------
+ok "for 4 rows" sample $M -n 4 -o a4.npy --logprob-out a4l.npy
+a4=$(grep -o 'arena [0-9]*' err.txt | cut -d' ' -f2)
+ok "" info $M --batch 4
+i4=$(grep 'with exact divergence (log-likelihoods)' out.txt | grep -o '[0-9]* bytes' | cut -d' ' -f1)
+check [ -n "$a4" ] && check [ "$a4" = "$i4" ]
+ok "for 40 rows" logprob $M -i s.csv -o lp40.npy --max-batch 300
+ok "for 7 rows" logprob $M -i s.csv -o lp7.npy --max-batch 7
+cores=$(nproc)
+ok "exceeds the $cores core" sample $M -n 4 -o w.npy --threads $((cores + 1))
+check grep -q "warning: --threads $((cores + 1))" err.txt
+ok "" sample $M -n 4 -o w.npy --threads 1
+check [ "$(wc -l <err.txt)" -eq 1 ] # no warning within the cores
 
 # siflow train (builds with the training library): a short run writes a model the other
 # commands read, a CSV log and a checkpoint; a run stopped with --stop-after and resumed writes
@@ -394,6 +476,50 @@ if "$SIFLOW" train --help >/dev/null 2>&1; then
   fails 1 "not a siflow training checkpoint" train --data moons -o x.sif --resume whole.csv
   fails 1 "trained on moons" train --data rings -o x.sif --resume whole.sif.ckpt
   check [ ! -e x.sif ]
+  # Every option is checked before any work: nothing is trained or written.
+  fails 2 "--final-eval: 'bogus' is not a non-negative integer" \
+    train --data moons -o x.sif --hidden 8 --batch 16 --steps 3 --threads 1 --final-eval bogus
+  check [ ! -e x.sif ] && check [ ! -e x.sif.ckpt ]
+  # No output may be an input or another output.
+  cp rows.csv rows_keep.csv
+  fails 2 "--log 'rows.csv' is the input --data 'rows.csv'" \
+    train --data rows.csv -o x.sif --steps 2 --log rows.csv
+  fails 2 "--checkpoint './rows.csv' is the input --data 'rows.csv'" \
+    train --data rows.csv -o x.sif --steps 2 --checkpoint ./rows.csv
+  check cmp -s rows.csv rows_keep.csv
+  fails 2 "--output 'm.sif' and --checkpoint 'm.sif' name the same file" \
+    train --data moons -o m.sif --steps 2 --checkpoint m.sif
+  fails 2 "--log 'whole.csv' is the input --resume 'whole.csv'" \
+    train --data moons -o x.sif --resume whole.csv --log whole.csv
+  # A killed run's checkpoint temporary is removed by the next run writing there.
+  dead=$(bash -c 'echo $$')
+  touch "k.sif.ckpt.siflow-tmp-$dead-Abc123"
+  ok "" train --data moons -o k.sif --hidden 8 --batch 16 --steps 2 --threads 1 --final-eval 0
+  check [ ! -e "k.sif.ckpt.siflow-tmp-$dead-Abc123" ]
+  # A stop signal ends a held-out evaluation (periodic or final) within a second, with the
+  # exit status of an interrupted run (130). The evaluations here would run for minutes.
+  for phase in periodic final; do
+    if [ $phase = periodic ]; then E="--eval-every 1 --steps 5"; else E="--eval-every 0 --steps 1"; fi
+    # shellcheck disable=SC2086
+    "$SIFLOW" train --data moons -o sig.sif --hidden 64,64 --batch 16 --holdout-points 20000 \
+      --eval-points 20000 --eval-steps 1000 --threads 1 $E >out.txt 2>err.txt &
+    pid=$!
+    sleep 3 # past the first step: inside the evaluation
+    start=$(date +%s%N)
+    kill -INT $pid
+    for _ in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+    stopped_ms=$((($(date +%s%N) - start) / 1000000))
+    kill -KILL $pid 2>/dev/null
+    wait $pid
+    rc=$?
+    checks=$((checks + 1))
+    if [ "$rc" -ne 130 ] || [ "$stopped_ms" -gt 1000 ] || ! grep -q "stopped (interrupted)" err.txt; then
+      fail "SIGINT during the $phase evaluation: exit $rc after $stopped_ms ms (expected 130 within 1000 ms)"
+      sed 's/^/  | /' err.txt
+    fi
+    echo "note: SIGINT during the $phase evaluation stopped the run in $stopped_ms ms"
+  done
+  check [ -s sig.sif.ckpt ]
 fi
 
 # Failed runs leave no output and no temporary files behind.

@@ -343,7 +343,24 @@ Status validate_embedded(const Model& model, ValidationReport* report);
 Status validate_embedded(const Model& model, const PlanOptions& execution,
                          ValidationReport* report);
 
-// Writes `size` bytes to `path` through a temporary file renamed into place.
+// Writes `size` bytes to `path` through a temporary file renamed into place. The temporary,
+// "<path>.siflow-tmp-<pid>-<6 random letters>", is created exclusively (O_CREAT | O_EXCL |
+// O_NOFOLLOW, mode 0644 minus the umask) beside the target, so a planted file or symlink is
+// never written through; it is removed when anything fails.
 Status write_file_atomic(const char* path, const void* data, size_t size);
+
+// One file of a set written together.
+struct FileOutput {
+  const char* path;
+  const void* data;
+  size_t size;
+};
+// Writes every file or none: all temporaries are written and synced before the first rename; on
+// a failure the temporaries and any target already replaced are removed. Paths must differ.
+Status write_files_atomic(const FileOutput* files, size_t count);
+// Removes the temporaries write_file_atomic left in the folder of `path` when its process died
+// (killed mid-write): only regular files of this user whose name matches the pattern above and
+// whose pid no longer runs. `removed` (optional) receives how many went.
+Status remove_stale_temporaries(const char* path, size_t* removed = nullptr);
 
 }  // namespace siflow

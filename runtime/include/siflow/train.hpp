@@ -132,8 +132,11 @@ class Trainer {
   // One optimisation step on a fresh minibatch.
   Status step(TrainStepReport* report);
   // Held-out negative log-likelihood in nats per point (data space): the first `points` held-out
-  // rows (0: all), exact divergence, `rk4_steps` classic RK4 steps.
-  Status evaluate(uint32_t points, uint32_t rk4_steps, double* nll);
+  // rows (0: all), exact divergence, `rk4_steps` classic RK4 steps. `progress` (optional) is
+  // called after every integrator step, as OdeOptions::progress; returning false cancels the
+  // evaluation (kCancelled).
+  Status evaluate(uint32_t points, uint32_t rk4_steps, double* nll, ProgressFn progress = nullptr,
+                  void* progress_user = nullptr);
   // The data's own negative log-likelihood on the same held-out points, where the data has a
   // closed-form density (built-in checkerboard and 8gaussians): the floor a model's held-out
   // NLL can approach. kUnsupported for other data.

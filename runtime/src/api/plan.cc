@@ -613,7 +613,7 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, d
   const double time = options.time < 0.0 ? md.info.time_end : options.time;
   if (!(time > md.info.time_start && time <= md.info.time_end))
     return Status::error(StatusCode::kInvalidArgument,
-                         "log_prob: time %g is outside the model's range (%g, %g]", time,
+                         "log_prob: time %.9g is outside the model's range (%.9g, %.9g]", time,
                          md.info.time_start, md.info.time_end);
   TimeGrid grid;
   if (!(s = check_ode_options(md, options.ode, md.info.time_start, time, &grid)).ok())

@@ -1,6 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // Checkpoint serialisation with the generated FlatBuffers code for schemas/checkpoint.fbs.
+// A checkpoint is a hostile file: it is read only if it is a regular file of bounded size, every
+// value is checked (the model loader's rules, naming the field), and no 8-byte value is ever read
+// through a pointer the file placed (the verifier checks only 4-byte alignment of vectors).
 #include "train/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -11,9 +18,40 @@
 namespace siflow::train {
 namespace {
 
+// The elements of a verified vector, copied byte-wise: FlatBuffers 2.0's verifier checks only the
+// 4-byte alignment of a vector's length, so a [double] may start at an address 4 mod 8.
 template <typename T>
 std::vector<T> to_vector(const flatbuffers::Vector<T>* v) {
-  return v ? std::vector<T>(v->begin(), v->end()) : std::vector<T>();
+  if (!v) return std::vector<T>();
+  std::vector<T> out(v->size());
+  const uint8_t* bytes = v->Data();
+  for (size_t i = 0; i < out.size(); ++i) {
+    T value;
+    std::memcpy(&value, bytes + i * sizeof(T), sizeof(T));
+    out[i] = flatbuffers::EndianScalar(value);
+  }
+  return out;
+}
+
+bool finite(double v) { return v == v && v - v == 0.0; }
+
+// The first element of `values` that breaks the rule (finite, and > 0 or >= 0 when asked), as a
+// Status naming the field and the index.
+enum class Sign { kAny, kNonNegative, kPositive };
+template <typename T>
+Status check_values(const char* path, const char* field, const std::vector<T>& values, Sign sign) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    const double v = values[i];
+    const bool ok = finite(v) && (sign == Sign::kAny || (sign == Sign::kNonNegative && v >= 0.0) ||
+                                  (sign == Sign::kPositive && v > 0.0));
+    if (!ok)
+      return Status::error(StatusCode::kInvalidModel,
+                           "checkpoint '%s': %s[%zu] is %g; it must be %s", path, field, i, v,
+                           sign == Sign::kPositive      ? "positive and finite"
+                           : sign == Sign::kNonNegative ? ">= 0 and finite"
+                                                        : "finite");
+  }
+  return Status();
 }
 
 }  // namespace
@@ -84,24 +122,53 @@ Status write_checkpoint(const char* path, const CheckpointState& s) {
 }
 
 Status read_checkpoint(const char* path, CheckpointState* s) {
-  std::FILE* f = std::fopen(path, "rb");
-  if (!f)
+  // O_NONBLOCK: a FIFO planted under the name must not block the open; it is then refused as
+  // not a regular file. The size is known (and bounded) before a byte is read.
+  const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
     return Status::error(StatusCode::kIoError, "cannot open checkpoint '%s': %s", path,
                          std::strerror(errno));
-  std::vector<uint8_t> bytes;
-  uint8_t chunk[65536];
-  size_t n;
-  while ((n = std::fread(chunk, 1, sizeof chunk, f)) > 0)
-    bytes.insert(bytes.end(), chunk, chunk + n);
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) return Status::error(StatusCode::kIoError, "cannot read checkpoint '%s'", path);
-  flatbuffers::Verifier verifier(bytes.data(), bytes.size());
-  if (bytes.size() < 8 || !fb::TrainCheckpointBufferHasIdentifier(bytes.data()) ||
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return Status::error(StatusCode::kIoError, "checkpoint '%s' is not a regular file", path);
+  }
+  if (static_cast<uint64_t>(st.st_size) > Limits::kMaxFileBytes) {
+    close(fd);
+    return Status::error(StatusCode::kInvalidModel,
+                         "checkpoint '%s' has %lld bytes; a checkpoint has at most %llu", path,
+                         static_cast<long long>(st.st_size),
+                         static_cast<unsigned long long>(Limits::kMaxFileBytes));
+  }
+  // 8-byte aligned storage: the verifier checks scalars' alignment relative to the buffer start.
+  std::vector<uint64_t> storage((static_cast<size_t>(st.st_size) + 7) / 8);
+  uint8_t* bytes = reinterpret_cast<uint8_t*>(storage.data());
+  const size_t size = static_cast<size_t>(st.st_size);
+  size_t got = 0;
+  while (got < size) {
+    const ssize_t n = read(fd, bytes + got, size - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  const int err = errno;
+  close(fd);
+  if (got != size)
+    return Status::error(StatusCode::kIoError, "cannot read checkpoint '%s': %s", path,
+                         got < size ? "it shrank while being read" : std::strerror(err));
+  return parse_checkpoint(bytes, size, path, s);
+}
+
+Status parse_checkpoint(const uint8_t* bytes, size_t size, const char* path, CheckpointState* s) {
+  if (reinterpret_cast<uintptr_t>(bytes) % 8 != 0)
+    return Status::error(StatusCode::kInvalidArgument,
+                         "parse_checkpoint: the bytes of '%s' are not 8-byte aligned", path);
+  flatbuffers::Verifier verifier(bytes, size);
+  if (size < 8 || !fb::TrainCheckpointBufferHasIdentifier(bytes) ||
       !fb::VerifyTrainCheckpointBuffer(verifier))
     return Status::error(StatusCode::kInvalidModel,
                          "'%s' is not a siflow training checkpoint (or it is damaged)", path);
-  const fb::TrainCheckpoint* c = fb::GetTrainCheckpoint(bytes.data());
+  const fb::TrainCheckpoint* c = fb::GetTrainCheckpoint(bytes);
   if (c->version() != 1)
     return Status::error(StatusCode::kInvalidModel,
                          "checkpoint '%s' has version %u; this build "
@@ -159,6 +226,36 @@ Status read_checkpoint(const char* path, CheckpointState* s) {
   s->beta = to_vector(c->beta());
   s->coef_m = to_vector(c->coef_m());
   s->coef_v = to_vector(c->coef_v());
+  // The values, by the model loader's rules (a resumed run writes them into a model).
+  if (s->step > o.steps)
+    return Status::error(
+        StatusCode::kInvalidModel, "checkpoint '%s': step %llu is beyond the run's steps (%llu)",
+        path, static_cast<unsigned long long>(s->step), static_cast<unsigned long long>(o.steps));
+  const struct {
+    const char* field;
+    const std::vector<float>& values;
+    Sign sign;
+  } floats[] = {{"params", s->params, Sign::kAny},
+                {"adam_m", s->adam_m, Sign::kAny},
+                {"adam_v", s->adam_v, Sign::kNonNegative},
+                {"norm_mean", s->norm_mean, Sign::kAny},
+                {"norm_std", s->norm_std, Sign::kPositive}};
+  for (const auto& f : floats) {
+    const Status st = check_values(path, f.field, f.values, f.sign);
+    if (!st.ok()) return st;
+  }
+  const struct {
+    const char* field;
+    const std::vector<double>& values;
+    Sign sign;
+  } doubles[] = {{"alpha", s->alpha, Sign::kAny},
+                 {"beta", s->beta, Sign::kAny},
+                 {"coef_m", s->coef_m, Sign::kAny},
+                 {"coef_v", s->coef_v, Sign::kNonNegative}};
+  for (const auto& f : doubles) {
+    const Status st = check_values(path, f.field, f.values, f.sign);
+    if (!st.ok()) return st;
+  }
   return Status();
 }
 

@@ -25,6 +25,12 @@ struct CheckpointState {
 };
 
 Status write_checkpoint(const char* path, const CheckpointState& state);
+// Reads a regular file of at most Limits::kMaxFileBytes and parses it.
 Status read_checkpoint(const char* path, CheckpointState* state);
+// Verifies and parses checkpoint bytes (8-byte aligned; `path` names them in errors). Every value
+// is checked: finite parameters and Adam moments (second moments >= 0), finite normalisation with
+// std > 0, finite interpolant coefficients, step <= steps, known enum values.
+Status parse_checkpoint(const uint8_t* bytes, size_t size, const char* path,
+                        CheckpointState* state);
 
 }  // namespace siflow::train

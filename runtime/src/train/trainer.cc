@@ -398,9 +398,18 @@ Status Trainer::resume(const char* path, TrainData data, uint32_t threads,
   st->coef_m = std::move(cp.coef_m);
   st->coef_v = std::move(cp.coef_v);
   st->step = cp.step;
-  s = st->prepare_compute();
+  std::unique_ptr<Trainer> trainer(new Trainer(st.release()));
+  // The model this state would write must pass the loader's own rules (normalisation,
+  // interpolant coefficients, weights): a checkpoint cannot resume into a model nothing reads.
+  std::vector<uint8_t> bytes;
+  s = trainer->model_bytes(&bytes);
+  std::unique_ptr<Model> model;
+  if (s.ok()) s = Model::load(bytes.data(), bytes.size(), LoadOptions(), &model);
+  if (!s.ok()) return s.prefix("resume: checkpoint '%s' holds a model the loader refuses: ", path);
+  model.reset();
+  s = trainer->state_->prepare_compute();
   if (!s.ok()) return s;
-  out->reset(new Trainer(st.release()));
+  *out = std::move(trainer);
   return Status();
 }
 
@@ -506,7 +515,8 @@ Status Trainer::model_bytes(std::vector<uint8_t>* bytes) const {
   return Status();
 }
 
-Status Trainer::evaluate(uint32_t points, uint32_t rk4_steps, double* nll) {
+Status Trainer::evaluate(uint32_t points, uint32_t rk4_steps, double* nll, ProgressFn progress,
+                         void* progress_user) {
   State& st = *state_;
   if (!nll) return invalid("nll is null");
   const size_t n = st.holdout_count(points);
@@ -528,6 +538,8 @@ Status Trainer::evaluate(uint32_t points, uint32_t rk4_steps, double* nll) {
   lo.ode.method = Method::kRK4;
   lo.ode.steps = rk4_steps;
   lo.divergence.mode = DivergenceMode::kExact;
+  lo.ode.progress = progress;
+  lo.ode.progress_user = progress_user;
   std::vector<double> logp(n);
   s = plan->log_prob(n, st.holdout.data(), lo, logp.data());
   if (!s.ok()) return s;
