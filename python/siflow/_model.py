@@ -316,12 +316,12 @@ class Model:
     @property
     def info(self):
         """ModelInfo: dim, sample shape, interpolant, base, time range, metadata, nodes, ..."""
-        if self._info is None:
-            handle = self._enter()
-            try:
+        handle = self._enter()  # raises when closed
+        try:
+            if self._info is None:
                 self._info = self._read_info(handle)
-            finally:
-                self._leave()
+        finally:
+            self._leave()
         return self._info
 
     @property

@@ -4,6 +4,7 @@
 import os
 import pathlib
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,6 +22,25 @@ LAYERNORM = ROOT / "tests" / "golden" / "fixtures" / "d_layernorm_gelu.sif"
 def model():
     with siflow.load(TWO_MOONS) as m:
         yield m
+
+
+@pytest.fixture(scope="session")
+def uniform_model(tmp_path_factory):
+    """converter/examples/fourier_mlp with a uniform base and no test vectors, converted by
+    siflow_convert (skips when the converter's Debian packages are missing)."""
+    sys.path.insert(0, str(ROOT / "converter"))
+    try:
+        import siflow_convert
+    except ImportError as e:
+        pytest.skip(f"siflow_convert cannot be imported ({e}; Debian: python3-onnx, "
+                    f"python3-flatbuffers)")
+    finally:
+        sys.path.pop(0)
+    path = tmp_path_factory.mktemp("uniform") / "uniform.sif"
+    examples = ROOT / "converter" / "examples"
+    siflow_convert.convert(examples / "fourier_mlp.npz", path, arch=examples / "fourier_mlp.json",
+                           base="uniform", low=-2.0, high=2.0, test_vectors=0)
+    return path
 
 
 @pytest.fixture(scope="session")
