@@ -15,6 +15,9 @@ from ._errors import InvalidArgument, from_status
 
 _lib = _capi.lib
 
+# Plans kept per model: those of the most recent options sets (each holds an arena).
+_MAX_OPTION_SETS = 8
+
 _INTERPOLANTS = {0: "linear", 1: "trig", 2: "learned_fourier"}
 _BASES = {0: "normal", 1: "uniform"}
 
@@ -255,7 +258,10 @@ class Model:
 
     def __del__(self):
         if getattr(self, "_handle", None):
-            self.close()
+            try:
+                self.close()
+            except Exception:  # interpreter shutdown: the library may be gone already
+                pass
 
     def __repr__(self):
         if self.closed:
@@ -291,8 +297,13 @@ class Model:
         return key, plan
 
     def _give_plan(self, key, plan):
+        evicted = []
         with self._lock:
+            if key not in self._idle and len(self._idle) >= _MAX_OPTION_SETS:
+                evicted = self._idle.pop(next(iter(self._idle)))  # the oldest options set
             self._idle.setdefault(key, []).append(plan)
+        for old in evicted:
+            _lib.siflow_plan_free(old)
 
     def _run(self, po, call, progress=None, ro=None):
         """Runs call(plan, error) on a plan for `po` with the progress bridge in `ro`."""

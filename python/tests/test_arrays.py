@@ -83,6 +83,10 @@ def test_plans_are_cached_per_options_set(model):
     model.log_prob(np.zeros((2, 2)), divergence="hutchinson", probes=3)
     assert len(model._idle) == 4
     assert all(len(plans) == 1 for plans in model._idle.values())
+    for batch in range(1, 13):  # plans of the 8 most recent options sets are kept
+        model.sample(2, max_batch=batch)
+    assert len(model._idle) == 8
+    assert model.sample(3, seed=4).shape == (3, 2)
 
 
 def test_grid_as_a_list_and_every_backend_that_exists(model):
