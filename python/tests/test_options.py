@@ -74,12 +74,48 @@ def test_info_and_report_structs_have_python_fields():
     assert set(s["siflow_validation_report"]) - {"struct_size"} == report_fields
 
 
+def declarations(struct):
+    """[(C type, field name)] of a struct in siflow.h, e.g. ("const double*", "grid")."""
+    body = re.search(r"typedef struct %s \{(.*?)\} %s;" % (struct, struct), HEADER, re.S).group(1)
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    out = []
+    for declaration in filter(None, (d.strip() for d in body.split(";"))):
+        first, *rest = [p.strip() for p in declaration.split(",")]
+        kind, name = re.match(r"(.*?[\s*])(\w+(?:\[\w+\])?)$", first).groups()
+        kind = re.sub(r"\s+\*", "*", kind.strip())
+        out += [(kind, name)] + [(kind, r) for r in rest]
+    return out
+
+
+# C type in siflow.h -> the ctypes type the module must declare for it.
+C_TYPES = {"uint16_t": ctypes.c_uint16, "uint32_t": ctypes.c_uint32,
+           "uint64_t": ctypes.c_uint64, "size_t": ctypes.c_size_t, "int": ctypes.c_int,
+           "double": ctypes.c_double, "const char*": ctypes.c_char_p,
+           "const double*": ctypes.POINTER(ctypes.c_double), "void*": ctypes.c_void_p,
+           "siflow_progress_fn": _capi.PROGRESS_FN}
+
+
+def ctypes_of(kind, name):
+    if kind in C_TYPES:
+        return C_TYPES[kind]
+    if kind in enums():
+        return ctypes.c_int
+    raise AssertionError(f"no ctypes mapping for the C type {kind!r} of {name}")
+
+
 @pytest.mark.parametrize("name,cls", [
     ("siflow_plan_options", _capi.PlanOptions), ("siflow_run_options", _capi.RunOptions),
     ("siflow_model_info", _capi.ModelInfo),
     ("siflow_validation_report", _capi.ValidationReport), ("siflow_error", _capi.Error_)])
 def test_ctypes_structs_follow_the_header(name, cls):
     assert [f for f, _ in cls._fields_] == structs()[name]
+    for (kind, field), (py_name, py_type) in zip(declarations(name), cls._fields_):
+        if field == "message[256]":
+            assert py_name == "message" and py_type._type_ is ctypes.c_char
+            assert py_type._length_ == 256
+            continue
+        assert field == py_name
+        assert py_type is ctypes_of(kind, field), (name, field, kind, py_type)
 
 
 def test_option_structs_have_the_library_size():
