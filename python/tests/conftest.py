@@ -24,7 +24,7 @@ def model():
         yield m
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def uniform_model(tmp_path_factory):
     """converter/examples/fourier_mlp with a uniform base and no test vectors, converted by
     siflow_convert (skips when the converter's Debian packages are missing)."""
@@ -43,7 +43,7 @@ def uniform_model(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cli():
     path = os.environ.get("SIFLOW_CLI")
     if not path or not os.path.exists(path):
