@@ -25,14 +25,15 @@ class Recorder:
         return self.stop_at is None or len(self.done) < self.stop_at
 
 
-@pytest.mark.parametrize("run", ["sample", "sde", "sde_stop", "decode", "encode", "log_prob",
-                                 "log_prob_hutchinson"])
+@pytest.mark.parametrize("run", ["sample", "sample_threads", "sde", "sde_stop", "decode",
+                                 "encode", "log_prob", "log_prob_hutchinson"])
 def test_progress_is_called_after_every_step_of_every_chunk(model, run):
     n, steps, batch = 10, 12, 4  # 3 chunks
     x = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
     p = Recorder()
     common = dict(steps=steps, max_batch=batch, progress=p)
     {"sample": lambda: model.sample(n, **common),
+     "sample_threads": lambda: model.sample(n, threads=2, **common),
      "sde": lambda: model.sample(n, sde_epsilon=0.5, **common),
      "sde_stop": lambda: model.sample(n, sde_epsilon=0.5, sde_stop_delta=0.2, **common),
      "decode": lambda: model.decode(x, log_prob=True, **common),
