@@ -63,6 +63,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   const uint32_t dim = siflow_model_dim(model);
+  // What a loaded model reports: the info struct agrees with siflow_model_dim, and every
+  // metadata and node string is readable (ASan sees a string past its bytes).
+  siflow_model_info info;
+  info.struct_size = sizeof info;
+  if (siflow_model_get_info(model, &info, &err) != SIFLOW_OK || info.dim != dim)
+    finding("siflow_model_get_info failed on a loaded model", err);
+  const char* key = nullptr;
+  const char* value = nullptr;
+  uint32_t entries = 0;
+  for (; siflow_model_metadata(model, entries, &key, &value); ++entries)
+    if (std::strlen(key) + std::strlen(value) > size) finding("metadata longer than the file", err);
+  const char* op = nullptr;
+  uint32_t nodes = 0, in_width = 0, width = 0;
+  for (; siflow_model_node(model, nodes, &op, &in_width, &width); ++nodes)
+    if (std::strlen(op) == 0) finding("a node without an op name", err);
+  if (entries != info.metadata_count || nodes != info.node_count)
+    finding("metadata or node count differs from siflow_model_info", err);
   siflow_plan_options po;
   siflow_plan_options_init(&po);
   if (which & 0x80) po.struct_size = prm.u32() % 64;             // mostly wrong sizes

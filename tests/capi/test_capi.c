@@ -1081,6 +1081,80 @@ static void test_two_plans(const siflow_model* model) {
   siflow_plan_free(b);
 }
 
+static void test_info_and_validate(const siflow_model* model, const siflow_model* uniform) {
+  siflow_error error;
+  siflow_model_info info;
+  siflow_validation_report report;
+  siflow_plan_options po;
+  const char* key = NULL;
+  const char* value = NULL;
+  const char* op = NULL;
+  uint32_t in = 0, width = 0, i;
+  printf("[info, metadata, nodes, validate]\n");
+  memset(&info, 0xab, sizeof info);
+  info.struct_size = sizeof info;
+  CHECK_STATUS(siflow_model_get_info(model, &info, fresh(&error)), SIFLOW_OK, &error);
+  CHECK(info.struct_size == sizeof info);
+  CHECK(info.dim == CAPI_DIM);
+  CHECK(strcmp(info.name, "capi-test") == 0);
+  CHECK(info.format_major == 1);
+  CHECK(info.interpolant == SIFLOW_INTERPOLANT_TRIG);
+  CHECK(info.base == SIFLOW_BASE_NORMAL);
+  CHECK(info.normalized == 1);
+  CHECK(info.score_available == 1);
+  CHECK(info.time_start == 0.0 && info.time_end == 1.0);
+  CHECK(info.parameter_count ==
+        (uint64_t)CAPI_HIDDEN * CAPI_IN + CAPI_HIDDEN + CAPI_DIM * CAPI_HIDDEN + CAPI_DIM);
+  CHECK(info.test_vector_count == 0 && info.test_trajectory_count == 0);
+  CHECK(info.metadata_count == 1);
+  CHECK(siflow_model_metadata(model, 0, &key, &value) == 1);
+  CHECK(key && strcmp(key, "purpose") == 0 && value && strcmp(value, "C API test") == 0);
+  CHECK(siflow_model_metadata(model, 1, &key, &value) == 0);
+  CHECK(key && key[0] == '\0' && value && value[0] == '\0');
+  CHECK(siflow_model_metadata(NULL, 0, NULL, NULL) == 0);
+  for (i = 0; siflow_model_node(model, i, &op, &in, &width); ++i) {
+  }
+  CHECK(i == info.node_count);
+  CHECK(siflow_model_node(model, i, &op, &in, &width) == 0);
+  CHECK(op && op[0] == '\0' && in == 0 && width == 0);
+  CHECK(siflow_model_node(NULL, 0, NULL, NULL, NULL) == 0);
+  CHECK(siflow_model_get_info(uniform, &info, NULL) == SIFLOW_OK);
+  CHECK(info.base == SIFLOW_BASE_UNIFORM && info.interpolant == SIFLOW_INTERPOLANT_LINEAR);
+  CHECK(info.score_available == 0 && info.normalized == 0);
+
+  /* A short struct_size gets only the fields it covers; a wrong one is refused. */
+  memset(&info, 0xab, sizeof info);
+  info.struct_size = (uint32_t)offsetof(siflow_model_info, name);
+  CHECK_STATUS(siflow_model_get_info(model, &info, fresh(&error)), SIFLOW_OK, &error);
+  CHECK(info.dim == CAPI_DIM);
+  CHECK(info.node_count == 0xabababab);
+  info.struct_size = sizeof info + 8;
+  CHECK_STATUS(siflow_model_get_info(model, &info, fresh(&error)), SIFLOW_INVALID_ARGUMENT, &error);
+  CHECK(strstr(error.message, "struct_size") != NULL);
+  CHECK_STATUS(siflow_model_get_info(NULL, &info, fresh(&error)), SIFLOW_INVALID_ARGUMENT, &error);
+  CHECK_STATUS(siflow_model_get_info(model, NULL, fresh(&error)), SIFLOW_INVALID_ARGUMENT, &error);
+
+  /* Neither test model embeds test vectors: validation says so. */
+  report.struct_size = sizeof report;
+  CHECK_STATUS(siflow_validate(model, NULL, &report, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
+               &error);
+  CHECK(strstr(error.message, "no test vectors") != NULL);
+  siflow_plan_options_init(&po);
+  po.backend = SIFLOW_BACKEND_REFERENCE;
+  CHECK_STATUS(siflow_validate(uniform, &po, &report, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
+               &error);
+  po.struct_size = 2;
+  CHECK_STATUS(siflow_validate(model, &po, &report, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
+               &error);
+  CHECK(strstr(error.message, "struct_size") != NULL);
+  report.struct_size = sizeof report + 1;
+  CHECK_STATUS(siflow_validate(model, NULL, &report, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
+               &error);
+  CHECK_STATUS(siflow_validate(model, NULL, NULL, fresh(&error)), SIFLOW_INVALID_ARGUMENT, &error);
+  CHECK_STATUS(siflow_validate(NULL, NULL, &report, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
+               &error);
+}
+
 int main(int argc, char** argv) {
   siflow_error error;
   siflow_model* model = NULL;
@@ -1107,6 +1181,7 @@ int main(int argc, char** argv) {
   test_struct_size(model);
   test_null_arguments(model);
   test_two_plans(model);
+  test_info_and_validate(model, uniform);
   siflow_model_free(model);
   siflow_model_free(uniform);
   printf("%d passed, %d failed\n", g_passed, g_failed);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "siflow/model_builder.hpp"
+#include "siflow/siflow.h"
 #include "siflow/siflow.hpp"
 #include "support/alloc_hooks.hpp"
 
@@ -218,6 +219,62 @@ TEST_CASE("a run with a progress callback makes no heap call") {
   CHECK(s.ok());
   CHECK(progress_calls == 9);  // 3 chunks x 3 steps
   CHECK(calls == 0);
+}
+
+namespace {
+
+int count_progress(void* user, uint64_t, uint64_t) {
+  ++*static_cast<uint64_t*>(user);
+  return 1;
+}
+
+}  // namespace
+
+// The C API's ProgressBridge (what the Python module's Ctrl-C and a web page's progress bar
+// use) lives on the stack: every run through it stays heap-free, and the callback comes after
+// every step of every chunk.
+TEST_CASE("C API runs with a progress callback make no heap call and report every step") {
+  Fixture f;
+  REQUIRE(f.created.ok());
+  siflow_model* model = nullptr;
+  siflow_plan* plan = nullptr;
+  REQUIRE(siflow_model_load(f.bytes.data(), f.bytes.size(), 1, &model, nullptr) == SIFLOW_OK);
+  siflow_plan_options po;
+  siflow_plan_options_init(&po);
+  po.max_batch = 4;  // 10 rows: 3 chunks
+  po.max_probes = 4;
+  REQUIRE(siflow_plan_create(model, &po, nullptr, 0, &plan, nullptr) == SIFLOW_OK);
+  uint64_t calls[6] = {};
+  siflow_status status[6] = {};
+  siflow_run_options ro;
+  siflow_run_options_init(&ro);
+  ro.steps = 5;
+  ro.progress = count_progress;
+  siflow_error error;
+  const unsigned long heap = heap_calls_during([&] {
+    ro.progress_user = &calls[0];
+    status[0] = siflow_sample(plan, f.n, &ro, f.y.data(), f.logp.data(), &error);
+    ro.progress_user = &calls[1];
+    status[1] = siflow_decode(plan, f.n, f.x.data(), &ro, f.y.data(), f.logp.data(), &error);
+    ro.progress_user = &calls[2];
+    status[2] = siflow_encode(plan, f.n, f.x.data(), &ro, f.y.data(), &error);
+    ro.progress_user = &calls[3];
+    status[3] = siflow_log_prob(plan, f.n, f.y.data(), &ro, f.logp.data(), &error);
+    ro.progress_user = &calls[4];
+    ro.divergence = SIFLOW_DIVERGENCE_HUTCHINSON;
+    ro.probes = 4;
+    status[4] = siflow_log_prob(plan, f.n, f.y.data(), &ro, f.logp.data(), &error);
+    ro.progress_user = &calls[5];
+    ro.sde_epsilon = 0.5;
+    status[5] = siflow_sample(plan, f.n, &ro, f.y.data(), nullptr, &error);
+  });
+  for (int i = 0; i < 6; ++i) {
+    CHECK(status[i] == SIFLOW_OK);
+    CHECK(calls[i] == 3 * 5);  // 3 chunks x 5 steps
+  }
+  CHECK(heap == 0);
+  siflow_plan_free(plan);
+  siflow_model_free(model);
 }
 
 TEST_CASE("refused calls and numerical failures make no heap call while formatting the error") {

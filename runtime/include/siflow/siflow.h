@@ -78,6 +78,14 @@ typedef enum siflow_sde_method {
   SIFLOW_SDE_HEUN = 1
 } siflow_sde_method;
 
+typedef enum siflow_interpolant {
+  SIFLOW_INTERPOLANT_LINEAR = 0,
+  SIFLOW_INTERPOLANT_TRIG = 1,
+  SIFLOW_INTERPOLANT_LEARNED_FOURIER = 2
+} siflow_interpolant;
+
+typedef enum siflow_base { SIFLOW_BASE_NORMAL = 0, SIFLOW_BASE_UNIFORM = 1 } siflow_base;
+
 /* Returns nonzero to continue, 0 to cancel (the call then fails with SIFLOW_CANCELLED). */
 typedef int (*siflow_progress_fn)(void* user, uint64_t done, uint64_t total);
 
@@ -168,6 +176,67 @@ SIFLOW_API siflow_status siflow_log_prob(siflow_plan* plan, size_t n, const floa
                                          siflow_error* error);
 SIFLOW_API siflow_status siflow_velocity(siflow_plan* plan, size_t n, const float* t,
                                          const float* y, float* v, siflow_error* error);
+
+/* What a loaded model is (siflow.hpp's ModelInfo; `siflow info` prints it). The caller sets
+ * struct_size to sizeof its version of the struct; fields past it are not written. The name
+ * lives as long as the model. */
+typedef struct siflow_model_info {
+  uint32_t struct_size;
+  uint32_t dim;
+  const char* name; /* "" when unnamed */
+  uint16_t format_major;
+  uint16_t format_minor;
+  uint32_t node_count;
+  uint64_t parameter_count;
+  uint64_t f16_parameter_count; /* parameters stored as fp16 */
+  size_t weight_bytes;          /* bytes the weights take in the file */
+  size_t expanded_bytes;        /* float copies of fp16 weights made at load */
+  size_t held_bytes;            /* heap the loaded model holds */
+  size_t packed_bytes;          /* dense weights repacked for the simd kernels */
+  siflow_interpolant interpolant;
+  uint32_t fourier_terms;
+  siflow_base base;
+  int normalized;      /* nonzero: the flow runs on (x - mean) / std */
+  int score_available; /* nonzero: SDE sampling possible */
+  double time_start;
+  double time_end;
+  uint32_t test_vector_count;
+  uint32_t test_trajectory_count;
+  uint32_t metadata_count;
+} siflow_model_info;
+
+SIFLOW_API siflow_status siflow_model_get_info(const siflow_model* model, siflow_model_info* info,
+                                               siflow_error* error);
+/* Metadata entry i as key and value (valid while the model lives); 0 past the end. */
+SIFLOW_API int siflow_model_metadata(const siflow_model* model, uint32_t i, const char** key,
+                                     const char** value);
+/* Graph node i: op name ("fully_connected", "unary:silu", ...), input and output widths; 0 past
+ * the end. */
+SIFLOW_API int siflow_model_node(const siflow_model* model, uint32_t i, const char** op,
+                                 uint32_t* in_width, uint32_t* width);
+
+/* Agreement of a model with its embedded test vectors (siflow.hpp's ValidationReport). Errors
+ * are relative: max |v - v_ref| / max(1, max |v_ref|). The caller sets struct_size. */
+typedef struct siflow_validation_report {
+  uint32_t struct_size;
+  uint32_t velocity_count;
+  double velocity_max_error;
+  double velocity_tolerance;
+  int velocity_ok;
+  uint32_t trajectory_count;
+  uint32_t trajectory_steps;
+  double trajectory_max_error;
+  double trajectory_tolerance;
+  int trajectory_ok;
+} siflow_validation_report;
+
+/* Re-runs the embedded velocities and RK4 trajectories. Fails only when it cannot run (no test
+ * vectors, no memory); mismatches are in the report. options (nullable: defaults) give backend,
+ * threads and tune; validation plans its own batch. It allocates a plan of its own and takes no
+ * progress callback (it cannot be cancelled). */
+SIFLOW_API siflow_status siflow_validate(const siflow_model* model,
+                                         const siflow_plan_options* options,
+                                         siflow_validation_report* report, siflow_error* error);
 
 #ifdef __cplusplus
 }

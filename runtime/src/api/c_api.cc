@@ -289,4 +289,88 @@ siflow_status siflow_velocity(siflow_plan* plan, size_t n, const float* t, const
   return report(cpp(plan)->velocity(n, t, y, v), error);
 }
 
+siflow_status siflow_model_get_info(const siflow_model* model, siflow_model_info* info,
+                                    siflow_error* error) {
+  if (!model) return invalid("siflow_model_get_info: model is null", error);
+  if (!info || info->struct_size < sizeof(uint32_t) || info->struct_size > sizeof *info)
+    return invalid("siflow_model_get_info: info is null or struct_size is wrong", error);
+  const siflow::ModelInfo& m = cpp(model)->info();
+  siflow_model_info o;
+  std::memset(&o, 0, sizeof o);
+  o.struct_size = info->struct_size;
+  o.dim = m.dim;
+  o.name = m.name;
+  o.format_major = m.format_major;
+  o.format_minor = m.format_minor;
+  o.node_count = m.node_count;
+  o.parameter_count = m.parameter_count;
+  o.f16_parameter_count = m.f16_parameter_count;
+  o.weight_bytes = m.weight_bytes;
+  o.expanded_bytes = m.expanded_bytes;
+  o.held_bytes = m.held_bytes;
+  o.packed_bytes = m.packed_bytes;
+  o.interpolant = static_cast<siflow_interpolant>(m.interpolant);
+  o.fourier_terms = m.fourier_terms;
+  o.base = static_cast<siflow_base>(m.base);
+  o.normalized = m.normalized ? 1 : 0;
+  o.score_available = m.score_available ? 1 : 0;
+  o.time_start = m.time_start;
+  o.time_end = m.time_end;
+  o.test_vector_count = m.test_vector_count;
+  o.test_trajectory_count = m.test_trajectory_count;
+  o.metadata_count = m.metadata_count;
+  std::memcpy(info, &o, info->struct_size);
+  return SIFLOW_OK;
+}
+
+int siflow_model_metadata(const siflow_model* model, uint32_t i, const char** key,
+                          const char** value) {
+  const char* k = "";
+  const char* v = "";
+  const bool found = model && cpp(model)->metadata(i, &k, &v);
+  if (key) *key = found ? k : "";
+  if (value) *value = found ? v : "";
+  return found ? 1 : 0;
+}
+
+int siflow_model_node(const siflow_model* model, uint32_t i, const char** op, uint32_t* in_width,
+                      uint32_t* width) {
+  const char* o = "";
+  uint32_t in = 0, out = 0;
+  const bool found = model && cpp(model)->node(i, &o, &in, &out);
+  if (op) *op = found ? o : "";
+  if (in_width) *in_width = found ? in : 0;
+  if (width) *width = found ? out : 0;
+  return found ? 1 : 0;
+}
+
+siflow_status siflow_validate(const siflow_model* model, const siflow_plan_options* options,
+                              siflow_validation_report* out, siflow_error* error) {
+  if (!model) return invalid("siflow_validate: model is null", error);
+  if (options && !plan_options_ok(options))
+    return invalid("siflow_validate: options struct_size is wrong", error);
+  if (!out || out->struct_size < sizeof(uint32_t) || out->struct_size > sizeof *out)
+    return invalid("siflow_validate: report is null or struct_size is wrong", error);
+  siflow_plan_options defaults;
+  siflow_plan_options_init(&defaults);
+  siflow::ValidationReport r;
+  const Status s =
+      siflow::validate_embedded(*cpp(model), convert(options ? options : &defaults), &r);
+  if (!s.ok()) return report(s, error);
+  siflow_validation_report o;
+  std::memset(&o, 0, sizeof o);
+  o.struct_size = out->struct_size;
+  o.velocity_count = r.velocity_count;
+  o.velocity_max_error = r.velocity_max_error;
+  o.velocity_tolerance = r.velocity_tolerance;
+  o.velocity_ok = r.velocity_ok ? 1 : 0;
+  o.trajectory_count = r.trajectory_count;
+  o.trajectory_steps = r.trajectory_steps;
+  o.trajectory_max_error = r.trajectory_max_error;
+  o.trajectory_tolerance = r.trajectory_tolerance;
+  o.trajectory_ok = r.trajectory_ok ? 1 : 0;
+  std::memcpy(out, &o, out->struct_size);
+  return SIFLOW_OK;
+}
+
 }  // extern "C"

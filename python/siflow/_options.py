@@ -1,0 +1,210 @@
+# SPDX-License-Identifier: Apache-2.0
+# Keyword options -> siflow_plan_options and siflow_run_options. SPELLINGS names the Python
+# keyword of every field of the C option structs (tests/test_options.py fails when siflow.h has a
+# field this table lacks); the checks here only guard what ctypes would silently wrap (negative
+# or too large integers, unknown names); the runtime checks the values and names the cause.
+import ctypes
+import numbers
+import operator
+
+import numpy as np
+
+from . import _capi
+from ._errors import InvalidArgument
+
+
+class Internal:
+    """A C field the module fills itself, with the reason."""
+
+    def __init__(self, why):
+        self.why = why
+
+    def __repr__(self):
+        return f"Internal({self.why!r})"
+
+
+# (C struct, C field) -> the Python keyword that sets it, or Internal(reason).
+SPELLINGS = {
+    ("siflow_plan_options", "struct_size"): Internal("sizeof(siflow_plan_options)"),
+    ("siflow_plan_options", "max_batch"): "max_batch",
+    # The plan serves the run: it plans tangents for the run's divergence when log-likelihoods
+    # are asked for and none otherwise (as the CLI does), and max_probes = probes.
+    ("siflow_plan_options", "divergence"): "divergence",
+    ("siflow_plan_options", "max_probes"): "probes",
+    ("siflow_plan_options", "threads"): "threads",
+    ("siflow_plan_options", "backend"): "backend",
+    ("siflow_plan_options", "tune"): "tune",
+    ("siflow_run_options", "struct_size"): Internal("sizeof(siflow_run_options)"),
+    ("siflow_run_options", "method"): "method",
+    ("siflow_run_options", "steps"): "steps",
+    ("siflow_run_options", "grid"): "grid",
+    ("siflow_run_options", "grid_size"): "grid",  # len(grid)
+    ("siflow_run_options", "seed"): "seed",
+    ("siflow_run_options", "divergence"): "divergence",
+    ("siflow_run_options", "probes"): "probes",
+    ("siflow_run_options", "probe"): "probe",
+    ("siflow_run_options", "time"): "time",
+    ("siflow_run_options", "sde_epsilon"): "sde_epsilon",
+    ("siflow_run_options", "sde_schedule"): "sde_schedule",
+    ("siflow_run_options", "sde_stop_delta"): "sde_stop_delta",
+    ("siflow_run_options", "sde_method"): "sde_method",
+    ("siflow_run_options", "progress"): "progress",
+    ("siflow_run_options", "progress_user"): Internal("the module's callback state"),
+}
+
+# Enum spellings (the CLI's) -> C values.
+METHODS = {"euler": 0, "heun": 1, "midpoint": 2, "rk4": 3, "rk4-38": 4}
+DIVERGENCES = {"none": 0, "exact": 1, "hutchinson": 2}
+PROBES = {"rademacher": 0, "gaussian": 1}
+SDE_SCHEDULES = {"constant": 0, "a": 1}
+SDE_METHODS = {"em": 0, "heun": 1}
+BACKENDS = {"auto": 0, "reference": 1, "simd": 2, "xnnpack": 3}
+ENUMS = {"method": METHODS, "divergence": DIVERGENCES, "probe": PROBES,
+         "sde_schedule": SDE_SCHEDULES, "sde_method": SDE_METHODS, "backend": BACKENDS}
+
+PLAN = ("max_batch", "threads", "backend", "tune")
+ODE = ("method", "steps", "grid", "progress")
+DIVERGENCE = ("divergence", "probes", "probe")
+SDE = ("sde_epsilon", "sde_schedule", "sde_stop_delta", "sde_method")
+
+# The keywords each Model method takes (besides its positional arguments).
+ACCEPTED = {
+    "sample": PLAN + ODE + DIVERGENCE + SDE + ("seed", "log_prob"),
+    "decode": PLAN + ODE + DIVERGENCE + ("seed", "log_prob"),
+    "encode": PLAN + ODE,
+    "log_prob": PLAN + ODE + DIVERGENCE + ("seed", "time"),
+    "velocity": PLAN,
+    "validate": ("threads", "backend", "tune"),
+    "arena_bytes": PLAN + ("divergence", "probes"),
+    "kernels": PLAN,
+}
+
+
+def check_names(method, options):
+    accepted = ACCEPTED[method]
+    for name in options:
+        if name not in accepted:
+            raise TypeError(f"{method}() got an unexpected option '{name}' (it takes: "
+                            f"{', '.join(sorted(accepted))})")
+
+
+def require_with(options, names, needed, condition):
+    for name in names:
+        if name in options and not condition:
+            raise InvalidArgument(f"{name} applies only with {needed}")
+
+
+def _integer(name, value, low, high):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise InvalidArgument(f"{name}: expected an integer, not {value!r}")
+    value = operator.index(value)
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name}: {value} is outside [{low}, {high}]")
+    return value
+
+
+def _real(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidArgument(f"{name}: expected a number, not {value!r}")
+    return float(value)
+
+
+def _enum(name, value):
+    table = ENUMS[name]
+    if not isinstance(value, str) or value not in table:
+        raise InvalidArgument(f"{name}: unknown value {value!r} (expected "
+                              f"{', '.join(table)})")
+    return table[value]
+
+
+U32 = (1 << 32) - 1
+U64 = (1 << 64) - 1
+SIZE = (1 << (8 * ctypes.sizeof(ctypes.c_size_t))) - 1
+
+
+def plan_options(options, divergence="none", probes=1):
+    """siflow_plan_options from PLAN keywords; divergence and probes come from the run."""
+    po = _capi.PlanOptions()
+    _capi.lib.siflow_plan_options_init(ctypes.byref(po))
+    if "max_batch" in options:
+        po.max_batch = _integer("max_batch", options["max_batch"], 0, SIZE)
+    if "threads" in options:
+        po.threads = _integer("threads", options["threads"], 0, U32)
+    if "backend" in options:
+        po.backend = _enum("backend", options["backend"])
+    if "tune" in options:
+        if not isinstance(options["tune"], (bool, np.bool_)):
+            raise InvalidArgument(f"tune: expected True or False, not {options['tune']!r}")
+        po.tune = 1 if options["tune"] else 0
+    po.divergence = _enum("divergence", divergence)
+    po.max_probes = _integer("probes", probes, 0, U32)
+    return po
+
+
+def plan_key(po):
+    return tuple(getattr(po, name) for name, _ in _capi.PlanOptions._fields_)
+
+
+def grid_array(grid):
+    try:
+        g = np.asarray(grid)
+    except Exception as e:  # an object numpy cannot read
+        raise InvalidArgument(f"grid: not an array of times ({e})") from e
+    if g.dtype.kind not in "fiu" or g.ndim != 1:
+        raise InvalidArgument(f"grid: expected a 1-D array of times, got shape {g.shape} and "
+                              f"dtype {g.dtype}")
+    return np.require(g, dtype=np.float64, requirements=["C_CONTIGUOUS", "ALIGNED"])
+
+
+def run_options(options):
+    """siflow_run_options from ODE, DIVERGENCE, SDE, seed and time keywords. Returns the struct
+    and the objects it points into (kept alive for the call). progress is set by the caller."""
+    ro = _capi.RunOptions()
+    _capi.lib.siflow_run_options_init(ctypes.byref(ro))
+    keep = []
+    if "steps" in options and "grid" in options:
+        raise InvalidArgument("steps and grid are mutually exclusive")
+    if "method" in options:
+        ro.method = _enum("method", options["method"])
+    if "steps" in options:
+        ro.steps = _integer("steps", options["steps"], 0, U32)
+    if "grid" in options:
+        g = grid_array(options["grid"])
+        keep.append(g)
+        ro.grid = g.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        ro.grid_size = g.shape[0]
+    if "seed" in options:
+        ro.seed = _integer("seed", options["seed"], 0, U64)
+    if "divergence" in options:
+        ro.divergence = _enum("divergence", options["divergence"])
+    if "probes" in options:
+        ro.probes = _integer("probes", options["probes"], 0, U32)
+    if "probe" in options:
+        ro.probe = _enum("probe", options["probe"])
+    if "time" in options and options["time"] is not None:
+        ro.time = _real("time", options["time"])
+        if ro.time < 0:
+            raise InvalidArgument(f"time: {options['time']} is negative; expected a time in the "
+                                  f"model's range (start, end]")
+    if "sde_epsilon" in options:
+        ro.sde_epsilon = _real("sde_epsilon", options["sde_epsilon"])
+    if "sde_schedule" in options:
+        ro.sde_schedule = _enum("sde_schedule", options["sde_schedule"])
+    if "sde_stop_delta" in options:
+        ro.sde_stop_delta = _real("sde_stop_delta", options["sde_stop_delta"])
+    if "sde_method" in options:
+        ro.sde_method = _enum("sde_method", options["sde_method"])
+    return ro, keep
+
+
+def divergence_of(options):
+    """The run's divergence spelling and probe count (C defaults when not given)."""
+    ro = _capi.RunOptions()
+    _capi.lib.siflow_run_options_init(ctypes.byref(ro))
+    name = options.get("divergence")
+    if name is None:
+        name = {v: k for k, v in DIVERGENCES.items()}[ro.divergence]
+    else:
+        _enum("divergence", name)
+    probes = _integer("probes", options.get("probes", ro.probes), 0, U32)
+    return name, probes
