@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The ONNX Runtime Web peer of bench/run.sh --wasm (npm package onnxruntime-web, its WebAssembly
 // backend under node): the network exported by peer_torch.py, integrated by classic RK4 in
-// JavaScript with one session.run per stage, float32, one thread (ort.env.wasm.numThreads = 1).
+// JavaScript with one inference call per stage, float32, one thread (ort.env.wasm.numThreads = 1).
 //   node peer_ort_web.mjs MODEL.onnx DIM BATCH STEPS REPS   prints "median S min S checksum C"
 import { readFileSync } from "node:fs";
 
