@@ -15,7 +15,14 @@
 # and peak RSS; exact log-likelihoods against PyTorch autograd (d backward passes); one training
 # step (bench_train) against PyTorch's (peer_torch_train.py): the checkerboard net
 # [x, t] -> 256 -> 256 -> 256 -> 2, SiLU, interpolant loss, clipping, AdamW, same batch and threads.
-#   bench/run.sh [--quick|--train]   --quick: batch 1 and 1024 only, one thread, no M2
+# --wasm: M1 sampling in WebAssembly instead (one thread): siflow's bench_flow built with the wasm
+# preset's toolchain (SIMD128 kernels) under node, against the native SSE2 variant (the same vector
+# width, SIFLOW_SIMD_ISA=sse2) and ONNX Runtime Web's WebAssembly backend (npm onnxruntime-web,
+# ort.env.wasm.numThreads = 1) running the same RK4 loop under node (peer_ort_web.mjs). Both
+# WebAssembly programs run with node --no-liftoff: V8 compiles all code with its optimizing tier at
+# once instead of starting in its baseline compiler, so short runs measure the code a page runs
+# after its first second, not the warm-up.
+#   bench/run.sh [--quick|--train|--wasm]   --quick: batch 1 and 1024 only, one thread, no M2
 #                                    log-likelihood; --train: the training step section only
 # Environment: REPS (default 3) timed runs per configuration after a warm-up (the median is
 # reported); configurations that take over 5 s per run are timed once.
@@ -23,14 +30,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
 train_only=0
+wasm_only=0
 case "${1:-}" in
   "") ;;
   --quick) quick=1 ;;
   --train) train_only=1 ;;
-  *) echo "bench/run.sh: unknown option '$1' (expected --quick, --train or nothing)" >&2; exit 2 ;;
+  --wasm) wasm_only=1 ;;
+  *) echo "bench/run.sh: unknown option '$1' (expected --quick, --train, --wasm or nothing)" >&2
+     exit 2 ;;
 esac
 reps="${REPS:-3}"
-tools/install-deps.sh --test
+if [ "$wasm_only" = 1 ]; then
+  tools/install-deps.sh --test --wasm
+else
+  tools/install-deps.sh --test
+fi
 if ! dpkg-query -W -f='${Status}' libopenblas0-pthread 2>/dev/null | grep -q "install ok installed"; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends libopenblas0-pthread
@@ -51,6 +65,35 @@ done
 
 field() { sed -E "s/.*$1 ([^ ]+).*/\1/"; }
 ratio() { echo "$1 $2" | awk '{printf "%.2f", $1/$2}'; }
+
+if [ "$wasm_only" = 1 ]; then
+  NODE_PATH=/usr/share/nodejs cmake -S . -B build-bench-wasm \
+    -DCMAKE_TOOLCHAIN_FILE="$PWD/toolchains/wasm-emscripten.cmake" -DCMAKE_BUILD_TYPE=Release \
+    -DSIFLOW_BUILD_BENCH=ON -DSIFLOW_BUILD_TESTS=OFF >/dev/null
+  cmake --build build-bench-wasm -j"$(nproc)" --target bench_flow >/dev/null
+  echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores;" \
+    "node $(node --version), onnxruntime-web $(node -p "require('./bench/node_modules/onnxruntime-web/package.json').version")"
+  echo
+  echo "== M1 sampling in WebAssembly, 1 thread: seconds per run (RK4, 50 steps, median of $reps)"
+  echo "   ort-web/wasm above 1: siflow faster; wasm/sse2: siflow wasm's time over native SSE2's"
+  printf "%6s | %9s %9s %9s | %12s %10s | %s\n" batch wasm sse2 ort-web ort-web/wasm wasm/sse2 \
+    checksums
+  for batch in 1 256 1024; do
+    w_out=$(node --no-experimental-fetch --no-liftoff build-bench-wasm/bench/bench_flow.js run \
+            "$models/m1.sif" "$batch" 50 "$reps")
+    n_out=$(SIFLOW_SIMD_ISA=sse2 build-bench/bench/bench_flow run "$models/m1.sif" "$batch" 50 \
+            "$reps")
+    o_out=$(node --no-liftoff bench/peer_ort_web.mjs "$models/m1.onnx" 2 "$batch" 50 "$reps")
+    w=$(echo "$w_out" | field median)
+    n=$(echo "$n_out" | field median)
+    o=$(echo "$o_out" | field median)
+    printf "%6s | %9.4f %9.4f %9.4f | %12s %10s | %s %s %s\n" "$batch" "$w" "$n" "$o" \
+      "$(ratio "$o" "$w")" "$(ratio "$w" "$n")" "$(echo "$w_out" | field checksum)" \
+      "$(echo "$n_out" | field checksum)" "$(echo "$o_out" | field checksum)"
+  done
+  echo "      wasm kernels: $(echo "$w_out" | field kernels)"
+  exit 0
+fi
 # siflow MODEL BATCH THREADS [ARGS]: bench_flow's output line, timed once when slow.
 siflow() {
   local model=$1 batch=$2 threads=$3; shift 3

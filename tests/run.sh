@@ -14,7 +14,8 @@
 #      labelled `qemu` under qemu-user, including the bit-identical golden-bits check;
 #   6. builds the minimal runtime and examples/embed_c for bare-metal Cortex-M7 and Cortex-M4F
 #      (preset cortex-m, newlib), runs each heap-free image under qemu-system-arm (mps2-an500,
-#      mps2-an386; semihosting) and checks that it prints the host reference backend's bits.
+#      mps2-an386; semihosting) and checks that it prints the host reference backend's bits;
+#   7. builds the WebAssembly preset (wasm) and runs its tests under node and headless chromium.
 # Exits non-zero on any failure.
 #   tests/run.sh           all of it
 #   tests/run.sh --quick   step 1 only
@@ -91,4 +92,13 @@ for variant in m7:mps2-an500 m4:mps2-an386; do
   fi
   echo "Cortex-${cpu^^} under qemu-system-arm: 8 samples and log-likelihoods bit-identical to the host"
 done
+# ---- WebAssembly (issue 18): begin ----
+# The wasm preset (Debian's emscripten): the runtime's unit tests, golden bits and C API test under
+# node, the JavaScript wrapper's tests, and the example page in headless chromium.
+tools/install-deps.sh --wasm
+echo "== WebAssembly build, tests under node and headless chromium (build-wasm/)"
+cmake --preset wasm >/dev/null
+cmake --build --preset wasm -j"$jobs"
+ctest --preset wasm -j"$jobs"
+# ---- WebAssembly (issue 18): end ----
 echo "tests/run.sh: all passed"

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Cross-platform reproducibility of the reference backend: the same models and seeds give the
-// same bits on x86-64, AArch64 and ARMv7. This program computes samples (ODE with exact
-// log-likelihoods, and SDE), encodings and log-likelihoods (exact and Hutchinson) for three
+// same bits on x86-64, AArch64, ARMv7 and WebAssembly. This program computes samples (ODE with
+// exact log-likelihoods, and SDE), encodings and log-likelihoods (exact and Hutchinson) for the
 // committed models and compares every float/double bit pattern with one committed file,
 // golden_bits.txt, written on x86-64. `test_golden_bits --write FILE` regenerates it.
 #include <algorithm>

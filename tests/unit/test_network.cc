@@ -601,7 +601,7 @@ template <typename F>
 void for_each_isa(F&& f) {
   const char* saved = std::getenv("SIFLOW_SIMD_ISA");
   const std::string restore = saved ? saved : "";
-  for (const char* isa : {"avx512", "avx2", "sse2", "neon", "generic"}) {
+  for (const char* isa : {"avx512", "avx2", "sse2", "neon", "wasm_simd128", "generic"}) {
     setenv("SIFLOW_SIMD_ISA", isa, 1);
     const siflow::simd::Kernels* k = nullptr;
     if (!siflow::simd::select(&k).ok()) continue;

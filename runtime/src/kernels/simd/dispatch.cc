@@ -18,6 +18,11 @@ namespace avx512 {
 extern const Kernels kKernels;
 }
 #endif
+#if defined(__wasm__) && defined(SIFLOW_WITH_WASM_SIMD128)
+namespace wasm_simd128 {
+extern const Kernels kKernels;
+}
+#endif
 
 size_t packed_floats(uint32_t in, uint32_t out) {
   const size_t panels = (size_t{out} + kPanel - 1) / kPanel;
@@ -89,6 +94,13 @@ const Kernels* kernels_for(Isa isa) {
         return &avx512::kKernels;
 #endif
       return nullptr;
+    case Isa::kWasmSimd128:
+      // A WebAssembly engine validates a module's SIMD instructions when it loads it, so a module
+      // that contains this variant only runs where SIMD128 does: no run-time check is needed.
+#if defined(__wasm__) && defined(SIFLOW_WITH_WASM_SIMD128)
+      return &wasm_simd128::kKernels;
+#endif
+      return nullptr;
   }
   return nullptr;
 }
@@ -96,7 +108,7 @@ const Kernels* kernels_for(Isa isa) {
 Status select(const Kernels** out) {
   // Best first.
   const Kernels* const available[] = {kernels_for(Isa::kAvx512), kernels_for(Isa::kAvx2),
-                                      kernels_for(Isa::kBaseline)};
+                                      kernels_for(Isa::kWasmSimd128), kernels_for(Isa::kBaseline)};
   const char* forced = std::getenv("SIFLOW_SIMD_ISA");
   char choices[64] = "";
   for (const Kernels* k : available) {

@@ -47,7 +47,7 @@ void pack_tn(const float* b, size_t ldb, size_t k, uint32_t n, uint32_t strip, f
              bool ones_column = false);
 
 struct Kernels {
-  const char* isa;  // "avx2", "sse2", "neon", "generic"
+  const char* isa;  // "avx512", "avx2", "sse2", "neon", "wasm_simd128", "generic"
   // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
   void (*dense)(const Dense& dense, const float* x, size_t r0, size_t r1, float* pre, float* post);
   // y = f(x) over rows [r0, r1) of width `width`.
@@ -67,16 +67,17 @@ struct Kernels {
   void (*activation8)(UnaryKind kind, float alpha, const float* x, float* y, bool deriv);
 };
 
-// The architecture's baseline (SSE2 on x86-64, NEON on ARM) runs on every CPU of the
-// architecture; AVX2 (with FMA) and AVX-512 (F, DQ, BW, VL) exist on x86-64 only.
-enum class Isa : uint8_t { kBaseline, kAvx2, kAvx512 };
+// The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)
+// runs on every CPU of the architecture; AVX2 (with FMA) and AVX-512 (F, DQ, BW, VL) exist on
+// x86-64 only, SIMD128 on WebAssembly only (in builds that define SIFLOW_WITH_WASM_SIMD128).
+enum class Isa : uint8_t { kBaseline, kAvx2, kAvx512, kWasmSimd128 };
 
 // The variant for `isa`, or nullptr when it is not compiled in or the CPU lacks it.
 const Kernels* kernels_for(Isa isa);
 // The best kernels this CPU runs. The environment variable SIFLOW_SIMD_ISA forces a variant by
-// its name (avx512, avx2, or the baseline's: sse2, neon, generic), so CI runs the paths of CPUs
-// without AVX-512 or AVX2; a name that is unknown or that this CPU cannot run is an error naming
-// the choices.
+// its name (avx512, avx2, wasm_simd128, or the baseline's: sse2, neon, generic), so CI runs the
+// paths of CPUs without AVX-512 or AVX2; a name that is unknown or that this CPU cannot run is an
+// error naming the choices.
 Status select(const Kernels** out);
 
 }  // namespace siflow::simd

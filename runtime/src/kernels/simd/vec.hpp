@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The simd backend's vector type and vector elementary functions, written once with GCC/Clang
 // vector extensions and compiled once per instruction set (kernels_impl.inc): SIFLOW_SIMD_BYTES
-// wide, the ISA's native register (32 bytes for AVX2, 16 for SSE2 and NEON), so the compiler
-// never splits or spills a vector. Included only from kernels_impl.inc, inside that file's
-// per-ISA namespace, so each compilation has its own copy.
+// wide, the ISA's native register (32 bytes for AVX2, 16 for SSE2, NEON and WebAssembly
+// SIMD128), so the compiler never splits or spills a vector. Included only from kernels_impl.inc,
+// inside that file's per-ISA namespace, so each compilation has its own copy.
 //
 // The functions are float approximations (Cephes-style range reduction and minimax polynomials);
 // their measured maximum errors against the reference backend are documented in
@@ -39,10 +39,16 @@ inline V vabs(V a) { return bits(ibits(a) & 0x7fffffff); }
 inline V copysign_of(V magnitude, V sign) {
   return bits((ibits(magnitude) & 0x7fffffff) | (ibits(sign) & static_cast<int32_t>(0x80000000u)));
 }
-// Round to nearest integer value (|x| < 2^22), as float.
+// Round to nearest integer value (|x| < 2^22), as float: ties to even either way, so both paths
+// give the same bits. WebAssembly SIMD128 has the instruction (f32x4.nearest); elsewhere adding
+// and subtracting 1.5 * 2^23 rounds in the addition.
 inline V round_near(V x) {
+#if defined(__wasm_simd128__) && SIFLOW_SIMD_BYTES == 16
+  return __builtin_wasm_nearest_f32x4(x);
+#else
   const V magic = splat(12582912.0f);  // 1.5 * 2^23
   return (x + magic) - magic;
+#endif
 }
 
 // exp(xc) = p * 2^n for xc in the clamped range [-87.3, 88.7]: Cody-Waite reduction by ln 2 and
@@ -121,7 +127,8 @@ inline V vlog1p(V u) {
 }
 
 // 1 / d for finite d >= 1: the ISA's reciprocal estimate refined by one Newton step (about one
-// ulp) where there is one, else a division.
+// ulp) where there is one, else a division (SSE2, NEON, WebAssembly SIMD128, which has no
+// estimate).
 inline V vrecip12(V d) {
 #if SIFLOW_SIMD_BYTES == 64 && defined(__AVX512F__)
   const V r = __builtin_ia32_rcp14ps512_mask(d, V{}, static_cast<unsigned short>(0xffff));
