@@ -3,6 +3,7 @@
 // zero-copy and copy paths for aligned and misaligned spans, and a fuzz that truncates and flips
 // the bytes of a valid model (also built as test_loader_asan under ASan and UBSan).
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -16,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "math/half.hpp"
 #include "format/model_data.hpp"
+#include "math/half.hpp"
 #include "math/interpolant.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
@@ -538,9 +539,9 @@ TEST_CASE("the interpolant proof's work is bounded whatever the coefficients' va
   // most kProofBudget term evaluations and a proof that runs out fails.
   const std::vector<double> big{1e7}, many(64, 1e5);
   const siflow::detail::InterpolantData one{InterpolantKind::kLearnedFourier, 1, big.data(),
-                                           big.data()};
+                                            big.data()};
   const siflow::detail::InterpolantData wide{InterpolantKind::kLearnedFourier, 64, many.data(),
-                                            many.data()};
+                                             many.data()};
   for (const auto* interp : {&one, &wide}) {
     const siflow::InterpolantProof proof = siflow::prove_interpolant(*interp);
     CHECK(proof.spent <= siflow::kProofBudget);
@@ -549,7 +550,7 @@ TEST_CASE("the interpolant proof's work is bounded whatever the coefficients' va
   // An ordinary learned path proves well inside the budget, with its score.
   const std::vector<double> a{0.1, -0.02}, b{-0.05, 0.01};
   const siflow::detail::InterpolantData usual{InterpolantKind::kLearnedFourier, 2, a.data(),
-                                             b.data()};
+                                              b.data()};
   const siflow::InterpolantProof proof = siflow::prove_interpolant(usual);
   CHECK(proof.apart);
   CHECK(proof.score_ok);
@@ -720,6 +721,53 @@ TEST_CASE("load refuses null bytes, a null out pointer and an unknown LoadOption
     CHECK(s.code() == StatusCode::kInvalidArgument);
     CHECK(std::string(s.message()).find("struct_size") != std::string::npos);
   }
+}
+
+TEST_CASE("load_file refuses a FIFO at once instead of blocking in open") {
+  // No writer ever opens the FIFO: a blocking open would hang this test.
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("siflow_fifo_" + std::to_string(getpid()) + ".sif"))
+                               .string();
+  std::remove(path.c_str());
+  REQUIRE(mkfifo(path.c_str(), 0600) == 0);
+  std::unique_ptr<Model> model;
+  const Status s = Model::load_file(path.c_str(), LoadOptions(), &model);
+  std::remove(path.c_str());
+  CHECK(s.code() == StatusCode::kIoError);
+  CHECK(std::string(s.message()).find("not a regular file") != std::string::npos);
+}
+
+TEST_CASE("load_file honours LoadOptions::memory: the file and its tables live in caller memory") {
+  const std::vector<uint8_t> bytes = linear_builder().finish();
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("siflow_mem_" + std::to_string(getpid()) + ".sif"))
+          .string();
+  FILE* f = std::fopen(path.c_str(), "wb");
+  REQUIRE(f);
+  REQUIRE(std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
+  std::fclose(f);
+  std::vector<uint8_t> memory(1 << 20);
+  LoadOptions options;
+  options.memory = memory.data();
+  options.memory_size = memory.size();
+  std::unique_ptr<Model> model;
+  REQUIRE(Model::load_file(path.c_str(), options, &model).ok());
+  // Every byte the model holds is inside the caller's region, the file's copy included.
+  const auto* data = &model->data();
+  const uint8_t* lo = memory.data();
+  const uint8_t* hi = memory.data() + memory.size();
+  CHECK(reinterpret_cast<const uint8_t*>(data) >= lo);
+  CHECK(reinterpret_cast<const uint8_t*>(data) < hi);
+  CHECK(data->bytes >= lo);
+  CHECK(data->bytes < hi);
+  CHECK(data->owned_bytes == nullptr);
+  model.reset();
+  // Too little memory is named, with what it needs.
+  LoadOptions small = options;
+  small.memory_size = 256;
+  const Status s = Model::load_file(path.c_str(), small, &model);
+  std::remove(path.c_str());
+  CHECK(s.code() == StatusCode::kArenaTooSmall);
 }
 
 TEST_CASE("load_file reads a model, names a missing file, and prefixes refusals with the path") {

@@ -3,7 +3,9 @@
 // the fast kernels in plan/, both in the memory the caller chose), and what a loaded model
 // tells about itself. Everything a model holds is in one place: the heap or the caller's region.
 #if !defined(SIFLOW_NO_FILESYSTEM)
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #endif
 
 #include <cstdio>
@@ -173,12 +175,19 @@ Status Model::load_file(const char* path, const LoadOptions& options, std::uniqu
   size_t skip = 0;
   const bool in_caller_memory = has_memory_fields(options) && options.memory;
   if (in_caller_memory && !(s = caller_region(options, &region, &skip)).ok()) return s;
-  std::FILE* f = std::fopen(path, "rb");
-  if (!f) return Status::error(StatusCode::kIoError, "cannot open model '%s'", path);
+  // Opened without blocking, so a FIFO or a device cannot stall the open; only a regular file
+  // is read.
+  const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return Status::error(StatusCode::kIoError, "cannot open model '%s'", path);
   struct stat st;
-  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    std::fclose(f);
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
     return Status::error(StatusCode::kIoError, "model '%s' is not a regular file", path);
+  }
+  std::FILE* f = fdopen(fd, "rb");
+  if (!f) {
+    close(fd);
+    return Status::error(StatusCode::kIoError, "cannot open model '%s'", path);
   }
   long size = -1;
   if (std::fseek(f, 0, SEEK_END) == 0) size = std::ftell(f);
