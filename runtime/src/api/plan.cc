@@ -16,31 +16,13 @@
 #include "integrate/sde.hpp"
 #include "net/executor.hpp"
 #include "plan/buffer_planner.hpp"
-#include "plan/kernel_choice.hpp"
-#include "plan/plan_layout.hpp"
+#include "plan/build.hpp"
 #include "support/aligned_memory.hpp"
 #include "support/parallel.hpp"
 
 namespace siflow {
 
 namespace detail {
-
-struct PlanData {
-  const Model* model;
-  const ModelData* md;
-  PlanOptions options;
-  PlanLayout layout;
-  void* owned_arena;   // the block holding the whole plan when create() allocated it
-  size_t total_bytes;  // the bytes the plan occupies from its 64-byte aligned start
-  uint8_t* arena;
-  float** values;
-  float** tangents;
-  OdeWorkspace<float> ws;
-  float* work;
-  double* ell;
-  float* scratch;  // the nodes' shared scratch, or nullptr
-  KernelChoice choice;
-};
 
 Plan* Construct::plan(void* at, PlanData* data) { return new (at) Plan(data); }
 
@@ -250,81 +232,20 @@ namespace {
 
 constexpr size_t kPlanHeader = 64;
 
-// Builds a plan in `memory`, in one fixed sequence of requests: the Plan object, its data, the
-// tensor pointer table, the layout's offsets (with the planning scratch after them, given back),
-// the arena, then the kernel tables. A measuring `memory` runs the same sequence to count the
-// bytes; it then skips the arena and creates neither threads nor XNNPACK operators, and *out
-// stays null.
+// Builds a plan in `memory` (plan/build.hpp for the sequence); a measuring `memory` leaves *out
+// null.
 Status build_plan(const Model& model, const PlanOptions& options, detail::Memory& memory,
                   void* owned, Plan** out) {
   *out = nullptr;
-  const ModelData& md = model.data();
-  const bool measuring = memory.is_measuring();
-  const uint32_t tensors = md.node_count + 2;
-  Status s = check_plan_options(md, options);
-  if (!s.ok()) return s;
+  void* object = nullptr;
+  PlanData* p = nullptr;
+  Status s = detail::build_plan_data(model, options, memory, owned, kPlanHeader + sizeof(Plan),
+                                     &object, &p);
+  if (!s.ok() || memory.is_measuring()) return s;
   // The Plan object sits after a 64-byte header holding the block create() allocated (or
   // nullptr in a caller's memory), which Plan::operator delete frees.
-  uint8_t* header = static_cast<uint8_t*>(memory.allocate(kPlanHeader + sizeof(Plan)));
-  void* plan_memory = header ? header + kPlanHeader : nullptr;
-  PlanData* p = static_cast<PlanData*>(memory.allocate(sizeof(PlanData), alignof(PlanData)));
-  float** pointers =
-      p ? static_cast<float**>(memory.allocate(2 * size_t{tensors} * sizeof(float*))) : nullptr;
-  if (!plan_memory || !pointers)
-    return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the plan's tables");
-  // Kernels first: the layout reads the fusion decision.
-  KernelChoice choice;
-  if (!(s = choose_kernels(md, options, memory, &choice)).ok()) {
-    free_kernel_choice(md, &choice);
-    return s;
-  }
-  PlanLayout layout;
-  if (!(s = compute_layout(md, options, choice.kernels.fused, memory, &layout)).ok()) {
-    free_kernel_choice(md, &choice);
-    return s;
-  }
-  uint8_t* base = static_cast<uint8_t*>(
-      memory.allocate(layout.total_bytes ? layout.total_bytes : 1, kArenaAlignment, !measuring));
-  if (!base && !measuring) {
-    free_kernel_choice(md, &choice);
-    return Status::error(StatusCode::kOutOfMemory, "plan: no memory for an arena of %zu bytes",
-                         layout.total_bytes);
-  }
-  p->model = &model;
-  p->md = &md;
-  p->options = options;
-  p->layout = layout;
-  p->owned_arena = owned;
-  p->arena = base;
-  p->values = pointers;
-  p->tangents = pointers + tensors;
-  if (!measuring) {
-    for (uint32_t id = 0; id < tensors; ++id) {
-      p->values[id] = layout.value_offset[id] == SIZE_MAX
-                          ? nullptr
-                          : reinterpret_cast<float*>(base + layout.value_offset[id]);
-      p->tangents[id] = layout.tangent_offset[id] == SIZE_MAX
-                            ? nullptr
-                            : reinterpret_cast<float*>(base + layout.tangent_offset[id]);
-    }
-    for (int k = 0; k < kMaxStages; ++k) {
-      p->ws.stage[k] = reinterpret_cast<float*>(base + layout.stage_offset[k]);
-      p->ws.stage_div[k] = reinterpret_cast<double*>(base + layout.stage_div_offset[k]);
-    }
-    p->ws.state = reinterpret_cast<float*>(base + layout.state_offset);
-    p->work = reinterpret_cast<float*>(base + layout.work_offset);
-    p->ell = reinterpret_cast<double*>(base + layout.ell_offset);
-    p->scratch = layout.scratch_offset == SIZE_MAX
-                     ? nullptr
-                     : reinterpret_cast<float*>(base + layout.scratch_offset);
-  }
-  p->choice = choice;
-  if (!measuring) tune_kernels(md, options, p->values, &p->choice);
-  p->total_bytes = memory.high_water();
-  if (!measuring) {
-    std::memcpy(header, &owned, sizeof owned);
-    *out = detail::Construct::plan(plan_memory, p);
-  }
+  std::memcpy(object, &owned, sizeof owned);
+  *out = detail::Construct::plan(static_cast<uint8_t*>(object) + kPlanHeader, p);
   return Status();
 }
 

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// Plan construction: the one fixed sequence of memory requests that turns a model and plan
+// options into a bound plan (kernel choice, arena layout, buffer pointers, tuning); see build.hpp.
+#include "plan/build.hpp"
+
+#include "plan/buffer_planner.hpp"
+
+namespace siflow::detail {
+
+Status build_plan_data(const Model& model, const PlanOptions& options, Memory& memory,
+                       void* owned, size_t object_bytes, void** object, PlanData** out) {
+  *object = nullptr;
+  *out = nullptr;
+  const ModelData& md = model.data();
+  const bool measuring = memory.is_measuring();
+  const uint32_t tensors = md.node_count + 2;
+  Status s = check_plan_options(md, options);
+  if (!s.ok()) return s;
+  void* header = memory.allocate(object_bytes);
+  PlanData* p = static_cast<PlanData*>(memory.allocate(sizeof(PlanData), alignof(PlanData)));
+  float** pointers =
+      p ? static_cast<float**>(memory.allocate(2 * size_t{tensors} * sizeof(float*))) : nullptr;
+  if (!header || !pointers)
+    return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the plan's tables");
+  // Kernels first: the layout reads the fusion decision.
+  KernelChoice choice;
+  if (!(s = choose_kernels(md, options, memory, &choice)).ok()) {
+    free_kernel_choice(md, &choice);
+    return s;
+  }
+  PlanLayout layout;
+  if (!(s = compute_layout(md, options, choice.kernels.fused, memory, &layout)).ok()) {
+    free_kernel_choice(md, &choice);
+    return s;
+  }
+  uint8_t* base = static_cast<uint8_t*>(
+      memory.allocate(layout.total_bytes ? layout.total_bytes : 1, kArenaAlignment, !measuring));
+  if (!base && !measuring) {
+    free_kernel_choice(md, &choice);
+    return Status::error(StatusCode::kOutOfMemory, "plan: no memory for an arena of %zu bytes",
+                         layout.total_bytes);
+  }
+  p->model = &model;
+  p->md = &md;
+  p->options = options;
+  p->layout = layout;
+  p->owned_arena = owned;
+  p->arena = base;
+  p->values = pointers;
+  p->tangents = pointers + tensors;
+  if (!measuring) {
+    for (uint32_t id = 0; id < tensors; ++id) {
+      p->values[id] = layout.value_offset[id] == SIZE_MAX
+                          ? nullptr
+                          : reinterpret_cast<float*>(base + layout.value_offset[id]);
+      p->tangents[id] = layout.tangent_offset[id] == SIZE_MAX
+                            ? nullptr
+                            : reinterpret_cast<float*>(base + layout.tangent_offset[id]);
+    }
+    for (int k = 0; k < kMaxStages; ++k) {
+      p->ws.stage[k] = reinterpret_cast<float*>(base + layout.stage_offset[k]);
+      p->ws.stage_div[k] = reinterpret_cast<double*>(base + layout.stage_div_offset[k]);
+    }
+    p->ws.state = reinterpret_cast<float*>(base + layout.state_offset);
+    p->work = reinterpret_cast<float*>(base + layout.work_offset);
+    p->ell = reinterpret_cast<double*>(base + layout.ell_offset);
+    p->scratch = layout.scratch_offset == SIZE_MAX
+                     ? nullptr
+                     : reinterpret_cast<float*>(base + layout.scratch_offset);
+  }
+  p->choice = choice;
+  if (!measuring) tune_kernels(md, options, p->values, &p->choice);
+  p->total_bytes = memory.high_water();
+  *object = header;
+  *out = p;
+  return Status();
+}
+
+}  // namespace siflow::detail
