@@ -57,7 +57,7 @@ echo "== ThreadSanitizer: one model shared by threads; a plan's and a trainer's 
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIFLOW_SANITIZE=thread >/dev/null
 cmake --build build-tsan -j"$jobs" --target test_threads test_train_smoke
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure \
-  -R '^(test_threads|test_train_smoke)$'
+  -R '^(test_threads|test_threads_pool|test_train_smoke)$'
 
 echo "== fuzzing (build-fuzz/)"
 fuzz/run.sh

@@ -6,6 +6,9 @@
 #
 # usage: check_install.sh CMAKE BUILD_DIR CONSUMER_SRC WORK_DIR CC CXX CONFIG LIBDIR INCLUDEDIR
 #                         BINDIR WITH_CLI(ON|OFF)
+# In a cross build SIFLOW_TEST_EMULATOR names the emulator command (words separated by spaces)
+# that runs the programs built here for the target. In a sanitizer build SIFLOW_TEST_CFLAGS holds
+# the -fsanitize flags the consumers must be compiled and linked with, as the library was.
 set -euo pipefail
 
 if [ $# -ne 11 ]; then
@@ -15,6 +18,10 @@ if [ $# -ne 11 ]; then
 fi
 cmake=$1 build=$2 consumer=$3 work=$4 cc=$5 cxx=$6 config=$7 libdir=$8 includedir=$9
 bindir=${10} with_cli=${11}
+# shellcheck disable=SC2206  # the emulator command is meant to split into words
+emulator=(${SIFLOW_TEST_EMULATOR:-})
+# shellcheck disable=SC2206  # the flags are meant to split into words
+cflags=(${SIFLOW_TEST_CFLAGS:-})
 
 step() { echo "== check_install: $*"; }
 fail() {
@@ -66,18 +73,19 @@ run "$work/header_c.log" "$cc" -std=c99 -Wall -Wextra -Werror -pedantic -fsyntax
 step "find_package(siflow) consumer"
 run "$work/consumer-configure.log" "$cmake" -S "$consumer" -B "$work/cmake-build" \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" \
+  -DCMAKE_C_FLAGS="${SIFLOW_TEST_CFLAGS:-}" -DCMAKE_CXX_FLAGS="${SIFLOW_TEST_CFLAGS:-}" \
   -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF \
   -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF
 found=$(sed -n 's/^siflow_DIR:PATH=//p' "$work/cmake-build/CMakeCache.txt")
 [ "$found" = "$prefix/$libdir/cmake/siflow" ] ||
   fail "find_package found siflow at '$found', not in the install tree"
 run "$work/consumer-build.log" "$cmake" --build "$work/cmake-build"
-run "$work/cmake-app.out" "$work/cmake-build/app" "$work/tiny.sif"
+run "$work/cmake-app.out" "${emulator[@]}" "$work/cmake-build/app" "$work/tiny.sif"
 cat "$work/cmake-app.out"
 grep -q "consumer ok" "$work/cmake-app.out" || fail "cmake-built app did not report ok"
 [ "$(grep -c '^sample ' "$work/cmake-app.out")" = 4 ] || fail "cmake-built app did not print 4 samples"
 [ -s "$work/tiny.sif" ] || fail "cmake-built app did not write the model file"
-run "$work/cmake-capp.out" "$work/cmake-build/capp" "$work/tiny.sif"
+run "$work/cmake-capp.out" "${emulator[@]}" "$work/cmake-build/capp" "$work/tiny.sif"
 cat "$work/cmake-capp.out"
 grep -q "c consumer ok" "$work/cmake-capp.out" || fail "cmake-built C app did not report ok"
 
@@ -85,7 +93,7 @@ case "$with_cli" in
   ON | on | TRUE | true | 1)
     step "installed CLI runs"
     [ -x "$prefix/$bindir/siflow" ] || fail "install tree lacks $bindir/siflow"
-    run "$work/cli-info.out" "$prefix/$bindir/siflow" info "$work/tiny.sif"
+    run "$work/cli-info.out" "${emulator[@]}" "$prefix/$bindir/siflow" info "$work/tiny.sif"
     cat "$work/cli-info.out"
     ;;
   *) [ ! -e "$prefix/$bindir/siflow" ] || fail "CLI installed although SIFLOW_BUILD_CLI is off" ;;
@@ -104,9 +112,9 @@ pkg_consumer() {
   flags=$(pkg-config --cflags --libs siflow)
   echo "pkg-config --cflags --libs siflow: $flags"
   # shellcheck disable=SC2086  # the flags are meant to split
-  run "$work/pc-$tag-app-build.log" "$cxx" -std=c++17 -Wall -Wextra -o "$work/pc-$tag-app" \
-    "$consumer/main.cc" $flags
-  run "$work/pc-$tag-app.out" "$work/pc-$tag-app"
+  run "$work/pc-$tag-app-build.log" "$cxx" "${cflags[@]}" -std=c++17 -Wall -Wextra \
+    -o "$work/pc-$tag-app" "$consumer/main.cc" $flags
+  run "$work/pc-$tag-app.out" "${emulator[@]}" "$work/pc-$tag-app"
   cat "$work/pc-$tag-app.out"
   grep -q "consumer ok" "$work/pc-$tag-app.out" || fail "pkg-config ($tag) app did not report ok"
   # The same samples as the CMake-built app: same library, same seed.
@@ -114,9 +122,9 @@ pkg_consumer() {
     fail "pkg-config ($tag) app and CMake app print different samples"
   # A C program linked by the C driver: needs -lstdc++ from Libs.
   # shellcheck disable=SC2086
-  run "$work/pc-$tag-capp-build.log" "$cc" -std=c99 -Wall -Wextra -Werror -pedantic \
+  run "$work/pc-$tag-capp-build.log" "$cc" "${cflags[@]}" -std=c99 -Wall -Wextra -Werror -pedantic \
     -o "$work/pc-$tag-capp" "$consumer/c_main.c" $flags
-  run "$work/pc-$tag-capp.out" "$work/pc-$tag-capp" "$work/tiny.sif"
+  run "$work/pc-$tag-capp.out" "${emulator[@]}" "$work/pc-$tag-capp" "$work/tiny.sif"
   cat "$work/pc-$tag-capp.out"
   grep -q "c consumer ok" "$work/pc-$tag-capp.out" || fail "pkg-config ($tag) C app did not report ok"
   cmp -s <(grep '^sample ' "$work/pc-$tag-capp.out") <(grep '^sample ' "$work/cmake-capp.out") ||

@@ -16,6 +16,7 @@
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
 #include "support/byte_span.hpp"
+#include "support/requirements.hpp"
 
 namespace {
 
@@ -352,10 +353,12 @@ TEST_CASE("max_batch 0 or above the limit, and max_probes outside [1, 1024], are
   // Two threads run where the build has a thread pool; without one they are refused by name.
   threads.threads = 2;
   const Status two = Plan::create(*model, threads, nullptr, 0, &plan);
-  if (two.ok())
+  if (siflow_test::kHaveThreadPool) {
+    REQUIRE_MESSAGE(two.ok(), two.message());
     CHECK(plan->threads() == 2);
-  else
+  } else {
     expect_error(two, StatusCode::kUnsupported, {"threads = 2", "no thread pool"});
+  }
   PlanOptions backend;
   backend.backend = static_cast<siflow::Backend>(9);
   expect_error(Plan::create(*model, backend, nullptr, 0, &plan), StatusCode::kInvalidArgument,

@@ -22,6 +22,7 @@
 #include "siflow/siflow.hpp"
 #include "support/activation_formulas.hpp"
 #include "support/random_vectors.hpp"
+#include "support/requirements.hpp"
 
 namespace {
 
@@ -637,18 +638,15 @@ TEST_CASE("simd and reference backends agree on every call for a network with ev
   });
 }
 
-TEST_CASE("the xnnpack backend, and auto with tuning, agree with the reference") {
+TEST_CASE("the xnnpack backend, and auto with tuning, agree with the reference" *
+          SIFLOW_NEEDS_XNNPACK) {
   TestNet net = full_network(3);
   auto model = net.load();
   siflow::PlanOptions probe;
   probe.backend = siflow::Backend::kXnnpack;
   std::unique_ptr<Plan> plan;
   const siflow::Status s = Plan::create(*model, probe, nullptr, 0, &plan);
-  if (!s.ok()) {  // a build without XNNPACK names it
-    CHECK(s.code() == siflow::StatusCode::kUnsupported);
-    CHECK(std::string(s.message()).find("xnnpack") != std::string::npos);
-    return;
-  }
+  REQUIRE_MESSAGE(s.ok(), s.message());
   // Every dense layer not reading x directly runs on XNNPACK; the others (and activations) on
   // simd.
   const siflow::detail::ModelData& md = model->data();
@@ -689,28 +687,31 @@ TEST_CASE("the xnnpack backend, and auto with tuning, agree with the reference")
   CHECK(max_abs_diff(v, v_ref) <= 1e-5);
 }
 
-TEST_CASE("worker threads give the bits of one thread, on every backend") {
+namespace {
+
+// 2 and 3 worker threads on `backend` against one thread: the same bits.
+void check_worker_threads_bits(siflow::Backend backend) {
   TestNet net = full_network(3);
   auto model = net.load();
   const size_t n = 67;
-  for (siflow::Backend backend :
-       {siflow::Backend::kReference, siflow::Backend::kSimd, siflow::Backend::kXnnpack}) {
-    siflow::PlanOptions available;
-    available.backend = backend;
-    std::unique_ptr<Plan> check_plan;
-    if (!Plan::create(*model, available, nullptr, 0, &check_plan).ok()) continue;
-    const PlanRun one = run_plan(*model, backend, 1, n);
-    for (uint32_t threads : {2u, 3u}) {
-      siflow::PlanOptions probe;
-      probe.threads = threads;
-      std::unique_ptr<Plan> plan;
-      if (!Plan::create(*model, probe, nullptr, 0, &plan).ok()) continue;  // no thread pool
-      const PlanRun many = run_plan(*model, backend, threads, n);
-      INFO(siflow::backend_name(backend) << ", " << threads << " threads");
-      CHECK(many.v == one.v);
-      CHECK(many.samples == one.samples);
-      CHECK(many.logp == one.logp);
-      CHECK(many.hutch == one.hutch);
-    }
+  const PlanRun one = run_plan(*model, backend, 1, n);
+  for (uint32_t threads : {2u, 3u}) {
+    const PlanRun many = run_plan(*model, backend, threads, n);
+    INFO(siflow::backend_name(backend) << ", " << threads << " threads");
+    CHECK(many.v == one.v);
+    CHECK(many.samples == one.samples);
+    CHECK(many.logp == one.logp);
+    CHECK(many.hutch == one.hutch);
   }
+}
+
+}  // namespace
+
+TEST_CASE("worker threads give the bits of one thread (reference, simd)" * SIFLOW_NEEDS_POOL) {
+  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kSimd})
+    check_worker_threads_bits(backend);
+}
+
+TEST_CASE("worker threads give the bits of one thread (xnnpack)" * SIFLOW_NEEDS_XNNPACK_AND_POOL) {
+  check_worker_threads_bits(siflow::Backend::kXnnpack);
 }

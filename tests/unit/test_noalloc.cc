@@ -19,6 +19,7 @@
 #include "siflow/siflow.h"
 #include "siflow/siflow.hpp"
 #include "support/alloc_hooks.hpp"
+#include "support/requirements.hpp"
 
 namespace {
 
@@ -309,37 +310,47 @@ TEST_CASE("refused calls and numerical failures make no heap call while formatti
   CHECK(calls == 0);
 }
 
-TEST_CASE("a plan with worker threads makes no heap call while running, on every backend") {
-  for (siflow::Backend backend :
-       {siflow::Backend::kReference, siflow::Backend::kSimd, siflow::Backend::kXnnpack}) {
-    Fixture f(2);
-    if (f.created.code() == siflow::StatusCode::kUnsupported) return;  // no thread pool
-    REQUIRE(f.created.ok());
-    siflow::PlanOptions po;
-    po.max_batch = 64;
-    po.threads = 2;
-    po.backend = backend;
-    const Status made = Plan::create(*f.model, po, nullptr, 0, &f.plan);
-    if (backend == siflow::Backend::kXnnpack && made.code() == siflow::StatusCode::kUnsupported)
-      continue;  // a build without XNNPACK
-    REQUIRE(made.ok());
-    std::vector<float> y(200 * 3), x(200 * 3);
-    std::vector<double> logp(200);
-    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
-    Status s1, s2;
-    siflow::SampleOptions so;
-    so.ode.steps = 4;
-    siflow::LogProbOptions lp;
-    lp.ode.steps = 4;
-    const unsigned long calls = heap_calls_during([&] {
-      s1 = f.plan->sample(200, so, y.data(), logp.data());
-      s2 = f.plan->log_prob(200, x.data(), lp, logp.data());
-    });
-    INFO(siflow::backend_name(backend));
-    CHECK(s1.ok());
-    CHECK(s2.ok());
-    CHECK(calls == 0);
-  }
+namespace {
+
+// A plan with two worker threads on `backend`: sampling and scoring make no heap call.
+void check_worker_threads_allocate_nothing(siflow::Backend backend) {
+  INFO(siflow::backend_name(backend));
+  Fixture f(2);
+  REQUIRE_MESSAGE(f.created.ok(), f.created.message());
+  siflow::PlanOptions po;
+  po.max_batch = 64;
+  po.threads = 2;
+  po.backend = backend;
+  const Status made = Plan::create(*f.model, po, nullptr, 0, &f.plan);
+  REQUIRE_MESSAGE(made.ok(), made.message());
+  std::vector<float> y(200 * 3), x(200 * 3);
+  std::vector<double> logp(200);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
+  Status s1, s2;
+  siflow::SampleOptions so;
+  so.ode.steps = 4;
+  siflow::LogProbOptions lp;
+  lp.ode.steps = 4;
+  const unsigned long calls = heap_calls_during([&] {
+    s1 = f.plan->sample(200, so, y.data(), logp.data());
+    s2 = f.plan->log_prob(200, x.data(), lp, logp.data());
+  });
+  CHECK(s1.ok());
+  CHECK(s2.ok());
+  CHECK(calls == 0);
+}
+
+}  // namespace
+
+TEST_CASE("a plan with worker threads makes no heap call while running (reference, simd)" *
+          SIFLOW_NEEDS_POOL) {
+  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kSimd})
+    check_worker_threads_allocate_nothing(backend);
+}
+
+TEST_CASE("a plan with worker threads makes no heap call while running (xnnpack)" *
+          SIFLOW_NEEDS_XNNPACK_AND_POOL) {
+  check_worker_threads_allocate_nothing(siflow::Backend::kXnnpack);
 }
 
 TEST_CASE("a plan made in the caller's memory, and destroying it, make no heap call") {

@@ -13,6 +13,7 @@
 
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
+#include "support/requirements.hpp"
 
 namespace {
 
@@ -86,7 +87,7 @@ TEST_CASE("threads sharing one model, each with its own plan, get the single-thr
   CHECK(alone[0].samples != alone[1].samples);  // different seeds: the comparison can fail
 }
 
-TEST_CASE("a plan's own worker threads give the bits of one thread") {
+TEST_CASE("a plan's own worker threads give the bits of one thread" * SIFLOW_NEEDS_POOL) {
   const std::vector<uint8_t> bytes = shared_model_bytes();
   std::unique_ptr<Model> model;
   REQUIRE(Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model).ok());
@@ -100,8 +101,7 @@ TEST_CASE("a plan's own worker threads give the bits of one thread") {
       po.backend = backend;
       std::unique_ptr<Plan> plan;
       const siflow::Status s = Plan::create(*model, po, nullptr, 0, &plan);
-      if (threads > 1 && s.code() == siflow::StatusCode::kUnsupported) return;  // no pool
-      REQUIRE(s.ok());
+      REQUIRE_MESSAGE(s.ok(), s.message());
       const size_t n = 200;
       samples[threads - 1].resize(n * 3);
       logp[threads - 1].resize(n);
