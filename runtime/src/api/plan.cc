@@ -10,10 +10,10 @@
 #include "api/construct.hpp"
 #include "format/model_data.hpp"
 #include "format/normalization.hpp"
-#include "math/interpolant.hpp"
 #include "integrate/ode.hpp"
-#include "math/random.hpp"
 #include "integrate/sde.hpp"
+#include "math/interpolant.hpp"
+#include "math/random.hpp"
 #include "net/executor.hpp"
 #include "plan/buffer_planner.hpp"
 #include "plan/build.hpp"
@@ -328,6 +328,17 @@ const Model& Plan::model() const { return *data_->model; }
 
 namespace {
 
+// The one chunk loop: fn(first, rows) over [0, n) in chunks of at most max_rows rows, in order,
+// stopping at the first error.
+template <typename Fn>
+Status for_each_chunk(size_t n, size_t max_rows, Fn&& fn) {
+  for (size_t first = 0; first < n; first += max_rows) {
+    Status s = fn(first, n - first < max_rows ? n - first : max_rows);
+    if (!s.ok()) return s;
+  }
+  return Status();
+}
+
 Status check_common(const char* what, size_t n, const void* in, const void* out) {
   if (n == 0) return Status::error(StatusCode::kInvalidArgument, "%s: n is 0 (empty batch)", what);
   if (!in) return Status::error(StatusCode::kInvalidArgument, "%s: input pointer is null", what);
@@ -343,8 +354,7 @@ Status push_forward(PlanData& p, size_t n, size_t first_index, float* y, double*
   const size_t chunk = p.layout.max_rows;
   StepMonitor monitor{&ode,  0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
                       &grid, 0};
-  for (size_t first = 0; first < n; first += chunk) {
-    const size_t rows = n - first < chunk ? n - first : chunk;
+  return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
     float* yc = y + first * md.dim;
     monitor.rows = rows;
     monitor.first_row = first;
@@ -362,8 +372,8 @@ Status push_forward(PlanData& p, size_t n, size_t first_index, float* y, double*
       for (size_t r = 0; r < rows; ++r) logp[first + r] += -p.ell[r] - md.norm_log_det;
     const size_t bad = denormalize(md, yc, rows);
     if (bad < rows) return data_space_overflow(first + bad);
-  }
-  return Status();
+    return Status();
+  });
 }
 
 }  // namespace
@@ -452,8 +462,7 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
   const size_t chunk = p.layout.max_rows;
   StepMonitor monitor{&options.ode, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, dim,
                       &sde_grid,    0};
-  for (size_t first = 0; first < n; first += chunk) {
-    const size_t rows = n - first < chunk ? n - first : chunk;
+  return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
     float* yc = x + first * dim;
     monitor.rows = rows;
     monitor.first_row = first;
@@ -476,8 +485,8 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
     }
     const size_t bad = denormalize(md, yc, rows);
     if (bad < rows) return data_space_overflow(first + bad);
-  }
-  return Status();
+    return Status();
+  });
 }
 
 Status Plan::decode(size_t n, const float* x0, const OdeOptions& options,
@@ -510,16 +519,15 @@ Status Plan::encode(size_t n, const float* x1, const OdeOptions& options, float*
   const size_t chunk = p.layout.max_rows;
   StepMonitor monitor{&options, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
                       &grid,    0};
-  for (size_t first = 0; first < n; first += chunk) {
-    const size_t rows = n - first < chunk ? n - first : chunk;
+  return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
     float* yc = x0 + first * md.dim;
     const size_t bad = normalize(md, yc, rows);
     if (bad < rows) return flow_space_overflow("encode", first + bad);
     monitor.rows = rows;
     monitor.first_row = first;
     if (!(s = forward_ode(p, options, grid, yc, rows, nullptr, nullptr, monitor)).ok()) return s;
-  }
-  return Status();
+    return Status();
+  });
 }
 
 Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, double* logp) {
@@ -545,8 +553,7 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, d
   const size_t chunk = p.layout.max_rows;
   StepMonitor monitor{&options.ode, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
                       &grid,        0};
-  for (size_t first = 0; first < n; first += chunk) {
-    const size_t rows = n - first < chunk ? n - first : chunk;
+  return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
     std::memcpy(p.work, x + first * md.dim, rows * md.dim * sizeof(float));
     const size_t bad = normalize(md, p.work, rows);
     if (bad < rows) return flow_space_overflow("log_prob", first + bad);
@@ -559,8 +566,8 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, d
     // log rho_s(y) = log rho_0(X(0)) + l(0); data space subtracts sum log sigma.
     for (size_t r = 0; r < rows; ++r)
       logp[first + r] = base_log_density(md, p.work + r * md.dim) + p.ell[r] - md.norm_log_det;
-  }
-  return Status();
+    return Status();
+  });
 }
 
 Status Plan::velocity(size_t n, const float* t, const float* y, float* v) {
@@ -573,8 +580,7 @@ Status Plan::velocity(size_t n, const float* t, const float* y, float* v) {
   if (!(s = check_finite_rows("velocity: input", y, n, md.dim)).ok()) return s;
   const size_t chunk = p.layout.max_rows;
   NetBuffers net{p.values, p.tangents, p.layout.directions, p.choice.kernels, p.scratch};
-  for (size_t first = 0; first < n; first += chunk) {
-    const size_t rows = n - first < chunk ? n - first : chunk;
+  return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
     std::memcpy(p.values[1], t + first, rows * sizeof(float));
     run_network(md, net, y + first * md.dim, rows, 0);
     const size_t bad = first_nonfinite_row(p.values[md.output], rows, md.dim);
@@ -584,8 +590,8 @@ Status Plan::velocity(size_t n, const float* t, const float* y, float* v) {
                            "in its weights or activations at t = %g)",
                            first + bad, static_cast<double>(t[first + bad]));
     std::memcpy(v + first * md.dim, p.values[md.output], rows * md.dim * sizeof(float));
-  }
-  return Status();
+    return Status();
+  });
 }
 
 }  // namespace siflow

@@ -7,8 +7,8 @@
 
 namespace siflow::detail {
 
-Status build_plan_data(const Model& model, const PlanOptions& options, Memory& memory,
-                       void* owned, size_t object_bytes, void** object, PlanData** out) {
+Status build_plan_data(const Model& model, const PlanOptions& options, Memory& memory, void* owned,
+                       size_t object_bytes, void** object, PlanData** out) {
   *object = nullptr;
   *out = nullptr;
   const ModelData& md = model.data();

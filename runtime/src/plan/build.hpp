@@ -37,7 +37,7 @@ struct PlanData {
 
 // Builds the plan's data in `memory`; *object receives `object_bytes` taken first (for the API
 // object), *out the data. Measuring: both stay null-free but unbound (no arena).
-Status build_plan_data(const Model& model, const PlanOptions& options, Memory& memory,
-                       void* owned, size_t object_bytes, void** object, PlanData** out);
+Status build_plan_data(const Model& model, const PlanOptions& options, Memory& memory, void* owned,
+                       size_t object_bytes, void** object, PlanData** out);
 
 }  // namespace siflow::detail
