@@ -3,7 +3,8 @@
  * status codes with messages, no exceptions crossing it.
  * Threads: a loaded model is immutable and may be shared by any number of threads; a plan (and
  * its arena) belongs to one thread at a time, so give each thread its own plan. Every function
- * is reentrant; none keeps global state. */
+ * is reentrant. The only global state is XNNPACK's one-time initialization (in builds with the
+ * xnnpack backend, at the first plan that uses it), which is thread-safe. */
 #ifndef SIFLOW_H_
 #define SIFLOW_H_
 

@@ -95,8 +95,9 @@ const char* base_kind_name(BaseKind kind);
 
 struct LoadOptions {
   uint32_t struct_size = sizeof(LoadOptions);
-  // An aligned span is used in place (zero-copy) and must outlive the model. A span not
-  // 64-byte aligned is copied once into aligned memory; false refuses it instead.
+  // An aligned span is used in place (F32 weights are read from it; F16 weights are expanded
+  // and dense weights also packed, in the model's own memory) and must outlive the model. A span
+  // not 64-byte aligned is copied once into aligned memory; false refuses it instead.
   bool allow_copy = true;
   // Caller memory for everything the loaded model holds (tables, packed weights, the copy of
   // unaligned bytes, the Model object), so loading touches no heap; it must outlive the model.

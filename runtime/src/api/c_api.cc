@@ -126,6 +126,12 @@ bool plan_options_ok(const siflow_plan_options* o) {
 
 extern "C" {
 
+// The version is stated in both public headers: they must agree.
+static_assert(sizeof(SIFLOW_VERSION_STRING) == 6 &&
+                  SIFLOW_VERSION_STRING[0] - '0' == siflow::kVersionMajor &&
+                  SIFLOW_VERSION_STRING[2] - '0' == siflow::kVersionMinor &&
+                  SIFLOW_VERSION_STRING[4] - '0' == siflow::kVersionPatch,
+              "SIFLOW_VERSION_STRING (siflow.h) differs from kVersion* (siflow.hpp)");
 const char* siflow_version(void) { return SIFLOW_VERSION_STRING; }
 
 void siflow_plan_options_init(siflow_plan_options* o) {

@@ -57,7 +57,7 @@ Status caller_region(const LoadOptions& options, detail::Memory* region, size_t*
 // caller's memory), which Model::operator delete frees.
 Status detail::Construct::model(ModelData* data, Memory* memory, Model** out) {
   // Rounded to 64 bytes: the object is the last block of a load, so memory_bytes() is exact.
-  constexpr size_t kBytes = kModelHeader + (sizeof(Model) + 63) / 64 * 64;
+  constexpr size_t kBytes = kModelHeader + align_up(sizeof(Model));
   uint8_t* block =
       static_cast<uint8_t*>(memory ? memory->allocate(kBytes) : aligned_malloc(64, kBytes));
   if (!block) return Status::error(StatusCode::kOutOfMemory, "load: no memory for the model");
@@ -228,7 +228,7 @@ Status Model::load_file(const char* path, const LoadOptions& options, std::uniqu
       return Status::error(StatusCode::kArenaTooSmall,
                            "%s: load: memory of %zu bytes is too small: this model needs %zu "
                            "(the file's %zu bytes, then its tables)%s",
-                           path, options.memory_size, (n + 63) / 64 * 64 + need + skip, n,
+                           path, options.memory_size, detail::align_up(n) + need + skip, n,
                            skip ? ", including alignment padding" : "");
   }
   return s.prefix("%s", path);

@@ -31,7 +31,7 @@ struct Bump {
   size_t used = 0;
   template <typename T>
   T* take(size_t count, size_t alignment = alignof(T)) {
-    used = (used + alignment - 1) / alignment * alignment;
+    used = align_up(used, alignment);
     T* p = base ? reinterpret_cast<T*>(base + used) : nullptr;
     used += count * sizeof(T);
     return p;
@@ -524,7 +524,7 @@ Status Loader::run(ModelData** out) {
   ModelData* unused = nullptr;
   layout(sizing, &unused);
   // 64-byte aligned so the fp16 expansion region is; the model is freed with aligned_free.
-  const size_t block_bytes = (sizing.used + kAlignment - 1) / kAlignment * kAlignment;
+  const size_t block_bytes = align_up(sizing.used, kAlignment);
   void* block = memory_ ? memory_->allocate(block_bytes, kAlignment)
                         : aligned_malloc(kAlignment, block_bytes);
   if (!block)

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// The loaded, verified form of a model: node descriptors with weights pointing into the model
-// bytes (zero-copy), tensor widths, interpolant, base and normalisation. Built only by the
+// The loaded, verified form of a model: node descriptors whose F32 weights point into the model
+// bytes (F16 weights at their float expansion in the model's table block), tensor widths,
+// interpolant, base and normalisation. Built only by the
 // loader after every check passed; immutable afterwards.
 #pragma once
 

@@ -24,9 +24,9 @@ Status plan_buffers(const BufferRequest* requests, size_t count, size_t* offsets
     }
     std::sort(live, live + n, [&](size_t a, size_t b) { return offsets[a] < offsets[b]; });
     size_t candidate = 0;
-    const size_t need = align_up(r.bytes);
+    const size_t need = detail::align_up(r.bytes);
     for (size_t k = 0; k < n; ++k) {
-      const size_t lo = offsets[live[k]], hi = lo + align_up(requests[live[k]].bytes);
+      const size_t lo = offsets[live[k]], hi = lo + detail::align_up(requests[live[k]].bytes);
       if (candidate + need <= lo) break;
       candidate = std::max(candidate, hi);
     }

@@ -8,15 +8,13 @@
 #include <cstdint>
 
 #include "siflow/siflow.hpp"
+#include "support/aligned_memory.hpp"
 #include "support/memory.hpp"
 
 namespace siflow {
 
 constexpr size_t kArenaAlignment = 64;
 
-inline size_t align_up(size_t n, size_t alignment = kArenaAlignment) {
-  return (n + alignment - 1) / alignment * alignment;
-}
 
 struct BufferRequest {
   size_t bytes;    // 0: no buffer

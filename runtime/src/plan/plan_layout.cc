@@ -115,7 +115,7 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   uint64_t total = net_bytes;
   auto take = [&](uint64_t bytes) {
     const uint64_t at = total;
-    total += (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+    total += detail::align_up64(bytes, kArenaAlignment);
     return static_cast<size_t>(at);
   };
   const uint64_t state_bytes = rows * dim * sizeof(float);

@@ -11,6 +11,15 @@
 
 namespace siflow::detail {
 
+// n rounded up to a multiple of alignment (64 unless said: every block of a model or plan).
+constexpr size_t align_up(size_t n, size_t alignment = 64) {
+  return (n + alignment - 1) / alignment * alignment;
+}
+// 64-bit sizes (a plan's layout is computed in 64 bits on every target).
+constexpr uint64_t align_up64(uint64_t n, uint64_t alignment = 64) {
+  return (n + alignment - 1) / alignment * alignment;
+}
+
 // size bytes at an address that is a multiple of alignment (a power of two), or nullptr.
 inline void* aligned_malloc(size_t alignment, size_t size) {
   const size_t extra = alignment + sizeof(void*);
