@@ -13,7 +13,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-OPS = ("fc", "unary", "concat", "add", "mul", "layernorm")
+# In the order of the schema's OpType enum (value = index); "exp" needs format 1.1.
+OPS = ("fc", "unary", "concat", "add", "mul", "layernorm", "exp")
 
 # In the order of the schema's UnaryKind enum (value = index).
 UNARY_KINDS = ("identity", "relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "silu",
@@ -81,9 +82,13 @@ class Graph:
                     raise ConversionError(f"{where}: bias has {n.bias.size} values, expected "
                                           f"{n.weight.shape[0]}")
                 w.append(int(n.weight.shape[0]))
-            elif n.op in ("unary", "layernorm"):
+            elif n.op in ("unary", "layernorm", "exp"):
                 if len(ins) != 1:
                     raise ConversionError(f"{where}: needs exactly one input")
+                if n.op == "exp":
+                    for f in ("weight", "bias", "constant", "gamma", "beta"):
+                        if getattr(n, f) is not None:
+                            raise ConversionError(f"{where}: has a {f}, which exp does not read")
                 if n.op == "unary" and n.unary not in UNARY_KINDS:
                     raise ConversionError(f"{where}: unknown unary kind {n.unary!r}")
                 for p in (n.gamma, n.beta) if n.op == "layernorm" else ():

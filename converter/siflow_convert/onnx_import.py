@@ -33,7 +33,8 @@ BSYM = 1_000_003          # stands for the batch size B inside folded integer sh
 
 SUPPORTED_OPS = (
     "Gemm, MatMul(+Add bias), Relu, LeakyRelu, Elu, Selu (default alpha/gamma), Tanh, Sigmoid, "
-    "Softplus, Sin, Cos, SiLU (x*Sigmoid(x)), GELU (erf pattern and tanh-approximation pattern), "
+    "Softplus, Sin, Cos, Exp (format 1.1), SiLU (x*Sigmoid(x)), GELU (erf pattern and "
+    "tanh-approximation pattern), "
     "Concat (feature axis), Add, Sub, Mul, Div and Neg (tensor with constant; Add/Mul/Sub of two "
     "tensors), Pow (exponent 1, 2 or 3), ReduceMean/ReduceSum (last axis), Slice/Gather (feature "
     "axis), LayerNormalization (last axis) and its decomposed pattern, no-op Identity/Dropout/"
@@ -729,6 +730,11 @@ class _Importer:
 
     def op_Cos(self, node, ins, where):
         return self._unary("cos", node, ins, where)
+
+    def op_Exp(self, node, ins, where):
+        a = self.need(ins[0], where)
+        tid = self.emit(Node("exp", [a.tid], name=node.name))
+        return _Val(tid, a.shape, _identity_form(tid))
 
     def op_Sigmoid(self, node, ins, where):
         a = self.need(ins[0], where)

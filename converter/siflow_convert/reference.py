@@ -182,6 +182,11 @@ def _node_forward(node: ir.Node, vals, tans, dtype):
         y, ty = _layernorm(ins[0].astype(np.float64), None if tin[0] is None else
                            tin[0].astype(np.float64), node)
         return y.astype(dtype), None if ty is None else ty.astype(dtype)
+    if node.op == "exp":
+        # As the runtime: exp in double rounded once; the tangent is the rounded value times t.
+        with np.errstate(over="ignore"):
+            y = np.exp(ins[0].astype(np.float64)).astype(dtype)
+        return y, None if tin[0] is None else tin[0] * y[:, None, :]
     raise ir.ConversionError(f"unknown op {node.op!r}; supported: {', '.join(ir.OPS)}")
 
 

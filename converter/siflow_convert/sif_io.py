@@ -29,7 +29,7 @@ from ._generated import TestVectors as fb_tv
 from ._generated import Weights as fb_weights
 
 FILE_IDENTIFIER = b"SIFL"
-FORMAT_MAJOR, FORMAT_MINOR = 1, 0
+FORMAT_MAJOR, FORMAT_MINOR = 1, 1   # the newest version this writer knows (1.1 added Exp)
 WEIGHT_ALIGNMENT = 64
 DTYPE_F32, DTYPE_F16 = 0, 1
 OPERANDS = ("weight", "bias", "constant", "gamma", "beta")
@@ -307,6 +307,12 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
     return fb_tv.TestVectorsEnd(b)
 
 
+def required_minor(graph: ir.Graph) -> int:
+    """The lowest format_minor the graph's contents need: 1 with an Exp node (format 1.1), else
+    0, so a file without new ops still loads in a runtime that reads only 1.0."""
+    return 1 if any(n.op == "exp" for n in graph.nodes) else 0
+
+
 def to_bytes(model: ir.FlowModel, fp16: bool = False) -> bytes:
     """The .sif bytes of `model`; weights as F16 (IEEE half of the float32 value) when fp16."""
     if not 0.0 <= model.time_start < model.time_end <= 1.0:
@@ -324,7 +330,7 @@ def to_bytes(model: ir.FlowModel, fp16: bool = False) -> bytes:
     name = b.CreateString(model.name) if model.name else None
     fb_model.ModelStart(b)
     b.PrependUint16Slot(0, FORMAT_MAJOR, None)
-    b.PrependUint16Slot(1, FORMAT_MINOR, None)
+    b.PrependUint16Slot(1, required_minor(model.graph), None)
     if name is not None:
         fb_model.ModelAddName(b, name)
     fb_model.ModelAddGraph(b, graph)

@@ -162,6 +162,32 @@ std::vector<uint8_t> raw_fc_model(fb::DType dtype, bool aligned, bool both_vecto
   return {};
 }
 
+// A one-node model v = exp(x) of dim 2 written with the generated code directly, for what
+// ModelBuilder cannot write: an Exp node with `inputs` (any count) and, when `operand` names
+// one, a weight vector in that field ("weight", "bias", "constant", "gamma" or "beta").
+std::vector<uint8_t> raw_exp_model(const std::vector<uint32_t>& inputs, const char* operand,
+                                   uint16_t minor = 1) {
+  flatbuffers::FlatBufferBuilder fbb;
+  auto in = fbb.CreateVector(inputs);
+  flatbuffers::Offset<fb::Weights> w = 0;
+  if (operand) {
+    auto shape = fbb.CreateVector(std::vector<uint32_t>{2});
+    fbb.ForceVectorAlignment(2, sizeof(float), 64);
+    auto f32 = fbb.CreateVector(std::vector<float>{1.0f, 2.0f});
+    w = fb::CreateWeights(fbb, fb::DType::F32, shape, f32);
+  }
+  const std::string field = operand ? operand : "";
+  auto pick = [&](const char* name) {
+    return field == name ? w : flatbuffers::Offset<fb::Weights>(0);
+  };
+  auto node = fb::CreateNode(fbb, fb::OpType::Exp, in, fbb.CreateString("e"),
+                             fb::UnaryKind::Identity, 0.01f, pick("weight"), pick("bias"),
+                             pick("constant"), pick("gamma"), pick("beta"));
+  auto graph = fb::CreateGraph(fbb, 2, fbb.CreateVector(std::vector<decltype(node)>{node}), 2);
+  fbb.Finish(fb::CreateModel(fbb, 1, minor, 0, graph), fb::ModelIdentifier());
+  return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+}
+
 // A three-layer MLP on [x, t] with layer norm and a constant; every weight value passes through
 // `f` (identity, or rounding to fp16) and is stored as `storage`.
 std::vector<uint8_t> mlp_model(float (*f)(float), ModelBuilder::WeightStorage storage) {
@@ -429,6 +455,47 @@ TEST_CASE("an unknown op type is refused and named") {
   std::vector<uint8_t> bytes = b.finish();
   bytes[field_offset(bytes, node_of(bytes, 0), fb::Node::VT_OP)] = 77;
   expect_refused(bytes, StatusCode::kInvalidModel, {"node 0", "unknown op type 77"});
+}
+
+TEST_CASE("an Exp node with 0 or 2 inputs is refused naming the node and the count") {
+  expect_refused(raw_exp_model({}, nullptr), StatusCode::kInvalidModel,
+                 {"node 0 (Exp, e)", "has 0 inputs, expected 1"});
+  expect_refused(raw_exp_model({0, 0}, nullptr), StatusCode::kInvalidModel,
+                 {"node 0 (Exp, e)", "has 2 inputs, expected 1"});
+}
+
+TEST_CASE("an Exp node carrying a weight vector is refused: exp reads none") {
+  for (const char* operand : {"weight", "bias", "constant", "gamma", "beta"}) {
+    CAPTURE(operand);
+    expect_refused(
+        raw_exp_model({0}, operand), StatusCode::kInvalidModel,
+        {"node 0 (Exp, e)", (std::string("has a ") + operand).c_str(), "which exp does not read"});
+  }
+}
+
+TEST_CASE("a format 1.1 file with Exp loads and computes v = exp(x)") {
+  auto model = expect_loads(raw_exp_model({0}, nullptr));
+  CHECK(model->info().format_major == 1);
+  CHECK(model->info().format_minor == 1);
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*model, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  const float t[1] = {0.5f}, y[2] = {0.0f, -1.5f};
+  float v[2];
+  REQUIRE(plan->velocity(1, t, y, v).ok());
+  CHECK(v[0] == 1.0f);
+  CHECK(v[1] == static_cast<float>(std::exp(-1.5)));
+}
+
+TEST_CASE("ModelBuilder records format 1.1 for a graph with Exp and 1.0 for one without") {
+  ModelBuilder with(2);
+  with.set_output(with.exp(with.unary(with.x(), UnaryKind::kTanh)));
+  const std::vector<uint8_t> bytes = with.finish();
+  CHECK(fb::GetModel(bytes.data())->format_minor() == 1);
+  CHECK(expect_loads(bytes)->info().format_minor == 1);
+  const std::vector<uint8_t> plain = linear_builder().finish();
+  CHECK(fb::GetModel(plain.data())->format_major() == 1);
+  CHECK(fb::GetModel(plain.data())->format_minor() == 0);
+  CHECK(expect_loads(plain)->info().format_minor == 0);
 }
 
 TEST_CASE("a non-finite alpha or a non-positive layer norm epsilon is refused") {

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "format/model_data.hpp"
-#include "math/random.hpp"
 #include "kernels/simd/kernels.hpp"
+#include "math/random.hpp"
 #include "net/executor.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
@@ -82,6 +82,7 @@ class TestNet {
     n.eps = eps;
     return push(n, widths_[in], builder_.layer_norm(in, n.w, n.b, eps));
   }
+  uint32_t exp(uint32_t in) { return push(Node{Op::kExp, {in}}, widths_[in], builder_.exp(in)); }
   void set_output(uint32_t id) {
     output_ = id;
     builder_.set_output(id);
@@ -147,6 +148,9 @@ class TestNet {
           }
           break;
         }
+        case Op::kExp:
+          for (uint32_t k = 0; k < width; ++k) y[k] = std::exp(a[k]);
+          break;
       }
       v.push_back(y);
     }
@@ -156,7 +160,7 @@ class TestNet {
   uint32_t dim() const { return dim_; }
 
  private:
-  enum class Op { kFc, kUnary, kConcat, kAdd, kMul, kAddConstant, kMulConstant, kLayerNorm };
+  enum class Op { kFc, kUnary, kConcat, kAdd, kMul, kAddConstant, kMulConstant, kLayerNorm, kExp };
   struct Node {
     Node(Op o, std::vector<uint32_t> inputs) : op(o), in(std::move(inputs)) {}
     Op op;
@@ -205,6 +209,19 @@ TestNet full_network(uint32_t dim) {
   const uint32_t shifted = n.add_constant(scaled, random_normals(16, 6, 0.5));
   const uint32_t ln = n.layer_norm(shifted, 7, false);
   n.set_output(n.fc(ln, dim, 8));
+  return n;
+}
+
+// A small net using Exp (format 1.1), kept apart from full_network so the every-op models and
+// their golden bits stay format 1.0: exp of a hidden layer with a tangent, exp of a time
+// feature without one, and their product, so the exp JVP meets the product rule.
+TestNet exp_network(uint32_t dim) {
+  TestNet n(dim);
+  const uint32_t h = n.fc(n.concat({ModelBuilder::x(), ModelBuilder::t()}), 8, 90);
+  const uint32_t e = n.exp(n.unary(h, UnaryKind::kTanh));                 // in (e^-1, e)
+  const uint32_t et = n.exp(n.mul_constant(ModelBuilder::t(), {-1.5f}));  // [B,1], no tangent
+  const uint32_t g = n.mul(e, et);
+  n.set_output(n.fc(n.add(g, n.exp(n.fc(ModelBuilder::x(), 8, 91))), dim, 92));
   return n;
 }
 
@@ -714,4 +731,81 @@ TEST_CASE("worker threads give the bits of one thread (reference, simd)" * SIFLO
 
 TEST_CASE("worker threads give the bits of one thread (xnnpack)" * SIFLOW_NEEDS_XNNPACK_AND_POOL) {
   check_worker_threads_bits(siflow::Backend::kXnnpack);
+}
+
+TEST_CASE("a network using Exp: velocity, Jacobian and exact divergence match the double net") {
+  const uint32_t dim = 3;
+  TestNet net = exp_network(dim);
+  auto model = net.load();
+  CHECK(model->info().format_minor == 1);  // written as the lowest version that has Exp
+  const auto& md = model->data();
+  const size_t rows = 5;
+  const std::vector<float> x = random_points(rows, dim, 93);
+  // Velocity through Plan against the double evaluation.
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*model, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  std::vector<float> t(rows), v(rows * dim);
+  for (size_t r = 0; r < rows; ++r) t[r] = 0.2f * static_cast<float>(r);
+  REQUIRE(plan->velocity(rows, t.data(), x.data(), v.data()).ok());
+  double worst_v = 0.0;
+  for (size_t r = 0; r < rows; ++r) {
+    const std::vector<double> want =
+        net.eval(t[r], std::vector<double>(x.begin() + r * dim, x.begin() + (r + 1) * dim));
+    for (uint32_t k = 0; k < dim; ++k)
+      worst_v = std::max(worst_v,
+                         std::fabs(v[r * dim + k] - want[k]) / std::max(1.0, std::fabs(want[k])));
+  }
+  // Six float layers (fan-in <= 8, exp values up to e^3): a few 2^-24 relative of O(10)
+  // values; 2e-6 still flags a wrong exp (or a missing one), which errs by O(1).
+  MESSAGE("exp net: max relative velocity error " << worst_v);
+  CHECK(worst_v <= 2e-6);
+  // Identity-seeded tangents against the finite-difference Jacobian, then their trace.
+  Buffers buf(md, rows, dim);
+  for (size_t r = 0; r < rows; ++r) buf.values[1][r] = t[r];
+  siflow::fill_identity_seeds(buf.tangents[0].data(), rows, dim);
+  siflow::run_network(md, buf.net, x.data(), rows, dim);
+  std::vector<double> div(rows);
+  siflow::exact_divergence(buf.tangent_ptrs[md.output], rows, dim, div.data());
+  double worst_j = 0.0;
+  for (size_t r = 0; r < rows; ++r) {
+    const std::vector<double> jac = fd_jacobian(net, buf.values[1][r], x.data() + r * dim);
+    double trace = 0.0, size = 0.0;
+    for (uint32_t p = 0; p < dim; ++p)
+      for (uint32_t k = 0; k < dim; ++k)
+        worst_j = std::max(worst_j, std::fabs(buf.tangent_ptrs[md.output][(r * dim + p) * dim + k] -
+                                              jac[k * dim + p]) /
+                                        std::max(1.0, std::fabs(jac[k * dim + p])));
+    for (uint32_t k = 0; k < dim; ++k) {
+      trace += jac[k * dim + k];
+      size += std::fabs(jac[k * dim + k]);
+    }
+    CHECK(std::fabs(div[r] - trace) <= 1e-6 * (dim + size));
+  }
+  MESSAGE("exp net: max Jacobian error " << worst_j);
+  CHECK(worst_j <= 1e-6);
+}
+
+TEST_CASE("an overflowing Exp is a numerical error in velocity and sample, never inf output") {
+  // v = exp(x + 100): e^100 is beyond float's range (e^88.72), so every row overflows.
+  ModelBuilder b(1);
+  b.set_output(b.exp(b.add_constant(ModelBuilder::x(), {100.0f})));
+  const std::vector<uint8_t> bytes = b.finish();
+  std::unique_ptr<Model> model;
+  REQUIRE(Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model).ok());
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*model, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  const float t[3] = {0.5f, 0.5f, 0.5f}, y[3] = {-50.0f, -20.0f, 0.0f};  // rows 0, 1 stay finite
+  float v[3] = {0.0f, 0.0f, 0.0f};
+  siflow::Status s = plan->velocity(3, t, y, v);
+  INFO("velocity: " << std::string(s.message()));
+  CHECK(s.code() == siflow::StatusCode::kNumericalError);
+  CHECK(std::string(s.message()).find("not finite in row 2") != std::string::npos);
+  for (float u : v) CHECK(std::isfinite(u));  // nothing infinite reached the caller
+  std::vector<float> x(4, 0.0f);
+  siflow::SampleOptions so;
+  so.seed = 7;
+  s = plan->sample(4, so, x.data(), nullptr);
+  INFO("sample: " << std::string(s.message()));
+  CHECK(s.code() == siflow::StatusCode::kNumericalError);
+  CHECK(std::string(s.message()).find("not finite") != std::string::npos);
 }

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // Reference kernels and op modules against double formulas written with std:: functions: every
 // activation and its derivative (by central finite differences), fully connected, the layer norm
-// module's forward and JVP, and the broadcasting binary modules with their tangents (each module
-// run as a one-node graph on the reference kernels).
+// module's forward and JVP, the exp module's forward and JVP, and the broadcasting binary modules
+// with their tangents (each module run as a one-node graph on the reference kernels).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "format/model_data.hpp"
 #include "kernels/reference/activation.hpp"
 #include "kernels/reference/dense.hpp"
+#include "math/elementary.hpp"
 #include "ops/op.hpp"
 #include "support/activation_formulas.hpp"
 
@@ -71,6 +74,19 @@ void layer_norm_jvp(const float* x, size_t rows, uint32_t width, const float* ga
   std::vector<float> y(rows * width);
   run_node(n, width, 1, const_cast<float*>(x), nullptr, y.data(), const_cast<float*>(t_in), nullptr,
            t_out, rows, directions);
+}
+
+// y = exp(x) through the exp module; with t_out, also `directions` tangents of t_in.
+void exp_node(const float* x, size_t rows, uint32_t width, float* y, const float* t_in = nullptr,
+              float* t_out = nullptr, size_t directions = 0) {
+  const uint32_t in[1] = {0};
+  NodeData n{};
+  n.op = OpKind::kExp;
+  n.input_count = 1;
+  n.inputs = in;
+  n.width = width;
+  run_node(n, width, 1, const_cast<float*>(x), nullptr, y, const_cast<float*>(t_in), nullptr, t_out,
+           rows, directions);
 }
 
 NodeData binary_node(bool multiply, uint32_t a_width, const float* b, uint32_t b_width,
@@ -431,6 +447,68 @@ TEST_CASE("layer_norm_jvp matches central finite differences of the double layer
         }
       }
   }
+}
+
+TEST_CASE("exp forward is the runtime's double exp rounded once, within 1/2 ulp of std::exp") {
+  // Dense grid over the finite range, random points, and edges: 0, -0, tiny, underflow to
+  // subnormals and to 0, the largest finite result, overflow to inf, NaN.
+  std::vector<float> x = grid_points(-110.0f, 88.7f, 4000, 21);
+  for (float e : {0.0f, -0.0f, 1e-30f, -1e-30f, 1.0f, -1.0f, -87.5f, -100.0f, -103.9f, -200.0f,
+                  88.72f, 88.73f, 89.0f, 1000.0f, FLT_MAX, -FLT_MAX, NAN})
+    x.push_back(e);
+  const uint32_t width = 7;
+  while (x.size() % width) x.push_back(0.5f);
+  const size_t rows = x.size() / width;
+  std::vector<float> y(x.size());
+  ref::exp_node(x.data(), rows, width, y.data());
+  double worst_ulps = 0.0;
+  size_t overflowed = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    INFO("x = " << x[i]);
+    if (std::isnan(x[i])) {
+      CHECK(std::isnan(y[i]));
+      continue;
+    }
+    // Bit-exact: the runtime's exp in double, rounded once to float.
+    const float own = static_cast<float>(siflow::math::exp(static_cast<double>(x[i])));
+    CHECK(std::memcmp(&y[i], &own, sizeof own) == 0);
+    const double want = std::exp(static_cast<double>(x[i]));
+    if (want > FLT_MAX) {
+      // Beyond float's range (x > 88.72): inf, which a run reports as a numerical error.
+      CHECK(std::isinf(y[i]));
+      ++overflowed;
+      continue;
+    }
+    // Rounding a double within 5 double ulps of exp(x) to float: 1/2 float ulp, plus the
+    // double error (1e-15 relative) when the exact value sits next to a rounding boundary.
+    const double err = std::fabs(y[i] - want);
+    CHECK(err <= 0.5 * float_ulp(want) + 1e-15 * want);
+    worst_ulps = std::max(worst_ulps, err / float_ulp(want));
+  }
+  CHECK(overflowed == 4);  // 88.73, 89, 1000, FLT_MAX; 88.72 is below ln FLT_MAX = 88.7228
+  MESSAGE("exp: worst error " << worst_ulps << " float ulp against std::exp");
+}
+
+TEST_CASE("exp JVP is exp(x) times each direction, matching central differences in double") {
+  const size_t rows = 4, directions = 3;
+  const uint32_t width = 11;
+  const std::vector<float> x = random_vector(rows * width, 22, 3.0f);
+  const std::vector<float> t_in = random_vector(rows * directions * width, 23);
+  std::vector<float> y(rows * width), t_out(rows * directions * width, NAN);
+  ref::exp_node(x.data(), rows, width, y.data(), t_in.data(), t_out.data(), directions);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t p = 0; p < directions; ++p)
+      for (uint32_t k = 0; k < width; ++k) {
+        const size_t ti = (r * directions + p) * width + k;
+        const double xk = x[r * width + k], d = t_in[ti], h = 1e-6;
+        const double fd = (std::exp(xk + h * d) - std::exp(xk - h * d)) / (2 * h);
+        // The module multiplies the rounded value y by the direction in float: two roundings
+        // (2^-23 relative); the quotient's truncation (h^2 e^x / 6) and cancellation
+        // (1e-16 e^x / 1e-6) stay below 1e-9 relative.
+        CHECK(std::fabs(t_out[ti] - fd) <= std::ldexp(std::fabs(fd), -22) + 1e-9 * std::exp(xk));
+        // And exactly the float product of the forward value and the direction.
+        CHECK(t_out[ti] == y[r * width + k] * t_in[ti]);
+      }
 }
 
 namespace {

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "doctest/doctest.h"
-#include "math/interpolant.hpp"
 #include "kernels/simd/kernels.hpp"
+#include "math/interpolant.hpp"
 #include "support/random_vectors.hpp"
 #include "train/dense.hpp"
 #include "train/graph.hpp"
@@ -143,6 +143,52 @@ TEST_CASE("VJP of layer norm, with and without affine parameters, matches FD") {
     g.set_output(g.fully_connected(g.layer_norm(g.fully_connected(Graph::x(), 6), affine), 2));
     check_graph_gradient(g, 3, 70 + affine);
   }
+}
+
+TEST_CASE("VJP of exp matches finite differences, alone and inside a product") {
+  // The random unit-scale parameters make fully connected outputs of size ~3; tanh keeps each
+  // exp's input in (-1, 1) so the loss stays O(10) and central differences stay accurate.
+  Graph g(3);
+  const uint32_t e = g.exp(g.unary(g.fully_connected(Graph::x(), 4), UnaryKind::kTanh));
+  // exp of a [B,1] time feature scaling exp of a tensor: the exp VJP meets the product rule,
+  // and x reaches the output through exp twice (two contributions to one gradient).
+  const uint32_t et = g.exp(g.mul_constant(Graph::t(), {-0.7f}));
+  const uint32_t inner = g.unary(g.fully_connected(e, 4), UnaryKind::kTanh);
+  const uint32_t both = g.mul(g.exp(inner), et);
+  g.set_output(g.fully_connected(g.add(both, e), 2));
+  check_graph_gradient(g, 3, 75);
+}
+
+TEST_CASE("float exp VJP on the reference path agrees with the double tape") {
+  Graph g(2);
+  g.set_output(g.fully_connected(g.exp(g.fully_connected(Graph::x(), 5)), 2));
+  const size_t rows = 6;
+  const std::vector<double> p = random_doubles(g.parameter_count(), 76, 0.5);
+  const std::vector<double> x = random_doubles(rows * 2, 77);
+  const std::vector<double> dv = random_doubles(rows * 2, 78);
+  Tape<double> ref(g, rows);
+  Tape<float> fast(g, rows);
+  for (size_t i = 0; i < rows * 2; ++i) {
+    ref.x()[i] = x[i];
+    fast.x()[i] = static_cast<float>(x[i]);
+  }
+  for (size_t r = 0; r < rows; ++r) ref.t()[r] = fast.t()[r] = 0.5f;
+  const std::vector<float> pf(p.begin(), p.end()), dvf(dv.begin(), dv.end());
+  const std::vector<double> pr(pf.begin(), pf.end()), dvr(dvf.begin(), dvf.end());
+  ref.forward(pr.data(), rows);
+  fast.forward(pf.data(), rows);
+  std::vector<double> gd(p.size());
+  std::vector<float> gf(p.size());
+  ref.backward(pr.data(), dvr.data(), rows, gd.data(), true);
+  fast.backward(pf.data(), dvf.data(), rows, gf.data(), true);
+  // Float sums of at most 6 rows x 5 terms of O(1) values: a few 2^-24 relative of the largest
+  // gradient; 1e-5 flags a wrong rule, which is off by O(1).
+  double scale = 0.0;
+  for (double v : gd) scale = std::fmax(scale, std::fabs(v));
+  for (size_t i = 0; i < p.size(); ++i) CHECK(std::fabs(gf[i] - gd[i]) <= 1e-5 * scale);
+  for (size_t i = 0; i < rows * 2; ++i)
+    CHECK(std::fabs(fast.d_x()[i] - ref.d_x()[i]) <=
+          1e-5 * std::fmax(1.0, std::fabs(ref.d_x()[i])));
 }
 
 TEST_CASE("VJP of the training MLP with Fourier time features matches FD") {
