@@ -156,22 +156,14 @@ SdeOptions parse_sde(const ParsedArgs& args) {
   if (!(sde.epsilon > 0.0))
     throw UsageError(format("--sde: EPS must be positive, not %s", eps->c_str()));
   if (const std::string* s = args.find("--sde-schedule")) {
-    if (*s == "constant")
-      sde.schedule = EpsilonSchedule::kConstant;
-    else if (*s == "a")
-      sde.schedule = EpsilonSchedule::kProportionalToA;
-    else
+    if (!parse_epsilon_schedule(s->c_str(), &sde.schedule))
       throw UsageError(
           format("--sde-schedule: unknown schedule '%s' (expected constant or a)", s->c_str()));
   }
   if (const std::string* s = args.find("--sde-stop"))
     sde.stop_delta = parse_double("--sde-stop", *s);
   if (const std::string* s = args.find("--sde-method")) {
-    if (*s == "em")
-      sde.method = SdeMethod::kEulerMaruyama;
-    else if (*s == "heun")
-      sde.method = SdeMethod::kHeun;
-    else
+    if (!parse_sde_method(s->c_str(), &sde.method))
       throw UsageError(
           format("--sde-method: unknown method '%s' (expected em or heun)", s->c_str()));
   }
@@ -183,21 +175,8 @@ std::string describe_sde(const SdeOptions& sde, const Integration& run) {
   const std::string then =
       sde.stop_delta > 0 ? format(", stop %g then %s", sde.stop_delta, method_name(run.method()))
                          : "";
-  return format("SDE %s, eps %g, schedule %s%s, %s", sde.method == SdeMethod::kHeun ? "heun" : "em",
-                sde.epsilon, sde.schedule == EpsilonSchedule::kConstant ? "constant" : "a",
-                then.c_str(), run.steps_text().c_str());
-}
-
-const char* interpolant_name(InterpolantKind kind) {
-  switch (kind) {
-    case InterpolantKind::kLinear:
-      return "linear";
-    case InterpolantKind::kTrig:
-      return "trig";
-    case InterpolantKind::kLearnedFourier:
-      return "learned Fourier";
-  }
-  return "unknown";
+  return format("SDE %s, eps %g, schedule %s%s, %s", sde_method_name(sde.method), sde.epsilon,
+                epsilon_schedule_name(sde.schedule), then.c_str(), run.steps_text().c_str());
 }
 
 int run_info(const ParsedArgs& args) {
@@ -226,8 +205,8 @@ int run_info(const ParsedArgs& args) {
   if (info.interpolant == InterpolantKind::kLearnedFourier)
     std::printf("interpolant   learned Fourier (%u terms)\n", info.fourier_terms);
   else
-    std::printf("interpolant   %s\n", interpolant_name(info.interpolant));
-  std::printf("base          %s\n", info.base == BaseKind::kNormal ? "normal" : "uniform");
+    std::printf("interpolant   %s\n", interpolant_kind_name(info.interpolant));
+  std::printf("base          %s\n", base_kind_name(info.base));
   std::printf("normalized    %s\n", info.normalized ? "yes" : "no");
   std::printf("score         %s\n", info.score_available ? "available (SDE sampling possible)"
                                                          : "not available (no SDE sampling)");

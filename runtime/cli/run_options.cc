@@ -122,11 +122,7 @@ DivergenceOptions parse_divergence(const ParsedArgs& args) {
   if (probe) {
     if (d.mode != DivergenceMode::kHutchinson)
       throw UsageError("--probe applies only with --divergence hutchinson");
-    if (*probe == "rademacher")
-      d.probe = ProbeKind::kRademacher;
-    else if (*probe == "gaussian")
-      d.probe = ProbeKind::kGaussian;
-    else
+    if (!parse_probe_kind(probe->c_str(), &d.probe))
       throw UsageError(
           format("--probe: unknown probe '%s' (expected rademacher or gaussian)", probe->c_str()));
   }
@@ -135,8 +131,7 @@ DivergenceOptions parse_divergence(const ParsedArgs& args) {
 
 std::string describe(const DivergenceOptions& d) {
   if (d.mode == DivergenceMode::kExact) return "exact divergence";
-  return format("Hutchinson divergence (%u %s probe%s)", d.probes,
-                d.probe == ProbeKind::kGaussian ? "gaussian" : "rademacher",
+  return format("Hutchinson divergence (%u %s probe%s)", d.probes, probe_kind_name(d.probe),
                 d.probes == 1 ? "" : "s");
 }
 

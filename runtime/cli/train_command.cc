@@ -51,12 +51,13 @@ std::vector<uint32_t> parse_hidden(const std::string& text) {
 }
 
 UnaryKind parse_activation(const std::string& text) {
+  UnaryKind kind;
+  if (parse_unary_kind(text.c_str(), &kind)) return kind;
+  std::string names;
   for (int k = 0; k <= static_cast<int>(UnaryKind::kCos); ++k)
-    if (text == unary_kind_name(static_cast<UnaryKind>(k))) return static_cast<UnaryKind>(k);
-  throw UsageError(format(
-      "--activation: unknown activation '%s' (expected identity, relu, leaky_relu, elu, selu, "
-      "tanh, sigmoid, silu, gelu, gelu_tanh, softplus, sin or cos)",
-      text.c_str()));
+    names += std::string(k ? ", " : "") + unary_kind_name(static_cast<UnaryKind>(k));
+  throw UsageError(format("--activation: unknown activation '%s' (expected one of %s)",
+                          text.c_str(), names.c_str()));
 }
 
 // --threads N, default 0: every core (results are the same for any N).
@@ -74,13 +75,7 @@ TrainOptions parse_options(const ParsedArgs& args) {
   if (auto* s = args.find("--time-features"))
     o.time_frequencies = static_cast<uint32_t>(parse_uint("--time-features", *s, 0, 64));
   if (auto* s = args.find("--interpolant")) {
-    if (*s == "linear")
-      o.interpolant = InterpolantKind::kLinear;
-    else if (*s == "trig")
-      o.interpolant = InterpolantKind::kTrig;
-    else if (*s == "learned")
-      o.interpolant = InterpolantKind::kLearnedFourier;
-    else
+    if (!parse_interpolant_kind(s->c_str(), &o.interpolant))
       throw UsageError(
           format("--interpolant: unknown interpolant '%s' (expected linear, trig or learned)",
                  s->c_str()));
@@ -289,10 +284,7 @@ int run_train(const ParsedArgs& args) {
                "siflow train: %s, %" PRIu64
                " parameters, %s interpolant, %s loss, t %s, batch "
                "%u, %" PRIu64 " steps%s, %u thread%s\n",
-               data_text.c_str(), trainer->parameter_count(),
-               o.interpolant == InterpolantKind::kLinear ? "linear"
-               : o.interpolant == InterpolantKind::kTrig ? "trig"
-                                                         : "learned Fourier",
+               data_text.c_str(), trainer->parameter_count(), interpolant_kind_name(o.interpolant),
                train_loss_name(o.loss), time_sampling_name(o.time), o.batch, o.steps,
                resume ? format(" (resuming at %" PRIu64 ")", first_step).c_str() : "", o.threads,
                o.threads == 1 ? "" : "s");
