@@ -61,6 +61,10 @@ struct Limits {
   static constexpr uint64_t kMaxBatch = 1ull << 20;            // plan max_batch
   static constexpr uint32_t kMaxSteps = 1u << 20;              // integrator steps
   static constexpr uint32_t kMaxProbes = 1024;                 // Hutchinson probes
+  // Network evaluations of one row that a model's test vectors ask validate_embedded for:
+  // velocity points + 4 (RK4 stages) x trajectories x trajectory steps. The loader refuses more,
+  // so validation costs at most this many evaluations of the network (time linear in its size).
+  static constexpr uint64_t kMaxValidationEvaluations = 1ull << 22;
 };
 
 enum class InterpolantKind : uint8_t { kLinear = 0, kTrig = 1, kLearnedFourier = 2 };
