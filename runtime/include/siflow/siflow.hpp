@@ -346,6 +346,12 @@ struct ValidationReport {
 Status validate_embedded(const Model& model, ValidationReport* report);
 Status validate_embedded(const Model& model, const PlanOptions& execution,
                          ValidationReport* report);
+// The same, cancellable: `progress` (nullable) is called after the velocity check and after
+// every RK4 step of the trajectory check, with done/total counting network evaluations of one
+// row (velocity points + 4 per trajectory step, at most Limits::kMaxValidationEvaluations);
+// returning false stops validation with kCancelled (the report is then left empty).
+Status validate_embedded(const Model& model, const PlanOptions& execution, ValidationReport* report,
+                         ProgressFn progress, void* progress_user = nullptr);
 
 // Writes `size` bytes to `path` through a temporary file renamed into place. The temporary,
 // "<path>.siflow-tmp-<pid>-<6 random letters>", is created exclusively (O_CREAT | O_EXCL |
