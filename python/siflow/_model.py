@@ -505,19 +505,22 @@ class Model:
 
     def validate(self, **options):
         """Re-runs the embedded test vectors (siflow_validate) and returns a ValidationReport;
-        raises siflow.InvalidArgument when the model has none. Options: threads, backend, tune.
-        It cannot be cancelled (the C API's validation takes no progress callback); Ctrl-C is
-        honoured when it returns."""
+        raises siflow.InvalidArgument when the model has none. Options: threads, backend, tune,
+        progress (a callable (done, total) counting network evaluations of one row, called after
+        the velocity check and after every RK4 step; returning False cancels with
+        siflow.Cancelled). Ctrl-C stops it after the current step and raises KeyboardInterrupt."""
         _options.check_names("validate", options)
+        progress = options.pop("progress", None)
         po = _options.plan_options(options)
         report = _capi.ValidationReport()
         report.struct_size = ctypes.sizeof(report)
         error = _capi.Error_()
         handle = self._enter()
         try:
-            with _Interrupt(None) as interrupt:
-                status = _lib.siflow_validate(handle, ctypes.byref(po), ctypes.byref(report),
-                                              ctypes.byref(error))
+            with _Interrupt(progress) as interrupt:
+                function = interrupt.function or _capi.PROGRESS_FN()  # NULL: no callback
+                status = _lib.siflow_validate(handle, ctypes.byref(po), function, None,
+                                              ctypes.byref(report), ctypes.byref(error))
             interrupt.finish(status, error)
         finally:
             self._leave()

@@ -74,7 +74,7 @@ ACCEPTED = {
     "encode": PLAN + ODE,
     "log_prob": PLAN + ODE + DIVERGENCE + ("seed", "time"),
     "velocity": PLAN,
-    "validate": ("threads", "backend", "tune"),
+    "validate": ("threads", "backend", "tune", "progress"),
     "arena_bytes": PLAN + ("divergence", "probes"),
     "kernels": PLAN,
 }

@@ -169,3 +169,30 @@ def test_threads_sharing_a_model_get_the_same_bits():
             t.join()
         for r in results:
             np.testing.assert_array_equal(bits(r), bits(reference))
+
+
+def test_validate_reports_progress_and_is_cancelled_by_false_or_ctrl_c(model):
+    # two_moons embeds 64 velocity points and 8 trajectories of 16 RK4 steps: progress counts
+    # network evaluations, 64 after the velocity check, then 4 x 8 more after every step.
+    p = Recorder()
+    report = model.validate(progress=p)
+    assert report.velocity_ok and report.trajectory_ok
+    assert p.done == [64 + 32 * k for k in range(17)] and p.total == {64 + 4 * 8 * 16}
+
+    p = Recorder(stop_at=3)
+    with pytest.raises(siflow.Cancelled, match="cancelled by the progress callback"):
+        model.validate(progress=p)
+    assert len(p.done) == 3
+
+    calls = []
+
+    def interrupt_at_second(done, total):
+        calls.append(done)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        model.validate(progress=interrupt_at_second)
+    assert 2 <= len(calls) <= 3  # the step after the signal at the latest
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert model.validate() == report

@@ -4,6 +4,8 @@
 // internal headers, and every file it writes goes through siflow::write_files_atomic.
 #include "commands.hpp"
 
+#include <signal.h>
+
 #include <algorithm>
 #include <cinttypes>
 #include <cmath>
@@ -422,6 +424,21 @@ double relative_error(const std::vector<float>& v, const std::vector<float>& ref
 
 const char* verdict(bool ok) { return ok ? "ok" : "FAILED"; }
 
+// validate's stop signal: SIGINT or SIGTERM sets the flag, and the validation's progress
+// callback (which also draws the progress line on a terminal) then cancels it.
+volatile sig_atomic_t g_validate_interrupted = 0;
+void on_validate_interrupt(int) { g_validate_interrupted = 1; }
+struct ValidateProgress {
+  Progress line{"validate"};
+  OdeOptions draw;  // the line's callback, attached only when stderr is a terminal
+  ValidateProgress() { line.attach(&draw); }
+  static bool update(void* user, uint64_t done, uint64_t total) {
+    if (g_validate_interrupted) return false;
+    const OdeOptions& draw = static_cast<ValidateProgress*>(user)->draw;
+    return !draw.progress || draw.progress(draw.progress_user, done, total);
+  }
+};
+
 int run_validate(const ParsedArgs& args) {
   const bool custom = args.has("--inputs") || args.has("--times") || args.has("--expected");
   double tolerance = 1e-5;
@@ -446,7 +463,19 @@ int run_validate(const ParsedArgs& args) {
     PlanOptions plan_options;
     plan_options.threads = execution.threads;
     plan_options.backend = execution.backend;
-    check(validate_embedded(*model, plan_options, &r));
+    struct sigaction action {};
+    action.sa_handler = on_validate_interrupt;
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+    ValidateProgress progress;
+    const Status s =
+        validate_embedded(*model, plan_options, &r, &ValidateProgress::update, &progress);
+    progress.line.finish();
+    if (s.code() == StatusCode::kCancelled && g_validate_interrupted) {
+      std::fprintf(stderr, "siflow validate: stopped (interrupted)\n");
+      return 130;
+    }
+    check(s);
     if (r.velocity_count > 0)
       std::printf("velocity      %u points: max relative error %.3g (tolerance %.3g) %s\n",
                   r.velocity_count, r.velocity_max_error, r.velocity_tolerance,
@@ -590,7 +619,8 @@ const std::vector<Command>& commands() {
        "Without options, re-runs the test vectors embedded in the model (velocities and RK4\n"
        "trajectories). With --inputs, --times and --expected, compares Plan::velocity on Y at\n"
        "T with V. Errors are relative: max |v - v_ref| / max(1, max |v_ref|). Exits 0 when\n"
-       "every error is within its tolerance, 1 otherwise.",
+       "every error is within its tolerance, 1 otherwise. Ctrl-C (SIGINT or SIGTERM) stops the\n"
+       "embedded check after the current RK4 step, with exit status 130.",
        {{"--inputs", nullptr, "FILE", "points [N, dim] in flow coordinates"},
         {"--times", nullptr, "T", "a time, or a vector file [N] of times"},
         {"--expected", nullptr, "FILE", "reference velocities [N, dim]"},

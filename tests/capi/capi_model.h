@@ -33,4 +33,9 @@ static const float capi_norm_std[CAPI_DIM] = {2.0f, 0.5f};
 #define CAPI_UNIFORM_LOW (-1.0f)
 #define CAPI_UNIFORM_HIGH 1.0f
 
+/* The uniform model's embedded trajectory test: v = y * y, so y(1) = y0 / (1 - y0) from every
+ * start y0 = CAPI_TRAJECTORY_START, integrated with CAPI_TRAJECTORY_STEPS RK4 steps. */
+#define CAPI_TRAJECTORY_START 0.25f
+#define CAPI_TRAJECTORY_STEPS 4096
+
 #endif /* SIFLOW_TESTS_CAPI_MODEL_H_ */

@@ -53,6 +53,9 @@ int main(int argc, char** argv) {
   uniform.set_interpolant(siflow::InterpolantKind::kLinear);
   uniform.set_uniform_base(std::vector<float>(CAPI_DIM, CAPI_UNIFORM_LOW),
                            std::vector<float>(CAPI_DIM, CAPI_UNIFORM_HIGH));
+  const float y0 = CAPI_TRAJECTORY_START;
+  uniform.set_trajectory_tests(CAPI_TRAJECTORY_STEPS, std::vector<float>(CAPI_DIM, y0),
+                               std::vector<float>(CAPI_DIM, y0 / (1.0f - y0)), 1e-4f);
 
   return write(argv[1], main_model.finish()) && write(argv[2], uniform.finish()) ? 0 : 1;
 }

@@ -1134,25 +1134,66 @@ static void test_info_and_validate(const siflow_model* model, const siflow_model
   CHECK_STATUS(siflow_model_get_info(NULL, &info, fresh(&error)), SIFLOW_INVALID_ARGUMENT, &error);
   CHECK_STATUS(siflow_model_get_info(model, NULL, fresh(&error)), SIFLOW_INVALID_ARGUMENT, &error);
 
-  /* Neither test model embeds test vectors: validation says so. */
+  /* The main model embeds no test vectors: validation says so. */
   report.struct_size = sizeof report;
-  CHECK_STATUS(siflow_validate(model, NULL, &report, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
-               &error);
+  CHECK_STATUS(siflow_validate(model, NULL, NULL, NULL, &report, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
   CHECK(strstr(error.message, "no test vectors") != NULL);
   siflow_plan_options_init(&po);
   po.backend = SIFLOW_BACKEND_REFERENCE;
-  CHECK_STATUS(siflow_validate(uniform, &po, &report, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
-               &error);
   po.struct_size = 2;
-  CHECK_STATUS(siflow_validate(model, &po, &report, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
-               &error);
+  CHECK_STATUS(siflow_validate(uniform, &po, NULL, NULL, &report, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
   CHECK(strstr(error.message, "struct_size") != NULL);
   report.struct_size = sizeof report + 1;
-  CHECK_STATUS(siflow_validate(model, NULL, &report, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
+  CHECK_STATUS(siflow_validate(uniform, NULL, NULL, NULL, &report, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
+  CHECK_STATUS(siflow_validate(uniform, NULL, NULL, NULL, NULL, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
+  CHECK_STATUS(siflow_validate(NULL, NULL, NULL, NULL, &report, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
+}
+
+/* The uniform model's trajectory test (v = y * y): validation with a progress callback that
+ * never cancels sees every RK4 step, and one that cancels stops it at once. */
+static void test_validate_progress(const siflow_model* uniform) {
+  const uint64_t total = 4ull * CAPI_TRAJECTORY_STEPS; /* one trajectory, 4 RK4 stages a step */
+  siflow_error error;
+  siflow_validation_report report;
+  siflow_plan_options po;
+  progress_state state;
+  printf("[validate: progress + cancel]\n");
+  siflow_plan_options_init(&po);
+  po.backend = SIFLOW_BACKEND_REFERENCE;
+
+  report.struct_size = sizeof report;
+  CHECK_STATUS(siflow_validate(uniform, &po, NULL, NULL, &report, fresh(&error)), SIFLOW_OK,
                &error);
-  CHECK_STATUS(siflow_validate(model, NULL, NULL, fresh(&error)), SIFLOW_INVALID_ARGUMENT, &error);
-  CHECK_STATUS(siflow_validate(NULL, NULL, &report, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
-               &error);
+  CHECK(report.velocity_count == 0 && report.trajectory_count == 1);
+  CHECK(report.trajectory_steps == CAPI_TRAJECTORY_STEPS);
+  CHECK(report.trajectory_ok == 1 && report.trajectory_max_error < 1e-5);
+
+  memset(&state, 0, sizeof state);
+  state.monotonic = 1;
+  memset(&report, 0, sizeof report);
+  report.struct_size = sizeof report;
+  CHECK_STATUS(siflow_validate(uniform, &po, on_progress, &state, &report, fresh(&error)),
+               SIFLOW_OK, &error);
+  CHECK(state.calls == CAPI_TRAJECTORY_STEPS);
+  CHECK(state.monotonic == 1 && state.last_done == total && state.total == total);
+  CHECK(report.trajectory_count == 1 && report.trajectory_ok == 1);
+
+  /* Cancelled at the 10th of 4096 steps: SIFLOW_CANCELLED, no further call, no report. */
+  memset(&state, 0, sizeof state);
+  state.monotonic = 1;
+  state.cancel_at = 10;
+  memset(&report, 0, sizeof report);
+  report.struct_size = sizeof report;
+  CHECK_STATUS(siflow_validate(uniform, &po, on_progress, &state, &report, fresh(&error)),
+               SIFLOW_CANCELLED, &error);
+  CHECK(strstr(error.message, "cancelled") != NULL);
+  CHECK(state.calls == 10 && state.last_done == 40 && state.total == total);
+  CHECK(report.trajectory_count == 0);
 }
 
 int main(int argc, char** argv) {
@@ -1182,6 +1223,7 @@ int main(int argc, char** argv) {
   test_null_arguments(model);
   test_two_plans(model);
   test_info_and_validate(model, uniform);
+  test_validate_progress(uniform);
   siflow_model_free(model);
   siflow_model_free(uniform);
   printf("%d passed, %d failed\n", g_passed, g_failed);

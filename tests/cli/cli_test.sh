@@ -327,6 +327,25 @@ fails 2 "missing required option --expected" validate $M --inputs s.csv --times 
 head -n 4 s.csv >s3.csv
 fails 1 "--expected: 'us.csv' has 40 rows, but --inputs 's3.csv' has 3" \
   validate $M --inputs s3.csv --times 0.1 --expected us.csv
+# A stop signal cancels a validation through its progress callback within a second, with the
+# exit status of an interrupted run (130); slow_validate.sif's test vectors would run for tens
+# of seconds.
+"$SIFLOW" validate slow_validate.sif >out.txt 2>err.txt &
+pid=$!
+sleep 1
+start=$(date +%s%N)
+kill -INT $pid
+for _ in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+stopped_ms=$((($(date +%s%N) - start) / 1000000))
+kill -KILL $pid 2>/dev/null
+wait $pid
+rc=$?
+checks=$((checks + 1))
+if [ "$rc" -ne 130 ] || [ "$stopped_ms" -gt 1000 ] || ! grep -q "stopped (interrupted)" err.txt; then
+  fail "SIGINT during validate: exit $rc after $stopped_ms ms (expected 130 within 1000 ms)"
+  sed 's/^/  | /' out.txt err.txt
+fi
+echo "note: SIGINT during validate stopped it in $stopped_ms ms"
 
 # --- bad inputs --------------------------------------------------------------------------------
 printf 'a,b,c\n1,2,3\n4,5,6\n' >three.csv

@@ -148,8 +148,34 @@ int main(int argc, char** argv) {
   normalized.set_normal_base();
   normalized.set_normalization({1.0f, -2.0f}, {2.0f, 0.5f});
 
+  // A model whose embedded trajectory test is as long as the loader allows (64 trajectories of
+  // 16384 steps: 2^22 network evaluations) through two 512-wide layers: validating it takes
+  // tens of seconds, for the test that a stop signal cancels validation. The references are
+  // never reached, so they are simply the starts.
+  constexpr uint32_t kWide = 512, kTrajectories = 64, kLongSteps = 16384;
+  siflow::ModelBuilder slow(2);
+  {
+    Lcg slow_rng(11);
+    auto values = [&](size_t n, float scale) {
+      std::vector<float> v(n);
+      for (float& x : v) x = slow_rng.next(scale);
+      return v;
+    };
+    const uint32_t in = slow.concat({slow.t(), slow.x()});
+    uint32_t h = slow.unary(slow.fully_connected(in, kWide, values(kWide * 3, 1.0f)),
+                            siflow::UnaryKind::kTanh);
+    h = slow.unary(slow.fully_connected(h, kWide, values(kWide * kWide, 0.04f)),
+                   siflow::UnaryKind::kTanh);
+    slow.set_output(slow.fully_connected(h, 2, values(2 * kWide, 0.04f)));
+    slow.set_name("cli-slow-validate");
+    slow.set_normal_base();
+    const std::vector<float> start = values(2 * kTrajectories, 1.0f);
+    slow.set_trajectory_tests(kLongSteps, start, start, 1e-4f);
+  }
+
   const bool ok = write(dir + "/normal.sif", normal) && write(dir + "/bad_tests.sif", bad) &&
                   write(dir + "/uniform.sif", uniform) &&
-                  write(dir + "/normalized.sif", normalized);
+                  write(dir + "/normalized.sif", normalized) &&
+                  write(dir + "/slow_validate.sif", slow);
   return ok ? 0 : 1;
 }

@@ -642,6 +642,76 @@ TEST_CASE("a progress callback that returns false cancels the run with kCancelle
 
 namespace {
 
+// The Gaussian model with 2 velocity points and 3 trajectories of `steps` RK4 steps (whose
+// references are only the starts: the checks below look at the progress, not the verdict).
+std::unique_ptr<Model> model_with_tests(uint32_t steps) {
+  ModelBuilder b = gaussian_builder();
+  b.set_velocity_tests({0.25f, 0.75f}, points(2, 2), points(2, 2), 1e-3f);
+  b.set_trajectory_tests(steps, points(3, 2), points(3, 2), 1e-3f);
+  return load(b);
+}
+
+struct Counter {
+  uint64_t calls = 0, last_done = 0, total = 0;
+  static bool count(void* user, uint64_t done, uint64_t total) {
+    auto* c = static_cast<Counter*>(user);
+    CHECK(done > c->last_done);
+    c->last_done = done;
+    c->total = total;
+    ++c->calls;
+    return true;
+  }
+  static bool stop_at_once(void* user, uint64_t done, uint64_t total) {
+    count(user, done, total);
+    return false;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("validate_embedded reports progress after the velocity check and every RK4 step") {
+  auto model = model_with_tests(5);
+  siflow::ValidationReport report;
+  Counter counter;
+  const Status s =
+      siflow::validate_embedded(*model, PlanOptions(), &report, Counter::count, &counter);
+  REQUIRE_MESSAGE(s.ok(), text(s));
+  CHECK(report.velocity_count == 2);
+  CHECK(report.trajectory_count == 3);
+  CHECK(counter.calls == 1 + 5);
+  CHECK(counter.total == 2 + 4 * 3 * 5);  // points + 4 RK4 stages x trajectories x steps
+  CHECK(counter.last_done == counter.total);
+  // Without a callback (or with a null one) the report is the same.
+  siflow::ValidationReport plain;
+  REQUIRE(siflow::validate_embedded(*model, PlanOptions(), &plain, nullptr).ok());
+  CHECK(plain.trajectory_max_error == report.trajectory_max_error);
+  CHECK(plain.velocity_max_error == report.velocity_max_error);
+}
+
+TEST_CASE("a progress callback that returns false cancels validate_embedded with kCancelled") {
+  // 3 trajectories of 2^18 steps: cancelled at the third call, after two of them.
+  auto model = model_with_tests(1u << 18);
+  siflow::ValidationReport report;
+  Stopper stopper;
+  expect_error(siflow::validate_embedded(*model, PlanOptions(), &report, Stopper::stop_after_three,
+                                         &stopper),
+               StatusCode::kCancelled, {"cancelled"});
+  CHECK(stopper.calls == 3);
+  CHECK(stopper.total == 2 + 4 * 3 * (uint64_t{1} << 18));
+  CHECK(stopper.last_done == 2 + 2 * 4 * 3);  // the velocity points, then two steps
+  CHECK(report.velocity_count == 0);          // no report from a cancelled validation
+  CHECK(report.trajectory_count == 0);
+  // Cancelled right after the velocity check: no trajectory step is run.
+  Counter counter;
+  expect_error(
+      siflow::validate_embedded(*model, PlanOptions(), &report, Counter::stop_at_once, &counter),
+      StatusCode::kCancelled, {"cancelled"});
+  CHECK(counter.calls == 1);
+  CHECK(counter.last_done == 2);
+}
+
+namespace {
+
 // Runs every call on n rows with a plan of the given max_batch; returns the raw result bytes.
 struct Results {
   std::vector<float> sample_exact, sample_hutch, sample_sde, decoded, encoded, vel;

@@ -728,6 +728,30 @@ TEST_CASE("inconsistent embedded test vectors are refused") {
   expect_refused(steps.finish(), StatusCode::kInvalidModel, {"trajectory steps 0"});
 }
 
+TEST_CASE("test vectors asking for more validation work than the limit are refused") {
+  static_assert(siflow::Limits::kMaxValidationEvaluations == (1u << 22),
+                "the numbers below assume 2^22");
+  // One trajectory of 2^20 RK4 steps is 2^22 evaluations of the network: exactly the limit.
+  ModelBuilder at_limit = linear_builder();
+  at_limit.set_trajectory_tests(1u << 20, {0.1f, 0.2f}, {0.1f, 0.2f}, 1e-3f);
+  const std::unique_ptr<Model> loaded = expect_loads(at_limit.finish());
+  REQUIRE(loaded);
+  CHECK(loaded->info().test_trajectory_count == 1);
+  // One velocity point more is over it.
+  ModelBuilder over = linear_builder();
+  over.set_trajectory_tests(1u << 20, {0.1f, 0.2f}, {0.1f, 0.2f}, 1e-3f);
+  over.set_velocity_tests({0.5f}, {0.1f, 0.2f}, {0.0f, 0.0f}, 1e-3f);
+  expect_refused(over.finish(), StatusCode::kInvalidModel,
+                 {"1 points and 1 trajectories of 1048576 steps",
+                  "ask for 4194305 network evaluations", "limit 4194304"});
+  // The red-team file: 65536 trajectories of 2^20 steps in about 1 MB (hours of validation).
+  ModelBuilder huge = linear_builder();
+  const std::vector<float> points(2 * 65536, 0.25f);
+  huge.set_trajectory_tests(1u << 20, points, points, 1e-3f);
+  expect_refused(huge.finish(), StatusCode::kInvalidModel,
+                 {"0 points and 65536 trajectories of 1048576 steps", "274877906944"});
+}
+
 TEST_CASE("F32 weights off a 64-byte file boundary are refused (written without force_align)") {
   // The aligned variant of the same raw file loads: only the alignment differs.
   expect_loads(raw_fc_model(fb::DType::F32, true));

@@ -232,11 +232,14 @@ typedef struct siflow_validation_report {
 } siflow_validation_report;
 
 /* Re-runs the embedded velocities and RK4 trajectories. Fails only when it cannot run (no test
- * vectors, no memory); mismatches are in the report. options (nullable: defaults) give backend,
- * threads and tune; validation plans its own batch. It allocates a plan of its own and takes no
- * progress callback (it cannot be cancelled). */
+ * vectors, no memory) or is cancelled; mismatches are in the report. options (nullable:
+ * defaults) give backend, threads and tune; validation plans its own batch and allocates a plan
+ * of its own. progress (nullable) is called after the velocity check and after every RK4 step,
+ * done/total counting network evaluations of one row (velocity points + 4 per trajectory step,
+ * at most 2^22, a bound the loader enforces); returning 0 stops it with SIFLOW_CANCELLED. */
 SIFLOW_API siflow_status siflow_validate(const siflow_model* model,
                                          const siflow_plan_options* options,
+                                         siflow_progress_fn progress, void* progress_user,
                                          siflow_validation_report* report, siflow_error* error);
 
 #ifdef __cplusplus

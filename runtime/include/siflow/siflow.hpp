@@ -61,6 +61,10 @@ struct Limits {
   static constexpr uint64_t kMaxBatch = 1ull << 20;            // plan max_batch
   static constexpr uint32_t kMaxSteps = 1u << 20;              // integrator steps
   static constexpr uint32_t kMaxProbes = 1024;                 // Hutchinson probes
+  // Network evaluations of one row that a model's test vectors ask validate_embedded for:
+  // velocity points + 4 (RK4 stages) x trajectories x trajectory steps. The loader refuses more,
+  // so validation costs at most this many evaluations of the network (time linear in its size).
+  static constexpr uint64_t kMaxValidationEvaluations = 1ull << 22;
 };
 
 enum class InterpolantKind : uint8_t { kLinear = 0, kTrig = 1, kLearnedFourier = 2 };
@@ -343,6 +347,12 @@ struct ValidationReport {
 Status validate_embedded(const Model& model, ValidationReport* report);
 Status validate_embedded(const Model& model, const PlanOptions& execution,
                          ValidationReport* report);
+// The same, cancellable: `progress` (nullable) is called after the velocity check and after
+// every RK4 step of the trajectory check, with done/total counting network evaluations of one
+// row (velocity points + 4 per trajectory step, at most Limits::kMaxValidationEvaluations);
+// returning false stops validation with kCancelled (the report is then left empty).
+Status validate_embedded(const Model& model, const PlanOptions& execution, ValidationReport* report,
+                         ProgressFn progress, void* progress_user = nullptr);
 
 // Writes `size` bytes to `path` through a temporary file renamed into place. The temporary,
 // "<path>.siflow-tmp-<pid>-<6 random letters>", is created exclusively (O_CREAT | O_EXCL |

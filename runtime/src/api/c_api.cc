@@ -351,6 +351,7 @@ int siflow_model_node(const siflow_model* model, uint32_t i, const char** op, ui
 }
 
 siflow_status siflow_validate(const siflow_model* model, const siflow_plan_options* options,
+                              siflow_progress_fn progress, void* progress_user,
                               siflow_validation_report* out, siflow_error* error) {
   if (!model) return invalid("siflow_validate: model is null", error);
   if (options && !plan_options_ok(options))
@@ -360,8 +361,10 @@ siflow_status siflow_validate(const siflow_model* model, const siflow_plan_optio
   siflow_plan_options defaults;
   siflow_plan_options_init(&defaults);
   siflow::ValidationReport r;
+  ProgressBridge bridge = {progress, progress_user};
   const Status s =
-      siflow::validate_embedded(*cpp(model), convert(options ? options : &defaults), &r);
+      siflow::validate_embedded(*cpp(model), convert(options ? options : &defaults), &r,
+                                progress ? &ProgressBridge::call : nullptr, &bridge);
   if (!s.ok()) return report(s, error);
   siflow_validation_report o;
   std::memset(&o, 0, sizeof o);

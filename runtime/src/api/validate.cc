@@ -22,6 +22,19 @@ double relative_error(const float* a, const float* b, size_t n) {
   return diff / scale;
 }
 
+// Forwards the trajectory run's progress (row-steps) to the caller's callback as network
+// evaluations: the velocity points already done plus 4 RK4 stages per row-step.
+struct Forward {
+  ProgressFn progress;
+  void* user;
+  uint64_t offset;
+  uint64_t total;
+  static bool call(void* self, uint64_t done, uint64_t) {
+    const Forward& f = *static_cast<const Forward*>(self);
+    return f.progress(f.user, f.offset + 4 * done, f.total);
+  }
+};
+
 }  // namespace
 
 Status validate_embedded(const Model& model, ValidationReport* report) {
@@ -30,6 +43,11 @@ Status validate_embedded(const Model& model, ValidationReport* report) {
 
 Status validate_embedded(const Model& model, const PlanOptions& execution,
                          ValidationReport* report) {
+  return validate_embedded(model, execution, report, nullptr, nullptr);
+}
+
+Status validate_embedded(const Model& model, const PlanOptions& execution, ValidationReport* report,
+                         ProgressFn progress, void* progress_user) {
   if (!report) return Status::error(StatusCode::kInvalidArgument, "validate: report is null");
   *report = ValidationReport();
   const detail::ModelData& md = model.data();
@@ -37,6 +55,8 @@ Status validate_embedded(const Model& model, const PlanOptions& execution,
   if (count == 0 && traj == 0)
     return Status::error(StatusCode::kInvalidArgument, "validate: the model has no test vectors");
   const uint32_t dim = md.dim;
+  // Bounded by the loader: at most Limits::kMaxValidationEvaluations.
+  const uint64_t total = uint64_t{count} + 4ull * traj * md.trajectory_steps;
   PlanOptions po;
   po.backend = execution.backend;
   po.threads = execution.threads;
@@ -59,14 +79,25 @@ Status validate_embedded(const Model& model, const PlanOptions& execution,
     report->velocity_tolerance = md.test_tolerance;
     report->velocity_max_error = relative_error(out, md.test_v, size_t{count} * dim);
     report->velocity_ok = report->velocity_max_error <= md.test_tolerance;
+    if (progress && !progress(progress_user, count, total)) {
+      std::free(out);
+      *report = ValidationReport();
+      return Status::error(StatusCode::kCancelled, "validate: cancelled by the progress callback");
+    }
   }
   if (traj > 0) {
     OdeOptions ode;
     ode.method = Method::kRK4;
     ode.steps = md.trajectory_steps;
+    Forward forward = {progress, progress_user, count, total};
+    if (progress) {
+      ode.progress = &Forward::call;
+      ode.progress_user = &forward;
+    }
     s = plan->decode(traj, md.trajectory_start, ode, DivergenceOptions(), out, nullptr);
     if (!s.ok()) {
       std::free(out);
+      *report = ValidationReport();
       return s;
     }
     // decode answers in data space; the references are flow coordinates.

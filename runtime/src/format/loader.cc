@@ -470,6 +470,15 @@ Status Loader::check_tests(ModelData* data) {
     if (!(tv->trajectory_tolerance() >= 0.0f) || !math::is_finite(tv->trajectory_tolerance()))
       return Status::error(StatusCode::kInvalidModel, "test vectors: bad trajectory tolerance");
   }
+  const uint64_t evaluations =
+      uint64_t{count} + (traj > 0 ? 4ull * traj * tv->trajectory_steps() : 0);
+  if (evaluations > Limits::kMaxValidationEvaluations)
+    return Status::error(StatusCode::kInvalidModel,
+                         "test vectors: %u points and %u trajectories of %u steps ask for %llu "
+                         "network evaluations (points + 4 x trajectories x steps), limit %llu",
+                         count, traj, tv->trajectory_steps(),
+                         static_cast<unsigned long long>(evaluations),
+                         static_cast<unsigned long long>(Limits::kMaxValidationEvaluations));
   data->info.test_vector_count = count;
   data->info.test_trajectory_count = traj;
   data->test_tolerance = tv->velocity_tolerance();
