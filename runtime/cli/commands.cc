@@ -412,16 +412,6 @@ int run_velocity(const ParsedArgs& args) {
 }
 
 // max |v - ref| / max(1, max |ref|); NaN in v makes it NaN (a failure).
-double relative_error(const std::vector<float>& v, const std::vector<float>& ref) {
-  double diff = 0.0, scale = 1.0;
-  for (size_t i = 0; i < v.size(); ++i) {
-    const double d = std::fabs(static_cast<double>(v[i]) - ref[i]);
-    if (!(d <= diff)) diff = d;
-    scale = std::fmax(scale, std::fabs(static_cast<double>(ref[i])));
-  }
-  return diff / scale;
-}
-
 const char* verdict(bool ok) { return ok ? "ok" : "FAILED"; }
 
 // validate's stop signal: SIGINT or SIGTERM sets the flag, and the validation's progress
@@ -500,7 +490,7 @@ int run_validate(const ParsedArgs& args) {
     const std::unique_ptr<Plan> plan =
         make_plan(*model, plan_rows(n, max_batch), nullptr, execution);
     check(plan->velocity(n, t.data(), y.data(), v.data()));
-    const double error = relative_error(v, ref);
+    const double error = max_relative_error(v.data(), ref.data(), v.size());
     ok = error <= tolerance;
     std::printf("velocity      %zu points: max relative error %.3g (tolerance %.3g) %s\n", n, error,
                 tolerance, verdict(ok));

@@ -341,6 +341,10 @@ struct ValidationReport {
   bool trajectory_ok = true;
 };
 
+// max_i |value_i - reference_i| / max(1, max_i |reference_i|): the error measure of the
+// embedded test vectors (and of `siflow validate --expected`). NaN in value gives NaN.
+double max_relative_error(const float* value, const float* reference, size_t n);
+
 // Re-runs the embedded velocities and classic-RK4 trajectories (in flow coordinates). Fails
 // only when it cannot run (no test vectors, no memory); mismatches are in the report. The plan
 // it makes takes backend, threads and tune from `execution` (default: PlanOptions()).

@@ -8,10 +8,8 @@
 #include "siflow/siflow.hpp"
 
 namespace siflow {
-namespace {
 
-// max |a - b| / max(1, max |b|) over n values.
-double relative_error(const float* a, const float* b, size_t n) {
+double max_relative_error(const float* a, const float* b, size_t n) {
   double diff = 0.0, scale = 1.0;
   for (size_t i = 0; i < n; ++i) {
     const double d = a[i] > b[i] ? a[i] - b[i] : b[i] - a[i];
@@ -21,6 +19,8 @@ double relative_error(const float* a, const float* b, size_t n) {
   }
   return diff / scale;
 }
+
+namespace {
 
 // Forwards the trajectory run's progress (row-steps) to the caller's callback as network
 // evaluations: the velocity points already done plus 4 RK4 stages per row-step.
@@ -77,7 +77,7 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
     }
     report->velocity_count = count;
     report->velocity_tolerance = md.test_tolerance;
-    report->velocity_max_error = relative_error(out, md.test_v, size_t{count} * dim);
+    report->velocity_max_error = max_relative_error(out, md.test_v, size_t{count} * dim);
     report->velocity_ok = report->velocity_max_error <= md.test_tolerance;
     if (progress && !progress(progress_user, count, total)) {
       std::free(out);
@@ -105,7 +105,7 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
     report->trajectory_count = traj;
     report->trajectory_steps = md.trajectory_steps;
     report->trajectory_tolerance = md.trajectory_tolerance;
-    report->trajectory_max_error = relative_error(out, md.trajectory_end, size_t{traj} * dim);
+    report->trajectory_max_error = max_relative_error(out, md.trajectory_end, size_t{traj} * dim);
     report->trajectory_ok = report->trajectory_max_error <= md.trajectory_tolerance;
   }
   std::free(out);
