@@ -332,8 +332,12 @@ Status Loader::check_interpolant(ModelData* data) {
                              Limits::kMaxFourierTerms, na, nb);
       // FlatBuffers checks only the 4-byte alignment of a vector's length, so [double] data may
       // sit at 4 mod 8: the values are copied out byte-wise, never read through a double*.
-      std::memcpy(coefficients_, fi->alpha()->data(), na * sizeof(double));
-      std::memcpy(coefficients_ + na, fi->beta()->data(), na * sizeof(double));
+      const uint8_t* alpha = fi->alpha()->Data();
+      const uint8_t* beta = fi->beta()->Data();
+      for (uint32_t m = 0; m < na; ++m) {
+        std::memcpy(&coefficients_[m], alpha + size_t{m} * sizeof(double), sizeof(double));
+        std::memcpy(&coefficients_[na + m], beta + size_t{m} * sizeof(double), sizeof(double));
+      }
       for (uint32_t m = 0; m < 2 * na; ++m) {
         if (!math::is_finite(coefficients_[m]))
           return Status::error(StatusCode::kInvalidModel,
