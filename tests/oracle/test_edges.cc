@@ -9,9 +9,9 @@
 #include <memory>
 #include <vector>
 
-#include "math/interpolant.hpp"
 #include "integrate/ode.hpp"
 #include "integrate/score.hpp"
+#include "math/interpolant.hpp"
 #include "oracle/gaussian_oracle.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"

@@ -9,9 +9,9 @@
 
 #include "gaussian_oracle.hpp"
 #include "integrate/ode.hpp"
-#include "math/random.hpp"
 #include "integrate/score.hpp"
 #include "integrate/sde.hpp"
+#include "math/random.hpp"
 
 namespace {
 

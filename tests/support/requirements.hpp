@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Decorators for test cases that need a part a build may leave out (a thread pool, XNNPACK) or
 // the platform a committed file was made on: each puts its cases in a doctest suite of their
-// own, skipped at compile time when the part is absent. tests/CMakeLists.txt runs such a suite as its own ctest entry, which doctest_main.cc
-// ends with exit code 77 (ctest's SKIP_RETURN_CODE) and a SKIPPED line when it ran nothing.
+// own, skipped at compile time when the part is absent. tests/CMakeLists.txt runs such a suite as
+// its own ctest entry, which doctest_main.cc ends with exit code 77 (ctest's SKIP_RETURN_CODE) and
+// a SKIPPED line when it ran nothing.
 #ifndef SIFLOW_TESTS_SUPPORT_REQUIREMENTS_HPP_
 #define SIFLOW_TESTS_SUPPORT_REQUIREMENTS_HPP_
 

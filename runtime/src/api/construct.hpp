@@ -18,8 +18,8 @@ struct Construct {
   // A Model over `data`, after a 64-byte header, in `memory` (nullptr: the heap).
   static Status model(ModelData* data, Memory* memory, Model** out);
   // What every load ends with: verification, packing, the Model (api/model.cc).
-  static Status finish(const uint8_t* span, size_t size, void* owned, size_t copied,
-                       Memory* memory, std::unique_ptr<Model>* out);
+  static Status finish(const uint8_t* span, size_t size, void* owned, size_t copied, Memory* memory,
+                       std::unique_ptr<Model>* out);
   // Loading with every table in `memory` (nullptr: the heap).
   static Status load(const void* bytes, size_t size, const LoadOptions& options, Memory* memory,
                      std::unique_ptr<Model>* out);

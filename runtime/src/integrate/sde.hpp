@@ -7,9 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "math/interpolant.hpp"
 #include "integrate/ode.hpp"
 #include "integrate/score.hpp"
+#include "math/interpolant.hpp"
 
 namespace siflow {
 

@@ -15,7 +15,6 @@ namespace siflow {
 
 constexpr size_t kArenaAlignment = 64;
 
-
 struct BufferRequest {
   size_t bytes;    // 0: no buffer
   uint32_t first;  // first step (node index) the buffer is alive

@@ -2,8 +2,8 @@
 // The learned interpolant's gradients (see path.hpp).
 #include "train/path.hpp"
 
-#include "math/interpolant.hpp"
 #include "math/elementary.hpp"
+#include "math/interpolant.hpp"
 
 namespace siflow::train {
 

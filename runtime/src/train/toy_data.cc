@@ -7,8 +7,8 @@
 #include <cstring>
 #include <limits>
 
-#include "math/random.hpp"
 #include "math/elementary.hpp"
+#include "math/random.hpp"
 
 namespace siflow::train {
 namespace {

@@ -9,9 +9,9 @@
 #include <cstring>
 #include <memory>
 
+#include "math/elementary.hpp"
 #include "math/interpolant.hpp"
 #include "math/random.hpp"
-#include "math/elementary.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.h"
 #include "siflow/train.hpp"

@@ -3,9 +3,9 @@
 // weights packed at load, with a fused bias + activation epilogue) and for activations and their
 // tangents. The same source is compiled once per instruction set (AVX-512, AVX2+FMA and SSE2 on
 // x86-64, NEON on AArch64 and ARMv7, SIMD128 in WebAssembly, plain vector code elsewhere);
-// select() picks the best the CPU runs, once, at plan time. Results differ from the reference backend by rounding (FMA, summation order, polynomial
-// activations) within the tolerances stated in docs/architecture.md; they do not depend on how
-// rows are split between threads.
+// select() picks the best the CPU runs, once, at plan time. Results differ from the reference
+// backend by rounding (FMA, summation order, polynomial activations) within the tolerances stated
+// in docs/architecture.md; they do not depend on how rows are split between threads.
 #pragma once
 
 #include <cstddef>
