@@ -56,10 +56,15 @@ class NodeCheck {
     return id == 0 ? dim_ : id == 1 ? 1 : nodes_[id - 2].width;
   }
   Status expect_inputs(const detail::NodeData& n, uint32_t lo, uint32_t hi) const {
-    if (n.input_count < lo || n.input_count > hi)
-      return Status::error(StatusCode::kInvalidModel, "%s: has %u inputs, expected %u%s", where_,
-                           n.input_count, lo, hi > lo ? " or more" : "");
-    return Status();
+    if (n.input_count >= lo && n.input_count <= hi) return Status();
+    if (hi == lo)
+      return Status::error(StatusCode::kInvalidModel, "%s: has %u inputs, expected %u", where_,
+                           n.input_count, lo);
+    if (hi == Limits::kMaxNodeInputs)
+      return Status::error(StatusCode::kInvalidModel, "%s: has %u inputs, expected %u or more",
+                           where_, n.input_count, lo);
+    return Status::error(StatusCode::kInvalidModel, "%s: has %u inputs, expected %u to %u", where_,
+                         n.input_count, lo, hi);
   }
   // Reads weight vector `field` ("weight", "bias", ...) with `expected` values; a missing vector
   // is an error when `required`, else *out = nullptr.
