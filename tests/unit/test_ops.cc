@@ -33,7 +33,7 @@ using siflow::detail::TensorData;
 // op module on the reference kernels, with `directions` tangents when t_out is set.
 void run_node(NodeData& n, uint32_t w0, uint32_t w1, float* v0, float* v1, float* y, float* t0,
               float* t1, float* t_out, size_t rows, size_t directions) {
-  TensorData tensors[3] = {{w0, true, 0}, {w1, t1 != nullptr, 0}, {n.width, true, 1}};
+  TensorData tensors[3] = {{w0, true, 0, {}}, {w1, t1 != nullptr, 0, {}}, {n.width, true, 1, {}}};
   ModelData md{};
   md.dim = w0;
   md.node_count = 1;

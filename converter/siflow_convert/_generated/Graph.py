@@ -68,7 +68,34 @@ class Graph(object):
             return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
         return 0
 
-def GraphStart(builder): builder.StartObject(3)
+    # Graph
+    def XShape(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Graph
+    def XShapeAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint32Flags, o)
+        return 0
+
+    # Graph
+    def XShapeLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Graph
+    def XShapeIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        return o == 0
+
+def GraphStart(builder): builder.StartObject(4)
 def Start(builder):
     return GraphStart(builder)
 def GraphAddDim(builder, dim): builder.PrependUint32Slot(0, dim, 0)
@@ -83,6 +110,12 @@ def StartNodesVector(builder, numElems):
 def GraphAddOutput(builder, output): builder.PrependUint32Slot(2, output, 0)
 def AddOutput(builder, output):
     return GraphAddOutput(builder, output)
+def GraphAddXShape(builder, xShape): builder.PrependUOffsetTRelativeSlot(3, flatbuffers.number_types.UOffsetTFlags.py_type(xShape), 0)
+def AddXShape(builder, xShape):
+    return GraphAddXShape(builder, xShape)
+def GraphStartXShapeVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartXShapeVector(builder, numElems):
+    return GraphStartXShapeVector(builder, numElems)
 def GraphEnd(builder): return builder.EndObject()
 def End(builder):
     return GraphEnd(builder)

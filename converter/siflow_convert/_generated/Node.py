@@ -146,7 +146,301 @@ class Node(object):
             return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
         return 1e-5
 
-def NodeStart(builder): builder.StartObject(11)
+    # Node
+    def Shape(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Node
+    def ShapeAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint32Flags, o)
+        return 0
+
+    # Node
+    def ShapeLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Node
+    def ShapeIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        return o == 0
+
+    # Node
+    def Kernel(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Node
+    def KernelAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint32Flags, o)
+        return 0
+
+    # Node
+    def KernelLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Node
+    def KernelIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        return o == 0
+
+    # Node
+    def Strides(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Node
+    def StridesAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint32Flags, o)
+        return 0
+
+    # Node
+    def StridesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Node
+    def StridesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        return o == 0
+
+    # Node
+    def Pads(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Node
+    def PadsAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint32Flags, o)
+        return 0
+
+    # Node
+    def PadsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Node
+    def PadsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        return o == 0
+
+    # Node
+    def Dilations(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Node
+    def DilationsAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint32Flags, o)
+        return 0
+
+    # Node
+    def DilationsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Node
+    def DilationsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(34))
+        return o == 0
+
+    # Node
+    def OutputPadding(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Node
+    def OutputPaddingAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint32Flags, o)
+        return 0
+
+    # Node
+    def OutputPaddingLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Node
+    def OutputPaddingIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(36))
+        return o == 0
+
+    # Node
+    def Groups(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(38))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 1
+
+    # Node
+    def Pool(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(40))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # Node
+    def CountIncludePad(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(42))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Node
+    def Resize(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(44))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # Node
+    def Perm(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(46))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Node
+    def PermAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(46))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint32Flags, o)
+        return 0
+
+    # Node
+    def PermLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(46))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Node
+    def PermIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(46))
+        return o == 0
+
+    # Node
+    def Axis(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(48))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return -1
+
+    # Node
+    def Start(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(50))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # Node
+    def End(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(52))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # Node
+    def Reduce(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(54))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # Node
+    def Exponent(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(56))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 1.0
+
+    # Node
+    def Low(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(58))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return float('-inf')
+
+    # Node
+    def High(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(60))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return float('inf')
+
+    # Node
+    def TransposeB(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(62))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+    # Node
+    def Scale(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(64))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 1.0
+
+    # Node
+    def Classes(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(66))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # Node
+    def NullLabel(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(68))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return -1
+
+def NodeStart(builder): builder.StartObject(33)
 def Start(builder):
     return NodeStart(builder)
 def NodeAddOp(builder, op): builder.PrependUint8Slot(0, op, 0)
@@ -185,6 +479,93 @@ def AddBeta(builder, beta):
 def NodeAddEpsilon(builder, epsilon): builder.PrependFloat32Slot(10, epsilon, 1e-5)
 def AddEpsilon(builder, epsilon):
     return NodeAddEpsilon(builder, epsilon)
+def NodeAddShape(builder, shape): builder.PrependUOffsetTRelativeSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(shape), 0)
+def AddShape(builder, shape):
+    return NodeAddShape(builder, shape)
+def NodeStartShapeVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartShapeVector(builder, numElems):
+    return NodeStartShapeVector(builder, numElems)
+def NodeAddKernel(builder, kernel): builder.PrependUOffsetTRelativeSlot(12, flatbuffers.number_types.UOffsetTFlags.py_type(kernel), 0)
+def AddKernel(builder, kernel):
+    return NodeAddKernel(builder, kernel)
+def NodeStartKernelVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartKernelVector(builder, numElems):
+    return NodeStartKernelVector(builder, numElems)
+def NodeAddStrides(builder, strides): builder.PrependUOffsetTRelativeSlot(13, flatbuffers.number_types.UOffsetTFlags.py_type(strides), 0)
+def AddStrides(builder, strides):
+    return NodeAddStrides(builder, strides)
+def NodeStartStridesVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartStridesVector(builder, numElems):
+    return NodeStartStridesVector(builder, numElems)
+def NodeAddPads(builder, pads): builder.PrependUOffsetTRelativeSlot(14, flatbuffers.number_types.UOffsetTFlags.py_type(pads), 0)
+def AddPads(builder, pads):
+    return NodeAddPads(builder, pads)
+def NodeStartPadsVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartPadsVector(builder, numElems):
+    return NodeStartPadsVector(builder, numElems)
+def NodeAddDilations(builder, dilations): builder.PrependUOffsetTRelativeSlot(15, flatbuffers.number_types.UOffsetTFlags.py_type(dilations), 0)
+def AddDilations(builder, dilations):
+    return NodeAddDilations(builder, dilations)
+def NodeStartDilationsVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartDilationsVector(builder, numElems):
+    return NodeStartDilationsVector(builder, numElems)
+def NodeAddOutputPadding(builder, outputPadding): builder.PrependUOffsetTRelativeSlot(16, flatbuffers.number_types.UOffsetTFlags.py_type(outputPadding), 0)
+def AddOutputPadding(builder, outputPadding):
+    return NodeAddOutputPadding(builder, outputPadding)
+def NodeStartOutputPaddingVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartOutputPaddingVector(builder, numElems):
+    return NodeStartOutputPaddingVector(builder, numElems)
+def NodeAddGroups(builder, groups): builder.PrependUint32Slot(17, groups, 1)
+def AddGroups(builder, groups):
+    return NodeAddGroups(builder, groups)
+def NodeAddPool(builder, pool): builder.PrependUint8Slot(18, pool, 0)
+def AddPool(builder, pool):
+    return NodeAddPool(builder, pool)
+def NodeAddCountIncludePad(builder, countIncludePad): builder.PrependBoolSlot(19, countIncludePad, 0)
+def AddCountIncludePad(builder, countIncludePad):
+    return NodeAddCountIncludePad(builder, countIncludePad)
+def NodeAddResize(builder, resize): builder.PrependUint8Slot(20, resize, 0)
+def AddResize(builder, resize):
+    return NodeAddResize(builder, resize)
+def NodeAddPerm(builder, perm): builder.PrependUOffsetTRelativeSlot(21, flatbuffers.number_types.UOffsetTFlags.py_type(perm), 0)
+def AddPerm(builder, perm):
+    return NodeAddPerm(builder, perm)
+def NodeStartPermVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartPermVector(builder, numElems):
+    return NodeStartPermVector(builder, numElems)
+def NodeAddAxis(builder, axis): builder.PrependInt32Slot(22, axis, -1)
+def AddAxis(builder, axis):
+    return NodeAddAxis(builder, axis)
+def NodeAddStart(builder, start): builder.PrependUint32Slot(23, start, 0)
+def AddStart(builder, start):
+    return NodeAddStart(builder, start)
+def NodeAddEnd(builder, end): builder.PrependUint32Slot(24, end, 0)
+def AddEnd(builder, end):
+    return NodeAddEnd(builder, end)
+def NodeAddReduce(builder, reduce): builder.PrependUint8Slot(25, reduce, 0)
+def AddReduce(builder, reduce):
+    return NodeAddReduce(builder, reduce)
+def NodeAddExponent(builder, exponent): builder.PrependFloat32Slot(26, exponent, 1.0)
+def AddExponent(builder, exponent):
+    return NodeAddExponent(builder, exponent)
+def NodeAddLow(builder, low): builder.PrependFloat32Slot(27, low, float('-inf'))
+def AddLow(builder, low):
+    return NodeAddLow(builder, low)
+def NodeAddHigh(builder, high): builder.PrependFloat32Slot(28, high, float('inf'))
+def AddHigh(builder, high):
+    return NodeAddHigh(builder, high)
+def NodeAddTransposeB(builder, transposeB): builder.PrependBoolSlot(29, transposeB, 0)
+def AddTransposeB(builder, transposeB):
+    return NodeAddTransposeB(builder, transposeB)
+def NodeAddScale(builder, scale): builder.PrependFloat32Slot(30, scale, 1.0)
+def AddScale(builder, scale):
+    return NodeAddScale(builder, scale)
+def NodeAddClasses(builder, classes): builder.PrependUint32Slot(31, classes, 0)
+def AddClasses(builder, classes):
+    return NodeAddClasses(builder, classes)
+def NodeAddNullLabel(builder, nullLabel): builder.PrependInt32Slot(32, nullLabel, -1)
+def AddNullLabel(builder, nullLabel):
+    return NodeAddNullLabel(builder, nullLabel)
 def NodeEnd(builder): return builder.EndObject()
 def End(builder):
     return NodeEnd(builder)

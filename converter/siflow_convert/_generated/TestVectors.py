@@ -199,7 +199,122 @@ class TestVectors(object):
             return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
         return 0.0
 
-def TestVectorsStart(builder): builder.StartObject(10)
+    # TestVectors
+    def Labels(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # TestVectors
+    def LabelsAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int32Flags, o)
+        return 0
+
+    # TestVectors
+    def LabelsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # TestVectors
+    def LabelsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        return o == 0
+
+    # TestVectors
+    def Cond(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # TestVectors
+    def CondAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Float32Flags, o)
+        return 0
+
+    # TestVectors
+    def CondLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # TestVectors
+    def CondIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        return o == 0
+
+    # TestVectors
+    def Guidance(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(28))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 1.0
+
+    # TestVectors
+    def TrajectoryLabels(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # TestVectors
+    def TrajectoryLabelsAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int32Flags, o)
+        return 0
+
+    # TestVectors
+    def TrajectoryLabelsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # TestVectors
+    def TrajectoryLabelsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(30))
+        return o == 0
+
+    # TestVectors
+    def TrajectoryCond(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # TestVectors
+    def TrajectoryCondAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Float32Flags, o)
+        return 0
+
+    # TestVectors
+    def TrajectoryCondLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # TestVectors
+    def TrajectoryCondIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(32))
+        return o == 0
+
+def TestVectorsStart(builder): builder.StartObject(15)
 def Start(builder):
     return TestVectorsStart(builder)
 def TestVectorsAddCount(builder, count): builder.PrependUint32Slot(0, count, 0)
@@ -247,6 +362,33 @@ def StartTrajectoryEndVector(builder, numElems):
 def TestVectorsAddTrajectoryTolerance(builder, trajectoryTolerance): builder.PrependFloat32Slot(9, trajectoryTolerance, 0.0)
 def AddTrajectoryTolerance(builder, trajectoryTolerance):
     return TestVectorsAddTrajectoryTolerance(builder, trajectoryTolerance)
+def TestVectorsAddLabels(builder, labels): builder.PrependUOffsetTRelativeSlot(10, flatbuffers.number_types.UOffsetTFlags.py_type(labels), 0)
+def AddLabels(builder, labels):
+    return TestVectorsAddLabels(builder, labels)
+def TestVectorsStartLabelsVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartLabelsVector(builder, numElems):
+    return TestVectorsStartLabelsVector(builder, numElems)
+def TestVectorsAddCond(builder, cond): builder.PrependUOffsetTRelativeSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(cond), 0)
+def AddCond(builder, cond):
+    return TestVectorsAddCond(builder, cond)
+def TestVectorsStartCondVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartCondVector(builder, numElems):
+    return TestVectorsStartCondVector(builder, numElems)
+def TestVectorsAddGuidance(builder, guidance): builder.PrependFloat32Slot(12, guidance, 1.0)
+def AddGuidance(builder, guidance):
+    return TestVectorsAddGuidance(builder, guidance)
+def TestVectorsAddTrajectoryLabels(builder, trajectoryLabels): builder.PrependUOffsetTRelativeSlot(13, flatbuffers.number_types.UOffsetTFlags.py_type(trajectoryLabels), 0)
+def AddTrajectoryLabels(builder, trajectoryLabels):
+    return TestVectorsAddTrajectoryLabels(builder, trajectoryLabels)
+def TestVectorsStartTrajectoryLabelsVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartTrajectoryLabelsVector(builder, numElems):
+    return TestVectorsStartTrajectoryLabelsVector(builder, numElems)
+def TestVectorsAddTrajectoryCond(builder, trajectoryCond): builder.PrependUOffsetTRelativeSlot(14, flatbuffers.number_types.UOffsetTFlags.py_type(trajectoryCond), 0)
+def AddTrajectoryCond(builder, trajectoryCond):
+    return TestVectorsAddTrajectoryCond(builder, trajectoryCond)
+def TestVectorsStartTrajectoryCondVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartTrajectoryCondVector(builder, numElems):
+    return TestVectorsStartTrajectoryCondVector(builder, numElems)
 def TestVectorsEnd(builder): return builder.EndObject()
 def End(builder):
     return TestVectorsEnd(builder)

@@ -17,3 +17,9 @@ class UnaryKind(object):
     Softplus = 10
     Sin = 11
     Cos = 12
+    Log = 13
+    Sqrt = 14
+    Reciprocal = 15
+    Abs = 16
+    HardSwish = 17
+    Mish = 18

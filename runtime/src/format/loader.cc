@@ -68,6 +68,32 @@ WeightValues weight_values(const fb::Weights& w) {
   return {n32 ? f32->data() : nullptr, n32, n16};
 }
 
+// A stored per-sample shape: absent or empty leaves *out at rank 0; else rank 1 to 3, every
+// extent at least 1, product `width`.
+Status read_shape(const char* what, const flatbuffers::Vector<uint32_t>* v, uint32_t width,
+                  Shape* out) {
+  *out = Shape();
+  if (!v || v->size() == 0) return Status();
+  if (v->size() > 3)
+    return Status::error(StatusCode::kInvalidModel, "%s has rank %u, the limit is 3", what,
+                         v->size());
+  uint64_t n = 1;
+  for (uint32_t i = 0; i < v->size(); ++i) {
+    const uint32_t e = v->Get(i);
+    if (e == 0)
+      return Status::error(StatusCode::kInvalidModel, "%s has extent 0 on axis %u", what, i);
+    n *= e;
+    if (n > width) break;
+    out->dims[i] = e;
+  }
+  if (n != width)
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s holds %llu values per sample, but the tensor is %u wide", what,
+                         static_cast<unsigned long long>(n), width);
+  out->rank = v->size();
+  return Status();
+}
+
 class Loader final : public WeightReader {
  public:
   // memory: where the model's tables go (a caller's region, or measuring); nullptr: the heap.
@@ -100,6 +126,7 @@ class Loader final : public WeightReader {
   const fb::Model* model_ = nullptr;
   const fb::Graph* graph_ = nullptr;
   uint32_t dim_ = 0;
+  Shape x_shape_;
   uint32_t node_count_ = 0;
   uint64_t parameters_ = 0;
   uint64_t f16_parameters_ = 0;
@@ -175,6 +202,9 @@ Status Loader::check_graph_shape() {
   if (dim_ == 0 || dim_ > Limits::kMaxDim)
     return Status::error(StatusCode::kInvalidModel, "graph dim %u is outside [1, %u]", dim_,
                          Limits::kMaxDim);
+  Status s = read_shape("graph x_shape", graph_->x_shape(), dim_, &x_shape_);
+  if (!s.ok()) return s;
+  if (x_shape_.rank == 0) x_shape_ = flat_shape(dim_);
   const auto* nodes = graph_->nodes();
   node_count_ = nodes ? nodes->size() : 0;
   if (node_count_ == 0) return Status::error(StatusCode::kInvalidModel, "graph has no nodes");
@@ -264,7 +294,7 @@ Status Loader::read(const char* what, const fb::Weights* w, size_t expected, boo
 
 Status Loader::check_node(uint32_t index, const fb::Node* node, NodeData* out) {
   const uint32_t id = index + 2;
-  NodeCheck check(index, *node, dim_, out - index, this);
+  NodeCheck check(index, *node, x_shape_, out - index, this);
   const auto* inputs = node->inputs();
   out->input_count = inputs ? inputs->size() : 0;
   out->inputs = inputs ? inputs->data() : nullptr;
@@ -281,13 +311,43 @@ Status Loader::check_node(uint32_t index, const fb::Node* node, NodeData* out) {
                            check.where(), i, out->inputs[i], id - 1);
   }
   OpVerifier module{};
-  if (!find_(node->op(), &module))
+  if (!find_(node->op(), &module)) {
+    if (node->op() <= fb::OpType::MAX)
+      return Status::error(StatusCode::kUnsupported,
+                           "%s: op type %s is not supported by this runtime (it reads format "
+                           "%u.%u)",
+                           check.where(), fb::EnumNameOpType(node->op()), kFormatMajor,
+                           kFormatMinor);
     return Status::error(StatusCode::kInvalidModel,
                          "node %u: unknown op type %d (a newer format's op? this runtime reads "
                          "format %u.%u)",
                          index, static_cast<int>(node->op()), kFormatMajor, kFormatMinor);
+  }
+  out->shape = Shape();
   Status s = module.verify(check, *node, out);
   if (!s.ok()) return s;
+  if (out->shape.rank == 0) {
+    // Ops that do not define a shape keep their first full-width input's, else are flat.
+    out->shape = flat_shape(out->width);
+    for (uint32_t i = 0; i < out->input_count; ++i)
+      if (check.width_of(out->inputs[i]) == out->width) {
+        out->shape = check.shape_of(out->inputs[i]);
+        break;
+      }
+  }
+  if (shape_size(out->shape) != out->width)
+    return Status::error(
+        StatusCode::kInvalidModel, "%s: its shape holds %llu values, but its output is %u wide",
+        check.where(), static_cast<unsigned long long>(shape_size(out->shape)), out->width);
+  char what[200];
+  std::snprintf(what, sizeof what, "%s: shape", check.where());
+  Shape stored;
+  if (!(s = read_shape(what, node->shape(), out->width, &stored)).ok()) return s;
+  if (stored.rank != 0 && !same_shape(stored, out->shape))
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s: the file gives its output shape as %s, but the op produces %s "
+                         "(use a Reshape node to read values with another shape)",
+                         check.where(), shape_text(stored).text, shape_text(out->shape).text);
   // A weight vector the op did not read would be silently ignored: refuse it by name.
   const struct {
     const char* field;
@@ -565,8 +625,9 @@ Status Loader::run(ModelData** out) {
     return st;
   };
   const auto* nodes = graph_->nodes();
-  data->tensors[0] = TensorData{dim_, true, 0};
-  data->tensors[1] = TensorData{1, false, 0};
+  data->x_shape = x_shape_;
+  data->tensors[0] = TensorData{dim_, true, 0, x_shape_};
+  data->tensors[1] = TensorData{1, false, 0, flat_shape(1)};
   for (uint32_t i = 0; i < node_count_; ++i) {
     // check_node reads earlier widths through `out - k`, so nodes are filled in order.
     if (!(s = check_node(i, nodes->Get(i), &data->nodes[i])).ok()) return fail(s);
@@ -576,7 +637,7 @@ Status Loader::run(ModelData** out) {
       depends = depends || data->tensors[n.inputs[k]].depends_on_x;
       data->tensors[n.inputs[k]].last_use = i;
     }
-    data->tensors[i + 2] = TensorData{n.width, depends, i};
+    data->tensors[i + 2] = TensorData{n.width, depends, i, n.shape};
   }
   data->tensors[data->output].last_use = node_count_;
   if (data->tensors[data->output].width != dim_)

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 
 #include "math/interpolant.hpp"
 #include "siflow/siflow.hpp"
@@ -15,7 +16,52 @@ namespace siflow::detail {
 
 // The op kinds, numbered as the file's fb::OpType (ops/registry.cc checks it); each has its
 // module in runtime/src/ops/.
-enum class OpKind : uint8_t { kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, kExp };
+enum class OpKind : uint8_t {
+  kFullyConnected = 0,
+  kUnary = 1,
+  kConcat = 2,
+  kAdd = 3,
+  kMul = 4,
+  kLayerNorm = 5,
+  kExp = 6,
+};
+
+// The per-sample shape of a tensor (the batch is the leading dimension and not part of it):
+// rank 1 to 3, e.g. [features], [T, C] or [C, H, W] in NCHW order. Its product is the tensor's
+// width, so the flat [B, width] view of every tensor stays valid.
+struct Shape {
+  uint32_t rank = 0;
+  uint32_t dims[3] = {0, 0, 0};
+};
+inline uint64_t shape_size(const Shape& s) {
+  uint64_t n = s.rank ? 1 : 0;
+  for (uint32_t i = 0; i < s.rank; ++i) n *= s.dims[i];
+  return n;
+}
+inline Shape flat_shape(uint32_t width) {
+  Shape s;
+  s.rank = 1;
+  s.dims[0] = width;
+  return s;
+}
+// "[4, 8, 8]", for messages and `siflow info`.
+struct ShapeText {
+  char text[48];
+};
+inline ShapeText shape_text(const Shape& s) {
+  ShapeText t;
+  int n = std::snprintf(t.text, sizeof t.text, "[");
+  for (uint32_t i = 0; i < s.rank && n > 0 && n < 40; ++i)
+    n += std::snprintf(t.text + n, sizeof t.text - n, i ? ", %u" : "%u", s.dims[i]);
+  if (n > 0 && n < 46) std::snprintf(t.text + n, sizeof t.text - n, "]");
+  return t;
+}
+inline bool same_shape(const Shape& a, const Shape& b) {
+  if (a.rank != b.rank) return false;
+  for (uint32_t i = 0; i < a.rank; ++i)
+    if (a.dims[i] != b.dims[i]) return false;
+  return true;
+}
 
 struct NodeData {
   OpKind op;
@@ -25,9 +71,13 @@ struct NodeData {
   uint32_t input_count;
   const uint32_t* inputs;  // tensor ids, each smaller than this node's output id
   uint32_t width;          // output width
-  const float* weight;     // FullyConnected [width][in_width]
-  const float* bias;       // FullyConnected [width] or nullptr
-  const float* constant;   // Add/Mul constant [constant_width] or nullptr
+  // Per-sample output shape (product = width). An op's verify() sets it when the op defines
+  // it; left at rank 0, the loader takes the shape of the first input as wide as the output,
+  // else [width].
+  Shape shape;
+  const float* weight;    // FullyConnected [width][in_width]
+  const float* bias;      // FullyConnected [width] or nullptr
+  const float* constant;  // Add/Mul constant [constant_width] or nullptr
   uint32_t constant_width;
   const float* gamma;  // LayerNorm, nullable
   const float* beta;
@@ -41,6 +91,7 @@ struct TensorData {
   uint32_t width;
   bool depends_on_x;  // carries a tangent in JVP passes
   uint32_t last_use;  // index of the last node reading it (node_count for the output)
+  Shape shape;        // per-sample shape, product = width
 };
 
 struct ModelData {
@@ -51,6 +102,7 @@ struct ModelData {
   const uint8_t* bytes;
   size_t size;
   uint32_t dim;
+  Shape x_shape;  // per-sample shape of x and v (Graph.x_shape; [dim] when the file has none)
   uint32_t node_count;
   uint32_t output;  // tensor id of v
   NodeData* nodes;

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // What an op module's verify() gets from the loader for one node: the node's place in the graph
-// (for messages), the widths of the tensors before it, and the one way to read a weight vector
-// (dtype, count, 64-byte file offset, finiteness, the parameter budget). Holds no state of its
-// own beyond the node; never allocates.
+// (for messages), the widths and shapes of the tensors before it, and the one way to read a weight
+// vector (dtype, count, 64-byte file offset, finiteness, the parameter budget). Holds no state of
+// its own beyond the node; never allocates.
 #pragma once
 
 #include <cstddef>
@@ -40,9 +40,13 @@ typedef bool (*FindOpVerifier)(fb::OpType type, OpVerifier* out);
 
 class NodeCheck {
  public:
-  NodeCheck(uint32_t index, const fb::Node& node, uint32_t dim, const detail::NodeData* nodes,
-            WeightReader* reader)
-      : index_(index), dim_(dim), nodes_(nodes), reader_(reader) {
+  NodeCheck(uint32_t index, const fb::Node& node, const detail::Shape& x_shape,
+            const detail::NodeData* nodes, WeightReader* reader)
+      : index_(index),
+        dim_(static_cast<uint32_t>(detail::shape_size(x_shape))),
+        x_shape_(x_shape),
+        nodes_(nodes),
+        reader_(reader) {
     const char* op = fb::EnumNameOpType(node.op());
     std::snprintf(where_, sizeof where_, "node %u (%s%s%s)", index, (op && *op) ? op : "unknown",
                   node.name() ? ", " : "", node.name() ? node.name()->c_str() : "");
@@ -54,6 +58,10 @@ class NodeCheck {
   // Width of tensor `id` (0 is x, 1 is t, k + 2 the output of node k < index()).
   uint32_t width_of(uint32_t id) const {
     return id == 0 ? dim_ : id == 1 ? 1 : nodes_[id - 2].width;
+  }
+  // Per-sample shape of tensor `id` (x: the graph's x_shape, t: [1]).
+  detail::Shape shape_of(uint32_t id) const {
+    return id == 0 ? x_shape_ : id == 1 ? detail::flat_shape(1) : nodes_[id - 2].shape;
   }
   Status expect_inputs(const detail::NodeData& n, uint32_t lo, uint32_t hi) const {
     if (n.input_count >= lo && n.input_count <= hi) return Status();
@@ -86,6 +94,7 @@ class NodeCheck {
  private:
   uint32_t index_;
   uint32_t dim_;
+  detail::Shape x_shape_;
   const detail::NodeData* nodes_;
   WeightReader* reader_;
   char where_[160];

@@ -35,6 +35,7 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
                          "%s: weight shape [%u,%u] does not match input width %u", check.where(),
                          rows, cols, in_width);
   if (!(s = check.output_width(rows, &out->width)).ok()) return s;
+  out->shape = detail::flat_shape(out->width);  // a dense layer's output is flat
   if (!(s = check.weights("weight", w, size_t{rows} * cols, true, &out->weight)).ok()) return s;
   return check.weights("bias", node.bias(), rows, false, &out->bias);
 }

@@ -25,6 +25,11 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
   if (node.unary() > fb::UnaryKind::MAX)
     return Status::error(StatusCode::kInvalidModel, "%s: unknown unary kind %d", check.where(),
                          static_cast<int>(node.unary()));
+  // Kinds the schema names but this runtime does not compute yet (UnaryKind ends at kCos).
+  if (static_cast<unsigned>(node.unary()) > static_cast<unsigned>(UnaryKind::kCos))
+    return Status::error(StatusCode::kUnsupported,
+                         "%s: unary kind %s is not supported by this runtime", check.where(),
+                         fb::EnumNameUnaryKind(node.unary()));
   out->unary = static_cast<UnaryKind>(node.unary());
   if (!math::is_finite(out->alpha))
     return Status::error(StatusCode::kInvalidModel, "%s: alpha is not finite", check.where());
