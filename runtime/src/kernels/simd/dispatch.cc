@@ -178,7 +178,9 @@ const Kernels* kernels_for(Isa isa) {
       return &baseline::kKernels;
     case Isa::kAvx2:
 #if defined(__x86_64__)
-      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2::kKernels;
+      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+          __builtin_cpu_supports("f16c"))
+        return &avx2::kKernels;
 #endif
       return nullptr;
     case Isa::kAvx512:

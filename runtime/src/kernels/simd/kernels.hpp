@@ -101,8 +101,8 @@ struct Kernels {
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)
-// runs on every CPU of the architecture; AVX2 (with FMA) and AVX-512 (F, DQ, BW, VL) exist on
-// x86-64 only, SIMD128 on WebAssembly only (in builds that define SIFLOW_WITH_WASM_SIMD128).
+// runs on every CPU of the architecture; AVX2 (with FMA and F16C) and AVX-512 (F, DQ, BW, VL) exist
+// on x86-64 only, SIMD128 on WebAssembly only (in builds that define SIFLOW_WITH_WASM_SIMD128).
 // AVX-512 BF16 is AVX-512 plus vdpbf16ps for bf16 layers (its other kernels are AVX-512's).
 enum class Isa : uint8_t { kBaseline, kAvx2, kAvx512, kWasmSimd128, kAvx512Bf16 };
 
