@@ -15,7 +15,7 @@ constexpr int kVersionMinor = 1;
 constexpr int kVersionPatch = 0;
 // The model format this runtime reads: files of the same major version, any minor.
 constexpr uint16_t kFormatMajor = 1;
-constexpr uint16_t kFormatMinor = 1;  // 1.1: the Exp op
+constexpr uint16_t kFormatMinor = 3;  // 1.1: the Exp op; 1.3: I8 and BF16 weights
 
 enum class StatusCode : int {
   kOk = 0,
