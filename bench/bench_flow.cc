@@ -87,6 +87,7 @@ struct RunOptions {
   bool tune = false;
   siflow::Backend backend = siflow::Backend::kAuto;
   uint32_t threads = 1;
+  siflow::Precision precision = siflow::Precision::kFp32;
 };
 
 int run(const char* path, size_t batch, uint32_t steps, int reps, const RunOptions& o) {
@@ -104,6 +105,7 @@ int run(const char* path, size_t batch, uint32_t steps, int reps, const RunOptio
   po.backend = o.backend;
   po.threads = o.threads;
   po.tune = o.tune;
+  po.precision = o.precision;
   std::unique_ptr<siflow::Plan> plan;
   if (!(s = siflow::Plan::create(*model, po, nullptr, 0, &plan)).ok()) {
     std::fprintf(stderr, "bench_flow: %s\n", s.message());
@@ -182,6 +184,9 @@ int main(int argc, char** argv) {
       } else if (a == "--backend" && i + 1 < argc &&
                  siflow::parse_backend(argv[i + 1], &o.backend)) {
         ++i;
+      } else if (a == "--precision" && i + 1 < argc &&
+                 siflow::parse_precision(argv[i + 1], &o.precision)) {
+        ++i;
       } else if (a == "--threads" && i + 1 < argc) {
         o.threads = static_cast<uint32_t>(std::strtoul(argv[++i], nullptr, 10));
       } else {
@@ -194,6 +199,6 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr,
                "usage: bench_flow models DIR | bench_flow run MODEL BATCH STEPS REPS [--logp] "
-               "[--backend B] [--threads N] [--tune]\n");
+               "[--backend B] [--precision P] [--threads N] [--tune]\n");
   return 2;
 }

@@ -179,7 +179,7 @@ def convert(input, output=None, *, arch=None, x_input=None, time_input=None, tim
             low=None, high=None, normalize=None, negate_velocity: bool = False,
             time_scale: float = 1.0, reverse_time: bool = False, name: str = "",
             meta: Optional[Dict[str, str]] = None, fp16: bool = False, test_vectors: int = 64,
-            seed: int = 0) -> FlowModel:
+            seed: int = 0, quantize: Optional[str] = None) -> FlowModel:
     """Builds the FlowModel (with test vectors computed after storage rounding) and, when
     `output` is given, writes it atomically. Raises ConversionError naming the cause."""
     graph = load_graph(input, arch, x_input, time_input, time_column, dim, opset, time_shape)
@@ -207,17 +207,20 @@ def convert(input, output=None, *, arch=None, x_input=None, time_input=None, tim
         raise ConversionError("--test-vectors must be >= 0")
     if test_vectors:
         from . import reference, sif_io
-        stored = sif_io.stored(model, fp16=fp16)
+        stored = sif_io.stored(model, fp16=fp16, quantize=quantize)
         model.test_vectors = reference.make_test_vectors(stored, count=test_vectors, seed=seed,
-                                                         fp16=fp16)
+                                                         fp16=fp16, quantize=quantize)
     if output is not None:
         from . import sif_io
-        sif_io.write_sif(model, output, fp16=fp16)
+        sif_io.write_sif(model, output, fp16=fp16, quantize=quantize)
     return model
 
 
-def summary(model: FlowModel, output: Optional[str], fp16: bool) -> str:
-    """One-paragraph description of the converted model for the terminal."""
+def summary(model: FlowModel, output: Optional[str], fp16: bool,
+            quantize: Optional[str] = None) -> str:
+    """One-paragraph description of the converted model for the terminal; for stored formats
+    other than fp32, the velocity error they cause against the float32 weights."""
+    storage = quantize or ("fp16" if fp16 else "fp32")
     g = model.graph
     params = sum(a.size for n in g.nodes for a in (n.weight, n.bias, n.constant, n.gamma, n.beta)
                  if a is not None)
@@ -227,7 +230,7 @@ def summary(model: FlowModel, output: Optional[str], fp16: bool) -> str:
         ops[k] = ops.get(k, 0) + 1
     lines = [f"{output or '(not written)'}: dim {g.dim}, {len(g.nodes)} nodes "
              f"({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}), {params} parameters "
-             f"({'fp16' if fp16 else 'fp32'})",
+             f"({storage})",
              f"interpolant {model.interpolant.kind}, base {model.base.kind}"
              f"{', normalised' if model.normalization is not None else ''}"]
     tv = model.test_vectors
@@ -238,6 +241,11 @@ def summary(model: FlowModel, output: Optional[str], fp16: bool) -> str:
                         f"{tv.trajectory_tolerance:.3g})" if tv.trajectory_steps else ""))
     else:
         lines.append("test vectors: none")
+    if storage != "fp32":
+        from . import reference
+        error = reference.quantization_error(model, storage)
+        lines.append(f"weights stored as {storage}: velocity error {error:.3g} against the fp32 "
+                     f"weights (max |dv| / max(1, max |v|) over 256 random (t, y))")
     return "\n".join(lines)
 
 
@@ -318,7 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--name", default="", help="model name")
     o.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="metadata entry (repeatable)")
-    o.add_argument("--fp16", action="store_true", help="store weights as IEEE half floats")
+    o.add_argument("--quantize", choices=("fp32", "fp16", "bf16", "int8"), default=None,
+                   help="weight storage: fp32 (default), fp16 (IEEE half), bf16 (bfloat16), "
+                        "int8 (per-output-row symmetric int8 with float32 scales; biases and "
+                        "other 1-D operands stay fp32); bf16 and int8 need format 1.3")
+    o.add_argument("--fp16", action="store_true", help="alias of --quantize fp16")
     o.add_argument("--test-vectors", type=_count, default=64, metavar="N",
                    help="embedded reference velocities (0 = none)")
     o.add_argument("--seed", type=int, default=0, help="seed for the test-vector points")
@@ -340,6 +352,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--base-mean/--base-std need --base normal")
     if args.time_scale <= 0:
         parser.error("--time-scale must be > 0")
+    if args.fp16 and args.quantize not in (None, "fp16"):
+        parser.error("--fp16 is --quantize fp16; it excludes --quantize " + args.quantize)
     try:
         model = convert(
             args.input, args.output, arch=args.arch, x_input=args.x_input,
@@ -350,14 +364,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             normalize=args.normalize, negate_velocity=args.negate_velocity,
             time_scale=args.time_scale, reverse_time=args.reverse_time, name=args.name,
             meta=parse_meta(args.meta), fp16=args.fp16, test_vectors=args.test_vectors,
-            seed=args.seed)
+            seed=args.seed, quantize=args.quantize)
     except ConversionError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     except (OSError, MemoryError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
-    print(summary(model, args.output, args.fp16))
+    print(summary(model, args.output, args.fp16, args.quantize))
     return 0
 
 

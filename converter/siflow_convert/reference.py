@@ -613,11 +613,11 @@ def _rk4_trajectory(model, start, steps, dtype):
 
 def make_test_vectors(model: ir.FlowModel, count: int = 64, trajectory_count: int = 8,
                       trajectory_steps: int = 16, seed: int = 0,
-                      fp16: bool = False) -> ir.TestVectors:
+                      fp16: bool = False, quantize: Optional[str] = None) -> ir.TestVectors:
     """Reference velocities at random (t, y) and classic-RK4 trajectories, with tolerances.
 
     The references are computed in float64 on the model as stored (weights rounded to float32,
-    or to fp16 when `fp16`; t, y and the trajectory starts rounded to float32, as the file
+    or to fp16 when `fp16`, or to `quantize`'s storage; t, y and the trajectory starts rounded to float32, as the file
     holds them). t is uniform over the time range, y spread 1.5x wider than the base; the
     trajectories start from base draws.
 
@@ -630,7 +630,7 @@ def make_test_vectors(model: ir.FlowModel, count: int = 64, trajectory_count: in
     more than a few float32 ulps and fails.
     """
     from .sif_io import stored
-    m = stored(model, fp16=fp16)
+    m = stored(model, fp16=fp16, quantize=quantize)
     rng = np.random.default_rng(seed)
     t = rng.uniform(m.time_start, m.time_end, count).astype(np.float32).astype(np.float64)
     y = _wide_points(m, rng, count).astype(np.float32).astype(np.float64)
@@ -649,3 +649,19 @@ def make_test_vectors(model: ir.FlowModel, count: int = 64, trajectory_count: in
         tv.trajectory_tolerance = float(max(SAFETY_FACTOR * _relative_error(end32, end),
                                             TOLERANCE_FLOOR))
     return tv
+
+
+def quantization_error(model: ir.FlowModel, quantize: str, count: int = 256,
+                       seed: int = 0) -> float:
+    """The velocity error that storing the weights as `quantize` causes: max |v_q - v_f32| /
+    max(1, max |v_f32|) (the runtime's validation metric) over `count` random (t, y) as the
+    test vectors draw them, both evaluated in float64 on the stored weights."""
+    from .sif_io import stored
+    f32 = stored(model)
+    q = stored(model, quantize=quantize)
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(f32.time_start, f32.time_end, count).astype(np.float32).astype(np.float64)
+    y = _wide_points(f32, rng, count).astype(np.float32).astype(np.float64)
+    v = evaluate(f32, t, y)[0]
+    vq = evaluate(q, t, y)[0]
+    return float(np.max(np.abs(vq - v)) / max(1.0, float(np.max(np.abs(v)))))

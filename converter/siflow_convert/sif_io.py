@@ -31,7 +31,9 @@ from ._generated import Weights as fb_weights
 FILE_IDENTIFIER = b"SIFL"
 FORMAT_MAJOR, FORMAT_MINOR = 1, 1   # the newest version this writer knows (1.1 added Exp)
 WEIGHT_ALIGNMENT = 64
-DTYPE_F32, DTYPE_F16 = 0, 1
+DTYPE_F32, DTYPE_F16, DTYPE_I8, DTYPE_BF16 = 0, 1, 2, 3
+# Weight storage formats of --quantize (fp16, bf16 and int8 need format 1.3 for the last two).
+QUANTIZE = ("fp32", "fp16", "bf16", "int8")
 OPERANDS = ("weight", "bias", "constant", "gamma", "beta")
 FP16_MAX = 65504.0
 ConversionError = ir.ConversionError
@@ -43,12 +45,34 @@ def _node_label(k: int, node: ir.Node) -> str:
     return f"node {k} ({node.op}{', ' + node.name if node.name else ''})"
 
 
-def _weight_payload(values: np.ndarray, fp16: bool, where: str):
-    """Returns (dtype, little-endian bytes, element size) for a weight operand.
+def _bf16_bits(f32: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns of float32 values: round to nearest, ties to even (the runtime's
+    float_to_bf16 for finite values, subnormal results flushed to a zero of their sign)."""
+    b = f32.astype("<f4").view(np.uint32).astype(np.uint64)
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint32) & 0xFFFF
+    tiny = (r & 0x7F80) == 0
+    r[tiny] &= 0x8000
+    return r.astype(np.uint16)
 
-    Values are rounded to float32 first; in fp16 mode that float32 value is rounded to the
-    nearest binary16 (ties to even). Raises ConversionError for non-finite values or values that
-    overflow the storage type.
+
+def int8_quantize(f32: np.ndarray):
+    """Symmetric per-row int8 of a 2-D float32 array: (q int8, scale float32 per row) with scale =
+    max|w| / 127 in float32 and q = w / scale rounded to nearest even (the runtime's rule; an
+    all-zero row gets the smallest positive scale, its q are 0)."""
+    w = np.asarray(f32, dtype=np.float32)
+    m = np.max(np.abs(w), axis=1).astype(np.float32)
+    scale = (m / np.float32(127.0)).astype(np.float32)
+    scale[scale == 0] = np.float32(np.finfo(np.float32).tiny)
+    q = np.clip(np.rint((w / scale[:, None]).astype(np.float32)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _weight_payload(values: np.ndarray, quantize: str, where: str):
+    """Returns (dtype, little-endian bytes, element size, scales or None) for a weight operand.
+
+    Values are rounded to float32 first; then to binary16 (fp16), bfloat16 (bf16) or, for 2-D
+    operands, per-row int8 with float32 scales (int8; other operands stay float32). Raises
+    ConversionError for non-finite values or values that overflow the storage type.
     """
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
     bad = np.flatnonzero(~np.isfinite(flat))
@@ -60,8 +84,18 @@ def _weight_payload(values: np.ndarray, fp16: bool, where: str):
     bad = np.flatnonzero(~np.isfinite(f32))
     if bad.size:
         raise ConversionError(f"{where}: value {bad[0]} = {flat[bad[0]]!r} overflows float32")
-    if not fp16:
-        return DTYPE_F32, f32.astype("<f4").tobytes(), 4
+    if quantize == "bf16":
+        bits = _bf16_bits(f32)
+        bad = np.flatnonzero((bits & 0x7F80) == 0x7F80)
+        if bad.size:
+            raise ConversionError(f"{where}: value {bad[0]} = {flat[bad[0]]!r} overflows "
+                                  f"bfloat16")
+        return DTYPE_BF16, bits.astype("<u2").tobytes(), 2, None
+    if quantize == "int8" and np.ndim(values) == 2 and f32.size:
+        q, scale = int8_quantize(f32.reshape(np.shape(values)))
+        return DTYPE_I8, q.tobytes(), 1, scale
+    if quantize != "fp16":
+        return DTYPE_F32, f32.astype("<f4").tobytes(), 4, None
     with np.errstate(over="ignore"):
         f16 = f32.astype(np.float16)
     bad = np.flatnonzero(~np.isfinite(f16))
@@ -69,8 +103,7 @@ def _weight_payload(values: np.ndarray, fp16: bool, where: str):
         raise ConversionError(f"{where}: value {bad[0]} = {flat[bad[0]]!r} overflows fp16 "
                               f"(largest finite half is {FP16_MAX:g}); store this model as "
                               f"float32 (no --fp16)")
-    return DTYPE_F16, f16.view(np.uint16).astype("<u2").tobytes(), 2
-
+    return DTYPE_F16, f16.view(np.uint16).astype("<u2").tobytes(), 2, None
 
 
 def _aligned_vector(b: flatbuffers.Builder, payload: bytes, elem_size: int) -> int:
@@ -88,21 +121,27 @@ def _numpy_vector(b: flatbuffers.Builder, values, dtype: str) -> int:
     return b.CreateNumpyVector(np.ascontiguousarray(np.asarray(values).reshape(-1), dtype=dtype))
 
 
-def _write_weights(b: flatbuffers.Builder, values: np.ndarray, fp16: bool, where: str) -> int:
-    dtype, payload, elem = _weight_payload(values, fp16, where)
+def _write_weights(b: flatbuffers.Builder, values: np.ndarray, quantize: str, where: str) -> int:
+    dtype, payload, elem, scales = _weight_payload(values, quantize, where)
     data = _aligned_vector(b, payload, elem)
+    scale = _numpy_vector(b, scales, "<f4") if scales is not None else None
     shape = _numpy_vector(b, list(np.shape(values)) or [1], "<u4")
     fb_weights.WeightsStart(b)
     b.PrependInt8Slot(0, dtype, None)
     fb_weights.WeightsAddShape(b, shape)
     if dtype == DTYPE_F32:
         fb_weights.WeightsAddF32(b, data)
-    else:
+    elif dtype == DTYPE_F16:
         fb_weights.WeightsAddF16(b, data)
+    elif dtype == DTYPE_BF16:
+        fb_weights.WeightsAddBf16(b, data)
+    else:
+        fb_weights.WeightsAddI8(b, data)
+        fb_weights.WeightsAddScale(b, scale)
     return fb_weights.WeightsEnd(b)
 
 
-def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, fp16: bool) -> int:
+def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, quantize: str) -> int:
     where = _node_label(k, node)
     if node.op not in ir.OPS:
         raise ConversionError(f"{where}: unknown op {node.op!r}; supported: {', '.join(ir.OPS)}")
@@ -116,7 +155,7 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, fp16: bool) -> in
     for name in OPERANDS:
         values = getattr(node, name)
         if values is not None:
-            operands[name] = _write_weights(b, values, fp16, f"{where} operand {name}")
+            operands[name] = _write_weights(b, values, quantize, f"{where} operand {name}")
     inputs = _numpy_vector(b, [int(i) for i in node.inputs], "<u4")
     name_off = b.CreateString(node.name) if node.name else None
     fb_node.NodeStart(b)
@@ -140,9 +179,9 @@ def _table_vector(b: flatbuffers.Builder, offsets: List[int]) -> int:
     return b.EndVector()
 
 
-def _write_graph(b: flatbuffers.Builder, graph: ir.Graph, fp16: bool) -> int:
+def _write_graph(b: flatbuffers.Builder, graph: ir.Graph, quantize: str) -> int:
     graph.widths()   # shape errors name their node before anything is written
-    nodes = [_write_node(b, k, n, fp16) for k, n in enumerate(graph.nodes)]
+    nodes = [_write_node(b, k, n, quantize) for k, n in enumerate(graph.nodes)]
     vec = _table_vector(b, nodes)
     fb_graph.GraphStart(b)
     fb_graph.GraphAddDim(b, int(graph.dim))
@@ -307,20 +346,39 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
     return fb_tv.TestVectorsEnd(b)
 
 
-def required_minor(graph: ir.Graph) -> int:
-    """The lowest format_minor the graph's contents need: 1 with an Exp node (format 1.1), else
-    0, so a file without new ops still loads in a runtime that reads only 1.0."""
+def required_minor(graph: ir.Graph, quantize: str = "fp32") -> int:
+    """The lowest format_minor the graph's contents need: 3 with BF16 or I8 weights (format
+    1.3), 1 with an Exp node (format 1.1), else 0, so a file without new features still loads
+    in a runtime that reads only 1.0."""
+    has = {name for n in graph.nodes for name in OPERANDS if getattr(n, name) is not None}
+    if quantize == "bf16" and has:
+        return 3
+    if quantize == "int8" and any(np.ndim(getattr(n, name)) == 2 and np.size(getattr(n, name))
+                                  for n in graph.nodes for name in OPERANDS
+                                  if getattr(n, name) is not None):
+        return 3
     return 1 if any(n.op == "exp" for n in graph.nodes) else 0
 
 
-def to_bytes(model: ir.FlowModel, fp16: bool = False) -> bytes:
-    """The .sif bytes of `model`; weights as F16 (IEEE half of the float32 value) when fp16."""
+def _storage(fp16: bool, quantize: Optional[str]) -> str:
+    quantize = quantize or ("fp16" if fp16 else "fp32")
+    if quantize not in QUANTIZE:
+        raise ConversionError(f"unknown weight storage {quantize!r}; expected one of "
+                              f"{', '.join(QUANTIZE)}")
+    return quantize
+
+
+def to_bytes(model: ir.FlowModel, fp16: bool = False, quantize: Optional[str] = None) -> bytes:
+    """The .sif bytes of `model`; weights stored as `quantize` (fp32, fp16: IEEE half of the
+    float32 value, bf16, int8: per-row symmetric int8 of 2-D operands); fp16=True is
+    quantize="fp16"."""
+    quantize = _storage(fp16, quantize)
     if not 0.0 <= model.time_start < model.time_end <= 1.0:
         raise ConversionError(f"time range [{model.time_start}, {model.time_end}] must satisfy "
                               f"0 <= time_start < time_end <= 1")
     dim = int(model.graph.dim)
     b = flatbuffers.Builder(1024)
-    graph = _write_graph(b, model.graph, fp16)
+    graph = _write_graph(b, model.graph, quantize)
     interp = _write_interpolant(b, model.interpolant)
     base = _write_base(b, model.base, dim)
     norm = (_write_normalization(b, model.normalization, dim)
@@ -330,7 +388,7 @@ def to_bytes(model: ir.FlowModel, fp16: bool = False) -> bytes:
     name = b.CreateString(model.name) if model.name else None
     fb_model.ModelStart(b)
     b.PrependUint16Slot(0, FORMAT_MAJOR, None)
-    b.PrependUint16Slot(1, required_minor(model.graph), None)
+    b.PrependUint16Slot(1, required_minor(model.graph, quantize), None)
     if name is not None:
         fb_model.ModelAddName(b, name)
     fb_model.ModelAddGraph(b, graph)
@@ -355,11 +413,12 @@ def _umask() -> int:
     return mask
 
 
-def write_sif(model: ir.FlowModel, path: str, fp16: bool = False) -> None:
+def write_sif(model: ir.FlowModel, path: str, fp16: bool = False,
+              quantize: Optional[str] = None) -> None:
     """Writes `model` to `path` atomically: a temporary file in the same directory, fsync'd,
     then renamed over `path`. On any failure the temporary file is removed and an existing file
     at `path` is left untouched."""
-    data = to_bytes(model, fp16=fp16)
+    data = to_bytes(model, fp16=fp16, quantize=quantize)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")
@@ -398,8 +457,22 @@ def _read_weights(w) -> Optional[np.ndarray]:
     elif dtype == DTYPE_F16:
         raw = _np(w.F16IsNone, w.F16AsNumpy, np.uint16)
         values = None if raw is None else raw.view(np.float16).astype(np.float64)
+    elif dtype == DTYPE_BF16:
+        raw = _np(w.Bf16IsNone, w.Bf16AsNumpy, np.uint16)
+        values = None if raw is None else (
+            (raw.astype(np.uint32) << 16).view(np.float32).astype(np.float64))
+    elif dtype == DTYPE_I8:
+        raw = _np(w.I8IsNone, w.I8AsNumpy, np.int8)
+        scale = _np(w.ScaleIsNone, w.ScaleAsNumpy, np.float32)
+        shape = _np(w.ShapeIsNone, w.ShapeAsNumpy, np.int64)
+        if raw is None or scale is None or shape is None or not shape.size or \
+                raw.size != int(np.prod(shape)) or scale.size != int(shape[0]):
+            raise ConversionError("I8 weights need a shape and one scale per row")
+        rows = raw.reshape(int(shape[0]), -1).astype(np.float32)
+        values = (scale.astype(np.float32)[:, None] * rows).astype(np.float32).astype(
+            np.float64).reshape(-1)
     else:
-        raise ConversionError(f"weights with dtype {dtype} (only F32 and F16 are read)")
+        raise ConversionError(f"weights with dtype {dtype} (F32, F16, BF16 and I8 are read)")
     if values is None:
         values = np.zeros(0)
     shape = _np(w.ShapeIsNone, w.ShapeAsNumpy, np.int64)
@@ -500,7 +573,8 @@ def read_sif(path: str) -> ir.FlowModel:
         return from_bytes(f.read())
 
 
-def stored(model: ir.FlowModel, fp16: bool = False) -> ir.FlowModel:
+def stored(model: ir.FlowModel, fp16: bool = False,
+           quantize: Optional[str] = None) -> ir.FlowModel:
     """The model as the runtime will see it: weights rounded to float32 (or fp16), vectors to
     float32. Equal to from_bytes(to_bytes(model, fp16))."""
-    return from_bytes(to_bytes(model, fp16=fp16))
+    return from_bytes(to_bytes(model, fp16=fp16, quantize=quantize))

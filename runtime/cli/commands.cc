@@ -257,8 +257,9 @@ int run_info(const ParsedArgs& args) {
               bytes_text(plain + info.held_bytes).c_str());
   // The kernel each node runs on, from a plan made as sample/logprob would make it.
   const std::unique_ptr<Plan> plan = make_plan(*model, batch, nullptr, execution);
-  std::printf("kernels       backend %s, %u thread%s\n", backend_name(execution.backend),
-              plan->threads(), plan->threads() == 1 ? "" : "s");
+  std::printf("kernels       backend %s, %u thread%s, precision %s\n",
+              backend_name(execution.backend), plan->threads(), plan->threads() == 1 ? "" : "s",
+              precision_name(execution.precision));
   for (uint32_t i = 0; i < info.node_count; ++i) {
     const char* op = "";
     uint32_t in = 0, width = 0;
@@ -453,6 +454,7 @@ int run_validate(const ParsedArgs& args) {
     PlanOptions plan_options;
     plan_options.threads = execution.threads;
     plan_options.backend = execution.backend;
+    plan_options.precision = execution.precision;
     struct sigaction action {};
     action.sa_handler = on_validate_interrupt;
     sigaction(SIGINT, &action, nullptr);
@@ -506,7 +508,7 @@ const std::vector<Command>& commands() {
                                        "input points [N, dim], .npy or .csv (required)"};
   static const std::vector<Command> table = {
       {"info",
-       "MODEL [--batch N] [--backend B] [--threads N]",
+       "MODEL [--batch N] [--backend B] [--threads N] [--precision P]",
        "summarize a model and the memory a run needs",
        "Prints the model's name, format version, dimension, graph size, parameter count,\n"
        "interpolant, base, normalization, score availability, time range, test vectors and\n"
@@ -515,7 +517,8 @@ const std::vector<Command>& commands() {
        "graph node runs on with the chosen backend and threads.",
        {{"--batch", nullptr, "N", "batch size the arena is planned for (default 256)"},
         kThreadsOption,
-        kBackendOption},
+        kBackendOption,
+        kPrecisionOption},
        run_info},
       {"sample",
        "MODEL -n N -o OUT [options]",
@@ -538,7 +541,8 @@ const std::vector<Command>& commands() {
         kGridOption,
         kMaxBatchOption,
         kThreadsOption,
-        kBackendOption},
+        kBackendOption,
+        kPrecisionOption},
        run_sample},
       {"decode",
        "MODEL -i X0 -o X1 [options]",
@@ -556,7 +560,8 @@ const std::vector<Command>& commands() {
         kGridOption,
         kMaxBatchOption,
         kThreadsOption,
-        kBackendOption},
+        kBackendOption,
+        kPrecisionOption},
        run_decode},
       {"encode",
        "MODEL -i X1 -o X0 [options]",
@@ -570,7 +575,8 @@ const std::vector<Command>& commands() {
         kGridOption,
         kMaxBatchOption,
         kThreadsOption,
-        kBackendOption},
+        kBackendOption,
+        kPrecisionOption},
        run_encode},
       {"logprob",
        "MODEL -i DATA -o LOGP [options]",
@@ -589,7 +595,8 @@ const std::vector<Command>& commands() {
         kGridOption,
         kMaxBatchOption,
         kThreadsOption,
-        kBackendOption},
+        kBackendOption,
+        kPrecisionOption},
        run_logprob},
       {"velocity",
        "MODEL -i X -t T -o V [--max-batch B]",
@@ -601,7 +608,8 @@ const std::vector<Command>& commands() {
         {"--output", "-o", "FILE", "velocities [N, dim] (required)"},
         kMaxBatchOption,
         kThreadsOption,
-        kBackendOption},
+        kBackendOption,
+        kPrecisionOption},
        run_velocity},
       {"validate",
        "MODEL [--inputs Y --times T --expected V] [--tolerance TOL]",
@@ -617,7 +625,8 @@ const std::vector<Command>& commands() {
         {"--tolerance", nullptr, "TOL", "largest relative error accepted (default 1e-05)"},
         kMaxBatchOption,
         kThreadsOption,
-        kBackendOption},
+        kBackendOption,
+        kPrecisionOption},
        run_validate},
 #ifdef SIFLOW_CLI_TRAINING
       train_command(),

@@ -33,6 +33,10 @@ const OptionSpec kBackendOption{"--backend", nullptr, "B",
                                 "kernels: auto, reference (bit-identical across platforms), "
                                 "simd, xnnpack (default auto)"};
 
+const OptionSpec kPrecisionOption{"--precision", nullptr, "P",
+                                  "dense layers' number format: fp32, bf16, fp16, int8 "
+                                  "(docs/math.md; default fp32)"};
+
 uint32_t available_cores() {
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -62,6 +66,10 @@ Execution parse_execution(const ParsedArgs& args) {
       throw UsageError(
           format("--backend: unknown backend '%s' (expected auto, reference, simd or xnnpack)",
                  b->c_str()));
+  if (const std::string* p = args.find("--precision"))
+    if (!parse_precision(p->c_str(), &e.precision))
+      throw UsageError(format(
+          "--precision: unknown precision '%s' (expected fp32, bf16, fp16 or int8)", p->c_str()));
   return e;
 }
 
@@ -165,6 +173,7 @@ std::unique_ptr<Plan> make_plan(const Model& model, size_t max_batch,
   po.max_batch = max_batch;
   po.threads = execution.threads;
   po.backend = execution.backend;
+  po.precision = execution.precision;
   po.divergence = divergence ? divergence->mode : DivergenceMode::kNone;
   po.max_probes =
       divergence && divergence->mode == DivergenceMode::kHutchinson ? divergence->probes : 1;

@@ -17,14 +17,17 @@ namespace siflow::cli {
 
 // Option specs shared by several commands (for parsing and help).
 extern const OptionSpec kMethodOption, kStepsOption, kGridOption, kMaxBatchOption,
-    kDivergenceOption, kProbeOption, kThreadsOption, kBackendOption;
+    kDivergenceOption, kProbeOption, kThreadsOption, kBackendOption, kPrecisionOption;
 
-// --threads N and --backend B: how a plan runs (PlanOptions::threads, backend).
+// --threads N, --backend B and --precision P: how a plan runs (PlanOptions::threads, backend,
+// precision).
 struct Execution {
   uint32_t threads = 1;
   Backend backend = Backend::kAuto;
+  Precision precision = Precision::kFp32;
 };
-// Parses --threads and --backend; warns on stderr when --threads exceeds available_cores().
+// Parses --threads, --backend and --precision; warns on stderr when --threads exceeds
+// available_cores().
 Execution parse_execution(const ParsedArgs& args);
 // The cores this process may run on (its CPU affinity mask; else hardware_concurrency).
 uint32_t available_cores();

@@ -416,6 +416,22 @@ static void test_arena_and_plan(const siflow_model* model) {
   CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)), SIFLOW_OK, &error);
   siflow_plan_free(plan);
   plan = NULL;
+  /* Precision: the default is FP32; INT8 plans run; an unknown one is refused, but not in a
+   * struct that ends before the field (it reads as FP32). */
+  siflow_plan_options_init(&po);
+  CHECK(po.precision == SIFLOW_PRECISION_FP32);
+  po.precision = SIFLOW_PRECISION_INT8;
+  CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)), SIFLOW_OK, &error);
+  siflow_plan_free(plan);
+  plan = NULL;
+  po.precision = (siflow_precision)9;
+  CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
+  CHECK(strstr(error.message, "unknown precision 9") != NULL);
+  po.struct_size = (uint32_t)offsetof(siflow_plan_options, precision);
+  CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &plan, fresh(&error)), SIFLOW_OK, &error);
+  siflow_plan_free(plan);
+  plan = NULL;
   siflow_plan_options_init(&po);
   po.max_batch = 0;
   CHECK_STATUS(siflow_arena_bytes(model, &po, &bytes_hutch, fresh(&error)), SIFLOW_INVALID_ARGUMENT,

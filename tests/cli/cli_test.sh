@@ -192,6 +192,22 @@ ok "(default 50)" help decode
 ok "(default 256)" help encode
 ok "(default heun)" help sample
 
+# --- reduced precision ---------------------------------------------------------------------
+# --precision on every command; fp32 is the default, bit for bit; validate derives its tolerance.
+ok "precision int8" info $M --precision int8
+ok "" sample $M -n 50 --seed 2 -o p0.npy
+ok "" sample $M -n 50 --seed 2 -o p1.npy --precision fp32
+check cmp -s p0.npy p1.npy
+for p in bf16 fp16 int8; do
+  ok "" sample $M -n 50 --seed 2 -o p2.npy --precision $p
+  ok "" logprob $M -i p2.npy -o p2l.npy --precision $p
+  ok "" encode $M -i p2.npy -o p2e.npy --precision $p
+  ok "velocity      8 points" validate $M --precision $p
+done
+fails 2 "--precision: unknown precision 'fp8' (expected fp32, bf16, fp16 or int8)" \
+  sample $M -n 3 -o x.npy --precision fp8
+ok "--precision P" help validate
+
 # --- info ----------------------------------------------------------------------------------
 ok "cli-normal" info $M
 for want in "dim           2" "base          normal" "8 velocity points, 3 trajectories" \

@@ -162,6 +162,35 @@ std::vector<uint8_t> raw_fc_model(fb::DType dtype, bool aligned, bool both_vecto
   return {};
 }
 
+// A one-node model v = W y (dim 2, W 2x2, no bias) with W stored as I8 (`values` are q, with
+// `scales`) or BF16 (`values` are the bit patterns), written with the generated code directly in
+// format 1.`minor`.
+std::vector<uint8_t> raw_stored_model(fb::DType dtype, const std::vector<int>& values,
+                                      const std::vector<float>& scales, uint16_t minor = 3) {
+  flatbuffers::FlatBufferBuilder fbb;
+  auto shape = fbb.CreateVector(std::vector<uint32_t>{2, 2});
+  flatbuffers::Offset<flatbuffers::Vector<int8_t>> i8 = 0;
+  flatbuffers::Offset<flatbuffers::Vector<uint16_t>> bf16 = 0;
+  flatbuffers::Offset<flatbuffers::Vector<float>> scale = 0;
+  if (!scales.empty()) scale = fbb.CreateVector(scales);
+  if (dtype == fb::DType::I8) {
+    fbb.ForceVectorAlignment(values.size(), sizeof(int8_t), 64);
+    std::vector<int8_t> q(values.begin(), values.end());
+    i8 = fbb.CreateVector(q);
+  } else {
+    fbb.ForceVectorAlignment(values.size(), sizeof(uint16_t), 64);
+    std::vector<uint16_t> h(values.begin(), values.end());
+    bf16 = fbb.CreateVector(h);
+  }
+  auto w = fb::CreateWeights(fbb, dtype, shape, 0, 0, i8, bf16, scale);
+  auto fc_inputs = fbb.CreateVector(std::vector<uint32_t>{0});  // tensor 0: y
+  auto node = fb::CreateNode(fbb, fb::OpType::FullyConnected, fc_inputs, 0, fb::UnaryKind::Identity,
+                             0.01f, w);
+  auto graph = fb::CreateGraph(fbb, 2, fbb.CreateVector(std::vector<decltype(node)>{node}), 2);
+  fbb.Finish(fb::CreateModel(fbb, 1, minor, 0, graph), fb::ModelIdentifier());
+  return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+}
+
 // A one-node model v = exp(x) of dim 2 written with the generated code directly, for what
 // ModelBuilder cannot write: an Exp node with `inputs` (any count) and, when `operand` names
 // one, a weight vector in that field ("weight", "bias", "constant", "gamma" or "beta").
@@ -307,15 +336,62 @@ TEST_CASE("F16 weights beyond the half range are refused as not finite") {
 }
 
 TEST_CASE("an unknown weight dtype is unsupported and named") {
-  expect_refused(raw_fc_model(fb::DType::I8, true), StatusCode::kUnsupported,
-                 {"node 0 (FullyConnected): weight", "dtype I8", "F32 and F16 weights only"});
+  expect_refused(
+      raw_fc_model(static_cast<fb::DType>(7), true), StatusCode::kUnsupported,
+      {"node 0 (FullyConnected): weight", "dtype unknown", "F32, F16, BF16 and I8 weights only"});
 }
 
 TEST_CASE("weights holding both an f32 and an f16 vector are refused") {
   expect_refused(raw_fc_model(fb::DType::F16, true, true), StatusCode::kInvalidModel,
-                 {"dtype F16 but also holds 4 f32 values"});
+                 {"dtype F16 but also holds 4 values in other vectors"});
   expect_refused(raw_fc_model(fb::DType::F32, true, true), StatusCode::kInvalidModel,
-                 {"dtype F32 but also holds 4 f16 values"});
+                 {"dtype F32 but also holds 4 values in other vectors"});
+}
+
+TEST_CASE("I8 weights load as scale * q per row and BF16 weights as their bfloat16 value") {
+  // The 2x2 weight [[2 * 1, 2 * -3], [0.5 * 4, 0.5 * 0]] as I8 with scales {2, 0.5}: v = W y.
+  Loaded l8(raw_stored_model(fb::DType::I8, {1, -3, 4, 0}, {2.0f, 0.5f}), LoadOptions());
+  REQUIRE_MESSAGE(l8.status.ok(), std::string(l8.status.message()));
+  // bf16 0x3fc0 = 1.5, 0xc000 = -2, 0x3e80 = 0.25, 0x0000 = 0.
+  Loaded lb(raw_stored_model(fb::DType::BF16, {0x3fc0, 0xc000, 0x3e80, 0}, {}), LoadOptions());
+  REQUIRE_MESSAGE(lb.status.ok(), std::string(lb.status.message()));
+  const float t = 0.5f, y[2] = {1.0f, 2.0f};
+  for (auto* l : {&l8, &lb}) {
+    std::unique_ptr<Plan> plan;
+    REQUIRE(Plan::create(*l->model, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+    float v[2] = {};
+    REQUIRE(plan->velocity(1, &t, y, v).ok());
+    if (l == &l8) {
+      CHECK(v[0] == 2.0f * 1 * 1.0f + 2.0f * -3 * 2.0f);
+      CHECK(v[1] == 0.5f * 4 * 1.0f);
+      CHECK(l->model->info().weight_bytes == 4 + 2 * sizeof(float));
+    } else {
+      CHECK(v[0] == 1.5f - 4.0f);
+      CHECK(v[1] == 0.25f);
+      CHECK(l->model->info().weight_bytes == 8);
+    }
+  }
+}
+
+TEST_CASE("I8 weights need one finite positive scale per row; BF16 and I8 need format 1.3") {
+  expect_refused(raw_stored_model(fb::DType::I8, {1, 2, 3, 4}, {1.0f}), StatusCode::kInvalidModel,
+                 {"I8 weights have 1 scales, expected one per row (2)"});
+  expect_refused(raw_stored_model(fb::DType::I8, {1, 2, 3, 4}, {}), StatusCode::kInvalidModel,
+                 {"I8 weights have 0 scales"});
+  expect_refused(raw_stored_model(fb::DType::I8, {1, 2, 3, 4}, {1.0f, 0.0f}),
+                 StatusCode::kInvalidModel, {"scale[1] = 0 is not a finite positive number"});
+  expect_refused(raw_stored_model(fb::DType::I8, {1, 2, 3, 4}, {-1.0f, 1.0f}),
+                 StatusCode::kInvalidModel, {"scale[0] = -1 is not a finite positive number"});
+  expect_refused(raw_stored_model(fb::DType::I8, {1, 2, 3, 4}, {INFINITY, 1.0f}),
+                 StatusCode::kInvalidModel, {"scale[0] = inf"});
+  expect_refused(raw_stored_model(fb::DType::BF16, {0x3f80, 0, 0, 0x3f80}, {1.0f, 1.0f}),
+                 StatusCode::kInvalidModel, {"dtype BF16 but also holds 2 values"});
+  expect_refused(raw_stored_model(fb::DType::BF16, {0x3f80, 0, 0, 0x3f80}, {}, 1),
+                 StatusCode::kInvalidModel, {"dtype BF16, which needs format 1.3", "says 1.1"});
+  expect_refused(raw_stored_model(fb::DType::I8, {1, 0, 0, 1}, {1.0f, 1.0f}, 2),
+                 StatusCode::kInvalidModel, {"dtype I8, which needs format 1.3", "says 1.2"});
+  expect_refused(raw_stored_model(fb::DType::BF16, {0x7f80, 0, 0, 0x3f80}, {}),
+                 StatusCode::kInvalidModel, {"weight[0] is not finite"});
 }
 
 TEST_CASE("F16 weights off a 64-byte file boundary are refused") {

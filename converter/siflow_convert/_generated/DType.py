@@ -7,3 +7,4 @@ class DType(object):
     F32 = 0
     F16 = 1
     I8 = 2
+    BF16 = 3

@@ -117,7 +117,88 @@ class Weights(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
         return o == 0
 
-def WeightsStart(builder): builder.StartObject(4)
+    # Weights
+    def I8(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # Weights
+    def I8AsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int8Flags, o)
+        return 0
+
+    # Weights
+    def I8Length(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Weights
+    def I8IsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        return o == 0
+
+    # Weights
+    def Bf16(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint16Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 2))
+        return 0
+
+    # Weights
+    def Bf16AsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint16Flags, o)
+        return 0
+
+    # Weights
+    def Bf16Length(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Weights
+    def Bf16IsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        return o == 0
+
+    # Weights
+    def Scale(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Weights
+    def ScaleAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Float32Flags, o)
+        return 0
+
+    # Weights
+    def ScaleLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Weights
+    def ScaleIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        return o == 0
+
+def WeightsStart(builder): builder.StartObject(7)
 def Start(builder):
     return WeightsStart(builder)
 def WeightsAddDtype(builder, dtype): builder.PrependInt8Slot(0, dtype, 0)
@@ -141,6 +222,24 @@ def AddF16(builder, f16):
 def WeightsStartF16Vector(builder, numElems): return builder.StartVector(2, numElems, 2)
 def StartF16Vector(builder, numElems):
     return WeightsStartF16Vector(builder, numElems)
+def WeightsAddI8(builder, i8): builder.PrependUOffsetTRelativeSlot(4, flatbuffers.number_types.UOffsetTFlags.py_type(i8), 0)
+def AddI8(builder, i8):
+    return WeightsAddI8(builder, i8)
+def WeightsStartI8Vector(builder, numElems): return builder.StartVector(1, numElems, 1)
+def StartI8Vector(builder, numElems):
+    return WeightsStartI8Vector(builder, numElems)
+def WeightsAddBf16(builder, bf16): builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(bf16), 0)
+def AddBf16(builder, bf16):
+    return WeightsAddBf16(builder, bf16)
+def WeightsStartBf16Vector(builder, numElems): return builder.StartVector(2, numElems, 2)
+def StartBf16Vector(builder, numElems):
+    return WeightsStartBf16Vector(builder, numElems)
+def WeightsAddScale(builder, scale): builder.PrependUOffsetTRelativeSlot(6, flatbuffers.number_types.UOffsetTFlags.py_type(scale), 0)
+def AddScale(builder, scale):
+    return WeightsAddScale(builder, scale)
+def WeightsStartScaleVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartScaleVector(builder, numElems):
+    return WeightsStartScaleVector(builder, numElems)
 def WeightsEnd(builder): return builder.EndObject()
 def End(builder):
     return WeightsEnd(builder)

@@ -74,6 +74,14 @@ typedef enum siflow_backend {
   SIFLOW_BACKEND_XNNPACK = 3
 } siflow_backend;
 
+/* Number format of the dense layers (siflow.hpp's Precision; docs/math.md). */
+typedef enum siflow_precision {
+  SIFLOW_PRECISION_FP32 = 0,
+  SIFLOW_PRECISION_BF16 = 1,
+  SIFLOW_PRECISION_FP16 = 2,
+  SIFLOW_PRECISION_INT8 = 3
+} siflow_precision;
+
 typedef enum siflow_sde_method {
   SIFLOW_SDE_EULER_MARUYAMA = 0,
   SIFLOW_SDE_HEUN = 1
@@ -101,8 +109,9 @@ typedef struct siflow_plan_options {
    * only 1 (others give SIFLOW_UNSUPPORTED). Fields are added last, so the struct_size of older
    * callers still works: a missing field takes its default. */
   uint32_t threads;
-  siflow_backend backend; /* default AUTO */
-  int tune;               /* nonzero: AUTO times simd and XNNPACK per dense layer at creation */
+  siflow_backend backend;     /* default AUTO */
+  int tune;                   /* nonzero: AUTO times simd and XNNPACK per dense layer at creation */
+  siflow_precision precision; /* default FP32 */
 } siflow_plan_options;
 
 typedef struct siflow_run_options {

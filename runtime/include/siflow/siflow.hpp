@@ -15,7 +15,7 @@ constexpr int kVersionMinor = 1;
 constexpr int kVersionPatch = 0;
 // The model format this runtime reads: files of the same major version, any minor.
 constexpr uint16_t kFormatMajor = 1;
-constexpr uint16_t kFormatMinor = 1;  // 1.1: the Exp op
+constexpr uint16_t kFormatMinor = 3;  // 1.1: the Exp op; 1.3: I8 and BF16 weights
 
 enum class StatusCode : int {
   kOk = 0,
@@ -209,6 +209,20 @@ const char* backend_name(Backend backend);
 // Parses "auto", "reference", "simd", "xnnpack"; false for anything else.
 bool parse_backend(const char* text, Backend* out);
 
+// The number format of the dense layers' arithmetic (docs/math.md, "Reduced precision"). kFp32
+// is the runtime's plain float arithmetic. The others apply to the dense layers between the first
+// and the last (those two, activations, the integrator and the divergence bookkeeping stay f32):
+//  - kBf16: weights and activations rounded to bfloat16, products accumulated in f32 with the
+//    semantics of AVX-512 BF16's vdpbf16ps, which CPUs without it emulate bit for bit;
+//  - kFp16: weights rounded to IEEE half, activations and arithmetic f32;
+//  - kInt8: weights quantized to int8 per output channel (scale max|w|/127), dequantized as
+//    scale * q in f32; activations f32, so JVPs stay derivatives of the evaluated function.
+// Weights are converted at plan creation, into the plan's memory.
+enum class Precision : uint8_t { kFp32 = 0, kBf16 = 1, kFp16 = 2, kInt8 = 3 };
+const char* precision_name(Precision precision);
+// Parses "fp32", "bf16", "fp16", "int8"; false for anything else.
+bool parse_precision(const char* text, Precision* out);
+
 struct PlanOptions {
   uint32_t struct_size = sizeof(PlanOptions);
   size_t max_batch = 256;  // rows per chunk; larger requests stream through the arena
@@ -227,6 +241,7 @@ struct PlanOptions {
   // the machine's timing, so results may differ between plans by rounding; off, the choice is
   // the fixed rule (simd).
   bool tune = false;
+  Precision precision = Precision::kFp32;  // the dense layers' number format (see Precision)
 };
 
 struct OdeOptions {

@@ -16,6 +16,7 @@
 #include "math/elementary.hpp"
 #include "math/half.hpp"
 #include "math/interpolant.hpp"
+#include "math/reduced.hpp"
 #include "siflow_generated.h"
 #include "support/aligned_memory.hpp"
 #include "support/memory.hpp"
@@ -48,24 +49,38 @@ bool all_finite(const float* v, size_t n, size_t* bad) {
   return true;
 }
 
-// The values of a Weights table: the vector its dtype names (f16 for F16, f32 otherwise), and
-// how many values the other vector holds (which must be none).
+// The values of a Weights table: the vector its dtype names (f32, f16, bf16 or i8), and how many
+// values the other vectors hold (which must be none; for dtypes other than I8 the scale vector
+// counts as another).
 struct WeightValues {
   const void* data;
   size_t count;
   size_t other_count;
 };
 
-// Floats an fp16 vector of n values takes once expanded: rounded up to 16 (64 bytes), so every
-// expanded vector starts 64-byte aligned.
+// Floats a stored (non-F32) vector of n values takes once expanded: rounded up to 16 (64 bytes),
+// so every expanded vector starts 64-byte aligned.
 constexpr size_t expanded_floats(size_t n) { return (n + 15) / 16 * 16; }
 
 WeightValues weight_values(const fb::Weights& w) {
   const auto* f32 = w.f32();
   const auto* f16 = w.f16();
+  const auto* bf16 = w.bf16();
+  const auto* i8 = w.i8();
+  const auto* scale = w.scale();
   const size_t n32 = f32 ? f32->size() : 0, n16 = f16 ? f16->size() : 0;
-  if (w.dtype() == fb::DType::F16) return {n16 ? f16->data() : nullptr, n16, n32};
-  return {n32 ? f32->data() : nullptr, n32, n16};
+  const size_t nb = bf16 ? bf16->size() : 0, n8 = i8 ? i8->size() : 0;
+  const size_t ns = scale ? scale->size() : 0;
+  switch (w.dtype()) {
+    case fb::DType::F16:
+      return {n16 ? f16->data() : nullptr, n16, n32 + nb + n8 + ns};
+    case fb::DType::BF16:
+      return {nb ? bf16->data() : nullptr, nb, n32 + n16 + n8 + ns};
+    case fb::DType::I8:
+      return {n8 ? i8->data() : nullptr, n8, n32 + n16 + nb};
+    default:
+      return {n32 ? f32->data() : nullptr, n32, n16 + nb + n8 + ns};
+  }
 }
 
 // A stored per-sample shape: absent or empty leaves *out at rank 0; else rank 1 to 3, every
@@ -130,6 +145,9 @@ class Loader final : public WeightReader {
   uint32_t node_count_ = 0;
   uint64_t parameters_ = 0;
   uint64_t f16_parameters_ = 0;
+  uint64_t bf16_parameters_ = 0;
+  uint64_t i8_parameters_ = 0;
+  uint64_t scale_count_ = 0;           // I8 scales
   float* expanded_ = nullptr;          // where fp16 weights are expanded to float, 64-byte aligned
   size_t expanded_used_ = 0;           // floats of expanded_ taken so far
   size_t expanded_capacity_ = 0;       // floats reserved by count_f16_floats
@@ -137,12 +155,13 @@ class Loader final : public WeightReader {
   uint32_t coefficient_capacity_ = 0;  // terms reserved for them
 };
 
-// Floats reserved for expanding fp16 weights: every F16 operand's f16 vector, each rounded up to
-// a 64-byte multiple so each expanded vector stays aligned. Bounded by the verified file size.
+// Floats reserved for expanding stored weights: every F16, BF16 or I8 operand's vector, each
+// rounded up to a 64-byte multiple so each expanded vector stays aligned. Bounded by the verified
+// file size.
 size_t Loader::count_f16_floats() const {
   size_t total = 0;
   auto add = [&](const fb::Weights* w) {
-    if (w && w->dtype() == fb::DType::F16) total += expanded_floats(weight_values(*w).count);
+    if (w && w->dtype() != fb::DType::F32) total += expanded_floats(weight_values(*w).count);
   };
   const auto* nodes = graph_->nodes();
   for (uint32_t i = 0; i < node_count_; ++i) {
@@ -246,19 +265,24 @@ Status Loader::read(const char* what, const fb::Weights* w, size_t expected, boo
     return Status();
   }
   const fb::DType dtype = w->dtype();
-  if (dtype != fb::DType::F32 && dtype != fb::DType::F16) {
-    const char* name = fb::EnumNameDType(dtype);
+  const char* dtype_name = fb::EnumNameDType(dtype);
+  if (dtype != fb::DType::F32 && dtype != fb::DType::F16 && dtype != fb::DType::BF16 &&
+      dtype != fb::DType::I8)
     return Status::error(StatusCode::kUnsupported,
-                         "%s has dtype %s; this runtime reads F32 and F16 weights only", what,
-                         (name && *name) ? name : "unknown");
-  }
-  const bool half = dtype == fb::DType::F16;
+                         "%s has dtype %s; this runtime reads F32, F16, BF16 and I8 weights only",
+                         what, (dtype_name && *dtype_name) ? dtype_name : "unknown");
+  // BF16 and I8 came with format 1.3: a file that uses them says so.
+  if ((dtype == fb::DType::BF16 || dtype == fb::DType::I8) && model_->format_minor() < 3)
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s has dtype %s, which needs format 1.3, but the file says %u.%u", what,
+                         dtype_name, model_->format_major(), model_->format_minor());
   const WeightValues v = weight_values(*w);
   if (v.other_count != 0)
     return Status::error(StatusCode::kInvalidModel,
-                         "%s has dtype %s but also holds %zu %s values; exactly one vector may be "
-                         "set",
-                         what, half ? "F16" : "F32", v.other_count, half ? "f32" : "f16");
+                         "%s has dtype %s but also holds %zu values in other vectors; exactly the "
+                         "dtype's vector may be set%s",
+                         what, dtype_name, v.other_count,
+                         dtype == fb::DType::I8 ? " (with its scales)" : "");
   const size_t n = v.count;
   if (n != expected)
     return Status::error(StatusCode::kInvalidModel, "%s has %zu values, expected %zu", what, n,
@@ -271,18 +295,62 @@ Status Loader::read(const char* what, const fb::Weights* w, size_t expected, boo
                          "force_align)",
                          what, offset);
   const float* values = static_cast<const float*>(v.data);
-  if (half) {
+  if (dtype != fb::DType::F32) {
+    // I8: one positive finite scale per row of the first shape dimension.
+    const auto* scale = w->scale();
+    size_t rows = 0, columns = 0;
+    if (dtype == fb::DType::I8) {
+      const auto* shape = w->shape();
+      rows = shape && shape->size() > 0 ? shape->Get(0) : 0;
+      if (rows == 0 || n % rows != 0)
+        return Status::error(StatusCode::kInvalidModel,
+                             "%s: I8 weights need a shape whose first dimension divides the %zu "
+                             "values",
+                             what, n);
+      columns = n / rows;
+      if (!scale || scale->size() != rows)
+        return Status::error(StatusCode::kInvalidModel,
+                             "%s: I8 weights have %u scales, expected one per row (%zu)", what,
+                             scale ? scale->size() : 0u, rows);
+      if (offset_of(scale->data()) % alignof(float) != 0)
+        return Status::error(StatusCode::kInvalidModel,
+                             "%s: scales at file offset %zu are not "
+                             "4-byte aligned",
+                             what, offset_of(scale->data()));
+      for (size_t r = 0; r < rows; ++r) {
+        const float sc = scale->Get(static_cast<flatbuffers::uoffset_t>(r));
+        if (!(sc > 0.0f && sc <= 3.4028235e38f))
+          return Status::error(StatusCode::kInvalidModel,
+                               "%s: scale[%zu] = %g is not a finite positive number", what, r,
+                               static_cast<double>(sc));
+      }
+    }
     // count_f16_floats reserved room for exactly these vectors.
     const size_t reserved = expanded_floats(n);
     if (!expanded_ || expanded_used_ + reserved > expanded_capacity_)
-      return Status::error(StatusCode::kInvalidModel, "%s: fp16 expansion space miscounted", what);
+      return Status::error(StatusCode::kInvalidModel, "%s: weight expansion space miscounted",
+                           what);
     float* dst = expanded_ + expanded_used_;
     expanded_used_ += reserved;
-    const auto* src = w->f16();
-    for (size_t i = 0; i < n; ++i)
-      dst[i] = half_to_float(src->Get(static_cast<flatbuffers::uoffset_t>(i)));
+    if (dtype == fb::DType::F16) {
+      const auto* src = w->f16();
+      for (size_t i = 0; i < n; ++i)
+        dst[i] = half_to_float(src->Get(static_cast<flatbuffers::uoffset_t>(i)));
+      f16_parameters_ += n;
+    } else if (dtype == fb::DType::BF16) {
+      const auto* src = w->bf16();
+      for (size_t i = 0; i < n; ++i)
+        dst[i] = bf16_to_float(src->Get(static_cast<flatbuffers::uoffset_t>(i)));
+      bf16_parameters_ += n;
+    } else {
+      const auto* src = w->i8();
+      for (size_t i = 0; i < n; ++i)
+        dst[i] = scale->Get(static_cast<flatbuffers::uoffset_t>(i / columns)) *
+                 static_cast<float>(src->Get(static_cast<flatbuffers::uoffset_t>(i)));
+      i8_parameters_ += n;
+      scale_count_ += rows;
+    }
     values = dst;
-    f16_parameters_ += n;
   }
   size_t bad = 0;
   if (!all_finite(values, n, &bad))
@@ -661,7 +729,10 @@ Status Loader::run(ModelData** out) {
   info.dim = dim_;
   info.node_count = node_count_;
   info.parameter_count = parameters_;
-  info.weight_bytes = (parameters_ - f16_parameters_) * sizeof(float) + f16_parameters_ * 2;
+  info.weight_bytes =
+      (parameters_ - f16_parameters_ - bf16_parameters_ - i8_parameters_ + scale_count_) *
+          sizeof(float) +
+      (f16_parameters_ + bf16_parameters_) * 2 + i8_parameters_;
   info.f16_parameter_count = f16_parameters_;
   info.expanded_bytes = expanded_capacity_ * sizeof(float);
   info.interpolant = data->interpolant.kind;

@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "kernels/reference/dense.hpp"
+#include "math/half.hpp"
+#include "math/reduced.hpp"
 #include "ops/op.hpp"
 #include "support/parallel.hpp"
 #if defined(SIFLOW_WITH_SIMD)
@@ -59,6 +61,99 @@ void pack(const detail::ModelData& model, NodeData* n, float* dst) {
 #endif
 }
 
+// Reduced precision (docs/math.md): simd kernels take simd::pack_reduced's panels; the reference
+// kernel takes, for bf16, the weights [out][in] as bfloat16 followed (64-byte aligned) by the
+// bias with subnormals flushed, and for fp16 and int8 the decoded float weights [out][in].
+size_t reference_weight_bytes(Precision precision, size_t count) {
+  const size_t bytes = count * (precision == Precision::kBf16 ? 2 : 4);
+  return (bytes + 63) / 64 * 64;
+}
+
+size_t reduced_bytes(const detail::ModelData& model, uint32_t i, Precision precision,
+                     NodeKernel kernel) {
+  const NodeData& n = model.nodes[i];
+  const uint32_t in = model.tensors[n.inputs[0]].width;
+  if (precision == Precision::kFp32) return 0;
+#if defined(SIFLOW_WITH_SIMD)
+  if (kernel != NodeKernel::kReference) return simd::reduced_bytes(precision, in, n.width);
+#else
+  (void)kernel;
+#endif
+  return reference_weight_bytes(precision, size_t{n.width} * in) +
+         (precision == Precision::kBf16 ? size_t{n.width} * 4 : 0);
+}
+
+void reduce(const detail::ModelData& model, uint32_t i, Precision precision, NodeKernel kernel,
+            void* dst) {
+  const NodeData& n = model.nodes[i];
+  const uint32_t in = model.tensors[n.inputs[0]].width;
+  const size_t count = size_t{n.width} * in;
+#if defined(SIFLOW_WITH_SIMD)
+  if (kernel != NodeKernel::kReference) {
+    simd::pack_reduced(precision, n.weight, n.bias, in, n.width, dst);
+    return;
+  }
+#else
+  (void)kernel;
+#endif
+  switch (precision) {
+    case Precision::kFp32:
+      return;
+    case Precision::kBf16: {
+      uint16_t* w = static_cast<uint16_t*>(dst);
+      for (size_t k = 0; k < count; ++k) w[k] = detail::float_to_bf16(n.weight[k]);
+      float* bias = reinterpret_cast<float*>(static_cast<uint8_t*>(dst) +
+                                             reference_weight_bytes(precision, count));
+      for (uint32_t o = 0; o < n.width; ++o)
+        bias[o] = n.bias ? detail::flush_subnormal(n.bias[o]) : 0.0f;
+      return;
+    }
+    case Precision::kFp16: {
+      float* w = static_cast<float*>(dst);
+      for (size_t k = 0; k < count; ++k)
+        w[k] = detail::half_to_float(detail::float_to_half(n.weight[k]));
+      return;
+    }
+    case Precision::kInt8: {
+      float* w = static_cast<float*>(dst);
+      for (uint32_t o = 0; o < n.width; ++o) {
+        const float* row = n.weight + size_t{o} * in;
+        const float scale = detail::int8_scale(row, in);
+        for (uint32_t c = 0; c < in; ++c)
+          w[size_t{o} * in + c] = scale * static_cast<float>(detail::int8_quantize(row[c], scale));
+      }
+      return;
+    }
+  }
+}
+
+// The reference kernel on reduced weights: forward, then tangents without the bias.
+void run_reference_reduced(const NodeRun& r, const void* reduced) {
+  const detail::ModelData& model = *r.model;
+  const NodeData& n = model.nodes[r.node];
+  const FastKernels& k = *r.kernels;
+  const uint32_t id = r.node + 2, a = n.inputs[0], in = model.tensors[a].width;
+  const size_t count = size_t{n.width} * in;
+  const bool bf16 = k.precision == Precision::kBf16;
+  const float* bias =
+      bf16 ? reinterpret_cast<const float*>(static_cast<const uint8_t*>(reduced) +
+                                            reference_weight_bytes(k.precision, count))
+           : n.bias;
+  auto dense = [&](const float* x, size_t rows, bool with_bias, float* y) {
+    parallel_rows(k.pool, rows, kRowGrain, [&](size_t r0, size_t r1) {
+      if (bf16)
+        reference::fully_connected_bf16(
+            x + r0 * in, r1 - r0, in, static_cast<const uint16_t*>(reduced),
+            with_bias && n.bias ? bias : nullptr, n.width, y + r0 * n.width);
+      else
+        reference::fully_connected(x + r0 * in, r1 - r0, in, static_cast<const float*>(reduced),
+                                   with_bias ? bias : nullptr, n.width, y + r0 * n.width);
+    });
+  };
+  dense(r.values[a], r.rows, true, r.values[id]);
+  if (r.directions) dense(r.tangents[a], r.rows * r.directions, false, r.tangents[id]);
+}
+
 void run(const NodeRun& r) {
   const detail::ModelData& model = *r.model;
   const NodeData& n = model.nodes[r.node];
@@ -71,6 +166,11 @@ void run(const NodeRun& r) {
   const float* ta = r.directions ? r.tangents[a] : nullptr;
   const size_t trows = r.rows * r.directions;
   const NodeKernel kernel = kernel_of(r);
+  const void* reduced = k.reduced ? k.reduced[r.node] : nullptr;
+  if (reduced && kernel == NodeKernel::kReference) {
+    run_reference_reduced(r, reduced);
+    return;
+  }
   if (kernel == NodeKernel::kReference) {
     parallel_rows(k.pool, r.rows, kRowGrain, [&](size_t r0, size_t r1) {
       reference::fully_connected(x + r0 * in, r1 - r0, in, n.weight, n.bias, n.width,
@@ -85,7 +185,7 @@ void run(const NodeRun& r) {
     return;
   }
 #if defined(SIFLOW_WITH_SIMD)
-  const bool from_columns = ty && r.identity_seeds && k.seed_column[a] >= 0;
+  const bool from_columns = ty && r.identity_seeds && k.seed_column[a] >= 0 && !reduced;
 #if defined(SIFLOW_WITH_XNNPACK)
   if (kernel == NodeKernel::kXnnpack) {
     xnn::run_dense(k.xnn[r.node], x, r.rows, y, false);
@@ -105,6 +205,20 @@ void run(const NodeRun& r) {
                         fused ? next->alpha : 0.0f};
     float* post = fused ? r.values[id + 1] : nullptr;
     float* pre = !fused || r.directions ? y : nullptr;
+    if (reduced) {
+      const simd::DenseReduced dr{k.precision, reduced, in,      n.width,
+                                  true,        d.act,   d.alpha, k.bf16_rows};
+      parallel_rows(k.pool, r.rows, kRowGrain,
+                    [&](size_t r0, size_t r1) { k.simd->dense_reduced(dr, x, r0, r1, pre, post); });
+      if (ty) {
+        const simd::DenseReduced dt{k.precision,          reduced, in,         n.width, false,
+                                    UnaryKind::kIdentity, 0.0f,    k.bf16_rows};
+        parallel_rows(k.pool, trows, kRowGrain, [&](size_t r0, size_t r1) {
+          k.simd->dense_reduced(dt, ta, r0, r1, ty, nullptr);
+        });
+      }
+      return;
+    }
     parallel_rows(k.pool, r.rows, kRowGrain,
                   [&](size_t r0, size_t r1) { k.simd->dense(d, x, r0, r1, pre, post); });
     if (ty && !from_columns) {
@@ -190,6 +304,9 @@ extern const OpModule kFullyConnected = {
     forward_f64,
     vjp<float>,
     vjp<double>,
+    nullptr,
+    reduced_bytes,
+    reduce,
 };
 
 }  // namespace siflow::ops

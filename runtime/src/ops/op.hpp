@@ -40,6 +40,12 @@ struct FastKernels {
   const simd::Kernels* simd = nullptr;
   xnn::DenseLayer* const* xnn = nullptr;  // [node_count]: the node's XNNPACK operator or nullptr
   RowPool* pool = nullptr;
+  // Reduced precision (PlanOptions::precision): each node's weights converted at plan time by its
+  // module's `reduce` (nullptr: the node runs in f32), and for kBf16 the activation buffer the
+  // simd kernels convert rows into (simd::bf16_rows_words per row, for the most rows a call has).
+  Precision precision = Precision::kFp32;
+  const void* const* reduced = nullptr;  // [node_count]
+  uint32_t* bf16_rows = nullptr;
 };
 
 // One node of one network evaluation: the arena's tensors and the plan's kernels.
@@ -111,6 +117,12 @@ struct OpModule {
   // What Model::node and `siflow info` call a node when the name alone is not enough
   // ("unary:silu"); nullptr: the name.
   const char* (*label)(const detail::NodeData& node) = nullptr;
+  // Bytes of the node's weights in `precision` for `kernel` (0: the op has none to convert) and
+  // the conversion, at plan creation (plan/reduced_weights.hpp); `dst` is 64-byte aligned.
+  size_t (*reduced_bytes)(const detail::ModelData& model, uint32_t node, Precision precision,
+                          NodeKernel kernel) = nullptr;
+  void (*reduce)(const detail::ModelData& model, uint32_t node, Precision precision,
+                 NodeKernel kernel, void* dst) = nullptr;
 };
 
 // The module of a loaded node's kind.

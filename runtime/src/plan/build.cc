@@ -4,6 +4,7 @@
 #include "plan/build.hpp"
 
 #include "plan/buffer_planner.hpp"
+#include "plan/reduced_weights.hpp"
 
 namespace siflow::detail {
 
@@ -30,6 +31,10 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
   }
   PlanLayout layout;
   if (!(s = compute_layout(md, options, choice.kernels.fused, memory, &layout)).ok()) {
+    free_kernel_choice(md, &choice);
+    return s;
+  }
+  if (!(s = reduce_weights(md, options, layout.directions, memory, &choice)).ok()) {
     free_kernel_choice(md, &choice);
     return s;
   }

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "ops/op.hpp"
+#include "plan/plan_layout.hpp"
 #include "support/parallel.hpp"
 #if defined(SIFLOW_WITH_SIMD)
 #include "kernels/simd/kernels.hpp"
@@ -106,6 +107,12 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
                          backend_name(backend));
   backend = Backend::kReference;
 #endif
+  // Reduced precision runs on the project's kernels: XNNPACK's f32 layers would not round alike.
+  const bool reduced = plan_precision(options) != Precision::kFp32;
+  if (reduced && backend == Backend::kXnnpack)
+    return Status::error(StatusCode::kUnsupported,
+                         "plan: precision %s runs on the simd or reference backend, not xnnpack",
+                         precision_name(plan_precision(options)));
 #if !defined(SIFLOW_WITH_XNNPACK)
   if (backend == Backend::kXnnpack)
     return Status::error(StatusCode::kUnsupported,
@@ -122,7 +129,7 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
   auto xnn_eligible = [&](uint32_t i) {
     return allows(md.nodes[i], NodeKernel::kXnnpack) && md.nodes[i].inputs[0] != 0;
   };
-  out->tune = backend == Backend::kAuto && options.tune && !measuring;
+  out->tune = backend == Backend::kAuto && options.tune && !measuring && !reduced;
   if ((backend == Backend::kXnnpack && !measuring) || out->tune) {
     for (uint32_t i = 0; i < nodes && s.ok(); ++i) {
       if (!xnn_eligible(i)) continue;

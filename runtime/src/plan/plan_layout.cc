@@ -4,6 +4,7 @@
 // with overflow checks, so a 32-bit target refuses what it cannot address.
 #include "plan/plan_layout.hpp"
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 
@@ -32,8 +33,18 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
       static_cast<unsigned>(DivergenceMode::kHutchinson))
     return Status::error(StatusCode::kInvalidArgument, "plan: unknown divergence mode %d",
                          static_cast<int>(options.divergence));
+  if (static_cast<unsigned>(plan_precision(options)) > static_cast<unsigned>(Precision::kInt8))
+    return Status::error(StatusCode::kInvalidArgument, "plan: unknown precision %d",
+                         static_cast<int>(plan_precision(options)));
   (void)model;
   return Status();
+}
+
+Precision plan_precision(const PlanOptions& options) {
+  // Callers built before the field existed pass a struct_size that ends before it: f32.
+  return options.struct_size >= offsetof(PlanOptions, precision) + sizeof(options.precision)
+             ? options.precision
+             : Precision::kFp32;
 }
 
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options, const bool* fused,

@@ -41,5 +41,7 @@ struct PlanLayout {
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options, const bool* fused,
                       detail::Memory& memory, PlanLayout* layout);
 Status check_plan_options(const detail::ModelData& model, const PlanOptions& options);
+// options.precision, or kFp32 when the caller's struct_size ends before that field.
+Precision plan_precision(const PlanOptions& options);
 
 }  // namespace siflow

@@ -54,6 +54,11 @@ static_assert(sizeof kBackendNames / sizeof *kBackendNames ==
                   static_cast<size_t>(Backend::kXnnpack) + 1,
               "every Backend has a name");
 
+const char* const kPrecisionNames[] = {"fp32", "bf16", "fp16", "int8"};
+static_assert(sizeof kPrecisionNames / sizeof *kPrecisionNames ==
+                  static_cast<size_t>(Precision::kInt8) + 1,
+              "every Precision has a name");
+
 const char* const kDivergenceNames[] = {"none", "exact", "hutchinson"};
 static_assert(sizeof kDivergenceNames / sizeof *kDivergenceNames ==
                   static_cast<size_t>(DivergenceMode::kHutchinson) + 1,
@@ -100,6 +105,12 @@ const char* backend_name(Backend backend) {
   return name_in(kBackendNames, static_cast<unsigned>(backend), "?");
 }
 bool parse_backend(const char* text, Backend* out) { return parse_in(kBackendNames, text, out); }
+const char* precision_name(Precision precision) {
+  return name_in(kPrecisionNames, static_cast<unsigned>(precision), "?");
+}
+bool parse_precision(const char* text, Precision* out) {
+  return parse_in(kPrecisionNames, text, out);
+}
 const char* divergence_mode_name(DivergenceMode mode) {
   return name_in(kDivergenceNames, static_cast<unsigned>(mode), "?");
 }

@@ -3,6 +3,8 @@
 // correct that the simd and XNNPACK paths are tested against. Never allocates, never calls libm.
 #include "kernels/reference/dense.hpp"
 
+#include "math/reduced.hpp"
+
 namespace siflow::reference {
 
 // y[r][o] = sum_i x[r][i] w[o][i] (+ bias[o]): every output is summed in float over i in order
@@ -93,6 +95,24 @@ void fully_connected(const float* x, size_t rows, uint32_t in, const float* w, c
       float acc = 0.0f;
       for (uint32_t i = 0; i < in; ++i) acc += xr[i] * wo[i];
       yr[o] = bias ? acc + bias[o] : acc;
+    }
+  }
+}
+
+void fully_connected_bf16(const float* x, size_t rows, uint32_t in, const uint16_t* w,
+                          const float* bias, uint32_t out, float* y) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * in;
+    for (uint32_t o = 0; o < out; ++o) {
+      const uint16_t* wo = w + static_cast<size_t>(o) * in;
+      float acc = bias ? bias[o] : 0.0f;
+      for (uint32_t i = 0; i < in; i += 2) {
+        const bool pair = i + 1 < in;
+        acc = detail::bf16_dot_pair(acc, detail::float_to_bf16(xr[i]),
+                                    pair ? detail::float_to_bf16(xr[i + 1]) : uint16_t{0}, wo[i],
+                                    pair ? wo[i + 1] : uint16_t{0});
+      }
+      y[r * out + o] = acc;
     }
   }
 }

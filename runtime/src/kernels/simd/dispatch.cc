@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include "kernels/simd/kernels.hpp"
+#include "math/half.hpp"
+#include "math/reduced.hpp"
 
 namespace siflow::simd {
 
@@ -15,6 +17,9 @@ namespace avx2 {
 extern const Kernels kKernels;
 }
 namespace avx512 {
+extern const Kernels kKernels;
+}
+namespace avx512_bf16 {
 extern const Kernels kKernels;
 }
 #endif
@@ -77,13 +82,105 @@ void pack_tn(const float* b, size_t ldb, size_t k, uint32_t n, uint32_t strip, f
   }
 }
 
+namespace {
+
+size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+size_t panel_bytes(Precision precision, uint32_t in) {
+  switch (precision) {
+    case Precision::kFp32:
+      return 0;
+    case Precision::kBf16:
+      return (size_t{in} + 1) / 2 * kPanel * 4 + kPanel * 4;
+    case Precision::kFp16:
+      return round64(size_t{in} * kPanel * 2) + kPanel * 4;
+    case Precision::kInt8:
+      return round64(size_t{in} * kPanel) + 2 * kPanel * 4;
+  }
+  return 0;
+}
+
+}  // namespace
+
+size_t reduced_bytes(Precision precision, uint32_t in, uint32_t out) {
+  if (precision == Precision::kFp32) return 0;
+  const size_t panels = (size_t{out} + kPanel - 1) / kPanel;
+  return (precision == Precision::kBf16 ? 64 : 0) + panels * panel_bytes(precision, in);
+}
+
+void pack_reduced(Precision precision, const float* w, const float* bias, uint32_t in, uint32_t out,
+                  void* packed) {
+  if (precision == Precision::kFp32) return;
+  uint8_t* at = static_cast<uint8_t*>(packed);
+  const uint32_t panels = (out + kPanel - 1) / kPanel;
+  const size_t bytes = panel_bytes(precision, in);
+  if (precision == Precision::kBf16) {
+    // {min, max} biased exponent of the nonzero weights, then whether every bias is an integer
+    // multiple of 2^-126 (zero or a biased exponent of 24 or more): dense_reduced's test for
+    // plain multiply-adds.
+    int32_t range[16] = {255, 0, 1};
+    for (uint32_t o = 0; bias && o < out; ++o) {
+      const uint32_t b = detail::float_bits(detail::flush_subnormal(bias[o]));
+      if ((b & 0x7fffffffu) != 0 && ((b >> 23) & 0xffu) < 24) range[2] = 0;
+    }
+    for (size_t k = 0; k < size_t{out} * in; ++k) {
+      const int32_t e = (detail::float_to_bf16(w[k]) >> 7) & 0xff;
+      if (e == 0) continue;  // zero
+      range[0] = e < range[0] ? e : range[0];
+      range[1] = e > range[1] ? e : range[1];
+    }
+    std::memcpy(at, range, sizeof range);
+    at += 64;
+  }
+  for (uint32_t j = 0; j < panels; ++j, at += bytes) {
+    std::memset(at, 0, bytes);
+    float* panel_bias = reinterpret_cast<float*>(at + bytes - kPanel * 4);
+    for (uint32_t c = 0; c < kPanel; ++c) {
+      const uint32_t o = j * kPanel + c;
+      if (o >= out) continue;
+      const float* row = w + size_t{o} * in;
+      const float b = bias ? bias[o] : 0.0f;
+      switch (precision) {
+        case Precision::kFp32:
+          break;
+        case Precision::kBf16: {
+          uint16_t* pairs = reinterpret_cast<uint16_t*>(at);
+          for (uint32_t i = 0; i < in; ++i)
+            pairs[(size_t{i} / 2 * kPanel + c) * 2 + i % 2] = detail::float_to_bf16(row[i]);
+          panel_bias[c] = detail::flush_subnormal(b);
+          break;
+        }
+        case Precision::kFp16: {
+          uint16_t* halves = reinterpret_cast<uint16_t*>(at);
+          for (uint32_t i = 0; i < in; ++i)
+            halves[size_t{i} * kPanel + c] = detail::float_to_half(row[i]);
+          panel_bias[c] = b;
+          break;
+        }
+        case Precision::kInt8: {
+          int8_t* q = reinterpret_cast<int8_t*>(at);
+          float* scales = panel_bias - kPanel;
+          const float scale = detail::int8_scale(row, in);
+          for (uint32_t i = 0; i < in; ++i)
+            q[size_t{i} * kPanel + c] = detail::int8_quantize(row[i], scale);
+          scales[c] = scale;
+          panel_bias[c] = b;
+          break;
+        }
+      }
+    }
+  }
+}
+
 const Kernels* kernels_for(Isa isa) {
   switch (isa) {
     case Isa::kBaseline:
       return &baseline::kKernels;
     case Isa::kAvx2:
 #if defined(__x86_64__)
-      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2::kKernels;
+      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+          __builtin_cpu_supports("f16c"))
+        return &avx2::kKernels;
 #endif
       return nullptr;
     case Isa::kAvx512:
@@ -92,6 +189,12 @@ const Kernels* kernels_for(Isa isa) {
           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
           __builtin_cpu_supports("fma"))
         return &avx512::kKernels;
+#endif
+      return nullptr;
+    case Isa::kAvx512Bf16:
+#if defined(__x86_64__)
+      if (kernels_for(Isa::kAvx512) && __builtin_cpu_supports("avx512bf16"))
+        return &avx512_bf16::kKernels;
 #endif
       return nullptr;
     case Isa::kWasmSimd128:
@@ -107,8 +210,9 @@ const Kernels* kernels_for(Isa isa) {
 
 Status select(const Kernels** out) {
   // Best first.
-  const Kernels* const available[] = {kernels_for(Isa::kAvx512), kernels_for(Isa::kAvx2),
-                                      kernels_for(Isa::kWasmSimd128), kernels_for(Isa::kBaseline)};
+  const Kernels* const available[] = {kernels_for(Isa::kAvx512Bf16), kernels_for(Isa::kAvx512),
+                                      kernels_for(Isa::kAvx2), kernels_for(Isa::kWasmSimd128),
+                                      kernels_for(Isa::kBaseline)};
   const char* forced = std::getenv("SIFLOW_SIMD_ISA");
   char choices[64] = "";
   for (const Kernels* k : available) {

@@ -46,6 +46,34 @@ size_t tn_packed_floats(size_t k, uint32_t n, uint32_t strip);
 void pack_tn(const float* b, size_t ldb, size_t k, uint32_t n, uint32_t strip, float* packed,
              bool ones_column = false);
 
+// Reduced-precision dense layers (docs/math.md, "Reduced precision"), packed at plan time by
+// pack_reduced in panels of kPanel outputs, each panel 64-byte aligned:
+//  - kBf16: a 64-byte header first ({min, max} biased exponent of the nonzero weights as two
+//    int32), then per panel, for each pair p of inputs (2p, 2p+1), kPanel uint32 holding output
+//    c's two weights as bfloat16 (input 2p in the low half, zero past `in` and `out`), then the
+//    panel's bias as kPanel floats with subnormals flushed;
+//  - kFp16: per panel, kPanel IEEE halves per input, then the bias;
+//  - kInt8: per panel, kPanel int8 per input, then kPanel float scales, then the bias.
+// kFp32 packs nothing here (Dense and pack_weights).
+size_t reduced_bytes(Precision precision, uint32_t in, uint32_t out);
+void pack_reduced(Precision precision, const float* w, const float* bias, uint32_t in, uint32_t out,
+                  void* packed);
+// The bf16 activation buffer dense_reduced needs for `rows` rows of `in` inputs: one uint32 per
+// pair of inputs and one for the row's exponent range.
+inline size_t bf16_rows_words(uint32_t in) { return (size_t{in} + 1) / 2 + 1; }
+
+struct DenseReduced {
+  Precision precision;
+  const void* packed;  // pack_reduced layout
+  uint32_t in, out;
+  bool add_bias;
+  UnaryKind act;  // as Dense
+  float alpha;
+  // kBf16: rows' activations as bfloat16 pairs, bf16_rows_words(in) uint32 per row (the kernel
+  // writes rows [r0, r1) only, so threads on different rows share it).
+  uint32_t* x_bf16;
+};
+
 struct Kernels {
   const char* isa;  // "avx512", "avx2", "sse2", "neon", "wasm_simd128", "generic"
   // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
@@ -65,19 +93,25 @@ struct Kernels {
                   size_t ldc, size_t o0, size_t o1, bool accumulate);
   // f (or f' when deriv) of eight values: what the kernels above compute, for tests.
   void (*activation8)(UnaryKind kind, float alpha, const float* x, float* y, bool deriv);
+  // Rows [r0, r1) of a reduced-precision dense layer, with dense's contract. kBf16 gives the bits
+  // of reference::fully_connected_bf16 (NaN payloads aside) on every variant; kFp16 and kInt8
+  // give dense's bits for the decoded weights.
+  void (*dense_reduced)(const DenseReduced& dense, const float* x, size_t r0, size_t r1, float* pre,
+                        float* post);
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)
-// runs on every CPU of the architecture; AVX2 (with FMA) and AVX-512 (F, DQ, BW, VL) exist on
-// x86-64 only, SIMD128 on WebAssembly only (in builds that define SIFLOW_WITH_WASM_SIMD128).
-enum class Isa : uint8_t { kBaseline, kAvx2, kAvx512, kWasmSimd128 };
+// runs on every CPU of the architecture; AVX2 (with FMA and F16C) and AVX-512 (F, DQ, BW, VL) exist
+// on x86-64 only, SIMD128 on WebAssembly only (in builds that define SIFLOW_WITH_WASM_SIMD128).
+// AVX-512 BF16 is AVX-512 plus vdpbf16ps for bf16 layers (its other kernels are AVX-512's).
+enum class Isa : uint8_t { kBaseline, kAvx2, kAvx512, kWasmSimd128, kAvx512Bf16 };
 
 // The variant for `isa`, or nullptr when it is not compiled in or the CPU lacks it.
 const Kernels* kernels_for(Isa isa);
 // The best kernels this CPU runs. The environment variable SIFLOW_SIMD_ISA forces a variant by
-// its name (avx512, avx2, wasm_simd128, or the baseline's: sse2, neon, generic), so CI runs the
-// paths of CPUs without AVX-512 or AVX2; a name that is unknown or that this CPU cannot run is an
-// error naming the choices.
+// its name (avx512_bf16, avx512, avx2, wasm_simd128, or the baseline's: sse2, neon, generic), so CI
+// runs the paths of CPUs without AVX-512 or AVX2; a name that is unknown or that this CPU cannot
+// run is an error naming the choices.
 Status select(const Kernels** out);
 
 }  // namespace siflow::simd

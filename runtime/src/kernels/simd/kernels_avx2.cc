@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The simd kernels for x86-64 CPUs with AVX2 and FMA (compiled with -mavx2 -mfma): 6-row tiles,
-// 12 accumulators in the 16 ymm registers.
+// The simd kernels for x86-64 CPUs with AVX2, FMA and F16C (compiled with -mavx2 -mfma -mf16c):
+// 6-row tiles, 12 accumulators in the 16 ymm registers.
 #define SIFLOW_SIMD_NS avx2
 #define SIFLOW_SIMD_ISA "avx2"
 #define SIFLOW_SIMD_BYTES 32

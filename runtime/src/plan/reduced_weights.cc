@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+// Plan-time conversion of dense weights to the plan's precision; see reduced_weights.hpp.
+#include "plan/reduced_weights.hpp"
+
+#include <cstdio>
+#include <cstring>
+
+#include "ops/op.hpp"
+#include "plan/plan_layout.hpp"
+#if defined(SIFLOW_WITH_SIMD)
+#include "kernels/simd/kernels.hpp"
+#endif
+
+namespace siflow::detail {
+
+namespace {
+size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+}  // namespace
+
+Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t directions,
+                      Memory& memory, KernelChoice* choice) {
+  NetKernels& k = choice->kernels;
+  const Precision precision = plan_precision(options);
+  k.precision = precision;
+  if (precision == Precision::kFp32) return Status();
+  const uint32_t nodes = md.node_count;
+  uint32_t first = nodes, last = nodes;
+  for (uint32_t i = 0; i < nodes; ++i)
+    if (ops::op_module(md.nodes[i].op).reduce) {
+      if (first == nodes) first = i;
+      last = i;
+    }
+  auto converted = [&](uint32_t i) {
+    return ops::op_module(md.nodes[i].op).reduce && i != first && i != last;
+  };
+  // One block: the pointer table, each node's weights, the bf16 activation buffer.
+  size_t bytes = round64(size_t{nodes} * sizeof(void*));
+  size_t widest = 0;
+  for (uint32_t i = 0; i < nodes; ++i) {
+    if (!converted(i)) continue;
+    bytes += round64(ops::op_module(md.nodes[i].op).reduced_bytes(md, i, precision, k.node[i]));
+    const uint32_t in = md.tensors[md.nodes[i].inputs[0]].width;
+    widest = in > widest ? in : widest;
+  }
+  size_t bf16_bytes = 0;
+#if defined(SIFLOW_WITH_SIMD)
+  if (precision == Precision::kBf16 && widest > 0) {
+    const size_t rows = options.max_batch * (directions > 1 ? directions : 1);
+    bf16_bytes = rows * simd::bf16_rows_words(static_cast<uint32_t>(widest)) * sizeof(uint32_t);
+  }
+#else
+  (void)directions;
+#endif
+  uint8_t* block =
+      static_cast<uint8_t*>(memory.allocate(bytes + bf16_bytes, 64, !memory.is_measuring()));
+  if (memory.is_measuring()) return Status();
+  if (!block)
+    return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the %s weights (%zu bytes)",
+                         precision_name(precision), bytes + bf16_bytes);
+  const void** table = reinterpret_cast<const void**>(block);
+  uint8_t* at = block + round64(size_t{nodes} * sizeof(void*));
+  for (uint32_t i = 0; i < nodes; ++i) {
+    if (!converted(i)) continue;
+    const ops::OpModule& m = ops::op_module(md.nodes[i].op);
+    m.reduce(md, i, precision, k.node[i], at);
+    table[i] = at;
+    at += round64(m.reduced_bytes(md, i, precision, k.node[i]));
+    char* name = choice->names[i];
+    const size_t used = std::strlen(name);
+    // "simd/avx2+silu" becomes "simd/avx2/bf16+silu".
+    char* plus = std::strchr(name, '+');
+    char tail[32] = "";
+    if (plus) {
+      std::snprintf(tail, sizeof tail, "%s", plus);
+      *plus = '\0';
+    }
+    std::snprintf(name + (plus ? plus - name : used), 32 - (plus ? plus - name : used), "/%s%s",
+                  precision_name(precision), tail);
+  }
+  k.reduced = table;
+  k.bf16_rows = bf16_bytes ? reinterpret_cast<uint32_t*>(block + bytes) : nullptr;
+  return Status();
+}
+
+}  // namespace siflow::detail

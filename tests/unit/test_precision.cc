@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: Apache-2.0
+// Reduced-precision dense layers (docs/math.md, "Reduced precision") on every simd variant this
+// CPU runs: bf16 layers give the bits of the scalar reference (the definition of vdpbf16ps's
+// arithmetic) on random inputs and on subnormals, infinities, NaNs, rounding ties and tiny partial
+// sums; fp16 and int8 layers give the bits of the f32 kernel on the decoded weights; int8
+// quantization keeps every weight within half a step; plans honour the option.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/reference/dense.hpp"
+#include "kernels/simd/kernels.hpp"
+#include "math/half.hpp"
+#include "math/reduced.hpp"
+#include "siflow/siflow.hpp"
+#include "support/aligned_memory.hpp"
+
+namespace {
+
+using siflow::Precision;
+using siflow::UnaryKind;
+namespace simd = siflow::simd;
+namespace detail = siflow::detail;
+
+std::vector<const simd::Kernels*> variants() {
+  std::vector<const simd::Kernels*> out;
+  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
+                        simd::Isa::kAvx512Bf16, simd::Isa::kWasmSimd128})
+    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
+  return out;
+}
+
+struct Aligned {
+  void* p;
+  explicit Aligned(size_t bytes) : p(detail::aligned_malloc(64, bytes ? bytes : 1)) {
+    std::memset(p, 0, bytes ? bytes : 1);
+  }
+  ~Aligned() { detail::aligned_free(p); }
+};
+
+bool same_bits(float a, float b) {
+  return detail::float_bits(a) == detail::float_bits(b) || (a != a && b != b);
+}
+
+// Runs a reduced layer on kernels k for rows [0, rows) in two row ranges (threads split rows so).
+std::vector<float> run_reduced(const simd::Kernels& k, Precision precision, const float* w,
+                               const float* bias, uint32_t in, uint32_t out,
+                               const std::vector<float>& x, size_t rows, bool add_bias) {
+  Aligned packed(simd::reduced_bytes(precision, in, out));
+  simd::pack_reduced(precision, w, bias, in, out, packed.p);
+  std::vector<uint32_t> xb(rows * simd::bf16_rows_words(in));
+  const simd::DenseReduced d{precision, packed.p, in, out, add_bias, UnaryKind::kIdentity,
+                             0.0f,      xb.data()};
+  std::vector<float> y(rows * out, -1.0f);
+  k.dense_reduced(d, x.data(), 0, rows / 2, y.data(), nullptr);
+  k.dense_reduced(d, x.data(), rows / 2, rows, y.data(), nullptr);
+  return y;
+}
+
+// Random values, with a share of edge values when `edges`.
+float value(std::mt19937& gen, bool edges) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  if (!edges || gen() % 4 != 0) return u(gen);
+  switch (gen() % 10) {
+    case 0:
+      return detail::bits_float(gen() & 0x807fffffu);  // subnormal
+    case 1:
+      return INFINITY;
+    case 2:
+      return -INFINITY;
+    case 3:
+      return NAN;
+    case 4:
+      return detail::bits_float(0x3f808000u);  // a bf16 tie (1 + 2^-8), rounds to even
+    case 5:
+      return detail::bits_float(0x3f818000u);  // a tie that rounds up
+    case 6:
+      return 0x1p-70f * u(gen);  // products below 2^-126
+    case 7:
+      return 0x1p-126f;
+    case 8:
+      return -0.0f;
+    default:
+      return 3.0e38f * u(gen);  // products overflow
+  }
+}
+
+void check_bf16(uint32_t in, uint32_t out, size_t rows, bool edges, bool with_bias) {
+  std::mt19937 gen(in * 131 + out * 7 + rows + (edges ? 1 : 0));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> w(size_t{out} * in), bias(out), x(rows * in);
+  for (float& v : w) v = value(gen, false);
+  for (float& v : bias) v = value(gen, edges);
+  for (float& v : x) v = value(gen, edges);
+  if (edges) {
+    // No inf or NaN weights (the loader refuses them), but subnormal ones; and whole rows and
+    // outputs scaled by 2^-64, so that their products and partial sums fall below 2^-126.
+    for (size_t i = 0; i < w.size(); i += 7) w[i] = detail::bits_float(gen() & 0x807fffffu);
+    for (uint32_t o = 0; o < out; o += 3)
+      for (uint32_t i = 0; i < in; ++i) w[size_t{o} * in + i] = u(gen) * 0x1p-64f;
+    for (size_t r = 0; r < rows; r += 3)
+      for (uint32_t i = 0; i < in; ++i) x[r * in + i] = u(gen) * 0x1p-64f;
+  }
+  std::vector<uint16_t> wb(w.size());
+  for (size_t i = 0; i < w.size(); ++i) wb[i] = detail::float_to_bf16(w[i]);
+  std::vector<float> flushed(out);
+  for (uint32_t o = 0; o < out; ++o) flushed[o] = detail::flush_subnormal(bias[o]);
+  std::vector<float> expected(rows * out);
+  siflow::reference::fully_connected_bf16(
+      x.data(), rows, in, wb.data(), with_bias ? flushed.data() : nullptr, out, expected.data());
+  for (const simd::Kernels* k : variants()) {
+    const std::string isa = k->isa;
+    CAPTURE(isa);
+    const std::vector<float> y =
+        run_reduced(*k, Precision::kBf16, w.data(), bias.data(), in, out, x, rows, with_bias);
+    size_t differ = 0;
+    for (size_t i = 0; i < y.size(); ++i) differ += !same_bits(y[i], expected[i]);
+    CHECK(differ == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("bf16 rounding is to nearest even, flushes subnormal results and keeps NaN quiet") {
+  CHECK(detail::float_to_bf16(1.0f) == 0x3f80);
+  CHECK(detail::float_to_bf16(detail::bits_float(0x3f808000u)) == 0x3f80);  // tie to even
+  CHECK(detail::float_to_bf16(detail::bits_float(0x3f818000u)) == 0x3f82);  // tie to even, up
+  CHECK(detail::float_to_bf16(detail::bits_float(0x3f808001u)) == 0x3f81);  // above the tie
+  CHECK(detail::float_to_bf16(3.4028235e38f) == 0x7f80);                    // rounds to inf
+  CHECK(detail::float_to_bf16(detail::bits_float(0x00400000u)) == 0x0000);  // subnormal -> 0
+  CHECK(detail::float_to_bf16(detail::bits_float(0x80400000u)) == 0x8000);  // sign kept
+  CHECK(detail::float_to_bf16(detail::bits_float(0x007fffffu)) == 0x0080);  // rounds up to normal
+  const uint16_t nan = detail::float_to_bf16(detail::bits_float(0x7f800001u));
+  CHECK((nan & 0x7f80) == 0x7f80);
+  CHECK((nan & 0x0040) != 0);  // quiet, not inf
+}
+
+TEST_CASE("bf16 dense layers give the reference's bits on every simd variant") {
+  for (uint32_t in : {1u, 2u, 7u, 64u, 257u})
+    for (uint32_t out : {1u, 16u, 33u, 256u})
+      for (size_t rows : {1u, 9u, 37u}) {
+        CAPTURE(in);
+        CAPTURE(out);
+        CAPTURE(rows);
+        check_bf16(in, out, rows, false, true);
+        check_bf16(in, out, rows, false, false);
+      }
+}
+
+TEST_CASE(
+    "bf16 dense layers keep the reference's bits on subnormals, inf, NaN, ties and tiny sums") {
+  for (uint32_t in : {3u, 32u, 129u})
+    for (uint32_t out : {5u, 48u})
+      for (size_t rows : {1u, 17u}) {
+        CAPTURE(in);
+        CAPTURE(out);
+        CAPTURE(rows);
+        check_bf16(in, out, rows, true, true);
+        check_bf16(in, out, rows, true, false);
+      }
+}
+
+TEST_CASE("fp16 and int8 dense layers give the f32 kernel's bits on the decoded weights") {
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (uint32_t in : {1u, 5u, 64u, 200u})
+    for (uint32_t out : {3u, 16u, 40u}) {
+      const size_t rows = 19;
+      std::vector<float> w(size_t{out} * in), bias(out), x(rows * in);
+      for (float& v : w) v = u(gen) * (gen() % 5 == 0 ? 1e-5f : 1.0f);
+      for (float& v : bias) v = u(gen);
+      for (float& v : x) v = u(gen);
+      for (Precision precision : {Precision::kFp16, Precision::kInt8}) {
+        std::vector<float> decoded(w.size());
+        for (uint32_t o = 0; o < out; ++o) {
+          const float* row = w.data() + size_t{o} * in;
+          const float scale = detail::int8_scale(row, in);
+          for (uint32_t i = 0; i < in; ++i) {
+            const size_t at = size_t{o} * in + i;
+            decoded[at] = precision == Precision::kFp16
+                              ? detail::half_to_float(detail::float_to_half(w[at]))
+                              : scale * static_cast<float>(detail::int8_quantize(w[at], scale));
+          }
+        }
+        for (const simd::Kernels* k : variants()) {
+          const std::string isa = k->isa;
+          CAPTURE(isa);
+          CAPTURE(siflow::precision_name(precision));
+          Aligned packed(simd::packed_floats(in, out) * sizeof(float));
+          simd::pack_weights(decoded.data(), bias.data(), in, out, static_cast<float*>(packed.p));
+          const simd::Dense d{static_cast<float*>(packed.p), in,  out, true,
+                              UnaryKind::kIdentity,          0.0f};
+          std::vector<float> expected(rows * out);
+          k->dense(d, x.data(), 0, rows, expected.data(), nullptr);
+          const std::vector<float> y =
+              run_reduced(*k, precision, w.data(), bias.data(), in, out, x, rows, true);
+          CHECK(std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)) == 0);
+        }
+      }
+    }
+}
+
+TEST_CASE("int8 quantization: scale max|w|/127, every weight within half a step, zero rows zero") {
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+  std::vector<float> row(100);
+  for (float& v : row) v = u(gen);
+  const float scale = detail::int8_scale(row.data(), 100);
+  float m = 0;
+  for (float v : row) m = std::fabs(v) > m ? std::fabs(v) : m;
+  CHECK(scale == m / 127.0f);
+  for (float v : row) {
+    const int q = detail::int8_quantize(v, scale);
+    CHECK(q >= -127);
+    CHECK(q <= 127);
+    CHECK(std::fabs(v - scale * q) <= 0.5f * scale * (1.0f + 1e-6f));
+  }
+  CHECK(detail::int8_quantize(2.5f * scale, scale) == 2);  // ties to even
+  CHECK(detail::int8_quantize(3.5f * scale, scale) == 4);
+  const float zeros[4] = {};
+  CHECK(detail::int8_scale(zeros, 4) == 0.0f);
+  CHECK(detail::int8_quantize(0.0f, 0.0f) == 0);
+}
+
+TEST_CASE("precision names parse and print; an unknown precision is refused by the plan") {
+  for (Precision p : {Precision::kFp32, Precision::kBf16, Precision::kFp16, Precision::kInt8}) {
+    Precision back;
+    REQUIRE(siflow::parse_precision(siflow::precision_name(p), &back));
+    CHECK(back == p);
+  }
+  Precision none;
+  CHECK_FALSE(siflow::parse_precision("fp8", &none));
+}
