@@ -46,6 +46,12 @@ class RunOptions(ctypes.Structure):
         ("sde_method", c_enum),
         ("progress", PROGRESS_FN),
         ("progress_user", ctypes.c_void_p),
+        ("grid_kind", c_enum),
+        ("grid_param", ctypes.c_double),
+        ("rtol", ctypes.c_double),
+        ("atol", ctypes.c_double),
+        ("max_steps", ctypes.c_uint32),
+        ("solver", ctypes.c_char_p),
     ]
 
 
@@ -73,6 +79,7 @@ class ModelInfo(ctypes.Structure):
         ("test_vector_count", ctypes.c_uint32),
         ("test_trajectory_count", ctypes.c_uint32),
         ("metadata_count", ctypes.c_uint32),
+        ("solver_count", ctypes.c_uint32),
     ]
 
 
@@ -88,6 +95,11 @@ class ValidationReport(ctypes.Structure):
         ("trajectory_max_error", ctypes.c_double),
         ("trajectory_tolerance", ctypes.c_double),
         ("trajectory_ok", ctypes.c_int),
+        ("solver_count", ctypes.c_uint32),
+        ("solver_max_error", ctypes.c_double),
+        ("solver_tolerance", ctypes.c_double),
+        ("solver_ok", ctypes.c_int),
+        ("solver_worst", ctypes.c_char_p),
     ]
 
 
@@ -123,6 +135,10 @@ _PROTOTYPES = {
                                       ctypes.c_size_t, ctypes.POINTER(_plan_p), _err_p]),
     "siflow_plan_free": (None, [_plan_p]),
     "siflow_plan_node_kernel": (ctypes.c_char_p, [_plan_p, ctypes.c_uint32]),
+    "siflow_model_solver": (ctypes.c_int, [_model_p, ctypes.c_uint32,
+                                           ctypes.POINTER(ctypes.c_char_p),
+                                           ctypes.POINTER(ctypes.c_uint32),
+                                           ctypes.POINTER(ctypes.c_double)]),
     "siflow_sample": (c_status, [_plan_p, ctypes.c_size_t, ctypes.POINTER(RunOptions), _f32_p,
                                  _f64_p, _err_p]),
     "siflow_decode": (c_status, [_plan_p, ctypes.c_size_t, _f32_p, ctypes.POINTER(RunOptions),

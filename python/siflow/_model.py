@@ -53,6 +53,7 @@ class ModelInfo:
     test_trajectory_count: int
     metadata: dict  # key -> value
     nodes: tuple  # (op, input width, output width) per graph node
+    solvers: tuple = ()  # (name, NFE, sample error) per stored solver (format 1.2)
 
 
 # siflow_model_info field -> ModelInfo field (tests/test_options.py checks it covers siflow.h).
@@ -65,7 +66,7 @@ INFO_SPELLINGS = {
     "fourier_terms": "fourier_terms", "base": "base", "normalized": "normalized",
     "score_available": "score_available", "time_start": "time_start", "time_end": "time_end",
     "test_vector_count": "test_vector_count", "test_trajectory_count": "test_trajectory_count",
-    "metadata_count": "metadata",
+    "metadata_count": "metadata", "solver_count": "solvers",
 }
 
 
@@ -83,10 +84,15 @@ class ValidationReport:
     trajectory_max_error: float
     trajectory_tolerance: float
     trajectory_ok: bool
+    solver_count: int = 0  # stored solvers whose test vectors were re-run
+    solver_max_error: float = 0.0  # of the solver furthest from its tolerance
+    solver_tolerance: float = 0.0
+    solver_ok: bool = True
+    solver_worst: str = ""
 
     @property
     def ok(self):
-        return self.velocity_ok and self.trajectory_ok
+        return self.velocity_ok and self.trajectory_ok and self.solver_ok
 
 
 def _aligned_copy(data):
@@ -357,6 +363,11 @@ class Model:
         while _lib.siflow_model_node(handle, len(nodes), ctypes.byref(op), ctypes.byref(width_in),
                                      ctypes.byref(width)):
             nodes.append((op.value.decode(), width_in.value, width.value))
+        solvers = []
+        name, nfe, error_value = ctypes.c_char_p(), ctypes.c_uint32(), ctypes.c_double()
+        while _lib.siflow_model_solver(handle, len(solvers), ctypes.byref(name),
+                                       ctypes.byref(nfe), ctypes.byref(error_value)):
+            solvers.append((name.value.decode(), nfe.value, error_value.value))
         return ModelInfo(
             name=c.name.decode("utf-8", "replace") if c.name else "",
             format_version=(c.format_major, c.format_minor), dim=c.dim, sample_shape=(c.dim,),
@@ -370,7 +381,7 @@ class Model:
             time_start=c.time_start, time_end=c.time_end,
             test_vector_count=c.test_vector_count,
             test_trajectory_count=c.test_trajectory_count, metadata=metadata,
-            nodes=tuple(nodes))
+            nodes=tuple(nodes), solvers=tuple(solvers))
 
     def arena_bytes(self, **options):
         """Bytes a plan for these options takes (siflow_arena_bytes). Options: max_batch,
@@ -524,7 +535,12 @@ class Model:
             interrupt.finish(status, error)
         finally:
             self._leave()
-        return ValidationReport(**{name: (bool(getattr(report, name)) if name.endswith("_ok")
-                                          else getattr(report, name))
-                                   for name, _ in _capi.ValidationReport._fields_
+        def value(name):
+            v = getattr(report, name)
+            if name.endswith("_ok"):
+                return bool(v)
+            if isinstance(v, bytes) or name == "solver_worst":
+                return (v or b"").decode("utf-8", "replace")
+            return v
+        return ValidationReport(**{name: value(name) for name, _ in _capi.ValidationReport._fields_
                                    if name != "struct_size"})

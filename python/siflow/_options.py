@@ -50,10 +50,18 @@ SPELLINGS = {
     ("siflow_run_options", "sde_method"): "sde_method",
     ("siflow_run_options", "progress"): "progress",
     ("siflow_run_options", "progress_user"): Internal("the module's callback state"),
+    ("siflow_run_options", "grid_kind"): "grid_kind",  # "uniform", "shift:A", "power:R", "cosine"
+    ("siflow_run_options", "grid_param"): "grid_kind",  # the A or R of grid_kind
+    ("siflow_run_options", "rtol"): "rtol",
+    ("siflow_run_options", "atol"): "atol",
+    ("siflow_run_options", "max_steps"): "max_steps",
+    ("siflow_run_options", "solver"): "solver",
 }
 
 # Enum spellings (the CLI's) -> C values.
-METHODS = {"euler": 0, "heun": 1, "midpoint": 2, "rk4": 3, "rk4-38": 4}
+METHODS = {"euler": 0, "heun": 1, "midpoint": 2, "rk4": 3, "rk4-38": 4, "ab2": 5, "ab3": 6,
+           "ab4": 7, "dopri5": 8}
+GRID_KINDS = {"uniform": 0, "shift": 1, "power": 2, "cosine": 3}
 DIVERGENCES = {"none": 0, "exact": 1, "hutchinson": 2}
 PROBES = {"rademacher": 0, "gaussian": 1}
 SDE_SCHEDULES = {"constant": 0, "a": 1}
@@ -63,7 +71,7 @@ ENUMS = {"method": METHODS, "divergence": DIVERGENCES, "probe": PROBES,
          "sde_schedule": SDE_SCHEDULES, "sde_method": SDE_METHODS, "backend": BACKENDS}
 
 PLAN = ("max_batch", "threads", "backend", "tune")
-ODE = ("method", "steps", "grid", "progress")
+ODE = ("method", "steps", "grid", "progress", "grid_kind", "rtol", "atol", "max_steps", "solver")
 DIVERGENCE = ("divergence", "probes", "probe")
 SDE = ("sde_epsilon", "sde_schedule", "sde_stop_delta", "sde_method")
 
@@ -173,6 +181,34 @@ def run_options(options):
         keep.append(g)
         ro.grid = g.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
         ro.grid_size = g.shape[0]
+    if "grid_kind" in options:
+        if "grid" in options:
+            raise InvalidArgument("grid_kind and grid are mutually exclusive")
+        text = options["grid_kind"]
+        if not isinstance(text, str):
+            raise InvalidArgument(f"grid_kind: expected a string like 'power:2', not {text!r}")
+        name, _, param = text.partition(":")
+        if name not in GRID_KINDS:
+            raise InvalidArgument(f"grid_kind: unknown kind {name!r} (expected uniform, shift:A, "
+                                  f"power:R or cosine)")
+        ro.grid_kind = GRID_KINDS[name]
+        if param:
+            try:
+                ro.grid_param = float(param)
+            except ValueError:
+                raise InvalidArgument(f"grid_kind: {param!r} is not a number") from None
+    if "rtol" in options:
+        ro.rtol = _real("rtol", options["rtol"])
+    if "atol" in options:
+        ro.atol = _real("atol", options["atol"])
+    if "max_steps" in options:
+        ro.max_steps = _integer("max_steps", options["max_steps"], 0, U32)
+    if "solver" in options:
+        if not isinstance(options["solver"], str):
+            raise InvalidArgument(f"solver: expected a name, not {options['solver']!r}")
+        name = options["solver"].encode()
+        keep.append(name)
+        ro.solver = name
     if "seed" in options:
         ro.seed = _integer("seed", options["seed"], 0, U64)
     if "divergence" in options:

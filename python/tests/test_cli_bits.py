@@ -26,6 +26,28 @@ def test_sample_matches_cli_for_every_method(cli, tmp_path, method):
     np.testing.assert_array_equal(bits(x), bits(np.load(out)))
 
 
+@pytest.mark.parametrize("method,grid_kind", [("ab2", "uniform"), ("ab3", "power:2"),
+                                              ("ab4", "cosine"), ("rk4", "shift:3")])
+def test_sample_matches_cli_for_multistep_methods_and_grid_kinds(cli, tmp_path, method,
+                                                                 grid_kind):
+    out = tmp_path / "x.npy"
+    cli("sample", TWO_MOONS, "-n", 37, "--seed", 11, "--method", method, "--steps", 9,
+        "--grid-kind", grid_kind, "-o", out)
+    with siflow.load(TWO_MOONS) as m:
+        x = m.sample(37, seed=11, method=method, steps=9, grid_kind=grid_kind)
+    np.testing.assert_array_equal(bits(x), bits(np.load(out)))
+
+
+def test_dopri5_log_prob_matches_cli(cli, tmp_path):
+    data, out = npy(tmp_path, "x.npy", np.array([[0.1, 0.2], [1.0, -0.5]], np.float32)), \
+        tmp_path / "lp.npy"
+    cli("logprob", TWO_MOONS, "-i", data, "--method", "dopri5", "--rtol", 1e-7, "--atol", 1e-7,
+        "-o", out)
+    with siflow.load(TWO_MOONS) as m:
+        lp = m.log_prob(np.load(data), method="dopri5", rtol=1e-7, atol=1e-7)
+    np.testing.assert_array_equal(bits(lp), bits(np.load(out)))
+
+
 @pytest.mark.parametrize("path", [LEARNED, LAYERNORM, MIXTURE8D])
 def test_sample_with_log_prob_matches_cli_on_other_models(cli, tmp_path, path):
     out, lp_out = tmp_path / "x.npy", tmp_path / "lp.npy"

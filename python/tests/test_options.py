@@ -130,14 +130,15 @@ def test_option_structs_have_the_library_size():
 @pytest.mark.parametrize("c_enum,table", [
     ("siflow_method", _options.METHODS), ("siflow_divergence", _options.DIVERGENCES),
     ("siflow_probe", _options.PROBES), ("siflow_eps_schedule", _options.SDE_SCHEDULES),
-    ("siflow_backend", _options.BACKENDS), ("siflow_sde_method", _options.SDE_METHODS)])
+    ("siflow_backend", _options.BACKENDS), ("siflow_sde_method", _options.SDE_METHODS),
+    ("siflow_grid_kind", _options.GRID_KINDS)])
 def test_every_enumerator_of_the_option_enums_has_a_spelling(c_enum, table):
     assert sorted(enums()[c_enum].values()) == sorted(table.values())
 
 
 def test_the_option_enums_are_all_mapped():
     mapped = {"siflow_method", "siflow_divergence", "siflow_probe", "siflow_eps_schedule",
-              "siflow_backend", "siflow_sde_method"}
+              "siflow_backend", "siflow_sde_method", "siflow_grid_kind"}
     info_enums = {"siflow_interpolant", "siflow_base", "siflow_status"}
     assert set(enums()) == mapped | info_enums
     assert sorted(enums()["siflow_interpolant"].values()) == sorted(_model._INTERPOLANTS)

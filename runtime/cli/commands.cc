@@ -133,11 +133,13 @@ std::string rows_text(uint64_t n) {
   return format(n == 1 ? "%" PRIu64 " row" : "%" PRIu64 " rows", n);
 }
 
-// "siflow sample: 40 rows, rk4, 50 steps, 0.012 s; arena 1234 bytes (1.2 KiB) for 40 rows".
+// "siflow sample: 40 rows, rk4, 50 steps, NFE 200, 0.012 s; arena 1234 bytes (1.2 KiB) for 40
+// rows": NFE is the network evaluations per row the run used (Plan::evaluations).
 void summarize(const char* command, const std::string& what, double seconds, const Plan& plan,
                size_t rows) {
-  std::fprintf(stderr, "siflow %s: %s, %.3f s; arena %s for %s\n", command, what.c_str(), seconds,
-               bytes_text(plan.arena_bytes()).c_str(), rows_text(rows).c_str());
+  std::fprintf(stderr, "siflow %s: %s, NFE %" PRIu64 ", %.3f s; arena %s for %s\n", command,
+               what.c_str(), plan.evaluations(), seconds, bytes_text(plan.arena_bytes()).c_str(),
+               rows_text(rows).c_str());
 }
 
 // Points to `out` and, when `logp_out` is given, their log-likelihoods: both files or neither.
@@ -218,6 +220,16 @@ int run_info(const ParsedArgs& args) {
   else
     std::printf("test vectors  %u velocity points, %u trajectories\n", info.test_vector_count,
                 info.test_trajectory_count);
+  if (info.solver_count == 0) {
+    std::printf("solvers       none\n");
+  } else {
+    std::printf("solvers       %u stored (siflow sample --solver NAME)\n", info.solver_count);
+    SolverInfo solver;
+    for (uint32_t i = 0; model->solver(i, &solver); ++i)
+      std::printf("  %-12s %s, %u steps, NFE %u, sample error %.3g%s\n", solver.name,
+                  method_name(solver.method), solver.steps, solver.nfe, solver.sample_error,
+                  solver.test_count ? format(", %u test points", solver.test_count).c_str() : "");
+  }
   std::printf("metadata      %u entries\n", info.metadata_count);
   const char* key = nullptr;
   const char* value = nullptr;
@@ -476,7 +488,13 @@ int run_validate(const ParsedArgs& args) {
       std::printf("trajectories  %u of %u RK4 steps: max relative error %.3g (tolerance %.3g) %s\n",
                   r.trajectory_count, r.trajectory_steps, r.trajectory_max_error,
                   r.trajectory_tolerance, verdict(r.trajectory_ok));
-    ok = r.velocity_ok && r.trajectory_ok;
+    if (r.solver_count > 0)
+      std::printf(
+          "solvers       %u stored: max relative error %.3g (solver '%s', tolerance %.3g) "
+          "%s\n",
+          r.solver_count, r.solver_max_error, r.solver_worst, r.solver_tolerance,
+          verdict(r.solver_ok));
+    ok = r.velocity_ok && r.trajectory_ok && r.solver_ok;
   } else {
     const uint32_t dim = model->info().dim;
     const std::string& inputs = *args.find("--inputs");
@@ -539,6 +557,11 @@ const std::vector<Command>& commands() {
         kMethodOption,
         kStepsOption,
         kGridOption,
+        kGridKindOption,
+        kRtolOption,
+        kAtolOption,
+        kMaxStepsOption,
+        kSolverOption,
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
@@ -558,6 +581,11 @@ const std::vector<Command>& commands() {
         kMethodOption,
         kStepsOption,
         kGridOption,
+        kGridKindOption,
+        kRtolOption,
+        kAtolOption,
+        kMaxStepsOption,
+        kSolverOption,
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
@@ -573,6 +601,11 @@ const std::vector<Command>& commands() {
         kMethodOption,
         kStepsOption,
         kGridOption,
+        kGridKindOption,
+        kRtolOption,
+        kAtolOption,
+        kMaxStepsOption,
+        kSolverOption,
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
@@ -593,6 +626,11 @@ const std::vector<Command>& commands() {
         kMethodOption,
         kStepsOption,
         kGridOption,
+        kGridKindOption,
+        kRtolOption,
+        kAtolOption,
+        kMaxStepsOption,
+        kSolverOption,
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
@@ -614,8 +652,9 @@ const std::vector<Command>& commands() {
       {"validate",
        "MODEL [--inputs Y --times T --expected V] [--tolerance TOL]",
        "check the model against test vectors",
-       "Without options, re-runs the test vectors embedded in the model (velocities and RK4\n"
-       "trajectories). With --inputs, --times and --expected, compares Plan::velocity on Y at\n"
+       "Without options, re-runs the test vectors embedded in the model (velocities, RK4\n"
+       "trajectories and each stored solver's base points -> samples). With --inputs, --times and "
+       "--expected, compares Plan::velocity on Y at\n"
        "T with V. Errors are relative: max |v - v_ref| / max(1, max |v_ref|). Exits 0 when\n"
        "every error is within its tolerance, 1 otherwise. Ctrl-C (SIGINT or SIGTERM) stops the\n"
        "embedded check after the current RK4 step, with exit status 130.",
@@ -628,6 +667,7 @@ const std::vector<Command>& commands() {
         kBackendOption,
         kPrecisionOption},
        run_validate},
+      tune_solver_command(),
 #ifdef SIFLOW_CLI_TRAINING
       train_command(),
 #endif

@@ -25,6 +25,8 @@ struct Command {
 };
 
 const std::vector<Command>& commands();
+// siflow tune-solver (tune_command.cc).
+Command tune_solver_command();
 // siflow train (train_command.cc), in builds with the training library.
 Command train_command();
 // The command called `name`, or nullptr.

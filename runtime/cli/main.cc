@@ -23,9 +23,9 @@ void print_usage(std::FILE* out) {
                "flows\n\nUsage: siflow COMMAND MODEL [options]\n\nCommands:\n",
                siflow::kVersionMajor, siflow::kVersionMinor, siflow::kVersionPatch);
   for (const Command& c : siflow::cli::commands())
-    std::fprintf(out, "  %-10s%s\n", c.name, c.summary);
+    std::fprintf(out, "  %-12s%s\n", c.name, c.summary);
   std::fprintf(out,
-               "  %-10s%s\n\nRun 'siflow help COMMAND' or 'siflow COMMAND --help' for a "
+               "  %-12s%s\n\nRun 'siflow help COMMAND' or 'siflow COMMAND --help' for a "
                "command's options;\n'siflow --version' for the version.\n",
                "help", "show a command's options");
 }

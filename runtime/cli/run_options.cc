@@ -16,10 +16,24 @@
 namespace siflow::cli {
 
 const OptionSpec kMethodOption{"--method", nullptr, "M",
-                               "integrator: euler, heun, midpoint, rk4, rk4-38 (default rk4)"};
-const OptionSpec kStepsOption{"--steps", nullptr, "K", "uniform grid of K steps (default 50)"};
-const OptionSpec kGridOption{"--grid", nullptr, "FILE",
-                             "vector file of increasing times, start to end (excludes --steps)"};
+                               "integrator: euler, heun, midpoint, rk4, rk4-38, ab2, ab3, ab4 "
+                               "(Adams-Bashforth), dopri5 (adaptive) (default rk4)"};
+const OptionSpec kStepsOption{"--steps", nullptr, "K", "grid of K steps (default 50)"};
+const OptionSpec kGridOption{
+    "--grid", nullptr, "FILE",
+    "vector file of increasing times, start to end (excludes --steps, --grid-kind)"};
+const OptionSpec kGridKindOption{"--grid-kind", nullptr, "KIND",
+                                 "grid of --steps steps: uniform, shift:A, power:R (small steps "
+                                 "at the data end), cosine (default uniform)"};
+const OptionSpec kRtolOption{"--rtol", nullptr, "R",
+                             "dopri5: relative tolerance per step (default 1e-06)"};
+const OptionSpec kAtolOption{"--atol", nullptr, "A",
+                             "dopri5: absolute tolerance per step (default 1e-06)"};
+const OptionSpec kSolverOption{"--solver", nullptr, "NAME",
+                               "a solver stored in the model (siflow info lists them; excludes "
+                               "--method, --steps, --grid*)"};
+const OptionSpec kMaxStepsOption{"--max-steps", nullptr, "M",
+                                 "dopri5: fail after M attempted steps (default 100000)"};
 const OptionSpec kMaxBatchOption{"--max-batch", nullptr, "B",
                                  "rows per chunk through the planned arena (default 256)"};
 const OptionSpec kDivergenceOption{"--divergence", nullptr, "MODE",
@@ -73,25 +87,101 @@ Execution parse_execution(const ParsedArgs& args) {
   return e;
 }
 
+void parse_grid_kind_option(const char* option, const std::string& text, GridKind* kind,
+                            double* param) {
+  const size_t colon = text.find(':');
+  const std::string name = text.substr(0, colon);
+  if (!parse_grid_kind(name.c_str(), kind))
+    throw UsageError(
+        format("%s: unknown grid kind '%s' (expected uniform, shift:A, power:R or "
+               "cosine)",
+               option, text.c_str()));
+  const bool takes = *kind == GridKind::kShift || *kind == GridKind::kPower;
+  *param = 0.0;
+  if (!takes) {
+    if (colon != std::string::npos)
+      throw UsageError(format("%s: %s takes no parameter", option, name.c_str()));
+    return;
+  }
+  if (colon == std::string::npos)
+    throw UsageError(format("%s: %s needs a parameter (%s:%s)", option, name.c_str(), name.c_str(),
+                            *kind == GridKind::kShift ? "A" : "R"));
+  *param = parse_double(option, text.substr(colon + 1));
+  if (!(*param >= 1e-3 && *param <= 1e3))
+    throw UsageError(format("%s: parameter %s is outside [0.001, 1000]", option,
+                            text.substr(colon + 1).c_str()));
+}
+
+std::string grid_kind_text(GridKind kind, double param) {
+  if (kind == GridKind::kShift || kind == GridKind::kPower)
+    return format("%s:%g", grid_kind_name(kind), param);
+  return grid_kind_name(kind);
+}
+
 Integration::Integration(const ParsedArgs& args) {
   if (const std::string* m = args.find("--method"))
     if (!parse_method(m->c_str(), &method_))
       throw UsageError(
-          format("--method: unknown method '%s' (expected euler, heun, midpoint, "
-                 "rk4 or rk4-38)",
+          format("--method: unknown method '%s' (expected euler, heun, midpoint, rk4, rk4-38, "
+                 "ab2, ab3, ab4 or dopri5)",
                  m->c_str()));
   max_batch_ = parse_max_batch(args);
+  if (const std::string* solver = args.find("--solver")) {
+    for (const char* option :
+         {"--method", "--steps", "--grid", "--grid-kind", "--rtol", "--atol", "--max-steps"})
+      if (args.has(option))
+        throw UsageError(
+            format("--solver and %s are mutually exclusive (the stored solver "
+                   "brings its method and grid)",
+                   option));
+    if (solver->empty()) throw UsageError("--solver: the name is empty");
+    solver_ = *solver;
+    return;
+  }
   const std::string* steps = args.find("--steps");
   const std::string* grid = args.find("--grid");
+  const std::string* kind = args.find("--grid-kind");
   if (steps && grid) throw UsageError("--steps and --grid are mutually exclusive");
+  if (kind && grid) throw UsageError("--grid-kind and --grid are mutually exclusive");
+  if (method_ == Method::kDopri5) {
+    for (const char* option : {"--steps", "--grid", "--grid-kind"})
+      if (args.has(option))
+        throw UsageError(
+            format("%s does not apply to --method dopri5, which chooses its own steps "
+                   "(use --rtol, --atol, --max-steps)",
+                   option));
+  } else {
+    for (const char* option : {"--rtol", "--atol", "--max-steps"})
+      if (args.has(option))
+        throw UsageError(format("%s applies only with --method dopri5", option));
+  }
   if (steps) steps_ = static_cast<uint32_t>(parse_uint("--steps", *steps, 1, Limits::kMaxSteps));
   if (grid) grid_ = read_vector("--grid", *grid);
+  if (kind) parse_grid_kind_option("--grid-kind", *kind, &grid_kind_, &grid_param_);
+  if (const std::string* r = args.find("--rtol")) {
+    rtol_ = parse_double("--rtol", *r);
+    if (!(rtol_ >= 1e-13 && rtol_ <= 1.0))
+      throw UsageError(format("--rtol: %s is outside [1e-13, 1]", r->c_str()));
+  }
+  if (const std::string* a = args.find("--atol")) {
+    atol_ = parse_double("--atol", *a);
+    if (!(atol_ >= 0.0 && atol_ <= 1.0))
+      throw UsageError(format("--atol: %s is outside [0, 1]", a->c_str()));
+  }
+  if (const std::string* m = args.find("--max-steps"))
+    max_steps_ = static_cast<uint32_t>(parse_uint("--max-steps", *m, 1, Limits::kMaxSteps));
 }
 
 OdeOptions Integration::ode() const {
   OdeOptions o;
   o.method = method_;
   o.steps = steps_;
+  o.grid_kind = grid_kind_;
+  o.grid_param = grid_param_;
+  o.rtol = rtol_;
+  o.atol = atol_;
+  o.max_steps = max_steps_;
+  if (!solver_.empty()) o.solver = solver_.c_str();
   if (!grid_.empty()) {
     o.grid = grid_.data();
     o.grid_size = grid_.size();
@@ -100,10 +190,17 @@ OdeOptions Integration::ode() const {
 }
 
 std::string Integration::steps_text() const {
-  return grid_.empty() ? format("%u steps", steps_) : format("grid of %zu steps", grid_.size() - 1);
+  if (!solver_.empty()) return format("stored solver '%s'", solver_.c_str());
+  if (method_ == Method::kDopri5) return format("adaptive, rtol %g, atol %g", rtol_, atol_);
+  if (!grid_.empty()) return format("grid of %zu steps", grid_.size() - 1);
+  if (grid_kind_ != GridKind::kUniform)
+    return format("%u steps on the %s grid", steps_,
+                  grid_kind_text(grid_kind_, grid_param_).c_str());
+  return format("%u steps", steps_);
 }
 
 std::string Integration::describe() const {
+  if (!solver_.empty()) return steps_text();
   return format("%s, %s", method_name(method_), steps_text().c_str());
 }
 

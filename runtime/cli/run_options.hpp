@@ -17,7 +17,8 @@ namespace siflow::cli {
 
 // Option specs shared by several commands (for parsing and help).
 extern const OptionSpec kMethodOption, kStepsOption, kGridOption, kMaxBatchOption,
-    kDivergenceOption, kProbeOption, kThreadsOption, kBackendOption, kPrecisionOption;
+    kDivergenceOption, kProbeOption, kThreadsOption, kBackendOption, kPrecisionOption,
+    kGridKindOption, kRtolOption, kAtolOption, kMaxStepsOption, kSolverOption;
 
 // --threads N, --backend B and --precision P: how a plan runs (PlanOptions::threads, backend,
 // precision).
@@ -35,7 +36,8 @@ uint32_t available_cores();
 // wait on each other: a run can be many times slower).
 void warn_threads(uint32_t threads);
 
-// --method, --steps, --grid and --max-batch.
+// --method, --steps, --grid or --grid-kind, --rtol/--atol/--max-steps (dopri5) and
+// --max-batch.
 class Integration {
  public:
   // Parses the options; reads the --grid file when one is given.
@@ -47,7 +49,8 @@ class Integration {
   // The options for one run; they point into this object's grid.
   OdeOptions ode() const;
   Method method() const { return method_; }
-  // "50 steps" or "grid of 64 steps".
+  // "50 steps", "8 steps on the power:2 grid", "grid of 64 steps" or, for dopri5,
+  // "adaptive, rtol 1e-06, atol 1e-06".
   std::string steps_text() const;
   // "rk4, 50 steps" or "rk4, grid of 64 steps".
   std::string describe() const;
@@ -56,8 +59,19 @@ class Integration {
   Method method_ = OdeOptions().method;
   uint32_t steps_ = OdeOptions().steps;
   std::vector<double> grid_;
+  GridKind grid_kind_ = GridKind::kUniform;
+  double grid_param_ = 0.0;
+  double rtol_ = OdeOptions().rtol, atol_ = OdeOptions().atol;
+  uint32_t max_steps_ = OdeOptions().max_steps;
+  std::string solver_;  // --solver NAME, or empty
   size_t max_batch_ = PlanOptions().max_batch;
 };
+
+// "uniform", "shift:A", "power:R" or "cosine" as a kind and its parameter (a UsageError naming
+// `option` otherwise).
+void parse_grid_kind_option(const char* option, const std::string& text, GridKind* kind,
+                            double* param);
+std::string grid_kind_text(GridKind kind, double param);
 
 // --divergence exact|hutchinson[:K] and --probe (the probe seed is the caller's).
 DivergenceOptions parse_divergence(const ParsedArgs& args);

@@ -607,6 +607,36 @@ if [ "$have_train" = 1 ]; then
   check [ -s sig.sif.ckpt ]
 fi
 
+# --- few-step sampling: multistep methods, grid kinds, dopri5, stored solvers ------------------
+ok "ab3, 8 steps on the power:2 grid, NFE 10" sample $M -n 50 -o fs1.npy --method ab3 --steps 8 --grid-kind power:2
+ok "NFE 200" sample $M -n 50 -o fs2.npy
+ok "ab4, 12 steps, exact divergence, NFE 21" logprob $M -i fs2.npy -o fsl.npy --method ab4 --steps 12
+ok "NFE 8" encode $M -i fs2.npy -o fse.npy --method ab2 --steps 8 --grid-kind cosine
+ok "dopri5, adaptive, rtol 1e-07" decode $M -i fse.npy -o fsd.npy --method dopri5 --rtol 1e-7 --atol 1e-7
+fails 2 "--grid-kind and --grid are mutually exclusive" sample $M -n 5 -o o.npy --grid-kind cosine --grid fs3.csv
+fails 2 "--steps does not apply to --method dopri5" sample $M -n 5 -o o.npy --method dopri5 --steps 4
+fails 2 "--rtol applies only with --method dopri5" sample $M -n 5 -o o.npy --rtol 1e-3
+fails 2 "--grid-kind: power needs a parameter (power:R)" sample $M -n 5 -o o.npy --grid-kind power
+fails 2 "--grid-kind: unknown grid kind 'log'" sample $M -n 5 -o o.npy --grid-kind log
+fails 2 "--grid-kind: parameter 0 is outside" sample $M -n 5 -o o.npy --grid-kind shift:0
+fails 1 "the SDE runs one-step methods on a fixed grid; ab2 is a multistep method" sample $M -n 5 -o o.npy --method ab2 --sde 0.5
+fails 1 "max_steps = 3" sample $M -n 5 -o o.npy --method dopri5 --max-steps 3 --rtol 1e-12 --atol 1e-12
+ok "method        " tune-solver $M --nfe 6 -o tuned.sif --sweeps 2
+check grep -qE "NFE [1-6] " out.txt  # at most the NFE asked for
+ok "tuned-6      " info tuned.sif
+ok "format        1.2" info tuned.sif
+ok "solvers       1 stored" validate tuned.sif
+ok "stored solver 'tuned-6', NFE " sample tuned.sif -n 20 -o fs4.npy --solver tuned-6
+ok "solver        mine" tune-solver tuned.sif --nfe 6 -o tuned2.sif --sweeps 1 --name mine
+ok "solvers       2 stored" info tuned2.sif
+fails 2 "--solver and --method are mutually exclusive" sample tuned.sif -n 5 -o o.npy --solver tuned-6 --method rk4
+fails 1 "no solver named 'nope'" sample tuned.sif -n 5 -o o.npy --solver nope
+fails 2 "must name a .sif model file" tune-solver $M --nfe 6 -o tuned.npy
+fails 2 "--name: 'a b' holds ' '" tune-solver $M --nfe 6 -o t3.sif --name "a b"
+# tune-solver is deterministic for a seed.
+ok "" tune-solver $M --nfe 6 -o tuned3.sif --sweeps 2
+check cmp -s tuned.sif tuned3.sif
+
 # Failed runs leave no output and no temporary files behind.
 check [ ! -e o.npy ]
 check [ -z "$(find . -name '*.tmp.*')" ]

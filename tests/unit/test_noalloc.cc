@@ -197,6 +197,39 @@ TEST_CASE("decode, encode, log_prob and velocity over several chunks make no hea
   CHECK(calls == 0);
 }
 
+TEST_CASE("Adams-Bashforth and dopri5 runs (all four calls) make no heap call") {
+  Fixture f;
+  REQUIRE(f.created.ok());
+  Status runs[8];
+  siflow::OdeOptions ab;
+  ab.method = siflow::Method::kAB4;
+  ab.steps = 7;
+  ab.grid_kind = siflow::GridKind::kPower;
+  ab.grid_param = 2.0;
+  siflow::OdeOptions adaptive;
+  adaptive.method = siflow::Method::kDopri5;
+  siflow::SampleOptions so;
+  so.ode = ab;
+  siflow::LogProbOptions lp;
+  lp.ode = adaptive;
+  siflow::LogProbOptions lh;
+  lh.ode = ab;
+  lh.divergence.mode = siflow::DivergenceMode::kHutchinson;
+  lh.divergence.probes = 3;
+  std::vector<float> z(f.x.size());
+  const unsigned long calls = heap_calls_during([&] {
+    runs[0] = f.plan->sample(f.n, so, f.y.data(), f.logp.data());
+    runs[1] = f.plan->decode(f.n, f.x.data(), adaptive, siflow::DivergenceOptions(), f.y.data(),
+                             f.logp.data());
+    runs[2] = f.plan->encode(f.n, f.y.data(), ab, z.data());
+    runs[3] = f.plan->encode(f.n, f.y.data(), adaptive, z.data());
+    runs[4] = f.plan->log_prob(f.n, f.y.data(), lp, f.logp.data());
+    runs[5] = f.plan->log_prob(f.n, f.y.data(), lh, f.logp.data());
+  });
+  for (int i = 0; i < 6; ++i) CHECK(runs[i].ok());
+  CHECK(calls == 0);
+}
+
 namespace {
 
 bool keep_going(void* user, uint64_t, uint64_t) {

@@ -144,7 +144,32 @@ class Model(object):
             return obj
         return None
 
-def ModelStart(builder): builder.StartObject(11)
+    # Model
+    def Solvers(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            from .Solver import Solver
+            obj = Solver()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Model
+    def SolversLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Model
+    def SolversIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        return o == 0
+
+def ModelStart(builder): builder.StartObject(12)
 def Start(builder):
     return ModelStart(builder)
 def ModelAddFormatMajor(builder, formatMajor): builder.PrependUint16Slot(0, formatMajor, 1)
@@ -183,6 +208,12 @@ def StartMetadataVector(builder, numElems):
 def ModelAddTestVectors(builder, testVectors): builder.PrependUOffsetTRelativeSlot(10, flatbuffers.number_types.UOffsetTFlags.py_type(testVectors), 0)
 def AddTestVectors(builder, testVectors):
     return ModelAddTestVectors(builder, testVectors)
+def ModelAddSolvers(builder, solvers): builder.PrependUOffsetTRelativeSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(solvers), 0)
+def AddSolvers(builder, solvers):
+    return ModelAddSolvers(builder, solvers)
+def ModelStartSolversVector(builder, numElems): return builder.StartVector(4, numElems, 4)
+def StartSolversVector(builder, numElems):
+    return ModelStartSolversVector(builder, numElems)
 def ModelEnd(builder): return builder.EndObject()
 def End(builder):
     return ModelEnd(builder)

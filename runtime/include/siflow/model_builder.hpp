@@ -13,6 +13,27 @@
 
 namespace siflow {
 
+// A solver to store in a model (format 1.2; docs/format.md, "Solvers").
+struct StoredSolver {
+  std::string name;
+  Method method = Method::kRK4;
+  std::vector<double> grid;  // absolute times, time_start to time_end
+  uint32_t nfe = 0;
+  double sample_error = 0.0;
+  int32_t label = -1;
+  double guidance = 1.0;
+  std::vector<float> test_start;  // [test_count, dim] flow coordinates
+  std::vector<float> test_end;    // [test_count, dim] data space
+  float test_tolerance = 0.0f;
+};
+
+// A copy of the model file `bytes` (verified by loading it first) holding `solvers` in place of
+// any stored solver of the same name; every other field and solver is copied as it is, weights
+// byte for byte and 64-byte aligned. The copy records format 1.2 when it holds solvers. Refuses a
+// file with fields this version does not know (it could not copy them).
+Status add_solvers(const void* bytes, size_t size, const std::vector<StoredSolver>& solvers,
+                   std::vector<uint8_t>* out);
+
 class ModelBuilder {
  public:
   explicit ModelBuilder(uint32_t dim);
@@ -45,8 +66,9 @@ class ModelBuilder {
   void set_uniform_base(const std::vector<float>& low, const std::vector<float>& high);
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& std);
   void set_time_range(double start, double end);
-  // By default a file records the lowest format version its contents need (1.0, or 1.1 when a
-  // node uses Exp), so older runtimes read every file they can; this overrides it.
+  // By default a file records the lowest format version its contents need (1.0, 1.1 when a node
+  // uses Exp, 1.2 when it stores solvers), so older runtimes read every file they can; this
+  // overrides it.
   void set_format_version(uint16_t major, uint16_t minor);
   // Weight storage in the file: float32 (default) or fp16, rounded to nearest even. fp16 values
   // beyond its range become infinite, which the loader refuses.
@@ -58,6 +80,8 @@ class ModelBuilder {
   // One classic-RK4 trajectory test: starts (flow coordinates) at time_start, ends at time_end.
   void set_trajectory_tests(uint32_t steps, const std::vector<float>& start,
                             const std::vector<float>& end, float tolerance);
+
+  void add_solver(const StoredSolver& solver) { solvers_.push_back(solver); }
 
   // The finished model file; its weight vectors are 64-byte aligned relative to the start.
   std::vector<uint8_t> finish() const;
@@ -94,6 +118,7 @@ class ModelBuilder {
   uint32_t trajectory_steps_ = 0;
   std::vector<float> trajectory_start_, trajectory_end_;
   float trajectory_tolerance_ = 0.0f;
+  std::vector<StoredSolver> solvers_;
 };
 
 }  // namespace siflow

@@ -49,8 +49,21 @@ typedef enum siflow_method {
   SIFLOW_HEUN = 1,
   SIFLOW_MIDPOINT = 2,
   SIFLOW_RK4 = 3,
-  SIFLOW_RK4_38 = 4
+  SIFLOW_RK4_38 = 4,
+  SIFLOW_AB2 = 5, /* Adams-Bashforth: one evaluation per step after a one-step bootstrap */
+  SIFLOW_AB3 = 6,
+  SIFLOW_AB4 = 7,
+  SIFLOW_DOPRI5 = 8 /* adaptive Dormand-Prince 5(4): rtol, atol, max_steps */
 } siflow_method;
+
+/* Time-grid families of `steps` steps (siflow.hpp's GridKind): SHIFT takes grid_param A, POWER
+ * grid_param R (both in [0.001, 1000]). */
+typedef enum siflow_grid_kind {
+  SIFLOW_GRID_UNIFORM = 0,
+  SIFLOW_GRID_SHIFT = 1,
+  SIFLOW_GRID_POWER = 2,
+  SIFLOW_GRID_COSINE = 3
+} siflow_grid_kind;
 
 typedef enum siflow_divergence {
   SIFLOW_DIVERGENCE_NONE = 0,
@@ -131,6 +144,15 @@ typedef struct siflow_run_options {
   siflow_sde_method sde_method;
   siflow_progress_fn progress;
   void* progress_user;
+  /* Added later (a smaller struct_size leaves them at their defaults): */
+  siflow_grid_kind grid_kind; /* default UNIFORM; excludes `grid` */
+  double grid_param;
+  double rtol;        /* DOPRI5, default 1e-6 */
+  double atol;        /* DOPRI5, default 1e-6 */
+  uint32_t max_steps; /* DOPRI5 attempted steps per chunk, default 100000 */
+  /* The name of a solver stored in the model (siflow_model_solver): its method and grid replace
+   * method, steps and grid_kind; NULL (default): none. */
+  const char* solver;
 } siflow_run_options;
 
 SIFLOW_API const char* siflow_version(void); /* "MAJOR.MINOR.PATCH" */
@@ -170,6 +192,10 @@ SIFLOW_API void siflow_plan_free(siflow_plan* plan);
 /* The kernel running graph node `node` ("reference", "simd/avx2+silu", "fused", "xnnpack", ...;
  * "" past the last node or for a NULL plan). Valid while the plan lives. */
 SIFLOW_API const char* siflow_plan_node_kernel(const siflow_plan* plan, uint32_t node);
+
+/* Network evaluations per trajectory (NFE) of the plan's last sample/decode/encode/log_prob
+ * (dopri5: the most of any chunk); 0 for a NULL plan or before the first run. */
+SIFLOW_API uint64_t siflow_plan_evaluations(const siflow_plan* plan);
 
 /* Points are row-major [n][dim] floats in data space; logp arrays are [n] doubles. */
 SIFLOW_API siflow_status siflow_sample(siflow_plan* plan, size_t n,
@@ -213,6 +239,7 @@ typedef struct siflow_model_info {
   uint32_t test_vector_count;
   uint32_t test_trajectory_count;
   uint32_t metadata_count;
+  uint32_t solver_count; /* stored solvers (format 1.2) */
 } siflow_model_info;
 
 SIFLOW_API siflow_status siflow_model_get_info(const siflow_model* model, siflow_model_info* info,
@@ -220,6 +247,11 @@ SIFLOW_API siflow_status siflow_model_get_info(const siflow_model* model, siflow
 /* Metadata entry i as key and value (valid while the model lives); 0 past the end. */
 SIFLOW_API int siflow_model_metadata(const siflow_model* model, uint32_t i, const char** key,
                                      const char** value);
+/* Stored solver i: its name (valid while the model lives), network evaluations per sample and
+ * the sample error measured when it was tuned; 0 past the end. Select it by name with
+ * siflow_run_options.solver. */
+SIFLOW_API int siflow_model_solver(const siflow_model* model, uint32_t i, const char** name,
+                                   uint32_t* nfe, double* sample_error);
 /* Graph node i: op name ("fully_connected", "unary:silu", ...), input and output widths; 0 past
  * the end. */
 SIFLOW_API int siflow_model_node(const siflow_model* model, uint32_t i, const char** op,
@@ -238,6 +270,12 @@ typedef struct siflow_validation_report {
   double trajectory_max_error;
   double trajectory_tolerance;
   int trajectory_ok;
+  /* Stored solvers' test vectors: solvers checked, and the one furthest from its tolerance. */
+  uint32_t solver_count;
+  double solver_max_error;
+  double solver_tolerance;
+  int solver_ok;
+  const char* solver_worst; /* its name ("" when none), valid while the model lives */
 } siflow_validation_report;
 
 /* Re-runs the embedded velocities and RK4 trajectories. Fails only when it cannot run (no test

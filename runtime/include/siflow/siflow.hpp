@@ -15,7 +15,8 @@ constexpr int kVersionMinor = 1;
 constexpr int kVersionPatch = 0;
 // The model format this runtime reads: files of the same major version, any minor.
 constexpr uint16_t kFormatMajor = 1;
-constexpr uint16_t kFormatMinor = 3;  // 1.1: the Exp op; 1.3: I8 and BF16 weights
+// 1.1: the Exp op; 1.2: stored solvers; 1.3: I8 and BF16 weights.
+constexpr uint16_t kFormatMinor = 3;
 
 enum class StatusCode : int {
   kOk = 0,
@@ -65,6 +66,8 @@ struct Limits {
   // velocity points + 4 (RK4 stages) x trajectories x trajectory steps. The loader refuses more,
   // so validation costs at most this many evaluations of the network (time linear in its size).
   static constexpr uint64_t kMaxValidationEvaluations = 1ull << 22;
+  static constexpr uint32_t kMaxSolvers = 64;     // stored solvers in a model (format 1.2)
+  static constexpr uint32_t kMaxSolverName = 64;  // bytes of a stored solver's name
 };
 
 enum class InterpolantKind : uint8_t { kLinear = 0, kTrig = 1, kLearnedFourier = 2 };
@@ -131,7 +134,10 @@ struct ModelInfo {
   uint32_t test_vector_count = 0;
   uint32_t test_trajectory_count = 0;
   uint32_t metadata_count = 0;
+  uint32_t solver_count = 0;  // stored solvers (format 1.2), Model::solver()
 };
+
+struct SolverInfo;  // below, after Method
 
 namespace detail {
 struct ModelData;
@@ -163,6 +169,8 @@ class Model {
   // Graph node i: op name ("fully_connected", "unary:silu", "concat", "add", "mul",
   // "layer_norm"), input width (of its first input) and output width; false past the end.
   bool node(uint32_t i, const char** op, uint32_t* in_width, uint32_t* width) const;
+  // Stored solver i (valid while the model lives); false past the end.
+  bool solver(uint32_t i, SolverInfo* out) const;
   const detail::ModelData& data() const { return *data_; }
 
  private:
@@ -171,15 +179,57 @@ class Model {
   detail::ModelData* data_;
 };
 
-enum class Method : uint8_t { kEuler = 0, kHeun = 1, kMidpoint = 2, kRK4 = 3, kRK4_38 = 4 };
+// One-step Runge-Kutta methods (euler .. rk4-38), Adams-Bashforth multistep methods of order
+// 2..4 on any grid (ab2 .. ab4; one evaluation per step after a one-step bootstrap), and the
+// adaptive Dormand-Prince 5(4) pair (dopri5; OdeOptions::rtol, atol, max_steps).
+enum class Method : uint8_t {
+  kEuler = 0,
+  kHeun = 1,
+  kMidpoint = 2,
+  kRK4 = 3,
+  kRK4_38 = 4,
+  kAB2 = 5,
+  kAB3 = 6,
+  kAB4 = 7,
+  kDopri5 = 8,
+};
+// Families of time grids of N steps, s = i/N mapped onto the run's time range (docs/math.md,
+// "Time grids"): uniform; shift (param A): A s / (1 + (A - 1) s); power (param R):
+// 1 - (1 - s)^R, small steps near the data end; cosine: (1 - cos pi s) / 2.
+enum class GridKind : uint8_t { kUniform = 0, kShift = 1, kPower = 2, kCosine = 3 };
+
+// A solver stored in the model (format 1.2): a fixed-grid method on a time grid tuned for this
+// model (`siflow tune-solver`), selected by name with OdeOptions::solver.
+struct SolverInfo {
+  const char* name = "";
+  Method method = Method::kRK4;
+  uint32_t steps = 0;
+  const double* grid = nullptr;  // steps + 1 absolute times, time_start to time_end
+  uint32_t nfe = 0;              // network evaluations per sample
+  double sample_error = 0.0;     // measured on held-out draws when it was tuned
+  int32_t label = -1;            // the class label it was tuned for (-1: unconditional)
+  double guidance = 1.0;
+  uint32_t test_count = 0;  // test points validate_embedded re-runs
+  float test_tolerance = 0.0f;
+};
 enum class DivergenceMode : uint8_t { kNone = 0, kExact = 1, kHutchinson = 2 };
 enum class ProbeKind : uint8_t { kRademacher = 0, kGaussian = 1 };
 enum class EpsilonSchedule : uint8_t { kConstant = 0, kProportionalToA = 1 };
 enum class SdeMethod : uint8_t { kEulerMaruyama = 0, kHeun = 1 };
 
 const char* method_name(Method method);
-// Parses "euler", "heun", "midpoint", "rk4", "rk4-38"; false for anything else.
+// Parses "euler", "heun", "midpoint", "rk4", "rk4-38", "ab2", "ab3", "ab4", "dopri5"; false for
+// anything else.
 bool parse_method(const char* text, Method* out);
+// True for ab2..ab4 (they keep earlier velocities; the SDE refuses them).
+inline bool is_multistep(Method m) { return m >= Method::kAB2 && m <= Method::kAB4; }
+// Network evaluations per sample of a fixed-grid method over `steps` steps: stages x steps for
+// the Runge-Kutta methods; (k - 1) s + (steps - k + 1) for ab<k> with its s-stage bootstrap
+// (Euler, Heun, RK4), all bootstrap when steps < k - 1. 0 for dopri5 (adaptive).
+uint64_t fixed_grid_evaluations(Method method, uint64_t steps);
+// "uniform", "shift", "power", "cosine".
+const char* grid_kind_name(GridKind kind);
+bool parse_grid_kind(const char* text, GridKind* out);
 // "none", "exact", "hutchinson".
 const char* divergence_mode_name(DivergenceMode mode);
 bool parse_divergence_mode(const char* text, DivergenceMode* out);
@@ -254,6 +304,21 @@ struct OdeOptions {
   size_t grid_size = 0;
   ProgressFn progress = nullptr;
   void* progress_user = nullptr;
+  // Fields below were added after the first release; a struct_size that does not cover one
+  // leaves it at its default.
+  // The family of the `steps`-step grid when `grid` is null (uniform by default); grid_param is
+  // A for kShift and R for kPower (> 0), unused otherwise.
+  GridKind grid_kind = GridKind::kUniform;
+  double grid_param = 0.0;
+  // kDopri5: relative and absolute tolerances of the error per step, and the most steps
+  // (accepted or rejected) one chunk may take before the run fails naming max_steps.
+  double rtol = 1e-6;
+  double atol = 1e-6;
+  uint32_t max_steps = 100000;
+  // The name of a solver stored in the model (Model::solver): its method and time grid replace
+  // method, steps and grid_kind (grid must then be null). Runs over the model's whole time range
+  // (not log_prob at an earlier time).
+  const char* solver = nullptr;
 };
 
 struct DivergenceOptions {
@@ -313,6 +378,10 @@ class Plan {
   Plan& operator=(const Plan&) = delete;
 
   size_t arena_bytes() const;  // what it occupies: siflow::arena_bytes for its options
+  // Network evaluations per trajectory of the last sample/decode/encode/log_prob call (NFE,
+  // bootstrap stages included; for dopri5, whose steps differ between chunks, the most any
+  // chunk used); 0 before the first run; after a failed run, those made before it stopped.
+  uint64_t evaluations() const;
   const Model& model() const;
   uint32_t threads() const;
   // The kernel that runs graph node `node`: "reference", "simd/avx2", "simd/avx2+silu" (a dense
@@ -354,6 +423,14 @@ struct ValidationReport {
   double trajectory_max_error = 0.0;
   double trajectory_tolerance = 0.0;
   bool trajectory_ok = true;
+  // Stored solvers' test vectors (base points decoded with the solver, compared in data space):
+  // how many solvers were checked, and the error and tolerance of the one furthest from its
+  // tolerance (named by solver_worst, valid while the model lives).
+  uint32_t solver_count = 0;
+  double solver_max_error = 0.0;
+  double solver_tolerance = 0.0;
+  bool solver_ok = true;
+  const char* solver_worst = "";
 };
 
 // max_i |value_i - reference_i| / max(1, max_i |reference_i|): the error measure of the

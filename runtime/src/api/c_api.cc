@@ -86,6 +86,12 @@ Converted convert(const siflow_run_options* in, ProgressBridge* bridge) {
   c.ode.steps = o.steps;
   c.ode.grid = o.grid;
   c.ode.grid_size = o.grid_size;
+  c.ode.grid_kind = from_c_enum<siflow::GridKind>(o.grid_kind);
+  c.ode.grid_param = o.grid_param;
+  c.ode.rtol = o.rtol;
+  c.ode.atol = o.atol;
+  c.ode.max_steps = o.max_steps;
+  c.ode.solver = o.solver;
   if (o.progress) {
     *bridge = ProgressBridge{o.progress, o.progress_user};
     c.ode.progress = &ProgressBridge::call;
@@ -160,6 +166,11 @@ void siflow_run_options_init(siflow_run_options* o) {
   o->time = -1.0;
   o->sde_schedule = SIFLOW_EPS_PROPORTIONAL_TO_A;
   o->sde_method = SIFLOW_SDE_HEUN;
+  o->grid_kind = SIFLOW_GRID_UNIFORM;
+  o->grid_param = 0.0;
+  o->rtol = 1e-6;
+  o->atol = 1e-6;
+  o->max_steps = 100000;
 }
 
 siflow_status siflow_model_load(const void* bytes, size_t size, int allow_copy, siflow_model** out,
@@ -235,6 +246,10 @@ siflow_status siflow_plan_create(const siflow_model* model, const siflow_plan_op
 }
 
 void siflow_plan_free(siflow_plan* plan) { delete cpp(plan); }
+
+uint64_t siflow_plan_evaluations(const siflow_plan* plan) {
+  return plan ? cpp(plan)->evaluations() : 0;
+}
 
 const char* siflow_plan_node_kernel(const siflow_plan* plan, uint32_t node) {
   return plan ? cpp(plan)->node_kernel(node) : "";
@@ -327,6 +342,7 @@ siflow_status siflow_model_get_info(const siflow_model* model, siflow_model_info
   o.test_vector_count = m.test_vector_count;
   o.test_trajectory_count = m.test_trajectory_count;
   o.metadata_count = m.metadata_count;
+  o.solver_count = m.solver_count;
   std::memcpy(info, &o, info->struct_size);
   return SIFLOW_OK;
 }
@@ -338,6 +354,16 @@ int siflow_model_metadata(const siflow_model* model, uint32_t i, const char** ke
   const bool found = model && cpp(model)->metadata(i, &k, &v);
   if (key) *key = found ? k : "";
   if (value) *value = found ? v : "";
+  return found ? 1 : 0;
+}
+
+int siflow_model_solver(const siflow_model* model, uint32_t i, const char** name, uint32_t* nfe,
+                        double* sample_error) {
+  siflow::SolverInfo info;
+  const bool found = model && cpp(model)->solver(i, &info);
+  if (name) *name = found ? info.name : "";
+  if (nfe) *nfe = found ? info.nfe : 0;
+  if (sample_error) *sample_error = found ? info.sample_error : 0.0;
   return found ? 1 : 0;
 }
 
@@ -380,6 +406,11 @@ siflow_status siflow_validate(const siflow_model* model, const siflow_plan_optio
   o.trajectory_max_error = r.trajectory_max_error;
   o.trajectory_tolerance = r.trajectory_tolerance;
   o.trajectory_ok = r.trajectory_ok ? 1 : 0;
+  o.solver_count = r.solver_count;
+  o.solver_max_error = r.solver_max_error;
+  o.solver_tolerance = r.solver_tolerance;
+  o.solver_ok = r.solver_ok ? 1 : 0;
+  o.solver_worst = r.solver_worst;
   std::memcpy(out, &o, out->struct_size);
   return SIFLOW_OK;
 }

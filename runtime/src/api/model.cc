@@ -256,4 +256,20 @@ bool Model::node(uint32_t i, const char** op, uint32_t* in_width, uint32_t* widt
   return true;
 }
 
+bool Model::solver(uint32_t i, SolverInfo* out) const {
+  if (i >= data_->solver_count || !out) return false;
+  const detail::SolverData& sd = data_->solvers[i];
+  out->name = sd.name;
+  out->method = sd.method;
+  out->steps = sd.steps;
+  out->grid = sd.grid;
+  out->nfe = sd.nfe;
+  out->sample_error = sd.sample_error;
+  out->label = sd.label;
+  out->guidance = sd.guidance;
+  out->test_count = sd.test_count;
+  out->test_tolerance = sd.test_tolerance;
+  return true;
+}
+
 }  // namespace siflow

@@ -2,16 +2,19 @@
 // Plan: binds a model to an arena and serves sample/decode/encode/log_prob/velocity by
 // streaming requests through the arena in chunks of max_batch rows. After create() nothing
 // here allocates or makes a system call; every input is checked before any work starts.
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
 #include "api/construct.hpp"
+#include "api/ode_options.hpp"
 #include "format/model_data.hpp"
 #include "format/normalization.hpp"
 #include "integrate/ode.hpp"
 #include "integrate/sde.hpp"
+#include "integrate/solve.hpp"
 #include "math/interpolant.hpp"
 #include "math/random.hpp"
 #include "net/executor.hpp"
@@ -42,8 +45,10 @@ struct NetworkField {
   PlanData* p;
   DivergenceMode mode;
   size_t probes;
+  uint64_t evaluations = 0;  // calls so far: the NFE of each row of the chunk
 
   Status eval(double t, const float* x, size_t rows, float* v, double* div) {
+    ++evaluations;
     const ModelData& md = *p->md;
     float* t_rows = p->values[1];
     const float tf = static_cast<float>(t);
@@ -85,41 +90,6 @@ Status check_finite_rows(const char* what, const float* x, size_t n, uint32_t wi
   const size_t bad = first_nonfinite_row(x, n, width);
   if (bad < n)
     return Status::error(StatusCode::kInvalidArgument, "%s: row %zu holds NaN or Inf", what, bad);
-  return Status();
-}
-
-Status check_ode_options(const ModelData& md, const OdeOptions& o, double start, double end,
-                         TimeGrid* grid) {
-  if (o.struct_size < sizeof(uint32_t) || o.struct_size > sizeof(OdeOptions))
-    return Status::error(StatusCode::kInvalidArgument,
-                         "OdeOptions.struct_size %u is not one this runtime knows", o.struct_size);
-  if (static_cast<unsigned>(o.method) > static_cast<unsigned>(Method::kRK4_38))
-    return Status::error(StatusCode::kInvalidArgument, "unknown integration method %d",
-                         static_cast<int>(o.method));
-  *grid = TimeGrid::uniform(start, end, o.steps);
-  if (o.grid) {
-    if (o.grid_size < 2 || o.grid_size > size_t{Limits::kMaxSteps} + 1)
-      return Status::error(StatusCode::kInvalidArgument, "time grid has %zu points, expected 2..%u",
-                           o.grid_size, Limits::kMaxSteps + 1);
-    for (size_t i = 0; i < o.grid_size; ++i) {
-      if (!math::is_finite(o.grid[i]))
-        return Status::error(StatusCode::kInvalidArgument, "time grid point %zu is not finite", i);
-      if (i > 0 && !(o.grid[i] > o.grid[i - 1]))
-        return Status::error(StatusCode::kInvalidArgument,
-                             "time grid is not strictly increasing at point %zu (%g after %g)", i,
-                             o.grid[i], o.grid[i - 1]);
-    }
-    if (o.grid[0] != start || o.grid[o.grid_size - 1] != end)
-      return Status::error(StatusCode::kInvalidArgument,
-                           "time grid runs from %g to %g, but this run needs %g to %g", o.grid[0],
-                           o.grid[o.grid_size - 1], start, end);
-    grid->points = o.grid;
-    grid->total = grid->steps = o.grid_size - 1;
-  } else if (o.steps == 0 || o.steps > Limits::kMaxSteps) {
-    return Status::error(StatusCode::kInvalidArgument, "steps %u is outside [1, %u]", o.steps,
-                         Limits::kMaxSteps);
-  }
-  (void)md;
   return Status();
 }
 
@@ -196,25 +166,54 @@ struct StepMonitor {
   size_t step_offset;
   const double* ell = nullptr;  // the log-density term, checked too when carried
 
+  // After a step of a fixed grid.
   Status operator()(size_t step) {
+    Status s = check(step, grid->at(step + 1));
+    if (!s.ok()) return s;
+    done += rows;
+    return report();
+  }
+  // After an accepted step of dopri5, at time t: progress counts kAdaptiveUnits per row over
+  // the time range (total = n * kAdaptiveUnits), chunks in order.
+  static constexpr uint64_t kAdaptiveUnits = 1000;
+  Status operator()(size_t step, double t) {
+    Status s = check(step, t);
+    if (!s.ok()) return s;
+    const double from = grid->at(0), to = grid->at(grid->steps);
+    const double fraction = to != from ? (t - from) / (to - from) : 1.0;
+    done = static_cast<uint64_t>(first_row) * kAdaptiveUnits +
+           static_cast<uint64_t>(static_cast<double>(rows * kAdaptiveUnits) * fraction);
+    return report();
+  }
+
+ private:
+  Status check(size_t step, double t) const {
     const size_t bad = first_nonfinite_row(state, rows, dim);
     if (bad < rows)
       return Status::error(StatusCode::kNumericalError,
                            "integration diverged: row %zu is not finite after step %zu "
                            "(t = %g)",
-                           first_row + bad, step_offset + step + 1, grid->at(step + 1));
+                           first_row + bad, step_offset + step + 1, t);
     for (size_t r = 0; ell && r < rows; ++r)
       if (!math::is_finite(ell[r]))
         return Status::error(StatusCode::kNumericalError,
                              "divergence integral diverged: row %zu is not finite after step "
                              "%zu (t = %g)",
-                             first_row + r, step_offset + step + 1, grid->at(step + 1));
-    done += rows;
+                             first_row + r, step_offset + step + 1, t);
+    return Status();
+  }
+  Status report() const {
     if (ode->progress && !ode->progress(ode->progress_user, done, total))
       return Status::error(StatusCode::kCancelled, "cancelled by the progress callback");
     return Status();
   }
 };
+
+// Row-steps (or progress units, for dopri5) a request of n rows reports in total.
+uint64_t progress_total(const OdeOptions& ode, size_t n, const TimeGrid& grid) {
+  return static_cast<uint64_t>(n) *
+         (ode.method == Method::kDopri5 ? StepMonitor::kAdaptiveUnits : grid.steps);
+}
 
 // Integrates rows of y (flow coordinates) forward over the grid, carrying l when `ell` is set.
 Status forward_ode(PlanData& p, const OdeOptions& ode, const TimeGrid& grid, float* y, size_t rows,
@@ -223,7 +222,14 @@ Status forward_ode(PlanData& p, const OdeOptions& ode, const TimeGrid& grid, flo
   monitor.state = y;
   monitor.grid = &grid;
   monitor.ell = ell;
-  return integrate_ode(field, tableau(ode.method), grid, rows, p.md->dim, y, ell, p.ws, monitor);
+  AdaptiveOptions adaptive;
+  adaptive.rtol = ode.rtol;
+  adaptive.atol = ode.atol;
+  adaptive.max_steps = ode.max_steps;
+  Status s =
+      integrate_method(field, ode.method, adaptive, grid, rows, p.md->dim, y, ell, p.ws, monitor);
+  if (field.evaluations > p.evaluations) p.evaluations = field.evaluations;
+  return s;
 }
 
 }  // namespace
@@ -318,6 +324,7 @@ void Plan::operator delete(void* p) noexcept {
 }
 
 size_t Plan::arena_bytes() const { return data_->total_bytes; }
+uint64_t Plan::evaluations() const { return data_->evaluations; }
 uint32_t Plan::threads() const {
   return data_->choice.kernels.pool ? data_->choice.kernels.pool->threads() : 1;
 }
@@ -352,8 +359,7 @@ Status push_forward(PlanData& p, size_t n, size_t first_index, float* y, double*
                     const OdeOptions& ode, const DivergenceOptions& div, const TimeGrid& grid) {
   const ModelData& md = *p.md;
   const size_t chunk = p.layout.max_rows;
-  StepMonitor monitor{&ode,  0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
-                      &grid, 0};
+  StepMonitor monitor{&ode, 0, progress_total(ode, n, grid), nullptr, 0, 0, md.dim, &grid, 0};
   return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
     float* yc = y + first * md.dim;
     monitor.rows = rows;
@@ -387,8 +393,11 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
     return Status::error(StatusCode::kInvalidArgument,
                          "sample: SampleOptions.struct_size %u is not one this runtime knows",
                          options.struct_size);
+  p.evaluations = 0;
   TimeGrid grid;
-  if (!(s = check_ode_options(md, options.ode, md.info.time_start, md.info.time_end, &grid)).ok())
+  OdeOptions ode;
+  if (!(s = check_ode_options(md, options.ode, md.info.time_start, md.info.time_end, &ode, &grid))
+           .ok())
     return s.prefix("sample");
   const SdeOptions& sde = options.sde;
   const bool use_sde = sde.epsilon != 0.0;
@@ -409,6 +418,11 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
       return Status::error(StatusCode::kInvalidArgument,
                            "sample: SDE samples have no per-sample log-likelihood; run log_prob "
                            "on the samples instead");
+    if (is_multistep(ode.method) || ode.method == Method::kDopri5)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "sample: the SDE runs one-step methods on a fixed grid; %s is %s",
+                           method_name(ode.method),
+                           ode.method == Method::kDopri5 ? "adaptive" : "a multistep method");
     if (sde.schedule != EpsilonSchedule::kConstant &&
         sde.schedule != EpsilonSchedule::kProportionalToA)
       return Status::error(StatusCode::kInvalidArgument, "sample: unknown epsilon schedule %d",
@@ -453,15 +467,15 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
     }
   }
   if (!use_sde)
-    return push_forward(p, n, options.first_index, x, logp, options.ode, options.divergence, grid);
+    return push_forward(p, n, options.first_index, x, logp, ode, options.divergence, grid);
 
   const SdeCoefficients coeffs{&md.interpolant, md.base_a, md.base_b, sde.epsilon, sde.schedule};
   const TimeGrid sde_grid = grid.piece(0, sde_steps);
   const TimeGrid ode_grid = grid.piece(sde_steps, grid.steps - sde_steps);
   const uint32_t blocks = blocks_per_vector(dim);
   const size_t chunk = p.layout.max_rows;
-  StepMonitor monitor{&options.ode, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, dim,
-                      &sde_grid,    0};
+  StepMonitor monitor{&ode,      0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, dim,
+                      &sde_grid, 0};
   return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
     float* yc = x + first * dim;
     monitor.rows = rows;
@@ -478,11 +492,16 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
     NetworkField field{&p, DivergenceMode::kNone, 0};
     s = integrate_sde(field, coeffs, sde.method, sde_grid, rows, dim, yc, p.ws, noise, monitor);
     if (!s.ok()) return s;
+    const uint64_t sde_evaluations = field.evaluations;
+    const uint64_t before = p.evaluations;
+    p.evaluations = 0;
     if (ode_grid.steps > 0) {
       monitor.step_offset = sde_steps;
-      s = forward_ode(p, options.ode, ode_grid, yc, rows, nullptr, nullptr, monitor);
+      s = forward_ode(p, ode, ode_grid, yc, rows, nullptr, nullptr, monitor);
       if (!s.ok()) return s;
     }
+    p.evaluations += sde_evaluations;
+    if (before > p.evaluations) p.evaluations = before;
     const size_t bad = denormalize(md, yc, rows);
     if (bad < rows) return data_space_overflow(first + bad);
     return Status();
@@ -496,13 +515,15 @@ Status Plan::decode(size_t n, const float* x0, const OdeOptions& options,
   const ModelData& md = *p.md;
   Status s = check_common("decode", n, x0, x1);
   if (!s.ok()) return s;
+  p.evaluations = 0;
   TimeGrid grid;
-  if (!(s = check_ode_options(md, options, md.info.time_start, md.info.time_end, &grid)).ok())
+  OdeOptions ode;
+  if (!(s = check_ode_options(md, options, md.info.time_start, md.info.time_end, &ode, &grid)).ok())
     return s.prefix("decode");
   if (logp && !(s = check_divergence(p, divergence)).ok()) return s.prefix("decode");
   if (!(s = check_finite_rows("decode: input", x0, n, md.dim)).ok()) return s;
   if (x1 != x0) std::memmove(x1, x0, n * md.dim * sizeof(float));
-  return push_forward(p, n, first_index, x1, logp, options, divergence, grid);
+  return push_forward(p, n, first_index, x1, logp, ode, divergence, grid);
 }
 
 Status Plan::encode(size_t n, const float* x1, const OdeOptions& options, float* x0) {
@@ -510,22 +531,23 @@ Status Plan::encode(size_t n, const float* x1, const OdeOptions& options, float*
   const ModelData& md = *p.md;
   Status s = check_common("encode", n, x1, x0);
   if (!s.ok()) return s;
+  p.evaluations = 0;
   TimeGrid grid;
-  if (!(s = check_ode_options(md, options, md.info.time_start, md.info.time_end, &grid)).ok())
+  OdeOptions ode;
+  if (!(s = check_ode_options(md, options, md.info.time_start, md.info.time_end, &ode, &grid)).ok())
     return s.prefix("encode");
   grid.backward = true;
   if (!(s = check_finite_rows("encode: input", x1, n, md.dim)).ok()) return s;
   if (x0 != x1) std::memmove(x0, x1, n * md.dim * sizeof(float));
   const size_t chunk = p.layout.max_rows;
-  StepMonitor monitor{&options, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
-                      &grid,    0};
+  StepMonitor monitor{&ode, 0, progress_total(ode, n, grid), nullptr, 0, 0, md.dim, &grid, 0};
   return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
     float* yc = x0 + first * md.dim;
     const size_t bad = normalize(md, yc, rows);
     if (bad < rows) return flow_space_overflow("encode", first + bad);
     monitor.rows = rows;
     monitor.first_row = first;
-    if (!(s = forward_ode(p, options, grid, yc, rows, nullptr, nullptr, monitor)).ok()) return s;
+    if (!(s = forward_ode(p, ode, grid, yc, rows, nullptr, nullptr, monitor)).ok()) return s;
     return Status();
   });
 }
@@ -544,15 +566,16 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, d
     return Status::error(StatusCode::kInvalidArgument,
                          "log_prob: time %.9g is outside the model's range (%.9g, %.9g]", time,
                          md.info.time_start, md.info.time_end);
+  p.evaluations = 0;
   TimeGrid grid;
-  if (!(s = check_ode_options(md, options.ode, md.info.time_start, time, &grid)).ok())
+  OdeOptions ode;
+  if (!(s = check_ode_options(md, options.ode, md.info.time_start, time, &ode, &grid)).ok())
     return s.prefix("log_prob");
   grid.backward = true;
   if (!(s = check_divergence(p, options.divergence)).ok()) return s.prefix("log_prob");
   if (!(s = check_finite_rows("log_prob: input", x, n, md.dim)).ok()) return s;
   const size_t chunk = p.layout.max_rows;
-  StepMonitor monitor{&options.ode, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
-                      &grid,        0};
+  StepMonitor monitor{&ode, 0, progress_total(ode, n, grid), nullptr, 0, 0, md.dim, &grid, 0};
   return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
     std::memcpy(p.work, x + first * md.dim, rows * md.dim * sizeof(float));
     const size_t bad = normalize(md, p.work, rows);
@@ -561,7 +584,7 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, d
     fill_seeds(p, options.divergence, options.first_index + first, rows);
     monitor.rows = rows;
     monitor.first_row = first;
-    s = forward_ode(p, options.ode, grid, p.work, rows, p.ell, &options.divergence, monitor);
+    s = forward_ode(p, ode, grid, p.work, rows, p.ell, &options.divergence, monitor);
     if (!s.ok()) return s;
     // log rho_s(y) = log rho_0(X(0)) + l(0); data space subtracts sum log sigma.
     for (size_t r = 0; r < rows; ++r)

@@ -47,16 +47,17 @@ double reduced_tolerance(double file_tolerance, Precision precision) {
   return derived > file_tolerance ? derived : file_tolerance;
 }
 
-// Forwards the trajectory run's progress (row-steps) to the caller's callback as network
-// evaluations: the velocity points already done plus 4 RK4 stages per row-step.
+// Forwards a decode's progress (row-steps) to the caller's callback as network evaluations:
+// those already done plus `per_step` (4 RK4 stages; a stored solver's NFE / steps) per row-step.
 struct Forward {
   ProgressFn progress;
   void* user;
   uint64_t offset;
   uint64_t total;
+  double per_step = 4.0;
   static bool call(void* self, uint64_t done, uint64_t) {
     const Forward& f = *static_cast<const Forward*>(self);
-    return f.progress(f.user, f.offset + 4 * done, f.total);
+    return f.progress(f.user, f.offset + static_cast<uint64_t>(f.per_step * done), f.total);
   }
 };
 
@@ -77,11 +78,17 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
   *report = ValidationReport();
   const detail::ModelData& md = model.data();
   const uint32_t count = md.info.test_vector_count, traj = md.info.test_trajectory_count;
-  if (count == 0 && traj == 0)
+  uint64_t solver_evaluations = 0;
+  uint32_t solver_rows = 0;
+  for (uint32_t i = 0; i < md.solver_count; ++i) {
+    solver_evaluations += uint64_t{md.solvers[i].test_count} * md.solvers[i].nfe;
+    if (md.solvers[i].test_count > solver_rows) solver_rows = md.solvers[i].test_count;
+  }
+  if (count == 0 && traj == 0 && solver_evaluations == 0)
     return Status::error(StatusCode::kInvalidArgument, "validate: the model has no test vectors");
   const uint32_t dim = md.dim;
   // Bounded by the loader: at most Limits::kMaxValidationEvaluations.
-  const uint64_t total = uint64_t{count} + 4ull * traj * md.trajectory_steps;
+  const uint64_t total = uint64_t{count} + 4ull * traj * md.trajectory_steps + solver_evaluations;
   PlanOptions po;
   po.backend = execution.backend;
   po.threads = execution.threads;
@@ -92,7 +99,8 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
   std::unique_ptr<Plan> plan;
   Status s = Plan::create(model, po, nullptr, 0, &plan);
   if (!s.ok()) return s;
-  const size_t rows = count > traj ? count : traj;
+  size_t rows = count > traj ? count : traj;
+  if (solver_rows > rows) rows = solver_rows;
   float* out = static_cast<float*>(std::malloc(rows * dim * sizeof(float)));
   if (!out) return Status::error(StatusCode::kOutOfMemory, "validate: no memory for outputs");
   if (count > 0) {
@@ -133,6 +141,41 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
     report->trajectory_tolerance = reduced_tolerance(md.trajectory_tolerance, po.precision);
     report->trajectory_max_error = max_relative_error(out, md.trajectory_end, size_t{traj} * dim);
     report->trajectory_ok = report->trajectory_max_error <= report->trajectory_tolerance;
+  }
+  // Each stored solver's test vector: base points decoded with the solver, compared in data
+  // space. The report keeps the solver whose error is largest relative to its tolerance.
+  uint64_t done = uint64_t{count} + 4ull * traj * md.trajectory_steps;
+  double worst_ratio = -1.0;
+  for (uint32_t i = 0; i < md.solver_count; ++i) {
+    const detail::SolverData& sd = md.solvers[i];
+    if (sd.test_count == 0) continue;
+    OdeOptions ode;
+    ode.solver = sd.name;
+    Forward forward = {progress, progress_user, done, total,
+                       static_cast<double>(sd.nfe) / static_cast<double>(sd.steps)};
+    if (progress) {
+      ode.progress = &Forward::call;
+      ode.progress_user = &forward;
+    }
+    s = plan->decode(sd.test_count, sd.test_start, ode, DivergenceOptions(), out, nullptr);
+    if (!s.ok()) {
+      std::free(out);
+      *report = ValidationReport();
+      return s.prefix("validate: solver '%s'", sd.name);
+    }
+    done += uint64_t{sd.test_count} * sd.nfe;
+    const double error = max_relative_error(out, sd.test_end, size_t{sd.test_count} * dim);
+    const double tolerance = reduced_tolerance(sd.test_tolerance, po.precision);
+    const bool ok = error <= tolerance;
+    ++report->solver_count;
+    report->solver_ok = report->solver_ok && ok;
+    const double ratio = !ok ? __builtin_inf() : tolerance > 0 ? error / tolerance : 0.0;
+    if (ratio > worst_ratio) {
+      worst_ratio = ratio;
+      report->solver_max_error = error;
+      report->solver_tolerance = tolerance;
+      report->solver_worst = sd.name;
+    }
   }
   std::free(out);
   return Status();

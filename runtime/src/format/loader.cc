@@ -13,6 +13,7 @@
 
 #include "format/loader.hpp"
 #include "format/model_data.hpp"
+#include "format/solvers.hpp"
 #include "math/elementary.hpp"
 #include "math/half.hpp"
 #include "math/interpolant.hpp"
@@ -153,6 +154,9 @@ class Loader final : public WeightReader {
   size_t expanded_capacity_ = 0;       // floats reserved by count_f16_floats
   double* coefficients_ = nullptr;     // learned interpolant alpha then beta, copied from the file
   uint32_t coefficient_capacity_ = 0;  // terms reserved for them
+  uint32_t solver_count_ = 0;          // stored solvers (format 1.2)
+  size_t solver_points_ = 0;           // their grid points, copied into the table block
+  double* solver_grids_ = nullptr;     // where (format/solvers.cc)
 };
 
 // Floats reserved for expanding stored weights: every F16, BF16 or I8 operand's vector, each
@@ -193,8 +197,8 @@ Status Loader::check_header() {
   }
   // Depth: Model > Graph > nodes > Node > Weights > vector is 6 levels; allow some slack.
   // Tables: every node has at most 6 tables; metadata and the rest add a few.
-  flatbuffers::Verifier verifier(bytes_, size_, 16,
-                                 Limits::kMaxNodes * 8 + Limits::kMaxMetadata + 64);
+  flatbuffers::Verifier verifier(
+      bytes_, size_, 16, Limits::kMaxNodes * 8 + Limits::kMaxMetadata + Limits::kMaxSolvers + 64);
   if (!fb::VerifyModelBuffer(verifier))
     return Status::error(StatusCode::kInvalidModel,
                          "FlatBuffers verification failed: the file is truncated or corrupt "
@@ -633,6 +637,7 @@ Status Loader::run(ModelData** out) {
     return Status::error(StatusCode::kInvalidModel,
                          "time range [%g, %g] must satisfy 0 <= start < end <= 1", t0, t1);
 
+  if (!(s = count_solvers(*model_, &solver_count_, &solver_points_)).ok()) return s;
   // All counts are bounded now: size the one allocation, then fill it.
   expanded_capacity_ = count_f16_floats();
   const fb::Interpolant* fi = model_->interpolant();
@@ -650,7 +655,11 @@ Status Loader::run(ModelData** out) {
     const char** values = bump.take<const char*>(meta_count);
     double* coefficients = bump.take<double>(2 * size_t{coefficient_capacity_});
     float* expanded = bump.take<float>(expanded_capacity_, kAlignment);
+    SolverData* solvers = bump.take<SolverData>(solver_count_);
+    double* solver_grids = bump.take<double>(solver_points_);
     if (*data) {
+      (*data)->solvers = solvers;
+      solver_grids_ = solver_grids;
       coefficients_ = coefficients;
       expanded_ = expanded;
       (*data)->nodes = nodes;
@@ -716,6 +725,7 @@ Status Loader::run(ModelData** out) {
   if (!(s = check_base(data)).ok()) return fail(s);
   if (!(s = check_normalization(data)).ok()) return fail(s);
   if (!(s = check_tests(data)).ok()) return fail(s);
+  if (!(s = check_solvers(*model_, dim_, data, solver_grids_)).ok()) return fail(s);
   for (uint32_t i = 0; i < meta_count; ++i) {
     const fb::KeyValue* kv = metadata->Get(i);
     if (!kv->key())
@@ -740,6 +750,7 @@ Status Loader::run(ModelData** out) {
   info.time_start = t0;
   info.time_end = t1;
   info.metadata_count = meta_count;
+  info.solver_count = solver_count_;
   *out = data;
   return Status();
 }

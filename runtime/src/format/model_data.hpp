@@ -94,6 +94,23 @@ struct TensorData {
   Shape shape;        // per-sample shape, product = width
 };
 
+// A stored solver (format 1.2), verified by the loader: a fixed-grid method on `steps` steps
+// of absolute times strictly increasing from time_start to time_end.
+struct SolverData {
+  const char* name;
+  Method method;
+  uint32_t steps;
+  const double* grid;  // steps + 1 points, copied into the model's table block
+  uint32_t nfe;        // fixed_grid_evaluations(method, steps)
+  double sample_error;
+  int32_t label;
+  double guidance;
+  uint32_t test_count;
+  const float* test_start;  // [test_count, dim] flow coordinates, nullptr when test_count is 0
+  const float* test_end;    // [test_count, dim] data space
+  float test_tolerance;
+};
+
 struct ModelData {
   ModelInfo info;
   void* owned_bytes;   // aligned copy of the file, or nullptr when used in place
@@ -127,7 +144,20 @@ struct ModelData {
   float trajectory_tolerance;
   const char** metadata_keys;
   const char** metadata_values;
+  uint32_t solver_count;
+  SolverData* solvers;
 };
+
+// The stored solver named `name`, or nullptr.
+inline const SolverData* find_solver(const ModelData& md, const char* name) {
+  for (uint32_t i = 0; name && i < md.solver_count; ++i) {
+    const char* a = md.solvers[i].name;
+    const char* b = name;
+    while (*a && *a == *b) ++a, ++b;
+    if (*a == *b) return &md.solvers[i];
+  }
+  return nullptr;
+}
 
 void free_model_data(ModelData* data);
 

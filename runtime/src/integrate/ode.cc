@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Butcher tableaus of the fixed-step methods.
+// Butcher tableaus of the fixed-step methods (and of the Adams-Bashforth bootstraps).
 #include "integrate/ode.hpp"
 
 namespace siflow {
@@ -25,6 +25,13 @@ const Tableau& tableau(Method method) {
       return kMidpoint;
     case Method::kRK4_38:
       return kRK4_38;
+    // The one-step method that starts each Adams-Bashforth method (docs/math.md).
+    case Method::kAB2:
+      return kEuler;
+    case Method::kAB3:
+      return kHeun;
+    case Method::kAB4:
+    case Method::kDopri5:  // not a tableau method (integrate/dopri5.hpp); never asked for
     case Method::kRK4:
       break;
   }

@@ -66,6 +66,10 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
       p->ws.stage[k] = reinterpret_cast<float*>(base + layout.stage_offset[k]);
       p->ws.stage_div[k] = reinterpret_cast<double*>(base + layout.stage_div_offset[k]);
     }
+    for (int k = 0; k < kMaxHistory; ++k) {
+      p->ws.history[k] = reinterpret_cast<float*>(base + layout.history_offset[k]);
+      p->ws.history_div[k] = reinterpret_cast<double*>(base + layout.history_div_offset[k]);
+    }
     p->ws.state = reinterpret_cast<float*>(base + layout.state_offset);
     p->work = reinterpret_cast<float*>(base + layout.work_offset);
     p->ell = reinterpret_cast<double*>(base + layout.ell_offset);
@@ -74,6 +78,7 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
                      : reinterpret_cast<float*>(base + layout.scratch_offset);
   }
   p->choice = choice;
+  p->evaluations = 0;
   if (!measuring) tune_kernels(md, options, p->values, &p->choice);
   p->total_bytes = memory.high_water();
   *object = header;

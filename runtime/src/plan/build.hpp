@@ -33,6 +33,8 @@ struct PlanData {
   double* ell;
   float* scratch;  // the nodes' shared scratch, or nullptr
   KernelChoice choice;
+  uint64_t evaluations;  // network evaluations per trajectory of the last run (the most of any
+                         // chunk), Plan::evaluations()
 };
 
 // Builds the plan's data in `memory`; *object receives `object_bytes` taken first (for the API

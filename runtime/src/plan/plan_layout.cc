@@ -141,6 +141,8 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   layout->work_offset = take(state_bytes);
   for (int k = 0; k < kMaxStages; ++k) layout->stage_div_offset[k] = take(rows * sizeof(double));
   layout->ell_offset = take(rows * sizeof(double));
+  for (int k = 0; k < kMaxHistory; ++k) layout->history_offset[k] = take(state_bytes);
+  for (int k = 0; k < kMaxHistory; ++k) layout->history_div_offset[k] = take(rows * sizeof(double));
   // One scratch region for every node (nodes run one at a time): the largest request.
   uint64_t scratch = 0;
   for (uint32_t i = 0; i < model.node_count; ++i) {

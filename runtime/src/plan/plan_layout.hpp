@@ -29,7 +29,10 @@ struct PlanLayout {
   size_t state_offset = 0;  // stage input [rows, dim] float
   size_t work_offset = 0;   // working state for log_prob [rows, dim] float
   size_t stage_div_offset[kMaxStages] = {};
-  size_t ell_offset = 0;             // [rows] double
+  size_t ell_offset = 0;  // [rows] double
+  // Multistep history and dopri5's extra stages: [rows, dim] float and [rows] double each.
+  size_t history_offset[kMaxHistory] = {};
+  size_t history_div_offset[kMaxHistory] = {};
   size_t probe_offset = 0;           // Hutchinson probe values [rows * directions, dim] = seeds
   size_t scratch_offset = SIZE_MAX;  // the largest node scratch (OpModule::scratch_floats)
 };

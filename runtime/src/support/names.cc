@@ -44,10 +44,16 @@ const char* const kUnaryNames[] = {"identity", "relu",    "leaky_relu", "elu",  
 static_assert(sizeof kUnaryNames / sizeof *kUnaryNames == static_cast<size_t>(UnaryKind::kCos) + 1,
               "every UnaryKind has a name");
 
-const char* const kMethodNames[] = {"euler", "heun", "midpoint", "rk4", "rk4-38"};
+const char* const kMethodNames[] = {"euler", "heun", "midpoint", "rk4",   "rk4-38",
+                                    "ab2",   "ab3",  "ab4",      "dopri5"};
 static_assert(sizeof kMethodNames / sizeof *kMethodNames ==
-                  static_cast<size_t>(Method::kRK4_38) + 1,
+                  static_cast<size_t>(Method::kDopri5) + 1,
               "every Method has a name");
+
+const char* const kGridKindNames[] = {"uniform", "shift", "power", "cosine"};
+static_assert(sizeof kGridKindNames / sizeof *kGridKindNames ==
+                  static_cast<size_t>(GridKind::kCosine) + 1,
+              "every GridKind has a name");
 
 const char* const kBackendNames[] = {"auto", "reference", "simd", "xnnpack"};
 static_assert(sizeof kBackendNames / sizeof *kBackendNames ==
@@ -101,6 +107,12 @@ const char* method_name(Method method) {
   return name_in(kMethodNames, static_cast<unsigned>(method), "unknown");
 }
 bool parse_method(const char* text, Method* out) { return parse_in(kMethodNames, text, out); }
+const char* grid_kind_name(GridKind kind) {
+  return name_in(kGridKindNames, static_cast<unsigned>(kind), "?");
+}
+bool parse_grid_kind(const char* text, GridKind* out) {
+  return parse_in(kGridKindNames, text, out);
+}
 const char* backend_name(Backend backend) {
   return name_in(kBackendNames, static_cast<unsigned>(backend), "?");
 }

@@ -1,0 +1,366 @@
+// SPDX-License-Identifier: Apache-2.0
+// Stored solvers (format 1.2): the loader's checks (each refusal names its cause), the format
+// version writers record, add_solvers' copy of a model (everything else unchanged, same results),
+// selection by name through the C++ and C APIs, and validate_embedded re-running the test vector.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "siflow/model_builder.hpp"
+#include "siflow/siflow.h"
+#include "siflow/siflow.hpp"
+#include "support/byte_span.hpp"
+
+namespace {
+
+using siflow::Method;
+using siflow::Model;
+using siflow::ModelBuilder;
+using siflow::OdeOptions;
+using siflow::Plan;
+using siflow::Status;
+using siflow::StatusCode;
+using siflow::StoredSolver;
+
+std::unique_ptr<Model> load(const std::vector<uint8_t>& bytes, Status* status = nullptr) {
+  const siflow_test::ByteSpan misaligned(bytes, 1);  // copied: the model outlives the span
+  std::unique_ptr<Model> model;
+  const Status s = Model::load(misaligned.data(), misaligned.size(), siflow::LoadOptions(), &model);
+  if (status) *status = s;
+  return model;
+}
+
+ModelBuilder base_builder() {
+  ModelBuilder b(2);
+  const uint32_t h =
+      b.unary(b.fully_connected(b.concat({b.x(), b.t()}), 6,
+                                {0.3f, -0.2f, 0.5f, 0.1f, 0.4f, -0.3f, -0.5f, 0.2f, 0.1f, 0.2f,
+                                 0.2f, 0.6f, 0.7f, -0.1f, 0.3f, -0.4f, 0.3f, 0.2f},
+                                {0.1f, -0.1f, 0.0f, 0.2f, 0.0f, 0.1f}),
+              siflow::UnaryKind::kTanh);
+  b.set_output(b.fully_connected(
+      h, 2, {0.4f, -0.3f, 0.2f, 0.1f, 0.5f, -0.2f, 0.1f, 0.3f, -0.4f, 0.2f, 0.3f, 0.2f}));
+  b.set_name("solver-test");
+  b.add_metadata("k", "v");
+  b.set_normalization({0.5f, -0.5f}, {2.0f, 0.5f});
+  b.set_velocity_tests({0.5f}, {0.1f, 0.2f}, {0.0f, 0.0f}, 1e6f);
+  return b;
+}
+
+// A valid solver: ab2 on 5 steps of a non-uniform grid, with a test vector computed by a plan.
+StoredSolver good_solver(const std::vector<uint8_t>& model_bytes) {
+  StoredSolver s;
+  s.name = "tuned-5";
+  s.method = Method::kAB2;
+  s.grid = {0.0, 0.3, 0.55, 0.75, 0.9, 1.0};
+  s.nfe = 5;
+  s.sample_error = 0.01;
+  s.test_start = {0.1f, -0.2f, 1.0f, 0.5f};
+  std::unique_ptr<Model> m = load(model_bytes);
+  REQUIRE(m);
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*m, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  OdeOptions o;
+  o.method = s.method;
+  o.grid = s.grid.data();
+  o.grid_size = s.grid.size();
+  s.test_end.resize(4);
+  REQUIRE(plan->decode(2, s.test_start.data(), o, siflow::DivergenceOptions(), s.test_end.data(),
+                       nullptr)
+              .ok());
+  s.test_tolerance = 1e-5f;
+  return s;
+}
+
+void expect_refused(const StoredSolver& s, std::initializer_list<const char*> fragments,
+                    StoredSolver* second = nullptr) {
+  ModelBuilder b = base_builder();
+  b.add_solver(s);
+  if (second) b.add_solver(*second);
+  Status st;
+  CHECK_FALSE(load(b.finish(), &st));
+  INFO("message: " << std::string(st.message()));
+  CHECK(st.code() == StatusCode::kInvalidModel);
+  for (const char* f : fragments) CHECK(std::string(st.message()).find(f) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("a model with a solver records format 1.2 and lists the solver") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  std::unique_ptr<Model> p = load(plain);
+  REQUIRE(p);
+  CHECK(p->info().format_minor == 0);
+  CHECK(p->info().solver_count == 0);
+  ModelBuilder b = base_builder();
+  b.add_solver(good_solver(plain));
+  std::unique_ptr<Model> m = load(b.finish());
+  REQUIRE(m);
+  CHECK(m->info().format_minor == 2);
+  CHECK(m->info().solver_count == 1);
+  siflow::SolverInfo info;
+  REQUIRE(m->solver(0, &info));
+  CHECK(std::string(info.name) == "tuned-5");
+  CHECK(info.method == Method::kAB2);
+  CHECK(info.steps == 5);
+  CHECK(info.nfe == 5);
+  CHECK(info.grid[2] == 0.55);
+  CHECK(info.label == -1);
+  CHECK(info.guidance == 1.0);
+  CHECK(info.test_count == 2);
+  CHECK_FALSE(m->solver(1, &info));
+}
+
+TEST_CASE("the loader refuses inconsistent solvers, naming the cause") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  const StoredSolver good = good_solver(plain);
+  StoredSolver s = good;
+  s.name = "";
+  expect_refused(s, {"name must have 1 to 64"});
+  s = good;
+  s.name = "bad name";
+  expect_refused(s, {"name holds byte 0x20"});
+  s = good;
+  s.name = std::string(65, 'a');
+  expect_refused(s, {"name must have 1 to 64"});
+  StoredSolver twin = good;
+  expect_refused(good, {"both named 'tuned-5'"}, &twin);
+  s = good;
+  s.method = Method::kDopri5;
+  expect_refused(s, {"method 'dopri5' is not a fixed-grid method"});
+  s = good;
+  s.grid = {0.0, 0.5, 0.5, 0.8, 0.9, 1.0};
+  expect_refused(s, {"not strictly increasing at point 2"});
+  s = good;
+  s.grid = {0.0, 0.3, 0.55, 0.75, 0.9, 0.99};
+  expect_refused(s, {"not over the model's time range"});
+  s = good;
+  s.grid = {0.0, 0.3, NAN, 0.75, 0.9, 1.0};
+  expect_refused(s, {"grid point 2 is not finite"});
+  s = good;
+  s.grid = {0.0};
+  expect_refused(s, {"time grid has 1 points"});
+  s = good;
+  s.nfe = 6;
+  expect_refused(s, {"nfe 6, but ab2 on 5 steps takes 5"});
+  s = good;
+  s.method = Method::kAB4;
+  s.nfe = 5;
+  expect_refused(s, {"takes 14 evaluations"});  // 3 RK4 steps (12) + 2
+  s = good;
+  s.sample_error = -1;
+  expect_refused(s, {"sample error -1"});
+  s = good;
+  s.label = -2;
+  expect_refused(s, {"label -2"});
+  s = good;
+  s.test_end.pop_back();
+  expect_refused(s, {"solver 'tuned-5': test end has 3 values, expected 4"});
+  s = good;
+  s.test_start[1] = INFINITY;
+  expect_refused(s, {"solver 'tuned-5': test start[1] is not finite"});
+  s = good;
+  s.test_tolerance = -1.0f;
+  expect_refused(s, {"bad test tolerance"});
+  // Solvers in a file that says 1.1 or older: the version was recorded wrongly.
+  ModelBuilder b = base_builder();
+  b.add_solver(good);
+  b.set_format_version(1, 1);
+  Status st;
+  CHECK_FALSE(load(b.finish(), &st));
+  CHECK(std::string(st.message()).find("need format 1.2") != std::string::npos);
+  // More solvers than the limit.
+  ModelBuilder many = base_builder();
+  for (uint32_t i = 0; i <= siflow::Limits::kMaxSolvers; ++i) {
+    StoredSolver k = good;
+    k.name = "s" + std::to_string(i);
+    many.add_solver(k);
+  }
+  CHECK_FALSE(load(many.finish(), &st));
+  CHECK(std::string(st.message()).find("65 solvers, the limit is 64") != std::string::npos);
+}
+
+TEST_CASE("add_solvers copies everything else unchanged and replaces a solver of the same name") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  const StoredSolver solver = good_solver(plain);
+  std::vector<uint8_t> with;
+  REQUIRE(siflow::add_solvers(plain.data(), plain.size(), {solver}, &with).ok());
+  std::unique_ptr<Model> a = load(plain), b = load(with);
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(b->info().format_minor == 2);
+  CHECK(std::string(b->info().name) == "solver-test");
+  CHECK(b->info().metadata_count == 1);
+  CHECK(b->info().test_vector_count == 1);
+  CHECK(b->info().normalized);
+  CHECK(b->info().parameter_count == a->info().parameter_count);
+  // Same network, same results, bit for bit.
+  std::unique_ptr<Plan> pa, pb;
+  REQUIRE(Plan::create(*a, siflow::PlanOptions(), nullptr, 0, &pa).ok());
+  REQUIRE(Plan::create(*b, siflow::PlanOptions(), nullptr, 0, &pb).ok());
+  siflow::SampleOptions so;
+  so.ode.steps = 7;
+  std::vector<float> xa(20), xb(20);
+  std::vector<double> la(10), lb(10);
+  REQUIRE(pa->sample(10, so, xa.data(), la.data()).ok());
+  REQUIRE(pb->sample(10, so, xb.data(), lb.data()).ok());
+  CHECK(std::memcmp(xa.data(), xb.data(), xa.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(la.data(), lb.data(), la.size() * sizeof(double)) == 0);
+  // Selecting the solver by name equals passing its method and grid.
+  so.ode = OdeOptions();
+  so.ode.solver = "tuned-5";
+  REQUIRE(pb->sample(10, so, xb.data(), nullptr).ok());
+  CHECK(pb->evaluations() == 5);
+  so.ode = OdeOptions();
+  so.ode.method = Method::kAB2;
+  so.ode.grid = solver.grid.data();
+  so.ode.grid_size = solver.grid.size();
+  REQUIRE(pa->sample(10, so, xa.data(), nullptr).ok());
+  CHECK(xa == xb);
+  // A second copy with the same name replaces it; another name is added.
+  StoredSolver again = solver, other = solver;
+  again.sample_error = 0.5;
+  other.name = "other";
+  std::vector<uint8_t> twice;
+  REQUIRE(siflow::add_solvers(with.data(), with.size(), {again, other}, &twice).ok());
+  std::unique_ptr<Model> c = load(twice);
+  REQUIRE(c);
+  CHECK(c->info().solver_count == 2);
+  siflow::SolverInfo info;
+  REQUIRE(c->solver(0, &info));
+  CHECK(std::string(info.name) == "tuned-5");
+  CHECK(info.sample_error == 0.5);
+  // Bad input is refused, not copied.
+  std::vector<uint8_t> broken = plain;
+  broken.resize(broken.size() / 2);
+  std::vector<uint8_t> out;
+  CHECK_FALSE(siflow::add_solvers(broken.data(), broken.size(), {solver}, &out).ok());
+}
+
+TEST_CASE("a stored solver is refused by name errors and for log_prob at an earlier time") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  ModelBuilder b = base_builder();
+  b.add_solver(good_solver(plain));
+  std::unique_ptr<Model> m = load(b.finish());
+  REQUIRE(m);
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*m, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  std::vector<float> x(4, 0.1f);
+  std::vector<double> lp(2);
+  siflow::LogProbOptions lo;
+  lo.ode.solver = "tuned-5";
+  REQUIRE(plan->log_prob(2, x.data(), lo, lp.data()).ok());
+  CHECK(plan->evaluations() == 5);
+  lo.time = 0.5;
+  Status s = plan->log_prob(2, x.data(), lo, lp.data());
+  CHECK(std::string(s.message()).find("runs over the model's time range") != std::string::npos);
+  lo = siflow::LogProbOptions();
+  lo.ode.solver = "missing";
+  s = plan->log_prob(2, x.data(), lo, lp.data());
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(std::string(s.message()).find("no solver named 'missing'") != std::string::npos);
+  lo.ode.solver = "tuned-5";
+  lo.ode.grid_kind = siflow::GridKind::kCosine;
+  s = plan->log_prob(2, x.data(), lo, lp.data());
+  CHECK(std::string(s.message()).find("excludes it") != std::string::npos);
+}
+
+TEST_CASE("validate re-runs each solver's test vector and fails a wrong one") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  StoredSolver s = good_solver(plain);
+  ModelBuilder b = base_builder();
+  b.add_solver(s);
+  std::unique_ptr<Model> m = load(b.finish());
+  REQUIRE(m);
+  siflow::ValidationReport r;
+  REQUIRE(siflow::validate_embedded(*m, &r).ok());
+  CHECK(r.solver_count == 1);
+  CHECK(r.solver_ok);
+  CHECK(r.solver_max_error <= 1e-6);
+  CHECK(std::string(r.solver_worst) == "tuned-5");
+  s.test_end[3] += 0.01f;
+  ModelBuilder bad = base_builder();
+  bad.add_solver(s);
+  m = load(bad.finish());
+  REQUIRE(m);
+  REQUIRE(siflow::validate_embedded(*m, &r).ok());
+  CHECK_FALSE(r.solver_ok);
+  CHECK(r.solver_max_error > 1e-3);
+}
+
+TEST_CASE("C API: a solver listed, selected by name, and reported by validate") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  ModelBuilder b = base_builder();
+  b.add_solver(good_solver(plain));
+  const std::vector<uint8_t> bytes = b.finish();
+  siflow_model* model = nullptr;
+  REQUIRE(siflow_model_load(bytes.data(), bytes.size(), 1, &model, nullptr) == SIFLOW_OK);
+  siflow_model_info info;
+  info.struct_size = sizeof info;
+  REQUIRE(siflow_model_get_info(model, &info, nullptr) == SIFLOW_OK);
+  CHECK(info.solver_count == 1);
+  CHECK(info.format_minor == 2);
+  const char* name = nullptr;
+  uint32_t nfe = 0;
+  double error = -1;
+  REQUIRE(siflow_model_solver(model, 0, &name, &nfe, &error));
+  CHECK(std::string(name) == "tuned-5");
+  CHECK(nfe == 5);
+  CHECK(error == 0.01);
+  CHECK_FALSE(siflow_model_solver(model, 1, &name, &nfe, &error));
+  siflow_plan_options po;
+  siflow_plan_options_init(&po);
+  siflow_plan* plan = nullptr;
+  REQUIRE(siflow_plan_create(model, &po, nullptr, 0, &plan, nullptr) == SIFLOW_OK);
+  siflow_run_options o;
+  siflow_run_options_init(&o);
+  CHECK(o.solver == nullptr);
+  o.solver = "tuned-5";
+  std::vector<float> x(8);
+  REQUIRE(siflow_sample(plan, 4, &o, x.data(), nullptr, nullptr) == SIFLOW_OK);
+  CHECK(siflow_plan_evaluations(plan) == 5);
+  o.solver = "nope";
+  siflow_error e;
+  CHECK(siflow_sample(plan, 4, &o, x.data(), nullptr, &e) == SIFLOW_INVALID_ARGUMENT);
+  CHECK(std::string(e.message).find("no solver named 'nope'") != std::string::npos);
+  siflow_validation_report r;
+  r.struct_size = sizeof r;
+  REQUIRE(siflow_validate(model, nullptr, nullptr, nullptr, &r, nullptr) == SIFLOW_OK);
+  CHECK(r.solver_count == 1);
+  CHECK(r.solver_ok == 1);
+  CHECK(std::string(r.solver_worst) == "tuned-5");
+  siflow_plan_free(plan);
+  siflow_model_free(model);
+}
+
+TEST_CASE("flipped bytes of a model with solvers load or fail cleanly (never crash)") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  ModelBuilder b = base_builder();
+  b.add_solver(good_solver(plain));
+  const std::vector<uint8_t> bytes = b.finish();
+  uint64_t state = 12345;
+  int refused = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::vector<uint8_t> mutated = bytes;
+    for (int k = 0; k < 3; ++k) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      mutated[(state >> 33) % mutated.size()] ^= static_cast<uint8_t>(1u << ((state >> 20) % 8));
+    }
+    Status s;
+    std::unique_ptr<Model> m = load(mutated, &s);
+    if (m) {
+      siflow::ValidationReport r;
+      (void)siflow::validate_embedded(*m, &r);
+    } else {
+      ++refused;
+      CHECK(std::strlen(s.message()) > 0);
+    }
+  }
+  CHECK(refused > 0);
+}
