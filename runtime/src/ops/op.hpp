@@ -111,6 +111,11 @@ struct OpModule {
   // What Model::node and `siflow info` call a node when the name alone is not enough
   // ("unary:silu"); nullptr: the name.
   const char* (*label)(const detail::NodeData& node) = nullptr;
+  // The output is the input's memory read with another shape (Reshape): the plan gives it no
+  // buffer of its own, keeps the input's buffer alive while the output is read, and the executor
+  // points the output's value and tangent at the input's (bind_aliases); run() then copies
+  // nothing.
+  bool aliases_input = false;
 };
 
 // The module of a loaded node's kind.
