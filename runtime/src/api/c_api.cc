@@ -115,6 +115,7 @@ siflow::PlanOptions convert(const siflow_plan_options* in) {
   p.threads = o.threads;
   p.backend = from_c_enum<siflow::Backend>(o.backend);
   p.tune = o.tune != 0;
+  p.tangent_block = o.tangent_block;
   return p;
 }
 
@@ -144,6 +145,7 @@ void siflow_plan_options_init(siflow_plan_options* o) {
   o->threads = 1;
   o->backend = SIFLOW_BACKEND_AUTO;
   o->tune = 0;
+  o->tangent_block = 0;
 }
 
 void siflow_run_options_init(siflow_run_options* o) {
