@@ -15,6 +15,12 @@ import numpy as np
 
 # In the order of the schema's OpType enum (value = index); "exp" needs format 1.1.
 OPS = ("fc", "unary", "concat", "add", "mul", "layernorm", "exp")
+# Every op's OpType number: OPS by index, and the format 1.4 ops by their schema value.
+OP_CODES = {name: i for i, name in enumerate(OPS)}
+# Layout ops (format 1.4): reshape (Node.shape), transpose (Node.perm), slice (axis/start/end).
+LAYOUT_OPS = {"reshape": 12, "transpose": 13, "slice": 14}
+OP_CODES.update(LAYOUT_OPS)
+OP_NAMES = {code: name for name, code in OP_CODES.items()}
 
 # In the order of the schema's UnaryKind enum (value = index).
 UNARY_KINDS = ("identity", "relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "silu",
@@ -45,6 +51,13 @@ class Node:
     gamma: Optional[np.ndarray] = None        # layernorm [w]
     beta: Optional[np.ndarray] = None         # layernorm [w]
     epsilon: float = 1e-5                     # layernorm
+    # Format 1.4 layout ops: reshape's (or any node's stored) per-sample output shape;
+    # transpose's perm (output axis i is input axis perm[i]); slice's [start, end) on axis.
+    shape: Optional[List[int]] = None
+    perm: Optional[List[int]] = None
+    axis: int = -1
+    start: int = 0
+    end: int = 0
 
     def __post_init__(self):
         for f in ("weight", "bias", "constant", "gamma", "beta"):
@@ -56,15 +69,44 @@ class Graph:
     dim: int
     nodes: List[Node] = field(default_factory=list)
     output: int = -1                          # tensor id of v (width dim)
+    x_shape: Optional[List[int]] = None       # per-sample shape of x and v ([C, H, W]); None: [dim]
 
     def add(self, node: Node) -> int:
         """Appends a node and returns the id of the tensor it produces."""
         self.nodes.append(node)
         return len(self.nodes) + 1
 
+    def shapes(self) -> List[List[int]]:
+        """Per-sample shape of every tensor id, as the runtime's loader gives them: x_shape, [1]
+        for t, the layout ops' own, and otherwise the first input as wide as the output (else
+        flat). Checks the widths first."""
+        w = self.widths()
+        return self._shapes(w)
+
+    def _shapes(self, w: List[int]) -> List[List[int]]:
+        s = [list(self.x_shape) if self.x_shape else [self.dim], [1]]
+        for k, n in enumerate(self.nodes):
+            width = w[k + 2]
+            if n.op in LAYOUT_OPS:
+                s.append(_layout_shape(n, s[n.inputs[0]], f"node {k} ({n.op})"))
+            else:
+                s.append(next((list(s[i]) for i in n.inputs if w[i] == width), [width]))
+        return s
+
     def widths(self) -> List[int]:
         """Width of every tensor id; raises ConversionError on a shape the format rejects."""
+        return self._widths(check_output=True)
+
+    def _widths_so_far(self) -> List[int]:
+        """The widths of a graph still being built (no output yet)."""
+        return self._widths(check_output=False)
+
+    def _widths(self, check_output: bool) -> List[int]:
         w = [self.dim, 1]
+        if self.x_shape is not None and (not 1 <= len(self.x_shape) <= 3 or
+                                         int(np.prod(self.x_shape)) != self.dim):
+            raise ConversionError(f"x_shape {list(self.x_shape)} does not hold dim {self.dim}")
+        shapes = [list(self.x_shape) if self.x_shape else [self.dim], [1]]
         for k, n in enumerate(self.nodes):
             own = k + 2
             where = f"node {k} ({n.op}{', ' + n.name if n.name else ''})"
@@ -100,6 +142,11 @@ class Graph:
                 if not 1 <= len(ins) <= 64:
                     raise ConversionError(f"{where}: needs 1 to 64 inputs")
                 w.append(sum(ins))
+            elif n.op in LAYOUT_OPS:
+                if len(ins) != 1:
+                    raise ConversionError(f"{where}: needs exactly one input")
+                out = _layout_shape(n, shapes[n.inputs[0]], where)
+                w.append(int(np.prod(out)))
             elif n.op in ("add", "mul"):
                 if n.constant is not None:
                     if len(ins) != 1:
@@ -118,12 +165,47 @@ class Graph:
                 w.append(max(a, b))
             else:
                 raise ConversionError(f"{where}: unknown op {n.op!r}")
+            shapes = self._shapes_upto(shapes, w, n)
+        if not check_output:
+            return w
         if not 2 <= self.output < len(w):
             raise ConversionError(f"graph output {self.output} is not a node's tensor")
         if w[self.output] != self.dim:
             raise ConversionError(f"graph output has width {w[self.output]}, expected dim "
                                   f"{self.dim}")
         return w
+
+
+    def _shapes_upto(self, shapes, w, n) -> List[List[int]]:
+        width = w[-1]
+        if n.op in LAYOUT_OPS:
+            shapes.append(_layout_shape(n, shapes[n.inputs[0]], n.op))
+        else:
+            shapes.append(next((list(shapes[i]) for i in n.inputs if w[i] == width), [width]))
+        return shapes
+
+
+def _layout_shape(n: "Node", in_shape: List[int], where: str) -> List[int]:
+    """The output shape of a layout node on an input of per-sample shape in_shape."""
+    size = int(np.prod(in_shape))
+    if n.op == "reshape":
+        if not n.shape or len(n.shape) > 3 or any(int(e) < 1 for e in n.shape) \
+                or int(np.prod(n.shape)) != size:
+            raise ConversionError(f"{where}: reshape to {n.shape} does not hold the input's "
+                                  f"{size} values per sample (rank 1 to 3)")
+        return [int(e) for e in n.shape]
+    if n.op == "transpose":
+        if n.perm is None or sorted(int(p) for p in n.perm) != list(range(len(in_shape))):
+            raise ConversionError(f"{where}: perm {n.perm} does not permute the axes of "
+                                  f"{in_shape}")
+        return [int(in_shape[int(p)]) for p in n.perm]
+    axis = n.axis + len(in_shape) if n.axis < 0 else n.axis
+    if not 0 <= axis < len(in_shape) or not 0 <= n.start < n.end <= in_shape[axis]:
+        raise ConversionError(f"{where}: slice [{n.start}, {n.end}) of axis {n.axis} is empty or "
+                              f"outside {in_shape}")
+    out = list(in_shape)
+    out[axis] = n.end - n.start
+    return out
 
 
 @dataclass

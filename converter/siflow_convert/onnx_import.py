@@ -7,8 +7,10 @@ The importer walks the ONNX nodes in order and gives every ONNX value one of thr
   (folded with numpy). Shape vectors that depend on the batch size carry the marker `BSYM` in
   place of B, so torch's Shape/Gather/Concat/Where chains fold like any other constant;
 * a runtime tensor (`_Val` with a tensor id): a [B, w] tensor of the .sif graph. Its ONNX shape
-  is tracked symbolically ('B' for the batch axis) so that no-op reshapes, Unsqueeze and the
-  scalar-time broadcasting wrappers (t repeated or expanded over the batch) cost nothing;
+  is tracked symbolically ('B' for the batch axis) so that reshapes, Unsqueeze and the
+  scalar-time broadcasting wrappers (t repeated or expanded over the batch) cost nothing; an op
+  that reads per-sample axes (Transpose, Slice of an inner axis) first gets the tensor with its
+  ONNX per-sample shape (`_shaped`: a Reshape node when the .sif shape differs, free at run time);
 * a pattern value (`_Val` without a tensor id): a piece of a GELU, SiLU or decomposed LayerNorm
   pattern (e.g. Erf(x/√2)) that only becomes a tensor when the pattern is complete.
 
@@ -33,13 +35,16 @@ BSYM = 1_000_003          # stands for the batch size B inside folded integer sh
 
 SUPPORTED_OPS = (
     "Gemm, MatMul(+Add bias), Relu, LeakyRelu, Elu, Selu (default alpha/gamma), Tanh, Sigmoid, "
-    "Softplus, Sin, Cos, Exp (format 1.1), SiLU (x*Sigmoid(x)), GELU (erf pattern and "
+    "Softplus, Sin, Cos, Exp (format 1.1), Slice/Split/Gather of a contiguous feature range "
+    "(a Slice node, format 1.4), SiLU (x*Sigmoid(x)), GELU (erf pattern and "
     "tanh-approximation pattern), "
     "Concat (feature axis), Add, Sub, Mul, Div and Neg (tensor with constant; Add/Mul/Sub of two "
     "tensors), Pow (exponent 1, 2 or 3), ReduceMean/ReduceSum (last axis), Slice/Gather (feature "
     "axis), LayerNormalization (last axis) and its decomposed pattern, no-op Identity/Dropout/"
     "Flatten/Reshape/Unsqueeze/Squeeze/Cast/Expand/Tile, Shape/Gather/ConstantOfShape/Concat/"
-    "Equal/Where shape arithmetic, and any op on constants only (folded)")
+    "Equal/Where shape arithmetic, and any op on constants only (folded); format 1.4: x of shape "
+    "[B, C, H, W] or [B, T, C], Reshape/Flatten to any per-sample shape of rank <= 3 (free), "
+    "Transpose of the per-sample axes, Slice/Split of one per-sample axis, fixed-batch exports")
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -346,6 +351,7 @@ class _Importer:
             tt.elem_type
 
     def _setup_inputs(self, x_input, time_input, time_column, dim):
+        self.fixed_batch = None
         inits = {i.name for i in self.g.initializer}
         inputs = [vi for vi in self.g.input if vi.name not in inits]
         names = [vi.name for vi in inputs]
@@ -392,15 +398,42 @@ class _Importer:
             raise ConversionError(f"the graph has inputs {extra} besides x {x_input!r} and t "
                                   f"{time_input!r}; only these two are supported")
         xshape, _ = self._input_shape(by_name[x_input])
-        d = self._x_dim(x_input, xshape, dim)
-        self.graph = Graph(dim=d)
-        self.values[x_input] = _Val(0, ("B", d), _identity_form(0))
+        xshape = self._batch_axis(x_input, xshape)
+        if xshape is not None and len(xshape) in (3, 4):
+            # An image [B, C, H, W] or sequence [B, T, C] input: x_shape (format 1.4).
+            sample = xshape[1:]
+            if any(d == "B" or not d for d in sample):
+                raise ConversionError(f"input {x_input!r} has shape {_fmt(xshape)}; every axis "
+                                      f"but the batch must be fixed")
+            d = int(np.prod(sample))
+            if dim is not None and dim != d:
+                raise ConversionError(f"input {x_input!r} has {d} values per sample "
+                                      f"({_fmt(xshape)}) but dim={dim} was given")
+            self.graph = Graph(dim=d, x_shape=[int(e) for e in sample])
+            self.values[x_input] = _Val(0, ("B",) + tuple(int(e) for e in sample),
+                                        _identity_form(0))
+        else:
+            d = self._x_dim(x_input, xshape, dim)
+            self.graph = Graph(dim=d)
+            self.values[x_input] = _Val(0, ("B", d), _identity_form(0))
         self.values[time_input] = _Val(1, self._t_shape(time_input, by_name[time_input],
                                                         xshape), _identity_form(1))
 
+    def _batch_axis(self, name, shape):
+        """x's declared shape with its batch axis as 'B'. A fixed-batch export (torch.onnx.export
+        without dynamic_axes) declares a number there: it is read as the batch, and a reshape
+        that writes that number as its leading extent keeps the batch (`fixed_batch`); a graph
+        that uses it in any other way is refused with a hint to export a dynamic batch axis."""
+        self.fixed_batch = None
+        if shape is None or not shape or shape[0] == "B":
+            return shape
+        self.fixed_batch = int(shape[0])
+        return ["B"] + list(shape[1:])
+
     def _x_dim(self, name, shape, dim) -> int:
-        if shape is not None and len(shape) != 2:
-            raise ConversionError(f"input {name!r} has shape {_fmt(shape)}; x must be [batch, d]")
+        if shape is not None and len(shape) not in (2, 3, 4):
+            raise ConversionError(f"input {name!r} has shape {_fmt(shape)}; x must be [batch, d], "
+                                  f"[batch, T, C] or [batch, C, H, W]")
         declared = shape[1] if shape is not None and shape[1] != "B" else None
         if declared is not None and dim is not None and declared != dim:
             raise ConversionError(f"input {name!r} has width {declared} but dim={dim} was given")
@@ -415,6 +448,8 @@ class _Importer:
         if shape is None:
             raise ConversionError(f"time input {name!r} has no declared shape")
         batch = xshape[0] if xshape else "B"
+        if self.fixed_batch is not None and shape and shape[0] == self.fixed_batch:
+            shape = ["B"] + list(shape[1:])   # t of a fixed-batch export: one per row
         if len(shape) == 0:
             return ()
         if len(shape) == 1:
@@ -533,7 +568,8 @@ class _Importer:
             raise ConversionError(f"{where} is a constant; it does not depend on x or t")
         v = self.need(v, where)
         w = _width(v.shape)
-        if w != self.graph.dim or len(v.shape) > 2 or (len(v.shape) == 1 and v.shape != ("B",)):
+        if w != self.graph.dim or (len(v.shape) > 2 and v.shape[0] != "B") or \
+                (len(v.shape) == 1 and v.shape != ("B",)):
             raise ConversionError(f"{where} has shape {_fmt(v.shape)} (width {w}); the velocity "
                                   f"must be [batch, {self.graph.dim}] like x")
         tid = v.tid
@@ -599,7 +635,9 @@ class _Importer:
         return _Val(tid, v.shape, _identity_form(tid))
 
     def _tensor_tensor(self, op, a: _Val, b: _Val, where, name) -> _Val:
-        shape = _check_row_shape(_broadcast(a.shape, b.shape, where), where)
+        shape = _broadcast(a.shape, b.shape, where)
+        if not (a.shape == b.shape and a.shape[:1] == ("B",)):
+            _check_row_shape(shape, where)   # equal shapes are elementwise on the flat view
         form = _form_add(a.form, b.form) if op == "add" else _form_mul(a.form, b.form)
         ln = None
         if op == "mul" and a.ln is not None and a is b and a.ln[0] == "centered":
@@ -906,12 +944,55 @@ class _Importer:
         return _Val(tid, shape, _identity_form(tid))
 
     def _reshaped(self, a: _Val, shape: tuple, where) -> _Val:
+        """The same values with another ONNX shape. Free: the .sif tensor is unchanged until an
+        op reads its axes (`_shaped` then writes a Reshape node)."""
         a = self.need(a, where)
-        if _width(shape) != _width(a.shape) or ("B" in shape) != ("B" in a.shape):
-            raise ConversionError(f"{where}: reshaping {_fmt(a.shape)} to {_fmt(shape)} is not "
-                                  f"a no-op on [batch, features] tensors")
-        _check_row_shape(shape, where)
+        if _width(shape) != _width(a.shape) or ("B" in shape) != ("B" in a.shape) or \
+                ("B" in shape and (shape[0] != "B" or a.shape[0] != "B")):
+            hint = ""
+            if self.fixed_batch is not None:
+                hint = (f"; the graph was exported with a fixed batch of {self.fixed_batch}: "
+                        f"export it with a dynamic batch axis (torch.onnx.export(..., "
+                        f"dynamic_axes={{'x': {{0: 'B'}}, ...}}))")
+            raise ConversionError(f"{where}: reshaping {_fmt(a.shape)} to {_fmt(shape)} moves "
+                                  f"values across the batch axis{hint}")
+        if shape[:1] == ("B",) and len(shape) > 4:
+            raise ConversionError(f"{where}: shape {_fmt(shape)} has {len(shape) - 1} axes per "
+                                  f"sample; the .sif format holds at most 3")
         return _Val(a.tid, shape, a.form, a.ln, a.origin)
+
+    def _shaped(self, a: _Val, where) -> int:
+        """The id of a .sif tensor holding `a` with its ONNX per-sample shape: `a` itself when the
+        graph already gives it that shape, else a Reshape node (free in the runtime)."""
+        a = self.need(a, where)
+        if a.shape[:1] != ("B",):
+            raise ConversionError(f"{where}: the tensor of shape {_fmt(a.shape)} has no leading "
+                                  f"batch axis")
+        sample = [int(e) for e in a.shape[1:]] or [1]
+        if len(sample) > 3:
+            raise ConversionError(f"{where}: shape {_fmt(a.shape)} has {len(sample)} axes per "
+                                  f"sample; the .sif format holds at most 3")
+        shapes = self.graph._shapes(self.graph._widths_so_far())
+        if shapes[a.tid] == sample:
+            return a.tid
+        return self.emit(Node("reshape", [a.tid], name=f"{where} shape", shape=sample))
+
+    def op_Transpose(self, node, ins, where):
+        a = self.need(ins[0], where)
+        perm = _attr(node, "perm")
+        rank = len(a.shape)
+        perm = list(range(rank))[::-1] if perm is None else [int(p) % rank for p in perm]
+        if rank == 0 or a.shape[0] != "B" or perm[0] != 0:
+            raise ConversionError(
+                f"{where}: Transpose {perm} of {_fmt(a.shape)} moves the batch axis off axis 0 "
+                f"(as nn.MultiheadAttention does with batch_first=False); the .sif format keeps "
+                f"the batch first: use batch_first=True or permute only the per-sample axes")
+        shape = tuple(a.shape[p] for p in perm)
+        if perm == list(range(rank)):
+            return _Val(a.tid, shape, a.form, a.ln, a.origin)
+        src = self._shaped(a, where)
+        tid = self.emit(Node("transpose", [src], name=node.name, perm=[p - 1 for p in perm[1:]]))
+        return _Val(tid, shape, _identity_form(tid))
 
     def op_Unsqueeze(self, node, ins, where):
         a = ins[0]
@@ -961,7 +1042,7 @@ class _Importer:
                 if i >= len(a.shape):
                     raise ConversionError(f"{where}: Reshape copies axis {i} of {_fmt(a.shape)}")
                 target.append(a.shape[i])
-            elif v == BSYM:
+            elif v == BSYM or (i == 0 and v == self.fixed_batch and a.shape[:1] == ("B",)):
                 target.append("B")
             else:
                 target.append(v)
@@ -1031,7 +1112,33 @@ class _Importer:
         a = self.need(ins[0], where)
         if any(not isinstance(v, _Const) for v in ins[1:] if v is not None):
             raise ConversionError(f"{where}: Slice bounds must be constants")
+        inner = self._inner_slice(a, node, ins, where)
+        if inner is not None:
+            return inner
         return self._select(a, node, where, lambda idx: _slice(idx, node, ins))
+
+    def _inner_slice(self, a: _Val, node, ins, where):
+        """A step-1 Slice of one per-sample axis other than the last (a channel range of
+        [B, C, H, W], say): a Slice node on the tensor with its ONNX shape; None otherwise."""
+        rank = len(a.shape)
+        if rank < 3 or a.shape[0] != "B":
+            return None
+        probe = np.arange(_width(a.shape)).reshape(tuple(1 if d == "B" else d for d in a.shape))
+        out = _slice(probe, node, ins)
+        changed = [i for i in range(rank) if out.shape[i] != probe.shape[i]]
+        if len(changed) != 1 or changed[0] in (0, rank - 1) or out.size == 0:
+            return None
+        axis = changed[0]
+        first = np.take(probe, [0], axis=axis)
+        start = int((out.reshape(-1)[0] - first.reshape(-1)[0]) //
+                    int(np.prod(probe.shape[axis + 1:])))
+        end = start + out.shape[axis]
+        want = np.take(probe, np.arange(start, end), axis=axis)
+        if out.shape != want.shape or not np.array_equal(out, want):
+            return None
+        src = self._shaped(a, where)
+        tid = self.emit(Node("slice", [src], name=node.name, axis=axis - 1, start=start, end=end))
+        return _Val(tid, a.shape[:axis] + (end - start,) + a.shape[axis + 1:], _identity_form(tid))
 
     def op_Gather(self, node, ins, where):
         a, i = self.need(ins[0], where), ins[1]
@@ -1041,8 +1148,55 @@ class _Importer:
         return self._select(a, node, where,
                             lambda idx: np.take(idx, i.arr.astype(np.int64), axis=ax))
 
+    def op_Split(self, node, ins, where):
+        """torch's chunk/split: consecutive ranges of the feature axis, each a Slice node."""
+        a = self.need(ins[0], where)
+        rank = len(a.shape)
+        axis = _attr(node, "axis", 0) % max(rank, 1)
+        inner = rank >= 3 and a.shape[0] == "B" and 0 < axis < rank - 1
+        if rank == 0 or (axis != rank - 1 and not inner) or a.shape[axis] == "B":
+            raise ConversionError(f"{where}: Split of {_fmt(a.shape)} on axis {axis}: only a "
+                                  f"per-sample axis can be split, not the batch")
+        size = int(a.shape[axis])
+        parts = _attr(node, "split")
+        if parts is None and len(ins) > 1 and ins[1] is not None:
+            if not isinstance(ins[1], _Const):
+                raise ConversionError(f"{where}: Split sizes must be constants")
+            parts = np.asarray(ins[1].arr).reshape(-1).tolist()
+        count = len(node.output)
+        if parts is None:
+            # Equal parts (the last smaller when the size does not divide, as opset 18).
+            step = -(-size // count)
+            parts = [min(step, size - i * step) for i in range(count)]
+        parts = [int(p) for p in parts]
+        if len(parts) != count or sum(parts) != size or min(parts) < 1:
+            raise ConversionError(f"{where}: Split sizes {parts} do not cover the {size} "
+                                  f"features in {count} parts")
+        outs, start = [], 0
+        src = self._shaped(a, where) if inner else None
+        for i, p in enumerate(parts):
+            name = f"{node.name or 'split'}[{i}]"
+            if inner:
+                tid = self.emit(Node("slice", [src], name=name, axis=axis - 1, start=start,
+                                     end=start + p))
+                outs.append(_Val(tid, a.shape[:axis] + (p,) + a.shape[axis + 1:],
+                                 _identity_form(tid)))
+            else:
+                outs.append(self._slice_columns(a, start, start + p, where, name))
+            start += p
+        return outs
+
+    def _slice_columns(self, a: _Val, start: int, end: int, where, name) -> _Val:
+        """Columns [start, end) of the feature axis: a Slice node (format 1.4), no weights."""
+        if start == 0 and end == _width(a.shape):
+            return a
+        tid = self.emit(Node("slice", [a.tid], name=name, axis=-1, start=start, end=end))
+        shape = _check_row_shape(a.shape[:-1] + (end - start,), where)
+        return _Val(tid, shape, _identity_form(tid))
+
     def _select(self, a: _Val, node, where, pick) -> _Val:
-        """Column selection on the feature axis as an fc with a 0/1 weight matrix."""
+        """Column selection on the feature axis: a Slice node for a contiguous range of columns
+        (chunk, split, x[:, i:j]); any other selection as an fc with a 0/1 weight matrix."""
         if not a.shape or a.shape[-1] == "B":
             raise ConversionError(f"{where}: selection from {_fmt(a.shape)} is supported only on "
                                   f"the feature axis")
@@ -1054,10 +1208,13 @@ class _Importer:
             raise ConversionError(f"{where}: selection changes the batch axis of "
                                   f"{_fmt(a.shape)}; only feature columns can be selected")
         cols = out.reshape(-1)
+        shape = a.shape[:-1] + tuple(out.shape[len(lead_in):])
+        if cols.size and np.array_equal(cols, np.arange(cols[0], cols[0] + cols.size)):
+            v = self._slice_columns(a, int(cols[0]), int(cols[0]) + cols.size, where, node.name)
+            return _Val(v.tid, _check_row_shape(shape, where), v.form, v.ln, v.origin)
         w = np.zeros((cols.size, _width(a.shape)))
         w[np.arange(cols.size), cols] = 1.0
         v = self._fc(a, w, None, where, node.name)
-        shape = a.shape[:-1] + tuple(out.shape[len(lead_in):])
         v.shape = _check_row_shape(shape, where)
         return v
 
@@ -1131,7 +1288,7 @@ def finalize(graph: Graph) -> Graph:
         if not (math.isfinite(n.alpha) and math.isfinite(n.epsilon) and n.epsilon > 0):
             raise ConversionError(f"node {k} ({n.op}, {n.name}): alpha/epsilon must be finite "
                                   f"(epsilon > 0)")
-    g = Graph(dim=graph.dim, nodes=kept, output=renum[out])
+    g = Graph(dim=graph.dim, nodes=kept, output=renum[out], x_shape=graph.x_shape)
     g.widths()
     return g
 

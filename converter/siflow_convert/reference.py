@@ -149,10 +149,33 @@ def _binary(node: ir.Node, a, ta, b, tb):
     return y, np.broadcast_to(ty, (y.shape[0], ty.shape[1], y.shape[1])).copy()
 
 
-def _node_forward(node: ir.Node, vals, tans, dtype):
-    """Evaluates one node: returns (value [B, w], tangent [B, P, w] or None)."""
+def _layout(node: ir.Node, x, in_shape):
+    """A layout op on rows x [..., w] (values [B, w] or tangents [B, P, w]) of per-sample shape
+    in_shape: reshape keeps the flat values, transpose permutes the axes, slice keeps a range."""
+    if node.op == "reshape":
+        return x.copy()
+    lead = x.shape[:-1]
+    s = x.reshape(lead + tuple(in_shape))
+    k = len(lead)
+    if node.op == "transpose":
+        s = np.transpose(s, tuple(range(k)) + tuple(k + int(p) for p in node.perm))
+    else:
+        axis = node.axis + len(in_shape) if node.axis < 0 else node.axis
+        idx = [slice(None)] * s.ndim
+        idx[k + axis] = slice(node.start, node.end)
+        s = s[tuple(idx)]
+    return np.ascontiguousarray(s).reshape(lead + (-1,))
+
+
+def _node_forward(node: ir.Node, vals, tans, dtype, shapes=None):
+    """Evaluates one node: returns (value [B, w], tangent [B, P, w] or None). `shapes` (the
+    graph's per-sample shapes) is needed by the layout ops."""
     ins = [vals[i] for i in node.inputs]
     tin = [tans[i] for i in node.inputs]
+    if node.op in ir.LAYOUT_OPS:
+        in_shape = shapes[node.inputs[0]]
+        return _layout(node, ins[0], in_shape), \
+            None if tin[0] is None else _layout(node, tin[0], in_shape)
     if node.op == "fc":
         w = node.weight.astype(dtype)
         y = ins[0] @ w.T
@@ -210,14 +233,14 @@ def evaluate(model: ir.FlowModel, t, y, tangents: bool = False, dtype=np.float64
     if y.ndim == 1:
         y = y.reshape(1, -1)
     rows, d = y.shape
-    model.graph.widths()   # a malformed graph fails here with the node named
+    shapes = model.graph.shapes()   # a malformed graph fails here with the node named
     if d != model.dim:
         raise ValueError(f"y has {d} columns, the model's dim is {model.dim}")
     vals = [y.astype(dtype), _time_column(t, rows, dtype)]
     tans = [np.broadcast_to(np.eye(d, dtype=dtype), (rows, d, d)).copy() if tangents else None,
             None]
     for node in model.graph.nodes:
-        v, tv = _node_forward(node, vals, tans, dtype)
+        v, tv = _node_forward(node, vals, tans, dtype, shapes)
         vals.append(v)
         tans.append(tv)
     out = model.graph.output

@@ -143,8 +143,9 @@ def _write_weights(b: flatbuffers.Builder, values: np.ndarray, quantize: str, wh
 
 def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, quantize: str) -> int:
     where = _node_label(k, node)
-    if node.op not in ir.OPS:
-        raise ConversionError(f"{where}: unknown op {node.op!r}; supported: {', '.join(ir.OPS)}")
+    if node.op not in ir.OP_CODES:
+        raise ConversionError(f"{where}: unknown op {node.op!r}; supported: "
+                              f"{', '.join(ir.OP_CODES)}")
     if node.unary not in ir.UNARY_KINDS:
         raise ConversionError(f"{where}: unknown unary kind {node.unary!r}; supported: "
                               f"{', '.join(ir.UNARY_KINDS)}")
@@ -157,9 +158,11 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, quantize: str) ->
         if values is not None:
             operands[name] = _write_weights(b, values, quantize, f"{where} operand {name}")
     inputs = _numpy_vector(b, [int(i) for i in node.inputs], "<u4")
+    shape = None if not node.shape else _numpy_vector(b, [int(e) for e in node.shape], "<u4")
+    perm = None if node.perm is None else _numpy_vector(b, [int(p) for p in node.perm], "<u4")
     name_off = b.CreateString(node.name) if node.name else None
     fb_node.NodeStart(b)
-    b.PrependUint8Slot(0, ir.OPS.index(node.op), None)
+    b.PrependUint8Slot(0, ir.OP_CODES[node.op], None)
     fb_node.NodeAddInputs(b, inputs)
     if name_off is not None:
         fb_node.NodeAddName(b, name_off)
@@ -169,6 +172,14 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, quantize: str) ->
         if name in operands:
             b.PrependUOffsetTRelativeSlot(slot, operands[name], 0)
     b.PrependFloat32Slot(10, float(node.epsilon), None)
+    if shape is not None:
+        fb_node.NodeAddShape(b, shape)
+    if perm is not None:
+        fb_node.NodeAddPerm(b, perm)
+    if node.op == "slice":
+        fb_node.NodeAddAxis(b, int(node.axis))
+        fb_node.NodeAddStart(b, int(node.start))
+        fb_node.NodeAddEnd(b, int(node.end))
     return fb_node.NodeEnd(b)
 
 
@@ -183,10 +194,14 @@ def _write_graph(b: flatbuffers.Builder, graph: ir.Graph, quantize: str) -> int:
     graph.widths()   # shape errors name their node before anything is written
     nodes = [_write_node(b, k, n, quantize) for k, n in enumerate(graph.nodes)]
     vec = _table_vector(b, nodes)
+    x_shape = None if not graph.x_shape else \
+        _numpy_vector(b, [int(e) for e in graph.x_shape], "<u4")
     fb_graph.GraphStart(b)
     fb_graph.GraphAddDim(b, int(graph.dim))
     fb_graph.GraphAddNodes(b, vec)
     fb_graph.GraphAddOutput(b, int(graph.output))
+    if x_shape is not None:
+        fb_graph.GraphAddXShape(b, x_shape)
     return fb_graph.GraphEnd(b)
 
 
@@ -347,9 +362,11 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
 
 
 def required_minor(graph: ir.Graph, quantize: str = "fp32") -> int:
-    """The lowest format_minor the graph's contents need: 3 with BF16 or I8 weights (format
-    1.3), 1 with an Exp node (format 1.1), else 0, so a file without new features still loads
-    in a runtime that reads only 1.0."""
+    """The lowest format_minor the graph's contents need: 4 with a layout op or a per-sample
+    shape (format 1.4), 3 with BF16 or I8 weights (format 1.3), 1 with an Exp node (format 1.1),
+    else 0, so a file without new features still loads in a runtime that reads only 1.0."""
+    if graph.x_shape or any(n.op in ir.LAYOUT_OPS or n.shape for n in graph.nodes):
+        return 4
     has = {name for n in graph.nodes for name in OPERANDS if getattr(n, name) is not None}
     if quantize == "bf16" and has:
         return 3
@@ -484,10 +501,15 @@ def _read_weights(w) -> Optional[np.ndarray]:
 def _read_node(n) -> ir.Node:
     op = n.Op()
     unary = n.Unary()
-    if op >= len(ir.OPS) or unary >= len(ir.UNARY_KINDS):
+    if op not in ir.OP_NAMES or unary >= len(ir.UNARY_KINDS):
         raise ConversionError(f"node op {op} / unary kind {unary} is not one this reader knows")
     inputs = _np(n.InputsIsNone, n.InputsAsNumpy, np.int64)
-    return ir.Node(op=ir.OPS[op], inputs=[] if inputs is None else [int(i) for i in inputs],
+    shape = _np(n.ShapeIsNone, n.ShapeAsNumpy, np.int64)
+    perm = _np(n.PermIsNone, n.PermAsNumpy, np.int64)
+    return ir.Node(op=ir.OP_NAMES[op], inputs=[] if inputs is None else [int(i) for i in inputs],
+                   shape=None if shape is None or not shape.size else [int(e) for e in shape],
+                   perm=None if perm is None else [int(p) for p in perm], axis=int(n.Axis()),
+                   start=int(n.Start()), end=int(n.End()),
                    name=(n.Name() or b"").decode("utf-8"), unary=ir.UNARY_KINDS[unary],
                    alpha=float(n.Alpha()), weight=_read_weights(n.Weight()),
                    bias=_read_weights(n.Bias()), constant=_read_weights(n.Constant()),
@@ -511,8 +533,11 @@ def from_bytes(data: bytes) -> ir.FlowModel:
     g = m.Graph()
     if g is None:
         raise ConversionError("the file has no graph")
+    x_shape = _np(g.XShapeIsNone, g.XShapeAsNumpy, np.int64)
     graph = ir.Graph(dim=int(g.Dim()), nodes=[_read_node(g.Nodes(k)) for k in
-                                              range(g.NodesLength())], output=int(g.Output()))
+                                              range(g.NodesLength())], output=int(g.Output()),
+                     x_shape=None if x_shape is None or not x_shape.size else
+                     [int(e) for e in x_shape])
     model = ir.FlowModel(graph=graph, name=(m.Name() or b"").decode("utf-8"),
                          time_start=float(m.TimeStart()), time_end=float(m.TimeEnd()))
     it = m.Interpolant()

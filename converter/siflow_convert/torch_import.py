@@ -27,7 +27,7 @@ def _torch():
     return torch
 
 
-def _example_inputs(torch, dim: int, time_column, time_shape: str, batch: int = 3):
+def _example_inputs(torch, dim, time_column, time_shape: str, batch: int = 3):
     """Example tensors and the ONNX names/dynamic axes for the chosen input layout."""
     if time_column is not None:
         return ((torch.zeros(batch, dim + 1),), ["xt"], {"xt": {0: "B"}, "v": {0: "B"}})
@@ -38,7 +38,8 @@ def _example_inputs(torch, dim: int, time_column, time_shape: str, batch: int = 
     axes = {"x": {0: "B"}, "v": {0: "B"}}
     if time_shape in ("column", "batch"):
         axes["t"] = {0: "B"}
-    return (torch.zeros(batch, dim), t), ["x", "t"], axes
+    sample = (dim,) if isinstance(dim, int) else tuple(dim)
+    return (torch.zeros((batch,) + sample), t), ["x", "t"], axes
 
 
 def export_onnx(module, dim: int, time_column: Optional[str] = None, time_shape: str = "column",
@@ -49,8 +50,11 @@ def export_onnx(module, dim: int, time_column: Optional[str] = None, time_shape:
     module(xt) with one [B, dim + 1] input when time_column is "first"/"last".
     """
     torch = _torch()
-    if not isinstance(dim, int) or dim < 1:
-        raise ConversionError(f"dim must be a positive integer (the width of x), not {dim!r}")
+    shaped = isinstance(dim, (tuple, list)) and 1 <= len(dim) <= 3 and time_column is None and \
+        all(isinstance(e, int) and e >= 1 for e in dim)
+    if not shaped and (not isinstance(dim, int) or dim < 1):
+        raise ConversionError(f"dim must be a positive integer (the width of x) or, for x with "
+                              f"two inputs, a per-sample shape such as (C, H, W), not {dim!r}")
     if argument_order not in ("xt", "tx"):
         raise ConversionError(f"argument_order must be 'xt' or 'tx', not {argument_order!r}")
     args, names, axes = _example_inputs(torch, dim, time_column, time_shape)
@@ -85,7 +89,8 @@ def from_torch(module, dim: int, time_column: Optional[str] = None,
                argument_order: str = "xt") -> Graph:
     """Converts a torch.nn.Module (or TorchScript module) computing v(t, x) into an ir.Graph.
 
-    Layouts: two inputs module(x [B, dim], t) with t shaped by `time_shape` ("column" [B, 1],
+    Layouts: two inputs module(x [B, dim], t) (dim may be a per-sample shape such as (C, H, W):
+    x is then [B, C, H, W], format 1.4) with t shaped by `time_shape` ("column" [B, 1],
     "batch" [B], "scalar" [], "one" [1]), argument order "xt" or "tx"; or one input
     module(xt [B, dim + 1]) with t in the first or last column (time_column). `two_inputs`
     defaults to `time_column is None`; giving both two_inputs=True and a time_column is an error.

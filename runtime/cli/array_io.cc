@@ -30,12 +30,22 @@ std::string shape_text(const std::vector<uint64_t>& shape) {
 }
 
 std::string shape_text(const Array& a) {
+  if (a.npy_shape.size() > 2) return shape_text(a.npy_shape);
   return a.one_dimensional ? shape_text({a.rows}) : shape_text({a.rows, a.cols});
 }
 
 // Where value (row, col) of `a` came from: a CSV line and column, or a numpy index.
 std::string where(const Array& a, size_t row, size_t col) {
   if (a.format == FileFormat::kCsv) return format("line %zu, column %zu", a.lines[row], col + 1);
+  if (a.npy_shape.size() > 2) {
+    // The trailing index of flat column `col`, row-major.
+    std::string index;
+    for (size_t axis = a.npy_shape.size(); axis-- > 1;) {
+      index = format(", %llu", static_cast<unsigned long long>(col % a.npy_shape[axis])) + index;
+      col /= a.npy_shape[axis];
+    }
+    return format("element [%zu%s]", row, index.c_str());
+  }
   return a.one_dimensional ? format("element [%zu]", row) : format("element [%zu, %zu]", row, col);
 }
 
@@ -166,13 +176,23 @@ Array parse_npy(const std::string& path, const std::vector<unsigned char>& b) {
         format("%s: fortran_order is True; save a C-order array "
                "(numpy.ascontiguousarray)",
                p));
-  if (header.shape.empty() || header.shape.size() > 2)
-    throw RunError(format("%s: a %zu-D array of shape %s; expected 1-D or 2-D", p,
-                          header.shape.size(), shape_text(header.shape).c_str()));
+  if (header.shape.empty() || header.shape.size() > 4)
+    throw RunError(
+        format("%s: a %zu-D array of shape %s; expected 1-D to 4-D ([N], [N, d] or "
+               "[N, C, H, W])",
+               p, header.shape.size(), shape_text(header.shape).c_str()));
   Array a;
   a.one_dimensional = header.shape.size() == 1;
+  a.npy_shape = header.shape;
   a.rows = header.shape[0];
-  a.cols = a.one_dimensional ? 1 : header.shape[1];
+  // The trailing extents' product, refused before it could overflow (the data check below then
+  // bounds it by the file's size).
+  a.cols = 1;
+  for (size_t i = 1; i < header.shape.size(); ++i) {
+    if (header.shape[i] != 0 && a.cols > (uint64_t{1} << 40) / header.shape[i])
+      throw RunError(format("%s: shape %s is too large", p, shape_text(header.shape).c_str()));
+    a.cols *= header.shape[i];
+  }
   const size_t available = b.size() - offset - header_len;
   if (a.cols != 0 && a.rows > available / item / a.cols)
     throw RunError(
@@ -358,7 +378,8 @@ Array read_array(const char* option, const std::string& path) {
   return parse_array(kind, path, read_regular_file(path, kMaxInputBytes));
 }
 
-std::vector<float> read_points(const char* option, const std::string& path, uint32_t dim) {
+std::vector<float> read_points(const char* option, const std::string& path, uint32_t dim,
+                               const std::vector<uint32_t>& sample_shape) {
   const Array a = read_array(option, path);
   const char* p = path.c_str();
   if (a.rows == 0)
@@ -366,9 +387,21 @@ std::vector<float> read_points(const char* option, const std::string& path, uint
                        ? format("%s: empty array of shape %s; expected at least one row", p,
                                 shape_text(a).c_str())
                        : format("%s: no data rows", p));
-  if (a.one_dimensional ? dim != 1 : a.cols != dim)
-    throw RunError(format("%s: shape %s does not match the model: expected [N, %u] (dim %u)", p,
-                          shape_text(a).c_str(), dim, dim));
+  bool fits = a.one_dimensional ? dim == 1 : a.npy_shape.size() <= 2 && a.cols == dim;
+  std::string expected = format("[N, %u]", dim);
+  if (sample_shape.size() > 1) {
+    // The model's own sample shape, [N, C, H, W] say, is accepted as well as the flat [N, d].
+    bool same = a.npy_shape.size() == sample_shape.size() + 1;
+    for (size_t i = 0; same && i < sample_shape.size(); ++i)
+      same = a.npy_shape[i + 1] == sample_shape[i];
+    fits = fits || same;
+    expected += " or [N";
+    for (uint32_t e : sample_shape) expected += format(", %u", e);
+    expected += "]";
+  }
+  if (!fits)
+    throw RunError(format("%s: shape %s does not match the model: expected %s (dim %u)", p,
+                          shape_text(a).c_str(), expected.c_str(), dim));
   std::vector<float> x(a.values.size());
   for (size_t i = 0; i < x.size(); ++i) {
     if (std::fabs(a.values[i]) > FLT_MAX)
@@ -383,13 +416,14 @@ std::vector<double> read_vector(const char* option, const std::string& path) {
   Array a = read_array(option, path);
   const char* p = path.c_str();
   if (a.rows == 0) throw RunError(format("%s: no values", p));
-  if (a.cols != 1)
+  if (a.cols != 1 || a.npy_shape.size() > 2)
     throw RunError(
         format("%s: shape %s; expected a vector [N] or [N, 1]", p, shape_text(a).c_str()));
   return std::move(a.values);
 }
 
-std::string encode_points(const std::string& path, const float* x, size_t rows, uint32_t dim) {
+std::string encode_points(const std::string& path, const float* x, size_t rows, uint32_t dim,
+                          const std::vector<uint32_t>& sample_shape) {
   const size_t count = rows * dim;
   std::string data;
   if (format_of("output", path) == FileFormat::kNpy) {
@@ -399,7 +433,12 @@ std::string encode_points(const std::string& path, const float* x, size_t rows, 
       std::memcpy(&bits, &x[i], sizeof bits);
       store_le(bits, 4, &data);
     }
-    return npy_bytes("<f4", shape_text({rows, dim}), data);
+    std::vector<uint64_t> shape{rows, dim};
+    if (sample_shape.size() > 1) {
+      shape.resize(1);
+      shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
+    }
+    return npy_bytes("<f4", shape_text(shape), data);
   }
   for (uint32_t k = 0; k < dim; ++k) data += format(k ? ",x%u" : "x%u", k);
   data += '\n';
@@ -435,8 +474,9 @@ void write_outputs(const std::vector<std::pair<std::string, std::string>>& files
   check(write_files_atomic(out.data(), out.size()));
 }
 
-void write_points(const std::string& path, const float* x, size_t rows, uint32_t dim) {
-  write_outputs({{path, encode_points(path, x, rows, dim)}});
+void write_points(const std::string& path, const float* x, size_t rows, uint32_t dim,
+                  const std::vector<uint32_t>& sample_shape) {
+  write_outputs({{path, encode_points(path, x, rows, dim, sample_shape)}});
 }
 
 }  // namespace siflow::cli

@@ -121,10 +121,24 @@ std::vector<float> read_times(const char* option, const std::string& text, size_
   return std::vector<float>(times.begin(), times.end());
 }
 
-// -i FILE as points of the model's dimension; sets the row count.
+// "[1, 8, 8]": a per-sample shape as `siflow info` prints it.
+std::string dims_text(const uint32_t* dims, uint32_t rank) {
+  std::string s = "[";
+  for (uint32_t i = 0; i < rank; ++i) s += format(i ? ", %u" : "%u", dims[i]);
+  return s + "]";
+}
+
+// The model's per-sample shape of x ([C, H, W] for an image model), as .npy files carry it.
+std::vector<uint32_t> sample_shape(const ModelInfo& info) {
+  return std::vector<uint32_t>(info.x_shape, info.x_shape + info.x_rank);
+}
+
+// -i FILE as points of the model's dimension ([N, d], or [N, C, H, W] for an image model); sets
+// the row count.
 std::vector<float> read_input(const ParsedArgs& args, const Model& model, size_t* rows) {
   const uint32_t dim = model.info().dim;
-  std::vector<float> x = read_points("--input", args.required("--input"), dim);
+  std::vector<float> x =
+      read_points("--input", args.required("--input"), dim, sample_shape(model.info()));
   *rows = x.size() / dim;
   return x;
 }
@@ -143,9 +157,10 @@ void summarize(const char* command, const std::string& what, double seconds, con
 }
 
 // Points to `out` and, when `logp_out` is given, their log-likelihoods: both files or neither.
-void write_with_log_probs(const std::string& out, const float* x, size_t n, uint32_t dim,
+void write_with_log_probs(const std::string& out, const float* x, size_t n, const ModelInfo& info,
                           const std::string* logp_out, const double* logp) {
-  std::vector<std::pair<std::string, std::string>> files{{out, encode_points(out, x, n, dim)}};
+  std::vector<std::pair<std::string, std::string>> files{
+      {out, encode_points(out, x, n, info.dim, sample_shape(info))}};
   if (logp_out) files.push_back({*logp_out, encode_log_probs(*logp_out, logp, n)});
   write_outputs(files);
 }
@@ -200,6 +215,7 @@ int run_info(const ParsedArgs& args) {
   std::printf("model         %s\n", *info.name ? printable(info.name).c_str() : "(unnamed)");
   std::printf("format        %u.%u\n", info.format_major, info.format_minor);
   std::printf("dim           %u\n", info.dim);
+  std::printf("x shape       %s\n", dims_text(info.x_shape, info.x_rank).c_str());
   std::printf("nodes         %u\n", info.node_count);
   std::printf("parameters    %" PRIu64 " (%s of weights in the file)\n", info.parameter_count,
               human_bytes(info.weight_bytes).c_str());
@@ -276,9 +292,12 @@ int run_info(const ParsedArgs& args) {
     const char* op = "";
     uint32_t in = 0, width = 0;
     model->node(i, &op, &in, &width);
+    uint32_t dims[3];
+    const uint32_t rank = model->node_shape(i, dims);
     const std::string shape =
         std::string(op) == "fully_connected" ? format("%u -> %u", in, width) : format("%u", width);
-    std::printf("  node %-3u %-18s %-12s %s\n", i, op, shape.c_str(), plan->node_kernel(i));
+    std::printf("  node %-3u %-18s %-12s %-22s %s\n", i, op, shape.c_str(), plan->node_kernel(i),
+                dims_text(dims, rank).c_str());
   }
   return 0;
 }
@@ -308,7 +327,7 @@ int run_sample(const ParsedArgs& args) {
   progress.attach(&options.ode);
   check(plan->sample(n, options, x.data(), logp_out ? logp.data() : nullptr));
   const double seconds = progress.finish();
-  write_with_log_probs(out, x.data(), n, dim, logp_out, logp.data());
+  write_with_log_probs(out, x.data(), n, model->info(), logp_out, logp.data());
   const std::string how = options.sde.epsilon > 0 ? describe_sde(options.sde, run) : run.describe();
   summarize("sample",
             format("%s, %s%s", rows_text(n).c_str(), how.c_str(),
@@ -340,7 +359,7 @@ int run_decode(const ParsedArgs& args) {
   progress.attach(&ode);
   check(plan->decode(n, x.data(), ode, divergence, x.data(), logp_out ? logp.data() : nullptr));
   const double seconds = progress.finish();
-  write_with_log_probs(out, x.data(), n, model->info().dim, logp_out, logp.data());
+  write_with_log_probs(out, x.data(), n, model->info(), logp_out, logp.data());
   summarize("decode",
             format("%s, %s%s", rows_text(n).c_str(), run.describe().c_str(),
                    logp_out ? (", " + describe(divergence)).c_str() : ""),
@@ -364,7 +383,7 @@ int run_encode(const ParsedArgs& args) {
   progress.attach(&ode);
   check(plan->encode(n, x.data(), ode, x.data()));
   const double seconds = progress.finish();
-  write_points(out, x.data(), n, model->info().dim);
+  write_points(out, x.data(), n, model->info().dim, sample_shape(model->info()));
   summarize("encode", format("%s, %s", rows_text(n).c_str(), run.describe().c_str()), seconds,
             *plan, plan_rows(n, run.max_batch()));
   return 0;
@@ -420,7 +439,7 @@ int run_velocity(const ParsedArgs& args) {
   std::vector<float> v(y.size());
   const std::unique_ptr<Plan> plan = make_plan(*model, plan_rows(n, max_batch), nullptr, execution);
   check(plan->velocity(n, t.data(), y.data(), v.data()));
-  write_points(out, v.data(), n, model->info().dim);
+  write_points(out, v.data(), n, model->info().dim, sample_shape(model->info()));
   return 0;
 }
 
@@ -499,10 +518,11 @@ int run_validate(const ParsedArgs& args) {
     const uint32_t dim = model->info().dim;
     const std::string& inputs = *args.find("--inputs");
     const std::string& expected = *args.find("--expected");
-    const std::vector<float> y = read_points("--inputs", inputs, dim);
+    const std::vector<float> y = read_points("--inputs", inputs, dim, sample_shape(model->info()));
     const size_t n = y.size() / dim;
     const std::vector<float> t = read_times("--times", *args.find("--times"), n, model->info());
-    const std::vector<float> ref = read_points("--expected", expected, dim);
+    const std::vector<float> ref =
+        read_points("--expected", expected, dim, sample_shape(model->info()));
     if (ref.size() != y.size())
       throw RunError(format("--expected: '%s' has %zu rows, but --inputs '%s' has %zu",
                             expected.c_str(), ref.size() / dim, inputs.c_str(), n));
@@ -522,17 +542,20 @@ int run_validate(const ParsedArgs& args) {
 }  // namespace
 
 const std::vector<Command>& commands() {
-  static const OptionSpec input_points{"--input", "-i", "FILE",
-                                       "input points [N, dim], .npy or .csv (required)"};
+  static const OptionSpec input_points{
+      "--input", "-i", "FILE",
+      "input points [N, dim] (.npy: also [N, C, H, W] for an image model) or .csv (required)"};
   static const std::vector<Command> table = {
       {"info",
        "MODEL [--batch N] [--backend B] [--threads N] [--precision P]",
        "summarize a model and the memory a run needs",
-       "Prints the model's name, format version, dimension, graph size, parameter count,\n"
+       "Prints the model's name, format version, dimension and x's shape, graph size,\n"
+       "parameter count,\n"
        "interpolant, base, normalization, score availability, time range, test vectors and\n"
        "metadata, then the arena a plan for batch N needs (siflow::arena_bytes), the\n"
-       "total memory of a run (arena + the loaded model's own memory), and the kernel each\n"
-       "graph node runs on with the chosen backend and threads.",
+       "total memory of a run (arena + the loaded model's own memory), and each graph node's\n"
+       "output width, the kernel it runs on with the chosen backend and threads, and its\n"
+       "output shape.",
        {{"--batch", nullptr, "N", "batch size the arena is planned for (default 256)"},
         kThreadsOption,
         kBackendOption,
@@ -542,7 +565,8 @@ const std::vector<Command>& commands() {
        "MODEL -n N -o OUT [options]",
        "draw samples from the model (ODE or SDE)",
        "Draws N points from the base and pushes them through the flow (Plan::sample).\n"
-       "Writes float32 [N, dim] to OUT and, with --logprob-out, float64 log p(x) [N] (ODE only).\n"
+       "Writes float32 [N, dim] to OUT (.npy: in the model's shape, [N, C, H, W] for an image "
+       "model)\nand, with --logprob-out, float64 log p(x) [N] (ODE only).\n"
        "--sde EPS integrates dX = [v + eps s] dt + sqrt(2 eps) dW instead (Gaussian base only).",
        {{"--count", "-n", "N", "number of samples (required)"},
         {"--output", "-o", "FILE", "samples [N, dim] (.npy float32 or .csv; required)"},
@@ -573,7 +597,8 @@ const std::vector<Command>& commands() {
        "Integrates base points X0 (flow coordinates) forward to data-space X1 (Plan::decode);\n"
        "with --logprob-out also writes log p(X1) [N].",
        {input_points,
-        {"--output", "-o", "FILE", "data-space points [N, dim] (required)"},
+        {"--output", "-o", "FILE",
+         "data-space points [N, dim] (.npy in the model's shape; required)"},
         {"--logprob-out", nullptr, "FILE", "also write log p of each output point [N]"},
         kDivergenceOption,
         kProbeOption,
@@ -597,7 +622,7 @@ const std::vector<Command>& commands() {
        "Integrates data-space points X1 backwards to base points X0 in flow coordinates\n"
        "(Plan::encode), the inverse of decode.",
        {input_points,
-        {"--output", "-o", "FILE", "base points [N, dim] (required)"},
+        {"--output", "-o", "FILE", "base points [N, dim] (.npy in the model's shape; required)"},
         kMethodOption,
         kStepsOption,
         kGridOption,
@@ -641,9 +666,10 @@ const std::vector<Command>& commands() {
        "evaluate the velocity network",
        "Evaluates the network v(t, x) (Plan::velocity). X and V are in flow (normalized)\n"
        "coordinates. T is a number (the same t for every row) or a vector file of N times.",
-       {{"--input", "-i", "FILE", "points [N, dim] in flow coordinates (required)"},
+       {{"--input", "-i", "FILE",
+         "points [N, dim] (or the model's shape) in flow coordinates (required)"},
         {"--times", "-t", "T", "a time, or a vector file [N] / [N, 1] of times (required)"},
-        {"--output", "-o", "FILE", "velocities [N, dim] (required)"},
+        {"--output", "-o", "FILE", "velocities [N, dim] (.npy in the model's shape; required)"},
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,

@@ -530,6 +530,29 @@ static void test_sample_decode_encode(const siflow_model* model) {
   printf("  max |log_prob - sample log p| = %.3g\n", max_abs_diff_d(lp, lp_eval, N));
   CHECK(max_abs_diff_d(lp, lp_eval, N) < 1e-4);
 
+  /* Exact divergence one Jacobian column per pass: the same bits in a smaller arena. */
+  {
+    siflow_plan_options po;
+    siflow_plan* blocked = NULL;
+    double lp_blocked[N];
+    size_t bytes_all = 0, bytes_blocked = 0;
+    siflow_plan_options_init(&po);
+    po.max_batch = 4;
+    CHECK(po.tangent_block == 0);
+    CHECK_STATUS(siflow_arena_bytes(model, &po, &bytes_all, fresh(&error)), SIFLOW_OK, &error);
+    po.tangent_block = 1;
+    CHECK_STATUS(siflow_arena_bytes(model, &po, &bytes_blocked, fresh(&error)), SIFLOW_OK, &error);
+    CHECK(bytes_blocked < bytes_all);
+    CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &blocked, fresh(&error)), SIFLOW_OK,
+                 &error);
+    if (blocked) {
+      CHECK_STATUS(siflow_log_prob(blocked, N, x, &ro, lp_blocked, fresh(&error)), SIFLOW_OK,
+                   &error);
+      CHECK(memcmp(lp_blocked, lp_eval, sizeof lp_eval) == 0);
+      siflow_plan_free(blocked);
+    }
+  }
+
   /* Encode the samples to the base and decode back: the round trip is close to identity. */
   CHECK_STATUS(siflow_encode(plan, N, x, &ro, x0, fresh(&error)), SIFLOW_OK, &error);
   CHECK(all_finite_f(x0, N * CAPI_DIM));

@@ -363,6 +363,38 @@ if [ "$rc" -ne 130 ] || [ "$stopped_ms" -gt 1000 ] || ! grep -q "stopped (interr
 fi
 echo "note: SIGINT during validate stopped it in $stopped_ms ms"
 
+# --- image shapes: .npy [N, C, H, W] in and out, [N, d] accepted, .csv stays [N, d] ---------------
+npy img.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 2, 2), }" "$F1$F1$F1$F1$F1$F1$F1$F1"
+ok "" velocity image.sif -i img.npy -t 0.5 -o v_img.npy
+checks=$((checks + 1))
+if ! head -c 128 v_img.npy | grep -qF "'shape': (2, 1, 2, 2)"; then
+  fail "velocity on an image model: output .npy is not in the model's shape [N, 1, 2, 2]"
+fi
+npy flat.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }" "$F1$F1$F1$F1$F1$F1$F1$F1"
+ok "" decode image.sif -i flat.npy -o d_img.npy --steps 2
+checks=$((checks + 1))
+if ! head -c 128 d_img.npy | grep -qF "'shape': (2, 1, 2, 2)"; then
+  fail "decode on an image model: output .npy is not in the model's shape [N, 1, 2, 2]"
+fi
+ok "" sample image.sif -n 3 -o s_img.csv --steps 2
+checks=$((checks + 1))
+if [ "$(head -1 s_img.csv)" != "x0,x1,x2,x3" ]; then
+  fail "sample on an image model: .csv output is not [N, d] (header $(head -1 s_img.csv))"
+fi
+npy img_bad.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 1, 2), }" "$F1$F1$F1$F1"
+fails 1 "img_bad.npy: shape (1, 2, 1, 2) does not match the model: expected [N, 4] or [N, 1, 2, 2]" \
+  encode image.sif -i img_bad.npy -o o.npy
+npy five.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1, 2, 2), }" "$F1$F1$F1$F1"
+fails 1 "five.npy: a 5-D array of shape (1, 1, 1, 2, 2); expected 1-D to 4-D" \
+  encode image.sif -i five.npy -o o.npy
+ok "x shape       [1, 2, 2]" info image.sif
+ok "transpose" info image.sif
+checks=$((checks + 1))
+if ! grep -qF "[2, 2]" out.txt || ! grep -qF "reshape" out.txt; then
+  fail "siflow info on an image model does not print the nodes' shapes"
+  sed 's/^/  | /' out.txt
+fi
+
 # --- bad inputs --------------------------------------------------------------------------------
 printf 'a,b,c\n1,2,3\n4,5,6\n' >three.csv
 fails 1 "three.csv: shape (2, 3) does not match the model: expected [N, 2]" \

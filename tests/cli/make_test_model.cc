@@ -173,9 +173,20 @@ int main(int argc, char** argv) {
     slow.set_trajectory_tests(kLongSteps, start, start, 1e-4f);
   }
 
+  // An image model: x of shape [1, 2, 2] (d = 4), v = -x through a transpose and reshapes, for
+  // the .npy shapes and `siflow info`.
+  siflow::ModelBuilder image(4);
+  image.set_name("cli-image");
+  image.set_x_shape({1, 2, 2});
+  {
+    const uint32_t hw = image.transpose(image.reshape(image.x(), {2, 2}), {2, 2}, {1, 0});
+    const uint32_t back = image.transpose(image.mul_constant(hw, {-1.0f, -1.0f, -1.0f, -1.0f}), {2, 2}, {1, 0});
+    image.set_output(image.reshape(back, {1, 2, 2}));
+  }
+
   const bool ok = write(dir + "/normal.sif", normal) && write(dir + "/bad_tests.sif", bad) &&
                   write(dir + "/uniform.sif", uniform) &&
                   write(dir + "/normalized.sif", normalized) &&
-                  write(dir + "/slow_validate.sif", slow);
+                  write(dir + "/slow_validate.sif", slow) && write(dir + "/image.sif", image);
   return ok ? 0 : 1;
 }

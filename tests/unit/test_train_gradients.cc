@@ -159,6 +159,20 @@ TEST_CASE("VJP of exp matches finite differences, alone and inside a product") {
   check_graph_gradient(g, 3, 75);
 }
 
+TEST_CASE("VJP of reshape, transpose and slice (layout ops) matches finite differences") {
+  Graph g(12);                                                  // x as [3, 4]
+  const uint32_t tr = g.transpose(Graph::x(), {3, 4}, {1, 0});  // [4, 3]
+  const uint32_t s = g.slice(tr, {4, 3}, -1, 1, 3);             // [4, 2]
+  const uint32_t r = g.reshape(g.fully_connected(Graph::x(), 6), {2, 3});
+  const uint32_t first = g.slice(r, {2, 3}, 0, 0, 1);  // [1, 3]
+  // x reaches the output through all three ops, and through a Reshape of itself.
+  g.set_output(g.fully_connected(
+      g.concat({g.reshape(s, {8}), g.unary(g.reshape(first, {3}), UnaryKind::kTanh),
+                g.reshape(Graph::x(), {12})}),
+      5));
+  check_graph_gradient(g, 3, 80);
+}
+
 TEST_CASE("float exp VJP on the reference path agrees with the double tape") {
   Graph g(2);
   g.set_output(g.fully_connected(g.exp(g.fully_connected(Graph::x(), 5)), 2));

@@ -56,6 +56,17 @@ class ModelBuilder {
   uint32_t mul_constant(uint32_t a, const std::vector<float>& constant);
   uint32_t layer_norm(uint32_t input, const std::vector<float>& gamma = {},
                       const std::vector<float>& beta = {}, float epsilon = 1e-5f);
+  // Layout ops (format 1.4). reshape: the same values with per-sample shape `shape` (rank 1 to
+  // 3); transpose: output axis i is input axis perm[i] of the input's shape; slice: [start, end)
+  // of per-sample axis `axis` (negative counts from the end). `in_shape` is the input's shape,
+  // which the builder does not track (the loader checks it).
+  uint32_t reshape(uint32_t input, const std::vector<uint32_t>& shape);
+  uint32_t transpose(uint32_t input, const std::vector<uint32_t>& in_shape,
+                     const std::vector<uint32_t>& perm);
+  uint32_t slice(uint32_t input, const std::vector<uint32_t>& in_shape, int32_t axis,
+                 uint32_t start, uint32_t end);
+  // Per-sample shape of x and v (format 1.4), e.g. {C, H, W}; product dim. Empty: [dim].
+  void set_x_shape(const std::vector<uint32_t>& shape) { x_shape_ = shape; }
   void set_output(uint32_t tensor) { output_ = tensor; }
 
   void set_name(const std::string& name) { name_ = name; }
@@ -67,8 +78,8 @@ class ModelBuilder {
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& std);
   void set_time_range(double start, double end);
   // By default a file records the lowest format version its contents need (1.0, 1.1 when a node
-  // uses Exp, 1.2 when it stores solvers), so older runtimes read every file they can; this
-  // overrides it.
+  // uses Exp, 1.2 when it stores solvers, 1.4 with a layout op or an x shape), so older runtimes
+  // read every file they can; this overrides it.
   void set_format_version(uint16_t major, uint16_t minor);
   // Weight storage in the file: float32 (default) or fp16, rounded to nearest even. fp16 values
   // beyond its range become infinite, which the loader refuses.
@@ -95,10 +106,15 @@ class ModelBuilder {
     float alpha = 0.01f, epsilon = 1e-5f;
     uint32_t out_features = 0;
     std::vector<float> weight, bias, constant, gamma, beta;
+    // Reshape, Transpose, Slice.
+    std::vector<uint32_t> shape, perm;
+    int32_t axis = -1;
+    uint32_t start = 0, end = 0;
   };
   uint32_t push(Node node, uint32_t width);
 
   uint32_t dim_;
+  std::vector<uint32_t> x_shape_;
   std::vector<uint32_t> widths_;
   std::vector<Node> nodes_;
   uint32_t output_ = 0;

@@ -15,8 +15,9 @@ constexpr int kVersionMinor = 1;
 constexpr int kVersionPatch = 0;
 // The model format this runtime reads: files of the same major version, any minor.
 constexpr uint16_t kFormatMajor = 1;
-// 1.1: the Exp op; 1.2: stored solvers; 1.3: I8 and BF16 weights.
-constexpr uint16_t kFormatMinor = 3;
+// 1.1: the Exp op; 1.2: stored solvers; 1.3: I8 and BF16 weights; 1.4: per-sample shapes and the
+// image and conditioning ops.
+constexpr uint16_t kFormatMinor = 4;
 
 enum class StatusCode : int {
   kOk = 0,
@@ -50,8 +51,8 @@ class Status {
 
 // Documented limits, checked before anything is allocated.
 struct Limits {
-  static constexpr uint32_t kMaxDim = 4096;           // width of x
-  static constexpr uint32_t kMaxWidth = 65536;        // width of any tensor
+  static constexpr uint32_t kMaxDim = 12288;          // width of x: 3 x 64 x 64 images
+  static constexpr uint32_t kMaxWidth = 131072;       // width of any tensor (2^17)
   static constexpr uint32_t kMaxNodes = 1024;         // graph nodes
   static constexpr uint32_t kMaxNodeInputs = 64;      // inputs of one node (concat)
   static constexpr uint32_t kMaxFourierTerms = 64;    // learned interpolant coefficients
@@ -135,6 +136,9 @@ struct ModelInfo {
   uint32_t test_trajectory_count = 0;
   uint32_t metadata_count = 0;
   uint32_t solver_count = 0;  // stored solvers (format 1.2), Model::solver()
+  // Per-sample shape of x and v (format 1.4): [C, H, W] for an image model; [dim] otherwise.
+  uint32_t x_rank = 1;
+  uint32_t x_shape[3] = {0, 0, 0};
 };
 
 struct SolverInfo;  // below, after Method
@@ -171,6 +175,9 @@ class Model {
   bool node(uint32_t i, const char** op, uint32_t* in_width, uint32_t* width) const;
   // Stored solver i (valid while the model lives); false past the end.
   bool solver(uint32_t i, SolverInfo* out) const;
+  // Per-sample shape of graph node i's output: its rank (1 to 3) with dims[0 .. rank); 0 past
+  // the end.
+  uint32_t node_shape(uint32_t i, uint32_t dims[3]) const;
   const detail::ModelData& data() const { return *data_; }
 
  private:
@@ -292,6 +299,14 @@ struct PlanOptions {
   // the fixed rule (simd).
   bool tune = false;
   Precision precision = Precision::kFp32;  // the dense layers' number format (see Precision)
+  // Exact divergence at large d: the tangent directions (Jacobian columns) propagated per
+  // network pass. The arena holds one block of them (counted in arena_bytes) and each block
+  // re-runs the forward pass, so a block of k costs about d/k forward passes more; results are
+  // bit-identical for every block size. 0: automatic, all d at once unless their tangents would
+  // take more than kAutoTangentBytes, else the most that fit (at least 1). For large d,
+  // Hutchinson with K probes costs (1 + K) passes instead of about 2d.
+  uint32_t tangent_block = 0;
+  static constexpr uint64_t kAutoTangentBytes = 256ull << 20;
 };
 
 struct OdeOptions {

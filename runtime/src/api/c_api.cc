@@ -122,6 +122,7 @@ siflow::PlanOptions convert(const siflow_plan_options* in) {
   p.backend = from_c_enum<siflow::Backend>(o.backend);
   p.tune = o.tune != 0;
   p.precision = from_c_enum<siflow::Precision>(o.precision);
+  p.tangent_block = o.tangent_block;
   return p;
 }
 
@@ -152,6 +153,7 @@ void siflow_plan_options_init(siflow_plan_options* o) {
   o->backend = SIFLOW_BACKEND_AUTO;
   o->tune = 0;
   o->precision = SIFLOW_PRECISION_FP32;
+  o->tangent_block = 0;
 }
 
 void siflow_run_options_init(siflow_run_options* o) {

@@ -246,6 +246,13 @@ bool Model::metadata(uint32_t i, const char** key, const char** value) const {
   return true;
 }
 
+uint32_t Model::node_shape(uint32_t i, uint32_t dims[3]) const {
+  if (i >= data_->node_count) return 0;
+  const detail::Shape& s = data_->nodes[i].shape;
+  for (uint32_t k = 0; k < 3; ++k) dims[k] = k < s.rank ? s.dims[k] : 0;
+  return s.rank;
+}
+
 bool Model::node(uint32_t i, const char** op, uint32_t* in_width, uint32_t* width) const {
   if (i >= data_->node_count) return false;
   const detail::NodeData& n = data_->nodes[i];

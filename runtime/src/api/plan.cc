@@ -53,6 +53,8 @@ struct NetworkField {
     float* t_rows = p->values[1];
     const float tf = static_cast<float>(t);
     for (size_t r = 0; r < rows; ++r) t_rows[r] = tf;
+    if (div && mode == DivergenceMode::kExact && p->layout.exact_block < md.dim)
+      return eval_in_blocks(x, rows, v, div);
     const size_t directions = !div ? 0 : mode == DivergenceMode::kExact ? md.dim : probes;
     NetBuffers net{p->values, p->tangents, p->layout.directions, p->choice.kernels, p->scratch};
     run_network(md, net, x, rows, directions, div && mode == DivergenceMode::kExact);
@@ -67,6 +69,27 @@ struct NetworkField {
         hutchinson_divergence(p->tangents[0], t_out, rows, md.dim, probes, div);
       }
     }
+    return Status();
+  }
+
+  // Exact divergence in blocks of the plan's exact_block Jacobian columns, one network pass per
+  // block (the forward values are the same bits each time). The diagonal entries are summed in
+  // the same order, from the same values, as exact_divergence sums all d at once: bit-identical.
+  Status eval_in_blocks(const float* x, size_t rows, float* v, double* div) {
+    const ModelData& md = *p->md;
+    const size_t block = p->layout.exact_block;
+    NetBuffers net{p->values, p->tangents, p->layout.directions, p->choice.kernels, p->scratch};
+    for (size_t r = 0; r < rows; ++r) div[r] = 0.0;
+    for (size_t first = 0; first < md.dim; first += block) {
+      const size_t count = first + block <= md.dim ? block : md.dim - first;
+      fill_identity_block(p->tangents[0], rows, md.dim, first, count);
+      run_network(md, net, x, rows, count, false);
+      const float* t_out = p->tangents[md.output];
+      if (!t_out) continue;  // v does not depend on x: zero divergence
+      for (size_t r = 0; r < rows; ++r)
+        for (size_t j = 0; j < count; ++j) div[r] += t_out[(r * count + j) * md.dim + first + j];
+    }
+    std::memcpy(v, p->values[md.output], rows * md.dim * sizeof(float));
     return Status();
   }
 };
@@ -97,7 +120,7 @@ Status check_divergence(const PlanData& p, const DivergenceOptions& d) {
   const uint32_t dim = p.md->dim;
   switch (d.mode) {
     case DivergenceMode::kExact:
-      if (p.layout.directions < dim)
+      if (p.layout.exact_block == 0)
         return Status::error(StatusCode::kInvalidArgument,
                              "exact divergence needs a plan made with divergence exact (this "
                              "plan holds %zu tangent directions, dim is %u)",
@@ -126,7 +149,8 @@ void fill_seeds(PlanData& p, const DivergenceOptions& d, size_t first_sample, si
   const uint32_t dim = p.md->dim;
   float* seeds = p.tangents[0];
   if (d.mode == DivergenceMode::kExact) {
-    fill_identity_seeds(seeds, rows, dim);
+    // In blocks, each network pass seeds its own columns (NetworkField::eval_in_blocks).
+    if (p.layout.exact_block == dim) fill_identity_seeds(seeds, rows, dim);
     return;
   }
   const uint32_t blocks = blocks_per_vector(dim);

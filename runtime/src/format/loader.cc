@@ -751,6 +751,8 @@ Status Loader::run(ModelData** out) {
   info.time_end = t1;
   info.metadata_count = meta_count;
   info.solver_count = solver_count_;
+  info.x_rank = x_shape_.rank;
+  for (uint32_t k = 0; k < 3; ++k) info.x_shape[k] = k < x_shape_.rank ? x_shape_.dims[k] : 0;
   *out = data;
   return Status();
 }

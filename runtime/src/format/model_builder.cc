@@ -137,6 +137,44 @@ uint32_t ModelBuilder::layer_norm(uint32_t input, const std::vector<float>& gamm
   return push(std::move(n), width(input));
 }
 
+uint32_t ModelBuilder::reshape(uint32_t input, const std::vector<uint32_t>& shape) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Reshape);
+  n.inputs = {input};
+  n.shape = shape;
+  return push(std::move(n), width(input));
+}
+
+uint32_t ModelBuilder::transpose(uint32_t input, const std::vector<uint32_t>& in_shape,
+                                 const std::vector<uint32_t>& perm) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Transpose);
+  n.inputs = {input};
+  n.perm = perm;
+  // The output shape is stored too (the loader checks it against the permuted input).
+  if (perm.size() == in_shape.size())
+    for (uint32_t p : perm) n.shape.push_back(p < in_shape.size() ? in_shape[p] : 0);
+  return push(std::move(n), width(input));
+}
+
+uint32_t ModelBuilder::slice(uint32_t input, const std::vector<uint32_t>& in_shape, int32_t axis,
+                             uint32_t start, uint32_t end) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Slice);
+  n.inputs = {input};
+  n.axis = axis;
+  n.start = start;
+  n.end = end;
+  const int64_t a = axis < 0 ? int64_t{axis} + static_cast<int64_t>(in_shape.size()) : axis;
+  uint64_t w = 0;
+  if (a >= 0 && a < static_cast<int64_t>(in_shape.size()) && end > start) {
+    w = 1;
+    for (size_t i = 0; i < in_shape.size(); ++i)
+      w *= static_cast<int64_t>(i) == a ? end - start : in_shape[i];
+  }
+  return push(std::move(n), static_cast<uint32_t>(w));
+}
+
 void ModelBuilder::add_metadata(const std::string& key, const std::string& value) {
   metadata_.emplace_back(key, value);
 }
@@ -206,11 +244,15 @@ std::vector<uint8_t> ModelBuilder::finish() const {
     auto constant = weights(fbb, n.constant, {static_cast<uint32_t>(n.constant.size())}, f16);
     auto gamma = weights(fbb, n.gamma, {static_cast<uint32_t>(n.gamma.size())}, f16);
     auto beta = weights(fbb, n.beta, {static_cast<uint32_t>(n.beta.size())}, f16);
-    nodes.push_back(fb::CreateNode(fbb, static_cast<fb::OpType>(n.op), inputs, name,
-                                   static_cast<fb::UnaryKind>(n.unary), n.alpha, weight, bias,
-                                   constant, gamma, beta, n.epsilon));
+    auto shape = n.shape.empty() ? 0 : fbb.CreateVector(n.shape);
+    auto perm = n.perm.empty() ? 0 : fbb.CreateVector(n.perm);
+    nodes.push_back(fb::CreateNode(
+        fbb, static_cast<fb::OpType>(n.op), inputs, name, static_cast<fb::UnaryKind>(n.unary),
+        n.alpha, weight, bias, constant, gamma, beta, n.epsilon, shape, 0, 0, 0, 0, 0, 1,
+        fb::PoolKind::Average, false, fb::ResizeMode::Nearest, perm, n.axis, n.start, n.end));
   }
-  auto graph = fb::CreateGraph(fbb, dim_, fbb.CreateVector(nodes), output_);
+  auto graph = fb::CreateGraph(fbb, dim_, fbb.CreateVector(nodes), output_,
+                               x_shape_.empty() ? 0 : fbb.CreateVector(x_shape_));
   auto interpolant = fb::CreateInterpolant(fbb, static_cast<fb::InterpolantKind>(interpolant_),
                                            alpha_.empty() ? 0 : fbb.CreateVector(alpha_),
                                            beta_.empty() ? 0 : fbb.CreateVector(beta_));
@@ -244,8 +286,15 @@ std::vector<uint8_t> ModelBuilder::finish() const {
   uint16_t minor = minor_;
   if (!version_set_) {
     for (const Node& n : nodes_)
-      if (n.op == static_cast<uint8_t>(fb::OpType::Exp)) minor = 1;
-    if (!solvers_.empty()) minor = 2;
+      if (n.op == static_cast<uint8_t>(fb::OpType::Exp)) minor = std::max<uint16_t>(minor, 1);
+    if (!solvers_.empty()) minor = std::max<uint16_t>(minor, 2);
+    // Format 1.4: the layout ops and per-sample shapes.
+    bool shaped = !x_shape_.empty();
+    for (const Node& n : nodes_)
+      shaped = shaped || n.op == static_cast<uint8_t>(fb::OpType::Reshape) ||
+               n.op == static_cast<uint8_t>(fb::OpType::Transpose) ||
+               n.op == static_cast<uint8_t>(fb::OpType::Slice) || !n.shape.empty();
+    if (shaped) minor = std::max<uint16_t>(minor, 4);
   }
   auto model = fb::CreateModel(fbb, major_, minor, name, graph, interpolant, base, normalization,
                                time_start_, time_end_, metadata, tests, solvers);

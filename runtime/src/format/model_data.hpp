@@ -24,6 +24,9 @@ enum class OpKind : uint8_t {
   kMul = 4,
   kLayerNorm = 5,
   kExp = 6,
+  kReshape = 12,
+  kTranspose = 13,
+  kSlice = 14,
 };
 
 // The per-sample shape of a tensor (the batch is the leading dimension and not part of it):
@@ -85,6 +88,12 @@ struct NodeData {
   // ModelData::packed_block (the op module's pack()); nullptr in builds without the simd
   // backend.
   const float* packed;
+  // Transpose, Slice (layout ops; Reshape reads only `shape`): output axis i is input axis
+  // perm[i]; Slice keeps [start, end) of per-sample axis `axis` (counted from 0).
+  uint32_t perm[3];
+  uint32_t axis;
+  uint32_t start;
+  uint32_t end;
 };
 
 struct TensorData {

@@ -12,6 +12,21 @@ using detail::ModelData;
 using detail::NodeData;
 using detail::OpKind;
 
+uint32_t alias_root(const ModelData& model, uint32_t tensor) {
+  while (tensor >= 2 && ops::op_module(model.nodes[tensor - 2].op).aliases_input)
+    tensor = model.nodes[tensor - 2].inputs[0];
+  return tensor;
+}
+
+void bind_aliases(const ModelData& model, float** values, float** tangents) {
+  for (uint32_t i = 0; i < model.node_count; ++i) {
+    const NodeData& n = model.nodes[i];
+    if (!ops::op_module(n.op).aliases_input) continue;
+    values[i + 2] = values[n.inputs[0]];
+    if (tangents) tangents[i + 2] = tangents[n.inputs[0]];
+  }
+}
+
 void find_seed_columns(const ModelData& model, int32_t* seed_column) {
   seed_column[0] = 0;
   seed_column[1] = -1;
@@ -29,6 +44,8 @@ void find_seed_columns(const ModelData& model, int32_t* seed_column) {
         col += model.tensors[in].width;
       }
       if (with_tangent != 1) column = -1;
+    } else if (ops::op_module(n.op).aliases_input) {
+      column = seed_column[n.inputs[0]];
     }
     seed_column[i + 2] = column;
   }
@@ -37,6 +54,7 @@ void find_seed_columns(const ModelData& model, int32_t* seed_column) {
 void run_network(const ModelData& model, const NetBuffers& buffers, const float* x, size_t rows,
                  size_t directions, bool identity_seeds) {
   buffers.values[0] = const_cast<float*>(x);  // read only: no node writes tensor 0
+  bind_aliases(model, buffers.values, buffers.tangents);
   ops::NodeRun run{&model,         0,          buffers.values, buffers.tangents,
                    rows,           directions, identity_seeds, &buffers.kernels,
                    buffers.scratch};
@@ -64,6 +82,13 @@ void hutchinson_divergence(const float* z, const float* t_out, size_t rows, uint
     }
     div[r] = sum / static_cast<double>(probes);
   }
+}
+
+void fill_identity_block(float* seeds, size_t rows, uint32_t dim, size_t first, size_t count) {
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t j = 0; j < count; ++j)
+      for (uint32_t k = 0; k < dim; ++k)
+        seeds[(r * count + j) * dim + k] = k == first + j ? 1.0f : 0.0f;
 }
 
 void fill_identity_seeds(float* seeds, size_t rows, uint32_t dim) {

@@ -35,8 +35,16 @@ struct NetBuffers {
 void run_network(const detail::ModelData& model, const NetBuffers& buffers, const float* x,
                  size_t rows, size_t directions, bool identity_seeds = false);
 
+// The tensor whose buffer `tensor` reads: itself, or for the output of an aliasing op (Reshape,
+// OpModule::aliases_input) the first tensor up its chain of inputs that has its own buffer.
+uint32_t alias_root(const detail::ModelData& model, uint32_t tensor);
+// Points each aliasing node's value (and tangent, when `tangents` is set) at its input's, in node
+// order; run_network does it after binding x, plan creation after binding the arena.
+void bind_aliases(const detail::ModelData& model, float** values, float** tangents);
+
 // The per-tensor seed columns for NetKernels::seed_column: tensor 0 (x) gets 0; a Concat whose
-// only input with a tangent has a seed column c at column offset k gets k + c; others -1.
+// only input with a tangent has a seed column c at column offset k gets k + c; an aliasing node
+// its input's; others -1.
 void find_seed_columns(const detail::ModelData& model, int32_t* seed_column);
 
 // div[r] = sum_p t_out[r*dim + p][p]: the trace of the Jacobian from identity seeds.
@@ -46,5 +54,8 @@ void hutchinson_divergence(const float* z, const float* t_out, size_t rows, uint
                            size_t probes, double* div);
 // Fills seeds [rows * dim, dim] with the identity directions e_p for every row.
 void fill_identity_seeds(float* seeds, size_t rows, uint32_t dim);
+// Fills seeds [rows * count, dim] with e_first .. e_(first + count - 1) for every row: one block
+// of exact divergence's directions.
+void fill_identity_block(float* seeds, size_t rows, uint32_t dim, size_t first, size_t count);
 
 }  // namespace siflow

@@ -123,6 +123,11 @@ struct OpModule {
                           NodeKernel kernel) = nullptr;
   void (*reduce)(const detail::ModelData& model, uint32_t node, Precision precision,
                  NodeKernel kernel, void* dst) = nullptr;
+  // The output is the input's memory read with another shape (Reshape): the plan gives it no
+  // buffer of its own, keeps the input's buffer alive while the output is read, and the executor
+  // points the output's value and tangent at the input's (bind_aliases); run() then copies
+  // nothing.
+  bool aliases_input = false;
 };
 
 // The module of a loaded node's kind.

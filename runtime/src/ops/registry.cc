@@ -6,7 +6,8 @@
 
 namespace siflow::ops {
 
-extern const OpModule kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, kExp;
+extern const OpModule kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, kExp, kReshape,
+    kTranspose, kSlice;
 
 const OpModule& op_module(detail::OpKind kind) {
   switch (kind) {
@@ -24,6 +25,12 @@ const OpModule& op_module(detail::OpKind kind) {
       return kLayerNorm;
     case detail::OpKind::kExp:
       return kExp;
+    case detail::OpKind::kReshape:
+      return kReshape;
+    case detail::OpKind::kTranspose:
+      return kTranspose;
+    case detail::OpKind::kSlice:
+      return kSlice;
   }
   return kUnary;  // unreachable: every kind is listed above
 }
@@ -39,15 +46,15 @@ const OpModule* op_module_for(fb::OpType type) {
     case fb::OpType::Mul:
     case fb::OpType::LayerNorm:
     case fb::OpType::Exp:
+    case fb::OpType::Reshape:
+    case fb::OpType::Transpose:
+    case fb::OpType::Slice:
       return &op_module(static_cast<detail::OpKind>(type));
     case fb::OpType::Conv2d:
     case fb::OpType::ConvTranspose2d:
     case fb::OpType::Pool2d:
     case fb::OpType::Resize:
     case fb::OpType::GroupNorm:
-    case fb::OpType::Reshape:
-    case fb::OpType::Transpose:
-    case fb::OpType::Slice:
     case fb::OpType::Softmax:
     case fb::OpType::MatMul:
     case fb::OpType::Reduce:

@@ -62,6 +62,7 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
                             ? nullptr
                             : reinterpret_cast<float*>(base + layout.tangent_offset[id]);
     }
+    bind_aliases(md, p->values, p->tangents);
     for (int k = 0; k < kMaxStages; ++k) {
       p->ws.stage[k] = reinterpret_cast<float*>(base + layout.stage_offset[k]);
       p->ws.stage_div[k] = reinterpret_cast<double*>(base + layout.stage_div_offset[k]);

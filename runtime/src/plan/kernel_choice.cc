@@ -125,9 +125,9 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
                   ? NodeKernel::kSimd
                   : NodeKernel::kReference;
 #if defined(SIFLOW_WITH_XNNPACK)
-  // Nodes XNNPACK may run: inputs in the arena (padded), not the caller's x.
+  // Nodes XNNPACK may run: inputs in the arena (padded), not the caller's x (nor a Reshape of it).
   auto xnn_eligible = [&](uint32_t i) {
-    return allows(md.nodes[i], NodeKernel::kXnnpack) && md.nodes[i].inputs[0] != 0;
+    return allows(md.nodes[i], NodeKernel::kXnnpack) && alias_root(md, md.nodes[i].inputs[0]) != 0;
   };
   out->tune = backend == Backend::kAuto && options.tune && !measuring && !reduced;
   if ((backend == Backend::kXnnpack && !measuring) || out->tune) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "net/executor.hpp"
 #include "ops/op.hpp"
 #include "plan/buffer_planner.hpp"
 
@@ -29,6 +30,10 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
                          options.max_probes, Limits::kMaxProbes);
   if (options.threads == 0)
     return Status::error(StatusCode::kInvalidArgument, "plan: threads is 0 (use 1)");
+  if (options.tangent_block > Limits::kMaxDim)
+    return Status::error(StatusCode::kInvalidArgument,
+                         "plan: tangent_block %u exceeds the largest dimension %u (0: automatic)",
+                         options.tangent_block, Limits::kMaxDim);
   if (static_cast<unsigned>(options.divergence) >
       static_cast<unsigned>(DivergenceMode::kHutchinson))
     return Status::error(StatusCode::kInvalidArgument, "plan: unknown divergence mode %d",
@@ -47,18 +52,41 @@ Precision plan_precision(const PlanOptions& options) {
              : Precision::kFp32;
 }
 
+namespace {
+
+// The most exact-divergence directions whose tangents (every tensor that carries one, plus the
+// seeds) fit in PlanOptions::kAutoTangentBytes at `rows` rows, between 1 and d; buffers shared by
+// lifetime are counted once each, so this errs towards smaller blocks.
+uint64_t automatic_tangent_block(const detail::ModelData& model, uint64_t rows) {
+  uint64_t floats = model.dim;  // the seeds
+  for (uint32_t id = 2; id < model.node_count + 2; ++id)
+    if (model.tensors[id].depends_on_x && alias_root(model, id) == id)
+      floats += model.tensors[id].width;
+  const uint64_t per_direction = rows * floats * sizeof(float);
+  const uint64_t fit = PlanOptions::kAutoTangentBytes / per_direction;
+  return fit < 1 ? 1 : fit > model.dim ? model.dim : fit;
+}
+
+}  // namespace
+
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options, const bool* fused,
                       detail::Memory& memory, PlanLayout* layout) {
   Status s;
   const uint64_t rows = options.max_batch;
   const uint64_t dim = model.dim;
-  uint64_t directions = 0;
-  if (options.divergence == DivergenceMode::kExact)
-    directions = dim > options.max_probes ? dim : options.max_probes;
-  else if (options.divergence == DivergenceMode::kHutchinson)
+  uint64_t directions = 0, exact_block = 0;
+  if (options.divergence == DivergenceMode::kExact) {
+    exact_block =
+        options.tangent_block ? options.tangent_block : automatic_tangent_block(model, rows);
+    if (exact_block > dim) exact_block = dim;
+    directions = exact_block > options.max_probes ? exact_block : options.max_probes;
+  } else if (options.divergence == DivergenceMode::kHutchinson) {
     directions = options.max_probes;
+    exact_block = directions >= dim ? dim : 0;
+  }
   layout->max_rows = options.max_batch;
   layout->directions = static_cast<size_t>(directions);
+  layout->exact_block = static_cast<size_t>(exact_block);
 
   const uint32_t tensors = model.node_count + 2;
   const size_t request_count = 2 * static_cast<size_t>(tensors);
@@ -81,8 +109,8 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     cleanup();
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the layout");
   }
-  // Widths are <= 2^16, rows <= 2^20, directions <= 2^12 (dim and max_probes are both bounded):
-  // products stay below 2^52 in 64-bit arithmetic; a buffer a 32-bit size_t cannot hold is refused
+  // Widths are <= 2^17, rows <= 2^20, directions <= 2^14 (dim and max_probes are both bounded):
+  // products stay below 2^53 in 64-bit arithmetic; a buffer a 32-bit size_t cannot hold is refused
   // before any cast.
   const uint64_t addressable = static_cast<uint64_t>(SIZE_MAX / 2);
   uint64_t largest = 0;
@@ -95,6 +123,19 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     // node early so the two never share memory.
     if (id >= 3 && fused && fused[id - 3]) first = id - 3;
     const uint32_t last = id == 1 ? end : t.last_use;
+    // An aliasing node (Reshape) has no buffer of its own: the buffer it reads stays alive as
+    // long as the alias is read (tensor 0, x, is the caller's memory and its seeds live
+    // throughout).
+    const uint32_t root = id >= 2 ? alias_root(model, id) : id;
+    if (root != id) {
+      if (root >= 1) {
+        if (requests[root].last < last) requests[root].last = last;
+        if (requests[tensors + root].last < last) requests[tensors + root].last = last;
+      }
+      requests[id] = BufferRequest{0, first, last};
+      requests[tensors + id] = BufferRequest{0, first, last};
+      continue;
+    }
     const uint64_t value_bytes = rows * t.width * sizeof(float) + kReadPadding;
     const uint64_t tangent_bytes = (id >= 2 && t.depends_on_x)
                                        ? rows * directions * t.width * sizeof(float) + kReadPadding

@@ -21,6 +21,9 @@ constexpr size_t kReadPadding = xnn::kExtraReadBytes;
 struct PlanLayout {
   size_t max_rows = 0;
   size_t directions = 0;  // tangent directions the arena holds (0: no divergence)
+  // Exact divergence's Jacobian columns per network pass (PlanOptions::tangent_block resolved):
+  // d when all fit at once, 0 when the plan cannot serve exact divergence.
+  size_t exact_block = 0;
   size_t total_bytes = 0;
   // Per tensor (node_count + 2): activation and tangent offsets; SIZE_MAX when absent.
   size_t* value_offset = nullptr;

@@ -108,6 +108,57 @@ uint32_t Graph::layer_norm(uint32_t input, bool affine, float epsilon) {
   return push(std::move(n));
 }
 
+namespace {
+detail::Shape to_shape(const std::vector<uint32_t>& dims) {
+  detail::Shape s;
+  s.rank = dims.size() <= 3 ? static_cast<uint32_t>(dims.size()) : 0;
+  for (uint32_t i = 0; i < s.rank; ++i) s.dims[i] = dims[i];
+  return s;
+}
+}  // namespace
+
+uint32_t Graph::reshape(uint32_t input, const std::vector<uint32_t>& shape) {
+  GraphNode n;
+  n.op = OpKind::kReshape;
+  n.inputs = {input};
+  n.width = widths_[input];
+  n.shape = to_shape(shape);
+  return push(std::move(n));
+}
+
+uint32_t Graph::transpose(uint32_t input, const std::vector<uint32_t>& in_shape,
+                          const std::vector<uint32_t>& perm) {
+  GraphNode n;
+  n.op = OpKind::kTranspose;
+  n.inputs = {input};
+  n.width = widths_[input];
+  n.in_shape = in_shape;
+  std::vector<uint32_t> dims;
+  for (size_t i = 0; i < perm.size() && i < 3; ++i) {
+    n.perm[i] = perm[i];
+    dims.push_back(perm[i] < in_shape.size() ? in_shape[perm[i]] : 0);
+  }
+  n.shape = to_shape(dims);
+  return push(std::move(n));
+}
+
+uint32_t Graph::slice(uint32_t input, const std::vector<uint32_t>& in_shape, int32_t axis,
+                      uint32_t start, uint32_t end) {
+  GraphNode n;
+  n.op = OpKind::kSlice;
+  n.inputs = {input};
+  n.in_shape = in_shape;
+  n.axis = axis;
+  n.start = start;
+  n.end = end;
+  std::vector<uint32_t> dims = in_shape;
+  const int64_t a = axis < 0 ? int64_t{axis} + static_cast<int64_t>(dims.size()) : axis;
+  if (a >= 0 && a < static_cast<int64_t>(dims.size())) dims[a] = end > start ? end - start : 0;
+  n.shape = to_shape(dims);
+  n.width = static_cast<uint32_t>(detail::shape_size(n.shape));
+  return push(std::move(n));
+}
+
 void Graph::initialize(uint64_t seed, float* params) const {
   uint64_t node_index = 0;
   for (const GraphNode& n : nodes_) {
@@ -179,6 +230,17 @@ void Graph::emit(const float* params, ModelBuilder* builder) const {
         builder->layer_norm(n.inputs[0], g, b, n.epsilon);
         break;
       }
+      case OpKind::kReshape:
+        builder->reshape(n.inputs[0],
+                         std::vector<uint32_t>(n.shape.dims, n.shape.dims + n.shape.rank));
+        break;
+      case OpKind::kTranspose:
+        builder->transpose(n.inputs[0], n.in_shape,
+                           std::vector<uint32_t>(n.perm, n.perm + n.in_shape.size()));
+        break;
+      case OpKind::kSlice:
+        builder->slice(n.inputs[0], n.in_shape, n.axis, n.start, n.end);
+        break;
     }
   }
   builder->set_output(output_);

@@ -29,6 +29,13 @@ struct GraphNode {
   size_t beta = kNoParameter;
   // Add/Mul with a fixed operand [1, n] (time-feature frequencies, say); not trained.
   std::vector<float> constant;
+  // Reshape, Transpose, Slice: the output's per-sample shape and the op's fields as the loader
+  // fills them (NodeData), and the input shape the builder writes them against.
+  detail::Shape shape;
+  std::vector<uint32_t> in_shape;
+  uint32_t perm[3] = {0, 1, 2};
+  int32_t axis = -1;  // Slice as given (negative from the end)
+  uint32_t start = 0, end = 0;
 };
 
 class Graph {
@@ -54,6 +61,12 @@ class Graph {
   uint32_t add_constant(uint32_t a, const std::vector<float>& constant);
   uint32_t mul_constant(uint32_t a, const std::vector<float>& constant);
   uint32_t layer_norm(uint32_t input, bool affine = true, float epsilon = 1e-5f);
+  // Layout ops, as ModelBuilder's (the graph does not track shapes: in_shape is the input's).
+  uint32_t reshape(uint32_t input, const std::vector<uint32_t>& shape);
+  uint32_t transpose(uint32_t input, const std::vector<uint32_t>& in_shape,
+                     const std::vector<uint32_t>& perm);
+  uint32_t slice(uint32_t input, const std::vector<uint32_t>& in_shape, int32_t axis,
+                 uint32_t start, uint32_t end);
   void set_output(uint32_t tensor) { output_ = tensor; }
 
   // PyTorch's defaults from the seed: Linear weights and biases U(-1/sqrt(in), 1/sqrt(in)),

@@ -68,6 +68,12 @@ Tape<T>::Tape(const Graph& graph, size_t max_rows, DenseOps* dense)
     d.width = g.width;
     d.constant = g.constant.empty() ? nullptr : g.constant.data();
     d.constant_width = static_cast<uint32_t>(g.constant.size());
+    d.shape = g.shape;
+    for (int i = 0; i < 3; ++i) d.perm[i] = g.perm[i];
+    const int64_t axis = g.axis < 0 ? int64_t{g.axis} + g.in_shape.size() : g.axis;
+    d.axis = static_cast<uint32_t>(axis);
+    d.start = g.start;
+    d.end = g.end;
   }
   for (const GraphNode& node : graph.nodes())
     for (uint32_t in : node.inputs) ++consumers_[in];

@@ -106,7 +106,8 @@ Status invalid(const char* what) {
 Status Trainer::State::check_options() const {
   const TrainOptions& o = options;
   for (uint32_t w : o.hidden)
-    if (w == 0 || w > Limits::kMaxWidth) return invalid("hidden widths must be in 1..65536");
+    if (w == 0 || w > Limits::kMaxWidth)
+      return invalid("hidden widths must be in 1..131072 (Limits::kMaxWidth)");
   if (o.hidden.size() > 64) return invalid("at most 64 hidden layers");
   if (o.time_frequencies > 64) return invalid("time frequencies must be at most 64");
   if (o.interpolant == InterpolantKind::kLearnedFourier) {
