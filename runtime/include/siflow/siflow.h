@@ -125,8 +125,6 @@ typedef struct siflow_plan_options {
   siflow_backend backend;     /* default AUTO */
   int tune;                   /* nonzero: AUTO times simd and XNNPACK per dense layer at creation */
   siflow_precision precision; /* default FP32 */
-  siflow_backend backend; /* default AUTO */
-  int tune;               /* nonzero: AUTO times simd and XNNPACK per dense layer at creation */
   /* Exact divergence: Jacobian columns per network pass (PlanOptions::tangent_block); 0
    * (default): automatic, all d unless their tangents would exceed 256 MiB. Bit-identical
    * results for every value; smaller arenas for smaller blocks. */

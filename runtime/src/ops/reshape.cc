@@ -92,6 +92,7 @@ extern const OpModule kReshape = {
     nullptr,        run,
     forward<float>, forward<double>,
     vjp<float>,     vjp<double>,
+    nullptr,        nullptr,
     nullptr,        true,
 };
 
