@@ -24,6 +24,8 @@ enum class OpKind : uint8_t {
   kMul = 4,
   kLayerNorm = 5,
   kExp = 6,
+  kConv2d = 7,
+  kConvTranspose2d = 8,
 };
 
 // The per-sample shape of a tensor (the batch is the leading dimension and not part of it):
@@ -85,6 +87,18 @@ struct NodeData {
   // ModelData::packed_block (the op module's pack()); nullptr in builds without the simd
   // backend.
   const float* packed;
+  // Conv2d, ConvTranspose2d, Pool2d, Resize, GroupNorm (ops/conv2d.cc, pool2d.cc, resize.cc,
+  // group_norm.cc): the input's per-sample shape (rank 3 [C, H, W]; GroupNorm also [C] or
+  // [C, L]) and the window geometry, defaults filled in by verify().
+  Shape in_shape;
+  uint32_t kernel[2];     // [kh, kw]
+  uint32_t strides[2];    // [sh, sw]
+  uint32_t pads[4];       // [top, left, bottom, right]
+  uint32_t dilations[2];  // [dh, dw]
+  uint32_t groups;        // Conv2d, ConvTranspose2d, GroupNorm
+  uint8_t pool;           // fb::PoolKind: 0 average, 1 max
+  bool count_include_pad;
+  uint8_t resize;  // fb::ResizeMode: 0 nearest, 1 bilinear
 };
 
 struct TensorData {

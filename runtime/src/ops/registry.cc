@@ -7,6 +7,7 @@
 namespace siflow::ops {
 
 extern const OpModule kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, kExp;
+extern const OpModule kConv2d, kConvTranspose2d;
 
 const OpModule& op_module(detail::OpKind kind) {
   switch (kind) {
@@ -24,6 +25,10 @@ const OpModule& op_module(detail::OpKind kind) {
       return kLayerNorm;
     case detail::OpKind::kExp:
       return kExp;
+    case detail::OpKind::kConv2d:
+      return kConv2d;
+    case detail::OpKind::kConvTranspose2d:
+      return kConvTranspose2d;
   }
   return kUnary;  // unreachable: every kind is listed above
 }
@@ -39,9 +44,9 @@ const OpModule* op_module_for(fb::OpType type) {
     case fb::OpType::Mul:
     case fb::OpType::LayerNorm:
     case fb::OpType::Exp:
-      return &op_module(static_cast<detail::OpKind>(type));
     case fb::OpType::Conv2d:
     case fb::OpType::ConvTranspose2d:
+      return &op_module(static_cast<detail::OpKind>(type));
     case fb::OpType::Pool2d:
     case fb::OpType::Resize:
     case fb::OpType::GroupNorm:
