@@ -40,6 +40,14 @@ struct Spec {
   std::vector<uint32_t> weight_shape;
   std::vector<float> weight, bias;
   uint32_t inputs = 1;
+  // Pool2d, Resize, GroupNorm.
+  fb::PoolKind pool = fb::PoolKind::Average;
+  bool count_include_pad = false;
+  fb::ResizeMode resize = fb::ResizeMode::Nearest;
+  std::vector<uint32_t> shape;  // the node's stored output shape
+  std::vector<float> gamma, beta;
+  float epsilon = 1e-5f;
+  uint8_t raw_pool = 0, raw_resize = 0;  // nonzero: written instead of pool/resize
 };
 
 uint32_t product(const std::vector<uint32_t>& v) {
@@ -63,7 +71,9 @@ std::vector<uint8_t> build(const Spec& s) {
        dilations = vec(s.dilations), output_padding = vec(s.output_padding);
   auto w = weights(s.weight, s.weight_shape);
   auto b = weights(s.bias, {static_cast<uint32_t>(s.bias.size())});
-  auto xs = vec(s.in_shape);
+  auto gamma = weights(s.gamma, {static_cast<uint32_t>(s.gamma.size())});
+  auto beta = weights(s.beta, {static_cast<uint32_t>(s.beta.size())});
+  auto xs = vec(s.in_shape), shape = vec(s.shape);
   fb::NodeBuilder nb(fbb);
   nb.add_op(s.op);
   nb.add_inputs(in);
@@ -75,6 +85,13 @@ std::vector<uint8_t> build(const Spec& s) {
   nb.add_groups(s.groups);
   if (!s.weight.empty()) nb.add_weight(w);
   if (!s.bias.empty()) nb.add_bias(b);
+  if (!s.gamma.empty()) nb.add_gamma(gamma);
+  if (!s.beta.empty()) nb.add_beta(beta);
+  if (!s.shape.empty()) nb.add_shape(shape);
+  nb.add_epsilon(s.epsilon);
+  nb.add_pool(s.raw_pool ? static_cast<fb::PoolKind>(s.raw_pool) : s.pool);
+  nb.add_count_include_pad(s.count_include_pad);
+  nb.add_resize(s.raw_resize ? static_cast<fb::ResizeMode>(s.raw_resize) : s.resize);
   auto node = nb.Finish();
   // The graph's output must be as wide as x: v = exp(x) beside the node under test.
   auto tail = fb::CreateNode(fbb, fb::OpType::Exp, fbb.CreateVector(std::vector<uint32_t>{0}));
@@ -611,6 +628,428 @@ TEST_CASE("conv_transpose2d refusals name the cause") {
   s = good;
   s.in_shape = {36};
   expect_refused(s, {"input shape [36] is not an image [C, H, W]"});
+}
+
+// ---- GroupNorm, Pool2d, Resize ----
+
+// The per-sample double formulas, written from their definitions.
+std::vector<double> group_norm_reference(const Spec& s, const double* x, const double* gamma,
+                                         const double* beta) {
+  const uint32_t c = s.in_shape[0], width = product(s.in_shape), plane = width / c;
+  const uint32_t cpg = c / s.groups;
+  std::vector<double> y(width);
+  for (uint32_t g = 0; g < s.groups; ++g) {
+    double mean = 0, var = 0;
+    const uint32_t n = cpg * plane, base = g * n;
+    for (uint32_t k = 0; k < n; ++k) mean += x[base + k];
+    mean /= n;
+    for (uint32_t k = 0; k < n; ++k) var += (x[base + k] - mean) * (x[base + k] - mean);
+    var /= n;
+    for (uint32_t k = 0; k < n; ++k) {
+      const uint32_t ch = g * cpg + k / plane;
+      y[base + k] =
+          (x[base + k] - mean) / std::sqrt(var + double(s.epsilon)) * (gamma ? gamma[ch] : 1.0) +
+          (beta ? beta[ch] : 0.0);
+    }
+  }
+  return y;
+}
+
+std::vector<double> pool_reference(const Spec& s, const std::vector<uint32_t>& out_shape,
+                                   const double* x) {
+  const uint32_t c = s.in_shape[0], h = s.in_shape[1], w = s.in_shape[2];
+  const uint32_t oh = out_shape[1], ow = out_shape[2];
+  const uint32_t sh = at(s.strides, 0, 1), sw = at(s.strides, 1, 1);
+  const uint32_t dh = at(s.dilations, 0, 1), dw = at(s.dilations, 1, 1);
+  const int pt = static_cast<int>(at(s.pads, 0, 0)), pl = static_cast<int>(at(s.pads, 1, 0));
+  std::vector<double> y(size_t{c} * oh * ow);
+  for (uint32_t ch = 0; ch < c; ++ch)
+    for (uint32_t oy = 0; oy < oh; ++oy)
+      for (uint32_t ox = 0; ox < ow; ++ox) {
+        double sum = 0, best = -INFINITY;
+        int cells = 0;
+        for (uint32_t ky = 0; ky < s.kernel[0]; ++ky)
+          for (uint32_t kx = 0; kx < s.kernel[1]; ++kx) {
+            const int iy = static_cast<int>(oy * sh + ky * dh) - pt;
+            const int ix = static_cast<int>(ox * sw + kx * dw) - pl;
+            if (iy < 0 || ix < 0 || iy >= static_cast<int>(h) || ix >= static_cast<int>(w))
+              continue;
+            const double v = x[(ch * h + iy) * w + ix];
+            sum += v;
+            best = std::max(best, v);
+            ++cells;
+          }
+        const double div = s.count_include_pad ? double(s.kernel[0] * s.kernel[1]) : cells;
+        y[(ch * oh + oy) * ow + ox] = s.pool == fb::PoolKind::Max ? best : sum / div;
+      }
+  return y;
+}
+
+// PyTorch's upsample_nearest2d / upsample_bilinear2d (align_corners=False) for a given size.
+double source_index(uint32_t o, uint32_t in, uint32_t out) {
+  const double src = (double(in) / out) * (o + 0.5) - 0.5;
+  return src < 0 ? 0 : src;
+}
+
+std::vector<double> resize_reference(const Spec& s, const double* x) {
+  const uint32_t c = s.in_shape[0], h = s.in_shape[1], w = s.in_shape[2];
+  const uint32_t oh = s.shape[1], ow = s.shape[2];
+  std::vector<double> y(size_t{c} * oh * ow);
+  for (uint32_t ch = 0; ch < c; ++ch)
+    for (uint32_t oy = 0; oy < oh; ++oy)
+      for (uint32_t ox = 0; ox < ow; ++ox) {
+        const double* xc = x + size_t{ch} * h * w;
+        double v;
+        if (s.resize == fb::ResizeMode::Nearest) {
+          v = xc[(oy * h / oh) * w + ox * w / ow];
+        } else {
+          const double sy = source_index(oy, h, oh), sx = source_index(ox, w, ow);
+          const uint32_t y0 = static_cast<uint32_t>(std::floor(sy)),
+                         x0 = static_cast<uint32_t>(std::floor(sx));
+          const uint32_t y1 = std::min(y0 + 1, h - 1), x1 = std::min(x0 + 1, w - 1);
+          const double fy = sy - y0, fx = sx - x0;
+          v = (1 - fy) * ((1 - fx) * xc[y0 * w + x0] + fx * xc[y0 * w + x1]) +
+              fy * ((1 - fx) * xc[y1 * w + x0] + fx * xc[y1 * w + x1]);
+        }
+        y[(size_t{ch} * oh + oy) * ow + ox] = v;
+      }
+  return y;
+}
+
+// The node's value on one sample in double; `p` and `q` are gamma and beta (GroupNorm).
+std::vector<double> reference(const Spec& s, const std::vector<uint32_t>& out_shape,
+                              const double* x, const double* p, const double* q) {
+  switch (s.op) {
+    case fb::OpType::GroupNorm:
+      return group_norm_reference(s, x, p, q);
+    case fb::OpType::Pool2d:
+      return pool_reference(s, out_shape, x);
+    case fb::OpType::Resize:
+      return resize_reference(s, x);
+    default:
+      return conv_reference(s, out_shape, x, p, q);
+  }
+}
+
+const double* data_or_null(const std::vector<double>& v) { return v.empty() ? nullptr : v.data(); }
+
+// Forward against the reference (outputs computed in double and rounded once: within a few
+// float ulps), the JVP against central differences of the reference, the float and double VJPs
+// against central differences of <dy, f> in x, gamma and beta.
+void check_op(const Spec& s, std::mt19937& rng, double scale = 1.0) {
+  Loaded l(build(s));
+  REQUIRE_MESSAGE(l.status.ok(), std::string(l.status.message()));
+  const auto out_shape = out_shape_of(*l.model);
+  const ModelData& md = l.model->data();
+  const NodeData& node = md.nodes[0];
+  const uint32_t in = product(s.in_shape), out = node.width;
+  const size_t rows = 3, dirs = 2;
+  const auto x = random_floats(rows * in, rng, static_cast<float>(scale));
+  const auto tx = random_floats(rows * dirs * in, rng);
+  std::vector<float> y(rows * out), ty(rows * dirs * out);
+  run_node(*l.model, x.data(), rows, y.data(), tx.data(), ty.data(), dirs);
+  const auto gd = to_double(s.gamma), bd = to_double(s.beta);
+  const double h = 1e-4;
+  for (size_t r = 0; r < rows; ++r) {
+    const auto xd = to_double(std::vector<float>(x.begin() + r * in, x.begin() + (r + 1) * in));
+    const auto ref = reference(s, out_shape, xd.data(), data_or_null(gd), data_or_null(bd));
+    for (uint32_t k = 0; k < out; ++k)
+      CHECK(std::fabs(y[r * out + k] - ref[k]) <= 2e-7 * (1 + std::fabs(ref[k])));
+    for (size_t p = 0; p < dirs; ++p) {
+      std::vector<double> xp(xd), xm(xd);
+      for (uint32_t i = 0; i < in; ++i) {
+        xp[i] += h * tx[(r * dirs + p) * in + i];
+        xm[i] -= h * tx[(r * dirs + p) * in + i];
+      }
+      const auto fp = reference(s, out_shape, xp.data(), data_or_null(gd), data_or_null(bd));
+      const auto fm = reference(s, out_shape, xm.data(), data_or_null(gd), data_or_null(bd));
+      for (uint32_t k = 0; k < out; ++k) {
+        const double fd = (fp[k] - fm[k]) / (2 * h);
+        INFO("row " << r << " direction " << p << " output " << k);
+        CHECK(std::fabs(ty[(r * dirs + p) * out + k] - fd) <= 2e-5 * (1 + std::fabs(fd)));
+      }
+    }
+  }
+  // VJP in double against central differences of L = sum_r <dy_r, f(x_r)>.
+  const siflow::ops::OpModule& m = siflow::ops::op_module(node.op);
+  const uint32_t widths[3] = {in, 1, out};
+  const auto xd = to_double(x), dy = to_double(random_floats(rows * out, rng));
+  std::vector<double> yd(rows * out), tcol(rows, 0.5);
+  const double* values[3] = {xd.data(), tcol.data(), yd.data()};
+  siflow::ops::Operands<double> o{&node,   widths,           values,           yd.data(), nullptr,
+                                  nullptr, data_or_null(gd), data_or_null(bd), rows};
+  m.forward_f64(o);
+  OneTape tape;
+  std::vector<double> dgamma(gd.size(), 0.0), dbeta(bd.size(), 0.0);
+  siflow::ops::Gradients<double> g{};
+  g.dy = dy.data();
+  g.tape = &tape;
+  g.needs = [](void*, uint32_t tensor) { return tensor == 0; };
+  g.target = [](void* t, uint32_t, size_t count) {
+    auto* tp = static_cast<OneTape*>(t);
+    tp->dx.assign(count, 0.0);
+    return tp->dx.data();
+  };
+  g.commit = [](void* t, uint32_t, size_t) { static_cast<OneTape*>(t)->committed = true; };
+  g.d_gamma = gd.empty() ? nullptr : dgamma.data();
+  g.d_beta = bd.empty() ? nullptr : dbeta.data();
+  m.vjp_f64(o, g);
+  REQUIRE(tape.committed);
+  auto loss = [&](const std::vector<double>& xs, const std::vector<double>& gs,
+                  const std::vector<double>& bs) {
+    double sum = 0;
+    for (size_t r = 0; r < rows; ++r) {
+      const auto f =
+          reference(s, out_shape, xs.data() + r * in, data_or_null(gs), data_or_null(bs));
+      for (uint32_t k = 0; k < out; ++k) sum += dy[r * out + k] * f[k];
+    }
+    return sum;
+  };
+  const double e = 1e-6;
+  for (size_t i = 0; i < rows * in; ++i) {
+    std::vector<double> xp(xd), xm(xd);
+    xp[i] += e;
+    xm[i] -= e;
+    const double fd = (loss(xp, gd, bd) - loss(xm, gd, bd)) / (2 * e);
+    INFO("dx " << i);
+    CHECK(std::fabs(tape.dx[i] - fd) <= 1e-6 * (1 + std::fabs(fd)));
+  }
+  for (size_t i = 0; i < gd.size(); ++i) {
+    std::vector<double> gp(gd), gm(gd);
+    gp[i] += e;
+    gm[i] -= e;
+    CHECK(std::fabs(dgamma[i] - (loss(xd, gp, bd) - loss(xd, gm, bd)) / (2 * e)) <= 1e-6);
+  }
+  for (size_t i = 0; i < bd.size(); ++i) {
+    std::vector<double> bp(bd), bm(bd);
+    bp[i] += e;
+    bm[i] -= e;
+    CHECK(std::fabs(dbeta[i] - (loss(xd, gd, bp) - loss(xd, gd, bm)) / (2 * e)) <= 1e-6);
+  }
+  // The float path agrees with the double one.
+  const std::vector<float> gf(s.gamma), bf(s.beta);
+  std::vector<float> yf(rows * out), tf(rows, 0.5f);
+  const float* fvalues[3] = {x.data(), tf.data(), yf.data()};
+  siflow::ops::Operands<float> of{&node,
+                                  widths,
+                                  fvalues,
+                                  yf.data(),
+                                  nullptr,
+                                  nullptr,
+                                  gf.empty() ? nullptr : gf.data(),
+                                  bf.empty() ? nullptr : bf.data(),
+                                  rows};
+  m.forward_f32(of);
+  for (size_t k = 0; k < yf.size(); ++k) CHECK(yf[k] == doctest::Approx(yd[k]).epsilon(1e-6));
+}
+
+Spec group_norm_spec(std::vector<uint32_t> shape, uint32_t groups, bool affine, std::mt19937& rng) {
+  Spec s;
+  s.op = fb::OpType::GroupNorm;
+  s.in_shape = shape;
+  s.groups = groups;
+  if (affine) {
+    s.gamma = random_floats(shape[0], rng, 2.0f);
+    s.beta = random_floats(shape[0], rng);
+  }
+  return s;
+}
+
+TEST_CASE("group_norm: forward, JVP (of the normalisation) and VJP against the double formula") {
+  std::mt19937 rng(41);
+  SUBCASE("[6, 3, 4], 3 groups, affine") {
+    check_op(group_norm_spec({6, 3, 4}, 3, true, rng), rng);
+  }
+  SUBCASE("[4, 5, 2], 1 group, no affine") {
+    check_op(group_norm_spec({4, 5, 2}, 1, false, rng), rng);
+  }
+  SUBCASE("[4, 5], one channel per group") { check_op(group_norm_spec({4, 5}, 4, true, rng), rng); }
+  SUBCASE("large offset: statistics in double") {
+    Spec s = group_norm_spec({2, 3, 3}, 2, true, rng);
+    s.epsilon = 1e-3f;
+    check_op(s, rng, 3.0);
+  }
+}
+
+TEST_CASE("group_norm refusals name the cause") {
+  std::mt19937 rng(42);
+  const Spec good = group_norm_spec({6, 2, 2}, 3, true, rng);
+  REQUIRE(Loaded(build(good)).status.ok());
+  Spec s = good;
+  s.groups = 4;
+  expect_refused(s, {"node 0 (GroupNorm)",
+                     "groups = 4 does not divide the 6 channels of input "
+                     "shape [6, 2, 2]"});
+  s = good;
+  s.groups = 0;
+  expect_refused(s, {"groups = 0 does not divide"});
+  s = good;
+  s.epsilon = 0.0f;
+  expect_refused(s, {"epsilon 0 must be positive"});
+  s = good;
+  s.epsilon = NAN;
+  expect_refused(s, {"epsilon nan must be positive"});
+  s = good;
+  s.gamma.pop_back();
+  expect_refused(s, {"node 0 (GroupNorm): gamma"});
+  s = good;
+  s.beta.push_back(0.0f);
+  expect_refused(s, {"node 0 (GroupNorm): beta"});
+  s = good;
+  s.inputs = 2;
+  expect_refused(s, {"has 2 inputs, expected 1"});
+}
+
+Spec pool_spec(fb::PoolKind kind, std::vector<uint32_t> in_shape, std::vector<uint32_t> kernel,
+               std::vector<uint32_t> strides, std::vector<uint32_t> pads,
+               std::vector<uint32_t> dilations = {}, bool include_pad = false) {
+  Spec s;
+  s.op = fb::OpType::Pool2d;
+  s.pool = kind;
+  s.in_shape = in_shape;
+  s.kernel = kernel;
+  s.strides = strides;
+  s.pads = pads;
+  s.dilations = dilations;
+  s.count_include_pad = include_pad;
+  return s;
+}
+
+TEST_CASE("pool2d: average and max forward, JVP and VJP against the double formula") {
+  std::mt19937 rng(51);
+  SUBCASE("average 2x2 stride 2") {
+    check_op(pool_spec(fb::PoolKind::Average, {3, 4, 6}, {2, 2}, {2, 2}, {}), rng);
+  }
+  SUBCASE("average 3x3, asymmetric pads, padded cells excluded") {
+    check_op(pool_spec(fb::PoolKind::Average, {2, 5, 4}, {3, 3}, {2, 1}, {1, 0, 1, 2}), rng);
+  }
+  SUBCASE("average 3x3, pads, count_include_pad") {
+    check_op(pool_spec(fb::PoolKind::Average, {2, 5, 4}, {3, 3}, {1, 2}, {1, 1, 1, 1}, {}, true),
+             rng);
+  }
+  SUBCASE("max 2x2 stride 2") {
+    check_op(pool_spec(fb::PoolKind::Max, {3, 4, 6}, {2, 2}, {2, 2}, {}), rng);
+  }
+  SUBCASE("max 3x3, pads, dilation 2") {
+    check_op(pool_spec(fb::PoolKind::Max, {2, 7, 6}, {3, 2}, {1, 2}, {1, 0, 2, 1}, {2, 2}), rng);
+  }
+}
+
+TEST_CASE("max pool on ties takes the first maximum in scan order, for value and tangent") {
+  const Spec s = pool_spec(fb::PoolKind::Max, {1, 2, 2}, {2, 2}, {}, {});
+  Loaded l(build(s));
+  REQUIRE(l.status.ok());
+  const float x[4] = {1.0f, 3.0f, 3.0f, 3.0f};
+  const float t[4] = {10.0f, 20.0f, 30.0f, 40.0f};
+  float y = 0, ty = 0;
+  run_node(*l.model, x, 1, &y, t, &ty, 1);
+  CHECK(y == 3.0f);
+  CHECK(ty == 20.0f);  // the first of the three equal maxima
+  const float xn[4] = {1.0f, NAN, 5.0f, 2.0f};
+  run_node(*l.model, xn, 1, &y, t, &ty, 1);
+  CHECK(std::isnan(y));
+  CHECK(ty == 20.0f);
+}
+
+TEST_CASE("pool2d refusals name the cause") {
+  const Spec good = pool_spec(fb::PoolKind::Average, {2, 4, 4}, {2, 2}, {2, 2}, {1, 1, 1, 1});
+  REQUIRE(Loaded(build(good)).status.ok());
+  Spec s = good;
+  s.raw_pool = 7;
+  expect_refused(s, {"node 0 (Pool2d)", "unknown pool kind 7"});
+  s = good;
+  s.dilations = {2, 2};
+  expect_refused(s, {"dilations [2, 2] apply to max pooling only"});
+  s = good;
+  s.pool = fb::PoolKind::Max;
+  s.count_include_pad = true;
+  expect_refused(s, {"count_include_pad applies to average pooling only"});
+  s = good;
+  s.kernel = {};
+  expect_refused(s, {"kernel [kh, kw] is missing"});
+  s = good;
+  s.strides = {2, 0};
+  expect_refused(s, {"strides[1] = 0 is outside [1, 65536]"});
+  s = good;
+  s.kernel = {7, 2};
+  s.pads = {};
+  expect_refused(s, {"would be empty"});
+  s = good;
+  s.pads = {2, 0, 2, 0};
+  expect_refused(s, {"the window of output row 0 lies entirely in the padding"});
+  s = good;
+  s.pads = {0, 0, 0, 3};
+  s.strides = {1, 1};
+  expect_refused(s, {"the window of output column 4 lies entirely in the padding"});
+  s = good;
+  s.in_shape = {32};
+  expect_refused(s, {"input shape [32] is not an image [C, H, W]"});
+  s = good;
+  s.inputs = 2;
+  expect_refused(s, {"has 2 inputs, expected 1"});
+}
+
+Spec resize_spec(fb::ResizeMode mode, std::vector<uint32_t> in_shape,
+                 std::vector<uint32_t> out_shape) {
+  Spec s;
+  s.op = fb::OpType::Resize;
+  s.resize = mode;
+  s.in_shape = in_shape;
+  s.shape = out_shape;
+  return s;
+}
+
+TEST_CASE("resize: nearest and bilinear forward, JVP and VJP against PyTorch's definitions") {
+  std::mt19937 rng(61);
+  SUBCASE("nearest x2") {
+    check_op(resize_spec(fb::ResizeMode::Nearest, {2, 3, 4}, {2, 6, 8}), rng);
+  }
+  SUBCASE("nearest 3 -> 5, 4 -> 3") {
+    check_op(resize_spec(fb::ResizeMode::Nearest, {2, 3, 4}, {2, 5, 3}), rng);
+  }
+  SUBCASE("bilinear x2") {
+    check_op(resize_spec(fb::ResizeMode::Bilinear, {2, 3, 4}, {2, 6, 8}), rng);
+  }
+  SUBCASE("bilinear 3 -> 7, 4 -> 2") {
+    check_op(resize_spec(fb::ResizeMode::Bilinear, {1, 3, 4}, {1, 7, 2}), rng);
+  }
+}
+
+TEST_CASE("bilinear x2 up-sampling of a 2x2 image gives PyTorch's values") {
+  // torch.nn.functional.interpolate(torch.tensor([[[[1., 2.], [3., 4.]]]]), scale_factor=2,
+  // mode='bilinear', align_corners=False): rows [1, 1.25, 1.75, 2], [1.5, 1.75, 2.25, 2.5],
+  // [2.5, 2.75, 3.25, 3.5], [3, 3.25, 3.75, 4].
+  Loaded l(build(resize_spec(fb::ResizeMode::Bilinear, {1, 2, 2}, {1, 4, 4})));
+  REQUIRE(l.status.ok());
+  const float x[4] = {1, 2, 3, 4};
+  float y[16];
+  run_node(*l.model, x, 1, y);
+  const float want[16] = {1,    1.25f, 1.75f, 2,    1.5f, 1.75f, 2.25f, 2.5f,
+                          2.5f, 2.75f, 3.25f, 3.5f, 3,    3.25f, 3.75f, 4};
+  for (int k = 0; k < 16; ++k) CHECK(y[k] == want[k]);
+}
+
+TEST_CASE("resize refusals name the cause") {
+  const Spec good = resize_spec(fb::ResizeMode::Bilinear, {2, 3, 3}, {2, 6, 6});
+  REQUIRE(Loaded(build(good)).status.ok());
+  Spec s = good;
+  s.shape = {};
+  expect_refused(s, {"node 0 (Resize)", "shape must give the output size [C, OH, OW]"});
+  s = good;
+  s.shape = {72};
+  expect_refused(s, {"shape must give the output size [C, OH, OW]"});
+  s = good;
+  s.shape = {3, 6, 4};
+  expect_refused(s, {"output shape [3, 6, 4] changes the channel count of input [2, 3, 3]"});
+  s = good;
+  s.raw_resize = 9;
+  expect_refused(s, {"unknown resize mode 9"});
+  s = good;
+  s.in_shape = {18};
+  expect_refused(s, {"input shape [18] is not an image [C, H, W]"});
+  s = good;
+  s.shape = {2, 300, 300};
+  expect_refused(s, {"output width 180000 is outside [1, 65536]"});
 }
 
 }  // namespace

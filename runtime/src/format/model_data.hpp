@@ -26,6 +26,9 @@ enum class OpKind : uint8_t {
   kExp = 6,
   kConv2d = 7,
   kConvTranspose2d = 8,
+  kPool2d = 9,
+  kResize = 10,
+  kGroupNorm = 11,
 };
 
 // The per-sample shape of a tensor (the batch is the leading dimension and not part of it):

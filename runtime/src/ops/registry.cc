@@ -7,7 +7,7 @@
 namespace siflow::ops {
 
 extern const OpModule kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, kExp;
-extern const OpModule kConv2d, kConvTranspose2d;
+extern const OpModule kConv2d, kConvTranspose2d, kPool2d, kResize, kGroupNorm;
 
 const OpModule& op_module(detail::OpKind kind) {
   switch (kind) {
@@ -29,6 +29,12 @@ const OpModule& op_module(detail::OpKind kind) {
       return kConv2d;
     case detail::OpKind::kConvTranspose2d:
       return kConvTranspose2d;
+    case detail::OpKind::kPool2d:
+      return kPool2d;
+    case detail::OpKind::kResize:
+      return kResize;
+    case detail::OpKind::kGroupNorm:
+      return kGroupNorm;
   }
   return kUnary;  // unreachable: every kind is listed above
 }
@@ -46,10 +52,10 @@ const OpModule* op_module_for(fb::OpType type) {
     case fb::OpType::Exp:
     case fb::OpType::Conv2d:
     case fb::OpType::ConvTranspose2d:
-      return &op_module(static_cast<detail::OpKind>(type));
     case fb::OpType::Pool2d:
     case fb::OpType::Resize:
     case fb::OpType::GroupNorm:
+      return &op_module(static_cast<detail::OpKind>(type));
     case fb::OpType::Reshape:
     case fb::OpType::Transpose:
     case fb::OpType::Slice:
