@@ -13,8 +13,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-# In the order of the schema's OpType enum (value = index); "exp" needs format 1.1.
-OPS = ("fc", "unary", "concat", "add", "mul", "layernorm", "exp")
+# In the order of the schema's OpType enum (value = index); "exp" needs format 1.1, the image ops
+# (7..11, image_ops.py) format 1.4.
+OPS = ("fc", "unary", "concat", "add", "mul", "layernorm", "exp",
+       "conv2d", "conv_transpose2d", "pool2d", "resize", "groupnorm")
 
 # In the order of the schema's UnaryKind enum (value = index).
 UNARY_KINDS = ("identity", "relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "silu",
@@ -44,7 +46,18 @@ class Node:
     constant: Optional[np.ndarray] = None     # add/mul [n], read as [1, n]
     gamma: Optional[np.ndarray] = None        # layernorm [w]
     beta: Optional[np.ndarray] = None         # layernorm [w]
-    epsilon: float = 1e-5                     # layernorm
+    epsilon: float = 1e-5                     # layernorm, groupnorm
+    # Image ops (format 1.4, image_ops.py): geometry as in the schema's Node fields.
+    shape: Optional[List[int]] = None         # resize: the output shape [C, OH, OW]
+    kernel: Optional[List[int]] = None        # conv2d, conv_transpose2d, pool2d: [kh, kw]
+    strides: Optional[List[int]] = None       # [sh, sw]; None: [1, 1]
+    pads: Optional[List[int]] = None          # [top, left, bottom, right]; None: zeros
+    dilations: Optional[List[int]] = None     # [dh, dw]; None: [1, 1]
+    output_padding: Optional[List[int]] = None  # conv_transpose2d
+    groups: int = 1                           # conv2d, conv_transpose2d, groupnorm
+    pool: str = "average"                     # pool2d: "average" or "max"
+    count_include_pad: bool = False           # pool2d average
+    resize: str = "nearest"                   # resize: "nearest" or "bilinear"
 
     def __post_init__(self):
         for f in ("weight", "bias", "constant", "gamma", "beta"):
@@ -56,6 +69,7 @@ class Graph:
     dim: int
     nodes: List[Node] = field(default_factory=list)
     output: int = -1                          # tensor id of v (width dim)
+    x_shape: Optional[tuple] = None           # per-sample shape of x, e.g. (C, H, W); None: (dim,)
 
     def add(self, node: Node) -> int:
         """Appends a node and returns the id of the tensor it produces."""
@@ -64,7 +78,19 @@ class Graph:
 
     def widths(self) -> List[int]:
         """Width of every tensor id; raises ConversionError on a shape the format rejects."""
+        return self._widths_and_shapes()[0]
+
+    def shapes(self) -> List[tuple]:
+        """Per-sample shape of every tensor id, by the runtime's rules: an image op defines its
+        output's; any other op keeps its first input's of the same width, else is flat."""
+        return self._widths_and_shapes()[1]
+
+    def _widths_and_shapes(self):
+        from . import image_ops
         w = [self.dim, 1]
+        shapes = [tuple(self.x_shape) if self.x_shape else (self.dim,), (1,)]
+        if int(np.prod(shapes[0])) != self.dim:
+            raise ConversionError(f"x_shape {list(shapes[0])} does not hold dim {self.dim}")
         for k, n in enumerate(self.nodes):
             own = k + 2
             where = f"node {k} ({n.op}{', ' + n.name if n.name else ''})"
@@ -116,14 +142,23 @@ class Graph:
                 if not (a == b or a == 1 or b == 1):
                     raise ConversionError(f"{where}: widths {a} and {b} cannot broadcast")
                 w.append(max(a, b))
+            elif n.op in image_ops.IMAGE_OPS:
+                if len(ins) != 1:
+                    raise ConversionError(f"{where}: needs exactly one input")
+                out_shape = image_ops.output_shape(n, shapes[n.inputs[0]], where)
+                w.append(int(np.prod(out_shape)))
+                shapes.append(out_shape)
             else:
                 raise ConversionError(f"{where}: unknown op {n.op!r}")
+            if len(shapes) < len(w):
+                shapes.append((w[-1],) if n.op == "fc" else
+                              next((shapes[i] for i in n.inputs if w[i] == w[-1]), (w[-1],)))
         if not 2 <= self.output < len(w):
             raise ConversionError(f"graph output {self.output} is not a node's tensor")
         if w[self.output] != self.dim:
             raise ConversionError(f"graph output has width {w[self.output]}, expected dim "
                                   f"{self.dim}")
-        return w
+        return w, shapes
 
 
 @dataclass

@@ -1131,7 +1131,7 @@ def finalize(graph: Graph) -> Graph:
         if not (math.isfinite(n.alpha) and math.isfinite(n.epsilon) and n.epsilon > 0):
             raise ConversionError(f"node {k} ({n.op}, {n.name}): alpha/epsilon must be finite "
                                   f"(epsilon > 0)")
-    g = Graph(dim=graph.dim, nodes=kept, output=renum[out])
+    g = Graph(dim=graph.dim, nodes=kept, output=renum[out], x_shape=graph.x_shape)
     g.widths()
     return g
 

@@ -17,7 +17,7 @@ from typing import List, Optional
 import flatbuffers
 import numpy as np
 
-from . import ir
+from . import image_ops, ir
 from ._generated import Base as fb_base
 from ._generated import Graph as fb_graph
 from ._generated import Interpolant as fb_interp
@@ -119,6 +119,7 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, fp16: bool) -> in
             operands[name] = _write_weights(b, values, fp16, f"{where} operand {name}")
     inputs = _numpy_vector(b, [int(i) for i in node.inputs], "<u4")
     name_off = b.CreateString(node.name) if node.name else None
+    geometry = _image_fields(b, node, where)
     fb_node.NodeStart(b)
     b.PrependUint8Slot(0, ir.OPS.index(node.op), None)
     fb_node.NodeAddInputs(b, inputs)
@@ -130,7 +131,44 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, fp16: bool) -> in
         if name in operands:
             b.PrependUOffsetTRelativeSlot(slot, operands[name], 0)
     b.PrependFloat32Slot(10, float(node.epsilon), None)
+    _add_image_fields(b, node, geometry)
     return fb_node.NodeEnd(b)
+
+
+# The format 1.4 image-op fields (image_ops.py): uint32 vectors written before the node table,
+# scalars inside it. Only the image ops write them.
+_IMAGE_VECTORS = ("shape", "kernel", "strides", "pads", "dilations", "output_padding")
+
+
+def _image_fields(b: flatbuffers.Builder, node: ir.Node, where: str) -> dict:
+    if node.op not in image_ops.IMAGE_OPS:
+        return {}
+    out = {}
+    for name in _IMAGE_VECTORS:
+        v = getattr(node, name)
+        if v is not None and len(v):
+            if any(not 0 <= int(a) < 1 << 32 for a in v):
+                raise ConversionError(f"{where}: {name} {list(v)} is not a list of uint32")
+            out[name] = _numpy_vector(b, [int(a) for a in v], "<u4")
+    if node.pool not in image_ops.POOL_KINDS or node.resize not in image_ops.RESIZE_MODES:
+        raise ConversionError(f"{where}: unknown pool kind {node.pool!r} or resize mode "
+                              f"{node.resize!r}")
+    return out
+
+
+def _add_image_fields(b: flatbuffers.Builder, node: ir.Node, vectors: dict) -> None:
+    if node.op not in image_ops.IMAGE_OPS:
+        return
+    adders = {"shape": fb_node.NodeAddShape, "kernel": fb_node.NodeAddKernel,
+              "strides": fb_node.NodeAddStrides, "pads": fb_node.NodeAddPads,
+              "dilations": fb_node.NodeAddDilations,
+              "output_padding": fb_node.NodeAddOutputPadding}
+    for name, off in vectors.items():
+        adders[name](b, off)
+    fb_node.NodeAddGroups(b, int(node.groups))
+    fb_node.NodeAddPool(b, image_ops.POOL_KINDS.index(node.pool))
+    fb_node.NodeAddCountIncludePad(b, bool(node.count_include_pad))
+    fb_node.NodeAddResize(b, image_ops.RESIZE_MODES.index(node.resize))
 
 
 def _table_vector(b: flatbuffers.Builder, offsets: List[int]) -> int:
@@ -144,10 +182,15 @@ def _write_graph(b: flatbuffers.Builder, graph: ir.Graph, fp16: bool) -> int:
     graph.widths()   # shape errors name their node before anything is written
     nodes = [_write_node(b, k, n, fp16) for k, n in enumerate(graph.nodes)]
     vec = _table_vector(b, nodes)
+    x_shape = None
+    if graph.x_shape is not None and len(graph.x_shape) > 1:
+        x_shape = _numpy_vector(b, [int(d) for d in graph.x_shape], "<u4")
     fb_graph.GraphStart(b)
     fb_graph.GraphAddDim(b, int(graph.dim))
     fb_graph.GraphAddNodes(b, vec)
     fb_graph.GraphAddOutput(b, int(graph.output))
+    if x_shape is not None:
+        fb_graph.GraphAddXShape(b, x_shape)
     return fb_graph.GraphEnd(b)
 
 
@@ -309,7 +352,10 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
 
 def required_minor(graph: ir.Graph) -> int:
     """The lowest format_minor the graph's contents need: 1 with an Exp node (format 1.1), else
-    0, so a file without new ops still loads in a runtime that reads only 1.0."""
+    0, so a file without new ops still loads in a runtime that reads only 1.0; 4 with an image op
+    or an image-shaped x (format 1.4)."""
+    if image_ops.required(graph):
+        return 4
     return 1 if any(n.op == "exp" for n in graph.nodes) else 0
 
 
@@ -414,7 +460,20 @@ def _read_node(n) -> ir.Node:
     if op >= len(ir.OPS) or unary >= len(ir.UNARY_KINDS):
         raise ConversionError(f"node op {op} / unary kind {unary} is not one this reader knows")
     inputs = _np(n.InputsIsNone, n.InputsAsNumpy, np.int64)
-    return ir.Node(op=ir.OPS[op], inputs=[] if inputs is None else [int(i) for i in inputs],
+    image = {}
+    if ir.OPS[op] in image_ops.IMAGE_OPS:
+        for name, camel in (("shape", "Shape"), ("kernel", "Kernel"), ("strides", "Strides"),
+                            ("pads", "Pads"), ("dilations", "Dilations"),
+                            ("output_padding", "OutputPadding")):
+            v = _np(getattr(n, camel + "IsNone"), getattr(n, camel + "AsNumpy"), np.int64)
+            image[name] = None if v is None else [int(a) for a in v]
+        if n.Pool() >= len(image_ops.POOL_KINDS) or n.Resize() >= len(image_ops.RESIZE_MODES):
+            raise ConversionError(f"node pool kind {n.Pool()} / resize mode {n.Resize()} is not "
+                                  f"one this reader knows")
+        image.update(groups=int(n.Groups()), pool=image_ops.POOL_KINDS[n.Pool()],
+                     count_include_pad=bool(n.CountIncludePad()),
+                     resize=image_ops.RESIZE_MODES[n.Resize()])
+    return ir.Node(**image, op=ir.OPS[op], inputs=[] if inputs is None else [int(i) for i in inputs],
                    name=(n.Name() or b"").decode("utf-8"), unary=ir.UNARY_KINDS[unary],
                    alpha=float(n.Alpha()), weight=_read_weights(n.Weight()),
                    bias=_read_weights(n.Bias()), constant=_read_weights(n.Constant()),
@@ -440,6 +499,8 @@ def from_bytes(data: bytes) -> ir.FlowModel:
         raise ConversionError("the file has no graph")
     graph = ir.Graph(dim=int(g.Dim()), nodes=[_read_node(g.Nodes(k)) for k in
                                               range(g.NodesLength())], output=int(g.Output()))
+    if not g.XShapeIsNone() and g.XShapeLength():
+        graph.x_shape = tuple(int(d) for d in g.XShapeAsNumpy())
     model = ir.FlowModel(graph=graph, name=(m.Name() or b"").decode("utf-8"),
                          time_start=float(m.TimeStart()), time_end=float(m.TimeEnd()))
     it = m.Interpolant()

@@ -179,6 +179,12 @@ void Graph::emit(const float* params, ModelBuilder* builder) const {
         builder->layer_norm(n.inputs[0], g, b, n.epsilon);
         break;
       }
+      case OpKind::kConv2d:
+      case OpKind::kConvTranspose2d:
+      case OpKind::kPool2d:
+      case OpKind::kResize:
+      case OpKind::kGroupNorm:
+        break;  // no Graph builder makes the image ops (their VJPs serve a future image trainer)
     }
   }
   builder->set_output(output_);
