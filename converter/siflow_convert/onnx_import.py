@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import onnx_image
 from .ir import ConversionError, Graph, Node
 
 BSYM = 1_000_003          # stands for the batch size B inside folded integer shape vectors
@@ -39,7 +40,8 @@ SUPPORTED_OPS = (
     "tensors), Pow (exponent 1, 2 or 3), ReduceMean/ReduceSum (last axis), Slice/Gather (feature "
     "axis), LayerNormalization (last axis) and its decomposed pattern, no-op Identity/Dropout/"
     "Flatten/Reshape/Unsqueeze/Squeeze/Cast/Expand/Tile, Shape/Gather/ConstantOfShape/Concat/"
-    "Equal/Where shape arithmetic, and any op on constants only (folded)")
+    "Equal/Where shape arithmetic, and any op on constants only (folded); on image tensors "
+    "[B, C, H, W] (format 1.4): " + onnx_image.SUPPORTED)
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -392,9 +394,15 @@ class _Importer:
             raise ConversionError(f"the graph has inputs {extra} besides x {x_input!r} and t "
                                   f"{time_input!r}; only these two are supported")
         xshape, _ = self._input_shape(by_name[x_input])
-        d = self._x_dim(x_input, xshape, dim)
-        self.graph = Graph(dim=d)
-        self.values[x_input] = _Val(0, ("B", d), _identity_form(0))
+        if xshape is not None and len(xshape) == 4:
+            # An image x [B, C, H, W] (format 1.4): the flow's x is its flat view.
+            image = onnx_image.image_input(x_input, xshape, dim)
+            self.graph = Graph(dim=int(np.prod(image)), x_shape=image)
+            self.values[x_input] = _Val(0, ("B",) + image, _identity_form(0))
+        else:
+            d = self._x_dim(x_input, xshape, dim)
+            self.graph = Graph(dim=d)
+            self.values[x_input] = _Val(0, ("B", d), _identity_form(0))
         self.values[time_input] = _Val(1, self._t_shape(time_input, by_name[time_input],
                                                         xshape), _identity_form(1))
 
@@ -533,7 +541,9 @@ class _Importer:
             raise ConversionError(f"{where} is a constant; it does not depend on x or t")
         v = self.need(v, where)
         w = _width(v.shape)
-        if w != self.graph.dim or len(v.shape) > 2 or (len(v.shape) == 1 and v.shape != ("B",)):
+        image_out = self.graph.x_shape is not None and v.shape == ("B",) + self.graph.x_shape
+        if not image_out and (w != self.graph.dim or len(v.shape) > 2 or
+                              (len(v.shape) == 1 and v.shape != ("B",))):
             raise ConversionError(f"{where} has shape {_fmt(v.shape)} (width {w}); the velocity "
                                   f"must be [batch, {self.graph.dim}] like x")
         tid = v.tid
@@ -545,9 +555,8 @@ class _Importer:
     # -- elementwise ----------------------------------------------------------------------
     def _binary_const(self, op, a: _Val, c: _Const, where, name) -> _Val:
         """a (op) c for op in add/mul, c a constant row; drops identity operations."""
-        shape = _check_row_shape(_broadcast(a.shape, c.shape, where), where)
+        shape, arr = onnx_image.broadcast_constant(a.shape, c, where)
         w = _width(shape)
-        arr = np.asarray(c.arr, dtype=np.float64)
         if arr.size > 1 and any(d != 1 for d in arr.shape[:-1]):
             raise ConversionError(f"{where}: constant of shape {_fmt(arr.shape)} is not a row "
                                   f"the .sif format can broadcast")
@@ -599,7 +608,7 @@ class _Importer:
         return _Val(tid, v.shape, _identity_form(tid))
 
     def _tensor_tensor(self, op, a: _Val, b: _Val, where, name) -> _Val:
-        shape = _check_row_shape(_broadcast(a.shape, b.shape, where), where)
+        shape = onnx_image.broadcast_flat(a.shape, b.shape, where)
         form = _form_add(a.form, b.form) if op == "add" else _form_mul(a.form, b.form)
         ln = None
         if op == "mul" and a.ln is not None and a is b and a.ln[0] == "centered":
@@ -1229,3 +1238,6 @@ def onnx_input_dim(model_or_path, x_input: Optional[str] = None,
     if len(dims) != 2 or not dims[1].HasField("dim_value"):
         return None
     return int(dims[1].dim_value) - (1 if time_column else 0)
+
+
+onnx_image.install(_Importer)

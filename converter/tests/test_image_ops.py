@@ -198,3 +198,92 @@ def test_bad_image_nodes_are_refused_by_name():
     g.output = g.add(ir.Node("resize", [0], shape=[3, 6, 4]))
     with pytest.raises(ir.ConversionError, match=r"must be \[2, OH, OW\]"):
         g.widths()
+
+
+# ------------------------------------------------------------------------------ ONNX import
+
+def _onnx_bytes(net, x_shape, opset):
+    import io
+    buf = io.BytesIO()
+    x = torch.zeros((3,) + x_shape)
+    t = torch.zeros(3, 1)
+    torch.onnx.export(net, (x, t), buf, input_names=["x", "t"], output_names=["v"],
+                      dynamic_axes={"x": {0: "B"}, "t": {0: "B"}, "v": {0: "B"}},
+                      opset_version=opset)
+    return buf.getvalue()
+
+
+class UNetish(torch.nn.Module):
+    """Conv (stride, pads, groups, dilation), nn.GroupNorm, SiLU, scaling by t, max and average
+    pooling, a transposed conv, bilinear and nearest up-sampling and a skip connection."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(2, 8, 3, stride=2, padding=1)
+        self.norm = torch.nn.GroupNorm(4, 8)
+        self.depthwise = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)
+        self.up = torch.nn.ConvTranspose2d(8, 2, 4, stride=2, padding=1)
+        self.mix = torch.nn.Conv2d(2, 2, (1, 3), padding=(0, 1), bias=False)
+        self.inorm = torch.nn.InstanceNorm2d(2, affine=True)
+
+    def forward(self, x, t):
+        h = F.silu(self.norm(self.conv1(x)))
+        h = h * t.reshape(-1, 1, 1, 1)
+        h = F.max_pool2d(self.depthwise(h), 3, stride=1, padding=1)
+        h = F.avg_pool2d(h, 3, stride=1, padding=1)
+        h = self.up(h) + x
+        h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+        h = F.avg_pool2d(h, 2)
+        h = F.interpolate(h, scale_factor=2, mode="nearest")
+        h = F.max_pool2d(h, 2)
+        # GlobalAveragePool, summed over channels: one value per row scales the image.
+        g = F.adaptive_avg_pool2d(h, 1).reshape(-1, 2).sum(-1).reshape(-1, 1, 1, 1)
+        return self.mix(self.inorm(h)) * torch.tanh(g) + x
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_torch_image_net_converts_and_matches_torch_float64(tmp_path, opset):
+    from siflow_convert import from_onnx
+    torch.manual_seed(opset)
+    net = UNetish().eval()
+    with torch.no_grad():  # non-trivial affine parameters
+        for p in (net.norm.weight, net.norm.bias, net.inorm.weight, net.inorm.bias):
+            p.copy_(torch.randn_like(p))
+    graph = from_onnx(_onnx_bytes(net, (2, 6, 6), opset))
+    ops = [n.op for n in graph.nodes]
+    assert graph.x_shape == (2, 6, 6)
+    for op in ("conv2d", "conv_transpose2d", "pool2d", "resize", "groupnorm"):
+        assert op in ops, ops
+    assert ops.count("groupnorm") == 2   # nn.GroupNorm's pattern and InstanceNorm2d
+    net64 = UNetish().double().eval()
+    net64.load_state_dict({k: v.double() for k, v in net.state_dict().items()})
+    y = _f32(RNG.normal(size=(6, 72)))
+    t = _f32(RNG.uniform(size=6))
+    with torch.no_grad():
+        want = net64(_t(y).reshape(-1, 2, 6, 6), _t(t)[:, None]).reshape(6, -1).numpy()
+    model = ir.FlowModel(graph=graph)
+    got_ref = np.stack([R.velocity(model, t[r], y[r:r + 1])[0] for r in range(6)])
+    assert rel_err(got_ref, want) <= 1e-10
+    cli = siflow_cli()
+    got = _runtime_velocity(cli, tmp_path, model, y, t)
+    assert rel_err(got, want) <= 1e-4
+
+
+def test_unsupported_image_exports_are_refused_by_name():
+    from siflow_convert import from_onnx
+
+    class Corners(torch.nn.Module):
+        def forward(self, x, t):
+            return F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="bilinear",
+                                 align_corners=True) * t.reshape(-1, 1, 1, 1)
+
+    with pytest.raises(ir.ConversionError, match="coordinate_transformation_mode 'align_corners'"):
+        from_onnx(_onnx_bytes(Corners(), (1, 4, 4), 13))
+
+    class Ceil(torch.nn.Module):
+        def forward(self, x, t):
+            return F.interpolate(F.max_pool2d(x, 2, ceil_mode=True), size=(5, 5)) * \
+                t.reshape(-1, 1, 1, 1)
+
+    with pytest.raises(ir.ConversionError, match="ceil_mode changes the output size"):
+        from_onnx(_onnx_bytes(Ceil(), (1, 5, 5), 13))
