@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "format/model_data.hpp"
+#include "net/executor.hpp"
 #include "ops/op.hpp"
+#include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
 #include "siflow_generated.h"
 #include "support/byte_span.hpp"
@@ -1050,6 +1052,152 @@ TEST_CASE("resize refusals name the cause") {
   s = good;
   s.shape = {2, 300, 300};
   expect_refused(s, {"output width 180000 is outside [1, 65536]"});
+}
+
+// ---- An image net written with ModelBuilder, through the loader, the executor and a Plan ----
+
+siflow::ModelBuilder image_builder(std::mt19937& rng) {
+  using B = siflow::ModelBuilder;
+  B b(72);
+  b.set_x_shape({2, 6, 6});
+  B::Window down;
+  down.strides = {2, 2};
+  down.pads = {1, 0, 1, 1};
+  down.groups = 2;
+  uint32_t h =
+      b.conv2d(B::x(), 4, {3, 3}, random_floats(4 * 1 * 9, rng, 0.5f), random_floats(4, rng), down);
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  h = b.group_norm(h, 2, random_floats(4, rng, 2.0f), random_floats(4, rng));
+  h = b.mul(h, B::t());
+  B::Window same;
+  same.pads = {1, 1, 1, 1};
+  h = b.pool2d(h, B::Pool::kMax, {3, 3}, same);
+  h = b.pool2d(h, B::Pool::kAverage, {3, 3}, same, true);
+  h = b.resize(h, B::Resize::kBilinear, 5, 4);
+  h = b.resize(h, B::Resize::kNearest, 3, 3);
+  B::Window up;
+  up.strides = {2, 2};
+  up.pads = {1, 1, 1, 1};
+  up.groups = 2;
+  h = b.conv_transpose2d(h, 2, {4, 4}, random_floats(4 * 1 * 16, rng, 0.5f), random_floats(2, rng),
+                         up);
+  b.set_output(b.add(h, B::x()));
+  return b;
+}
+
+// v(t, x) of a loaded model in double through each module's forward_f64 (each checked against
+// an independent formula above).
+std::vector<double> eval_f64(const ModelData& md, double t, const std::vector<double>& x) {
+  std::vector<std::vector<double>> v = {x, {t}};
+  std::vector<uint32_t> widths;
+  for (uint32_t i = 0; i < md.node_count + 2; ++i) widths.push_back(md.tensors[i].width);
+  for (uint32_t k = 0; k < md.node_count; ++k) {
+    const NodeData& n = md.nodes[k];
+    auto params = [](const float* p, size_t count) {
+      return p ? std::vector<double>(p, p + count) : std::vector<double>();
+    };
+    std::vector<const double*> ptrs;
+    for (const auto& t_ : v) ptrs.push_back(t_.data());
+    std::vector<double> out(n.width);
+    size_t wcount = 0;  // conv weights: [C_out][C_in/g][kh][kw] or [C_in][C_out/g][kh][kw]
+    if (n.weight) {
+      const auto& s = n.op == siflow::detail::OpKind::kConv2d ? n.in_shape : n.shape;
+      const uint32_t per_group = s.dims[0] / n.groups;
+      wcount =
+          size_t{n.op == siflow::detail::OpKind::kConv2d ? n.shape.dims[0] : n.in_shape.dims[0]} *
+          per_group * n.kernel[0] * n.kernel[1];
+    }
+    const auto weight = params(n.weight, wcount);
+    const uint32_t channels = n.shape.rank ? n.shape.dims[0] : n.width;
+    const auto bias = params(n.bias, n.bias ? channels : 0);
+    const auto gamma = params(n.gamma, n.gamma ? channels : 0);
+    const auto beta = params(n.beta, n.beta ? channels : 0);
+    siflow::ops::Operands<double> o{&n,
+                                    widths.data(),
+                                    ptrs.data(),
+                                    out.data(),
+                                    n.weight ? weight.data() : nullptr,
+                                    n.bias ? bias.data() : nullptr,
+                                    n.gamma ? gamma.data() : nullptr,
+                                    n.beta ? beta.data() : nullptr,
+                                    1};
+    siflow::ops::op_module(n.op).forward_f64(o);
+    v.push_back(out);
+  }
+  return v[md.output];
+}
+
+TEST_CASE("an image net from ModelBuilder: shapes, velocity, Jacobian and divergence") {
+  std::mt19937 rng(71);
+  const std::vector<uint8_t> bytes = image_builder(rng).finish();
+  CHECK(fb::GetModel(bytes.data())->format_minor() == 4);
+  Loaded l(bytes);
+  REQUIRE_MESSAGE(l.status.ok(), std::string(l.status.message()));
+  const ModelData& md = l.model->data();
+  CHECK(std::string(siflow::detail::shape_text(md.x_shape).text) == "[2, 6, 6]");
+  CHECK(std::string(siflow::detail::shape_text(md.tensors[2].shape).text) == "[4, 3, 3]");
+  CHECK(std::string(siflow::detail::shape_text(md.tensors[8].shape).text) == "[4, 5, 4]");
+  CHECK(std::string(siflow::detail::shape_text(md.tensors[md.output].shape).text) == "[2, 6, 6]");
+  const uint32_t dim = md.dim;
+  const size_t rows = 3;
+  std::vector<float> x = random_floats(rows * dim, rng, 1.5f);
+  std::vector<float> t = {0.2f, 0.5f, 0.9f};
+  // The public API.
+  std::unique_ptr<siflow::Plan> plan;
+  siflow::PlanOptions po;
+  po.max_batch = rows;
+  REQUIRE(siflow::Plan::create(*l.model, po, nullptr, 0, &plan).ok());
+  std::vector<float> v(rows * dim);
+  REQUIRE(plan->velocity(rows, t.data(), x.data(), v.data()).ok());
+  double worst = 0.0;
+  for (size_t r = 0; r < rows; ++r) {
+    const auto want =
+        eval_f64(md, t[r], std::vector<double>(x.begin() + r * dim, x.begin() + (r + 1) * dim));
+    for (uint32_t k = 0; k < dim; ++k)
+      worst =
+          std::max(worst, std::fabs(v[r * dim + k] - want[k]) / std::max(1.0, std::fabs(want[k])));
+  }
+  MESSAGE("image net: max relative velocity error " << worst);
+  CHECK(worst <= 1e-5);
+  // The executor with identity seeds: every Jacobian column against central differences.
+  std::vector<std::vector<float>> values(md.node_count + 2), tangents(md.node_count + 2);
+  std::vector<float*> vp, tp;
+  for (uint32_t id = 0; id < md.node_count + 2; ++id) {
+    if (id >= 1) values[id].assign(rows * md.tensors[id].width, NAN);
+    if (id == 0 || (id >= 2 && md.tensors[id].depends_on_x))
+      tangents[id].assign(rows * dim * md.tensors[id].width, NAN);
+    vp.push_back(values[id].empty() ? nullptr : values[id].data());
+    tp.push_back(tangents[id].empty() ? nullptr : tangents[id].data());
+  }
+  for (size_t r = 0; r < rows; ++r) values[1][r] = t[r];
+  siflow::NetBuffers net;
+  net.values = vp.data();
+  net.tangents = tp.data();
+  net.directions = dim;
+  siflow::fill_identity_seeds(tangents[0].data(), rows, dim);
+  siflow::run_network(md, net, x.data(), rows, dim, true);
+  std::vector<double> div(rows);
+  siflow::exact_divergence(tp[md.output], rows, dim, div.data());
+  double jworst = 0.0;
+  for (size_t r = 0; r < rows; ++r) {
+    double trace = 0.0;
+    for (uint32_t p = 0; p < dim; ++p) {
+      std::vector<double> xp(x.begin() + r * dim, x.begin() + (r + 1) * dim), xm(xp);
+      const double h = 1e-5;
+      xp[p] += h;
+      xm[p] -= h;
+      const auto fp = eval_f64(md, t[r], xp), fm = eval_f64(md, t[r], xm);
+      for (uint32_t k = 0; k < dim; ++k) {
+        const double fd = (fp[k] - fm[k]) / (2 * h);
+        if (k == p) trace += fd;
+        jworst = std::max(jworst, std::fabs(tp[md.output][(r * dim + p) * dim + k] - fd) /
+                                      std::max(1.0, std::fabs(fd)));
+      }
+    }
+    CHECK(std::fabs(div[r] - trace) <= 1e-4 * (1 + std::fabs(trace)));
+  }
+  MESSAGE("image net: max Jacobian error " << jworst);
+  CHECK(jworst <= 1e-4);
 }
 
 }  // namespace

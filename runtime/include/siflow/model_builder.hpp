@@ -13,6 +13,14 @@
 
 namespace siflow {
 
+// The window of an image op (ModelBuilder::conv2d, conv_transpose2d, pool2d): empty vectors
+// mean stride 1, no padding, dilation 1; pads are {top, left, bottom, right}.
+struct ImageWindow {
+  std::vector<uint32_t> strides, pads, dilations;
+  std::vector<uint32_t> output_padding;  // conv_transpose2d only
+  uint32_t groups = 1;                   // conv2d, conv_transpose2d
+};
+
 class ModelBuilder {
  public:
   explicit ModelBuilder(uint32_t dim);
@@ -37,6 +45,29 @@ class ModelBuilder {
                       const std::vector<float>& beta = {}, float epsilon = 1e-5f);
   void set_output(uint32_t tensor) { output_ = tensor; }
 
+  // Image nets (format 1.4): x's per-sample shape, e.g. {C, H, W} (product = dim), and the
+  // image ops on [C, H, W] tensors (docs/format.md).
+  void set_x_shape(const std::vector<uint32_t>& shape) { x_shape_ = shape; }
+  using Window = ImageWindow;
+  // weight [out_channels, C/groups, kh, kw], bias [out_channels] or empty.
+  uint32_t conv2d(uint32_t input, uint32_t out_channels, const std::vector<uint32_t>& kernel,
+                  const std::vector<float>& weight, const std::vector<float>& bias = {},
+                  const Window& window = Window());
+  // weight [C, out_channels/groups, kh, kw], bias [out_channels] or empty.
+  uint32_t conv_transpose2d(uint32_t input, uint32_t out_channels,
+                            const std::vector<uint32_t>& kernel, const std::vector<float>& weight,
+                            const std::vector<float>& bias = {}, const Window& window = Window());
+  enum class Pool : uint8_t { kAverage = 0, kMax = 1 };
+  uint32_t pool2d(uint32_t input, Pool pool, const std::vector<uint32_t>& kernel,
+                  const Window& window = Window(), bool count_include_pad = false);
+  enum class Resize : uint8_t { kNearest = 0, kBilinear = 1 };
+  uint32_t resize(uint32_t input, Resize mode, uint32_t out_h, uint32_t out_w);
+  // gamma, beta: [C] or empty.
+  uint32_t group_norm(uint32_t input, uint32_t groups, const std::vector<float>& gamma = {},
+                      const std::vector<float>& beta = {}, float epsilon = 1e-5f);
+  // The per-sample shape of a tensor as the loader will compute it (empty for an unknown id).
+  std::vector<uint32_t> shape(uint32_t tensor) const;
+
   void set_name(const std::string& name) { name_ = name; }
   void add_metadata(const std::string& key, const std::string& value);
   void set_interpolant(InterpolantKind kind, const std::vector<double>& alpha = {},
@@ -45,8 +76,9 @@ class ModelBuilder {
   void set_uniform_base(const std::vector<float>& low, const std::vector<float>& high);
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& std);
   void set_time_range(double start, double end);
-  // By default a file records the lowest format version its contents need (1.0, or 1.1 when a
-  // node uses Exp), so older runtimes read every file they can; this overrides it.
+  // By default a file records the lowest format version its contents need (1.0, 1.1 when a
+  // node uses Exp, 1.4 with an x shape or an image op), so older runtimes read every file they
+  // can; this overrides it.
   void set_format_version(uint16_t major, uint16_t minor);
   // Weight storage in the file: float32 (default) or fp16, rounded to nearest even. fp16 values
   // beyond its range become infinite, which the loader refuses.
@@ -71,10 +103,17 @@ class ModelBuilder {
     float alpha = 0.01f, epsilon = 1e-5f;
     uint32_t out_features = 0;
     std::vector<float> weight, bias, constant, gamma, beta;
+    // Image ops (format 1.4).
+    std::vector<uint32_t> weight_shape, out_shape, kernel;
+    Window window;
+    uint8_t pool = 0, resize = 0;
+    bool count_include_pad = false, image = false;
   };
+  uint32_t push_image(Node node);
   uint32_t push(Node node, uint32_t width);
 
   uint32_t dim_;
+  std::vector<uint32_t> x_shape_;
   std::vector<uint32_t> widths_;
   std::vector<Node> nodes_;
   uint32_t output_ = 0;
