@@ -983,6 +983,11 @@ TEST_CASE("pool2d refusals name the cause") {
   s.pads = {0, 0, 0, 3};
   s.strides = {1, 1};
   expect_refused(s, {"the window of output column 4 lies entirely in the padding"});
+  // A dilated max window whose taps step over the one input row: -1 and 2 miss row 0.
+  s = pool_spec(fb::PoolKind::Max, {1, 1, 4}, {2, 1}, {}, {1, 0, 2, 0}, {3, 1});
+  expect_refused(s, {"the window of output row 0 lies entirely in the padding"});
+  s.pads = {0, 0, 3, 0};  // taps 0 and 3: row 0 is in
+  CHECK(Loaded(build(s)).status.ok());
   s = good;
   s.in_shape = {32};
   expect_refused(s, {"input shape [32] is not an image [C, H, W]"});

@@ -48,8 +48,8 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
                          out->pads[1], out->pads[2], out->pads[3]);
   if (!(s = check.output_width(image_width(c, oh, ow), &out->width)).ok()) return s;
   out->shape = image_shape(c, static_cast<uint32_t>(oh), static_cast<uint32_t>(ow));
-  // Every window must hold an input cell (else its average or maximum is undefined): one
-  // check per output row and column, bounded by the output width.
+  // Every window must hold an input cell (else its average or maximum is undefined): one O(1)
+  // check per output row and column, so the work is bounded by the output width.
   const struct {
     uint64_t outputs, extent;
     uint32_t kernel, stride, dilation, pad;
@@ -58,11 +58,11 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
                {ow, w, out->kernel[1], out->strides[1], out->dilations[1], out->pads[1], "column"}};
   for (const auto& ax : axes)
     for (uint64_t o = 0; o < ax.outputs; ++o) {
-      bool any = false;
-      for (uint32_t k = 0; k < ax.kernel && !any; ++k) {
-        const int64_t i = static_cast<int64_t>(o * ax.stride) - ax.pad + int64_t{k} * ax.dilation;
-        any = i >= 0 && i < static_cast<int64_t>(ax.extent);
-      }
+      // The first tap at or past cell 0 (k0), in O(1): the window holds a cell iff that tap
+      // exists and lies before the end.
+      const int64_t start = static_cast<int64_t>(o * ax.stride) - ax.pad;
+      const int64_t k0 = start >= 0 ? 0 : (-start + ax.dilation - 1) / ax.dilation;
+      const bool any = k0 < ax.kernel && start + k0 * ax.dilation < static_cast<int64_t>(ax.extent);
       if (!any)
         return Status::error(StatusCode::kInvalidModel,
                              "%s: the window of output %s %llu lies entirely in the padding",
