@@ -13,9 +13,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-# In the order of the schema's OpType enum (value = index); "exp" needs format 1.1.
-OPS = ("fc", "unary", "concat", "add", "mul", "layernorm", "exp")
-# Every op's OpType number: OPS by index, and the format 1.4 ops by their schema value.
+# In the order of the schema's OpType enum (value = index); "exp" needs format 1.1, the image ops
+# (7..11, image_ops.py) format 1.4.
+OPS = ("fc", "unary", "concat", "add", "mul", "layernorm", "exp",
+       "conv2d", "conv_transpose2d", "pool2d", "resize", "groupnorm")
+# Every op's OpType number: OPS by index, and the other format 1.4 ops by their schema value.
 OP_CODES = {name: i for i, name in enumerate(OPS)}
 # Layout ops (format 1.4): reshape (Node.shape), transpose (Node.perm), slice (axis/start/end).
 LAYOUT_OPS = {"reshape": 12, "transpose": 13, "slice": 14}
@@ -50,14 +52,24 @@ class Node:
     constant: Optional[np.ndarray] = None     # add/mul [n], read as [1, n]
     gamma: Optional[np.ndarray] = None        # layernorm [w]
     beta: Optional[np.ndarray] = None         # layernorm [w]
-    epsilon: float = 1e-5                     # layernorm
-    # Format 1.4 layout ops: reshape's (or any node's stored) per-sample output shape;
+    epsilon: float = 1e-5                     # layernorm, groupnorm
+    # Format 1.4: reshape's (or any node's stored) per-sample output shape, resize's [C, OH, OW];
     # transpose's perm (output axis i is input axis perm[i]); slice's [start, end) on axis.
     shape: Optional[List[int]] = None
     perm: Optional[List[int]] = None
     axis: int = -1
     start: int = 0
     end: int = 0
+    # Image ops (format 1.4, image_ops.py): geometry as in the schema's Node fields.
+    kernel: Optional[List[int]] = None        # conv2d, conv_transpose2d, pool2d: [kh, kw]
+    strides: Optional[List[int]] = None       # [sh, sw]; None: [1, 1]
+    pads: Optional[List[int]] = None          # [top, left, bottom, right]; None: zeros
+    dilations: Optional[List[int]] = None     # [dh, dw]; None: [1, 1]
+    output_padding: Optional[List[int]] = None  # conv_transpose2d
+    groups: int = 1                           # conv2d, conv_transpose2d, groupnorm
+    pool: str = "average"                     # pool2d: "average" or "max"
+    count_include_pad: bool = False           # pool2d average
+    resize: str = "nearest"                   # resize: "nearest" or "bilinear"
 
     def __post_init__(self):
         for f in ("weight", "bias", "constant", "gamma", "beta"):
@@ -78,30 +90,24 @@ class Graph:
 
     def shapes(self) -> List[List[int]]:
         """Per-sample shape of every tensor id, as the runtime's loader gives them: x_shape, [1]
-        for t, the layout ops' own, and otherwise the first input as wide as the output (else
-        flat). Checks the widths first."""
-        w = self.widths()
-        return self._shapes(w)
-
-    def _shapes(self, w: List[int]) -> List[List[int]]:
-        s = [list(self.x_shape) if self.x_shape else [self.dim], [1]]
-        for k, n in enumerate(self.nodes):
-            width = w[k + 2]
-            if n.op in LAYOUT_OPS:
-                s.append(_layout_shape(n, s[n.inputs[0]], f"node {k} ({n.op})"))
-            else:
-                s.append(next((list(s[i]) for i in n.inputs if w[i] == width), [width]))
-        return s
+        for t; an op that defines its output's (layout and image ops, fc: flat) gives it, any
+        other keeps its first input as wide as the output, else is flat. Checks the widths."""
+        return self._widths(check_output=True)[1]
 
     def widths(self) -> List[int]:
         """Width of every tensor id; raises ConversionError on a shape the format rejects."""
-        return self._widths(check_output=True)
+        return self._widths(check_output=True)[0]
 
     def _widths_so_far(self) -> List[int]:
         """The widths of a graph still being built (no output yet)."""
-        return self._widths(check_output=False)
+        return self._widths(check_output=False)[0]
 
-    def _widths(self, check_output: bool) -> List[int]:
+    def _shapes_so_far(self) -> List[List[int]]:
+        """The per-sample shapes of a graph still being built (no output yet)."""
+        return self._widths(check_output=False)[1]
+
+    def _widths(self, check_output: bool):
+        from . import image_ops
         w = [self.dim, 1]
         if self.x_shape is not None and (not 1 <= len(self.x_shape) <= 3 or
                                          int(np.prod(self.x_shape)) != self.dim):
@@ -163,22 +169,30 @@ class Graph:
                 if not (a == b or a == 1 or b == 1):
                     raise ConversionError(f"{where}: widths {a} and {b} cannot broadcast")
                 w.append(max(a, b))
+            elif n.op in image_ops.IMAGE_OPS:
+                if len(ins) != 1:
+                    raise ConversionError(f"{where}: needs exactly one input")
+                out_shape = image_ops.output_shape(n, tuple(shapes[n.inputs[0]]), where)
+                w.append(int(np.prod(out_shape)))
+                shapes.append([int(d) for d in out_shape])
             else:
                 raise ConversionError(f"{where}: unknown op {n.op!r}")
-            shapes = self._shapes_upto(shapes, w, n)
+            if len(shapes) < len(w):
+                shapes = self._shapes_upto(shapes, w, n)
         if not check_output:
-            return w
+            return w, shapes
         if not 2 <= self.output < len(w):
             raise ConversionError(f"graph output {self.output} is not a node's tensor")
         if w[self.output] != self.dim:
             raise ConversionError(f"graph output has width {w[self.output]}, expected dim "
                                   f"{self.dim}")
-        return w
-
+        return w, shapes
 
     def _shapes_upto(self, shapes, w, n) -> List[List[int]]:
         width = w[-1]
-        if n.op in LAYOUT_OPS:
+        if n.op == "fc":
+            shapes.append([width])  # a dense layer's output is flat
+        elif n.op in LAYOUT_OPS:
             shapes.append(_layout_shape(n, shapes[n.inputs[0]], n.op))
         else:
             shapes.append(next((list(shapes[i]) for i in n.inputs if w[i] == width), [width]))

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import onnx_image
 from .ir import ConversionError, Graph, Node
 
 BSYM = 1_000_003          # stands for the batch size B inside folded integer shape vectors
@@ -44,7 +45,8 @@ SUPPORTED_OPS = (
     "Flatten/Reshape/Unsqueeze/Squeeze/Cast/Expand/Tile, Shape/Gather/ConstantOfShape/Concat/"
     "Equal/Where shape arithmetic, and any op on constants only (folded); format 1.4: x of shape "
     "[B, C, H, W] or [B, T, C], Reshape/Flatten to any per-sample shape of rank <= 3 (free), "
-    "Transpose of the per-sample axes, Slice/Split of one per-sample axis, fixed-batch exports")
+    "Transpose of the per-sample axes, Slice/Split of one per-sample axis, fixed-batch exports; "
+    "on image tensors [B, C, H, W]: " + onnx_image.SUPPORTED)
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -581,9 +583,8 @@ class _Importer:
     # -- elementwise ----------------------------------------------------------------------
     def _binary_const(self, op, a: _Val, c: _Const, where, name) -> _Val:
         """a (op) c for op in add/mul, c a constant row; drops identity operations."""
-        shape = _check_row_shape(_broadcast(a.shape, c.shape, where), where)
+        shape, arr = onnx_image.broadcast_constant(a.shape, c, where)
         w = _width(shape)
-        arr = np.asarray(c.arr, dtype=np.float64)
         if arr.size > 1 and any(d != 1 for d in arr.shape[:-1]):
             raise ConversionError(f"{where}: constant of shape {_fmt(arr.shape)} is not a row "
                                   f"the .sif format can broadcast")
@@ -635,9 +636,7 @@ class _Importer:
         return _Val(tid, v.shape, _identity_form(tid))
 
     def _tensor_tensor(self, op, a: _Val, b: _Val, where, name) -> _Val:
-        shape = _broadcast(a.shape, b.shape, where)
-        if not (a.shape == b.shape and a.shape[:1] == ("B",)):
-            _check_row_shape(shape, where)   # equal shapes are elementwise on the flat view
+        shape = onnx_image.broadcast_flat(a.shape, b.shape, where)
         form = _form_add(a.form, b.form) if op == "add" else _form_mul(a.form, b.form)
         ln = None
         if op == "mul" and a.ln is not None and a is b and a.ln[0] == "centered":
@@ -972,7 +971,7 @@ class _Importer:
         if len(sample) > 3:
             raise ConversionError(f"{where}: shape {_fmt(a.shape)} has {len(sample)} axes per "
                                   f"sample; the .sif format holds at most 3")
-        shapes = self.graph._shapes(self.graph._widths_so_far())
+        shapes = self.graph._shapes_so_far()
         if shapes[a.tid] == sample:
             return a.tid
         return self.emit(Node("reshape", [a.tid], name=f"{where} shape", shape=sample))
@@ -1386,3 +1385,6 @@ def onnx_input_dim(model_or_path, x_input: Optional[str] = None,
     if len(dims) != 2 or not dims[1].HasField("dim_value"):
         return None
     return int(dims[1].dim_value) - (1 if time_column else 0)
+
+
+onnx_image.install(_Importer)

@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import ir
+from . import image_ops, ir
 
 SELU_LAMBDA = 1.0507009873554805
 SELU_ALPHA = 1.6732632423543772
@@ -239,8 +239,12 @@ def evaluate(model: ir.FlowModel, t, y, tangents: bool = False, dtype=np.float64
     vals = [y.astype(dtype), _time_column(t, rows, dtype)]
     tans = [np.broadcast_to(np.eye(d, dtype=dtype), (rows, d, d)).copy() if tangents else None,
             None]
-    for node in model.graph.nodes:
-        v, tv = _node_forward(node, vals, tans, dtype, shapes)
+    for k, node in enumerate(model.graph.nodes):
+        if node.op in image_ops.IMAGE_OPS:
+            a = node.inputs[0]
+            v, tv = image_ops.forward(node, vals[a], tans[a], shapes[a], shapes[k + 2], dtype)
+        else:
+            v, tv = _node_forward(node, vals, tans, dtype, shapes)
         vals.append(v)
         tans.append(tv)
     out = model.graph.output

@@ -17,7 +17,7 @@ from typing import List, Optional
 import flatbuffers
 import numpy as np
 
-from . import ir
+from . import image_ops, ir
 from ._generated import Base as fb_base
 from ._generated import Graph as fb_graph
 from ._generated import Interpolant as fb_interp
@@ -161,6 +161,7 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, quantize: str) ->
     shape = None if not node.shape else _numpy_vector(b, [int(e) for e in node.shape], "<u4")
     perm = None if node.perm is None else _numpy_vector(b, [int(p) for p in node.perm], "<u4")
     name_off = b.CreateString(node.name) if node.name else None
+    geometry = _image_fields(b, node, where)
     fb_node.NodeStart(b)
     b.PrependUint8Slot(0, ir.OP_CODES[node.op], None)
     fb_node.NodeAddInputs(b, inputs)
@@ -180,7 +181,45 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, quantize: str) ->
         fb_node.NodeAddAxis(b, int(node.axis))
         fb_node.NodeAddStart(b, int(node.start))
         fb_node.NodeAddEnd(b, int(node.end))
+    _add_image_fields(b, node, geometry)
     return fb_node.NodeEnd(b)
+
+
+# The format 1.4 image-op fields (image_ops.py): uint32 vectors written before the node table,
+# scalars inside it. Only the image ops write them.
+# Node.shape is written for every op (_write_node); these are the image ops' own.
+_IMAGE_VECTORS = ("kernel", "strides", "pads", "dilations", "output_padding")
+
+
+def _image_fields(b: flatbuffers.Builder, node: ir.Node, where: str) -> dict:
+    if node.op not in image_ops.IMAGE_OPS:
+        return {}
+    out = {}
+    for name in _IMAGE_VECTORS:
+        v = getattr(node, name)
+        if v is not None and len(v):
+            if any(not 0 <= int(a) < 1 << 32 for a in v):
+                raise ConversionError(f"{where}: {name} {list(v)} is not a list of uint32")
+            out[name] = _numpy_vector(b, [int(a) for a in v], "<u4")
+    if node.pool not in image_ops.POOL_KINDS or node.resize not in image_ops.RESIZE_MODES:
+        raise ConversionError(f"{where}: unknown pool kind {node.pool!r} or resize mode "
+                              f"{node.resize!r}")
+    return out
+
+
+def _add_image_fields(b: flatbuffers.Builder, node: ir.Node, vectors: dict) -> None:
+    if node.op not in image_ops.IMAGE_OPS:
+        return
+    adders = {"shape": fb_node.NodeAddShape, "kernel": fb_node.NodeAddKernel,
+              "strides": fb_node.NodeAddStrides, "pads": fb_node.NodeAddPads,
+              "dilations": fb_node.NodeAddDilations,
+              "output_padding": fb_node.NodeAddOutputPadding}
+    for name, off in vectors.items():
+        adders[name](b, off)
+    fb_node.NodeAddGroups(b, int(node.groups))
+    fb_node.NodeAddPool(b, image_ops.POOL_KINDS.index(node.pool))
+    fb_node.NodeAddCountIncludePad(b, bool(node.count_include_pad))
+    fb_node.NodeAddResize(b, image_ops.RESIZE_MODES.index(node.resize))
 
 
 def _table_vector(b: flatbuffers.Builder, offsets: List[int]) -> int:
@@ -362,10 +401,12 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
 
 
 def required_minor(graph: ir.Graph, quantize: str = "fp32") -> int:
-    """The lowest format_minor the graph's contents need: 4 with a layout op or a per-sample
-    shape (format 1.4), 3 with BF16 or I8 weights (format 1.3), 1 with an Exp node (format 1.1),
-    else 0, so a file without new features still loads in a runtime that reads only 1.0."""
-    if graph.x_shape or any(n.op in ir.LAYOUT_OPS or n.shape for n in graph.nodes):
+    """The lowest format_minor the graph's contents need: 4 with a layout or image op or a
+    per-sample shape (format 1.4), 3 with BF16 or I8 weights (format 1.3), 1 with an Exp node
+    (format 1.1), else 0, so a file without new features still loads in a runtime that reads
+    only 1.0."""
+    if graph.x_shape or image_ops.required(graph) or \
+            any(n.op in ir.LAYOUT_OPS or n.shape for n in graph.nodes):
         return 4
     has = {name for n in graph.nodes for name in OPERANDS if getattr(n, name) is not None}
     if quantize == "bf16" and has:
@@ -506,7 +547,20 @@ def _read_node(n) -> ir.Node:
     inputs = _np(n.InputsIsNone, n.InputsAsNumpy, np.int64)
     shape = _np(n.ShapeIsNone, n.ShapeAsNumpy, np.int64)
     perm = _np(n.PermIsNone, n.PermAsNumpy, np.int64)
-    return ir.Node(op=ir.OP_NAMES[op], inputs=[] if inputs is None else [int(i) for i in inputs],
+    image = {}
+    if ir.OP_NAMES[op] in image_ops.IMAGE_OPS:
+        for name, camel in (("kernel", "Kernel"), ("strides", "Strides"), ("pads", "Pads"),
+                            ("dilations", "Dilations"), ("output_padding", "OutputPadding")):
+            v = _np(getattr(n, camel + "IsNone"), getattr(n, camel + "AsNumpy"), np.int64)
+            image[name] = None if v is None else [int(a) for a in v]
+        if n.Pool() >= len(image_ops.POOL_KINDS) or n.Resize() >= len(image_ops.RESIZE_MODES):
+            raise ConversionError(f"node pool kind {n.Pool()} / resize mode {n.Resize()} is not "
+                                  f"one this reader knows")
+        image.update(groups=int(n.Groups()), pool=image_ops.POOL_KINDS[n.Pool()],
+                     count_include_pad=bool(n.CountIncludePad()),
+                     resize=image_ops.RESIZE_MODES[n.Resize()])
+    return ir.Node(**image, op=ir.OP_NAMES[op],
+                   inputs=[] if inputs is None else [int(i) for i in inputs],
                    shape=None if shape is None or not shape.size else [int(e) for e in shape],
                    perm=None if perm is None else [int(p) for p in perm], axis=int(n.Axis()),
                    start=int(n.Start()), end=int(n.End()),

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // "After create(), nothing allocates": with the heap wrappers of support/alloc_hooks.cc linked in
 // (they see the whole malloc family and every global operator new/delete), runs every Plan call
-// (ODE with log p, Hutchinson, SDE, decode, encode, log_prob, velocity, errors) and counts.
+// (ODE with log p, Hutchinson, SDE, decode, encode, log_prob, velocity, errors; an image model)
+// and counts.
 #include <doctest/doctest.h>
 #include <malloc.h>
 #include <unistd.h>
@@ -13,12 +14,14 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.h"
 #include "siflow/siflow.hpp"
 #include "support/alloc_hooks.hpp"
+#include "support/parallel.hpp"
 #include "support/requirements.hpp"
 
 namespace {
@@ -447,4 +450,71 @@ TEST_CASE("loading into caller memory, planning in it, running and destroying ma
   CHECK(made.ok());
   CHECK(ran.ok());
   CHECK(calls == 0);
+}
+
+TEST_CASE(
+    "an image model (conv, transposed conv, pooling, resize, group norm) makes no heap call") {
+  // x [2, 4, 4] -> conv 3x3 stride 2 (groups 2) -> group norm -> max pool -> bilinear resize ->
+  // average pool -> transposed conv back to [2, 4, 4].
+  ModelBuilder b(32);
+  b.set_x_shape({2, 4, 4});
+  std::vector<float> w1(4 * 1 * 9), w2(4 * 1 * 16);
+  for (size_t i = 0; i < w1.size(); ++i) w1[i] = 0.3f * std::sin(0.7f * i);
+  for (size_t i = 0; i < w2.size(); ++i) w2[i] = 0.2f * std::cos(1.3f * i);
+  siflow::ImageWindow down;
+  down.strides = {2, 2};
+  down.pads = {1, 1, 1, 1};
+  down.groups = 2;
+  uint32_t h = b.conv2d(b.x(), 4, {3, 3}, w1, {0.1f, -0.2f, 0.3f, 0.0f}, down);
+  h = b.mul(b.group_norm(h, 2, {1.0f, 2.0f, 0.5f, 1.5f}, {0.0f, 0.1f, 0.2f, 0.3f}), b.t());
+  siflow::ImageWindow same;
+  same.pads = {1, 1, 1, 1};
+  h = b.pool2d(h, ModelBuilder::Pool::kMax, {3, 3}, same);
+  h = b.resize(h, ModelBuilder::Resize::kBilinear, 4, 4);
+  siflow::ImageWindow halve;
+  halve.strides = {2, 2};
+  h = b.pool2d(h, ModelBuilder::Pool::kAverage, {2, 2}, halve);
+  siflow::ImageWindow up;
+  up.strides = {2, 2};
+  up.pads = {1, 1, 1, 1};
+  up.groups = 2;
+  b.set_output(b.add(b.conv_transpose2d(h, 2, {4, 4}, w2, {}, up), b.x()));
+  const std::vector<uint8_t> bytes = b.finish();
+  std::unique_ptr<Model> model;
+  const Status loaded = Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model);
+  REQUIRE_MESSAGE(loaded.ok(), std::string(loaded.message()));
+  for (uint32_t threads : {1u, 2u}) {
+    if (threads > 1 && !siflow::RowPool::available()) {
+      MESSAGE("SKIPPED: the 2-thread run (this build has no thread pool)");
+      continue;
+    }
+    siflow::PlanOptions po;
+    po.max_batch = 4;
+    po.divergence = siflow::DivergenceMode::kExact;
+    po.max_probes = 2;
+    po.threads = threads;
+    std::unique_ptr<Plan> plan;
+    REQUIRE(Plan::create(*model, po, nullptr, 0, &plan).ok());
+    const size_t n = 6;
+    std::vector<float> x(n * 32), y(n * 32), t(n, 0.4f);
+    std::vector<double> logp(n);
+    siflow::SampleOptions so;
+    so.seed = 5;
+    so.ode.steps = 2;
+    siflow::LogProbOptions lh;
+    lh.ode.steps = 2;
+    lh.divergence.mode = siflow::DivergenceMode::kHutchinson;
+    lh.divergence.probes = 2;
+    Status sampled, scored, vel;
+    const unsigned long calls = heap_calls_during([&] {
+      sampled = plan->sample(n, so, x.data(), logp.data());
+      scored = plan->log_prob(n, x.data(), lh, logp.data());
+      vel = plan->velocity(n, t.data(), x.data(), y.data());
+    });
+    INFO("threads " << threads);
+    CHECK(sampled.ok());
+    CHECK(scored.ok());
+    CHECK(vel.ok());
+    CHECK(calls == 0);
+  }
 }

@@ -34,6 +34,14 @@ struct StoredSolver {
 Status add_solvers(const void* bytes, size_t size, const std::vector<StoredSolver>& solvers,
                    std::vector<uint8_t>* out);
 
+// The window of an image op (ModelBuilder::conv2d, conv_transpose2d, pool2d): empty vectors
+// mean stride 1, no padding, dilation 1; pads are {top, left, bottom, right}.
+struct ImageWindow {
+  std::vector<uint32_t> strides, pads, dilations;
+  std::vector<uint32_t> output_padding;  // conv_transpose2d only
+  uint32_t groups = 1;                   // conv2d, conv_transpose2d
+};
+
 class ModelBuilder {
  public:
   explicit ModelBuilder(uint32_t dim);
@@ -65,9 +73,30 @@ class ModelBuilder {
                      const std::vector<uint32_t>& perm);
   uint32_t slice(uint32_t input, const std::vector<uint32_t>& in_shape, int32_t axis,
                  uint32_t start, uint32_t end);
-  // Per-sample shape of x and v (format 1.4), e.g. {C, H, W}; product dim. Empty: [dim].
-  void set_x_shape(const std::vector<uint32_t>& shape) { x_shape_ = shape; }
   void set_output(uint32_t tensor) { output_ = tensor; }
+
+  // Per-sample shape of x and v (format 1.4), e.g. {C, H, W} (product = dim; empty: [dim]), and
+  // the image ops on [C, H, W] tensors (docs/format.md).
+  void set_x_shape(const std::vector<uint32_t>& shape) { x_shape_ = shape; }
+  using Window = ImageWindow;
+  // weight [out_channels, C/groups, kh, kw], bias [out_channels] or empty.
+  uint32_t conv2d(uint32_t input, uint32_t out_channels, const std::vector<uint32_t>& kernel,
+                  const std::vector<float>& weight, const std::vector<float>& bias = {},
+                  const Window& window = Window());
+  // weight [C, out_channels/groups, kh, kw], bias [out_channels] or empty.
+  uint32_t conv_transpose2d(uint32_t input, uint32_t out_channels,
+                            const std::vector<uint32_t>& kernel, const std::vector<float>& weight,
+                            const std::vector<float>& bias = {}, const Window& window = Window());
+  enum class Pool : uint8_t { kAverage = 0, kMax = 1 };
+  uint32_t pool2d(uint32_t input, Pool pool, const std::vector<uint32_t>& kernel,
+                  const Window& window = Window(), bool count_include_pad = false);
+  enum class Resize : uint8_t { kNearest = 0, kBilinear = 1 };
+  uint32_t resize(uint32_t input, Resize mode, uint32_t out_h, uint32_t out_w);
+  // gamma, beta: [C] or empty.
+  uint32_t group_norm(uint32_t input, uint32_t groups, const std::vector<float>& gamma = {},
+                      const std::vector<float>& beta = {}, float epsilon = 1e-5f);
+  // The per-sample shape of a tensor as the loader will compute it (empty for an unknown id).
+  std::vector<uint32_t> shape(uint32_t tensor) const;
 
   void set_name(const std::string& name) { name_ = name; }
   void add_metadata(const std::string& key, const std::string& value);
@@ -78,8 +107,8 @@ class ModelBuilder {
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& std);
   void set_time_range(double start, double end);
   // By default a file records the lowest format version its contents need (1.0, 1.1 when a node
-  // uses Exp, 1.2 when it stores solvers, 1.4 with a layout op or an x shape), so older runtimes
-  // read every file they can; this overrides it.
+  // uses Exp, 1.2 when it stores solvers, 1.4 with a layout or image op or an x shape), so older
+  // runtimes read every file they can; this overrides it.
   void set_format_version(uint16_t major, uint16_t minor);
   // Weight storage in the file: float32 (default) or fp16, rounded to nearest even. fp16 values
   // beyond its range become infinite, which the loader refuses.
@@ -110,7 +139,13 @@ class ModelBuilder {
     std::vector<uint32_t> shape, perm;
     int32_t axis = -1;
     uint32_t start = 0, end = 0;
+    // Image ops (format 1.4).
+    std::vector<uint32_t> weight_shape, out_shape, kernel;
+    Window window;
+    uint8_t pool = 0, resize = 0;
+    bool count_include_pad = false, image = false;
   };
+  uint32_t push_image(Node node);
   uint32_t push(Node node, uint32_t width);
 
   uint32_t dim_;

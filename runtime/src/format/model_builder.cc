@@ -175,6 +175,144 @@ uint32_t ModelBuilder::slice(uint32_t input, const std::vector<uint32_t>& in_sha
   return push(std::move(n), static_cast<uint32_t>(w));
 }
 
+std::vector<uint32_t> ModelBuilder::shape(uint32_t tensor) const {
+  if (tensor == x()) return x_shape_.empty() ? std::vector<uint32_t>{dim_} : x_shape_;
+  if (tensor == t()) return {1};
+  if (tensor >= widths_.size()) return {};
+  const Node& n = nodes_[tensor - 2];
+  if (n.image) return n.out_shape;
+  const auto op = static_cast<fb::OpType>(n.op);
+  if (op == fb::OpType::Reshape || op == fb::OpType::Transpose) return n.shape;
+  if (op == fb::OpType::Slice) {
+    std::vector<uint32_t> out = shape(n.inputs[0]);
+    const int64_t a = n.axis < 0 ? int64_t{n.axis} + static_cast<int64_t>(out.size()) : n.axis;
+    if (a < 0 || a >= static_cast<int64_t>(out.size()) || n.end <= n.start) return {};
+    out[static_cast<size_t>(a)] = n.end - n.start;
+    return out;
+  }
+  // As the loader: a dense layer is flat, other ops keep their first full-width input's shape.
+  if (n.op != static_cast<uint8_t>(fb::OpType::FullyConnected))
+    for (uint32_t in : n.inputs)
+      if (in < tensor && width(in) == widths_[tensor]) return shape(in);
+  return {widths_[tensor]};
+}
+
+namespace {
+
+uint32_t at(const std::vector<uint32_t>& v, size_t i, uint32_t fallback) {
+  return i < v.size() ? v[i] : fallback;
+}
+
+// floor((extent + lo + hi - d (k - 1) - 1) / s) + 1, or 0 when the window does not fit.
+uint32_t window_outputs(uint64_t extent, uint64_t lo, uint64_t hi, uint64_t k, uint64_t s,
+                        uint64_t d) {
+  const uint64_t span = d * (k ? k - 1 : 0) + 1, padded = extent + lo + hi;
+  return padded < span || s == 0 ? 0 : static_cast<uint32_t>((padded - span) / s + 1);
+}
+
+}  // namespace
+
+// An image op's output shape from its input's (0 extents when the geometry does not fit; the
+// loader refuses the file then).
+uint32_t ModelBuilder::push_image(Node n) {
+  const std::vector<uint32_t> in = n.inputs.empty() ? std::vector<uint32_t>{} : shape(n.inputs[0]);
+  const Window& w = n.window;
+  const uint32_t h = at(in, 1, 0), wd = at(in, 2, 0);
+  const uint32_t kh = at(n.kernel, 0, 1), kw = at(n.kernel, 1, 1);
+  const uint32_t sh = at(w.strides, 0, 1), sw = at(w.strides, 1, 1);
+  const uint32_t dh = at(w.dilations, 0, 1), dw = at(w.dilations, 1, 1);
+  const uint32_t pt = at(w.pads, 0, 0), pl = at(w.pads, 1, 0), pb = at(w.pads, 2, 0),
+                 pr = at(w.pads, 3, 0);
+  const auto op = static_cast<fb::OpType>(n.op);
+  if (op == fb::OpType::ConvTranspose2d) {
+    const int64_t oh =
+        (int64_t{h} - 1) * sh - pt - pb + int64_t{dh} * (kh - 1) + at(w.output_padding, 0, 0) + 1;
+    const int64_t ow =
+        (int64_t{wd} - 1) * sw - pl - pr + int64_t{dw} * (kw - 1) + at(w.output_padding, 1, 0) + 1;
+    n.out_shape[1] = oh > 0 ? static_cast<uint32_t>(oh) : 0;
+    n.out_shape[2] = ow > 0 ? static_cast<uint32_t>(ow) : 0;
+  } else if (op == fb::OpType::Conv2d || op == fb::OpType::Pool2d) {
+    n.out_shape[1] = window_outputs(h, pt, pb, kh, sh, dh);
+    n.out_shape[2] = window_outputs(wd, pl, pr, kw, sw, dw);
+  } else if (op == fb::OpType::GroupNorm) {
+    n.out_shape = in;
+  }
+  uint64_t width = 1;
+  for (uint32_t d : n.out_shape) width *= d;
+  n.image = true;
+  return push(std::move(n), static_cast<uint32_t>(width));
+}
+
+uint32_t ModelBuilder::conv2d(uint32_t input, uint32_t out_channels,
+                              const std::vector<uint32_t>& kernel, const std::vector<float>& weight,
+                              const std::vector<float>& bias, const Window& window) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Conv2d);
+  n.inputs = {input};
+  n.kernel = kernel;
+  n.window = window;
+  n.weight = weight;
+  n.bias = bias;
+  const uint32_t groups = window.groups ? window.groups : 1;
+  n.weight_shape = {out_channels, at(shape(input), 0, 0) / groups, at(kernel, 0, 0),
+                    at(kernel, 1, 0)};
+  n.out_shape = {out_channels, 0, 0};
+  return push_image(std::move(n));
+}
+
+uint32_t ModelBuilder::conv_transpose2d(uint32_t input, uint32_t out_channels,
+                                        const std::vector<uint32_t>& kernel,
+                                        const std::vector<float>& weight,
+                                        const std::vector<float>& bias, const Window& window) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::ConvTranspose2d);
+  n.inputs = {input};
+  n.kernel = kernel;
+  n.window = window;
+  n.weight = weight;
+  n.bias = bias;
+  const uint32_t groups = window.groups ? window.groups : 1;
+  n.weight_shape = {at(shape(input), 0, 0), out_channels / groups, at(kernel, 0, 0),
+                    at(kernel, 1, 0)};
+  n.out_shape = {out_channels, 0, 0};
+  return push_image(std::move(n));
+}
+
+uint32_t ModelBuilder::pool2d(uint32_t input, Pool pool, const std::vector<uint32_t>& kernel,
+                              const Window& window, bool count_include_pad) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Pool2d);
+  n.inputs = {input};
+  n.kernel = kernel;
+  n.window = window;
+  n.window.groups = 1;
+  n.pool = static_cast<uint8_t>(pool);
+  n.count_include_pad = count_include_pad;
+  n.out_shape = {at(shape(input), 0, 0), 0, 0};
+  return push_image(std::move(n));
+}
+
+uint32_t ModelBuilder::resize(uint32_t input, Resize mode, uint32_t out_h, uint32_t out_w) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Resize);
+  n.inputs = {input};
+  n.resize = static_cast<uint8_t>(mode);
+  n.out_shape = {at(shape(input), 0, 0), out_h, out_w};
+  return push_image(std::move(n));
+}
+
+uint32_t ModelBuilder::group_norm(uint32_t input, uint32_t groups, const std::vector<float>& gamma,
+                                  const std::vector<float>& beta, float epsilon) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::GroupNorm);
+  n.inputs = {input};
+  n.window.groups = groups;
+  n.gamma = gamma;
+  n.beta = beta;
+  n.epsilon = epsilon;
+  return push_image(std::move(n));
+}
+
 void ModelBuilder::add_metadata(const std::string& key, const std::string& value) {
   metadata_.emplace_back(key, value);
 }
@@ -239,17 +377,25 @@ std::vector<uint8_t> ModelBuilder::finish() const {
     auto inputs = fbb.CreateVector(n.inputs);
     auto name = n.name.empty() ? 0 : fbb.CreateString(n.name);
     const uint32_t in_width = n.inputs.empty() ? 0 : width(n.inputs[0]);
-    auto weight = weights(fbb, n.weight, {n.out_features, in_width}, f16);
+    auto weight = weights(
+        fbb, n.weight,
+        n.weight_shape.empty() ? std::vector<uint32_t>{n.out_features, in_width} : n.weight_shape,
+        f16);
     auto bias = weights(fbb, n.bias, {static_cast<uint32_t>(n.bias.size())}, f16);
     auto constant = weights(fbb, n.constant, {static_cast<uint32_t>(n.constant.size())}, f16);
     auto gamma = weights(fbb, n.gamma, {static_cast<uint32_t>(n.gamma.size())}, f16);
     auto beta = weights(fbb, n.beta, {static_cast<uint32_t>(n.beta.size())}, f16);
-    auto shape = n.shape.empty() ? 0 : fbb.CreateVector(n.shape);
-    auto perm = n.perm.empty() ? 0 : fbb.CreateVector(n.perm);
+    auto vec = [&](const std::vector<uint32_t>& v) { return v.empty() ? 0 : fbb.CreateVector(v); };
+    const auto op = static_cast<fb::OpType>(n.op);
+    // Resize reads its output size from `shape` (the builder keeps it in out_shape); the other
+    // image ops compute theirs, the layout ops store theirs in n.shape.
+    auto shape = !n.shape.empty() ? vec(n.shape) : op == fb::OpType::Resize ? vec(n.out_shape) : 0;
     nodes.push_back(fb::CreateNode(
-        fbb, static_cast<fb::OpType>(n.op), inputs, name, static_cast<fb::UnaryKind>(n.unary),
-        n.alpha, weight, bias, constant, gamma, beta, n.epsilon, shape, 0, 0, 0, 0, 0, 1,
-        fb::PoolKind::Average, false, fb::ResizeMode::Nearest, perm, n.axis, n.start, n.end));
+        fbb, op, inputs, name, static_cast<fb::UnaryKind>(n.unary), n.alpha, weight, bias, constant,
+        gamma, beta, n.epsilon, shape, vec(n.kernel), vec(n.window.strides), vec(n.window.pads),
+        vec(n.window.dilations), vec(n.window.output_padding), n.window.groups,
+        static_cast<fb::PoolKind>(n.pool), n.count_include_pad,
+        static_cast<fb::ResizeMode>(n.resize), vec(n.perm), n.axis, n.start, n.end));
   }
   auto graph = fb::CreateGraph(fbb, dim_, fbb.CreateVector(nodes), output_,
                                x_shape_.empty() ? 0 : fbb.CreateVector(x_shape_));
@@ -288,12 +434,12 @@ std::vector<uint8_t> ModelBuilder::finish() const {
     for (const Node& n : nodes_)
       if (n.op == static_cast<uint8_t>(fb::OpType::Exp)) minor = std::max<uint16_t>(minor, 1);
     if (!solvers_.empty()) minor = std::max<uint16_t>(minor, 2);
-    // Format 1.4: the layout ops and per-sample shapes.
+    // Format 1.4: the layout and image ops and per-sample shapes.
     bool shaped = !x_shape_.empty();
     for (const Node& n : nodes_)
       shaped = shaped || n.op == static_cast<uint8_t>(fb::OpType::Reshape) ||
                n.op == static_cast<uint8_t>(fb::OpType::Transpose) ||
-               n.op == static_cast<uint8_t>(fb::OpType::Slice) || !n.shape.empty();
+               n.op == static_cast<uint8_t>(fb::OpType::Slice) || !n.shape.empty() || n.image;
     if (shaped) minor = std::max<uint16_t>(minor, 4);
   }
   auto model = fb::CreateModel(fbb, major_, minor, name, graph, interpolant, base, normalization,

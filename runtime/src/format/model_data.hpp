@@ -24,6 +24,11 @@ enum class OpKind : uint8_t {
   kMul = 4,
   kLayerNorm = 5,
   kExp = 6,
+  kConv2d = 7,
+  kConvTranspose2d = 8,
+  kPool2d = 9,
+  kResize = 10,
+  kGroupNorm = 11,
   kReshape = 12,
   kTranspose = 13,
   kSlice = 14,
@@ -94,6 +99,18 @@ struct NodeData {
   uint32_t axis;
   uint32_t start;
   uint32_t end;
+  // Conv2d, ConvTranspose2d, Pool2d, Resize, GroupNorm (ops/conv2d.cc, pool2d.cc, resize.cc,
+  // group_norm.cc): the input's per-sample shape (rank 3 [C, H, W]; GroupNorm also [C] or
+  // [C, L]) and the window geometry, defaults filled in by verify().
+  Shape in_shape;
+  uint32_t kernel[2];     // [kh, kw]
+  uint32_t strides[2];    // [sh, sw]
+  uint32_t pads[4];       // [top, left, bottom, right]
+  uint32_t dilations[2];  // [dh, dw]
+  uint32_t groups;        // Conv2d, ConvTranspose2d, GroupNorm
+  uint8_t pool;           // fb::PoolKind: 0 average, 1 max
+  bool count_include_pad;
+  uint8_t resize;  // fb::ResizeMode: 0 nearest, 1 bilinear
 };
 
 struct TensorData {

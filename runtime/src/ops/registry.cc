@@ -8,6 +8,7 @@ namespace siflow::ops {
 
 extern const OpModule kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, kExp, kReshape,
     kTranspose, kSlice;
+extern const OpModule kConv2d, kConvTranspose2d, kPool2d, kResize, kGroupNorm;
 
 const OpModule& op_module(detail::OpKind kind) {
   switch (kind) {
@@ -31,6 +32,16 @@ const OpModule& op_module(detail::OpKind kind) {
       return kTranspose;
     case detail::OpKind::kSlice:
       return kSlice;
+    case detail::OpKind::kConv2d:
+      return kConv2d;
+    case detail::OpKind::kConvTranspose2d:
+      return kConvTranspose2d;
+    case detail::OpKind::kPool2d:
+      return kPool2d;
+    case detail::OpKind::kResize:
+      return kResize;
+    case detail::OpKind::kGroupNorm:
+      return kGroupNorm;
   }
   return kUnary;  // unreachable: every kind is listed above
 }
@@ -46,15 +57,15 @@ const OpModule* op_module_for(fb::OpType type) {
     case fb::OpType::Mul:
     case fb::OpType::LayerNorm:
     case fb::OpType::Exp:
-    case fb::OpType::Reshape:
-    case fb::OpType::Transpose:
-    case fb::OpType::Slice:
-      return &op_module(static_cast<detail::OpKind>(type));
     case fb::OpType::Conv2d:
     case fb::OpType::ConvTranspose2d:
     case fb::OpType::Pool2d:
     case fb::OpType::Resize:
     case fb::OpType::GroupNorm:
+    case fb::OpType::Reshape:
+    case fb::OpType::Transpose:
+    case fb::OpType::Slice:
+      return &op_module(static_cast<detail::OpKind>(type));
     case fb::OpType::Softmax:
     case fb::OpType::MatMul:
     case fb::OpType::Reduce:

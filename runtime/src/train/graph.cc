@@ -241,6 +241,12 @@ void Graph::emit(const float* params, ModelBuilder* builder) const {
       case OpKind::kSlice:
         builder->slice(n.inputs[0], n.in_shape, n.axis, n.start, n.end);
         break;
+      case OpKind::kConv2d:
+      case OpKind::kConvTranspose2d:
+      case OpKind::kPool2d:
+      case OpKind::kResize:
+      case OpKind::kGroupNorm:
+        break;  // no Graph builder makes the image ops (their VJPs serve a future image trainer)
     }
   }
   builder->set_output(output_);

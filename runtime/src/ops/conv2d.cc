@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: Apache-2.0
+// Conv2d and ConvTranspose2d on per-sample [C, H, W] tensors (NCHW), direct loops on the
+// reference kernels. Both relate a "small" side S (the conv's output, the transposed conv's
+// input) to a "large" side L by l = s * stride - pad_begin + k * dilation, with the weight laid
+// out [C_S][C_L / groups][kh][kw] in both (PyTorch's layouts), so four loops serve both ops:
+// gather_small (conv forward, transposed conv's dx), gather_large (transposed conv forward,
+// conv's dx), the weight and bias gradients. Every output element is one float sum in a fixed
+// order (bias, then input channel, kernel row, kernel column), so results are bit-reproducible
+// and do not depend on the batch split or the thread count. Convolutions are linear: the JVP is
+// the same op without the bias on each direction's tangent.
+#include "ops/op.hpp"
+#include "ops/window.hpp"
+#include "support/parallel.hpp"
+
+namespace siflow::ops {
+namespace {
+
+using detail::NodeData;
+
+struct Geometry {
+  uint32_t cs, hs, ws;  // small side
+  uint32_t cl, hl, wl;  // large side
+  uint32_t groups, kh, kw, sh, sw, dh, dw, pt, pl;
+};
+
+Geometry geometry(const NodeData& n, bool transposed) {
+  const detail::Shape& s = transposed ? n.in_shape : n.shape;
+  const detail::Shape& l = transposed ? n.shape : n.in_shape;
+  return Geometry{s.dims[0],    s.dims[1],      s.dims[2],      l.dims[0],   l.dims[1],
+                  l.dims[2],    n.groups,       n.kernel[0],    n.kernel[1], n.strides[0],
+                  n.strides[1], n.dilations[0], n.dilations[1], n.pads[0],   n.pads[1]};
+}
+
+// S[cs][sy][sx] = bias[cs] + sum_{j, ky, kx} W[cs][j][ky][kx] L[group(cs) * C_L/g + j][ly][lx].
+template <typename T>
+void gather_small(const Geometry& g, const T* w, const T* bias, const T* l, T* s) {
+  const uint32_t csg = g.cs / g.groups, clg = g.cl / g.groups;
+  const size_t taps = size_t{g.kh} * g.kw, lplane = size_t{g.hl} * g.wl;
+  for (uint32_t cs = 0; cs < g.cs; ++cs) {
+    const T* wc = w + size_t{cs} * clg * taps;
+    const T* lg = l + size_t{cs / csg} * clg * lplane;
+    for (uint32_t sy = 0; sy < g.hs; ++sy)
+      for (uint32_t sx = 0; sx < g.ws; ++sx) {
+        T acc = bias ? bias[cs] : T(0);
+        for (uint32_t j = 0; j < clg; ++j)
+          for (uint32_t ky = 0; ky < g.kh; ++ky) {
+            const int64_t ly = int64_t{sy} * g.sh - g.pt + int64_t{ky} * g.dh;
+            if (ly < 0 || ly >= g.hl) continue;
+            const T* lrow = lg + j * lplane + static_cast<size_t>(ly) * g.wl;
+            const T* wrow = wc + j * taps + size_t{ky} * g.kw;
+            for (uint32_t kx = 0; kx < g.kw; ++kx) {
+              const int64_t lx = int64_t{sx} * g.sw - g.pl + int64_t{kx} * g.dw;
+              if (lx < 0 || lx >= g.wl) continue;
+              acc += wrow[kx] * lrow[lx];
+            }
+          }
+        s[(size_t{cs} * g.hs + sy) * g.ws + sx] = acc;
+      }
+  }
+}
+
+// L[cl][ly][lx] = bias[cl] + the sum over every (cs in cl's group, ky, kx) whose tap lands on
+// (ly, lx) of W[cs][cl mod C_L/g][ky][kx] S[cs][sy][sx]: the transpose of gather_small.
+template <typename T>
+void gather_large(const Geometry& g, const T* w, const T* bias, const T* s, T* l) {
+  const uint32_t csg = g.cs / g.groups, clg = g.cl / g.groups;
+  const size_t taps = size_t{g.kh} * g.kw, splane = size_t{g.hs} * g.ws;
+  for (uint32_t cl = 0; cl < g.cl; ++cl) {
+    const uint32_t group = cl / clg, j = cl % clg;
+    for (uint32_t ly = 0; ly < g.hl; ++ly)
+      for (uint32_t lx = 0; lx < g.wl; ++lx) {
+        T acc = bias ? bias[cl] : T(0);
+        for (uint32_t i = 0; i < csg; ++i) {
+          const uint32_t cs = group * csg + i;
+          const T* sc = s + cs * splane;
+          const T* wj = w + (size_t{cs} * clg + j) * taps;
+          for (uint32_t ky = 0; ky < g.kh; ++ky) {
+            const int64_t ny = int64_t{ly} + g.pt - int64_t{ky} * g.dh;
+            if (ny < 0 || ny % g.sh != 0 || ny / g.sh >= g.hs) continue;
+            const size_t sy = static_cast<size_t>(ny / g.sh);
+            for (uint32_t kx = 0; kx < g.kw; ++kx) {
+              const int64_t nx = int64_t{lx} + g.pl - int64_t{kx} * g.dw;
+              if (nx < 0 || nx % g.sw != 0 || nx / g.sw >= g.ws) continue;
+              acc += wj[size_t{ky} * g.kw + kx] * sc[sy * g.ws + static_cast<size_t>(nx / g.sw)];
+            }
+          }
+        }
+        l[(size_t{cl} * g.hl + ly) * g.wl + lx] = acc;
+      }
+  }
+}
+
+// dW[cs][j][ky][kx] += sum over rows and (sy, sx) of S[cs][sy][sx] L[group * C_L/g + j][ly][lx].
+template <typename T>
+void weight_gradient(const Geometry& g, const T* s, const T* l, size_t rows, T* dw) {
+  const uint32_t csg = g.cs / g.groups, clg = g.cl / g.groups;
+  const size_t splane = size_t{g.hs} * g.ws, lplane = size_t{g.hl} * g.wl;
+  const size_t swidth = g.cs * splane, lwidth = g.cl * lplane;
+  for (uint32_t cs = 0; cs < g.cs; ++cs)
+    for (uint32_t j = 0; j < clg; ++j)
+      for (uint32_t ky = 0; ky < g.kh; ++ky)
+        for (uint32_t kx = 0; kx < g.kw; ++kx) {
+          T acc = 0;
+          for (size_t r = 0; r < rows; ++r) {
+            const T* sc = s + r * swidth + cs * splane;
+            const T* lc = l + r * lwidth + (size_t{cs / csg} * clg + j) * lplane;
+            for (uint32_t sy = 0; sy < g.hs; ++sy) {
+              const int64_t ly = int64_t{sy} * g.sh - g.pt + int64_t{ky} * g.dh;
+              if (ly < 0 || ly >= g.hl) continue;
+              for (uint32_t sx = 0; sx < g.ws; ++sx) {
+                const int64_t lx = int64_t{sx} * g.sw - g.pl + int64_t{kx} * g.dw;
+                if (lx < 0 || lx >= g.wl) continue;
+                acc += sc[size_t{sy} * g.ws + sx] * lc[static_cast<size_t>(ly) * g.wl + lx];
+              }
+            }
+          }
+          dw[((size_t{cs} * clg + j) * g.kh + ky) * g.kw + kx] += acc;
+        }
+}
+
+// db[c] += sum over rows and positions of dy[c]: dy is [rows][channels][plane].
+template <typename T>
+void bias_gradient(const T* dy, size_t rows, uint32_t channels, size_t plane, T* db) {
+  for (uint32_t c = 0; c < channels; ++c) {
+    T acc = 0;
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t k = 0; k < plane; ++k) acc += dy[(r * channels + c) * plane + k];
+    db[c] += acc;
+  }
+}
+
+// One op's forward (with bias) or tangent map (without) on one sample: conv gathers the small
+// side from the large one, the transposed conv the large side from the small one.
+template <bool kTransposed, typename T>
+void apply(const Geometry& g, const T* w, const T* bias, const T* in, T* out) {
+  if (kTransposed)
+    gather_large(g, w, bias, in, out);
+  else
+    gather_small(g, w, bias, in, out);
+}
+
+template <bool kTransposed>
+Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
+  out->op = kTransposed ? detail::OpKind::kConvTranspose2d : detail::OpKind::kConv2d;
+  Status s = check.expect_inputs(*out, 1, 1);
+  if (s.ok()) s = read_image_input(check, out);
+  if (s.ok()) s = read_window(check, node, out);
+  if (!s.ok()) return s;
+  uint32_t output_padding[2] = {0, 0};
+  if (kTransposed) {
+    s = read_window_field(check, "output_padding", node.output_padding(), 2, 0, 0, output_padding);
+    if (!s.ok()) return s;
+    for (int a = 0; a < 2; ++a)
+      if (output_padding[a] >= out->strides[a] && output_padding[a] >= out->dilations[a])
+        return Status::error(StatusCode::kInvalidModel,
+                             "%s: output_padding[%d] = %u must be smaller than the stride (%u) "
+                             "or the dilation (%u)",
+                             check.where(), a, output_padding[a], out->strides[a],
+                             out->dilations[a]);
+  } else if (node.output_padding() && node.output_padding()->size() != 0) {
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s: output_padding is a ConvTranspose2d field; a Conv2d does not read "
+                         "it",
+                         check.where());
+  }
+  const uint32_t cin = out->in_shape.dims[0], h = out->in_shape.dims[1], wd = out->in_shape.dims[2];
+  out->groups = node.groups();
+  if (out->groups == 0 || cin % out->groups != 0)
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s: groups = %u does not divide the %u input channels", check.where(),
+                         out->groups, cin);
+  const fb::Weights* w = node.weight();
+  if (!w || !w->shape() || w->shape()->size() != 4)
+    return Status::error(StatusCode::kInvalidModel,
+                         kTransposed ? "%s: weight must have shape [Cin, Cout/groups, kh, kw]"
+                                     : "%s: weight must have shape [Cout, Cin/groups, kh, kw]",
+                         check.where());
+  const uint32_t w0 = w->shape()->Get(0), w1 = w->shape()->Get(1), w2 = w->shape()->Get(2),
+                 w3 = w->shape()->Get(3);
+  // Conv: [Cout, Cin/g, kh, kw]; transposed: [Cin, Cout/g, kh, kw].
+  const uint32_t expect0 = kTransposed ? cin : w0, expect1 = kTransposed ? w1 : cin / out->groups;
+  if (w0 != expect0 || w1 != expect1 || w2 != out->kernel[0] || w3 != out->kernel[1] || w1 == 0 ||
+      w0 == 0)
+    return Status::error(StatusCode::kInvalidModel,
+                         kTransposed ? "%s: weight shape [%u, %u, %u, %u] does not match [Cin = "
+                                       "%u, Cout/groups, kh = %u, kw = %u]"
+                                     : "%s: weight shape [%u, %u, %u, %u] does not match [Cout, "
+                                       "Cin/groups = %u, kh = %u, kw = %u]",
+                         check.where(), w0, w1, w2, w3, kTransposed ? expect0 : expect1,
+                         out->kernel[0], out->kernel[1]);
+  uint64_t cout, oh, ow;
+  if (kTransposed) {
+    cout = uint64_t{w1} * out->groups;
+    // (H - 1) s - pad_begin - pad_end + d (k - 1) + output_padding + 1, in signed 64 bits (every
+    // term is at most 2^32 by read_window).
+    const int64_t oh_s = (int64_t{h} - 1) * out->strides[0] - out->pads[0] - out->pads[2] +
+                         int64_t{out->dilations[0]} * (out->kernel[0] - 1) + output_padding[0] + 1;
+    const int64_t ow_s = (int64_t{wd} - 1) * out->strides[1] - out->pads[1] - out->pads[3] +
+                         int64_t{out->dilations[1]} * (out->kernel[1] - 1) + output_padding[1] + 1;
+    oh = oh_s > 0 ? static_cast<uint64_t>(oh_s) : 0;
+    ow = ow_s > 0 ? static_cast<uint64_t>(ow_s) : 0;
+  } else {
+    cout = w0;
+    if (cout % out->groups != 0)
+      return Status::error(StatusCode::kInvalidModel,
+                           "%s: groups = %u does not divide the %llu output channels",
+                           check.where(), out->groups, static_cast<unsigned long long>(cout));
+    oh = window_outputs(h, out->pads[0], out->pads[2], out->kernel[0], out->strides[0],
+                        out->dilations[0]);
+    ow = window_outputs(wd, out->pads[1], out->pads[3], out->kernel[1], out->strides[1],
+                        out->dilations[1]);
+  }
+  if (oh == 0 || ow == 0)
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s: the output of input %s with kernel [%u, %u], strides [%u, %u], pads "
+                         "[%u, %u, %u, %u], dilations [%u, %u] would be empty",
+                         check.where(), detail::shape_text(out->in_shape).text, out->kernel[0],
+                         out->kernel[1], out->strides[0], out->strides[1], out->pads[0],
+                         out->pads[1], out->pads[2], out->pads[3], out->dilations[0],
+                         out->dilations[1]);
+  if (!(s = check.output_width(image_width(cout, oh, ow), &out->width)).ok()) return s;
+  out->shape = image_shape(static_cast<uint32_t>(cout), static_cast<uint32_t>(oh),
+                           static_cast<uint32_t>(ow));
+  // The count cannot overflow: each factor is at most kMaxWidth (2^16).
+  const uint64_t count = uint64_t{w0} * w1 * w2 * w3;
+  if (!(s = check.weights("weight", w, count, true, &out->weight)).ok()) return s;
+  return check.weights("bias", node.bias(), static_cast<size_t>(cout), false, &out->bias);
+}
+
+template <bool kTransposed>
+void run(const NodeRun& r) {
+  const NodeData& n = r.model->nodes[r.node];
+  const uint32_t id = r.node + 2, a = n.inputs[0];
+  const uint32_t in = r.model->tensors[a].width, width = n.width;
+  const Geometry g = geometry(n, kTransposed);
+  const float* x = r.values[a];
+  float* y = r.values[id];
+  parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
+    for (size_t row = r0; row < r1; ++row)
+      apply<kTransposed>(g, n.weight, n.bias, x + row * in, y + row * width);
+  });
+  float* ty = r.directions ? r.tangents[id] : nullptr;
+  if (!ty) return;
+  const float* ta = r.tangents[a];
+  parallel_rows(r.kernels->pool, r.rows * r.directions, 1, [&](size_t r0, size_t r1) {
+    for (size_t k = r0; k < r1; ++k)
+      apply<kTransposed, float>(g, n.weight, nullptr, ta + k * in, ty + k * width);
+  });
+}
+
+template <bool kTransposed, typename T>
+void forward(const Operands<T>& op) {
+  const NodeData& n = *op.node;
+  const uint32_t in = op.widths[n.inputs[0]];
+  const Geometry g = geometry(n, kTransposed);
+  const T* x = op.values[n.inputs[0]];
+  for (size_t row = 0; row < op.rows; ++row)
+    apply<kTransposed>(g, op.weight, op.bias, x + row * in, op.out + row * n.width);
+}
+
+template <bool kTransposed, typename T>
+void vjp(const Operands<T>& op, const Gradients<T>& grad) {
+  const NodeData& n = *op.node;
+  const uint32_t a = n.inputs[0], in = op.widths[a];
+  const Geometry g = geometry(n, kTransposed);
+  const T* x = op.values[a];
+  // The conv's x is its large side and dy its small side; the transposed conv's the reverse.
+  if (grad.d_weight) {
+    if (kTransposed)
+      weight_gradient(g, x, grad.dy, op.rows, grad.d_weight);
+    else
+      weight_gradient(g, grad.dy, x, op.rows, grad.d_weight);
+  }
+  if (grad.d_bias) {
+    const detail::Shape& s = n.shape;
+    bias_gradient(grad.dy, op.rows, s.dims[0], size_t{s.dims[1]} * s.dims[2], grad.d_bias);
+  }
+  if (!grad.needs(grad.tape, a)) return;
+  T* dx = grad.target(grad.tape, a, op.rows * in);
+  for (size_t row = 0; row < op.rows; ++row) {
+    if (kTransposed)
+      gather_small<T>(g, op.weight, nullptr, grad.dy + row * n.width, dx + row * in);
+    else
+      gather_large<T>(g, op.weight, nullptr, grad.dy + row * n.width, dx + row * in);
+  }
+  grad.commit(grad.tape, a, op.rows * in);
+}
+
+}  // namespace
+
+extern const OpModule kConv2d = {
+    "conv2d",
+    detail::OpKind::kConv2d,
+    verify<false>,
+    kernel_bit(NodeKernel::kReference),
+    nullptr,
+    nullptr,
+    nullptr,
+    run<false>,
+    forward<false, float>,
+    forward<false, double>,
+    vjp<false, float>,
+    vjp<false, double>,
+};
+
+extern const OpModule kConvTranspose2d = {
+    "conv_transpose2d",
+    detail::OpKind::kConvTranspose2d,
+    verify<true>,
+    kernel_bit(NodeKernel::kReference),
+    nullptr,
+    nullptr,
+    nullptr,
+    run<true>,
+    forward<true, float>,
+    forward<true, double>,
+    vjp<true, float>,
+    vjp<true, double>,
+};
+
+}  // namespace siflow::ops
