@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,6 +36,21 @@ class ModelBuilder {
   uint32_t mul_constant(uint32_t a, const std::vector<float>& constant);
   uint32_t layer_norm(uint32_t input, const std::vector<float>& gamma = {},
                       const std::vector<float>& beta = {}, float epsilon = 1e-5f);
+  // Format 1.4 elementwise, reduction, softmax and matrix products (files using them need 1.4).
+  // a / b, broadcasting as add/mul (and by per-sample shapes, docs/format.md); a / constant.
+  uint32_t div(uint32_t a, uint32_t b);
+  uint32_t div_constant(uint32_t a, const std::vector<float>& constant);
+  uint32_t pow(uint32_t input, float exponent);                         // x^exponent
+  uint32_t clip(uint32_t input, float low, float high);                 // min(max(x, low), high)
+  uint32_t reduce(uint32_t input, ReduceKind kind, int32_t axis = -1);  // axis kept as size 1
+  uint32_t softmax(uint32_t input, int32_t axis = -1);
+  // [G, M, K] x [G, K, N] (b [G, N, K] with transpose_b) per sample, times scale.
+  uint32_t matmul(uint32_t a, uint32_t b, bool transpose_b = false, float scale = 1.0f);
+  // The per-sample shape of x (Graph.x_shape, format 1.4); its product must be dim.
+  void set_x_shape(const std::vector<uint32_t>& shape);
+  // The per-sample shape the builder reckons for a tensor (as the loader does: an op keeps its
+  // first full-width input's shape, else [width]).
+  std::vector<uint32_t> shape(uint32_t tensor) const;
   void set_output(uint32_t tensor) { output_ = tensor; }
 
   void set_name(const std::string& name) { name_ = name; }
@@ -71,11 +87,19 @@ class ModelBuilder {
     float alpha = 0.01f, epsilon = 1e-5f;
     uint32_t out_features = 0;
     std::vector<float> weight, bias, constant, gamma, beta;
+    int32_t axis = -1;
+    uint8_t reduce = 0;
+    float exponent = 1.0f, low = -std::numeric_limits<float>::infinity(),
+          high = std::numeric_limits<float>::infinity(), scale = 1.0f;
+    bool transpose_b = false;
   };
-  uint32_t push(Node node, uint32_t width);
+  // `shape` empty: the first input as wide as the output's shape, else [width].
+  uint32_t push(Node node, uint32_t width, std::vector<uint32_t> shape = {});
 
   uint32_t dim_;
   std::vector<uint32_t> widths_;
+  std::vector<std::vector<uint32_t>> shapes_;  // per tensor
+  std::vector<uint32_t> x_shape_;              // empty: [dim]
   std::vector<Node> nodes_;
   uint32_t output_ = 0;
   std::string name_;

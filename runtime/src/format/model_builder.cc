@@ -37,13 +37,129 @@ Offset<flatbuffers::Vector<float>> floats(FlatBufferBuilder& fbb, const std::vec
 
 }  // namespace
 
-ModelBuilder::ModelBuilder(uint32_t dim) : dim_(dim), widths_{dim, 1}, output_(0) {}
+ModelBuilder::ModelBuilder(uint32_t dim)
+    : dim_(dim), widths_{dim, 1}, shapes_{{dim}, {1}}, output_(0) {}
 
-uint32_t ModelBuilder::push(Node node, uint32_t width) {
+uint32_t ModelBuilder::push(Node node, uint32_t width, std::vector<uint32_t> shape) {
+  if (shape.empty()) {
+    for (uint32_t id : node.inputs)
+      if (this->width(id) == width) {
+        shape = this->shape(id);
+        break;
+      }
+    if (shape.empty()) shape = {width};
+  }
   nodes_.push_back(std::move(node));
   widths_.push_back(width);
+  shapes_.push_back(std::move(shape));
   output_ = static_cast<uint32_t>(widths_.size() - 1);
   return output_;
+}
+
+std::vector<uint32_t> ModelBuilder::shape(uint32_t tensor) const {
+  if (tensor >= shapes_.size()) return {};
+  return shapes_[tensor];
+}
+
+void ModelBuilder::set_x_shape(const std::vector<uint32_t>& shape) {
+  x_shape_ = shape;
+  shapes_[0] = shape.empty() ? std::vector<uint32_t>{dim_} : shape;
+}
+
+namespace {
+
+// NumPy broadcasting of two shapes from the last axis (empty when they do not broadcast).
+std::vector<uint32_t> broadcast_shape(const std::vector<uint32_t>& a,
+                                      const std::vector<uint32_t>& b) {
+  const size_t rank = std::max(a.size(), b.size());
+  std::vector<uint32_t> out(rank);
+  for (size_t k = 0; k < rank; ++k) {
+    const uint32_t da = k + a.size() >= rank ? a[k + a.size() - rank] : 1;
+    const uint32_t db = k + b.size() >= rank ? b[k + b.size() - rank] : 1;
+    if (da != db && da != 1 && db != 1) return {};
+    out[k] = std::max(da, db);
+  }
+  return out;
+}
+
+uint32_t product(const std::vector<uint32_t>& s) {
+  uint64_t n = s.empty() ? 0 : 1;
+  for (uint32_t d : s) n *= d;
+  return n > 0xffffffffu ? 0 : static_cast<uint32_t>(n);
+}
+
+}  // namespace
+
+uint32_t ModelBuilder::div(uint32_t a, uint32_t b) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Div);
+  n.inputs = {a, b};
+  const uint32_t wa = width(a), wb = width(b);
+  if (wa == wb || wa == 1 || wb == 1) return push(std::move(n), std::max(wa, wb));
+  const std::vector<uint32_t> s = broadcast_shape(shape(a), shape(b));
+  return push(std::move(n), product(s), s);
+}
+
+uint32_t ModelBuilder::div_constant(uint32_t a, const std::vector<float>& constant) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Div);
+  n.inputs = {a};
+  n.constant = constant;
+  const uint32_t wa = width(a), wb = static_cast<uint32_t>(constant.size());
+  if (wa == wb || wa == 1 || wb == 1) return push(std::move(n), std::max(wa, wb));
+  const std::vector<uint32_t> s = broadcast_shape(shape(a), {wb});
+  return push(std::move(n), product(s), s);
+}
+
+uint32_t ModelBuilder::pow(uint32_t input, float exponent) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Pow);
+  n.inputs = {input};
+  n.exponent = exponent;
+  return push(std::move(n), width(input));
+}
+
+uint32_t ModelBuilder::clip(uint32_t input, float low, float high) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Clip);
+  n.inputs = {input};
+  n.low = low;
+  n.high = high;
+  return push(std::move(n), width(input));
+}
+
+uint32_t ModelBuilder::reduce(uint32_t input, ReduceKind kind, int32_t axis) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Reduce);
+  n.inputs = {input};
+  n.reduce = static_cast<uint8_t>(kind);
+  n.axis = axis;
+  std::vector<uint32_t> s = shape(input);
+  const int64_t rank = static_cast<int64_t>(s.size());
+  const int64_t at = axis < 0 ? axis + rank : axis;
+  if (at >= 0 && at < rank) s[static_cast<size_t>(at)] = 1;
+  return push(std::move(n), product(s), s);
+}
+
+uint32_t ModelBuilder::softmax(uint32_t input, int32_t axis) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Softmax);
+  n.inputs = {input};
+  n.axis = axis;
+  return push(std::move(n), width(input), shape(input));
+}
+
+uint32_t ModelBuilder::matmul(uint32_t a, uint32_t b, bool transpose_b, float scale) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::MatMul);
+  n.inputs = {a, b};
+  n.transpose_b = transpose_b;
+  n.scale = scale;
+  std::vector<uint32_t> s = shape(a);
+  const std::vector<uint32_t> sb = shape(b);
+  if (s.size() >= 2 && sb.size() == s.size())
+    s.back() = transpose_b ? sb[sb.size() - 2] : sb.back();
+  return push(std::move(n), product(s), s);
 }
 
 uint32_t ModelBuilder::fully_connected(uint32_t input, uint32_t out_features,
@@ -194,11 +310,14 @@ std::vector<uint8_t> ModelBuilder::finish() const {
     auto constant = weights(fbb, n.constant, {static_cast<uint32_t>(n.constant.size())}, f16);
     auto gamma = weights(fbb, n.gamma, {static_cast<uint32_t>(n.gamma.size())}, f16);
     auto beta = weights(fbb, n.beta, {static_cast<uint32_t>(n.beta.size())}, f16);
-    nodes.push_back(fb::CreateNode(fbb, static_cast<fb::OpType>(n.op), inputs, name,
-                                   static_cast<fb::UnaryKind>(n.unary), n.alpha, weight, bias,
-                                   constant, gamma, beta, n.epsilon));
+    nodes.push_back(fb::CreateNode(
+        fbb, static_cast<fb::OpType>(n.op), inputs, name, static_cast<fb::UnaryKind>(n.unary),
+        n.alpha, weight, bias, constant, gamma, beta, n.epsilon, 0, 0, 0, 0, 0, 0, 1,
+        fb::PoolKind::Average, false, fb::ResizeMode::Nearest, 0, n.axis, 0, 0,
+        static_cast<fb::ReduceKind>(n.reduce), n.exponent, n.low, n.high, n.transpose_b, n.scale));
   }
-  auto graph = fb::CreateGraph(fbb, dim_, fbb.CreateVector(nodes), output_);
+  auto graph = fb::CreateGraph(fbb, dim_, fbb.CreateVector(nodes), output_,
+                               x_shape_.empty() ? 0 : fbb.CreateVector(x_shape_));
   auto interpolant = fb::CreateInterpolant(fbb, static_cast<fb::InterpolantKind>(interpolant_),
                                            alpha_.empty() ? 0 : fbb.CreateVector(alpha_),
                                            beta_.empty() ? 0 : fbb.CreateVector(beta_));
@@ -227,9 +346,17 @@ std::vector<uint8_t> ModelBuilder::finish() const {
   }
   auto name = name_.empty() ? 0 : fbb.CreateString(name_);
   uint16_t minor = minor_;
-  if (!version_set_)
-    for (const Node& n : nodes_)
-      if (n.op == static_cast<uint8_t>(fb::OpType::Exp)) minor = 1;
+  if (!version_set_) {
+    if (!x_shape_.empty()) minor = 4;
+    for (const Node& n : nodes_) {
+      uint16_t need = 0;
+      if (n.op == static_cast<uint8_t>(fb::OpType::Exp)) need = 1;
+      // Format 1.4: the op types from Conv2d on, and the unary kinds after Cos.
+      if (n.op >= static_cast<uint8_t>(fb::OpType::Conv2d)) need = 4;
+      if (n.op == static_cast<uint8_t>(fb::OpType::Unary) && n.unary > UnaryKind::kCos) need = 4;
+      if (need > minor) minor = need;
+    }
+  }
   auto model = fb::CreateModel(fbb, major_, minor, name, graph, interpolant, base, normalization,
                                time_start_, time_end_, metadata, tests);
   fbb.Finish(model, fb::ModelIdentifier());

@@ -179,6 +179,13 @@ void Graph::emit(const float* params, ModelBuilder* builder) const {
         builder->layer_norm(n.inputs[0], g, b, n.epsilon);
         break;
       }
+      case OpKind::kSoftmax:
+      case OpKind::kMatMul:
+      case OpKind::kReduce:
+      case OpKind::kDiv:
+      case OpKind::kPow:
+      case OpKind::kClip:
+        break;  // format 1.4's ops: the training graph builds none of them
     }
   }
   builder->set_output(output_);
