@@ -8,17 +8,27 @@ smaller ids.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 
-# In the order of the schema's OpType enum (value = index); "exp" needs format 1.1.
-OPS = ("fc", "unary", "concat", "add", "mul", "layernorm", "exp")
+# In the order of the schema's OpType enum (value = index); "exp" needs format 1.1, the ops
+# from "conv2d" on format 1.4.
+OPS = ("fc", "unary", "concat", "add", "mul", "layernorm", "exp",
+       "conv2d", "conv_transpose2d", "pool2d", "resize", "groupnorm", "reshape", "transpose",
+       "slice", "softmax", "matmul", "reduce", "div", "pow", "clip", "label_input", "cond_input",
+       "embedding")
 
-# In the order of the schema's UnaryKind enum (value = index).
+# In the order of the schema's UnaryKind enum (value = index); from "log" on format 1.4.
 UNARY_KINDS = ("identity", "relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "silu",
-               "gelu_erf", "gelu_tanh", "softplus", "sin", "cos")
+               "gelu_erf", "gelu_tanh", "softplus", "sin", "cos",
+               "log", "sqrt", "reciprocal", "abs", "hard_swish", "mish")
+
+# Reduce kinds (ReduceKind, value = index).
+REDUCE_KINDS = ("mean", "sum", "l2")
 
 INTERPOLANTS = ("linear", "trig", "learned_fourier")
 BASES = ("normal", "uniform")
@@ -45,6 +55,12 @@ class Node:
     gamma: Optional[np.ndarray] = None        # layernorm [w]
     beta: Optional[np.ndarray] = None         # layernorm [w]
     epsilon: float = 1e-5                     # layernorm
+    # Format 1.4 elementwise, reduction and softmax ops (docs/format.md).
+    exponent: float = 1.0                     # pow
+    low: float = -math.inf                    # clip
+    high: float = math.inf
+    reduce: str = "mean"                      # reduce: one of REDUCE_KINDS
+    axis: int = -1                            # reduce, softmax (flat tensors: -1 or 0)
 
     def __post_init__(self):
         for f in ("weight", "bias", "constant", "gamma", "beta"):
@@ -100,7 +116,17 @@ class Graph:
                 if not 1 <= len(ins) <= 64:
                     raise ConversionError(f"{where}: needs 1 to 64 inputs")
                 w.append(sum(ins))
-            elif n.op in ("add", "mul"):
+            elif n.op in ("pow", "clip", "softmax", "reduce"):
+                if len(ins) != 1:
+                    raise ConversionError(f"{where}: needs exactly one input")
+                if n.op in ("softmax", "reduce") and n.axis not in (-1, 0):
+                    raise ConversionError(f"{where}: axis {n.axis} of a flat tensor")
+                if n.op == "reduce" and n.reduce not in REDUCE_KINDS:
+                    raise ConversionError(f"{where}: unknown reduce kind {n.reduce!r}")
+                if n.op == "clip" and not n.low <= n.high:
+                    raise ConversionError(f"{where}: low {n.low} is above high {n.high}")
+                w.append(1 if n.op == "reduce" else ins[0])
+            elif n.op in ("add", "mul", "div"):
                 if n.constant is not None:
                     if len(ins) != 1:
                         raise ConversionError(f"{where}: a constant operand needs one input")

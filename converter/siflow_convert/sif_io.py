@@ -10,6 +10,7 @@ naming the node and operand.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from typing import List, Optional
@@ -130,6 +131,16 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, fp16: bool) -> in
         if name in operands:
             b.PrependUOffsetTRelativeSlot(slot, operands[name], 0)
     b.PrependFloat32Slot(10, float(node.epsilon), None)
+    # Format 1.4 fields, written only when they differ from the schema's defaults.
+    if node.op in ("softmax", "reduce"):
+        b.PrependInt32Slot(22, int(node.axis), -1)
+    if node.op == "reduce":
+        b.PrependUint8Slot(25, ir.REDUCE_KINDS.index(node.reduce), 0)
+    if node.op == "pow":
+        b.PrependFloat32Slot(26, float(node.exponent), 1.0)
+    if node.op == "clip":
+        b.PrependFloat32Slot(27, float(node.low), -math.inf)
+        b.PrependFloat32Slot(28, float(node.high), math.inf)
     return fb_node.NodeEnd(b)
 
 
@@ -308,8 +319,13 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
 
 
 def required_minor(graph: ir.Graph) -> int:
-    """The lowest format_minor the graph's contents need: 1 with an Exp node (format 1.1), else
-    0, so a file without new ops still loads in a runtime that reads only 1.0."""
+    """The lowest format_minor the graph's contents need: 4 with a format 1.4 op or unary kind,
+    1 with an Exp node (format 1.1), else 0, so a file without new ops still loads in a runtime
+    that reads only 1.0."""
+    if any(ir.OPS.index(n.op) >= ir.OPS.index("conv2d") or
+           (n.op == "unary" and ir.UNARY_KINDS.index(n.unary) >= ir.UNARY_KINDS.index("log"))
+           for n in graph.nodes):
+        return 4
     return 1 if any(n.op == "exp" for n in graph.nodes) else 0
 
 
@@ -419,7 +435,10 @@ def _read_node(n) -> ir.Node:
                    alpha=float(n.Alpha()), weight=_read_weights(n.Weight()),
                    bias=_read_weights(n.Bias()), constant=_read_weights(n.Constant()),
                    gamma=_read_weights(n.Gamma()), beta=_read_weights(n.Beta()),
-                   epsilon=float(n.Epsilon()))
+                   epsilon=float(n.Epsilon()), exponent=float(n.Exponent()),
+                   low=float(n.Low()), high=float(n.High()),
+                   reduce=ir.REDUCE_KINDS[n.Reduce()] if n.Reduce() < len(ir.REDUCE_KINDS)
+                   else str(n.Reduce()), axis=int(n.Axis()))
 
 
 def from_bytes(data: bytes) -> ir.FlowModel:
