@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """ONNX elementwise maths, clipping, reductions and softmax onto format 1.4's ops.
 
-Installed into the ONNX importer (onnx_import.install_math): Log, Abs, HardSwish, Mish, Clip
+Installed into the ONNX importer (install, at the end of onnx_import): Log, Abs, HardSwish, Mish
+(also torch's x·Tanh(Softplus(x)) before opset 18, as one node), Clip
 (attributes before opset 11, optional constant inputs from 11 on; ReLU6 is Clip(0, 6)), Softmax
 over the feature axis, ReduceL2 over the feature axis, and the general cases of Sqrt,
 Reciprocal, Div by a tensor and Pow by a constant that the LayerNorm pattern does not claim. A
@@ -157,9 +158,45 @@ def pow_constant(imp, node, a, exponent, where):
     return _val(tid, a.shape)
 
 
+def _mish_base(imp, a, b):
+    """X when a is X and b is Tanh(Softplus(X)) (torch's Mish before opset 18), else None."""
+    from .onnx_import import _Val
+    if not (isinstance(a, _Val) and isinstance(b, _Val)) or a.tid is None or b.tid is None \
+            or b.tid < 2:
+        return None
+    th = imp.graph.nodes[b.tid - 2]
+    if th.op != "unary" or th.unary != "tanh" or th.inputs[0] < 2:
+        return None
+    sp = imp.graph.nodes[th.inputs[0] - 2]
+    if sp.op != "unary" or sp.unary != "softplus" or sp.inputs[0] != a.tid:
+        return None
+    return a
+
+
+def mish_mul(imp, node, ins, where):
+    """x * tanh(softplus(x)) as one Mish node (the Softplus and Tanh nodes, unused otherwise,
+    are dropped at the end); None when the Mul is not that pattern."""
+    if len(ins) != 2:
+        return None
+    for a, b in ((ins[0], ins[1]), (ins[1], ins[0])):
+        x = _mish_base(imp, a, b)
+        if x is not None and x.shape == b.shape:
+            tid = imp.emit(Node("unary", [x.tid], name=node.name, unary="mish"))
+            return _val(tid, x.shape)
+    return None
+
+
 def install(importer_class):
-    """Adds the op_<Type> handlers this module defines to the importer."""
+    """Adds the op_<Type> handlers this module defines to the importer, and the Mish pattern in
+    front of its Mul."""
     for name, fn in list(globals().items()):
         if name.startswith("op_") and callable(fn):
             setattr(importer_class, name,
                     (lambda f: lambda self, node, ins, where: f(self, node, ins, where))(fn))
+    plain_mul = importer_class.op_Mul
+
+    def op_Mul(self, node, ins, where):
+        v = mish_mul(self, node, ins, where)
+        return v if v is not None else plain_mul(self, node, ins, where)
+
+    importer_class.op_Mul = op_Mul
