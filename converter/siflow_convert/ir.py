@@ -8,25 +8,32 @@ smaller ids.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 
-# In the order of the schema's OpType enum (value = index); "exp" needs format 1.1, the image ops
-# (7..11, image_ops.py) format 1.4.
+# In the order of the schema's OpType enum (value = index); "exp" needs format 1.1, the ops
+# from "conv2d" on format 1.4.
 OPS = ("fc", "unary", "concat", "add", "mul", "layernorm", "exp",
-       "conv2d", "conv_transpose2d", "pool2d", "resize", "groupnorm")
-# Every op's OpType number: OPS by index, and the other format 1.4 ops by their schema value.
+       "conv2d", "conv_transpose2d", "pool2d", "resize", "groupnorm", "reshape", "transpose",
+       "slice", "softmax", "matmul", "reduce", "div", "pow", "clip", "label_input", "cond_input",
+       "embedding")
+# Every op's OpType number (one name per op).
 OP_CODES = {name: i for i, name in enumerate(OPS)}
-# Layout ops (format 1.4): reshape (Node.shape), transpose (Node.perm), slice (axis/start/end).
-LAYOUT_OPS = {"reshape": 12, "transpose": 13, "slice": 14}
-OP_CODES.update(LAYOUT_OPS)
 OP_NAMES = {code: name for name, code in OP_CODES.items()}
+# Layout ops (format 1.4): reshape (Node.shape), transpose (Node.perm), slice (axis/start/end).
+LAYOUT_OPS = {name: OP_CODES[name] for name in ("reshape", "transpose", "slice")}
 
-# In the order of the schema's UnaryKind enum (value = index).
+# In the order of the schema's UnaryKind enum (value = index); from "log" on format 1.4.
 UNARY_KINDS = ("identity", "relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "silu",
-               "gelu_erf", "gelu_tanh", "softplus", "sin", "cos")
+               "gelu_erf", "gelu_tanh", "softplus", "sin", "cos",
+               "log", "sqrt", "reciprocal", "abs", "hard_swish", "mish")
+
+# Reduce kinds (ReduceKind, value = index).
+REDUCE_KINDS = ("mean", "sum", "l2")
 
 INTERPOLANTS = ("linear", "trig", "learned_fourier")
 BASES = ("normal", "uniform")
@@ -57,7 +64,7 @@ class Node:
     # transpose's perm (output axis i is input axis perm[i]); slice's [start, end) on axis.
     shape: Optional[List[int]] = None
     perm: Optional[List[int]] = None
-    axis: int = -1
+    axis: int = -1                            # slice, reduce, softmax
     start: int = 0
     end: int = 0
     # Image ops (format 1.4, image_ops.py): geometry as in the schema's Node fields.
@@ -70,6 +77,11 @@ class Node:
     pool: str = "average"                     # pool2d: "average" or "max"
     count_include_pad: bool = False           # pool2d average
     resize: str = "nearest"                   # resize: "nearest" or "bilinear"
+    # Format 1.4 elementwise, reduction and softmax ops (docs/format.md).
+    exponent: float = 1.0                     # pow
+    low: float = -math.inf                    # clip
+    high: float = math.inf
+    reduce: str = "mean"                      # reduce: one of REDUCE_KINDS
 
     def __post_init__(self):
         for f in ("weight", "bias", "constant", "gamma", "beta"):
@@ -153,7 +165,20 @@ class Graph:
                     raise ConversionError(f"{where}: needs exactly one input")
                 out = _layout_shape(n, shapes[n.inputs[0]], where)
                 w.append(int(np.prod(out)))
-            elif n.op in ("add", "mul"):
+            elif n.op in ("pow", "clip", "softmax", "reduce"):
+                if len(ins) != 1:
+                    raise ConversionError(f"{where}: needs exactly one input")
+                if n.op in ("softmax", "reduce") and (n.axis not in (-1, 0) or
+                                                      len(shapes[n.inputs[0]]) != 1):
+                    raise ConversionError(f"{where}: axis {n.axis} of an input of shape "
+                                          f"{shapes[n.inputs[0]]}; the converter reduces and "
+                                          f"normalises flat tensors only")
+                if n.op == "reduce" and n.reduce not in REDUCE_KINDS:
+                    raise ConversionError(f"{where}: unknown reduce kind {n.reduce!r}")
+                if n.op == "clip" and not n.low <= n.high:
+                    raise ConversionError(f"{where}: low {n.low} is above high {n.high}")
+                w.append(1 if n.op == "reduce" else ins[0])
+            elif n.op in ("add", "mul", "div"):
                 if n.constant is not None:
                     if len(ins) != 1:
                         raise ConversionError(f"{where}: a constant operand needs one input")

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import onnx_image
+from . import onnx_math
 from .ir import ConversionError, Graph, Node
 
 BSYM = 1_000_003          # stands for the batch size B inside folded integer shape vectors
@@ -39,8 +40,9 @@ SUPPORTED_OPS = (
     "Softplus, Sin, Cos, Exp (format 1.1), Slice/Split/Gather of a contiguous feature range "
     "(a Slice node, format 1.4), SiLU (x*Sigmoid(x)), GELU (erf pattern and "
     "tanh-approximation pattern), "
-    "Concat (feature axis), Add, Sub, Mul, Div and Neg (tensor with constant; Add/Mul/Sub of two "
-    "tensors), Pow (exponent 1, 2 or 3), ReduceMean/ReduceSum (last axis), Slice/Gather (feature "
+    "Concat (feature axis), Add, Sub, Mul, Div and Neg (tensor with constant; Add/Mul/Sub/Div of "
+    "two tensors), Pow (constant exponent), ReduceMean/ReduceSum/ReduceL2 (last axis), Log, Sqrt, "
+    "Reciprocal, Abs, HardSwish, Mish, Clip, Softmax (last axis), Slice/Gather (feature "
     "axis), LayerNormalization (last axis) and its decomposed pattern, no-op Identity/Dropout/"
     "Flatten/Reshape/Unsqueeze/Squeeze/Cast/Expand/Tile, Shape/Gather/ConstantOfShape/Concat/"
     "Equal/Where shape arithmetic, and any op on constants only (folded); format 1.4: x of shape "
@@ -702,8 +704,7 @@ class _Importer:
                 and b.ln is not None and a.ln[0] == "centered" and b.ln[0] == "std" \
                 and a.ln[1] == b.ln[1]:
             return self._layernorm(a.ln[1], b.ln[2], a.shape, node.name)
-        raise ConversionError(f"{where}: division by a tensor is supported only in the "
-                              f"LayerNorm pattern (x - mean) / sqrt(var + eps)")
+        return onnx_math.div(self, node, ins, where)
 
     def op_Neg(self, node, ins, where):
         return self._binary_const("mul", ins[0], _Const.of(np.array(-1.0)), where, node.name)
@@ -718,7 +719,7 @@ class _Importer:
         if e == 0.5 and isinstance(a, _Val) and a.ln is not None and a.ln[0] == "var_eps":
             return _Val(None, a.shape, None, ("std",) + a.ln[1:], where)
         if e not in (2.0, 3.0):
-            raise ConversionError(f"{where}: Pow with exponent {e:g} is not supported (1, 2, 3)")
+            return onnx_math.pow_constant(self, node, a, e, where)
         a = self.need(a, where)
         sq = self._tensor_tensor("mul", a, a, where, node.name)
         return sq if e == 2.0 else self._tensor_tensor("mul", sq, a, where, node.name)
@@ -727,14 +728,13 @@ class _Importer:
         a = ins[0]
         if isinstance(a, _Val) and a.ln is not None and a.ln[0] == "var_eps":
             return _Val(None, a.shape, None, ("std",) + a.ln[1:], where)
-        raise ConversionError(f"{where}: Sqrt is supported only in the LayerNorm pattern "
-                              f"sqrt(var + eps)")
+        return onnx_math.sqrt(self, node, ins, where)
 
     def op_Reciprocal(self, node, ins, where):
         a = ins[0]
         if isinstance(a, _Val) and a.ln is not None and a.ln[0] == "std":
             return _Val(None, a.shape, None, ("rstd",) + a.ln[1:], where)
-        raise ConversionError(f"{where}: Reciprocal is supported only in the LayerNorm pattern")
+        return onnx_math.reciprocal(self, node, ins, where)
 
     # -- activations --------------------------------------------------------------------
     def _unary(self, kind, node, ins, where, alpha=None, form=None):
@@ -1388,3 +1388,4 @@ def onnx_input_dim(model_or_path, x_input: Optional[str] = None,
 
 
 onnx_image.install(_Importer)
+onnx_math.install(_Importer)

@@ -68,6 +68,19 @@ def unary_forward(kind: str, x: np.ndarray, alpha: float) -> np.ndarray:
         return np.sin(x)
     if kind == "cos":
         return np.cos(x)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if kind == "log":
+            return np.log(x)
+        if kind == "sqrt":
+            return np.sqrt(x)
+        if kind == "reciprocal":
+            return 1.0 / x
+        if kind == "abs":
+            return np.abs(x)
+        if kind == "hard_swish":
+            return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+        if kind == "mish":
+            return x * np.tanh(unary_forward("softplus", x, alpha))
     raise ir.ConversionError(f"unknown unary kind {kind!r}; supported: {', '.join(ir.UNARY_KINDS)}")
 
 
@@ -106,6 +119,20 @@ def unary_derivative(kind: str, x: np.ndarray, alpha: float) -> np.ndarray:
         return np.cos(x)
     if kind == "cos":
         return -np.sin(x)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if kind == "log":
+            return 1.0 / x
+        if kind == "sqrt":
+            return 0.5 / np.sqrt(x)
+        if kind == "reciprocal":
+            return -1.0 / (x * x)
+        if kind == "abs":
+            return np.sign(x)
+        if kind == "hard_swish":   # PyTorch's: 0 below -3, (2x + 3)/6 on [-3, 3], 1 above
+            return np.where(x < -3.0, 0.0, np.where(x <= 3.0, (2.0 * x + 3.0) / 6.0, 1.0))
+        if kind == "mish":
+            th = np.tanh(unary_forward("softplus", x, alpha))
+            return th + x * (1.0 - th * th) * _sigmoid(x)
     raise ir.ConversionError(f"unknown unary kind {kind!r}; supported: {', '.join(ir.UNARY_KINDS)}")
 
 
@@ -167,6 +194,62 @@ def _layout(node: ir.Node, x, in_shape):
     return np.ascontiguousarray(s).reshape(lead + (-1,))
 
 
+def _math_forward(node: ir.Node, ins, tin, dtype):
+    """Format 1.4's div, pow, clip, reduce and softmax on flat [B, w] tensors (docs/format.md):
+    each evaluated in float64 and rounded once to dtype, as the runtime does."""
+    x = ins[0].astype(np.float64)
+    tx = None if tin[0] is None else tin[0].astype(np.float64)
+    err = np.errstate(divide="ignore", invalid="ignore", over="ignore")
+    if node.op == "div":
+        if node.constant is not None:
+            b, tb = node.constant.reshape(1, -1).astype(dtype).astype(np.float64), None
+        else:
+            b = ins[1].astype(np.float64)
+            tb = None if tin[1] is None else tin[1].astype(np.float64)
+        with err:
+            y = x / b
+            if tx is None and tb is None:
+                return y.astype(dtype), None
+            ty = (0.0 if tx is None else tx) - (0.0 if tb is None else y[:, None, :] * tb)
+            ty = ty / b[:, None, :]
+        return y.astype(dtype), np.broadcast_to(ty, (y.shape[0], ty.shape[1], y.shape[1])) \
+            .astype(dtype)
+    if node.op == "pow":
+        p = float(np.float32(node.exponent))
+        with err:
+            y = np.power(x, p)
+            d = np.zeros_like(x) if p == 0.0 else p * np.power(x, p - 1.0)
+        return y.astype(dtype), None if tx is None else (tx * d[:, None, :]).astype(dtype)
+    if node.op == "clip":
+        lo, hi = float(np.float32(node.low)), float(np.float32(node.high))
+        y = np.clip(x, lo, hi)
+        inside = (x >= lo) & (x <= hi)              # slope 1 at the edges, as PyTorch's clamp
+        return y.astype(dtype), None if tx is None else \
+            (tx * inside[:, None, :]).astype(dtype)
+    if node.op == "reduce":
+        w = x.shape[1]
+        if node.reduce == "l2":
+            y = np.sqrt((x * x).sum(axis=1, keepdims=True))
+            if tx is None:
+                return y.astype(dtype), None
+            with err:
+                ty = np.where(y[:, None, :] > 0,
+                              (x[:, None, :] * tx).sum(axis=2, keepdims=True) / y[:, None, :], 0.0)
+            return y.astype(dtype), ty.astype(dtype)
+        scale = 1.0 / w if node.reduce == "mean" else 1.0
+        y = x.sum(axis=1, keepdims=True) * scale
+        return y.astype(dtype), None if tx is None else \
+            (tx.sum(axis=2, keepdims=True) * scale).astype(dtype)
+    # softmax over the features
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    y = e / e.sum(axis=1, keepdims=True)
+    if tx is None:
+        return y.astype(dtype), None
+    yt = y[:, None, :]
+    ty = yt * (tx - (yt * tx).sum(axis=2, keepdims=True))
+    return y.astype(dtype), ty.astype(dtype)
+
+
 def _node_forward(node: ir.Node, vals, tans, dtype, shapes=None):
     """Evaluates one node: returns (value [B, w], tangent [B, P, w] or None). `shapes` (the
     graph's per-sample shapes) is needed by the layout ops."""
@@ -201,6 +284,8 @@ def _node_forward(node: ir.Node, vals, tans, dtype, shapes=None):
         if node.constant is not None:
             return _binary(node, ins[0], tin[0], node.constant.reshape(1, -1).astype(dtype), None)
         return _binary(node, ins[0], tin[0], ins[1], tin[1])
+    if node.op in ("div", "pow", "clip", "reduce", "softmax"):
+        return _math_forward(node, ins, tin, dtype)
     if node.op == "layernorm":
         y, ty = _layernorm(ins[0].astype(np.float64), None if tin[0] is None else
                            tin[0].astype(np.float64), node)

@@ -10,6 +10,7 @@ naming the node and operand.
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from typing import List, Optional
@@ -182,6 +183,16 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, quantize: str) ->
         fb_node.NodeAddStart(b, int(node.start))
         fb_node.NodeAddEnd(b, int(node.end))
     _add_image_fields(b, node, geometry)
+    # Format 1.4 fields of the math ops, written only when they differ from the schema's defaults.
+    if node.op in ("softmax", "reduce"):
+        b.PrependInt32Slot(22, int(node.axis), -1)
+    if node.op == "reduce":
+        b.PrependUint8Slot(25, ir.REDUCE_KINDS.index(node.reduce), 0)
+    if node.op == "pow":
+        b.PrependFloat32Slot(26, float(node.exponent), 1.0)
+    if node.op == "clip":
+        b.PrependFloat32Slot(27, float(node.low), -math.inf)
+        b.PrependFloat32Slot(28, float(node.high), math.inf)
     return fb_node.NodeEnd(b)
 
 
@@ -401,12 +412,14 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
 
 
 def required_minor(graph: ir.Graph, quantize: str = "fp32") -> int:
-    """The lowest format_minor the graph's contents need: 4 with a layout or image op or a
-    per-sample shape (format 1.4), 3 with BF16 or I8 weights (format 1.3), 1 with an Exp node
+    """The lowest format_minor the graph's contents need: 4 with any format 1.4 op, unary
+    kind or per-sample shape, 3 with BF16 or I8 weights (format 1.3), 1 with an Exp node
     (format 1.1), else 0, so a file without new features still loads in a runtime that reads
     only 1.0."""
-    if graph.x_shape or image_ops.required(graph) or \
-            any(n.op in ir.LAYOUT_OPS or n.shape for n in graph.nodes):
+    if graph.x_shape or image_ops.required(graph) or any(
+            n.shape or ir.OP_CODES[n.op] >= ir.OP_CODES["conv2d"] or
+            (n.op == "unary" and ir.UNARY_KINDS.index(n.unary) >= ir.UNARY_KINDS.index("log"))
+            for n in graph.nodes):
         return 4
     has = {name for n in graph.nodes for name in OPERANDS if getattr(n, name) is not None}
     if quantize == "bf16" and has:
@@ -568,7 +581,10 @@ def _read_node(n) -> ir.Node:
                    alpha=float(n.Alpha()), weight=_read_weights(n.Weight()),
                    bias=_read_weights(n.Bias()), constant=_read_weights(n.Constant()),
                    gamma=_read_weights(n.Gamma()), beta=_read_weights(n.Beta()),
-                   epsilon=float(n.Epsilon()))
+                   epsilon=float(n.Epsilon()), exponent=float(n.Exponent()),
+                   low=float(n.Low()), high=float(n.High()),
+                   reduce=ir.REDUCE_KINDS[n.Reduce()] if n.Reduce() < len(ir.REDUCE_KINDS)
+                   else str(n.Reduce()), axis=int(n.Axis()))
 
 
 def from_bytes(data: bytes) -> ir.FlowModel:

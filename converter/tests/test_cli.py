@@ -84,12 +84,12 @@ def test_usage_errors_exit_2(onnx_file, tmp_path, args, message):
 
 
 def test_conversion_error_exits_1_with_named_cause(tmp_path):
-    p = tmp_path / "abs.onnx"
-    onnx.save(onnx_model(act="Abs"), str(p))
+    p = tmp_path / "sign.onnx"
+    onnx.save(onnx_model(act="Sign"), str(p))
     out = tmp_path / "o.sif"
     r = run(p, "-o", out)
     assert r.returncode == 1
-    assert r.stderr.startswith("siflow-convert: error: node 'act' (Abs): op Abs is not supported")
+    assert r.stderr.startswith("siflow-convert: error: node 'act' (Sign): op Sign is not supported")
     assert "Traceback" not in r.stderr
     assert not out.exists()
 
@@ -217,13 +217,13 @@ def test_a_file_the_runtime_would_refuse_is_not_written(tmp_path):
 
 
 def test_failed_conversion_leaves_existing_output_untouched(tmp_path):
-    p = tmp_path / "abs.onnx"
-    onnx.save(onnx_model(act="Abs"), str(p))
+    p = tmp_path / "sign.onnx"
+    onnx.save(onnx_model(act="Sign"), str(p))
     out = tmp_path / "o.sif"
     out.write_bytes(b"previous")
     assert main([str(p), "-o", str(out)]) == 1
     assert out.read_bytes() == b"previous"
-    assert sorted(os.listdir(tmp_path)) == ["abs.onnx", "o.sif"]
+    assert sorted(os.listdir(tmp_path)) == ["o.sif", "sign.onnx"]
 
 
 def test_output_is_written_atomically(onnx_file, tmp_path, monkeypatch):

@@ -27,7 +27,8 @@ def every_op_model(dim=3, seed=11):
     h = g.add(ir.Node("fc", [cat], name="fc1", weight=rng.normal(size=(6, dim + 5)),
                       bias=rng.normal(size=6)))
     branches = [g.add(ir.Node("unary", [h], name=k, unary=k, alpha=0.3 + i / 10))
-                for i, k in enumerate(ir.UNARY_KINDS)]
+                for i, k in enumerate(ir.UNARY_KINDS[:13])]   # format 1.0's kinds (1.4's:
+    # test_onnx_math.py; log/sqrt/reciprocal of these random values would not be finite)
     h = g.add(ir.Node("concat", branches))
     h = g.add(ir.Node("layernorm", [h], name="ln", gamma=rng.normal(size=6 * 13),
                       beta=rng.normal(size=6 * 13), epsilon=1e-3))

@@ -52,7 +52,8 @@ std::vector<uint32_t> parse_hidden(const std::string& text) {
 
 UnaryKind parse_activation(const std::string& text) {
   UnaryKind kind;
-  if (parse_unary_kind(text.c_str(), &kind)) return kind;
+  // The trainer's hidden activations: the kinds up to cos (a checkpoint stores no others).
+  if (parse_unary_kind(text.c_str(), &kind) && kind <= UnaryKind::kCos) return kind;
   std::string names;
   for (int k = 0; k <= static_cast<int>(UnaryKind::kCos); ++k)
     names += std::string(k ? ", " : "") + unary_kind_name(static_cast<UnaryKind>(k));

@@ -4,6 +4,7 @@
 // 0.5 (1 + tanh z) = sigmoid(2 z), so neither cancels for negative x. Test-only.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 
 #include "siflow/siflow.hpp"
@@ -45,6 +46,19 @@ inline double activation(siflow::UnaryKind kind, double alpha, double x) {
       return std::sin(x);
     case UnaryKind::kCos:
       return std::cos(x);
+    case UnaryKind::kLog:
+      return std::log(x);
+    case UnaryKind::kSqrt:
+      return std::sqrt(x);
+    case UnaryKind::kReciprocal:
+      return 1.0 / x;
+    case UnaryKind::kAbs:
+      return std::fabs(x);
+    case UnaryKind::kHardSwish:
+      return x * std::min(std::max(x + 3.0, 0.0), 6.0) / 6.0;
+    case UnaryKind::kMish:
+      // tanh(softplus x), softplus via log1p so it keeps its digits for negative x.
+      return x * std::tanh(x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)));
   }
   return NAN;
 }

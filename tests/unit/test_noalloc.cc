@@ -518,3 +518,44 @@ TEST_CASE(
     CHECK(calls == 0);
   }
 }
+
+TEST_CASE(
+    "a model with format 1.4's elementwise, reduce, softmax and matmul ops makes no heap call") {
+  // x [2, 3]: RMS-normalised rows, their softmax, attention-like products with x, then Pow,
+  // Clip and the new unary kinds.
+  using siflow::ReduceKind;
+  using siflow::UnaryKind;
+  ModelBuilder b(6);
+  b.set_x_shape({2, 3});
+  const uint32_t norm = b.add_constant(b.reduce(b.x(), ReduceKind::kL2), {1.0f, 1.0f});
+  const uint32_t s = b.softmax(b.div(b.x(), norm));
+  const uint32_t m = b.matmul(b.matmul(s, b.x(), true, 0.5f), b.x());  // [2,2] x [2,3]
+  const uint32_t p =
+      b.pow(b.add_constant(b.unary(m, UnaryKind::kAbs), std::vector<float>(6, 1.0f)), 1.5f);
+  const uint32_t c = b.clip(b.unary(p, UnaryKind::kMish), -1.0f, 2.0f);
+  const uint32_t l = b.unary(b.unary(c, UnaryKind::kHardSwish), UnaryKind::kSqrt);
+  b.set_output(b.add(b.mul(b.x(), b.t()),
+                     b.unary(b.add_constant(l, std::vector<float>(6, 1.0f)), UnaryKind::kLog)));
+  const std::vector<uint8_t> bytes = b.finish();
+  std::unique_ptr<Model> model;
+  REQUIRE(Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model).ok());
+  siflow::PlanOptions po;
+  po.max_batch = 4;
+  po.divergence = siflow::DivergenceMode::kExact;
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*model, po, nullptr, 0, &plan).ok());
+  const size_t n = 10;
+  std::vector<float> y(n * 6), v(n * 6), t(n, 0.4f);
+  std::vector<double> logp(n);
+  siflow::SampleOptions so;
+  so.seed = 3;
+  so.ode.steps = 4;
+  Status sampled, vel;
+  const unsigned long calls = heap_calls_during([&] {
+    sampled = plan->sample(n, so, y.data(), logp.data());
+    vel = plan->velocity(n, t.data(), y.data(), v.data());
+  });
+  CHECK(sampled.ok());
+  CHECK(vel.ok());
+  CHECK(calls == 0);
+}

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,6 +74,16 @@ class ModelBuilder {
                      const std::vector<uint32_t>& perm);
   uint32_t slice(uint32_t input, const std::vector<uint32_t>& in_shape, int32_t axis,
                  uint32_t start, uint32_t end);
+  // Format 1.4 elementwise, reduction, softmax and matrix products (files using them need 1.4).
+  // a / b, broadcasting as add/mul (and by per-sample shapes, docs/format.md); a / constant.
+  uint32_t div(uint32_t a, uint32_t b);
+  uint32_t div_constant(uint32_t a, const std::vector<float>& constant);
+  uint32_t pow(uint32_t input, float exponent);                         // x^exponent
+  uint32_t clip(uint32_t input, float low, float high);                 // min(max(x, low), high)
+  uint32_t reduce(uint32_t input, ReduceKind kind, int32_t axis = -1);  // axis kept as size 1
+  uint32_t softmax(uint32_t input, int32_t axis = -1);
+  // [G, M, K] x [G, K, N] (b [G, N, K] with transpose_b) per sample, times scale.
+  uint32_t matmul(uint32_t a, uint32_t b, bool transpose_b = false, float scale = 1.0f);
   void set_output(uint32_t tensor) { output_ = tensor; }
 
   // Per-sample shape of x and v (format 1.4), e.g. {C, H, W} (product = dim; empty: [dim]), and
@@ -137,7 +148,7 @@ class ModelBuilder {
     std::vector<float> weight, bias, constant, gamma, beta;
     // Reshape, Transpose, Slice.
     std::vector<uint32_t> shape, perm;
-    int32_t axis = -1;
+    int32_t axis = -1;  // Slice, Reduce, Softmax
     uint32_t start = 0, end = 0;
     // Image ops (format 1.4).
     std::vector<uint32_t> weight_shape, out_shape, kernel;
@@ -145,31 +156,40 @@ class ModelBuilder {
     uint8_t pool = 0, resize = 0;
     bool count_include_pad = false, image = false;
   };
-  uint32_t push_image(Node node);
-  uint32_t push(Node node, uint32_t width);
+  // Reduce, Pow, Clip, MatMul.
+  uint8_t reduce = 0;
+  float exponent = 1.0f, low = -std::numeric_limits<float>::infinity(),
+        high = std::numeric_limits<float>::infinity(), scale = 1.0f;
+  bool transpose_b = false;
+};
+uint32_t push_image(Node node);
+// `shape` empty: shape() derives it as the loader does (the op's own, else the first input as
+// wide as the output, else [width]).
+uint32_t push(Node node, uint32_t width, std::vector<uint32_t> shape = {});
 
-  uint32_t dim_;
-  std::vector<uint32_t> x_shape_;
-  std::vector<uint32_t> widths_;
-  std::vector<Node> nodes_;
-  uint32_t output_ = 0;
-  std::string name_;
-  std::vector<std::pair<std::string, std::string>> metadata_;
-  InterpolantKind interpolant_ = InterpolantKind::kTrig;
-  std::vector<double> alpha_, beta_;
-  BaseKind base_ = BaseKind::kNormal;
-  std::vector<float> base_a_, base_b_;  // mean/std or low/high
-  std::vector<float> norm_mean_, norm_std_;
-  double time_start_ = 0.0, time_end_ = 1.0;
-  uint16_t major_ = kFormatMajor, minor_ = 0;
-  bool version_set_ = false;  // else finish() writes the lowest minor the graph needs
-  WeightStorage storage_ = WeightStorage::kF32;
-  std::vector<float> test_t_, test_y_, test_v_;
-  float test_tolerance_ = 0.0f;
-  uint32_t trajectory_steps_ = 0;
-  std::vector<float> trajectory_start_, trajectory_end_;
-  float trajectory_tolerance_ = 0.0f;
-  std::vector<StoredSolver> solvers_;
+uint32_t dim_;
+std::vector<uint32_t> x_shape_;  // empty: [dim]
+std::vector<uint32_t> widths_;
+std::vector<std::vector<uint32_t>> shapes_;  // per tensor, as given by the op's method
+std::vector<Node> nodes_;
+uint32_t output_ = 0;
+std::string name_;
+std::vector<std::pair<std::string, std::string>> metadata_;
+InterpolantKind interpolant_ = InterpolantKind::kTrig;
+std::vector<double> alpha_, beta_;
+BaseKind base_ = BaseKind::kNormal;
+std::vector<float> base_a_, base_b_;  // mean/std or low/high
+std::vector<float> norm_mean_, norm_std_;
+double time_start_ = 0.0, time_end_ = 1.0;
+uint16_t major_ = kFormatMajor, minor_ = 0;
+bool version_set_ = false;  // else finish() writes the lowest minor the graph needs
+WeightStorage storage_ = WeightStorage::kF32;
+std::vector<float> test_t_, test_y_, test_v_;
+float test_tolerance_ = 0.0f;
+uint32_t trajectory_steps_ = 0;
+std::vector<float> trajectory_start_, trajectory_end_;
+float trajectory_tolerance_ = 0.0f;
+std::vector<StoredSolver> solvers_;
 };
 
 }  // namespace siflow

@@ -87,12 +87,24 @@ enum class UnaryKind : uint8_t {
   kSoftplus = 10,
   kSin = 11,
   kCos = 12,
+  // Format 1.4: elementwise maths (Log, Sqrt, Reciprocal give -inf, inf or NaN at 0 and below,
+  // which a run reports as a numerical error), Abs, and the HardSwish and Mish activations.
+  kLog = 13,
+  kSqrt = 14,
+  kReciprocal = 15,
+  kAbs = 16,
+  kHardSwish = 17,
+  kMish = 18,
 };
+
+// Reduce nodes (format 1.4): the mean, sum or L2 norm along a per-sample axis.
+enum class ReduceKind : uint8_t { kMean = 0, kSum = 1, kL2 = 2 };
 
 // Names of the enums, spelled as the CLI and the converter spell them ("?" or "unknown" for a
 // value outside the enum); each parse function accepts exactly those names. All of them live in
 // one table per enum (runtime/src/support/names.cc).
-// "identity", "relu", "leaky_relu", ..., "cos".
+// "identity", "relu", "leaky_relu", ..., "cos", "log", "sqrt", "reciprocal", "abs", "hard_swish",
+// "mish".
 const char* unary_kind_name(UnaryKind kind);
 bool parse_unary_kind(const char* text, UnaryKind* out);
 // "linear", "trig", "learned" (the learned Fourier family).

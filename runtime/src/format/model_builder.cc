@@ -49,13 +49,111 @@ Offset<fb::Solver> solver(FlatBufferBuilder& fbb, const StoredSolver& s, uint32_
 
 }  // namespace
 
-ModelBuilder::ModelBuilder(uint32_t dim) : dim_(dim), widths_{dim, 1}, output_(0) {}
+ModelBuilder::ModelBuilder(uint32_t dim)
+    : dim_(dim), widths_{dim, 1}, shapes_{{dim}, {1}}, output_(0) {}
 
-uint32_t ModelBuilder::push(Node node, uint32_t width) {
+uint32_t ModelBuilder::push(Node node, uint32_t width, std::vector<uint32_t> shape) {
   nodes_.push_back(std::move(node));
   widths_.push_back(width);
+  shapes_.push_back(std::move(shape));
   output_ = static_cast<uint32_t>(widths_.size() - 1);
   return output_;
+}
+
+namespace {
+
+// NumPy broadcasting of two shapes from the last axis (empty when they do not broadcast).
+std::vector<uint32_t> broadcast_shape(const std::vector<uint32_t>& a,
+                                      const std::vector<uint32_t>& b) {
+  const size_t rank = std::max(a.size(), b.size());
+  std::vector<uint32_t> out(rank);
+  for (size_t k = 0; k < rank; ++k) {
+    const uint32_t da = k + a.size() >= rank ? a[k + a.size() - rank] : 1;
+    const uint32_t db = k + b.size() >= rank ? b[k + b.size() - rank] : 1;
+    if (da != db && da != 1 && db != 1) return {};
+    out[k] = std::max(da, db);
+  }
+  return out;
+}
+
+uint32_t product(const std::vector<uint32_t>& s) {
+  uint64_t n = s.empty() ? 0 : 1;
+  for (uint32_t d : s) n *= d;
+  return n > 0xffffffffu ? 0 : static_cast<uint32_t>(n);
+}
+
+}  // namespace
+
+uint32_t ModelBuilder::div(uint32_t a, uint32_t b) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Div);
+  n.inputs = {a, b};
+  const uint32_t wa = width(a), wb = width(b);
+  if (wa == wb || wa == 1 || wb == 1) return push(std::move(n), std::max(wa, wb));
+  const std::vector<uint32_t> s = broadcast_shape(shape(a), shape(b));
+  return push(std::move(n), product(s), s);
+}
+
+uint32_t ModelBuilder::div_constant(uint32_t a, const std::vector<float>& constant) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Div);
+  n.inputs = {a};
+  n.constant = constant;
+  const uint32_t wa = width(a), wb = static_cast<uint32_t>(constant.size());
+  if (wa == wb || wa == 1 || wb == 1) return push(std::move(n), std::max(wa, wb));
+  const std::vector<uint32_t> s = broadcast_shape(shape(a), {wb});
+  return push(std::move(n), product(s), s);
+}
+
+uint32_t ModelBuilder::pow(uint32_t input, float exponent) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Pow);
+  n.inputs = {input};
+  n.exponent = exponent;
+  return push(std::move(n), width(input));
+}
+
+uint32_t ModelBuilder::clip(uint32_t input, float low, float high) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Clip);
+  n.inputs = {input};
+  n.low = low;
+  n.high = high;
+  return push(std::move(n), width(input));
+}
+
+uint32_t ModelBuilder::reduce(uint32_t input, ReduceKind kind, int32_t axis) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Reduce);
+  n.inputs = {input};
+  n.reduce = static_cast<uint8_t>(kind);
+  n.axis = axis;
+  std::vector<uint32_t> s = shape(input);
+  const int64_t rank = static_cast<int64_t>(s.size());
+  const int64_t at = axis < 0 ? axis + rank : axis;
+  if (at >= 0 && at < rank) s[static_cast<size_t>(at)] = 1;
+  return push(std::move(n), product(s), s);
+}
+
+uint32_t ModelBuilder::softmax(uint32_t input, int32_t axis) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Softmax);
+  n.inputs = {input};
+  n.axis = axis;
+  return push(std::move(n), width(input), shape(input));
+}
+
+uint32_t ModelBuilder::matmul(uint32_t a, uint32_t b, bool transpose_b, float scale) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::MatMul);
+  n.inputs = {a, b};
+  n.transpose_b = transpose_b;
+  n.scale = scale;
+  std::vector<uint32_t> s = shape(a);
+  const std::vector<uint32_t> sb = shape(b);
+  if (s.size() >= 2 && sb.size() == s.size())
+    s.back() = transpose_b ? sb[sb.size() - 2] : sb.back();
+  return push(std::move(n), product(s), s);
 }
 
 uint32_t ModelBuilder::fully_connected(uint32_t input, uint32_t out_features,
@@ -179,6 +277,7 @@ std::vector<uint32_t> ModelBuilder::shape(uint32_t tensor) const {
   if (tensor == x()) return x_shape_.empty() ? std::vector<uint32_t>{dim_} : x_shape_;
   if (tensor == t()) return {1};
   if (tensor >= widths_.size()) return {};
+  if (!shapes_[tensor].empty()) return shapes_[tensor];  // given by the op's method
   const Node& n = nodes_[tensor - 2];
   if (n.image) return n.out_shape;
   const auto op = static_cast<fb::OpType>(n.op);
@@ -431,16 +530,18 @@ std::vector<uint8_t> ModelBuilder::finish() const {
   auto solvers = solver_offsets.empty() ? 0 : fbb.CreateVector(solver_offsets);
   uint16_t minor = minor_;
   if (!version_set_) {
-    for (const Node& n : nodes_)
-      if (n.op == static_cast<uint8_t>(fb::OpType::Exp)) minor = std::max<uint16_t>(minor, 1);
-    if (!solvers_.empty()) minor = std::max<uint16_t>(minor, 2);
-    // Format 1.4: the layout and image ops and per-sample shapes.
-    bool shaped = !x_shape_.empty();
-    for (const Node& n : nodes_)
-      shaped = shaped || n.op == static_cast<uint8_t>(fb::OpType::Reshape) ||
-               n.op == static_cast<uint8_t>(fb::OpType::Transpose) ||
-               n.op == static_cast<uint8_t>(fb::OpType::Slice) || !n.shape.empty() || n.image;
-    if (shaped) minor = std::max<uint16_t>(minor, 4);
+    auto vec = [&](const std::vector<uint32_t>& v) { return v.empty() ? 0 : fbb.CreateVector(v); };
+    const auto op = static_cast<fb::OpType>(n.op);
+    // Resize reads its output size from `shape` (the builder keeps it in out_shape); the other
+    // image ops compute theirs, the layout ops store theirs in n.shape.
+    auto shape = !n.shape.empty() ? vec(n.shape) : op == fb::OpType::Resize ? vec(n.out_shape) : 0;
+    nodes.push_back(fb::CreateNode(
+        fbb, op, inputs, name, static_cast<fb::UnaryKind>(n.unary), n.alpha, weight, bias, constant,
+        gamma, beta, n.epsilon, shape, vec(n.kernel), vec(n.window.strides), vec(n.window.pads),
+        vec(n.window.dilations), vec(n.window.output_padding), n.window.groups,
+        static_cast<fb::PoolKind>(n.pool), n.count_include_pad,
+        static_cast<fb::ResizeMode>(n.resize), vec(n.perm), n.axis, n.start, n.end,
+        static_cast<fb::ReduceKind>(n.reduce), n.exponent, n.low, n.high, n.transpose_b, n.scale));
   }
   auto model = fb::CreateModel(fbb, major_, minor, name, graph, interpolant, base, normalization,
                                time_start_, time_end_, metadata, tests, solvers);

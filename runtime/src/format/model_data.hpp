@@ -32,6 +32,12 @@ enum class OpKind : uint8_t {
   kReshape = 12,
   kTranspose = 13,
   kSlice = 14,
+  kSoftmax = 15,
+  kMatMul = 16,
+  kReduce = 17,
+  kDiv = 18,
+  kPow = 19,
+  kClip = 20,
 };
 
 // The per-sample shape of a tensor (the batch is the leading dimension and not part of it):
@@ -85,7 +91,7 @@ struct NodeData {
   Shape shape;
   const float* weight;    // FullyConnected [width][in_width]
   const float* bias;      // FullyConnected [width] or nullptr
-  const float* constant;  // Add/Mul constant [constant_width] or nullptr
+  const float* constant;  // Add/Mul/Div constant [constant_width] or nullptr
   uint32_t constant_width;
   const float* gamma;  // LayerNorm, nullable
   const float* beta;
@@ -111,6 +117,29 @@ struct NodeData {
   uint8_t pool;           // fb::PoolKind: 0 average, 1 max
   bool count_include_pad;
   uint8_t resize;  // fb::ResizeMode: 0 nearest, 1 bilinear
+  // Add, Mul, Div, Pow, Clip, Reduce, Softmax, MatMul (format 1.4), set by their verify().
+  // Add/Mul/Div broadcasting by per-sample shapes (ops/binary.cc): with bcast_rank > 0, output
+  // element (i0, i1, i2) of bcast_dims reads operand a at sum i_k a_stride[k] and b at
+  // sum i_k b_stride[k] (stride 0 along a broadcast axis); bcast_rank 0: the flat rule.
+  uint32_t bcast_rank;
+  uint32_t bcast_dims[3];
+  uint32_t a_stride[3];
+  uint32_t b_stride[3];
+  float exponent;  // Pow
+  float low;       // Clip
+  float high;
+  uint8_t reduce;  // Reduce: fb::ReduceKind
+  // Reduce, Softmax: the input read as [outer, extent, inner] around the per-sample axis.
+  uint32_t outer;
+  uint32_t extent;
+  uint32_t inner;
+  // MatMul: [G, M, K] x [G, K, N] (b stored [G, N, K] with transpose_b), times scale.
+  uint32_t mm_g;
+  uint32_t mm_m;
+  uint32_t mm_k;
+  uint32_t mm_n;
+  bool transpose_b;
+  float scale;
 };
 
 struct TensorData {

@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// Add and Mul: a + b and a * b elementwise, b a second tensor or a constant [1, n]; a [B, 1] or
-// [1, n] operand broadcasts over [B, n] and nothing else does. JVP: the sum and product rules.
-// VJP: da = dy (* b), db = dy (* a), summed over the columns a [B, 1] operand was spread over.
+// Add, Mul and Div: a + b, a * b and a / b elementwise, b a second tensor or a constant [1, n].
+// Broadcasting: operands of equal width pair elementwise, and a [B, 1] or [1, n] operand spreads
+// over [B, n] (the flat rule); otherwise (format 1.4) the per-sample shapes broadcast as NumPy's
+// do, aligned from the last axis, a size-1 axis spreading over the other's ([T, 1] against
+// [T, C], [C, 1, 1] against [C, H, W], a constant [C] against [T, C]).
+// JVP: the sum, product and quotient rules. VJP: da = dy (* b, / b), db = dy (* a, * -a / b^2),
+// summed over the elements an operand was spread over. Div by a constant refuses a zero in it;
+// by a tensor, a zero gives inf or NaN, which a run reports as a numerical error.
 // Cheap: runs on the caller's thread.
 #include "ops/op.hpp"
 
@@ -9,13 +14,39 @@ namespace siflow::ops {
 namespace {
 
 using detail::NodeData;
+using detail::OpKind;
+using detail::Shape;
 
-Status verify(NodeCheck& check, const fb::Node& node, NodeData* out, detail::OpKind kind) {
+// NumPy broadcasting of two per-sample shapes into out (dims, strides); false when they do not.
+bool broadcast(const Shape& a, const Shape& b, NodeData* out) {
+  const uint32_t rank = a.rank > b.rank ? a.rank : b.rank;
+  uint32_t ad[3], bd[3];
+  for (uint32_t k = 0; k < rank; ++k) {
+    // Right-aligned: axis k of the output is axis k - (rank - r) of an operand of rank r.
+    ad[k] = k + a.rank >= rank ? a.dims[k + a.rank - rank] : 1;
+    bd[k] = k + b.rank >= rank ? b.dims[k + b.rank - rank] : 1;
+    if (ad[k] != bd[k] && ad[k] != 1 && bd[k] != 1) return false;
+    out->bcast_dims[k] = ad[k] > bd[k] ? ad[k] : bd[k];
+  }
+  uint32_t as = 1, bs = 1;
+  for (uint32_t k = rank; k-- > 0;) {
+    out->a_stride[k] = ad[k] == 1 ? 0 : as;
+    out->b_stride[k] = bd[k] == 1 ? 0 : bs;
+    as *= ad[k];
+    bs *= bd[k];
+  }
+  out->bcast_rank = rank;
+  return true;
+}
+
+Status verify(NodeCheck& check, const fb::Node& node, NodeData* out, OpKind kind) {
   out->op = kind;
+  out->bcast_rank = 0;
   const fb::Weights* c = node.constant();
   Status s;
   const uint32_t a_width = out->input_count ? check.width_of(out->inputs[0]) : 0;
   uint32_t b_width = 0;
+  Shape b_shape;
   if (c) {
     if (!(s = check.expect_inputs(*out, 1, 1)).ok()) return s.prefix("with a constant operand");
     const auto* shape = c->shape();
@@ -31,30 +62,75 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out, detail::OpK
                            check.where(), n, Limits::kMaxWidth);
     if (!(s = check.weights("constant", c, n, true, &out->constant)).ok()) return s;
     b_width = out->constant_width = static_cast<uint32_t>(n);
-    // A [1, n] constant broadcasts over rows of [B, n], or over a [B, 1] tensor.
-    if (a_width != b_width && a_width != 1)
+    b_shape = detail::flat_shape(b_width);
+    if (kind == OpKind::kDiv)
+      for (uint32_t i = 0; i < b_width; ++i)
+        if (out->constant[i] == 0.0f)
+          return Status::error(StatusCode::kInvalidModel, "%s: constant divisor[%u] is zero",
+                               check.where(), i);
+  } else {
+    if (!(s = check.expect_inputs(*out, 2, 2)).ok()) return s;
+    b_width = check.width_of(out->inputs[1]);
+    b_shape = check.shape_of(out->inputs[1]);
+  }
+  // The flat rule (format 1.0): equal widths, a [B, 1] operand, or a constant against [B, 1].
+  if (a_width == b_width || a_width == 1 || (!c && b_width == 1)) {
+    out->width = a_width > b_width ? a_width : b_width;
+    return Status();
+  }
+  // The shape rule (format 1.4); a one-value constant against a wider tensor stays refused.
+  const Shape a_shape = check.shape_of(out->inputs[0]);
+  const bool flat = a_shape.rank <= 1 && b_shape.rank <= 1;
+  if ((c && b_width == 1) || !broadcast(a_shape, b_shape, out)) {
+    if (c && flat)
       return Status::error(StatusCode::kInvalidModel,
                            "%s: constant [1,%u] cannot broadcast with input [B,%u] (only "
                            "[1,n] with [B,n] or [B,1])",
                            check.where(), b_width, a_width);
-  } else {
-    if (!(s = check.expect_inputs(*out, 2, 2)).ok()) return s;
-    b_width = check.width_of(out->inputs[1]);
-    if (a_width != b_width && a_width != 1 && b_width != 1)
+    if (c)
+      return Status::error(StatusCode::kInvalidModel,
+                           "%s: constant [%u] cannot broadcast with input %s (only equal "
+                           "widths, [1,n] with [B,1], or shapes that broadcast from the last axis)",
+                           check.where(), b_width, detail::shape_text(a_shape).text);
+    if (flat)
       return Status::error(StatusCode::kInvalidModel,
                            "%s: inputs [B,%u] and [B,%u] cannot broadcast (only [B,1] "
                            "against [B,n])",
                            check.where(), a_width, b_width);
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s: inputs %s and %s cannot broadcast (only equal widths, [B,1] "
+                         "against [B,n], or shapes that broadcast from the last axis)",
+                         check.where(), detail::shape_text(a_shape).text,
+                         detail::shape_text(b_shape).text);
   }
-  out->width = a_width > b_width ? a_width : b_width;
-  return Status();
+  uint64_t width = 1;
+  out->shape.rank = out->bcast_rank;
+  for (uint32_t k = 0; k < out->bcast_rank; ++k) {
+    out->shape.dims[k] = out->bcast_dims[k];
+    width *= out->bcast_dims[k];
+  }
+  return check.output_width(width, &out->width);
 }
 
 Status verify_add(NodeCheck& check, const fb::Node& node, NodeData* out) {
-  return verify(check, node, out, detail::OpKind::kAdd);
+  return verify(check, node, out, OpKind::kAdd);
 }
 Status verify_mul(NodeCheck& check, const fb::Node& node, NodeData* out) {
-  return verify(check, node, out, detail::OpKind::kMul);
+  return verify(check, node, out, OpKind::kMul);
+}
+Status verify_div(NodeCheck& check, const fb::Node& node, NodeData* out) {
+  return verify(check, node, out, OpKind::kDiv);
+}
+
+// Where output column c reads operand a (stride a_stride) or b, within its row.
+inline uint32_t operand_col(const NodeData& n, const uint32_t* stride, uint32_t width, uint32_t c) {
+  if (n.bcast_rank == 0) return width == 1 ? 0 : c;
+  uint32_t at = 0;
+  for (uint32_t k = n.bcast_rank; k-- > 0;) {
+    at += (c % n.bcast_dims[k]) * stride[k];
+    c /= n.bcast_dims[k];
+  }
+  return at;
 }
 
 // The second operand: the constant [1, n] shared by all rows, or tensor inputs[1].
@@ -63,8 +139,7 @@ struct Second {
   const T* values;      // [rows, width] (nullptr for a constant)
   const float* shared;  // the constant, or nullptr
   uint32_t width;
-  T at(size_t r, uint32_t c) const {
-    const uint32_t k = width == 1 ? 0 : c;
+  T at(size_t r, uint32_t k) const {  // k: the operand's own column
     return shared ? static_cast<T>(shared[k]) : values[r * width + k];
   }
 };
@@ -76,24 +151,29 @@ Second<T> second(const NodeData& n, const uint32_t* widths, const T* const* valu
 }
 
 template <typename T>
+T combine(OpKind op, T a, T b) {
+  return op == OpKind::kMul ? a * b : op == OpKind::kDiv ? a / b : a + b;
+}
+
+template <typename T>
 void forward(const Operands<T>& op) {
   const NodeData& n = *op.node;
-  const bool multiply = n.op == detail::OpKind::kMul;
   const uint32_t aw = op.widths[n.inputs[0]];
   const T* a = op.values[n.inputs[0]];
   const Second<T> b = second(n, op.widths, op.values);
   for (size_t r = 0; r < op.rows; ++r)
     for (uint32_t c = 0; c < n.width; ++c) {
-      const T av = a[r * aw + (aw == 1 ? 0 : c)];
-      const T bv = b.at(r, c);
-      op.out[r * n.width + c] = multiply ? av * bv : av + bv;
+      const T av = a[r * aw + operand_col(n, n.a_stride, aw, c)];
+      const T bv = b.at(r, operand_col(n, n.b_stride, b.width, c));
+      op.out[r * n.width + c] = combine(n.op, av, bv);
     }
 }
 
-// Tangents over `directions`: t_a or t_b is nullptr for an operand without one.
+// Tangents over `directions`: t_a or t_b is nullptr for an operand without one. y is the
+// forward's output (Div's quotient).
 void jvp(const NodeData& n, const float* a, uint32_t a_width, const float* t_a,
-         const Second<float>& b, const float* t_b, size_t rows, size_t directions, float* t_out) {
-  const bool multiply = n.op == detail::OpKind::kMul;
+         const Second<float>& b, const float* t_b, const float* y, size_t rows, size_t directions,
+         float* t_out) {
   const uint32_t width = n.width;
   for (size_t r = 0; r < rows; ++r) {
     const float* ar = a + r * a_width;
@@ -101,15 +181,20 @@ void jvp(const NodeData& n, const float* a, uint32_t a_width, const float* t_a,
       const size_t row = r * directions + p;
       float* to = t_out + row * width;
       for (uint32_t k = 0; k < width; ++k) {
-        const uint32_t ka = a_width == 1 ? 0 : k, kb = b.width == 1 ? 0 : k;
+        const uint32_t ka = operand_col(n, n.a_stride, a_width, k);
+        const uint32_t kb = operand_col(n, n.b_stride, b.width, k);
         const float ta = t_a ? t_a[row * a_width + ka] : 0.0f;
         const float tb = t_b ? t_b[row * b.width + kb] : 0.0f;
-        if (!multiply) {
+        if (n.op == OpKind::kAdd) {
           to[k] = ta + tb;
-        } else {
-          float v = t_a ? ta * b.at(r, k) : 0.0f;
+        } else if (n.op == OpKind::kMul) {
+          float v = t_a ? ta * b.at(r, kb) : 0.0f;
           if (t_b) v += ar[ka] * tb;
           to[k] = v;
+        } else {
+          // d(a / b) = (da - (a / b) db) / b.
+          const float q = y[r * width + k];
+          to[k] = (t_b ? ta - q * tb : ta) / b.at(r, kb);
         }
       }
     }
@@ -123,81 +208,80 @@ void run(const NodeRun& r) {
   const Second<float> b =
       n.constant ? Second<float>{nullptr, n.constant, n.constant_width}
                  : Second<float>{r.values[n.inputs[1]], nullptr, model.tensors[n.inputs[1]].width};
-  const bool multiply = n.op == detail::OpKind::kMul;
   const uint32_t aw = model.tensors[a].width;
   const float* av = r.values[a];
   float* y = r.values[id];
   for (size_t row = 0; row < r.rows; ++row)
     for (uint32_t c = 0; c < n.width; ++c) {
-      const float x = av[row * aw + (aw == 1 ? 0 : c)];
-      const float z = b.at(row, c);
-      y[row * n.width + c] = multiply ? x * z : x + z;
+      const float x = av[row * aw + operand_col(n, n.a_stride, aw, c)];
+      const float z = b.at(row, operand_col(n, n.b_stride, b.width, c));
+      y[row * n.width + c] = combine(n.op, x, z);
     }
   float* ty = r.directions ? r.tangents[id] : nullptr;
   if (!ty) return;
   const float* tb = (!n.constant) ? r.tangents[n.inputs[1]] : nullptr;
-  jvp(n, av, aw, r.tangents[a], b, tb, r.rows, r.directions, ty);
+  jvp(n, av, aw, r.tangents[a], b, tb, y, r.rows, r.directions, ty);
 }
 
 template <typename T>
 void vjp(const Operands<T>& op, const Gradients<T>& g) {
   const NodeData& n = *op.node;
-  const bool multiply = n.op == detail::OpKind::kMul;
   const uint32_t in0 = n.inputs[0], aw = op.widths[in0], width = n.width;
   const T* a = op.values[in0];
   const T* dy = g.dy;
   const Second<T> b = second(n, op.widths, op.values);
+  // Each operand's gradient: the sum of its output elements' terms, in output order.
   if (g.needs(g.tape, in0)) {
     T* da = g.target(g.tape, in0, op.rows * aw);
-    for (size_t r = 0; r < op.rows; ++r) {
-      if (aw == 1) {
-        T acc = 0;
-        for (uint32_t c = 0; c < width; ++c)
-          acc += multiply ? dy[r * width + c] * b.at(r, c) : dy[r * width + c];
-        da[r] = acc;
-      } else {
-        for (uint32_t c = 0; c < width; ++c)
-          da[r * aw + c] = multiply ? dy[r * width + c] * b.at(r, c) : dy[r * width + c];
+    for (size_t i = 0; i < op.rows * aw; ++i) da[i] = 0;
+    for (size_t r = 0; r < op.rows; ++r)
+      for (uint32_t c = 0; c < width; ++c) {
+        const T d = dy[r * width + c];
+        const T bv = b.at(r, operand_col(n, n.b_stride, b.width, c));
+        da[r * aw + operand_col(n, n.a_stride, aw, c)] += n.op == OpKind::kMul   ? d * bv
+                                                          : n.op == OpKind::kDiv ? d / bv
+                                                                                 : d;
       }
-    }
     g.commit(g.tape, in0, op.rows * aw);
   }
   if (n.constant || !g.needs(g.tape, n.inputs[1])) return;
   const uint32_t in1 = n.inputs[1], bw = b.width;
   T* db = g.target(g.tape, in1, op.rows * bw);
-  for (size_t r = 0; r < op.rows; ++r) {
-    auto term = [&](uint32_t c) {
-      return multiply ? dy[r * width + c] * a[r * aw + (aw == 1 ? 0 : c)] : dy[r * width + c];
-    };
-    if (bw == 1) {
-      T acc = 0;
-      for (uint32_t c = 0; c < width; ++c) acc += term(c);
-      db[r] = acc;
-    } else {
-      for (uint32_t c = 0; c < width; ++c) db[r * bw + c] = term(c);
+  for (size_t i = 0; i < op.rows * bw; ++i) db[i] = 0;
+  for (size_t r = 0; r < op.rows; ++r)
+    for (uint32_t c = 0; c < width; ++c) {
+      const T d = dy[r * width + c];
+      const uint32_t kb = operand_col(n, n.b_stride, bw, c);
+      const T av = a[r * aw + operand_col(n, n.a_stride, aw, c)];
+      T term = d;
+      if (n.op == OpKind::kMul) term = d * av;
+      if (n.op == OpKind::kDiv) {
+        const T bv = b.at(r, kb);
+        term = -d * (av / bv) / bv;
+      }
+      db[r * bw + kb] += term;
     }
-  }
   g.commit(g.tape, in1, op.rows * bw);
 }
 
 }  // namespace
 
 extern const OpModule kAdd = {
-    "add",          detail::OpKind::kAdd,
-    verify_add,     kernel_bit(NodeKernel::kReference),
-    nullptr,        nullptr,
-    nullptr,        run,
-    forward<float>, forward<double>,
-    vjp<float>,     vjp<double>,
+    "add",          OpKind::kAdd,    verify_add, kernel_bit(NodeKernel::kReference),
+    nullptr,        nullptr,         nullptr,    run,
+    forward<float>, forward<double>, vjp<float>, vjp<double>,
 };
 
 extern const OpModule kMul = {
-    "mul",          detail::OpKind::kMul,
-    verify_mul,     kernel_bit(NodeKernel::kReference),
-    nullptr,        nullptr,
-    nullptr,        run,
-    forward<float>, forward<double>,
-    vjp<float>,     vjp<double>,
+    "mul",          OpKind::kMul,    verify_mul, kernel_bit(NodeKernel::kReference),
+    nullptr,        nullptr,         nullptr,    run,
+    forward<float>, forward<double>, vjp<float>, vjp<double>,
+};
+
+extern const OpModule kDiv = {
+    "div",          OpKind::kDiv,    verify_div, kernel_bit(NodeKernel::kReference),
+    nullptr,        nullptr,         nullptr,    run,
+    forward<float>, forward<double>, vjp<float>, vjp<double>,
 };
 
 }  // namespace siflow::ops

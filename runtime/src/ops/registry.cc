@@ -9,6 +9,9 @@ namespace siflow::ops {
 extern const OpModule kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, kExp, kReshape,
     kTranspose, kSlice;
 extern const OpModule kConv2d, kConvTranspose2d, kPool2d, kResize, kGroupNorm;
+// Format 1.4's elementwise, reduction, softmax and matrix-product modules.
+extern const OpModule kSoftmax, kMatMul, kReduce, kDiv, kPow, kClip;
+extern const OpModule kSoftmax, kMatMul, kReduce, kDiv, kPow, kClip;
 
 const OpModule& op_module(detail::OpKind kind) {
   switch (kind) {
@@ -42,6 +45,18 @@ const OpModule& op_module(detail::OpKind kind) {
       return kResize;
     case detail::OpKind::kGroupNorm:
       return kGroupNorm;
+    case detail::OpKind::kSoftmax:
+      return kSoftmax;
+    case detail::OpKind::kMatMul:
+      return kMatMul;
+    case detail::OpKind::kReduce:
+      return kReduce;
+    case detail::OpKind::kDiv:
+      return kDiv;
+    case detail::OpKind::kPow:
+      return kPow;
+    case detail::OpKind::kClip:
+      return kClip;
   }
   return kUnary;  // unreachable: every kind is listed above
 }
@@ -57,6 +72,12 @@ const OpModule* op_module_for(fb::OpType type) {
     case fb::OpType::Mul:
     case fb::OpType::LayerNorm:
     case fb::OpType::Exp:
+    case fb::OpType::Softmax:
+    case fb::OpType::MatMul:
+    case fb::OpType::Reduce:
+    case fb::OpType::Div:
+    case fb::OpType::Pow:
+    case fb::OpType::Clip:
     case fb::OpType::Conv2d:
     case fb::OpType::ConvTranspose2d:
     case fb::OpType::Pool2d:
@@ -66,12 +87,6 @@ const OpModule* op_module_for(fb::OpType type) {
     case fb::OpType::Transpose:
     case fb::OpType::Slice:
       return &op_module(static_cast<detail::OpKind>(type));
-    case fb::OpType::Softmax:
-    case fb::OpType::MatMul:
-    case fb::OpType::Reduce:
-    case fb::OpType::Div:
-    case fb::OpType::Pow:
-    case fb::OpType::Clip:
     case fb::OpType::LabelInput:
     case fb::OpType::CondInput:
     case fb::OpType::Embedding:

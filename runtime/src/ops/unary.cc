@@ -25,8 +25,8 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
   if (node.unary() > fb::UnaryKind::MAX)
     return Status::error(StatusCode::kInvalidModel, "%s: unknown unary kind %d", check.where(),
                          static_cast<int>(node.unary()));
-  // Kinds the schema names but this runtime does not compute yet (UnaryKind ends at kCos).
-  if (static_cast<unsigned>(node.unary()) > static_cast<unsigned>(UnaryKind::kCos))
+  // Kinds the schema names but this runtime does not compute yet (UnaryKind ends at kMish).
+  if (static_cast<unsigned>(node.unary()) > static_cast<unsigned>(UnaryKind::kMish))
     return Status::error(StatusCode::kUnsupported,
                          "%s: unary kind %s is not supported by this runtime", check.where(),
                          fb::EnumNameUnaryKind(node.unary()));
@@ -94,9 +94,9 @@ void vjp(const Operands<T>& op, const Gradients<T>& g) {
 
 const char* label(const NodeData& n) {
   // "unary:<kind>", from the one table of names (support/names.cc), made once per kind.
-  static char labels[static_cast<size_t>(UnaryKind::kCos) + 1][32];
+  static char labels[static_cast<size_t>(UnaryKind::kMish) + 1][32];
   static const bool filled = [] {
-    for (unsigned k = 0; k <= static_cast<unsigned>(UnaryKind::kCos); ++k)
+    for (unsigned k = 0; k <= static_cast<unsigned>(UnaryKind::kMish); ++k)
       std::snprintf(labels[k], sizeof labels[k], "unary:%s",
                     unary_kind_name(static_cast<UnaryKind>(k)));
     return true;

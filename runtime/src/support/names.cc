@@ -38,10 +38,11 @@ static_assert(sizeof kStatusNames / sizeof *kStatusNames ==
                   static_cast<size_t>(StatusCode::kCancelled) + 1,
               "every StatusCode has a name");
 
-const char* const kUnaryNames[] = {"identity", "relu",    "leaky_relu", "elu",      "selu",
-                                   "tanh",     "sigmoid", "silu",       "gelu_erf", "gelu_tanh",
-                                   "softplus", "sin",     "cos"};
-static_assert(sizeof kUnaryNames / sizeof *kUnaryNames == static_cast<size_t>(UnaryKind::kCos) + 1,
+const char* const kUnaryNames[] = {"identity",   "relu",    "leaky_relu", "elu",      "selu",
+                                   "tanh",       "sigmoid", "silu",       "gelu_erf", "gelu_tanh",
+                                   "softplus",   "sin",     "cos",        "log",      "sqrt",
+                                   "reciprocal", "abs",     "hard_swish", "mish"};
+static_assert(sizeof kUnaryNames / sizeof *kUnaryNames == static_cast<size_t>(UnaryKind::kMish) + 1,
               "every UnaryKind has a name");
 
 const char* const kMethodNames[] = {"euler", "heun", "midpoint", "rk4",   "rk4-38",

@@ -247,6 +247,13 @@ void Graph::emit(const float* params, ModelBuilder* builder) const {
       case OpKind::kResize:
       case OpKind::kGroupNorm:
         break;  // no Graph builder makes the image ops (their VJPs serve a future image trainer)
+      case OpKind::kSoftmax:
+      case OpKind::kMatMul:
+      case OpKind::kReduce:
+      case OpKind::kDiv:
+      case OpKind::kPow:
+      case OpKind::kClip:
+        break;  // format 1.4's ops: the training graph builds none of them
     }
   }
   builder->set_output(output_);

@@ -21,6 +21,20 @@ double sigmoid(double x) {
   return e / (1.0 + e);
 }
 
+// Mish's tanh(softplus(x)) without cancellation: with e = exp(x) and n = e (e + 2),
+// tanh(log(1 + e)) = n / (n + 2) and 1 - tanh^2 = 4 (n + 1) / (n + 2)^2. Above x = 30 the tanh is
+// 1 to within 1e-26 (and n would overflow past x = 354), so it is 1 there.
+constexpr double kMishFlat = 30.0;
+double mish_tanh(double x, double* one_minus_square) {
+  if (x > kMishFlat) {
+    *one_minus_square = 0.0;
+    return 1.0;
+  }
+  const double e = math::exp(x), n = e * (e + 2.0);
+  *one_minus_square = 4.0 * (n + 1.0) / ((n + 2.0) * (n + 2.0));
+  return n / (n + 2.0);
+}
+
 }  // namespace
 
 double unary_value(UnaryKind kind, double alpha, double x) {
@@ -62,6 +76,27 @@ double unary_value(UnaryKind kind, double alpha, double x) {
     case UnaryKind::kCos:
       y = math::cos(x);
       break;
+    case UnaryKind::kLog:
+      y = math::log(x);  // -inf at 0, NaN below
+      break;
+    case UnaryKind::kSqrt:
+      y = math::sqrt(x);  // NaN below 0
+      break;
+    case UnaryKind::kReciprocal:
+      y = 1.0 / x;  // +-inf at +-0
+      break;
+    case UnaryKind::kAbs:
+      y = x < 0.0 ? -x : x + 0.0;  // + 0.0: |-0| = +0
+      break;
+    case UnaryKind::kHardSwish:
+      // x relu6(x + 3) / 6, as PyTorch: 0 at and below -3, x at and above 3.
+      y = x <= -3.0 ? 0.0 : x >= 3.0 ? x : x * (x + 3.0) / 6.0;
+      break;
+    case UnaryKind::kMish: {
+      double unused;
+      y = x * mish_tanh(x, &unused);
+      break;
+    }
   }
   return y;
 }
@@ -112,6 +147,28 @@ double unary_slope(UnaryKind kind, double alpha, double x) {
     case UnaryKind::kCos:
       d = -math::sin(x);
       break;
+    case UnaryKind::kLog:
+      d = 1.0 / x;
+      break;
+    case UnaryKind::kSqrt:
+      d = 0.5 / math::sqrt(x);  // inf at 0
+      break;
+    case UnaryKind::kReciprocal:
+      d = -1.0 / (x * x);
+      break;
+    case UnaryKind::kAbs:
+      d = x > 0.0 ? 1.0 : x < 0.0 ? -1.0 : 0.0;  // 0 at 0, as PyTorch
+      break;
+    case UnaryKind::kHardSwish:
+      // PyTorch's: 0 below -3, (2x + 3) / 6 on [-3, 3], 1 above 3.
+      d = x < -3.0 ? 0.0 : x <= 3.0 ? (2.0 * x + 3.0) / 6.0 : 1.0;
+      break;
+    case UnaryKind::kMish: {
+      double sech2;
+      const double th = mish_tanh(x, &sech2);
+      d = x > kMishFlat ? 1.0 : th + x * sech2 * sigmoid(x);
+      break;
+    }
   }
   return d;
 }
