@@ -35,6 +35,15 @@ class ModelBuilder {
   uint32_t mul_constant(uint32_t a, const std::vector<float>& constant);
   uint32_t layer_norm(uint32_t input, const std::vector<float>& gamma = {},
                       const std::vector<float>& beta = {}, float epsilon = 1e-5f);
+  // Conditioning inputs (format 1.4; a model has at most one of each). label_input: each row's
+  // class label as a [B, 1] tensor, labels 0 .. classes - 1, null_label the unconditional one
+  // (-1: none). cond_input: each row's condition vector of this per-sample shape, with the null
+  // vector guidance uses (empty: none). embedding: rows of table [classes][E] selected by a
+  // label_input tensor.
+  uint32_t label_input(uint32_t classes, int32_t null_label = -1);
+  uint32_t cond_input(const std::vector<uint32_t>& shape,
+                      const std::vector<float>& null_vector = {});
+  uint32_t embedding(uint32_t labels, uint32_t classes, const std::vector<float>& table);
   void set_output(uint32_t tensor) { output_ = tensor; }
 
   void set_name(const std::string& name) { name_ = name; }
@@ -59,6 +68,13 @@ class ModelBuilder {
   void set_trajectory_tests(uint32_t steps, const std::vector<float>& start,
                             const std::vector<float>& end, float tolerance);
 
+  // Labels [count] and conditions [count, cond width] of the velocity tests, the guidance weight
+  // their v was computed with (it applies to the trajectories too), and the trajectories' labels
+  // and conditions (format 1.4).
+  void set_test_conditioning(const std::vector<int32_t>& labels, const std::vector<float>& cond,
+                             float guidance, const std::vector<int32_t>& trajectory_labels = {},
+                             const std::vector<float>& trajectory_cond = {});
+
   // The finished model file; its weight vectors are 64-byte aligned relative to the start.
   std::vector<uint8_t> finish() const;
 
@@ -71,6 +87,10 @@ class ModelBuilder {
     float alpha = 0.01f, epsilon = 1e-5f;
     uint32_t out_features = 0;
     std::vector<float> weight, bias, constant, gamma, beta;
+    // LabelInput, CondInput, Embedding.
+    uint32_t classes = 0;
+    int32_t null_label = -1;
+    std::vector<uint32_t> cond_shape;
   };
   uint32_t push(Node node, uint32_t width);
 
@@ -94,6 +114,9 @@ class ModelBuilder {
   uint32_t trajectory_steps_ = 0;
   std::vector<float> trajectory_start_, trajectory_end_;
   float trajectory_tolerance_ = 0.0f;
+  std::vector<int32_t> test_labels_, trajectory_labels_;
+  std::vector<float> test_cond_, trajectory_cond_;
+  float test_guidance_ = 1.0f;
 };
 
 }  // namespace siflow

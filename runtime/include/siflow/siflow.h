@@ -103,6 +103,10 @@ typedef struct siflow_plan_options {
   uint32_t threads;
   siflow_backend backend; /* default AUTO */
   int tune;               /* nonzero: AUTO times simd and XNNPACK per dense layer at creation */
+  /* Classifier-free guidance weight w of every call (default 1: the conditional model; 0: the
+   * null label / vector). Any other w runs the conditional and the null rows as one batched pass
+   * of 2 max_batch rows, which the arena holds. Needs a model with a null label (or vector). */
+  double guidance;
 } siflow_plan_options;
 
 typedef struct siflow_run_options {
@@ -122,6 +126,12 @@ typedef struct siflow_run_options {
   siflow_sde_method sde_method;
   siflow_progress_fn progress;
   void* progress_user;
+  /* Conditional models (siflow_model_info.takes_labels / cond_width): labels [n] one per row,
+   * or, when NULL, `label` for every row (-1, the default: none); cond [n, cond_width]. */
+  const int32_t* labels;
+  int32_t label;
+  const float* cond;
+  double temperature; /* sample: base draws scaled by it (Gaussian bases); default 1 */
 } siflow_run_options;
 
 SIFLOW_API const char* siflow_version(void); /* "MAJOR.MINOR.PATCH" */
@@ -177,6 +187,12 @@ SIFLOW_API siflow_status siflow_log_prob(siflow_plan* plan, size_t n, const floa
                                          siflow_error* error);
 SIFLOW_API siflow_status siflow_velocity(siflow_plan* plan, size_t n, const float* t,
                                          const float* y, float* v, siflow_error* error);
+/* The velocity of a conditional model: the labels and conditions of `options` (the rest of it is
+ * not read); the plan's guidance weight applies. */
+SIFLOW_API siflow_status siflow_velocity_conditioned(siflow_plan* plan, size_t n, const float* t,
+                                                     const float* y,
+                                                     const siflow_run_options* options, float* v,
+                                                     siflow_error* error);
 
 /* What a loaded model is (siflow.hpp's ModelInfo; `siflow info` prints it). The caller sets
  * struct_size to sizeof its version of the struct; fields past it are not written. The name
@@ -204,6 +220,11 @@ typedef struct siflow_model_info {
   uint32_t test_vector_count;
   uint32_t test_trajectory_count;
   uint32_t metadata_count;
+  int takes_labels; /* nonzero: a class label per row, 0 .. label_classes - 1 */
+  uint32_t label_classes;
+  int32_t null_label;  /* the unconditional label, -1 when none (guidance refused) */
+  uint32_t cond_width; /* > 0: a condition vector of this width per row */
+  int has_null_cond;   /* nonzero: the model stores the null condition vector */
 } siflow_model_info;
 
 SIFLOW_API siflow_status siflow_model_get_info(const siflow_model* model, siflow_model_info* info,

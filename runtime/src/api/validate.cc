@@ -63,6 +63,7 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
   po.tune = execution.tune;
   po.max_batch = 64;
   po.divergence = DivergenceMode::kNone;
+  po.guidance = md.test_guidance;  // the weight the references were computed with
   std::unique_ptr<Plan> plan;
   Status s = Plan::create(model, po, nullptr, 0, &plan);
   if (!s.ok()) return s;
@@ -70,7 +71,10 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
   float* out = static_cast<float*>(std::malloc(rows * dim * sizeof(float)));
   if (!out) return Status::error(StatusCode::kOutOfMemory, "validate: no memory for outputs");
   if (count > 0) {
-    s = plan->velocity(count, md.test_t, md.test_y, out);
+    Conditioning c;
+    c.labels = md.test_labels;
+    c.cond = md.test_cond;
+    s = plan->velocity(count, md.test_t, md.test_y, c, out);
     if (!s.ok()) {
       std::free(out);
       return s;
@@ -94,7 +98,10 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
       ode.progress = &Forward::call;
       ode.progress_user = &forward;
     }
-    s = plan->decode(traj, md.trajectory_start, ode, DivergenceOptions(), out, nullptr);
+    Conditioning c;
+    c.labels = md.trajectory_labels;
+    c.cond = md.trajectory_cond;
+    s = plan->decode(traj, md.trajectory_start, ode, DivergenceOptions(), c, out, nullptr);
     if (!s.ok()) {
       std::free(out);
       *report = ValidationReport();

@@ -24,6 +24,10 @@ enum class OpKind : uint8_t {
   kMul = 4,
   kLayerNorm = 5,
   kExp = 6,
+  // Conditioning inputs (issue 14): the class label and the condition vector of each row.
+  kLabelInput = 21,
+  kCondInput = 22,
+  kEmbedding = 23,
 };
 
 // The per-sample shape of a tensor (the batch is the leading dimension and not part of it):
@@ -85,6 +89,11 @@ struct NodeData {
   // ModelData::packed_block (the op module's pack()); nullptr in builds without the simd
   // backend.
   const float* packed;
+  // LabelInput, CondInput, Embedding: labels 0 .. classes - 1 (LabelInput, Embedding); the
+  // unconditional label or -1 (LabelInput). CondInput's null vector is `constant`, Embedding's
+  // table [classes][width] is `weight`.
+  uint32_t classes;
+  int32_t null_label;
 };
 
 struct TensorData {
@@ -125,6 +134,17 @@ struct ModelData {
   const float* trajectory_start;
   const float* trajectory_end;
   float trajectory_tolerance;
+  // Conditioning (LabelInput / CondInput nodes; at most one of each): tensor ids or 0 when the
+  // model has none, and what ModelInfo reports. Test vectors' labels [count] and conditions
+  // [count, cond_width] (and the trajectories'), nullptr when absent; test_guidance is w.
+  uint32_t label_tensor;
+  uint32_t cond_tensor;
+  const float* null_cond;  // [cond_width] or nullptr
+  const int32_t* test_labels;
+  const float* test_cond;
+  const int32_t* trajectory_labels;
+  const float* trajectory_cond;
+  double test_guidance;
   const char** metadata_keys;
   const char** metadata_values;
 };

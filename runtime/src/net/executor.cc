@@ -37,9 +37,17 @@ void find_seed_columns(const ModelData& model, int32_t* seed_column) {
 void run_network(const ModelData& model, const NetBuffers& buffers, const float* x, size_t rows,
                  size_t directions, bool identity_seeds) {
   buffers.values[0] = const_cast<float*>(x);  // read only: no node writes tensor 0
-  ops::NodeRun run{&model,         0,          buffers.values, buffers.tangents,
-                   rows,           directions, identity_seeds, &buffers.kernels,
-                   buffers.scratch};
+  ops::NodeRun run{&model,
+                   0,
+                   buffers.values,
+                   buffers.tangents,
+                   rows,
+                   directions,
+                   identity_seeds,
+                   &buffers.kernels,
+                   buffers.scratch,
+                   buffers.labels,
+                   buffers.cond};
   for (uint32_t i = 0; i < model.node_count; ++i) {
     run.node = i;
     ops::op_module(model.nodes[i].op).run(run);

@@ -6,7 +6,8 @@
 
 namespace siflow::ops {
 
-extern const OpModule kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, kExp;
+extern const OpModule kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, kExp, kLabelInput,
+    kCondInput, kEmbedding;
 
 const OpModule& op_module(detail::OpKind kind) {
   switch (kind) {
@@ -24,6 +25,12 @@ const OpModule& op_module(detail::OpKind kind) {
       return kLayerNorm;
     case detail::OpKind::kExp:
       return kExp;
+    case detail::OpKind::kLabelInput:
+      return kLabelInput;
+    case detail::OpKind::kCondInput:
+      return kCondInput;
+    case detail::OpKind::kEmbedding:
+      return kEmbedding;
   }
   return kUnary;  // unreachable: every kind is listed above
 }
@@ -39,6 +46,9 @@ const OpModule* op_module_for(fb::OpType type) {
     case fb::OpType::Mul:
     case fb::OpType::LayerNorm:
     case fb::OpType::Exp:
+    case fb::OpType::LabelInput:
+    case fb::OpType::CondInput:
+    case fb::OpType::Embedding:
       return &op_module(static_cast<detail::OpKind>(type));
     case fb::OpType::Conv2d:
     case fb::OpType::ConvTranspose2d:
@@ -54,9 +64,6 @@ const OpModule* op_module_for(fb::OpType type) {
     case fb::OpType::Div:
     case fb::OpType::Pow:
     case fb::OpType::Clip:
-    case fb::OpType::LabelInput:
-    case fb::OpType::CondInput:
-    case fb::OpType::Embedding:
       return nullptr;
   }
   return nullptr;  // a value outside the enum (a newer format's op)

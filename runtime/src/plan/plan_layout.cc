@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "math/elementary.hpp"
 #include "ops/op.hpp"
 #include "plan/buffer_planner.hpp"
 
@@ -32,14 +33,36 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
       static_cast<unsigned>(DivergenceMode::kHutchinson))
     return Status::error(StatusCode::kInvalidArgument, "plan: unknown divergence mode %d",
                          static_cast<int>(options.divergence));
-  (void)model;
+  if (!math::is_finite(options.guidance))
+    return Status::error(StatusCode::kInvalidArgument, "plan: guidance weight is not finite");
+  if (options.guidance != 1.0) {
+    const ModelInfo& info = model.info;
+    if (!info.takes_labels && info.cond_width == 0)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "plan: guidance weight %g, but this model takes no class label or "
+                           "condition (classifier-free guidance needs a conditional model)",
+                           options.guidance);
+    if (info.takes_labels && info.null_label < 0)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "plan: guidance weight %g needs the model's null label, and this "
+                           "model has none (convert it with --null-label)",
+                           options.guidance);
+    if (info.cond_width && !info.has_null_cond)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "plan: guidance weight %g needs the model's null condition vector, "
+                           "and this model stores none",
+                           options.guidance);
+  }
   return Status();
 }
 
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options, const bool* fused,
                       detail::Memory& memory, PlanLayout* layout) {
   Status s;
-  const uint64_t rows = options.max_batch;
+  const bool guided = guidance_doubles_rows(options.guidance);
+  // The network's rows: the conditional and the null evaluation side by side when guided.
+  const uint64_t rows = guided ? 2 * uint64_t{options.max_batch} : options.max_batch;
+  const uint64_t chunk_rows = options.max_batch;
   const uint64_t dim = model.dim;
   uint64_t directions = 0;
   if (options.divergence == DivergenceMode::kExact)
@@ -47,6 +70,8 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   else if (options.divergence == DivergenceMode::kHutchinson)
     directions = options.max_probes;
   layout->max_rows = options.max_batch;
+  layout->net_rows = static_cast<size_t>(rows);
+  layout->guided = guided;
   layout->directions = static_cast<size_t>(directions);
 
   const uint32_t tensors = model.node_count + 2;
@@ -118,7 +143,7 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     total += detail::align_up64(bytes, kArenaAlignment);
     return static_cast<size_t>(at);
   };
-  const uint64_t state_bytes = rows * dim * sizeof(float);
+  const uint64_t state_bytes = chunk_rows * dim * sizeof(float);
   if (directions > 0) {
     layout->probe_offset = take(rows * directions * dim * sizeof(float) + kReadPadding);
     layout->tangent_offset[0] = layout->probe_offset;
@@ -128,8 +153,15 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   for (int k = 0; k < kMaxStages; ++k) layout->stage_offset[k] = take(state_bytes);
   layout->state_offset = take(state_bytes);
   layout->work_offset = take(state_bytes);
-  for (int k = 0; k < kMaxStages; ++k) layout->stage_div_offset[k] = take(rows * sizeof(double));
-  layout->ell_offset = take(rows * sizeof(double));
+  for (int k = 0; k < kMaxStages; ++k)
+    layout->stage_div_offset[k] = take(chunk_rows * sizeof(double));
+  layout->ell_offset = take(chunk_rows * sizeof(double));
+  if (model.label_tensor) layout->label_offset = take(rows * sizeof(float));
+  if (model.cond_tensor) layout->cond_offset = take(rows * model.info.cond_width * sizeof(float));
+  if (guided) {
+    layout->net_x_offset = take(rows * dim * sizeof(float) + kReadPadding);
+    layout->net_div_offset = take(rows * sizeof(double));
+  }
   // One scratch region for every node (nodes run one at a time): the largest request.
   uint64_t scratch = 0;
   for (uint32_t i = 0; i < model.node_count; ++i) {
