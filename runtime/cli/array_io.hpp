@@ -30,6 +30,7 @@ struct Array {
   bool one_dimensional = false;
   std::vector<double> values;  // row-major
   std::vector<size_t> lines;   // .csv: the file line (from 1) of each row
+  std::string integer_dtype;   // .npy of integers ("<i4", "<i8"): only read_labels takes them
 };
 
 // Parses file contents; `name` (the path) prefixes every error. Throws RunError on any problem.
@@ -43,6 +44,8 @@ Array read_array(const char* option, const std::string& path);
 std::vector<float> read_points(const char* option, const std::string& path, uint32_t dim);
 // A vector [N] (or 2-D [N, 1]), N >= 1.
 std::vector<double> read_vector(const char* option, const std::string& path);
+// read_vector that also takes integer .npy arrays (int32, int64): class labels.
+std::vector<double> read_labels(const char* option, const std::string& path);
 
 // The bytes of points [rows, dim] as float32 .npy, or .csv with header x0,x1,..., by the
 // extension of `path`.

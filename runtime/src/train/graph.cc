@@ -179,6 +179,10 @@ void Graph::emit(const float* params, ModelBuilder* builder) const {
         builder->layer_norm(n.inputs[0], g, b, n.epsilon);
         break;
       }
+      case OpKind::kLabelInput:
+      case OpKind::kCondInput:
+      case OpKind::kEmbedding:
+        break;  // no trainer graph builds conditioning inputs (make_mlp and the tape take none)
     }
   }
   builder->set_output(output_);
