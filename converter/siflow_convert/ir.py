@@ -20,6 +20,23 @@ OPS = ("fc", "unary", "concat", "add", "mul", "layernorm", "exp")
 UNARY_KINDS = ("identity", "relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid", "silu",
                "gelu_erf", "gelu_tanh", "softplus", "sin", "cos")
 
+# Conditioning ops (format 1.4; conditioning.py) and their OpType values.
+COND_OPS = {"label_input": 21, "cond_input": 22, "embedding": 23}
+
+
+def op_code(op: str) -> int:
+    """The OpType value of an op name."""
+    return COND_OPS[op] if op in COND_OPS else OPS.index(op)
+
+
+def op_name(code: int) -> Optional[str]:
+    """The op name of an OpType value, or None for one this converter does not know."""
+    for name, value in COND_OPS.items():
+        if value == code:
+            return name
+    return OPS[code] if 0 <= code < len(OPS) else None
+
+
 INTERPOLANTS = ("linear", "trig", "learned_fourier")
 BASES = ("normal", "uniform")
 
@@ -45,6 +62,11 @@ class Node:
     gamma: Optional[np.ndarray] = None        # layernorm [w]
     beta: Optional[np.ndarray] = None         # layernorm [w]
     epsilon: float = 1e-5                     # layernorm
+    # label_input / cond_input / embedding (format 1.4): classes, the null label (-1: none), the
+    # condition's per-sample shape; the embedding table is `weight`, the null vector `constant`.
+    classes: int = 0
+    null_label: int = -1
+    cond_shape: Optional[List[int]] = None
 
     def __post_init__(self):
         for f in ("weight", "bias", "constant", "gamma", "beta"):
@@ -72,6 +94,10 @@ class Graph:
                 if not 0 <= i < own:
                     raise ConversionError(f"{where}: input tensor {i} is not defined before it")
             ins = [w[i] for i in n.inputs]
+            if n.op in COND_OPS:
+                from . import conditioning
+                w.append(conditioning.width(n, ins, self.nodes, where))
+                continue
             if n.op == "fc":
                 if len(ins) != 1 or n.weight is None or n.weight.ndim != 2:
                     raise ConversionError(f"{where}: needs one input and a 2-D weight")
@@ -165,6 +191,13 @@ class TestVectors:
     trajectory_start: Optional[np.ndarray] = None   # [n, dim] at time_start, flow coordinates
     trajectory_end: Optional[np.ndarray] = None     # [n, dim] at time_end (classic RK4)
     trajectory_tolerance: float = 0.0
+    # Format 1.4, for conditional models: the points' labels [count] and conditions [count, w],
+    # the guidance weight their v was computed with, and the trajectories' labels / conditions.
+    labels: Optional[np.ndarray] = None
+    cond: Optional[np.ndarray] = None
+    guidance: float = 1.0
+    trajectory_labels: Optional[np.ndarray] = None
+    trajectory_cond: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -178,6 +211,9 @@ class FlowModel:
     time_end: float = 1.0
     metadata: Dict[str, str] = field(default_factory=dict)
     test_vectors: Optional[TestVectors] = None
+    # How the reference evaluates a conditional model (conditioning.with_conditioning); not
+    # written to the file.
+    conditioning: Optional[object] = None
 
     @property
     def dim(self) -> int:

@@ -104,8 +104,9 @@ def _write_weights(b: flatbuffers.Builder, values: np.ndarray, fp16: bool, where
 
 def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, fp16: bool) -> int:
     where = _node_label(k, node)
-    if node.op not in ir.OPS:
-        raise ConversionError(f"{where}: unknown op {node.op!r}; supported: {', '.join(ir.OPS)}")
+    if node.op not in ir.OPS and node.op not in ir.COND_OPS:
+        raise ConversionError(f"{where}: unknown op {node.op!r}; supported: "
+                              f"{', '.join(ir.OPS + tuple(ir.COND_OPS))}")
     if node.unary not in ir.UNARY_KINDS:
         raise ConversionError(f"{where}: unknown unary kind {node.unary!r}; supported: "
                               f"{', '.join(ir.UNARY_KINDS)}")
@@ -119,8 +120,15 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, fp16: bool) -> in
             operands[name] = _write_weights(b, values, fp16, f"{where} operand {name}")
     inputs = _numpy_vector(b, [int(i) for i in node.inputs], "<u4")
     name_off = b.CreateString(node.name) if node.name else None
+    cond_shape = (_numpy_vector(b, [int(d) for d in node.cond_shape], "<u4")
+                  if node.op == "cond_input" and node.cond_shape else None)
     fb_node.NodeStart(b)
-    b.PrependUint8Slot(0, ir.OPS.index(node.op), None)
+    b.PrependUint8Slot(0, ir.op_code(node.op), None)
+    if node.op in ir.COND_OPS:   # format 1.4: classes, null label, the condition's shape
+        if cond_shape is not None:
+            fb_node.NodeAddShape(b, cond_shape)
+        fb_node.NodeAddClasses(b, int(node.classes))
+        fb_node.NodeAddNullLabel(b, int(node.null_label))
     fb_node.NodeAddInputs(b, inputs)
     if name_off is not None:
         fb_node.NodeAddName(b, name_off)
@@ -292,7 +300,15 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
                                   f"outside [1, 2^20]")
         offs["start"] = _numpy_vector(b, start, "<f4")
         offs["end"] = _numpy_vector(b, end, "<f4")
+    cond_offs = _write_test_conditioning(b, tv, count, traj)
     fb_tv.TestVectorsStart(b)
+    for add, off in zip((fb_tv.TestVectorsAddLabels, fb_tv.TestVectorsAddCond,
+                         fb_tv.TestVectorsAddTrajectoryLabels, fb_tv.TestVectorsAddTrajectoryCond),
+                        cond_offs):
+        if off is not None:
+            add(b, off)
+    if float(tv.guidance) != 1.0:
+        fb_tv.TestVectorsAddGuidance(b, float(np.float32(tv.guidance)))
     fb_tv.TestVectorsAddCount(b, count)
     fb_tv.TestVectorsAddT(b, offs["t"])
     fb_tv.TestVectorsAddY(b, offs["y"])
@@ -307,9 +323,32 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
     return fb_tv.TestVectorsEnd(b)
 
 
-def required_minor(graph: ir.Graph) -> int:
-    """The lowest format_minor the graph's contents need: 1 with an Exp node (format 1.1), else
-    0, so a file without new ops still loads in a runtime that reads only 1.0."""
+def _write_test_conditioning(b, tv: ir.TestVectors, count: int, traj: int):
+    """Offsets of the test vectors' labels, cond, trajectory labels and cond (None: absent)."""
+    out = []
+    for values, rows, kind in ((tv.labels, count, "<i4"), (tv.cond, count, "<f4"),
+                               (tv.trajectory_labels, traj, "<i4"),
+                               (tv.trajectory_cond, traj, "<f4")):
+        if values is None or rows == 0:
+            out.append(None)
+            continue
+        a = np.asarray(values)
+        if a.shape[0] != rows:
+            raise ConversionError(f"test vectors: {a.shape[0]} labels/conditions for {rows} rows")
+        if kind == "<f4":
+            a = _stored_float32(a, "test vectors cond")
+        out.append(_numpy_vector(b, a, kind))
+    return out
+
+
+def required_minor(graph: ir.Graph, tv: Optional[ir.TestVectors] = None) -> int:
+    """The lowest format_minor the contents need: 4 with a conditioning op or conditioned test
+    vectors (format 1.4), 1 with an Exp node (format 1.1), else 0, so a file without new ops
+    still loads in a runtime that reads only 1.0."""
+    if any(n.op in ir.COND_OPS for n in graph.nodes) or (
+            tv is not None and (tv.labels is not None or tv.cond is not None or
+                                float(tv.guidance) != 1.0)):
+        return 4
     return 1 if any(n.op == "exp" for n in graph.nodes) else 0
 
 
@@ -330,7 +369,7 @@ def to_bytes(model: ir.FlowModel, fp16: bool = False) -> bytes:
     name = b.CreateString(model.name) if model.name else None
     fb_model.ModelStart(b)
     b.PrependUint16Slot(0, FORMAT_MAJOR, None)
-    b.PrependUint16Slot(1, required_minor(model.graph), None)
+    b.PrependUint16Slot(1, required_minor(model.graph, model.test_vectors), None)
     if name is not None:
         fb_model.ModelAddName(b, name)
     fb_model.ModelAddGraph(b, graph)
@@ -411,10 +450,13 @@ def _read_weights(w) -> Optional[np.ndarray]:
 def _read_node(n) -> ir.Node:
     op = n.Op()
     unary = n.Unary()
-    if op >= len(ir.OPS) or unary >= len(ir.UNARY_KINDS):
+    if ir.op_name(op) is None or unary >= len(ir.UNARY_KINDS):
         raise ConversionError(f"node op {op} / unary kind {unary} is not one this reader knows")
     inputs = _np(n.InputsIsNone, n.InputsAsNumpy, np.int64)
-    return ir.Node(op=ir.OPS[op], inputs=[] if inputs is None else [int(i) for i in inputs],
+    shape = _np(n.ShapeIsNone, n.ShapeAsNumpy, np.int64)
+    return ir.Node(op=ir.op_name(op), classes=int(n.Classes()), null_label=int(n.NullLabel()),
+                   cond_shape=None if shape is None or ir.op_name(op) != "cond_input" else
+                   [int(d) for d in shape], inputs=[] if inputs is None else [int(i) for i in inputs],
                    name=(n.Name() or b"").decode("utf-8"), unary=ir.UNARY_KINDS[unary],
                    alpha=float(n.Alpha()), weight=_read_weights(n.Weight()),
                    bias=_read_weights(n.Bias()), constant=_read_weights(n.Constant()),
@@ -491,6 +533,15 @@ def _read_test_vectors(tv, dim: int) -> ir.TestVectors:
         out.trajectory_start = vec("TrajectoryStart", traj)
         out.trajectory_end = vec("TrajectoryEnd", traj)
         out.trajectory_tolerance = float(tv.TrajectoryTolerance())
+    out.guidance = float(tv.Guidance())
+    for name, field in (("Labels", "labels"), ("Cond", "cond"),
+                        ("TrajectoryLabels", "trajectory_labels"),
+                        ("TrajectoryCond", "trajectory_cond")):
+        v = _np(getattr(tv, name + "IsNone"), getattr(tv, name + "AsNumpy"),
+                np.int64 if "Labels" in name else np.float64)
+        if v is not None and v.size:
+            rows = count if "Trajectory" not in name else traj
+            setattr(out, field, v if "Labels" in name else v.reshape(rows, -1))
     return out
 
 
