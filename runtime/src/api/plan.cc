@@ -8,6 +8,7 @@
 #include <new>
 
 #include "api/construct.hpp"
+#include "api/guidance.hpp"
 #include "format/model_data.hpp"
 #include "format/normalization.hpp"
 #include "integrate/ode.hpp"
@@ -36,56 +37,6 @@ using detail::PlanData;
 
 constexpr double kNegInf = -__builtin_inf();
 
-// One evaluation of the (guided) velocity field on `rows` rows of x at per-row times `t_rows`
-// (or one time `t` for every row when t_rows is null), with the divergence when `div` is set.
-// The chunk's labels and conditions are already in p.label_rows / p.cond_rows (fill_conditioning).
-// Guided (w not 0 or 1): the network runs 2 rows rows at once, x twice, the conditional rows
-// first and the null rows after them, and v_w = v(null) + w (v(y) - v(null)) in double, rounded
-// once; the divergence likewise from the two halves' tangents.
-void evaluate(PlanData& p, const float* t_rows, double t, const float* x, size_t rows,
-              DivergenceMode mode, size_t probes, float* v, double* div) {
-  const ModelData& md = *p.md;
-  const bool guided = p.layout.guided;
-  const size_t net_rows = guided ? 2 * rows : rows;
-  float* t_net = p.values[1];
-  const float tf = static_cast<float>(t);
-  for (size_t r = 0; r < net_rows; ++r) t_net[r] = t_rows ? t_rows[r % rows] : tf;
-  const float* in = x;
-  if (guided) {
-    std::memcpy(p.net_x, x, rows * md.dim * sizeof(float));
-    std::memcpy(p.net_x + rows * md.dim, x, rows * md.dim * sizeof(float));
-    in = p.net_x;
-  }
-  const size_t directions = !div ? 0 : mode == DivergenceMode::kExact ? md.dim : probes;
-  NetBuffers net{p.values,  p.tangents,   p.layout.directions, p.choice.kernels,
-                 p.scratch, p.label_rows, p.cond_rows};
-  run_network(md, net, in, net_rows, directions, div && mode == DivergenceMode::kExact);
-  const float* out = p.values[md.output];
-  double* d = guided ? p.net_div : div;
-  if (div) {
-    const float* t_out = p.tangents[md.output];
-    if (!t_out) {
-      for (size_t r = 0; r < net_rows; ++r) d[r] = 0.0;
-    } else if (mode == DivergenceMode::kExact) {
-      exact_divergence(t_out, net_rows, md.dim, d);
-    } else {
-      hutchinson_divergence(p.tangents[0], t_out, net_rows, md.dim, probes, d);
-    }
-  }
-  if (!guided) {
-    std::memcpy(v, out, rows * md.dim * sizeof(float));
-    return;
-  }
-  const double w = p.options.guidance;
-  const size_t half = rows * md.dim;
-  for (size_t i = 0; i < half; ++i) {
-    const double vy = out[i], v0 = out[half + i];
-    v[i] = static_cast<float>(v0 + w * (vy - v0));
-  }
-  if (div)
-    for (size_t r = 0; r < rows; ++r) div[r] = d[rows + r] + w * (d[r] - d[rows + r]);
-}
-
 // The velocity field the integrators see: the network on arena buffers, with the divergence
 // from tangents when asked.
 struct NetworkField {
@@ -94,94 +45,10 @@ struct NetworkField {
   size_t probes;
 
   Status eval(double t, const float* x, size_t rows, float* v, double* div) {
-    evaluate(*p, nullptr, t, x, rows, mode, probes, v, div);
+    detail::evaluate_network(*p, nullptr, t, x, rows, mode, probes, v, div);
     return Status();
   }
 };
-
-// Checks a call's conditioning against the model and the plan before any work: labels present
-// when the model reads them (unless guidance 0 runs only the null label), in range, absent for a
-// model without a label input; likewise finite conditions.
-Status check_conditioning(const PlanData& p, const char* what, size_t n, const Conditioning& c) {
-  const ModelData& md = *p.md;
-  const ModelInfo& info = md.info;
-  if (c.struct_size < sizeof(uint32_t) || c.struct_size > sizeof(Conditioning))
-    return Status::error(StatusCode::kInvalidArgument,
-                         "%s: Conditioning.struct_size %u is not one this runtime knows", what,
-                         c.struct_size);
-  Conditioning k;
-  std::memcpy(&k, &c, c.struct_size);  // fields past an older caller's struct keep defaults
-  const bool null_only = p.options.guidance == 0.0;
-  const bool has_labels = k.labels || k.label != -1;
-  if (!info.takes_labels && has_labels)
-    return Status::error(StatusCode::kInvalidArgument,
-                         "%s: a class label was given, but this model takes no class label", what);
-  if (info.takes_labels) {
-    if (!has_labels && !null_only)
-      return Status::error(StatusCode::kInvalidArgument,
-                           "%s: this model takes a class label (0 to %u%s); give one per row or "
-                           "one for every row",
-                           what, info.label_classes - 1,
-                           info.null_label >= 0 ? ", or its null label for none" : "");
-    if (!k.labels && has_labels &&
-        (k.label < 0 || static_cast<uint32_t>(k.label) >= info.label_classes))
-      return Status::error(StatusCode::kInvalidArgument,
-                           "%s: label %d is outside the model's classes [0, %u)", what, k.label,
-                           info.label_classes);
-    for (size_t r = 0; k.labels && r < n; ++r)
-      if (k.labels[r] < 0 || static_cast<uint32_t>(k.labels[r]) >= info.label_classes)
-        return Status::error(StatusCode::kInvalidArgument,
-                             "%s: label %d of row %zu is outside the model's classes [0, %u)", what,
-                             k.labels[r], r, info.label_classes);
-  }
-  if (!info.cond_width && k.cond)
-    return Status::error(StatusCode::kInvalidArgument,
-                         "%s: a condition vector was given, but this model takes none", what);
-  if (info.cond_width) {
-    if (!k.cond && !null_only)
-      return Status::error(StatusCode::kInvalidArgument,
-                           "%s: this model takes a condition vector of width %u per row; none "
-                           "was given",
-                           what, info.cond_width);
-    if (k.cond) {
-      const size_t bad = first_nonfinite_row(k.cond, n, info.cond_width);
-      if (bad < n)
-        return Status::error(StatusCode::kInvalidArgument,
-                             "%s: the condition of row %zu holds NaN or Inf", what, bad);
-    }
-  }
-  return Status();
-}
-
-// Writes the labels and conditions of rows [first, first + rows) of a call into the plan's
-// per-row buffers: the given ones (the null ones when guidance is 0), then, for a guided plan,
-// the null ones for the second half.
-void fill_conditioning(PlanData& p, const Conditioning& c, size_t first, size_t rows) {
-  const ModelData& md = *p.md;
-  const ModelInfo& info = md.info;
-  Conditioning k;
-  std::memcpy(&k, &c, c.struct_size);
-  const bool null_only = p.options.guidance == 0.0;
-  const size_t net_rows = p.layout.guided ? 2 * rows : rows;
-  if (p.label_rows) {
-    const float null_label = static_cast<float>(info.null_label < 0 ? 0 : info.null_label);
-    for (size_t r = 0; r < net_rows; ++r) {
-      float l = null_label;
-      if (r < rows && !null_only) l = static_cast<float>(k.labels ? k.labels[first + r] : k.label);
-      p.label_rows[r] = l;
-    }
-  }
-  if (p.cond_rows) {
-    const uint32_t w = info.cond_width;
-    for (size_t r = 0; r < net_rows; ++r) {
-      const float* src = (r < rows && !null_only) ? k.cond + (first + r) * w : md.null_cond;
-      if (src)
-        std::memcpy(p.cond_rows + r * w, src, w * sizeof(float));
-      else
-        std::memset(p.cond_rows + r * w, 0, w * sizeof(float));
-    }
-  }
-}
 
 // Mapping between data space and flow coordinates can overflow float for finite values when the
 // model's normalisation is extreme; such a row is an error, never an inf in the output.
@@ -479,7 +346,7 @@ Status push_forward(PlanData& p, size_t n, size_t first_index, float* y, double*
     float* yc = y + first * md.dim;
     monitor.rows = rows;
     monitor.first_row = first;
-    fill_conditioning(p, cond, first, rows);
+    detail::fill_call_conditioning(p, cond, first, rows);
     if (logp) {
       for (size_t r = 0; r < rows; ++r) {
         logp[first + r] = base_log_density(md, yc + r * md.dim);
@@ -517,7 +384,7 @@ Status Plan::sample(size_t n, const SampleOptions& options, const Conditioning& 
   TimeGrid grid;
   if (!(s = check_ode_options(md, options.ode, md.info.time_start, md.info.time_end, &grid)).ok())
     return s.prefix("sample");
-  if (!(s = check_conditioning(p, "sample", n, conditioning)).ok()) return s;
+  if (!(s = detail::check_call_conditioning(p, "sample", n, conditioning)).ok()) return s;
   SampleOptions so;  // fields past an older caller's struct keep their defaults
   std::memcpy(&so, &options, options.struct_size);
   const double temperature = so.temperature;
@@ -614,7 +481,7 @@ Status Plan::sample(size_t n, const SampleOptions& options, const Conditioning& 
     monitor.state = yc;
     monitor.grid = &sde_grid;
     monitor.step_offset = 0;
-    fill_conditioning(p, conditioning, first, rows);
+    detail::fill_call_conditioning(p, conditioning, first, rows);
     // Noise of step k for sample i: blocks from k * ceil(d/4) of stream 2.
     auto noise = [&](size_t step, float* xi) {
       for (size_t r = 0; r < rows; ++r)
@@ -653,7 +520,7 @@ Status Plan::decode(size_t n, const float* x0, const OdeOptions& options,
     return s.prefix("decode");
   if (logp && !(s = check_divergence(p, divergence)).ok()) return s.prefix("decode");
   if (!(s = check_finite_rows("decode: input", x0, n, md.dim)).ok()) return s;
-  if (!(s = check_conditioning(p, "decode", n, conditioning)).ok()) return s;
+  if (!(s = detail::check_call_conditioning(p, "decode", n, conditioning)).ok()) return s;
   if (x1 != x0) std::memmove(x1, x0, n * md.dim * sizeof(float));
   return push_forward(p, n, first_index, x1, logp, options, divergence, grid, conditioning);
 }
@@ -673,7 +540,7 @@ Status Plan::encode(size_t n, const float* x1, const OdeOptions& options,
     return s.prefix("encode");
   grid.backward = true;
   if (!(s = check_finite_rows("encode: input", x1, n, md.dim)).ok()) return s;
-  if (!(s = check_conditioning(p, "encode", n, conditioning)).ok()) return s;
+  if (!(s = detail::check_call_conditioning(p, "encode", n, conditioning)).ok()) return s;
   if (x0 != x1) std::memmove(x0, x1, n * md.dim * sizeof(float));
   const size_t chunk = p.layout.max_rows;
   StepMonitor monitor{&options, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
@@ -684,7 +551,7 @@ Status Plan::encode(size_t n, const float* x1, const OdeOptions& options,
     if (bad < rows) return flow_space_overflow("encode", first + bad);
     monitor.rows = rows;
     monitor.first_row = first;
-    fill_conditioning(p, conditioning, first, rows);
+    detail::fill_call_conditioning(p, conditioning, first, rows);
     if (!(s = forward_ode(p, options, grid, yc, rows, nullptr, nullptr, monitor)).ok()) return s;
     return Status();
   });
@@ -715,7 +582,7 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options,
   grid.backward = true;
   if (!(s = check_divergence(p, options.divergence)).ok()) return s.prefix("log_prob");
   if (!(s = check_finite_rows("log_prob: input", x, n, md.dim)).ok()) return s;
-  if (!(s = check_conditioning(p, "log_prob", n, conditioning)).ok()) return s;
+  if (!(s = detail::check_call_conditioning(p, "log_prob", n, conditioning)).ok()) return s;
   const size_t chunk = p.layout.max_rows;
   StepMonitor monitor{&options.ode, 0, static_cast<uint64_t>(n) * grid.steps, nullptr, 0, 0, md.dim,
                       &grid,        0};
@@ -724,7 +591,7 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options,
     const size_t bad = normalize(md, p.work, rows);
     if (bad < rows) return flow_space_overflow("log_prob", first + bad);
     for (size_t r = 0; r < rows; ++r) p.ell[r] = 0.0;
-    fill_conditioning(p, conditioning, first, rows);
+    detail::fill_call_conditioning(p, conditioning, first, rows);
     fill_seeds(p, options.divergence, options.first_index + first, rows);
     monitor.rows = rows;
     monitor.first_row = first;
@@ -750,13 +617,13 @@ Status Plan::velocity(size_t n, const float* t, const float* y, const Conditioni
   if (!t) return Status::error(StatusCode::kInvalidArgument, "velocity: t is null");
   if (!(s = check_finite_rows("velocity: t", t, n, 1)).ok()) return s;
   if (!(s = check_finite_rows("velocity: input", y, n, md.dim)).ok()) return s;
-  if (!(s = check_conditioning(p, "velocity", n, conditioning)).ok()) return s;
+  if (!(s = detail::check_call_conditioning(p, "velocity", n, conditioning)).ok()) return s;
   const size_t chunk = p.layout.max_rows;
   return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
-    fill_conditioning(p, conditioning, first, rows);
+    detail::fill_call_conditioning(p, conditioning, first, rows);
     // Staged in the plan's work rows: a chunk whose output is not finite is never written.
-    evaluate(p, t + first, 0.0, y + first * md.dim, rows, DivergenceMode::kNone, 0, p.work,
-             nullptr);
+    detail::evaluate_network(p, t + first, 0.0, y + first * md.dim, rows, DivergenceMode::kNone, 0,
+                             p.work, nullptr);
     const size_t bad = first_nonfinite_row(p.work, rows, md.dim);
     if (bad < rows)
       return Status::error(StatusCode::kNumericalError,
