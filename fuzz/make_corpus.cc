@@ -123,6 +123,24 @@ void models(const std::string& dir, std::vector<std::vector<uint8_t>>* all) {
     for (size_t i = 17 + k * 131; i < v.size(); i += 257) v[i] ^= static_cast<uint8_t>(0x5a + k);
     keep("corrupt_flips" + std::to_string(k), v);
   }
+  // Conditioned models (format 1.4), after the others so their corpus names stay put: class
+  // labels through an embedding with a null label and test vectors under guidance 2, and a
+  // condition vector with its null vector.
+  {
+    ModelBuilder b(2);
+    const uint32_t e = b.embedding(b.label_input(3, 2), 3, wave(6, 0.8f, 0.4f));
+    b.set_output(b.add(b.fully_connected(b.concat({b.x(), b.t()}), 2, wave(6, 0.5f, 0.2f)), e));
+    b.set_velocity_tests({0.2f, 0.6f}, wave(4, 1.0f, 0.3f), wave(4, 0.5f, 0.9f), 1e-5f);
+    b.set_test_conditioning({0, 1}, {}, 2.0f);
+    keep("labels_guided", b.finish());
+  }
+  {
+    ModelBuilder b(2);
+    const uint32_t c = b.cond_input({3}, {0.0f, 0.0f, 0.0f});
+    b.set_output(b.add(b.fully_connected(b.x(), 2, wave(4, 0.5f, 0.2f)),
+                       b.fully_connected(c, 2, wave(6, 0.3f, 0.7f))));
+    keep("cond_vector", b.finish());
+  }
 }
 
 void capi(const std::string& dir, const std::vector<std::vector<uint8_t>>& all) {

@@ -143,14 +143,16 @@ def _is_zip(path: str) -> bool:
 # ------------------------------------------------------------------------------ conversion
 
 def load_graph(input, arch=None, x_input=None, time_input=None, time_column=None, dim=None,
-               opset: int = 17, time_shape: str = "column") -> Graph:
+               opset: int = 17, time_shape: str = "column", conditioning=None) -> Graph:
     """The velocity graph from an ir.Graph, an ONNX ModelProto/bytes or a file of any supported
-    kind (ONNX, TorchScript, torch.save'd module, .npz + arch), detected by content."""
+    kind (ONNX, TorchScript, torch.save'd module, .npz + arch), detected by content.
+    `conditioning`: from_onnx's label_input, cond_input, num_classes, null_label, null_cond."""
     if isinstance(input, Graph):
         return input
+    conditioning = {k: v for k, v in (conditioning or {}).items() if v is not None}
     if not isinstance(input, (str, os.PathLike)):
         from .onnx_import import from_onnx
-        return from_onnx(input, x_input, time_input, time_column, dim)
+        return from_onnx(input, x_input, time_input, time_column, dim, **conditioning)
     from .torch_import import detect_format
     path = os.fspath(input)
     if not os.path.isfile(path):
@@ -165,7 +167,10 @@ def load_graph(input, arch=None, x_input=None, time_input=None, time_column=None
         raise ConversionError(f"--arch applies to .npz input only; {path} is {kind}")
     if kind == "onnx":
         from .onnx_import import from_onnx
-        return from_onnx(path, x_input, time_input, time_column, dim)
+        return from_onnx(path, x_input, time_input, time_column, dim, **conditioning)
+    if conditioning:
+        raise ConversionError(f"{path}: class labels and conditions are read from ONNX models "
+                              f"(export the module with its label input to ONNX first)")
     from .torch_import import from_torch, load_torch_file
     if dim is None:
         raise ConversionError(f"{path}: a PyTorch module needs --dim D (the width of x)")
@@ -179,10 +184,15 @@ def convert(input, output=None, *, arch=None, x_input=None, time_input=None, tim
             low=None, high=None, normalize=None, negate_velocity: bool = False,
             time_scale: float = 1.0, reverse_time: bool = False, name: str = "",
             meta: Optional[Dict[str, str]] = None, fp16: bool = False, test_vectors: int = 64,
-            seed: int = 0, quantize: Optional[str] = None) -> FlowModel:
+            seed: int = 0, quantize: Optional[str] = None, label_input=None, cond_input=None,
+            num_classes=None, null_label=None, null_cond=None,
+            guidance: float = 1.0) -> FlowModel:
     """Builds the FlowModel (with test vectors computed after storage rounding) and, when
     `output` is given, writes it atomically. Raises ConversionError naming the cause."""
-    graph = load_graph(input, arch, x_input, time_input, time_column, dim, opset, time_shape)
+    cond_options = dict(label_input=label_input, cond_input=cond_input, num_classes=num_classes,
+                        null_label=null_label, null_cond=null_cond)
+    graph = load_graph(input, arch, x_input, time_input, time_column, dim, opset, time_shape,
+                       cond_options)
     if dim is not None and graph.dim != dim:
         raise ConversionError(f"the model has dim {graph.dim} but --dim {dim} was given")
     graph = apply_time_options(graph, negate_velocity, time_scale, reverse_time)
@@ -209,7 +219,8 @@ def convert(input, output=None, *, arch=None, x_input=None, time_input=None, tim
         from . import reference, sif_io
         stored = sif_io.stored(model, fp16=fp16, quantize=quantize)
         model.test_vectors = reference.make_test_vectors(stored, count=test_vectors, seed=seed,
-                                                         fp16=fp16, quantize=quantize)
+                                                         fp16=fp16, quantize=quantize,
+                                                         guidance=guidance)
     if output is not None:
         from . import sif_io
         sif_io.write_sif(model, output, fp16=fp16, quantize=quantize)
@@ -322,6 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--reverse-time", action="store_true",
                    help="net trained with data at tau = 0 and noise at tau = S: "
                         "tau = S*(1 - t), v = -S*net")
+    c = p.add_argument_group("class labels and conditions (ONNX)")
+    c.add_argument("--label-input", metavar="NAME",
+                   help="input holding the class label (default: one named y, label, labels or "
+                        "class_labels)")
+    c.add_argument("--cond-input", metavar="NAME",
+                   help="input holding a condition vector [B, w] (default: one named c or cond)")
+    c.add_argument("--num-classes", type=_positive_int, metavar="K",
+                   help="number of classes (checked against the embedding table)")
+    c.add_argument("--null-label", type=int, metavar="K",
+                   help="the unconditional label (classifier-free guidance needs it)")
+    c.add_argument("--null-cond", metavar="V", help="the null condition vector: comma list")
+    c.add_argument("--guidance", type=_finite, default=1.0, metavar="W",
+                   help="guidance weight of the embedded test vectors (default 1)")
     o = p.add_argument_group("output")
     o.add_argument("--name", default="", help="model name")
     o.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
@@ -364,7 +388,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             normalize=args.normalize, negate_velocity=args.negate_velocity,
             time_scale=args.time_scale, reverse_time=args.reverse_time, name=args.name,
             meta=parse_meta(args.meta), fp16=args.fp16, test_vectors=args.test_vectors,
-            seed=args.seed, quantize=args.quantize)
+            seed=args.seed, quantize=args.quantize,
+            label_input=args.label_input, cond_input=args.cond_input,
+            num_classes=args.num_classes, null_label=args.null_label,
+            null_cond=None if args.null_cond is None else
+            [float(v) for v in args.null_cond.split(",")], guidance=args.guidance)
     except ConversionError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1

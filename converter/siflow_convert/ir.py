@@ -35,6 +35,20 @@ UNARY_KINDS = ("identity", "relu", "leaky_relu", "elu", "selu", "tanh", "sigmoid
 # Reduce kinds (ReduceKind, value = index).
 REDUCE_KINDS = ("mean", "sum", "l2")
 
+# Conditioning ops (format 1.4; conditioning.py) and their OpType values.
+COND_OPS = {name: OP_CODES[name] for name in ("label_input", "cond_input", "embedding")}
+
+
+def op_code(op: str) -> int:
+    """The OpType value of an op name."""
+    return OP_CODES[op]
+
+
+def op_name(code: int) -> Optional[str]:
+    """The op name of an OpType value, or None for one this converter does not know."""
+    return OP_NAMES.get(code)
+
+
 INTERPOLANTS = ("linear", "trig", "learned_fourier")
 BASES = ("normal", "uniform")
 
@@ -82,6 +96,11 @@ class Node:
     low: float = -math.inf                    # clip
     high: float = math.inf
     reduce: str = "mean"                      # reduce: one of REDUCE_KINDS
+    # label_input / cond_input / embedding (format 1.4): classes, the null label (-1: none), the
+    # condition's per-sample shape; the embedding table is `weight`, the null vector `constant`.
+    classes: int = 0
+    null_label: int = -1
+    cond_shape: Optional[List[int]] = None
 
     def __post_init__(self):
         for f in ("weight", "bias", "constant", "gamma", "beta"):
@@ -132,7 +151,10 @@ class Graph:
                 if not 0 <= i < own:
                     raise ConversionError(f"{where}: input tensor {i} is not defined before it")
             ins = [w[i] for i in n.inputs]
-            if n.op == "fc":
+            if n.op in COND_OPS:
+                from . import conditioning
+                w.append(conditioning.width(n, ins, self.nodes, where))
+            elif n.op == "fc":
                 if len(ins) != 1 or n.weight is None or n.weight.ndim != 2:
                     raise ConversionError(f"{where}: needs one input and a 2-D weight")
                 if n.weight.shape[1] != ins[0]:
@@ -217,6 +239,8 @@ class Graph:
         width = w[-1]
         if n.op == "fc":
             shapes.append([width])  # a dense layer's output is flat
+        elif n.op == "cond_input":
+            shapes.append(list(n.cond_shape) if n.cond_shape else [width])
         elif n.op in LAYOUT_OPS:
             shapes.append(_layout_shape(n, shapes[n.inputs[0]], n.op))
         else:
@@ -286,6 +310,13 @@ class TestVectors:
     trajectory_start: Optional[np.ndarray] = None   # [n, dim] at time_start, flow coordinates
     trajectory_end: Optional[np.ndarray] = None     # [n, dim] at time_end (classic RK4)
     trajectory_tolerance: float = 0.0
+    # Format 1.4, for conditional models: the points' labels [count] and conditions [count, w],
+    # the guidance weight their v was computed with, and the trajectories' labels / conditions.
+    labels: Optional[np.ndarray] = None
+    cond: Optional[np.ndarray] = None
+    guidance: float = 1.0
+    trajectory_labels: Optional[np.ndarray] = None
+    trajectory_cond: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -299,6 +330,9 @@ class FlowModel:
     time_end: float = 1.0
     metadata: Dict[str, str] = field(default_factory=dict)
     test_vectors: Optional[TestVectors] = None
+    # How the reference evaluates a conditional model (conditioning.with_conditioning); not
+    # written to the file.
+    conditioning: Optional[object] = None
 
     @property
     def dim(self) -> int:

@@ -31,6 +31,7 @@ import numpy as np
 
 from . import onnx_image
 from . import onnx_math
+from . import onnx_conditioning
 from .ir import ConversionError, Graph, Node
 
 BSYM = 1_000_003          # stands for the batch size B inside folded integer shape vectors
@@ -336,11 +337,12 @@ def _slice(arr, node, ins):
 class _Importer:
     """Holds the ONNX graph being converted and the ir.Graph being built."""
 
-    def __init__(self, model, x_input, time_input, time_column, dim):
+    def __init__(self, model, x_input, time_input, time_column, dim, cond_settings=None):
         self.model = model
         self.g = model.graph
         self.values: Dict[str, object] = {}
         self.graph: Graph = None
+        self.cond_settings = cond_settings or onnx_conditioning.Settings()
         self._setup_inputs(x_input, time_input, time_column, dim)
 
     # -- inputs -------------------------------------------------------------------------
@@ -360,6 +362,8 @@ class _Importer:
         inputs = [vi for vi in self.g.input if vi.name not in inits]
         names = [vi.name for vi in inputs]
         by_name = {vi.name: vi for vi in inputs}
+        # A class label and a condition vector (onnx_conditioning) are set aside first.
+        names, label_name, cond_name = onnx_conditioning.split_inputs(names, self.cond_settings)
         for given in (x_input, time_input):
             if given is not None and given not in by_name:
                 raise ConversionError(f"unknown input name {given!r}; the graph's inputs are "
@@ -420,6 +424,12 @@ class _Importer:
             d = self._x_dim(x_input, xshape, dim)
             self.graph = Graph(dim=d)
             self.values[x_input] = _Val(0, ("B", d), _identity_form(0))
+        if label_name is not None:
+            onnx_conditioning.check_label_input(by_name[label_name])
+            self.values[label_name] = onnx_conditioning.LabelRef(label_name)
+        if cond_name is not None:
+            node, w = onnx_conditioning.cond_node(by_name[cond_name], self.cond_settings)
+            self.values[cond_name] = _Val(self.emit(node), ("B", w), None)
         self.values[time_input] = _Val(1, self._t_shape(time_input, by_name[time_input],
                                                         xshape), _identity_form(1))
 
@@ -540,6 +550,9 @@ class _Importer:
             if op in ("Dropout",):
                 return [ins[0]]
             return _fold(node, ins, where)
+        if any(isinstance(v, onnx_conditioning.LabelRef) for v in ins):
+            tid, width = onnx_conditioning.embedding(self, node, ins, where)
+            return [_Val(tid, ("B", width), _identity_form(tid))]
         handler = getattr(self, "op_" + op, None)
         if handler is None:
             raise ConversionError(f"{where}: op {op} is not supported; supported: "
@@ -1360,16 +1373,25 @@ def check_onnx(model) -> None:
 
 
 def from_onnx(model_or_path, x_input: Optional[str] = None, time_input: Optional[str] = None,
-              time_column: Optional[str] = None, dim: Optional[int] = None) -> Graph:
+              time_column: Optional[str] = None, dim: Optional[int] = None,
+              label_input: Optional[str] = None, cond_input: Optional[str] = None,
+              num_classes: Optional[int] = None, null_label: Optional[int] = None,
+              null_cond=None) -> Graph:
     """Converts an ONNX velocity net (a path, bytes or ModelProto) into an ir.Graph.
 
     Inputs are x [B, d] and t ([B, 1], [B], [1] or a scalar), found by the names x/t or given by
     x_input/time_input; or one input [B, d+1] holding t in its first or last column
     (time_column "first"/"last"). `dim` is needed only when the graph leaves x's width open.
+    A class label (an int64 input named y/label/labels/class_labels, or `label_input`) read by
+    nn.Embedding's Gather becomes LabelInput + Embedding (`num_classes` checks the table,
+    `null_label` is the unconditional label); a condition vector (c/cond or `cond_input`) becomes
+    a CondInput with the null vector `null_cond` (onnx_conditioning).
     """
     model = _load(model_or_path)
     check_onnx(model)
-    return _Importer(model, x_input, time_input, time_column, dim).run()
+    settings = onnx_conditioning.Settings(label_input, cond_input, num_classes, null_label,
+                                          null_cond)
+    return _Importer(model, x_input, time_input, time_column, dim, settings).run()
 
 
 def onnx_input_dim(model_or_path, x_input: Optional[str] = None,

@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import image_ops, ir
+from . import conditioning, image_ops, ir
 
 SELU_LAMBDA = 1.0507009873554805
 SELU_ALPHA = 1.6732632423543772
@@ -321,6 +321,22 @@ def evaluate(model: ir.FlowModel, t, y, tangents: bool = False, dtype=np.float64
     shapes = model.graph.shapes()   # a malformed graph fails here with the node named
     if d != model.dim:
         raise ValueError(f"y has {d} columns, the model's dim is {model.dim}")
+    runs = conditioning.runs(model, rows)
+    if runs is not None:
+        # A conditional model: one evaluation per run (the given labels, and the null ones under
+        # guidance), combined as v_w = v(null) + w (v(y) - v(null)).
+        parts = [(w, _evaluate(model, t, y, tangents, dtype, run)) for w, run in runs]
+        if len(parts) == 1:
+            return parts[0][1]
+        (w, (vy, jy)), (_, (v0, j0)) = parts
+        v = v0 + w * (vy - v0)
+        return v.astype(dtype), None if not tangents else (j0 + w * (jy - j0)).astype(dtype)
+    return _evaluate(model, t, y, tangents, dtype, None)
+
+
+def _evaluate(model: ir.FlowModel, t, y, tangents, dtype, run):
+    rows, d = y.shape
+    shapes = model.graph.shapes()
     vals = [y.astype(dtype), _time_column(t, rows, dtype)]
     tans = [np.broadcast_to(np.eye(d, dtype=dtype), (rows, d, d)).copy() if tangents else None,
             None]
@@ -328,6 +344,8 @@ def evaluate(model: ir.FlowModel, t, y, tangents: bool = False, dtype=np.float64
         if node.op in image_ops.IMAGE_OPS:
             a = node.inputs[0]
             v, tv = image_ops.forward(node, vals[a], tans[a], shapes[a], shapes[k + 2], dtype)
+        elif node.op in ir.COND_OPS:
+            v, tv = conditioning.forward(node, vals, rows, run, dtype)
         else:
             v, tv = _node_forward(node, vals, tans, dtype, shapes)
         vals.append(v)
@@ -725,7 +743,8 @@ def _rk4_trajectory(model, start, steps, dtype):
 
 def make_test_vectors(model: ir.FlowModel, count: int = 64, trajectory_count: int = 8,
                       trajectory_steps: int = 16, seed: int = 0,
-                      fp16: bool = False, quantize: Optional[str] = None) -> ir.TestVectors:
+                      fp16: bool = False, quantize: Optional[str] = None,
+                      guidance: float = 1.0) -> ir.TestVectors:
     """Reference velocities at random (t, y) and classic-RK4 trajectories, with tolerances.
 
     The references are computed in float64 on the model as stored (weights rounded to float32,
@@ -742,8 +761,13 @@ def make_test_vectors(model: ir.FlowModel, count: int = 64, trajectory_count: in
     more than a few float32 ulps and fails.
     """
     from .sif_io import stored
-    m = stored(model, fp16=fp16, quantize=quantize)
+    base_model = stored(model, fp16=fp16, quantize=quantize)
+    m = base_model
     rng = np.random.default_rng(seed)
+    # A conditional model: random labels / conditions for the points, under `guidance`.
+    point_cond = conditioning.test_inputs(base_model, rng, count)
+    if point_cond is not None:
+        m = conditioning.with_conditioning(base_model, *point_cond, guidance=guidance)
     t = rng.uniform(m.time_start, m.time_end, count).astype(np.float32).astype(np.float64)
     y = _wide_points(m, rng, count).astype(np.float32).astype(np.float64)
     v = np.zeros((0, m.dim)) if count == 0 else evaluate(m, t, y)[0]
@@ -752,6 +776,11 @@ def make_test_vectors(model: ir.FlowModel, count: int = 64, trajectory_count: in
         v32 = evaluate(m, t, y, dtype=np.float32)[0].astype(np.float64)
         v_tol = max(SAFETY_FACTOR * _relative_error(v32, v), TOLERANCE_FLOOR)
     tv = ir.TestVectors(t=t, y=y, v=v, velocity_tolerance=float(v_tol))
+    if point_cond is not None:
+        tv.labels, tv.cond, tv.guidance = point_cond[0], point_cond[1], float(guidance)
+        traj_cond = conditioning.test_inputs(base_model, rng, trajectory_count)
+        m = conditioning.with_conditioning(base_model, *traj_cond, guidance=guidance)
+        tv.trajectory_labels, tv.trajectory_cond = traj_cond
     if trajectory_count:
         start = _base_points(m, rng, trajectory_count).astype(np.float32).astype(np.float64)
         end = _rk4_trajectory(m, start, trajectory_steps, np.float64)

@@ -163,8 +163,16 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, quantize: str) ->
     perm = None if node.perm is None else _numpy_vector(b, [int(p) for p in node.perm], "<u4")
     name_off = b.CreateString(node.name) if node.name else None
     geometry = _image_fields(b, node, where)
+    # cond_input's condition shape is its output shape (Node.shape) when no shape is set.
+    cond_shape = (_numpy_vector(b, [int(d) for d in node.cond_shape], "<u4")
+                  if node.op == "cond_input" and node.cond_shape and not node.shape else None)
     fb_node.NodeStart(b)
     b.PrependUint8Slot(0, ir.OP_CODES[node.op], None)
+    if node.op in ir.COND_OPS:   # format 1.4: classes, null label, the condition's shape
+        if cond_shape is not None:
+            fb_node.NodeAddShape(b, cond_shape)
+        fb_node.NodeAddClasses(b, int(node.classes))
+        fb_node.NodeAddNullLabel(b, int(node.null_label))
     fb_node.NodeAddInputs(b, inputs)
     if name_off is not None:
         fb_node.NodeAddName(b, name_off)
@@ -396,7 +404,15 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
                                   f"outside [1, 2^20]")
         offs["start"] = _numpy_vector(b, start, "<f4")
         offs["end"] = _numpy_vector(b, end, "<f4")
+    cond_offs = _write_test_conditioning(b, tv, count, traj)
     fb_tv.TestVectorsStart(b)
+    for add, off in zip((fb_tv.TestVectorsAddLabels, fb_tv.TestVectorsAddCond,
+                         fb_tv.TestVectorsAddTrajectoryLabels, fb_tv.TestVectorsAddTrajectoryCond),
+                        cond_offs):
+        if off is not None:
+            add(b, off)
+    if float(tv.guidance) != 1.0:
+        fb_tv.TestVectorsAddGuidance(b, float(np.float32(tv.guidance)))
     fb_tv.TestVectorsAddCount(b, count)
     fb_tv.TestVectorsAddT(b, offs["t"])
     fb_tv.TestVectorsAddY(b, offs["y"])
@@ -411,15 +427,36 @@ def _write_test_vectors(b: flatbuffers.Builder, tv: ir.TestVectors, dim: int) ->
     return fb_tv.TestVectorsEnd(b)
 
 
-def required_minor(graph: ir.Graph, quantize: str = "fp32") -> int:
-    """The lowest format_minor the graph's contents need: 4 with any format 1.4 op, unary
-    kind or per-sample shape, 3 with BF16 or I8 weights (format 1.3), 1 with an Exp node
+def _write_test_conditioning(b, tv: ir.TestVectors, count: int, traj: int):
+    """Offsets of the test vectors' labels, cond, trajectory labels and cond (None: absent)."""
+    out = []
+    for values, rows, kind in ((tv.labels, count, "<i4"), (tv.cond, count, "<f4"),
+                               (tv.trajectory_labels, traj, "<i4"),
+                               (tv.trajectory_cond, traj, "<f4")):
+        if values is None or rows == 0:
+            out.append(None)
+            continue
+        a = np.asarray(values)
+        if a.shape[0] != rows:
+            raise ConversionError(f"test vectors: {a.shape[0]} labels/conditions for {rows} rows")
+        if kind == "<f4":
+            a = _stored_float32(a, "test vectors cond")
+        out.append(_numpy_vector(b, a, kind))
+    return out
+
+
+def required_minor(graph: ir.Graph, tv: Optional[ir.TestVectors] = None,
+                   quantize: str = "fp32") -> int:
+    """The lowest format_minor the contents need: 4 with any format 1.4 op, unary kind,
+    per-sample shape or conditioned test vectors, 3 with BF16 or I8 weights (format 1.3), 1 with an Exp node
     (format 1.1), else 0, so a file without new features still loads in a runtime that reads
     only 1.0."""
     if graph.x_shape or image_ops.required(graph) or any(
             n.shape or ir.OP_CODES[n.op] >= ir.OP_CODES["conv2d"] or
             (n.op == "unary" and ir.UNARY_KINDS.index(n.unary) >= ir.UNARY_KINDS.index("log"))
-            for n in graph.nodes):
+            for n in graph.nodes) or (
+            tv is not None and (tv.labels is not None or tv.cond is not None or
+                                float(tv.guidance) != 1.0)):
         return 4
     has = {name for n in graph.nodes for name in OPERANDS if getattr(n, name) is not None}
     if quantize == "bf16" and has:
@@ -459,7 +496,7 @@ def to_bytes(model: ir.FlowModel, fp16: bool = False, quantize: Optional[str] = 
     name = b.CreateString(model.name) if model.name else None
     fb_model.ModelStart(b)
     b.PrependUint16Slot(0, FORMAT_MAJOR, None)
-    b.PrependUint16Slot(1, required_minor(model.graph, quantize), None)
+    b.PrependUint16Slot(1, required_minor(model.graph, model.test_vectors, quantize), None)
     if name is not None:
         fb_model.ModelAddName(b, name)
     fb_model.ModelAddGraph(b, graph)
@@ -572,9 +609,12 @@ def _read_node(n) -> ir.Node:
         image.update(groups=int(n.Groups()), pool=image_ops.POOL_KINDS[n.Pool()],
                      count_include_pad=bool(n.CountIncludePad()),
                      resize=image_ops.RESIZE_MODES[n.Resize()])
+    cond = ir.OP_NAMES[op] == "cond_input"
+    stored = None if shape is None or not shape.size else [int(e) for e in shape]
     return ir.Node(**image, op=ir.OP_NAMES[op],
                    inputs=[] if inputs is None else [int(i) for i in inputs],
-                   shape=None if shape is None or not shape.size else [int(e) for e in shape],
+                   shape=None if cond else stored, cond_shape=stored if cond else None,
+                   classes=int(n.Classes()), null_label=int(n.NullLabel()),
                    perm=None if perm is None else [int(p) for p in perm], axis=int(n.Axis()),
                    start=int(n.Start()), end=int(n.End()),
                    name=(n.Name() or b"").decode("utf-8"), unary=ir.UNARY_KINDS[unary],
@@ -659,6 +699,15 @@ def _read_test_vectors(tv, dim: int) -> ir.TestVectors:
         out.trajectory_start = vec("TrajectoryStart", traj)
         out.trajectory_end = vec("TrajectoryEnd", traj)
         out.trajectory_tolerance = float(tv.TrajectoryTolerance())
+    out.guidance = float(tv.Guidance())
+    for name, field in (("Labels", "labels"), ("Cond", "cond"),
+                        ("TrajectoryLabels", "trajectory_labels"),
+                        ("TrajectoryCond", "trajectory_cond")):
+        v = _np(getattr(tv, name + "IsNone"), getattr(tv, name + "AsNumpy"),
+                np.int64 if "Labels" in name else np.float64)
+        if v is not None and v.size:
+            rows = count if "Trajectory" not in name else traj
+            setattr(out, field, v if "Labels" in name else v.reshape(rows, -1))
     return out
 
 

@@ -166,10 +166,13 @@ Array parse_npy(const std::string& path, const std::vector<unsigned char>& b) {
   size_t item = 0;
   if (header.descr == "<f4") item = 4;
   if (header.descr == "<f8") item = 8;
+  // Integer arrays (class labels: numpy's default int64, or int32) are read as their values.
+  const bool integer = header.descr == "<i4" || header.descr == "<i8";
+  if (integer) item = header.descr == "<i4" ? 4 : 8;
   if (!item)
     throw RunError(
         format("%s: dtype '%s' is not supported; expected '<f4' (float32) or '<f8' "
-               "(float64), little-endian",
+               "(float64), little-endian (or '<i4'/'<i8' integers)",
                p, header.descr.c_str()));
   if (header.fortran_order)
     throw RunError(
@@ -182,6 +185,7 @@ Array parse_npy(const std::string& path, const std::vector<unsigned char>& b) {
                "[N, C, H, W])",
                p, header.shape.size(), shape_text(header.shape).c_str()));
   Array a;
+  if (integer) a.integer_dtype = header.descr;
   a.one_dimensional = header.shape.size() == 1;
   a.npy_shape = header.shape;
   a.rows = header.shape[0];
@@ -208,7 +212,11 @@ Array parse_npy(const std::string& path, const std::vector<unsigned char>& b) {
   const unsigned char* data = b.data() + offset + header_len;
   for (size_t i = 0; i < count; ++i) {
     const uint64_t bits = load_le(data + i * item, item);
-    if (item == 4) {
+    if (integer) {
+      const int64_t v =
+          item == 4 ? static_cast<int64_t>(static_cast<int32_t>(bits)) : static_cast<int64_t>(bits);
+      a.values[i] = static_cast<double>(v);
+    } else if (item == 4) {
       float f;
       const uint32_t b32 = static_cast<uint32_t>(bits);
       std::memcpy(&f, &b32, sizeof f);
@@ -378,10 +386,24 @@ Array read_array(const char* option, const std::string& path) {
   return parse_array(kind, path, read_regular_file(path, kMaxInputBytes));
 }
 
+namespace {
+
+// Integer arrays are class labels (read_labels); points, times and grids are floats.
+void refuse_integers(const Array& a, const char* p) {
+  if (!a.integer_dtype.empty())
+    throw RunError(
+        format("%s: dtype '%s' is not supported; expected '<f4' (float32) or '<f8' "
+               "(float64), little-endian",
+               p, a.integer_dtype.c_str()));
+}
+
+}  // namespace
+
 std::vector<float> read_points(const char* option, const std::string& path, uint32_t dim,
                                const std::vector<uint32_t>& sample_shape) {
   const Array a = read_array(option, path);
   const char* p = path.c_str();
+  refuse_integers(a, p);
   if (a.rows == 0)
     throw RunError(a.format == FileFormat::kNpy
                        ? format("%s: empty array of shape %s; expected at least one row", p,
@@ -412,14 +434,26 @@ std::vector<float> read_points(const char* option, const std::string& path, uint
   return x;
 }
 
-std::vector<double> read_vector(const char* option, const std::string& path) {
-  Array a = read_array(option, path);
-  const char* p = path.c_str();
+namespace {
+
+std::vector<double> vector_of(Array a, const char* p) {
   if (a.rows == 0) throw RunError(format("%s: no values", p));
   if (a.cols != 1 || a.npy_shape.size() > 2)
     throw RunError(
         format("%s: shape %s; expected a vector [N] or [N, 1]", p, shape_text(a).c_str()));
   return std::move(a.values);
+}
+
+}  // namespace
+
+std::vector<double> read_vector(const char* option, const std::string& path) {
+  Array a = read_array(option, path);
+  refuse_integers(a, path.c_str());
+  return vector_of(std::move(a), path.c_str());
+}
+
+std::vector<double> read_labels(const char* option, const std::string& path) {
+  return vector_of(read_array(option, path), path.c_str());
 }
 
 std::string encode_points(const std::string& path, const float* x, size_t rows, uint32_t dim,

@@ -32,6 +32,7 @@ struct Array {
   std::vector<uint64_t> npy_shape;  // .npy: the full shape, rows first
   std::vector<double> values;       // row-major
   std::vector<size_t> lines;        // .csv: the file line (from 1) of each row
+  std::string integer_dtype;        // .npy of integers ("<i4", "<i8"): only read_labels takes them
 };
 
 // Parses file contents; `name` (the path) prefixes every error. Throws RunError on any problem.
@@ -47,6 +48,8 @@ std::vector<float> read_points(const char* option, const std::string& path, uint
                                const std::vector<uint32_t>& sample_shape = {});
 // A vector [N] (or 2-D [N, 1]), N >= 1.
 std::vector<double> read_vector(const char* option, const std::string& path);
+// read_vector that also takes integer .npy arrays (int32, int64): class labels.
+std::vector<double> read_labels(const char* option, const std::string& path);
 
 // The bytes of points [rows, dim] as float32 .npy (of shape [rows, *sample_shape] when that has
 // rank 2 or 3), or .csv [rows, dim] with header x0,x1,..., by the extension of `path`.

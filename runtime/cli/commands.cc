@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "array_io.hpp"
+#include "conditioning.hpp"
 #include "errors.hpp"
 #include "file_checks.hpp"
 #include "run_options.hpp"
@@ -75,7 +76,8 @@ const std::string& required_output(const ParsedArgs& args, const char* option) {
 void check_files(const ParsedArgs& args) {
   std::vector<NamedPath> inputs{{"MODEL", args.positional(0)}}, outputs;
   FileFormat kind;
-  for (const char* option : {"--input", "--grid", "--inputs", "--expected", "--times"})
+  for (const char* option :
+       {"--input", "--grid", "--inputs", "--expected", "--times", "--labels", "--cond"})
     if (const std::string* p = args.find(option))
       if (known_format(*p, &kind)) inputs.push_back({option, *p});
   for (const char* option : {"--output", "--logprob-out"})
@@ -231,6 +233,17 @@ int run_info(const ParsedArgs& args) {
   std::printf("score         %s\n", info.score_available ? "available (SDE sampling possible)"
                                                          : "not available (no SDE sampling)");
   std::printf("time range    [%g, %g]\n", info.time_start, info.time_end);
+  if (info.takes_labels) {
+    const std::string null_label =
+        info.null_label >= 0 ? format("null label %d (guidance possible)", info.null_label)
+                             : std::string("no null label (no guidance)");
+    std::printf("labels        %u classes (0 to %u), %s\n", info.label_classes,
+                info.label_classes - 1, null_label.c_str());
+  }
+  if (info.cond_width > 0)
+    std::printf("condition     width %u, %s\n", info.cond_width,
+                info.has_null_cond ? "null vector stored (guidance possible)"
+                                   : "no null vector (no guidance)");
   if (info.test_vector_count == 0 && info.test_trajectory_count == 0)
     std::printf("test vectors  none\n");
   else
@@ -312,26 +325,37 @@ int run_sample(const ParsedArgs& args) {
   options.sde = parse_sde(args);
   options.divergence = parse_divergence(args);
   options.divergence.seed = options.seed;
+  options.temperature = parse_temperature(args);
   const Integration run(args);
   const Execution execution = parse_execution(args);
   check_files(args);
   const std::unique_ptr<Model> model = load_model(args.positional(0));
+  const CliConditioning conditioning(args, *model, n);
+  if (options.sde.epsilon > 0 && conditioning.guidance() != 1.0)
+    throw UsageError(
+        "--sde with --guidance other than 1: the score derived from the guided velocity is not "
+        "the score of the guided flow's marginals; sample with the ODE");
 
   const uint32_t dim = model->info().dim;
   std::vector<float> x(n * dim);
   std::vector<double> logp(logp_out ? n : 0);
-  const std::unique_ptr<Plan> plan = make_plan(*model, plan_rows(n, run.max_batch()),
-                                               logp_out ? &options.divergence : nullptr, execution);
+  const std::unique_ptr<Plan> plan =
+      make_plan(*model, plan_rows(n, run.max_batch()), logp_out ? &options.divergence : nullptr,
+                execution, conditioning.guidance());
   Progress progress("sample");
   options.ode = run.ode();
   progress.attach(&options.ode);
-  check(plan->sample(n, options, x.data(), logp_out ? logp.data() : nullptr));
+  check(plan->sample(n, options, conditioning.conditioning(), x.data(),
+                     logp_out ? logp.data() : nullptr));
   const double seconds = progress.finish();
   write_with_log_probs(out, x.data(), n, model->info(), logp_out, logp.data());
   const std::string how = options.sde.epsilon > 0 ? describe_sde(options.sde, run) : run.describe();
+  const std::string temperature =
+      options.temperature != 1.0 ? format(", temperature %g", options.temperature) : "";
   summarize("sample",
-            format("%s, %s%s", rows_text(n).c_str(), how.c_str(),
-                   logp_out ? (", " + describe(options.divergence)).c_str() : ""),
+            format("%s, %s%s%s%s", rows_text(n).c_str(), how.c_str(),
+                   logp_out ? (", " + describe(options.divergence)).c_str() : "",
+                   conditioning.describe().c_str(), temperature.c_str()),
             seconds, *plan, plan_rows(n, run.max_batch()));
   return 0;
 }
@@ -351,18 +375,22 @@ int run_decode(const ParsedArgs& args) {
 
   size_t n = 0;
   std::vector<float> x = read_input(args, *model, &n);
+  const CliConditioning conditioning(args, *model, n);
   std::vector<double> logp(logp_out ? n : 0);
   const std::unique_ptr<Plan> plan =
-      make_plan(*model, plan_rows(n, run.max_batch()), logp_out ? &divergence : nullptr, execution);
+      make_plan(*model, plan_rows(n, run.max_batch()), logp_out ? &divergence : nullptr, execution,
+                conditioning.guidance());
   Progress progress("decode");
   OdeOptions ode = run.ode();
   progress.attach(&ode);
-  check(plan->decode(n, x.data(), ode, divergence, x.data(), logp_out ? logp.data() : nullptr));
+  check(plan->decode(n, x.data(), ode, divergence, conditioning.conditioning(), x.data(),
+                     logp_out ? logp.data() : nullptr));
   const double seconds = progress.finish();
   write_with_log_probs(out, x.data(), n, model->info(), logp_out, logp.data());
   summarize("decode",
-            format("%s, %s%s", rows_text(n).c_str(), run.describe().c_str(),
-                   logp_out ? (", " + describe(divergence)).c_str() : ""),
+            format("%s, %s%s%s", rows_text(n).c_str(), run.describe().c_str(),
+                   logp_out ? (", " + describe(divergence)).c_str() : "",
+                   conditioning.describe().c_str()),
             seconds, *plan, plan_rows(n, run.max_batch()));
   return 0;
 }
@@ -376,16 +404,19 @@ int run_encode(const ParsedArgs& args) {
 
   size_t n = 0;
   std::vector<float> x = read_input(args, *model, &n);
+  const CliConditioning conditioning(args, *model, n);
   const std::unique_ptr<Plan> plan =
-      make_plan(*model, plan_rows(n, run.max_batch()), nullptr, execution);
+      make_plan(*model, plan_rows(n, run.max_batch()), nullptr, execution, conditioning.guidance());
   Progress progress("encode");
   OdeOptions ode = run.ode();
   progress.attach(&ode);
-  check(plan->encode(n, x.data(), ode, x.data()));
+  check(plan->encode(n, x.data(), ode, conditioning.conditioning(), x.data()));
   const double seconds = progress.finish();
   write_points(out, x.data(), n, model->info().dim, sample_shape(model->info()));
-  summarize("encode", format("%s, %s", rows_text(n).c_str(), run.describe().c_str()), seconds,
-            *plan, plan_rows(n, run.max_batch()));
+  summarize("encode",
+            format("%s, %s%s", rows_text(n).c_str(), run.describe().c_str(),
+                   conditioning.describe().c_str()),
+            seconds, *plan, plan_rows(n, run.max_batch()));
   return 0;
 }
 
@@ -409,18 +440,20 @@ int run_logprob(const ParsedArgs& args) {
 
   size_t n = 0;
   const std::vector<float> x = read_input(args, *model, &n);
+  const CliConditioning conditioning(args, *model, n);
   std::vector<double> logp(n);
   const std::unique_ptr<Plan> plan =
-      make_plan(*model, plan_rows(n, run.max_batch()), &options.divergence, execution);
+      make_plan(*model, plan_rows(n, run.max_batch()), &options.divergence, execution,
+                conditioning.guidance());
   Progress progress("logprob");
   options.ode = run.ode();
   progress.attach(&options.ode);
-  check(plan->log_prob(n, x.data(), options, logp.data()));
+  check(plan->log_prob(n, x.data(), options, conditioning.conditioning(), logp.data()));
   const double seconds = progress.finish();
   write_outputs({{out, encode_log_probs(out, logp.data(), n)}});
   summarize("logprob",
-            format("%s, %s, %s", rows_text(n).c_str(), run.describe().c_str(),
-                   describe(options.divergence).c_str()),
+            format("%s, %s, %s%s", rows_text(n).c_str(), run.describe().c_str(),
+                   describe(options.divergence).c_str(), conditioning.describe().c_str()),
             seconds, *plan, plan_rows(n, run.max_batch()));
   return 0;
 }
@@ -436,9 +469,11 @@ int run_velocity(const ParsedArgs& args) {
   size_t n = 0;
   const std::vector<float> y = read_input(args, *model, &n);
   const std::vector<float> t = read_times("--times", times, n, model->info());
+  const CliConditioning conditioning(args, *model, n);
   std::vector<float> v(y.size());
-  const std::unique_ptr<Plan> plan = make_plan(*model, plan_rows(n, max_batch), nullptr, execution);
-  check(plan->velocity(n, t.data(), y.data(), v.data()));
+  const std::unique_ptr<Plan> plan =
+      make_plan(*model, plan_rows(n, max_batch), nullptr, execution, conditioning.guidance());
+  check(plan->velocity(n, t.data(), y.data(), conditioning.conditioning(), v.data()));
   write_points(out, v.data(), n, model->info().dim, sample_shape(model->info()));
   return 0;
 }
@@ -567,7 +602,9 @@ const std::vector<Command>& commands() {
        "Draws N points from the base and pushes them through the flow (Plan::sample).\n"
        "Writes float32 [N, dim] to OUT (.npy: in the model's shape, [N, C, H, W] for an image "
        "model)\nand, with --logprob-out, float64 log p(x) [N] (ODE only).\n"
-       "--sde EPS integrates dX = [v + eps s] dt + sqrt(2 eps) dW instead (Gaussian base only).",
+       "--sde EPS integrates dX = [v + eps s] dt + sqrt(2 eps) dW instead (Gaussian base only).\n"
+       "A class-conditional model needs --label or --labels (a condition model --cond);\n"
+       "--guidance W samples the guided ODE (with --sde only W = 1).",
        {{"--count", "-n", "N", "number of samples (required)"},
         {"--output", "-o", "FILE", "samples [N, dim] (.npy float32 or .csv; required)"},
         {"--logprob-out", nullptr, "FILE", "also write log p of each sample [N] (.npy or .csv)"},
@@ -589,13 +626,19 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
-        kPrecisionOption},
+        kPrecisionOption,
+        kLabelOption,
+        kLabelsOption,
+        kCondOption,
+        kGuidanceOption,
+        kTemperatureOption},
        run_sample},
       {"decode",
        "MODEL -i X0 -o X1 [options]",
        "map base points to data space",
        "Integrates base points X0 (flow coordinates) forward to data-space X1 (Plan::decode);\n"
-       "with --logprob-out also writes log p(X1) [N].",
+       "with --logprob-out also writes log p(X1) [N]. Conditional models: --label/--labels,\n"
+       "--cond and --guidance as in sample (editing: encode with one label, decode with another).",
        {input_points,
         {"--output", "-o", "FILE",
          "data-space points [N, dim] (.npy in the model's shape; required)"},
@@ -614,13 +657,18 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
-        kPrecisionOption},
+        kPrecisionOption,
+        kLabelOption,
+        kLabelsOption,
+        kCondOption,
+        kGuidanceOption},
        run_decode},
       {"encode",
        "MODEL -i X1 -o X0 [options]",
        "map data points to the base",
        "Integrates data-space points X1 backwards to base points X0 in flow coordinates\n"
-       "(Plan::encode), the inverse of decode.",
+       "(Plan::encode), the inverse of decode. Conditional models: --label/--labels, --cond and\n"
+       "--guidance as in sample.",
        {input_points,
         {"--output", "-o", "FILE", "base points [N, dim] (.npy in the model's shape; required)"},
         kMethodOption,
@@ -634,14 +682,19 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
-        kPrecisionOption},
+        kPrecisionOption,
+        kLabelOption,
+        kLabelsOption,
+        kCondOption,
+        kGuidanceOption},
        run_encode},
       {"logprob",
        "MODEL -i DATA -o LOGP [options]",
        "log-likelihoods of data points",
        "Computes log p(x) of each data-space row (Plan::log_prob) by integrating backwards\n"
        "from time S (default the end of the model's time range) with the divergence.\n"
-       "Writes float64 [N].",
+       "Writes float64 [N]. Conditional models: --label/--labels, --cond; under --guidance W\n"
+       "the log-likelihood is that of the guided ODE (v(null) + W (v(y) - v(null))).",
        {input_points,
         {"--output", "-o", "FILE", "log-likelihoods [N] (.npy float64 or .csv; required)"},
         kDivergenceOption,
@@ -659,13 +712,18 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
-        kPrecisionOption},
+        kPrecisionOption,
+        kLabelOption,
+        kLabelsOption,
+        kCondOption,
+        kGuidanceOption},
        run_logprob},
       {"velocity",
-       "MODEL -i X -t T -o V [--max-batch B]",
+       "MODEL -i X -t T -o V [--max-batch B] [--label K | --labels FILE] [--cond FILE]",
        "evaluate the velocity network",
        "Evaluates the network v(t, x) (Plan::velocity). X and V are in flow (normalized)\n"
-       "coordinates. T is a number (the same t for every row) or a vector file of N times.",
+       "coordinates. T is a number (the same t for every row) or a vector file of N times.\n"
+       "Conditional models: --label/--labels, --cond; --guidance W gives the guided velocity.",
        {{"--input", "-i", "FILE",
          "points [N, dim] (or the model's shape) in flow coordinates (required)"},
         {"--times", "-t", "T", "a time, or a vector file [N] / [N, 1] of times (required)"},
@@ -673,7 +731,11 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
-        kPrecisionOption},
+        kPrecisionOption,
+        kLabelOption,
+        kLabelsOption,
+        kCondOption,
+        kGuidanceOption},
        run_velocity},
       {"validate",
        "MODEL [--inputs Y --times T --expected V] [--tolerance TOL]",

@@ -265,8 +265,10 @@ std::unique_ptr<Model> load_model(const std::string& path) {
 }
 
 std::unique_ptr<Plan> make_plan(const Model& model, size_t max_batch,
-                                const DivergenceOptions* divergence, const Execution& execution) {
+                                const DivergenceOptions* divergence, const Execution& execution,
+                                double guidance) {
   PlanOptions po;
+  po.guidance = guidance;
   po.max_batch = max_batch;
   po.threads = execution.threads;
   po.backend = execution.backend;

@@ -86,8 +86,10 @@ void require_with(const ParsedArgs& args, const char* option, const char* needed
 
 std::unique_ptr<Model> load_model(const std::string& path);
 // A plan owning its arena; `divergence` is what it must hold tangents for (kNone: none).
+// `guidance`: the plan's classifier-free guidance weight (PlanOptions::guidance).
 std::unique_ptr<Plan> make_plan(const Model& model, size_t max_batch,
-                                const DivergenceOptions* divergence, const Execution& execution);
+                                const DivergenceOptions* divergence, const Execution& execution,
+                                double guidance = 1.0);
 
 // The run's wall time, and a progress line redrawn with \r on stderr when stderr is a
 // terminal and the run has taken more than a second. The line is cleared by finish() or,

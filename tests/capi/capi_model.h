@@ -38,4 +38,9 @@ static const float capi_norm_std[CAPI_DIM] = {2.0f, 0.5f};
 #define CAPI_TRAJECTORY_START 0.25f
 #define CAPI_TRAJECTORY_STEPS 4096
 
+/* The third model (class-conditional): v = W x + e_y with W [2][2] and a 3-class embedding
+ * table [3][2] whose label 2 is the null label. */
+static const float capi_label_w[4] = {0.5f, -0.25f, 0.125f, -0.75f};
+static const float capi_label_table[6] = {1.5f, -2.0f, -1.0f, 0.75f, 0.25f, 0.5f};
+
 #endif /* SIFLOW_TESTS_CAPI_MODEL_H_ */

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Writes the models the C API test loads (the test itself is C only): MAIN.sif, the network of
-// capi_model.h with a Gaussian base, trig interpolant and a normalisation, and UNIFORM.sif.
-// usage: make_capi_model MAIN.sif UNIFORM.sif
+// capi_model.h with a Gaussian base, trig interpolant and a normalisation, UNIFORM.sif,
+// and LABELS.sif, a class-conditional model (v = W x + e_y).
+// usage: make_capi_model MAIN.sif UNIFORM.sif [LABELS.sif]
 #include <cstdio>
 #include <memory>
 #include <vector>
@@ -29,8 +30,8 @@ std::vector<float> span(const float* p, size_t n) { return std::vector<float>(p,
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s MAIN.sif UNIFORM.sif\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: %s MAIN.sif UNIFORM.sif [LABELS.sif]\n", argv[0]);
     return 2;
   }
   siflow::ModelBuilder main_model(CAPI_DIM);
@@ -57,5 +58,16 @@ int main(int argc, char** argv) {
   uniform.set_trajectory_tests(CAPI_TRAJECTORY_STEPS, std::vector<float>(CAPI_DIM, y0),
                                std::vector<float>(CAPI_DIM, y0 / (1.0f - y0)), 1e-4f);
 
-  return write(argv[1], main_model.finish()) && write(argv[2], uniform.finish()) ? 0 : 1;
+  // LABELS.sif (optional third path): v = W x + e_y, 3 classes, null label 2 (capi_model.h).
+  bool labels_ok = true;
+  if (argc == 4) {
+    siflow::ModelBuilder labels(2);
+    labels.set_output(
+        labels.add(labels.fully_connected(labels.x(), 2, span(capi_label_w, 4)),
+                   labels.embedding(labels.label_input(3, 2), 3, span(capi_label_table, 6))));
+    labels.set_name("capi-labels");
+    labels_ok = write(argv[3], labels.finish());
+  }
+  return write(argv[1], main_model.finish()) && write(argv[2], uniform.finish()) && labels_ok ? 0
+                                                                                              : 1;
 }

@@ -1235,12 +1235,95 @@ static void test_validate_progress(const siflow_model* uniform) {
   CHECK(report.trajectory_count == 0);
 }
 
+/* A class-conditional model through the C API: ModelInfo, labels in the run options, the plan's
+ * guidance weight, and the refusals. v = W x + e_y (capi_model.h). */
+static void test_labels(const char* path) {
+  siflow_error error;
+  siflow_model* model = NULL;
+  siflow_model_info info;
+  siflow_plan_options po;
+  siflow_run_options ro;
+  siflow_plan* plan = NULL;
+  siflow_plan* guided = NULL;
+  const float t[3] = {0.2f, 0.5f, 0.8f};
+  const float x[6] = {0.5f, -1.0f, 1.5f, 0.25f, -0.75f, 2.0f};
+  const int32_t labels[3] = {0, 1, 2};
+  float v[6], samples[6];
+  size_t i, k;
+  CHECK_STATUS(siflow_model_load_file(path, &model, fresh(&error)), SIFLOW_OK, &error);
+  if (!model) return;
+  memset(&info, 0, sizeof info);
+  info.struct_size = sizeof info;
+  CHECK_STATUS(siflow_model_get_info(model, &info, fresh(&error)), SIFLOW_OK, &error);
+  CHECK(info.takes_labels == 1);
+  CHECK(info.label_classes == 3);
+  CHECK(info.null_label == 2);
+  CHECK(info.cond_width == 0);
+  CHECK(info.has_null_cond == 0);
+  plan = make_plan(model, 2, SIFLOW_DIVERGENCE_NONE, 1);
+  siflow_run_options_init(&ro);
+  CHECK(ro.label == -1 && ro.labels == NULL && ro.cond == NULL && ro.temperature == 1.0);
+  /* No label: refused by name. */
+  CHECK_STATUS(siflow_velocity_conditioned(plan, 3, t, x, &ro, v, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
+  CHECK(strstr(error.message, "takes a class label") != NULL);
+  CHECK_STATUS(siflow_velocity(plan, 3, t, x, v, fresh(&error)), SIFLOW_INVALID_ARGUMENT, &error);
+  ro.labels = labels;
+  CHECK_STATUS(siflow_velocity_conditioned(plan, 3, t, x, &ro, v, fresh(&error)), SIFLOW_OK,
+               &error);
+  for (i = 0; i < 3; ++i)
+    for (k = 0; k < 2; ++k) {
+      const double ref = (double)capi_label_w[2 * k] * x[2 * i] +
+                         (double)capi_label_w[2 * k + 1] * x[2 * i + 1] +
+                         capi_label_table[2 * labels[i] + k];
+      CHECK(fabs(v[2 * i + k] - ref) < 1e-5);
+    }
+  ro.labels = NULL;
+  ro.label = 3;
+  CHECK_STATUS(siflow_velocity_conditioned(plan, 3, t, x, &ro, v, fresh(&error)),
+               SIFLOW_INVALID_ARGUMENT, &error);
+  CHECK(strstr(error.message, "label 3 is outside") != NULL);
+  /* Guidance 3 with label 0: e_2 + 3 (e_0 - e_2). */
+  siflow_plan_options_init(&po);
+  CHECK(po.guidance == 1.0);
+  po.max_batch = 2;
+  po.divergence = SIFLOW_DIVERGENCE_NONE;
+  po.guidance = 3.0;
+  CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &guided, fresh(&error)), SIFLOW_OK, &error);
+  ro.label = 0;
+  CHECK_STATUS(siflow_velocity_conditioned(guided, 3, t, x, &ro, v, fresh(&error)), SIFLOW_OK,
+               &error);
+  for (i = 0; i < 3; ++i)
+    for (k = 0; k < 2; ++k) {
+      const double e0 = capi_label_table[4 + k], ey = capi_label_table[k];
+      const double ref = (double)capi_label_w[2 * k] * x[2 * i] +
+                         (double)capi_label_w[2 * k + 1] * x[2 * i + 1] + e0 + 3.0 * (ey - e0);
+      CHECK(fabs(v[2 * i + k] - ref) < 1e-5);
+    }
+  /* Sampling with a label, a temperature, and refused without the label. */
+  ro.steps = 4;
+  ro.temperature = 0.5;
+  CHECK_STATUS(siflow_sample(guided, 3, &ro, samples, NULL, fresh(&error)), SIFLOW_OK, &error);
+  CHECK(all_finite_f(samples, 6));
+  ro.temperature = 0.0;
+  CHECK_STATUS(siflow_sample(guided, 3, &ro, samples, NULL, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
+               &error);
+  ro.temperature = 1.0;
+  ro.label = -1;
+  CHECK_STATUS(siflow_sample(guided, 3, &ro, samples, NULL, fresh(&error)), SIFLOW_INVALID_ARGUMENT,
+               &error);
+  siflow_plan_free(guided);
+  siflow_plan_free(plan);
+  siflow_model_free(model);
+}
+
 int main(int argc, char** argv) {
   siflow_error error;
   siflow_model* model = NULL;
   siflow_model* uniform = NULL;
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s MODEL.sif UNIFORM.sif (written by make_capi_model)\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: %s MODEL.sif UNIFORM.sif [LABELS.sif] (written by make_capi_model)\n",
+            argv[0]);
     return 2;
   }
   test_version();
@@ -1263,6 +1346,7 @@ int main(int argc, char** argv) {
   test_two_plans(model);
   test_info_and_validate(model, uniform);
   test_validate_progress(uniform);
+  if (argc == 4) test_labels(argv[3]);
   siflow_model_free(model);
   siflow_model_free(uniform);
   printf("%d passed, %d failed\n", g_passed, g_failed);

@@ -668,6 +668,85 @@ fails 2 "--name: 'a b' holds ' '" tune-solver $M --nfe 6 -o t3.sif --name "a b"
 # tune-solver is deterministic for a seed.
 ok "" tune-solver $M --nfe 6 -o tuned3.sif --sweeps 2
 check cmp -s tuned.sif tuned3.sif
+# --- conditioning and guidance --------------------------------------------------------------
+L=labels.sif # class labels 0..2, null label 2; test vectors with labels under guidance 2
+C=cond.sif   # a condition vector of width 2 with a stored null vector
+ok "labels        3 classes (0 to 2), null label 2 (guidance possible)" info $L
+check grep -qE "node 4 +label_input +1 " out.txt
+check grep -qE "node 5 +embedding +2 " out.txt
+ok "condition     width 2, null vector stored (guidance possible)" info $C
+ok "velocity      6 points" validate $L
+check grep -q "^velocity      6 points: .* ok$" out.txt
+ok "Usage: siflow sample" help sample
+for want in "--label K" "--labels FILE" "--cond FILE" "--guidance W" "--temperature T"; do
+  check grep -qF -- "$want" out.txt
+done
+ok "--guidance W" help logprob
+fails 1 "sample: this model takes a class label (0 to 2, or its null label" sample $L -n 4 -o x.npy
+fails 1 "--label: this model takes no class label" sample $M -n 4 --label 1 -o x.npy
+fails 2 "--label: 3 is outside [0, 2]" sample $L -n 4 --label 3 -o x.npy
+fails 2 "--label and --labels are mutually exclusive" sample $L -n 4 --label 1 --labels y.csv -o x.npy
+ok "label 1" sample $L -n 6 --label 1 --seed 2 -o l1.csv
+printf 'y\n1\n1\n1\n1\n1\n1\n' >y1.csv
+ok "labels from y1.csv" sample $L -n 6 --labels y1.csv --seed 2 -o l1b.csv
+check cmp -s l1.csv l1b.csv
+I1='\x01\x00\x00\x00\x00\x00\x00\x00' # int64 1
+npy yi.npy "{'descr': '<i8', 'fortran_order': False, 'shape': (6,), }" "$I1$I1$I1$I1$I1$I1"
+ok "" sample $L -n 6 --labels yi.npy --seed 2 -o l1c.csv
+check cmp -s l1.csv l1c.csv
+npy yi4.npy "{'descr': '<i4', 'fortran_order': False, 'shape': (6,), }" \
+  '\x01\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00'
+ok "" sample $L -n 6 --labels yi4.npy --seed 2 -o l1d.csv
+check cmp -s l1.csv l1d.csv
+ok "" sample $L -n 6 --label 0 --seed 2 -o l0.csv
+check differ l0.csv l1.csv # the label changes the samples: the comparisons above can fail
+printf '0\n1\n' >y2.csv
+fails 1 "--labels: 'y2.csv' holds 2 labels, but the request has 6 rows" sample $L -n 6 --labels y2.csv -o x.csv
+printf '0\n1.5\n2\n' >yf.csv
+fails 1 "--labels: 'yf.csv' row 2 holds 1.5, not a class label in [0, 3)" velocity $L -i s3.csv -t 0.5 --labels yf.csv -o x.csv
+printf '0\n3\n2\n' >yr.csv
+fails 1 "row 2 holds 3, not a class label" velocity $L -i s3.csv -t 0.5 --labels yr.csv -o x.csv
+# Guidance: w = 0 is the null label, w = 1 the label; the guided velocity is v0 + w (v1 - v0).
+ok "" sample $L -n 6 --label 2 --seed 2 -o l2.csv
+ok "guidance 0" sample $L -n 6 --label 1 --guidance 0 --seed 2 -o g0.csv
+check cmp -s g0.csv l2.csv
+ok "" sample $L -n 6 --label 1 --guidance 1 --seed 2 -o g1.csv
+check cmp -s g1.csv l1.csv
+ok "guidance 2.5" sample $L -n 6 --label 1 --guidance 2.5 --seed 2 -o g25.csv
+check differ g25.csv l1.csv
+ok "" velocity $L -i s.csv -t 0.5 --label 1 -o v1.csv
+ok "" velocity $L -i s.csv -t 0.5 --label 2 -o v0.csv
+ok "" velocity $L -i s.csv -t 0.5 --label 1 --guidance 2.5 -o vg.csv
+paste -d, v0.csv v1.csv | awk -F, 'NR == 1 { print "x0,x1"; next }
+  { printf "%.9g,%.9g\n", $1 + 2.5 * ($3 - $1), $2 + 2.5 * ($4 - $2) }' >vg_ref.csv
+check close vg.csv vg_ref.csv 1e-5
+fails 1 "this model takes no class label or condition" velocity $M -i s.csv -t 0.5 --guidance 2 -o x.csv
+fails 2 "--sde with --guidance other than 1" sample $L -n 4 --label 1 --guidance 2 --sde 0.5 -o x.npy
+ok "" sample $L -n 4 --label 1 --sde 0.5 -o x.npy
+fails 2 "--guidance: 'lots' is not a finite number" sample $L -n 4 --label 1 --guidance lots -o x.npy
+# Likelihoods under guidance are the guided ODE's; decode with --logprob-out agrees with logprob.
+ok "guidance 2" logprob $L -i g25.csv --label 1 --guidance 2 -o lpg.csv
+ok "" decode $L -i s.csv --label 1 --guidance 2 -o dg.csv --logprob-out dgl.csv
+ok "" logprob $L -i dg.csv --label 1 --guidance 2 -o dgl2.csv
+check close dgl.csv dgl2.csv 1e-3
+# Editing: encode with label 1, decode with label 1 gives the points back; with label 0, others.
+ok "label 1" encode $L -i l1.csv --label 1 -o z1.csv
+ok "" decode $L -i z1.csv --label 1 -o back.csv
+check close back.csv l1.csv 1e-3
+ok "" decode $L -i z1.csv --label 0 -o edit.csv
+check differ edit.csv l1.csv
+# Condition vectors.
+printf 'c0,c1\n0.5,-1\n1,2\n-0.5,0.25\n' >c3.csv
+ok "conditions from c3.csv" sample $C -n 3 --cond c3.csv -o cs.csv
+fails 1 "sample: this model takes a condition vector of width 2 per row; none" sample $C -n 3 -o x.csv
+fails 1 "--cond: this model takes no condition vector" sample $M -n 3 --cond c3.csv -o x.csv
+fails 1 "--cond: 'c3.csv' holds 3 conditions, but the request has 4 rows" sample $C -n 4 --cond c3.csv -o x.csv
+ok "" velocity $C -i s3.csv -t 0.5 --cond c3.csv --guidance 2 -o vc.csv
+# Temperature scales the base draws.
+ok "temperature 0.5" sample $M -n 5 --seed 1 --temperature 0.5 -o t05.csv
+check differ t05.csv s.csv
+fails 2 "--temperature: T must be positive and finite, not 0" sample $M -n 5 --temperature 0 -o x.csv
+fails 2 "--temperature: T must be positive and finite, not -1" sample $M -n 5 --temperature -1 -o x.csv
 
 # Failed runs leave no output and no temporary files behind.
 check [ ! -e o.npy ]

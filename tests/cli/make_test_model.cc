@@ -110,6 +110,54 @@ void add_test_vectors(const Net& net, Lcg& rng, double bias, siflow::ModelBuilde
   b->set_trajectory_tests(kSteps, start, end, 1e-4f);
 }
 
+// Class-conditional: v(t, x, y) = net(t, x) + e_y with a 3-class embedding whose label 2 is the
+// null label; its test vectors carry labels and were computed under guidance weight 2 in double.
+const std::vector<float> kEmbedding = {1.5f, -0.5f, -1.0f, 0.75f, 0.0f, 0.0f};
+siflow::ModelBuilder labeled(const Net& net) {
+  siflow::ModelBuilder b(2);
+  const uint32_t in = b.concat({b.t(), b.x()});
+  const uint32_t h =
+      b.unary(b.fully_connected(in, kHidden, net.w1, net.b1, "hidden"), siflow::UnaryKind::kTanh);
+  const uint32_t v = b.fully_connected(h, 2, net.w2, net.b2, "velocity");
+  b.set_output(b.add(v, b.embedding(b.label_input(3, 2), 3, kEmbedding)));
+  b.set_name("cli-labels");
+  b.set_normal_base();
+  std::vector<float> t, y, ref;
+  std::vector<int32_t> labels;
+  Lcg rng(5);
+  const double w = 2.0;
+  for (int i = 0; i < 6; ++i) {
+    const double ti = (i + 0.5) / 6, x[2] = {rng.next(2.0f), rng.next(2.0f)};
+    double vi[2];
+    net.velocity(ti, x, vi);
+    const int label = i % 3;
+    t.push_back(static_cast<float>(ti));
+    labels.push_back(label);
+    for (int k = 0; k < 2; ++k) {
+      y.push_back(static_cast<float>(x[k]));
+      const double e0 = kEmbedding[4 + k], ey = kEmbedding[2 * label + k];
+      ref.push_back(static_cast<float>(vi[k] + e0 + w * (ey - e0)));
+    }
+  }
+  b.set_velocity_tests(t, y, ref, 1e-5f);
+  b.set_test_conditioning(labels, {}, static_cast<float>(w));
+  return b;
+}
+
+// A condition-vector model: v(t, x, c) = net(t, x) + U c, c of width 2, null vector 0.
+siflow::ModelBuilder conditioned(const Net& net) {
+  siflow::ModelBuilder b(2);
+  const uint32_t in = b.concat({b.t(), b.x()});
+  const uint32_t h =
+      b.unary(b.fully_connected(in, kHidden, net.w1, net.b1, "hidden"), siflow::UnaryKind::kTanh);
+  const uint32_t v = b.fully_connected(h, 2, net.w2, net.b2, "velocity");
+  const uint32_t c = b.cond_input({2}, {0.0f, 0.0f});
+  b.set_output(b.add(v, b.fully_connected(c, 2, {1.0f, 0.0f, 0.5f, -1.0f})));
+  b.set_name("cli-cond");
+  b.set_normal_base();
+  return b;
+}
+
 // Writes the model and loads it back, so a fixture the loader refuses fails here.
 bool write(const std::string& path, const siflow::ModelBuilder& b) {
   const std::vector<uint8_t> bytes = b.finish();
@@ -180,13 +228,15 @@ int main(int argc, char** argv) {
   image.set_x_shape({1, 2, 2});
   {
     const uint32_t hw = image.transpose(image.reshape(image.x(), {2, 2}), {2, 2}, {1, 0});
-    const uint32_t back = image.transpose(image.mul_constant(hw, {-1.0f, -1.0f, -1.0f, -1.0f}), {2, 2}, {1, 0});
+    const uint32_t back =
+        image.transpose(image.mul_constant(hw, {-1.0f, -1.0f, -1.0f, -1.0f}), {2, 2}, {1, 0});
     image.set_output(image.reshape(back, {1, 2, 2}));
   }
 
-  const bool ok = write(dir + "/normal.sif", normal) && write(dir + "/bad_tests.sif", bad) &&
-                  write(dir + "/uniform.sif", uniform) &&
-                  write(dir + "/normalized.sif", normalized) &&
-                  write(dir + "/slow_validate.sif", slow) && write(dir + "/image.sif", image);
+  const bool ok =
+      write(dir + "/normal.sif", normal) && write(dir + "/bad_tests.sif", bad) &&
+      write(dir + "/uniform.sif", uniform) && write(dir + "/normalized.sif", normalized) &&
+      write(dir + "/slow_validate.sif", slow) && write(dir + "/image.sif", image) &&
+      write(dir + "/labels.sif", labeled(net)) && write(dir + "/cond.sif", conditioned(net));
   return ok ? 0 : 1;
 }

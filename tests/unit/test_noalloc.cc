@@ -559,3 +559,63 @@ TEST_CASE(
   CHECK(vel.ok());
   CHECK(calls == 0);
 }
+
+TEST_CASE("a class- and condition-conditioned model under guidance makes no heap call") {
+  // v = FC([x, t]) + Embedding(y) * FC(c): labels, a condition vector and a guided pass of 2B
+  // rows (tangents x 2) on every call.
+  ModelBuilder b(3);
+  std::vector<float> w(3 * 4), u(3 * 2), table(4 * 3);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.3f * std::sin(0.7f * i);
+  for (size_t i = 0; i < u.size(); ++i) u[i] = 0.2f * std::cos(1.1f * i);
+  for (size_t i = 0; i < table.size(); ++i) table[i] = 0.5f * std::cos(0.9f * i);
+  const uint32_t v = b.fully_connected(b.concat({b.x(), b.t()}), 3, w);
+  const uint32_t e = b.embedding(b.label_input(4, 3), 4, table);
+  const uint32_t c = b.fully_connected(b.cond_input({2}, {0.0f, 0.0f}), 3, u);
+  b.set_output(b.add(v, b.mul(b.unary(e, siflow::UnaryKind::kTanh), c)));
+  const std::vector<uint8_t> bytes = b.finish();
+  std::unique_ptr<Model> model;
+  REQUIRE(Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model).ok());
+  siflow::PlanOptions po;
+  po.max_batch = 4;
+  po.max_probes = 3;
+  po.guidance = 2.5;
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*model, po, nullptr, 0, &plan).ok());
+  const size_t n = 10;
+  std::vector<float> x(3 * n), y(3 * n), t(n, 0.4f), cond(2 * n);
+  std::vector<int32_t> labels(n);
+  std::vector<double> logp(n);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
+  for (size_t i = 0; i < cond.size(); ++i) cond[i] = std::cos(0.21f * i);
+  for (size_t i = 0; i < n; ++i) labels[i] = static_cast<int32_t>(i % 4);
+  siflow::Conditioning cd;
+  cd.labels = labels.data();
+  cd.cond = cond.data();
+  siflow::SampleOptions so;
+  so.ode.steps = 3;
+  so.temperature = 0.8;
+  siflow::LogProbOptions lh;
+  lh.ode.steps = 3;
+  lh.divergence.mode = siflow::DivergenceMode::kHutchinson;
+  lh.divergence.probes = 3;
+  Status sampled, decoded, encoded, scored, vel, refused;
+  siflow::Conditioning bad = cd;
+  bad.label = 9;
+  bad.labels = nullptr;
+  const unsigned long calls = heap_calls_during([&] {
+    sampled = plan->sample(n, so, cd, y.data(), logp.data());
+    decoded =
+        plan->decode(n, x.data(), so.ode, siflow::DivergenceOptions(), cd, y.data(), logp.data());
+    encoded = plan->encode(n, y.data(), so.ode, cd, x.data());
+    scored = plan->log_prob(n, y.data(), lh, cd, logp.data());
+    vel = plan->velocity(n, t.data(), x.data(), cd, y.data());
+    refused = plan->velocity(n, t.data(), x.data(), bad, y.data());
+  });
+  CHECK(sampled.ok());
+  CHECK(decoded.ok());
+  CHECK(encoded.ok());
+  CHECK(scored.ok());
+  CHECK(vel.ok());
+  CHECK_FALSE(refused.ok());
+  CHECK(calls == 0);
+}

@@ -84,6 +84,15 @@ class ModelBuilder {
   uint32_t softmax(uint32_t input, int32_t axis = -1);
   // [G, M, K] x [G, K, N] (b [G, N, K] with transpose_b) per sample, times scale.
   uint32_t matmul(uint32_t a, uint32_t b, bool transpose_b = false, float scale = 1.0f);
+  // Conditioning inputs (format 1.4; a model has at most one of each). label_input: each row's
+  // class label as a [B, 1] tensor, labels 0 .. classes - 1, null_label the unconditional one
+  // (-1: none). cond_input: each row's condition vector of this per-sample shape, with the null
+  // vector guidance uses (empty: none). embedding: rows of table [classes][E] selected by a
+  // label_input tensor.
+  uint32_t label_input(uint32_t classes, int32_t null_label = -1);
+  uint32_t cond_input(const std::vector<uint32_t>& shape,
+                      const std::vector<float>& null_vector = {});
+  uint32_t embedding(uint32_t labels, uint32_t classes, const std::vector<float>& table);
   void set_output(uint32_t tensor) { output_ = tensor; }
 
   // Per-sample shape of x and v (format 1.4), e.g. {C, H, W} (product = dim; empty: [dim]), and
@@ -118,8 +127,8 @@ class ModelBuilder {
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& std);
   void set_time_range(double start, double end);
   // By default a file records the lowest format version its contents need (1.0, 1.1 when a node
-  // uses Exp, 1.2 when it stores solvers, 1.4 with a layout or image op or an x shape), so older
-  // runtimes read every file they can; this overrides it.
+  // uses Exp, 1.2 when it stores solvers, 1.4 with any 1.4 op or unary kind, an x shape or
+  // conditioned test vectors), so older runtimes read every file they can; this overrides it.
   void set_format_version(uint16_t major, uint16_t minor);
   // Weight storage in the file: float32 (default) or fp16, rounded to nearest even. fp16 values
   // beyond its range become infinite, which the loader refuses.
@@ -133,6 +142,13 @@ class ModelBuilder {
                             const std::vector<float>& end, float tolerance);
 
   void add_solver(const StoredSolver& solver) { solvers_.push_back(solver); }
+
+  // Labels [count] and conditions [count, cond width] of the velocity tests, the guidance weight
+  // their v was computed with (it applies to the trajectories too), and the trajectories' labels
+  // and conditions (format 1.4).
+  void set_test_conditioning(const std::vector<int32_t>& labels, const std::vector<float>& cond,
+                             float guidance, const std::vector<int32_t>& trajectory_labels = {},
+                             const std::vector<float>& trajectory_cond = {});
 
   // The finished model file; its weight vectors are 64-byte aligned relative to the start.
   std::vector<uint8_t> finish() const;
@@ -155,41 +171,47 @@ class ModelBuilder {
     Window window;
     uint8_t pool = 0, resize = 0;
     bool count_include_pad = false, image = false;
+    // LabelInput, CondInput, Embedding.
+    uint32_t classes = 0;
+    int32_t null_label = -1;
+    std::vector<uint32_t> cond_shape;
+    // Reduce, Pow, Clip, MatMul.
+    uint8_t reduce = 0;
+    float exponent = 1.0f, low = -std::numeric_limits<float>::infinity(),
+          high = std::numeric_limits<float>::infinity(), scale = 1.0f;
+    bool transpose_b = false;
   };
-  // Reduce, Pow, Clip, MatMul.
-  uint8_t reduce = 0;
-  float exponent = 1.0f, low = -std::numeric_limits<float>::infinity(),
-        high = std::numeric_limits<float>::infinity(), scale = 1.0f;
-  bool transpose_b = false;
-};
-uint32_t push_image(Node node);
-// `shape` empty: shape() derives it as the loader does (the op's own, else the first input as
-// wide as the output, else [width]).
-uint32_t push(Node node, uint32_t width, std::vector<uint32_t> shape = {});
+  uint32_t push_image(Node node);
+  // `shape` empty: shape() derives it as the loader does (the op's own, else the first input as
+  // wide as the output, else [width]).
+  uint32_t push(Node node, uint32_t width, std::vector<uint32_t> shape = {});
 
-uint32_t dim_;
-std::vector<uint32_t> x_shape_;  // empty: [dim]
-std::vector<uint32_t> widths_;
-std::vector<std::vector<uint32_t>> shapes_;  // per tensor, as given by the op's method
-std::vector<Node> nodes_;
-uint32_t output_ = 0;
-std::string name_;
-std::vector<std::pair<std::string, std::string>> metadata_;
-InterpolantKind interpolant_ = InterpolantKind::kTrig;
-std::vector<double> alpha_, beta_;
-BaseKind base_ = BaseKind::kNormal;
-std::vector<float> base_a_, base_b_;  // mean/std or low/high
-std::vector<float> norm_mean_, norm_std_;
-double time_start_ = 0.0, time_end_ = 1.0;
-uint16_t major_ = kFormatMajor, minor_ = 0;
-bool version_set_ = false;  // else finish() writes the lowest minor the graph needs
-WeightStorage storage_ = WeightStorage::kF32;
-std::vector<float> test_t_, test_y_, test_v_;
-float test_tolerance_ = 0.0f;
-uint32_t trajectory_steps_ = 0;
-std::vector<float> trajectory_start_, trajectory_end_;
-float trajectory_tolerance_ = 0.0f;
-std::vector<StoredSolver> solvers_;
+  uint32_t dim_;
+  std::vector<uint32_t> x_shape_;  // empty: [dim]
+  std::vector<uint32_t> widths_;
+  std::vector<std::vector<uint32_t>> shapes_;  // per tensor, as given by the op's method
+  std::vector<Node> nodes_;
+  uint32_t output_ = 0;
+  std::string name_;
+  std::vector<std::pair<std::string, std::string>> metadata_;
+  InterpolantKind interpolant_ = InterpolantKind::kTrig;
+  std::vector<double> alpha_, beta_;
+  BaseKind base_ = BaseKind::kNormal;
+  std::vector<float> base_a_, base_b_;  // mean/std or low/high
+  std::vector<float> norm_mean_, norm_std_;
+  double time_start_ = 0.0, time_end_ = 1.0;
+  uint16_t major_ = kFormatMajor, minor_ = 0;
+  bool version_set_ = false;  // else finish() writes the lowest minor the graph needs
+  WeightStorage storage_ = WeightStorage::kF32;
+  std::vector<float> test_t_, test_y_, test_v_;
+  float test_tolerance_ = 0.0f;
+  uint32_t trajectory_steps_ = 0;
+  std::vector<float> trajectory_start_, trajectory_end_;
+  float trajectory_tolerance_ = 0.0f;
+  std::vector<int32_t> test_labels_, trajectory_labels_;
+  std::vector<float> test_cond_, trajectory_cond_;
+  float test_guidance_ = 1.0f;
+  std::vector<StoredSolver> solvers_;
 };
 
 }  // namespace siflow

@@ -129,6 +129,10 @@ typedef struct siflow_plan_options {
    * (default): automatic, all d unless their tangents would exceed 256 MiB. Bit-identical
    * results for every value; smaller arenas for smaller blocks. */
   uint32_t tangent_block;
+  /* Classifier-free guidance weight w of every call (default 1: the conditional model; 0: the
+   * null label / vector). Any other w runs the conditional and the null rows as one batched pass
+   * of 2 max_batch rows, which the arena holds. Needs a model with a null label (or vector). */
+  double guidance;
 } siflow_plan_options;
 
 typedef struct siflow_run_options {
@@ -157,6 +161,12 @@ typedef struct siflow_run_options {
   /* The name of a solver stored in the model (siflow_model_solver): its method and grid replace
    * method, steps and grid_kind; NULL (default): none. */
   const char* solver;
+  /* Conditional models (siflow_model_info.takes_labels / cond_width): labels [n] one per row,
+   * or, when NULL, `label` for every row (-1, the default: none); cond [n, cond_width]. */
+  const int32_t* labels;
+  int32_t label;
+  const float* cond;
+  double temperature; /* sample: base draws scaled by it (Gaussian bases); default 1 */
 } siflow_run_options;
 
 SIFLOW_API const char* siflow_version(void); /* "MAJOR.MINOR.PATCH" */
@@ -216,6 +226,12 @@ SIFLOW_API siflow_status siflow_log_prob(siflow_plan* plan, size_t n, const floa
                                          siflow_error* error);
 SIFLOW_API siflow_status siflow_velocity(siflow_plan* plan, size_t n, const float* t,
                                          const float* y, float* v, siflow_error* error);
+/* The velocity of a conditional model: the labels and conditions of `options` (the rest of it is
+ * not read); the plan's guidance weight applies. */
+SIFLOW_API siflow_status siflow_velocity_conditioned(siflow_plan* plan, size_t n, const float* t,
+                                                     const float* y,
+                                                     const siflow_run_options* options, float* v,
+                                                     siflow_error* error);
 
 /* What a loaded model is (siflow.hpp's ModelInfo; `siflow info` prints it). The caller sets
  * struct_size to sizeof its version of the struct; fields past it are not written. The name
@@ -244,6 +260,11 @@ typedef struct siflow_model_info {
   uint32_t test_trajectory_count;
   uint32_t metadata_count;
   uint32_t solver_count; /* stored solvers (format 1.2) */
+  int takes_labels; /* nonzero: a class label per row, 0 .. label_classes - 1 */
+  uint32_t label_classes;
+  int32_t null_label;  /* the unconditional label, -1 when none (guidance refused) */
+  uint32_t cond_width; /* > 0: a condition vector of this width per row */
+  int has_null_cond;   /* nonzero: the model stores the null condition vector */
 } siflow_model_info;
 
 SIFLOW_API siflow_status siflow_model_get_info(const siflow_model* model, siflow_model_info* info,

@@ -151,6 +151,15 @@ struct ModelInfo {
   // Per-sample shape of x and v (format 1.4): [C, H, W] for an image model; [dim] otherwise.
   uint32_t x_rank = 1;
   uint32_t x_shape[3] = {0, 0, 0};
+  // Conditioning (format 1.4). takes_labels: the model reads a class label per row (0 ..
+  // label_classes - 1); null_label is its unconditional label, -1 when it has none (then
+  // classifier-free guidance is refused). cond_width > 0: the model reads a condition vector of
+  // that width per row; has_null_cond: the file stores the null vector guidance uses.
+  bool takes_labels = false;
+  uint32_t label_classes = 0;
+  int32_t null_label = -1;
+  uint32_t cond_width = 0;
+  bool has_null_cond = false;
 };
 
 struct SolverInfo;  // below, after Method
@@ -319,6 +328,12 @@ struct PlanOptions {
   // Hutchinson with K probes costs (1 + K) passes instead of about 2d.
   uint32_t tangent_block = 0;
   static constexpr uint64_t kAutoTangentBytes = 256ull << 20;
+  // Classifier-free guidance weight w of every call: v_w = v(null) + w (v(y) - v(null)). 1 (the
+  // default) runs the conditional model, 0 the unconditional one (the null label / vector);
+  // any other w runs both as one batched pass of 2 max_batch rows (and twice the tangents), which
+  // the arena holds (arena_bytes counts it). The weight is the plan's because it sizes the arena.
+  // Needs a conditional model with a null label (or null vector); must be finite.
+  double guidance = 1.0;
 };
 
 struct OdeOptions {
@@ -372,6 +387,9 @@ struct SampleOptions {
   OdeOptions ode;
   SdeOptions sde;
   DivergenceOptions divergence;  // used when log-likelihoods are requested
+  // Base draws scaled by T about the base mean (Gaussian bases only): x0 = mean + std * T * z.
+  // Must be positive and finite; 1 samples the model itself.
+  double temperature = 1.0;
 };
 
 struct LogProbOptions {
@@ -380,6 +398,19 @@ struct LogProbOptions {
   DivergenceOptions divergence;
   double time = -1.0;      // s: log rho_s; negative means time_end
   size_t first_index = 0;  // global index of the first row (Hutchinson probe counters)
+};
+
+// What conditions the rows of one call of a conditional model (ModelInfo::takes_labels,
+// cond_width). labels: [n] class labels, one per row; or, when labels is null, `label` for every
+// row (-1: none). cond: [n, cond_width] condition vectors. A model that takes labels needs them
+// (unless the plan's guidance is 0, which runs the null label), a model without a label input
+// refuses them; likewise for conditions. Labels outside [0, classes) and non-finite conditions
+// are refused naming the row.
+struct Conditioning {
+  uint32_t struct_size = sizeof(Conditioning);
+  const int32_t* labels = nullptr;
+  int32_t label = -1;
+  const float* cond = nullptr;
 };
 
 // Bytes a plan needs for `model` and `options` (its arena and its tables), known before running.
@@ -431,6 +462,21 @@ class Plan {
   Status log_prob(size_t n, const float* x, const LogProbOptions& options, double* logp);
   // The network's v(t_i, y_i) in flow (normalised) coordinates; t is [n].
   Status velocity(size_t n, const float* t, const float* y, float* v);
+
+  // The same calls for a conditional model: `conditioning` gives each row's label and/or
+  // condition (see Conditioning); the plan's guidance weight applies. The calls above are these
+  // with an empty Conditioning (refused by a model that needs labels or conditions).
+  Status sample(size_t n, const SampleOptions& options, const Conditioning& conditioning, float* x,
+                double* logp);
+  Status decode(size_t n, const float* x0, const OdeOptions& options,
+                const DivergenceOptions& divergence, const Conditioning& conditioning, float* x1,
+                double* logp, size_t first_index = 0);
+  Status encode(size_t n, const float* x1, const OdeOptions& options,
+                const Conditioning& conditioning, float* x0);
+  Status log_prob(size_t n, const float* x, const LogProbOptions& options,
+                  const Conditioning& conditioning, double* logp);
+  Status velocity(size_t n, const float* t, const float* y, const Conditioning& conditioning,
+                  float* v);
 
  private:
   friend struct detail::Construct;

@@ -60,6 +60,8 @@ bool options_ok(const siflow_run_options* o) {
 }
 
 struct Converted {
+  siflow::Conditioning conditioning;
+  double temperature;
   siflow::OdeOptions ode;
   siflow::DivergenceOptions divergence;
   siflow::SdeOptions sde;
@@ -107,6 +109,10 @@ Converted convert(const siflow_run_options* in, ProgressBridge* bridge) {
   c.sde.method = from_c_enum<siflow::SdeMethod>(o.sde_method);
   c.time = o.time;
   c.seed = o.seed;
+  c.conditioning.labels = o.labels;
+  c.conditioning.label = o.label;
+  c.conditioning.cond = o.cond;
+  c.temperature = o.temperature;
   return c;
 }
 
@@ -123,6 +129,7 @@ siflow::PlanOptions convert(const siflow_plan_options* in) {
   p.tune = o.tune != 0;
   p.precision = from_c_enum<siflow::Precision>(o.precision);
   p.tangent_block = o.tangent_block;
+  p.guidance = o.guidance;
   return p;
 }
 
@@ -154,6 +161,7 @@ void siflow_plan_options_init(siflow_plan_options* o) {
   o->tune = 0;
   o->precision = SIFLOW_PRECISION_FP32;
   o->tangent_block = 0;
+  o->guidance = 1.0;
 }
 
 void siflow_run_options_init(siflow_run_options* o) {
@@ -166,6 +174,8 @@ void siflow_run_options_init(siflow_run_options* o) {
   o->probes = 1;
   o->probe = SIFLOW_PROBE_RADEMACHER;
   o->time = -1.0;
+  o->label = -1;
+  o->temperature = 1.0;
   o->sde_schedule = SIFLOW_EPS_PROPORTIONAL_TO_A;
   o->sde_method = SIFLOW_SDE_HEUN;
   o->grid_kind = SIFLOW_GRID_UNIFORM;
@@ -269,7 +279,8 @@ siflow_status siflow_sample(siflow_plan* plan, size_t n, const siflow_run_option
   s.ode = c.ode;
   s.sde = c.sde;
   s.divergence = c.divergence;
-  return report(cpp(plan)->sample(n, s, x, logp), error);
+  s.temperature = c.temperature;
+  return report(cpp(plan)->sample(n, s, c.conditioning, x, logp), error);
 }
 
 siflow_status siflow_decode(siflow_plan* plan, size_t n, const float* x0,
@@ -280,7 +291,7 @@ siflow_status siflow_decode(siflow_plan* plan, size_t n, const float* x0,
     return invalid("siflow_decode: options are null or struct_size is wrong", error);
   ProgressBridge bridge{};
   const Converted c = convert(options, &bridge);
-  return report(cpp(plan)->decode(n, x0, c.ode, c.divergence, x1, logp), error);
+  return report(cpp(plan)->decode(n, x0, c.ode, c.divergence, c.conditioning, x1, logp), error);
 }
 
 siflow_status siflow_encode(siflow_plan* plan, size_t n, const float* x1,
@@ -290,7 +301,7 @@ siflow_status siflow_encode(siflow_plan* plan, size_t n, const float* x1,
     return invalid("siflow_encode: options are null or struct_size is wrong", error);
   ProgressBridge bridge{};
   const Converted c = convert(options, &bridge);
-  return report(cpp(plan)->encode(n, x1, c.ode, x0), error);
+  return report(cpp(plan)->encode(n, x1, c.ode, c.conditioning, x0), error);
 }
 
 siflow_status siflow_log_prob(siflow_plan* plan, size_t n, const float* x,
@@ -305,13 +316,24 @@ siflow_status siflow_log_prob(siflow_plan* plan, size_t n, const float* x,
   o.ode = c.ode;
   o.divergence = c.divergence;
   o.time = c.time;
-  return report(cpp(plan)->log_prob(n, x, o, logp), error);
+  return report(cpp(plan)->log_prob(n, x, o, c.conditioning, logp), error);
 }
 
 siflow_status siflow_velocity(siflow_plan* plan, size_t n, const float* t, const float* y, float* v,
                               siflow_error* error) {
   if (!plan) return invalid("siflow_velocity: plan is null", error);
   return report(cpp(plan)->velocity(n, t, y, v), error);
+}
+
+siflow_status siflow_velocity_conditioned(siflow_plan* plan, size_t n, const float* t,
+                                          const float* y, const siflow_run_options* options,
+                                          float* v, siflow_error* error) {
+  if (!plan) return invalid("siflow_velocity_conditioned: plan is null", error);
+  if (!options_ok(options))
+    return invalid("siflow_velocity_conditioned: options are null or struct_size is wrong", error);
+  ProgressBridge bridge{};
+  const Converted c = convert(options, &bridge);
+  return report(cpp(plan)->velocity(n, t, y, c.conditioning, v), error);
 }
 
 siflow_status siflow_model_get_info(const siflow_model* model, siflow_model_info* info,
@@ -345,6 +367,11 @@ siflow_status siflow_model_get_info(const siflow_model* model, siflow_model_info
   o.test_trajectory_count = m.test_trajectory_count;
   o.metadata_count = m.metadata_count;
   o.solver_count = m.solver_count;
+  o.takes_labels = m.takes_labels ? 1 : 0;
+  o.label_classes = m.label_classes;
+  o.null_label = m.null_label;
+  o.cond_width = m.cond_width;
+  o.has_null_cond = m.has_null_cond ? 1 : 0;
   std::memcpy(info, &o, info->struct_size);
   return SIFLOW_OK;
 }

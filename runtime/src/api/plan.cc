@@ -9,6 +9,7 @@
 #include <new>
 
 #include "api/construct.hpp"
+#include "api/guidance.hpp"
 #include "api/ode_options.hpp"
 #include "format/model_data.hpp"
 #include "format/normalization.hpp"
@@ -49,47 +50,7 @@ struct NetworkField {
 
   Status eval(double t, const float* x, size_t rows, float* v, double* div) {
     ++evaluations;
-    const ModelData& md = *p->md;
-    float* t_rows = p->values[1];
-    const float tf = static_cast<float>(t);
-    for (size_t r = 0; r < rows; ++r) t_rows[r] = tf;
-    if (div && mode == DivergenceMode::kExact && p->layout.exact_block < md.dim)
-      return eval_in_blocks(x, rows, v, div);
-    const size_t directions = !div ? 0 : mode == DivergenceMode::kExact ? md.dim : probes;
-    NetBuffers net{p->values, p->tangents, p->layout.directions, p->choice.kernels, p->scratch};
-    run_network(md, net, x, rows, directions, div && mode == DivergenceMode::kExact);
-    std::memcpy(v, p->values[md.output], rows * md.dim * sizeof(float));
-    if (div) {
-      const float* t_out = p->tangents[md.output];
-      if (!t_out) {
-        for (size_t r = 0; r < rows; ++r) div[r] = 0.0;
-      } else if (mode == DivergenceMode::kExact) {
-        exact_divergence(t_out, rows, md.dim, div);
-      } else {
-        hutchinson_divergence(p->tangents[0], t_out, rows, md.dim, probes, div);
-      }
-    }
-    return Status();
-  }
-
-  // Exact divergence in blocks of the plan's exact_block Jacobian columns, one network pass per
-  // block (the forward values are the same bits each time). The diagonal entries are summed in
-  // the same order, from the same values, as exact_divergence sums all d at once: bit-identical.
-  Status eval_in_blocks(const float* x, size_t rows, float* v, double* div) {
-    const ModelData& md = *p->md;
-    const size_t block = p->layout.exact_block;
-    NetBuffers net{p->values, p->tangents, p->layout.directions, p->choice.kernels, p->scratch};
-    for (size_t r = 0; r < rows; ++r) div[r] = 0.0;
-    for (size_t first = 0; first < md.dim; first += block) {
-      const size_t count = first + block <= md.dim ? block : md.dim - first;
-      fill_identity_block(p->tangents[0], rows, md.dim, first, count);
-      run_network(md, net, x, rows, count, false);
-      const float* t_out = p->tangents[md.output];
-      if (!t_out) continue;  // v does not depend on x: zero divergence
-      for (size_t r = 0; r < rows; ++r)
-        for (size_t j = 0; j < count; ++j) div[r] += t_out[(r * count + j) * md.dim + first + j];
-    }
-    std::memcpy(v, p->values[md.output], rows * md.dim * sizeof(float));
+    detail::evaluate_network(*p, nullptr, t, x, rows, mode, probes, v, div);
     return Status();
   }
 };
@@ -149,8 +110,10 @@ void fill_seeds(PlanData& p, const DivergenceOptions& d, size_t first_sample, si
   const uint32_t dim = p.md->dim;
   float* seeds = p.tangents[0];
   if (d.mode == DivergenceMode::kExact) {
-    // In blocks, each network pass seeds its own columns (NetworkField::eval_in_blocks).
-    if (p.layout.exact_block == dim) fill_identity_seeds(seeds, rows, dim);
+    // In blocks, each network pass seeds its own columns (evaluate_network); guided plans seed
+    // both halves of their 2 rows rows.
+    if (p.layout.exact_block == dim)
+      fill_identity_seeds(seeds, p.layout.guided ? 2 * rows : rows, dim);
     return;
   }
   const uint32_t blocks = blocks_per_vector(dim);
@@ -162,6 +125,9 @@ void fill_seeds(PlanData& p, const DivergenceOptions& d, size_t first_sample, si
       else
         fill_normals(d.seed, first_sample + r, kStreamProbe, k * blocks, z, dim);
     }
+  // A guided pass's null rows use the same probes as their conditional rows (sample i's).
+  if (p.layout.guided)
+    std::memcpy(seeds + rows * d.probes * dim, seeds, rows * d.probes * dim * sizeof(float));
 }
 
 double base_log_density(const ModelData& md, const float* y) {
@@ -380,7 +346,8 @@ Status check_common(const char* what, size_t n, const void* in, const void* out)
 // Forward ODE pass over all chunks of y (already in flow coordinates, in place), writing
 // log p into logp when non-null. Shared by sample and decode.
 Status push_forward(PlanData& p, size_t n, size_t first_index, float* y, double* logp,
-                    const OdeOptions& ode, const DivergenceOptions& div, const TimeGrid& grid) {
+                    const OdeOptions& ode, const DivergenceOptions& div, const TimeGrid& grid,
+                    const Conditioning& cond) {
   const ModelData& md = *p.md;
   const size_t chunk = p.layout.max_rows;
   StepMonitor monitor{&ode, 0, progress_total(ode, n, grid), nullptr, 0, 0, md.dim, &grid, 0};
@@ -388,6 +355,7 @@ Status push_forward(PlanData& p, size_t n, size_t first_index, float* y, double*
     float* yc = y + first * md.dim;
     monitor.rows = rows;
     monitor.first_row = first;
+    detail::fill_call_conditioning(p, cond, first, rows);
     if (logp) {
       for (size_t r = 0; r < rows; ++r) {
         logp[first + r] = base_log_density(md, yc + r * md.dim);
@@ -409,6 +377,11 @@ Status push_forward(PlanData& p, size_t n, size_t first_index, float* y, double*
 }  // namespace
 
 Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* logp) {
+  return sample(n, options, Conditioning(), x, logp);
+}
+
+Status Plan::sample(size_t n, const SampleOptions& options, const Conditioning& conditioning,
+                    float* x, double* logp) {
   PlanData& p = *data_;
   const ModelData& md = *p.md;
   Status s = check_common("sample", n, &options, x);
@@ -423,8 +396,25 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
   if (!(s = check_ode_options(md, options.ode, md.info.time_start, md.info.time_end, &ode, &grid))
            .ok())
     return s.prefix("sample");
+  if (!(s = detail::check_call_conditioning(p, "sample", n, conditioning)).ok()) return s;
+  SampleOptions so;  // fields past an older caller's struct keep their defaults
+  std::memcpy(&so, &options, options.struct_size);
+  const double temperature = so.temperature;
+  if (!(temperature > 0.0) || !math::is_finite(temperature))
+    return Status::error(StatusCode::kInvalidArgument,
+                         "sample: temperature %g must be positive and finite", temperature);
+  if (temperature != 1.0 && md.info.base != BaseKind::kNormal)
+    return Status::error(StatusCode::kUnsupported,
+                         "sample: a temperature scales Gaussian base draws; this model's base is "
+                         "uniform");
   const SdeOptions& sde = options.sde;
   const bool use_sde = sde.epsilon != 0.0;
+  if (use_sde && p.options.guidance != 1.0)
+    return Status::error(StatusCode::kUnsupported,
+                         "sample: SDE sampling with guidance weight %g is refused: the score "
+                         "derived from the guided velocity is not the score of the guided flow's "
+                         "marginals (use the ODE, or guidance 1)",
+                         p.options.guidance);
   size_t sde_steps = 0;
   if (use_sde) {
     if (!(sde.epsilon > 0.0) || !math::is_finite(sde.epsilon))
@@ -485,13 +475,14 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
     if (md.info.base == BaseKind::kNormal) {
       fill_normals(options.seed, index, kStreamBase, 0, y, dim);
       for (uint32_t k = 0; k < dim; ++k)
-        y[k] = static_cast<float>(md.base_a[k] + md.base_b[k] * y[k]);
+        y[k] = static_cast<float>(md.base_a[k] + md.base_b[k] * (temperature * y[k]));
     } else {
       fill_uniforms(options.seed, index, kStreamBase, 0, y, dim, md.base_a, md.base_b);
     }
   }
   if (!use_sde)
-    return push_forward(p, n, options.first_index, x, logp, ode, options.divergence, grid);
+    return push_forward(p, n, options.first_index, x, logp, ode, options.divergence, grid,
+                        conditioning);
 
   const SdeCoefficients coeffs{&md.interpolant, md.base_a, md.base_b, sde.epsilon, sde.schedule};
   const TimeGrid sde_grid = grid.piece(0, sde_steps);
@@ -507,6 +498,7 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
     monitor.state = yc;
     monitor.grid = &sde_grid;
     monitor.step_offset = 0;
+    detail::fill_call_conditioning(p, conditioning, first, rows);
     // Noise of step k for sample i: blocks from k * ceil(d/4) of stream 2.
     auto noise = [&](size_t step, float* xi) {
       for (size_t r = 0; r < rows; ++r)
@@ -535,6 +527,12 @@ Status Plan::sample(size_t n, const SampleOptions& options, float* x, double* lo
 Status Plan::decode(size_t n, const float* x0, const OdeOptions& options,
                     const DivergenceOptions& divergence, float* x1, double* logp,
                     size_t first_index) {
+  return decode(n, x0, options, divergence, Conditioning(), x1, logp, first_index);
+}
+
+Status Plan::decode(size_t n, const float* x0, const OdeOptions& options,
+                    const DivergenceOptions& divergence, const Conditioning& conditioning,
+                    float* x1, double* logp, size_t first_index) {
   PlanData& p = *data_;
   const ModelData& md = *p.md;
   Status s = check_common("decode", n, x0, x1);
@@ -546,11 +544,17 @@ Status Plan::decode(size_t n, const float* x0, const OdeOptions& options,
     return s.prefix("decode");
   if (logp && !(s = check_divergence(p, divergence)).ok()) return s.prefix("decode");
   if (!(s = check_finite_rows("decode: input", x0, n, md.dim)).ok()) return s;
+  if (!(s = detail::check_call_conditioning(p, "decode", n, conditioning)).ok()) return s;
   if (x1 != x0) std::memmove(x1, x0, n * md.dim * sizeof(float));
-  return push_forward(p, n, first_index, x1, logp, ode, divergence, grid);
+  return push_forward(p, n, first_index, x1, logp, ode, divergence, grid, conditioning);
 }
 
 Status Plan::encode(size_t n, const float* x1, const OdeOptions& options, float* x0) {
+  return encode(n, x1, options, Conditioning(), x0);
+}
+
+Status Plan::encode(size_t n, const float* x1, const OdeOptions& options,
+                    const Conditioning& conditioning, float* x0) {
   PlanData& p = *data_;
   const ModelData& md = *p.md;
   Status s = check_common("encode", n, x1, x0);
@@ -562,6 +566,7 @@ Status Plan::encode(size_t n, const float* x1, const OdeOptions& options, float*
     return s.prefix("encode");
   grid.backward = true;
   if (!(s = check_finite_rows("encode: input", x1, n, md.dim)).ok()) return s;
+  if (!(s = detail::check_call_conditioning(p, "encode", n, conditioning)).ok()) return s;
   if (x0 != x1) std::memmove(x0, x1, n * md.dim * sizeof(float));
   const size_t chunk = p.layout.max_rows;
   StepMonitor monitor{&ode, 0, progress_total(ode, n, grid), nullptr, 0, 0, md.dim, &grid, 0};
@@ -571,12 +576,18 @@ Status Plan::encode(size_t n, const float* x1, const OdeOptions& options, float*
     if (bad < rows) return flow_space_overflow("encode", first + bad);
     monitor.rows = rows;
     monitor.first_row = first;
+    detail::fill_call_conditioning(p, conditioning, first, rows);
     if (!(s = forward_ode(p, ode, grid, yc, rows, nullptr, nullptr, monitor)).ok()) return s;
     return Status();
   });
 }
 
 Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, double* logp) {
+  return log_prob(n, x, options, Conditioning(), logp);
+}
+
+Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options,
+                      const Conditioning& conditioning, double* logp) {
   PlanData& p = *data_;
   const ModelData& md = *p.md;
   Status s = check_common("log_prob", n, x, logp);
@@ -598,6 +609,7 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, d
   grid.backward = true;
   if (!(s = check_divergence(p, options.divergence)).ok()) return s.prefix("log_prob");
   if (!(s = check_finite_rows("log_prob: input", x, n, md.dim)).ok()) return s;
+  if (!(s = detail::check_call_conditioning(p, "log_prob", n, conditioning)).ok()) return s;
   const size_t chunk = p.layout.max_rows;
   StepMonitor monitor{&ode, 0, progress_total(ode, n, grid), nullptr, 0, 0, md.dim, &grid, 0};
   return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
@@ -605,6 +617,7 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, d
     const size_t bad = normalize(md, p.work, rows);
     if (bad < rows) return flow_space_overflow("log_prob", first + bad);
     for (size_t r = 0; r < rows; ++r) p.ell[r] = 0.0;
+    detail::fill_call_conditioning(p, conditioning, first, rows);
     fill_seeds(p, options.divergence, options.first_index + first, rows);
     monitor.rows = rows;
     monitor.first_row = first;
@@ -618,6 +631,11 @@ Status Plan::log_prob(size_t n, const float* x, const LogProbOptions& options, d
 }
 
 Status Plan::velocity(size_t n, const float* t, const float* y, float* v) {
+  return velocity(n, t, y, Conditioning(), v);
+}
+
+Status Plan::velocity(size_t n, const float* t, const float* y, const Conditioning& conditioning,
+                      float* v) {
   PlanData& p = *data_;
   const ModelData& md = *p.md;
   Status s = check_common("velocity", n, y, v);
@@ -625,18 +643,20 @@ Status Plan::velocity(size_t n, const float* t, const float* y, float* v) {
   if (!t) return Status::error(StatusCode::kInvalidArgument, "velocity: t is null");
   if (!(s = check_finite_rows("velocity: t", t, n, 1)).ok()) return s;
   if (!(s = check_finite_rows("velocity: input", y, n, md.dim)).ok()) return s;
+  if (!(s = detail::check_call_conditioning(p, "velocity", n, conditioning)).ok()) return s;
   const size_t chunk = p.layout.max_rows;
-  NetBuffers net{p.values, p.tangents, p.layout.directions, p.choice.kernels, p.scratch};
   return for_each_chunk(n, chunk, [&](size_t first, size_t rows) -> Status {
-    std::memcpy(p.values[1], t + first, rows * sizeof(float));
-    run_network(md, net, y + first * md.dim, rows, 0);
-    const size_t bad = first_nonfinite_row(p.values[md.output], rows, md.dim);
+    detail::fill_call_conditioning(p, conditioning, first, rows);
+    // Staged in the plan's work rows: a chunk whose output is not finite is never written.
+    detail::evaluate_network(p, t + first, 0.0, y + first * md.dim, rows, DivergenceMode::kNone, 0,
+                             p.work, nullptr);
+    const size_t bad = first_nonfinite_row(p.work, rows, md.dim);
     if (bad < rows)
       return Status::error(StatusCode::kNumericalError,
                            "velocity: the network's output is not finite in row %zu (an overflow "
                            "in its weights or activations at t = %g)",
                            first + bad, static_cast<double>(t[first + bad]));
-    std::memcpy(v + first * md.dim, p.values[md.output], rows * md.dim * sizeof(float));
+    std::memcpy(v + first * md.dim, p.work, rows * md.dim * sizeof(float));
     return Status();
   });
 }

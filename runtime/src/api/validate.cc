@@ -96,6 +96,7 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
   po.precision = plan_precision(execution);
   po.max_batch = 64;
   po.divergence = DivergenceMode::kNone;
+  po.guidance = md.test_guidance;  // the weight the references were computed with
   std::unique_ptr<Plan> plan;
   Status s = Plan::create(model, po, nullptr, 0, &plan);
   if (!s.ok()) return s;
@@ -104,7 +105,10 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
   float* out = static_cast<float*>(std::malloc(rows * dim * sizeof(float)));
   if (!out) return Status::error(StatusCode::kOutOfMemory, "validate: no memory for outputs");
   if (count > 0) {
-    s = plan->velocity(count, md.test_t, md.test_y, out);
+    Conditioning c;
+    c.labels = md.test_labels;
+    c.cond = md.test_cond;
+    s = plan->velocity(count, md.test_t, md.test_y, c, out);
     if (!s.ok()) {
       std::free(out);
       return s;
@@ -128,7 +132,10 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
       ode.progress = &Forward::call;
       ode.progress_user = &forward;
     }
-    s = plan->decode(traj, md.trajectory_start, ode, DivergenceOptions(), out, nullptr);
+    Conditioning c;
+    c.labels = md.trajectory_labels;
+    c.cond = md.trajectory_cond;
+    s = plan->decode(traj, md.trajectory_start, ode, DivergenceOptions(), c, out, nullptr);
     if (!s.ok()) {
       std::free(out);
       *report = ValidationReport();

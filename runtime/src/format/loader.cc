@@ -11,6 +11,7 @@
 #include <cstring>
 #include <new>
 
+#include "format/conditioning_check.hpp"
 #include "format/loader.hpp"
 #include "format/model_data.hpp"
 #include "format/solvers.hpp"
@@ -375,6 +376,8 @@ Status Loader::check_node(uint32_t index, const fb::Node* node, NodeData* out) {
   out->unary = UnaryKind::kIdentity;
   out->weight = out->bias = out->constant = out->gamma = out->beta = nullptr;
   out->constant_width = 0;
+  out->classes = 0;
+  out->null_label = -1;
   for (uint32_t i = 0; i < out->input_count; ++i) {
     if (out->inputs[i] >= id)
       return Status::error(StatusCode::kInvalidModel,
@@ -566,6 +569,7 @@ Status Loader::check_tests(ModelData* data) {
   data->trajectory_start = data->trajectory_end = nullptr;
   data->trajectory_steps = 0;
   data->test_tolerance = data->trajectory_tolerance = 0.0f;
+  data->test_guidance = 1.0;
   const fb::TestVectors* tv = model_->test_vectors();
   if (!tv) return Status();
   const uint32_t count = tv->count(), traj = tv->trajectory_count();
@@ -615,6 +619,7 @@ Status Loader::check_tests(ModelData* data) {
                          count, traj, tv->trajectory_steps(),
                          static_cast<unsigned long long>(evaluations),
                          static_cast<unsigned long long>(Limits::kMaxValidationEvaluations));
+  if (!(s = check_test_conditioning(data, *tv)).ok()) return s;  // format/conditioning_check.cc
   data->info.test_vector_count = count;
   data->info.test_trajectory_count = traj;
   data->test_tolerance = tv->velocity_tolerance();
@@ -721,6 +726,7 @@ Status Loader::run(ModelData** out) {
     return fail(Status::error(StatusCode::kInvalidModel,
                               "graph output tensor %u has width %u, expected dim %u", data->output,
                               data->tensors[data->output].width, dim_));
+  if (!(s = check_conditioning(data)).ok()) return fail(s);  // format/conditioning_check.cc
   if (!(s = check_interpolant(data)).ok()) return fail(s);
   if (!(s = check_base(data)).ok()) return fail(s);
   if (!(s = check_normalization(data)).ok()) return fail(s);

@@ -468,11 +468,81 @@ void ModelBuilder::set_trajectory_tests(uint32_t steps, const std::vector<float>
   trajectory_tolerance_ = tolerance;
 }
 
+uint32_t ModelBuilder::label_input(uint32_t classes, int32_t null_label) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::LabelInput);
+  n.classes = classes;
+  n.null_label = null_label;
+  return push(std::move(n), 1);
+}
+
+uint32_t ModelBuilder::cond_input(const std::vector<uint32_t>& shape,
+                                  const std::vector<float>& null_vector) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::CondInput);
+  n.cond_shape = shape;
+  n.constant = null_vector;
+  uint32_t width = shape.empty() ? 0 : 1;
+  for (uint32_t d : shape) width *= d;
+  return push(std::move(n), width, shape);
+}
+
+uint32_t ModelBuilder::embedding(uint32_t labels, uint32_t classes,
+                                 const std::vector<float>& table) {
+  Node n;
+  n.op = static_cast<uint8_t>(fb::OpType::Embedding);
+  n.inputs = {labels};
+  n.classes = classes;
+  n.weight = table;
+  n.out_features = classes ? static_cast<uint32_t>(table.size() / classes) : 0;
+  return push(std::move(n), n.out_features);
+}
+
+void ModelBuilder::set_test_conditioning(const std::vector<int32_t>& labels,
+                                         const std::vector<float>& cond, float guidance,
+                                         const std::vector<int32_t>& trajectory_labels,
+                                         const std::vector<float>& trajectory_cond) {
+  test_labels_ = labels;
+  test_cond_ = cond;
+  test_guidance_ = guidance;
+  trajectory_labels_ = trajectory_labels;
+  trajectory_cond_ = trajectory_cond;
+}
+
+namespace {
+
+bool is_conditioning_op(uint8_t op) {
+  return op == static_cast<uint8_t>(fb::OpType::LabelInput) ||
+         op == static_cast<uint8_t>(fb::OpType::CondInput) ||
+         op == static_cast<uint8_t>(fb::OpType::Embedding);
+}
+
+}  // namespace
+
 std::vector<uint8_t> ModelBuilder::finish() const {
   FlatBufferBuilder fbb(4096);
   const bool f16 = storage_ == WeightStorage::kF16;
   std::vector<Offset<fb::Node>> nodes;
   for (const Node& n : nodes_) {
+    if (is_conditioning_op(n.op)) {
+      // LabelInput / CondInput / Embedding (format 1.4): the fields these ops read.
+      auto inputs = fbb.CreateVector(n.inputs);
+      auto name = n.name.empty() ? 0 : fbb.CreateString(n.name);
+      auto table = weights(fbb, n.weight, {n.classes, n.out_features}, f16);
+      auto null_vector = weights(fbb, n.constant, {static_cast<uint32_t>(n.constant.size())}, f16);
+      auto shape = n.cond_shape.empty() ? 0 : fbb.CreateVector(n.cond_shape);
+      fb::NodeBuilder b(fbb);
+      b.add_op(static_cast<fb::OpType>(n.op));
+      b.add_inputs(inputs);
+      if (!n.name.empty()) b.add_name(name);
+      if (!n.weight.empty()) b.add_weight(table);
+      if (!n.constant.empty()) b.add_constant(null_vector);
+      if (!n.cond_shape.empty()) b.add_shape(shape);
+      b.add_classes(n.classes);
+      b.add_null_label(n.null_label);
+      nodes.push_back(b.Finish());
+      continue;
+    }
     auto inputs = fbb.CreateVector(n.inputs);
     auto name = n.name.empty() ? 0 : fbb.CreateString(n.name);
     const uint32_t in_width = n.inputs.empty() ? 0 : width(n.inputs[0]);
@@ -494,7 +564,8 @@ std::vector<uint8_t> ModelBuilder::finish() const {
         gamma, beta, n.epsilon, shape, vec(n.kernel), vec(n.window.strides), vec(n.window.pads),
         vec(n.window.dilations), vec(n.window.output_padding), n.window.groups,
         static_cast<fb::PoolKind>(n.pool), n.count_include_pad,
-        static_cast<fb::ResizeMode>(n.resize), vec(n.perm), n.axis, n.start, n.end));
+        static_cast<fb::ResizeMode>(n.resize), vec(n.perm), n.axis, n.start, n.end,
+        static_cast<fb::ReduceKind>(n.reduce), n.exponent, n.low, n.high, n.transpose_b, n.scale));
   }
   auto graph = fb::CreateGraph(fbb, dim_, fbb.CreateVector(nodes), output_,
                                x_shape_.empty() ? 0 : fbb.CreateVector(x_shape_));
@@ -519,10 +590,13 @@ std::vector<uint8_t> ModelBuilder::finish() const {
   if (!test_t_.empty() || trajectory_steps_ > 0) {
     const uint32_t trajectories =
         dim_ == 0 ? 0 : static_cast<uint32_t>(trajectory_start_.size() / dim_);
-    tests = fb::CreateTestVectors(fbb, static_cast<uint32_t>(test_t_.size()), floats(fbb, test_t_),
-                                  floats(fbb, test_y_), floats(fbb, test_v_), test_tolerance_,
-                                  trajectories, trajectory_steps_, floats(fbb, trajectory_start_),
-                                  floats(fbb, trajectory_end_), trajectory_tolerance_);
+    tests = fb::CreateTestVectors(
+        fbb, static_cast<uint32_t>(test_t_.size()), floats(fbb, test_t_), floats(fbb, test_y_),
+        floats(fbb, test_v_), test_tolerance_, trajectories, trajectory_steps_,
+        floats(fbb, trajectory_start_), floats(fbb, trajectory_end_), trajectory_tolerance_,
+        test_labels_.empty() ? 0 : fbb.CreateVector(test_labels_), floats(fbb, test_cond_),
+        test_guidance_, trajectory_labels_.empty() ? 0 : fbb.CreateVector(trajectory_labels_),
+        floats(fbb, trajectory_cond_));
   }
   auto name = name_.empty() ? 0 : fbb.CreateString(name_);
   std::vector<Offset<fb::Solver>> solver_offsets;
@@ -530,18 +604,18 @@ std::vector<uint8_t> ModelBuilder::finish() const {
   auto solvers = solver_offsets.empty() ? 0 : fbb.CreateVector(solver_offsets);
   uint16_t minor = minor_;
   if (!version_set_) {
-    auto vec = [&](const std::vector<uint32_t>& v) { return v.empty() ? 0 : fbb.CreateVector(v); };
-    const auto op = static_cast<fb::OpType>(n.op);
-    // Resize reads its output size from `shape` (the builder keeps it in out_shape); the other
-    // image ops compute theirs, the layout ops store theirs in n.shape.
-    auto shape = !n.shape.empty() ? vec(n.shape) : op == fb::OpType::Resize ? vec(n.out_shape) : 0;
-    nodes.push_back(fb::CreateNode(
-        fbb, op, inputs, name, static_cast<fb::UnaryKind>(n.unary), n.alpha, weight, bias, constant,
-        gamma, beta, n.epsilon, shape, vec(n.kernel), vec(n.window.strides), vec(n.window.pads),
-        vec(n.window.dilations), vec(n.window.output_padding), n.window.groups,
-        static_cast<fb::PoolKind>(n.pool), n.count_include_pad,
-        static_cast<fb::ResizeMode>(n.resize), vec(n.perm), n.axis, n.start, n.end,
-        static_cast<fb::ReduceKind>(n.reduce), n.exponent, n.low, n.high, n.transpose_b, n.scale));
+    for (const Node& n : nodes_)
+      if (n.op == static_cast<uint8_t>(fb::OpType::Exp)) minor = std::max<uint16_t>(minor, 1);
+    if (!solvers_.empty()) minor = std::max<uint16_t>(minor, 2);
+    // Format 1.4: per-sample shapes, the op types from Conv2d on (layout, image, math and
+    // conditioning ops), the unary kinds after Cos, and test-vector conditioning.
+    bool v14 = !x_shape_.empty() || !test_labels_.empty() || !test_cond_.empty() ||
+               test_guidance_ != 1.0f || !trajectory_labels_.empty() || !trajectory_cond_.empty();
+    for (const Node& n : nodes_)
+      v14 = v14 || !n.shape.empty() || n.image || is_conditioning_op(n.op) ||
+            n.op >= static_cast<uint8_t>(fb::OpType::Conv2d) ||
+            (n.op == static_cast<uint8_t>(fb::OpType::Unary) && n.unary > UnaryKind::kCos);
+    if (v14) minor = std::max<uint16_t>(minor, 4);
   }
   auto model = fb::CreateModel(fbb, major_, minor, name, graph, interpolant, base, normalization,
                                time_start_, time_end_, metadata, tests, solvers);

@@ -38,6 +38,10 @@ enum class OpKind : uint8_t {
   kDiv = 18,
   kPow = 19,
   kClip = 20,
+  // Conditioning inputs (issue 14): the class label and the condition vector of each row.
+  kLabelInput = 21,
+  kCondInput = 22,
+  kEmbedding = 23,
 };
 
 // The per-sample shape of a tensor (the batch is the leading dimension and not part of it):
@@ -140,6 +144,11 @@ struct NodeData {
   uint32_t mm_n;
   bool transpose_b;
   float scale;
+  // LabelInput, CondInput, Embedding: labels 0 .. classes - 1 (LabelInput, Embedding); the
+  // unconditional label or -1 (LabelInput). CondInput's null vector is `constant`, Embedding's
+  // table [classes][width] is `weight`.
+  uint32_t classes;
+  int32_t null_label;
 };
 
 struct TensorData {
@@ -197,6 +206,17 @@ struct ModelData {
   const float* trajectory_start;
   const float* trajectory_end;
   float trajectory_tolerance;
+  // Conditioning (LabelInput / CondInput nodes; at most one of each): tensor ids or 0 when the
+  // model has none, and what ModelInfo reports. Test vectors' labels [count] and conditions
+  // [count, cond_width] (and the trajectories'), nullptr when absent; test_guidance is w.
+  uint32_t label_tensor;
+  uint32_t cond_tensor;
+  const float* null_cond;  // [cond_width] or nullptr
+  const int32_t* test_labels;
+  const float* test_cond;
+  const int32_t* trajectory_labels;
+  const float* trajectory_cond;
+  double test_guidance;
   const char** metadata_keys;
   const char** metadata_values;
   uint32_t solver_count;

@@ -63,6 +63,8 @@ class NodeCheck {
   detail::Shape shape_of(uint32_t id) const {
     return id == 0 ? x_shape_ : id == 1 ? detail::flat_shape(1) : nodes_[id - 2].shape;
   }
+  // The node producing tensor `id`, or nullptr for x and t (LabelInput/Embedding checks).
+  const detail::NodeData* node_of(uint32_t id) const { return id < 2 ? nullptr : &nodes_[id - 2]; }
   Status expect_inputs(const detail::NodeData& n, uint32_t lo, uint32_t hi) const {
     if (n.input_count >= lo && n.input_count <= hi) return Status();
     if (hi == lo)

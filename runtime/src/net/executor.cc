@@ -55,9 +55,17 @@ void run_network(const ModelData& model, const NetBuffers& buffers, const float*
                  size_t directions, bool identity_seeds) {
   buffers.values[0] = const_cast<float*>(x);  // read only: no node writes tensor 0
   bind_aliases(model, buffers.values, buffers.tangents);
-  ops::NodeRun run{&model,         0,          buffers.values, buffers.tangents,
-                   rows,           directions, identity_seeds, &buffers.kernels,
-                   buffers.scratch};
+  ops::NodeRun run{&model,
+                   0,
+                   buffers.values,
+                   buffers.tangents,
+                   rows,
+                   directions,
+                   identity_seeds,
+                   &buffers.kernels,
+                   buffers.scratch,
+                   buffers.labels,
+                   buffers.cond};
   for (uint32_t i = 0; i < model.node_count; ++i) {
     run.node = i;
     ops::op_module(model.nodes[i].op).run(run);

@@ -27,6 +27,10 @@ struct NetBuffers {
   size_t directions = 0;
   NetKernels kernels;
   float* scratch = nullptr;
+  // Per-row class labels [rows] and conditions [rows, cond width] for the LabelInput and
+  // CondInput nodes (ops/conditioning.cc), or nullptr.
+  const float* labels = nullptr;
+  const float* cond = nullptr;
 };
 
 // Evaluates every node for `rows` rows. With `directions` > 0, also propagates that many

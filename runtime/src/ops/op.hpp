@@ -59,6 +59,10 @@ struct NodeRun {
   bool identity_seeds;  // the seeds are exact divergence's identity directions
   const FastKernels* kernels;
   float* scratch;  // scratch_floats() floats for this node, or nullptr
+  // The rows' class labels [rows] (as floats) and condition vectors [rows, cond width] that the
+  // LabelInput and CondInput nodes output; nullptr for a model without them.
+  const float* labels = nullptr;
+  const float* cond = nullptr;
 };
 
 // One node's operands in T, for the reference forward and the VJP: the graph's tensors, the

@@ -11,7 +11,8 @@ extern const OpModule kFullyConnected, kUnary, kConcat, kAdd, kMul, kLayerNorm, 
 extern const OpModule kConv2d, kConvTranspose2d, kPool2d, kResize, kGroupNorm;
 // Format 1.4's elementwise, reduction, softmax and matrix-product modules.
 extern const OpModule kSoftmax, kMatMul, kReduce, kDiv, kPow, kClip;
-extern const OpModule kSoftmax, kMatMul, kReduce, kDiv, kPow, kClip;
+// Conditioning inputs (format 1.4).
+extern const OpModule kLabelInput, kCondInput, kEmbedding;
 
 const OpModule& op_module(detail::OpKind kind) {
   switch (kind) {
@@ -57,6 +58,12 @@ const OpModule& op_module(detail::OpKind kind) {
       return kPow;
     case detail::OpKind::kClip:
       return kClip;
+    case detail::OpKind::kLabelInput:
+      return kLabelInput;
+    case detail::OpKind::kCondInput:
+      return kCondInput;
+    case detail::OpKind::kEmbedding:
+      return kEmbedding;
   }
   return kUnary;  // unreachable: every kind is listed above
 }
@@ -78,6 +85,9 @@ const OpModule* op_module_for(fb::OpType type) {
     case fb::OpType::Div:
     case fb::OpType::Pow:
     case fb::OpType::Clip:
+    case fb::OpType::LabelInput:
+    case fb::OpType::CondInput:
+    case fb::OpType::Embedding:
     case fb::OpType::Conv2d:
     case fb::OpType::ConvTranspose2d:
     case fb::OpType::Pool2d:
@@ -87,10 +97,6 @@ const OpModule* op_module_for(fb::OpType type) {
     case fb::OpType::Transpose:
     case fb::OpType::Slice:
       return &op_module(static_cast<detail::OpKind>(type));
-    case fb::OpType::LabelInput:
-    case fb::OpType::CondInput:
-    case fb::OpType::Embedding:
-      return nullptr;
   }
   return nullptr;  // a value outside the enum (a newer format's op)
 }

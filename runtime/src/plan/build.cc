@@ -74,6 +74,11 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
     p->ws.state = reinterpret_cast<float*>(base + layout.state_offset);
     p->work = reinterpret_cast<float*>(base + layout.work_offset);
     p->ell = reinterpret_cast<double*>(base + layout.ell_offset);
+    auto at = [&](size_t offset) { return offset == SIZE_MAX ? nullptr : base + offset; };
+    p->label_rows = reinterpret_cast<float*>(at(layout.label_offset));
+    p->cond_rows = reinterpret_cast<float*>(at(layout.cond_offset));
+    p->net_x = reinterpret_cast<float*>(at(layout.net_x_offset));
+    p->net_div = reinterpret_cast<double*>(at(layout.net_div_offset));
     p->scratch = layout.scratch_offset == SIZE_MAX
                      ? nullptr
                      : reinterpret_cast<float*>(base + layout.scratch_offset);

@@ -32,6 +32,12 @@ struct PlanData {
   float* work;
   double* ell;
   float* scratch;  // the nodes' shared scratch, or nullptr
+  // Conditioning and guidance (plan_layout.hpp): per-row labels and conditions the network
+  // reads, the guided pass's doubled input and divergences; nullptr when not needed.
+  float* label_rows;
+  float* cond_rows;
+  float* net_x;
+  double* net_div;
   KernelChoice choice;
   uint64_t evaluations;  // network evaluations per trajectory of the last run (the most of any
                          // chunk), Plan::evaluations()

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "math/elementary.hpp"
 #include "net/executor.hpp"
 #include "ops/op.hpp"
 #include "plan/buffer_planner.hpp"
@@ -41,7 +42,26 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
   if (static_cast<unsigned>(plan_precision(options)) > static_cast<unsigned>(Precision::kInt8))
     return Status::error(StatusCode::kInvalidArgument, "plan: unknown precision %d",
                          static_cast<int>(plan_precision(options)));
-  (void)model;
+  if (!math::is_finite(options.guidance))
+    return Status::error(StatusCode::kInvalidArgument, "plan: guidance weight is not finite");
+  if (options.guidance != 1.0) {
+    const ModelInfo& info = model.info;
+    if (!info.takes_labels && info.cond_width == 0)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "plan: guidance weight %g, but this model takes no class label or "
+                           "condition (classifier-free guidance needs a conditional model)",
+                           options.guidance);
+    if (info.takes_labels && info.null_label < 0)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "plan: guidance weight %g needs the model's null label, and this "
+                           "model has none (convert it with --null-label)",
+                           options.guidance);
+    if (info.cond_width && !info.has_null_cond)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "plan: guidance weight %g needs the model's null condition vector, "
+                           "and this model stores none",
+                           options.guidance);
+  }
   return Status();
 }
 
@@ -72,7 +92,10 @@ uint64_t automatic_tangent_block(const detail::ModelData& model, uint64_t rows) 
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options, const bool* fused,
                       detail::Memory& memory, PlanLayout* layout) {
   Status s;
-  const uint64_t rows = options.max_batch;
+  const bool guided = guidance_doubles_rows(options.guidance);
+  // The network's rows: the conditional and the null evaluation side by side when guided.
+  const uint64_t rows = guided ? 2 * uint64_t{options.max_batch} : options.max_batch;
+  const uint64_t chunk_rows = options.max_batch;
   const uint64_t dim = model.dim;
   uint64_t directions = 0, exact_block = 0;
   if (options.divergence == DivergenceMode::kExact) {
@@ -85,6 +108,8 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     exact_block = directions >= dim ? dim : 0;
   }
   layout->max_rows = options.max_batch;
+  layout->net_rows = static_cast<size_t>(rows);
+  layout->guided = guided;
   layout->directions = static_cast<size_t>(directions);
   layout->exact_block = static_cast<size_t>(exact_block);
 
@@ -170,7 +195,7 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     total += detail::align_up64(bytes, kArenaAlignment);
     return static_cast<size_t>(at);
   };
-  const uint64_t state_bytes = rows * dim * sizeof(float);
+  const uint64_t state_bytes = chunk_rows * dim * sizeof(float);
   if (directions > 0) {
     layout->probe_offset = take(rows * directions * dim * sizeof(float) + kReadPadding);
     layout->tangent_offset[0] = layout->probe_offset;
@@ -180,10 +205,18 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   for (int k = 0; k < kMaxStages; ++k) layout->stage_offset[k] = take(state_bytes);
   layout->state_offset = take(state_bytes);
   layout->work_offset = take(state_bytes);
-  for (int k = 0; k < kMaxStages; ++k) layout->stage_div_offset[k] = take(rows * sizeof(double));
-  layout->ell_offset = take(rows * sizeof(double));
+  for (int k = 0; k < kMaxStages; ++k)
+    layout->stage_div_offset[k] = take(chunk_rows * sizeof(double));
+  layout->ell_offset = take(chunk_rows * sizeof(double));
   for (int k = 0; k < kMaxHistory; ++k) layout->history_offset[k] = take(state_bytes);
-  for (int k = 0; k < kMaxHistory; ++k) layout->history_div_offset[k] = take(rows * sizeof(double));
+  for (int k = 0; k < kMaxHistory; ++k)
+    layout->history_div_offset[k] = take(chunk_rows * sizeof(double));
+  if (model.label_tensor) layout->label_offset = take(rows * sizeof(float));
+  if (model.cond_tensor) layout->cond_offset = take(rows * model.info.cond_width * sizeof(float));
+  if (guided) {
+    layout->net_x_offset = take(rows * dim * sizeof(float) + kReadPadding);
+    layout->net_div_offset = take(rows * sizeof(double));
+  }
   // One scratch region for every node (nodes run one at a time): the largest request.
   uint64_t scratch = 0;
   for (uint32_t i = 0; i < model.node_count; ++i) {

@@ -38,7 +38,20 @@ struct PlanLayout {
   size_t history_div_offset[kMaxHistory] = {};
   size_t probe_offset = 0;           // Hutchinson probe values [rows * directions, dim] = seeds
   size_t scratch_offset = SIZE_MAX;  // the largest node scratch (OpModule::scratch_floats)
+  // Conditioning and guidance (PlanOptions::guidance): the network runs net_rows rows (2 max_rows
+  // when a guidance weight other than 0 and 1 evaluates the conditional and the null rows in one
+  // pass, else max_rows). Per-row labels [net_rows] (floats) and conditions [net_rows, cond
+  // width]; the guided pass's input [net_rows, dim] and divergences [net_rows] (doubles).
+  size_t net_rows = 0;
+  bool guided = false;
+  size_t label_offset = SIZE_MAX;
+  size_t cond_offset = SIZE_MAX;
+  size_t net_x_offset = SIZE_MAX;
+  size_t net_div_offset = SIZE_MAX;
 };
+
+// True when `guidance` needs both the conditional and the null evaluation (w not 0 or 1).
+inline bool guidance_doubles_rows(double guidance) { return guidance != 0.0 && guidance != 1.0; }
 
 // Computes the layout for options check_plan_options accepted (build_plan checks them before
 // taking any memory). `fused` is the kernel choice's fusion decision (NetKernels::fused, nullable:

@@ -254,6 +254,10 @@ void Graph::emit(const float* params, ModelBuilder* builder) const {
       case OpKind::kPow:
       case OpKind::kClip:
         break;  // format 1.4's ops: the training graph builds none of them
+      case OpKind::kLabelInput:
+      case OpKind::kCondInput:
+      case OpKind::kEmbedding:
+        break;  // no trainer graph builds conditioning inputs (make_mlp and the tape take none)
     }
   }
   builder->set_output(output_);
