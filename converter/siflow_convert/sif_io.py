@@ -624,7 +624,7 @@ def _read_node(n) -> ir.Node:
                    epsilon=float(n.Epsilon()), exponent=float(n.Exponent()),
                    low=float(n.Low()), high=float(n.High()),
                    reduce=ir.REDUCE_KINDS[n.Reduce()] if n.Reduce() < len(ir.REDUCE_KINDS)
-                   else str(n.Reduce()), axis=int(n.Axis()))
+                   else str(n.Reduce()))
 
 
 def from_bytes(data: bytes) -> ir.FlowModel:

@@ -394,6 +394,12 @@ if ! grep -qF "[2, 2]" out.txt || ! grep -qF "reshape" out.txt; then
   fail "siflow info on an image model does not print the nodes' shapes"
   sed 's/^/  | /' out.txt
 fi
+# tune-solver copies a format 1.4 model whole: x's shape and the layout ops' fields survive.
+ok "" tune-solver image.sif --nfe 4 -o image_tuned.sif --sweeps 1
+ok "x shape       [1, 2, 2]" info image_tuned.sif
+ok "solvers       1 stored" validate image_tuned.sif
+ok "" velocity image_tuned.sif -i img.npy -t 0.5 -o v_img_tuned.npy
+check cmp -s v_img.npy v_img_tuned.npy
 
 # --- bad inputs --------------------------------------------------------------------------------
 printf 'a,b,c\n1,2,3\n4,5,6\n' >three.csv

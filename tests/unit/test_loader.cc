@@ -20,6 +20,7 @@
 #include "format/model_data.hpp"
 #include "math/half.hpp"
 #include "math/interpolant.hpp"
+#include "ops/op.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
 #include "siflow_generated.h"
@@ -1194,7 +1195,19 @@ TEST_CASE("per-sample shapes that do not fit are refused by name") {
                  {"node 0 (Exp)", "as [2, 2], but the op produces [1, 2, 2]", "Reshape"});
 }
 
-TEST_CASE("an op type the schema names but this runtime does not run is refused by name") {
-  expect_refused(raw_shaped_model({}, {}, fb::OpType::Clip), StatusCode::kUnsupported,
-                 {"node 0 (Clip)", "op type Clip is not supported by this runtime"});
+TEST_CASE("every op type the schema names has an op module; the value after the last is refused") {
+  for (fb::OpType type : fb::EnumValuesOpType()) {
+    INFO(fb::EnumNameOpType(type));
+    const siflow::ops::OpModule* m = siflow::ops::op_module_for(type);
+    REQUIRE(m != nullptr);
+    CHECK(static_cast<int>(m->kind) == static_cast<int>(type));
+    CHECK((m->verify != nullptr));
+    CHECK((m->run != nullptr));
+    CHECK(std::strlen(m->name) > 0);
+  }
+  const auto past = static_cast<fb::OpType>(static_cast<int>(fb::OpType::MAX) + 1);
+  CHECK(siflow::ops::op_module_for(past) == nullptr);
+  const std::string value = std::to_string(static_cast<int>(past));
+  expect_refused(raw_shaped_model({}, {}, past), StatusCode::kInvalidModel,
+                 {"node 0", ("unknown op type " + value).c_str()});
 }

@@ -243,6 +243,97 @@ TEST_CASE("add_solvers copies everything else unchanged and replaces a solver of
   CHECK_FALSE(siflow::add_solvers(broken.data(), broken.size(), {solver}, &out).ok());
 }
 
+// A format 1.4 model of dim 8 with x [2, 2, 2]: conv, group norm, a class embedding (3 labels,
+// null label 2), a 1.4 unary kind, clip, reshape and transpose; with test vectors, their labels
+// and guidance weight 2 when `v` is given.
+std::vector<uint8_t> shaped_conditional_model(const std::vector<float>& y,
+                                              const std::vector<float>& v) {
+  ModelBuilder b(8);
+  b.set_x_shape({2, 2, 2});
+  std::vector<float> w(2 * 2 * 9), table(3 * 8);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.2f * std::sin(0.9f * static_cast<float>(i));
+  for (size_t i = 0; i < table.size(); ++i)
+    table[i] = 0.3f * std::cos(0.7f * static_cast<float>(i));
+  siflow::ImageWindow same;
+  same.pads = {1, 1, 1, 1};
+  uint32_t h = b.conv2d(b.x(), 2, {3, 3}, w, {0.1f, -0.1f}, same);
+  h = b.mul(b.group_norm(h, 2, {1.0f, 0.5f}, {0.0f, 0.2f}), b.t());
+  h = b.add(h, b.embedding(b.label_input(3, 2), 3, table));
+  h = b.clip(b.unary(h, siflow::UnaryKind::kMish), -3.0f, 3.0f);
+  h = b.transpose(b.reshape(h, {4, 2}), {4, 2}, {1, 0});
+  b.set_output(b.reshape(h, {2, 2, 2}));
+  if (!v.empty()) {
+    b.set_velocity_tests({0.5f, 0.25f}, y, v, 1e-5f);
+    b.set_test_conditioning({1, 0}, {}, 2.0f);
+  }
+  return b.finish();
+}
+
+TEST_CASE("add_solvers keeps every format 1.4 field: shapes, image, math and label ops, tests") {
+  std::vector<float> y(16), v(16);
+  for (size_t i = 0; i < y.size(); ++i) y[i] = std::sin(0.37f * static_cast<float>(i));
+  const std::vector<float> t = {0.5f, 0.25f};
+  const std::vector<int32_t> labels = {1, 0};
+  siflow::Conditioning cd;
+  cd.labels = labels.data();
+  siflow::PlanOptions po;
+  po.guidance = 2.0;
+  {
+    std::unique_ptr<Model> m = load(shaped_conditional_model(y, {}));
+    REQUIRE(m);
+    std::unique_ptr<Plan> plan;
+    REQUIRE(Plan::create(*m, po, nullptr, 0, &plan).ok());
+    REQUIRE(plan->velocity(2, t.data(), y.data(), cd, v.data()).ok());
+  }
+  const std::vector<uint8_t> plain = shaped_conditional_model(y, v);
+  StoredSolver solver;
+  solver.name = "guided";
+  solver.method = Method::kRK4;
+  solver.grid = {0.0, 0.5, 1.0};
+  solver.nfe = 8;
+  solver.label = 1;
+  solver.guidance = 2.0;
+  std::vector<uint8_t> with;
+  const Status added = siflow::add_solvers(plain.data(), plain.size(), {solver}, &with);
+  REQUIRE_MESSAGE(added.ok(), std::string(added.message()));
+  std::unique_ptr<Model> a = load(plain), b = load(with);
+  REQUIRE(a);
+  REQUIRE(b);
+  const siflow::ModelInfo& info = b->info();
+  CHECK(info.format_minor == 4);
+  CHECK(info.solver_count == 1);
+  CHECK(info.x_rank == 3);
+  CHECK((info.x_shape[0] == 2 && info.x_shape[1] == 2 && info.x_shape[2] == 2));
+  CHECK(info.takes_labels);
+  CHECK(info.label_classes == 3);
+  CHECK(info.null_label == 2);
+  CHECK(info.test_vector_count == 2);
+  CHECK(info.parameter_count == a->info().parameter_count);
+  const char *op_a = nullptr, *op_b = nullptr;
+  uint32_t in_a = 0, in_b = 0, w_a = 0, w_b = 0, k = 0;
+  for (; a->node(k, &op_a, &in_a, &w_a); ++k) {
+    REQUIRE(b->node(k, &op_b, &in_b, &w_b));
+    CHECK(std::string(op_a) == op_b);
+    CHECK(in_a == in_b);
+    CHECK(w_a == w_b);
+  }
+  CHECK_FALSE(b->node(k, &op_b, &in_b, &w_b));
+  // The copy's test vectors keep their labels and guidance weight: validate passes on both.
+  siflow::ValidationReport ra, rb;
+  REQUIRE(siflow::validate_embedded(*a, &ra).ok());
+  REQUIRE(siflow::validate_embedded(*b, &rb).ok());
+  CHECK(ra.velocity_count == 2);
+  CHECK(rb.velocity_count == 2);
+  CHECK(rb.velocity_ok);
+  CHECK(rb.velocity_max_error == ra.velocity_max_error);
+  // Same network, same guided velocities, bit for bit.
+  std::unique_ptr<Plan> pb;
+  REQUIRE(Plan::create(*b, po, nullptr, 0, &pb).ok());
+  std::vector<float> vb(16);
+  REQUIRE(pb->velocity(2, t.data(), y.data(), cd, vb.data()).ok());
+  CHECK(std::memcmp(v.data(), vb.data(), v.size() * sizeof(float)) == 0);
+}
+
 TEST_CASE("a stored solver is refused by name errors and for log_prob at an earlier time") {
   const std::vector<uint8_t> plain = base_builder().finish();
   ModelBuilder b = base_builder();

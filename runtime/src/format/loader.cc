@@ -13,11 +13,11 @@
 
 #include "format/conditioning_check.hpp"
 #include "format/loader.hpp"
+#include "format/model_checks.hpp"
 #include "format/model_data.hpp"
 #include "format/solvers.hpp"
 #include "math/elementary.hpp"
 #include "math/half.hpp"
-#include "math/interpolant.hpp"
 #include "math/reduced.hpp"
 #include "siflow_generated.h"
 #include "support/aligned_memory.hpp"
@@ -85,32 +85,6 @@ WeightValues weight_values(const fb::Weights& w) {
   }
 }
 
-// A stored per-sample shape: absent or empty leaves *out at rank 0; else rank 1 to 3, every
-// extent at least 1, product `width`.
-Status read_shape(const char* what, const flatbuffers::Vector<uint32_t>* v, uint32_t width,
-                  Shape* out) {
-  *out = Shape();
-  if (!v || v->size() == 0) return Status();
-  if (v->size() > 3)
-    return Status::error(StatusCode::kInvalidModel, "%s has rank %u, the limit is 3", what,
-                         v->size());
-  uint64_t n = 1;
-  for (uint32_t i = 0; i < v->size(); ++i) {
-    const uint32_t e = v->Get(i);
-    if (e == 0)
-      return Status::error(StatusCode::kInvalidModel, "%s has extent 0 on axis %u", what, i);
-    n *= e;
-    if (n > width) break;
-    out->dims[i] = e;
-  }
-  if (n != width)
-    return Status::error(StatusCode::kInvalidModel,
-                         "%s holds %llu values per sample, but the tensor is %u wide", what,
-                         static_cast<unsigned long long>(n), width);
-  out->rank = v->size();
-  return Status();
-}
-
 class Loader final : public WeightReader {
  public:
   // memory: where the model's tables go (a caller's region, or measuring); nullptr: the heap.
@@ -127,7 +101,6 @@ class Loader final : public WeightReader {
               const float** out) override;
   Status floats(const char* what, const flatbuffers::Vector<float>* v, size_t expected,
                 const float** out);
-  Status check_interpolant(ModelData* data);
   Status check_base(ModelData* data);
   Status check_normalization(ModelData* data);
   Status check_tests(ModelData* data);
@@ -443,63 +416,6 @@ Status Loader::check_node(uint32_t index, const fb::Node* node, NodeData* out) {
   return Status();
 }
 
-Status Loader::check_interpolant(ModelData* data) {
-  InterpolantData& interp = data->interpolant;
-  interp = InterpolantData{InterpolantKind::kTrig, 0, nullptr, nullptr};
-  const fb::Interpolant* fi = model_->interpolant();
-  if (fi) {
-    if (fi->kind() > fb::InterpolantKind::MAX)
-      return Status::error(StatusCode::kInvalidModel, "interpolant: unknown kind %d",
-                           static_cast<int>(fi->kind()));
-    interp.kind = static_cast<InterpolantKind>(fi->kind());
-    const uint32_t na = fi->alpha() ? fi->alpha()->size() : 0;
-    const uint32_t nb = fi->beta() ? fi->beta()->size() : 0;
-    if (interp.kind != InterpolantKind::kLearnedFourier && (na || nb))
-      return Status::error(StatusCode::kInvalidModel,
-                           "interpolant: %s has no coefficients, but the file gives %u alpha "
-                           "and %u beta",
-                           interpolant_kind_name(interp.kind), na, nb);
-    if (interp.kind == InterpolantKind::kLearnedFourier) {
-      if (na != nb || na == 0 || na > Limits::kMaxFourierTerms || na > coefficient_capacity_)
-        return Status::error(StatusCode::kInvalidModel,
-                             "interpolant: learned Fourier needs equal alpha and beta counts in "
-                             "[1, %u], got %u and %u",
-                             Limits::kMaxFourierTerms, na, nb);
-      // FlatBuffers checks only the 4-byte alignment of a vector's length, so [double] data may
-      // sit at 4 mod 8: the values are copied out byte-wise, never read through a double*.
-      const uint8_t* alpha = fi->alpha()->Data();
-      const uint8_t* beta = fi->beta()->Data();
-      for (uint32_t m = 0; m < na; ++m) {
-        std::memcpy(&coefficients_[m], alpha + size_t{m} * sizeof(double), sizeof(double));
-        std::memcpy(&coefficients_[na + m], beta + size_t{m} * sizeof(double), sizeof(double));
-      }
-      for (uint32_t m = 0; m < 2 * na; ++m) {
-        if (!math::is_finite(coefficients_[m]))
-          return Status::error(StatusCode::kInvalidModel,
-                               "interpolant: %s coefficient %u is not finite",
-                               m < na ? "alpha" : "beta", m % na + 1);
-      }
-      interp.terms = na;
-      interp.alpha = coefficients_;
-      interp.beta = coefficients_ + na;
-    }
-  }
-  // a and b must never vanish together; the score needs W = a*b_dot - a_dot*b != 0 on [0, 1).
-  // The proof's work is bounded whatever the coefficients (math/interpolant.hpp).
-  const InterpolantProof proof = prove_interpolant(interp);
-  if (!proof.apart && proof.exhausted)
-    return Status::error(StatusCode::kInvalidModel,
-                         "interpolant: cannot prove that a(t) and b(t) never vanish together "
-                         "within the loader's bounded check (stopped near t = %.6f; the "
-                         "coefficients are too large or too oscillatory)",
-                         proof.where);
-  if (!proof.apart)
-    return Status::error(StatusCode::kInvalidModel,
-                         "interpolant: a(t) and b(t) both vanish near t = %.6f", proof.where);
-  data->info.score_available = proof.score_ok;
-  return Status();
-}
-
 Status Loader::check_base(ModelData* data) {
   const fb::Base* b = model_->base();
   const fb::BaseKind kind = b ? b->kind() : fb::BaseKind::Normal;
@@ -727,7 +643,8 @@ Status Loader::run(ModelData** out) {
                               "graph output tensor %u has width %u, expected dim %u", data->output,
                               data->tensors[data->output].width, dim_));
   if (!(s = check_conditioning(data)).ok()) return fail(s);  // format/conditioning_check.cc
-  if (!(s = check_interpolant(data)).ok()) return fail(s);
+  if (!(s = check_interpolant(*model_, coefficients_, coefficient_capacity_, data)).ok())
+    return fail(s);
   if (!(s = check_base(data)).ok()) return fail(s);
   if (!(s = check_normalization(data)).ok()) return fail(s);
   if (!(s = check_tests(data)).ok()) return fail(s);
