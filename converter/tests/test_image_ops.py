@@ -156,7 +156,10 @@ def _runtime_velocity(cli, tmp_path, model, y, t):
                           "--backend", "reference"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    return np.load(tmp_path / "v.npy").astype(np.float64)
+    v = np.load(tmp_path / "v.npy").astype(np.float64)
+    # The CLI writes an image model's velocities in its shape [N, C, H, W].
+    assert v.shape == (len(y),) + tuple(model.graph.x_shape)
+    return v.reshape(len(y), -1)
 
 
 @pytest.mark.parametrize("name", sorted(NETS))

@@ -25,6 +25,9 @@ class PlanOptions(ctypes.Structure):
         ("threads", ctypes.c_uint32),
         ("backend", c_enum),
         ("tune", ctypes.c_int),
+        ("precision", c_enum),
+        ("tangent_block", ctypes.c_uint32),
+        ("guidance", ctypes.c_double),
     ]
 
 
@@ -52,6 +55,10 @@ class RunOptions(ctypes.Structure):
         ("atol", ctypes.c_double),
         ("max_steps", ctypes.c_uint32),
         ("solver", ctypes.c_char_p),
+        ("labels", ctypes.POINTER(ctypes.c_int32)),
+        ("label", ctypes.c_int32),
+        ("cond", ctypes.POINTER(ctypes.c_float)),
+        ("temperature", ctypes.c_double),
     ]
 
 
@@ -80,6 +87,11 @@ class ModelInfo(ctypes.Structure):
         ("test_trajectory_count", ctypes.c_uint32),
         ("metadata_count", ctypes.c_uint32),
         ("solver_count", ctypes.c_uint32),
+        ("takes_labels", ctypes.c_int),
+        ("label_classes", ctypes.c_uint32),
+        ("null_label", ctypes.c_int32),
+        ("cond_width", ctypes.c_uint32),
+        ("has_null_cond", ctypes.c_int),
     ]
 
 

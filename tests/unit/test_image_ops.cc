@@ -596,7 +596,7 @@ TEST_CASE("conv2d refusals name the cause") {
   // 6 channels of (5 + 40000 + 40000 - 2) rows: far beyond the width limit.
   s = good;
   s.pads = {40000, 0, 40000, 0};
-  expect_refused(s, {"output width", "is outside [1, 65536]"});
+  expect_refused(s, {"output width", "is outside [1, 131072]"});
 }
 
 TEST_CASE("conv_transpose2d refusals name the cause") {
@@ -1056,7 +1056,7 @@ TEST_CASE("resize refusals name the cause") {
   expect_refused(s, {"input shape [18] is not an image [C, H, W]"});
   s = good;
   s.shape = {2, 300, 300};
-  expect_refused(s, {"output width 180000 is outside [1, 65536]"});
+  expect_refused(s, {"output width 180000 is outside [1, 131072]"});
 }
 
 // ---- An image net written with ModelBuilder, through the loader, the executor and a Plan ----

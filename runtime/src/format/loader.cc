@@ -27,8 +27,7 @@ namespace siflow {
 namespace detail {
 namespace {
 
-constexpr size_t kAlignment = 64;
-// Bump allocator over one block sized in a first pass, so the model holds one allocation.
+constexpr size_t kAlignment = 64;  // Bump: one allocation, sized in a first pass
 struct Bump {
   uint8_t* base = nullptr;
   size_t used = 0;
@@ -80,9 +79,10 @@ WeightValues weight_values(const fb::Weights& w) {
       return {nb ? bf16->data() : nullptr, nb, n32 + n16 + n8 + ns};
     case fb::DType::I8:
       return {n8 ? i8->data() : nullptr, n8, n32 + n16 + nb};
-    default:
-      return {n32 ? f32->data() : nullptr, n32, n16 + nb + n8 + ns};
+    case fb::DType::F32:
+      break;  // below, with a value outside the enum (refused by the dtype check)
   }
+  return {n32 ? f32->data() : nullptr, n32, n16 + nb + n8 + ns};
 }
 
 class Loader final : public WeightReader {

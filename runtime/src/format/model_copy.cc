@@ -55,7 +55,7 @@ Offset<flatbuffers::String> copy_string(FlatBufferBuilder& fbb, const flatbuffer
 }
 
 // Field counts of the tables this version writes; a file setting a later field is refused.
-constexpr int kModelFields = 13, kGraphFields = 4, kNodeFields = 33, kWeightsFields = 7,
+constexpr int kModelFields = 12, kGraphFields = 4, kNodeFields = 33, kWeightsFields = 7,
               kInterpolantFields = 3, kBaseFields = 5, kNormalizationFields = 2,
               kKeyValueFields = 2, kTestVectorsFields = 15, kSolverFields = 12;
 

@@ -221,8 +221,14 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
   if (!(s = check.output_width(image_width(cout, oh, ow), &out->width)).ok()) return s;
   out->shape = image_shape(static_cast<uint32_t>(cout), static_cast<uint32_t>(oh),
                            static_cast<uint32_t>(ow));
-  // The count cannot overflow: each factor is at most kMaxWidth (2^16).
-  const uint64_t count = uint64_t{w0} * w1 * w2 * w3;
+  // Channels are at most kMaxWidth (2^17) and kernel extents kMaxWindowExtent (2^16), so the
+  // two partial products fit in 64 bits; their product may not, and is refused before use.
+  const uint64_t channels = uint64_t{w0} * w1, taps = uint64_t{w2} * w3;
+  if (taps != 0 && channels > UINT64_MAX / taps)
+    return Status::error(StatusCode::kInvalidModel,
+                         "%s: weight shape [%u, %u, %u, %u] holds more values than a file can",
+                         check.where(), w0, w1, w2, w3);
+  const uint64_t count = channels * taps;
   if (!(s = check.weights("weight", w, count, true, &out->weight)).ok()) return s;
   return check.weights("bias", node.bias(), static_cast<size_t>(cout), false, &out->bias);
 }

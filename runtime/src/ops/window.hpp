@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The window fields shared by the image ops (Conv2d, ConvTranspose2d, Pool2d): reading and
 // bounding kernel, strides, pads and dilations from a node, with a message naming the field.
-// Every extent is bounded by Limits::kMaxWidth, so the geometry's arithmetic fits in 64 bits.
+// Every window entry is bounded by kMaxWindowExtent (2^16, docs/format.md) and every image extent
+// by Limits::kMaxWidth, so the geometry's arithmetic fits in 64 bits.
 #pragma once
 
 #include <cstdint>
@@ -10,8 +11,13 @@
 
 namespace siflow::ops {
 
+// The largest kernel, stride, pad, dilation and output_padding entry (docs/format.md, "Window
+// fields"; the converter's image_ops.MAX_EXTENT). Fixed by the format, independent of
+// Limits::kMaxWidth.
+constexpr uint32_t kMaxWindowExtent = 65536;
+
 // Reads [a, b] (or [top, left, bottom, right] when count is 4) from `v` into out; an absent or
-// empty vector gives `fallback` for every entry. Entries must be in [min, Limits::kMaxWidth].
+// empty vector gives `fallback` for every entry. Entries must be in [min, kMaxWindowExtent].
 inline Status read_window_field(const NodeCheck& check, const char* field,
                                 const flatbuffers::Vector<uint32_t>* v, uint32_t count,
                                 uint32_t fallback, uint32_t min, uint32_t* out) {
@@ -24,9 +30,9 @@ inline Status read_window_field(const NodeCheck& check, const char* field,
                          check.where(), field, v->size(), count);
   for (uint32_t i = 0; i < count; ++i) {
     out[i] = v->Get(i);
-    if (out[i] < min || out[i] > Limits::kMaxWidth)
+    if (out[i] < min || out[i] > kMaxWindowExtent)
       return Status::error(StatusCode::kInvalidModel, "%s: %s[%u] = %u is outside [%u, %u]",
-                           check.where(), field, i, out[i], min, Limits::kMaxWidth);
+                           check.where(), field, i, out[i], min, kMaxWindowExtent);
   }
   return Status();
 }
