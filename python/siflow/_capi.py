@@ -25,6 +25,7 @@ class PlanOptions(ctypes.Structure):
         ("threads", ctypes.c_uint32),
         ("backend", c_enum),
         ("tune", ctypes.c_int),
+        ("precision", c_enum),
     ]
 
 

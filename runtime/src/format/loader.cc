@@ -72,16 +72,10 @@ WeightValues weight_values(const fb::Weights& w) {
   const size_t n32 = f32 ? f32->size() : 0, n16 = f16 ? f16->size() : 0;
   const size_t nb = bf16 ? bf16->size() : 0, n8 = i8 ? i8->size() : 0;
   const size_t ns = scale ? scale->size() : 0;
-  switch (w.dtype()) {
-    case fb::DType::F16:
-      return {n16 ? f16->data() : nullptr, n16, n32 + nb + n8 + ns};
-    case fb::DType::BF16:
-      return {nb ? bf16->data() : nullptr, nb, n32 + n16 + n8 + ns};
-    case fb::DType::I8:
-      return {n8 ? i8->data() : nullptr, n8, n32 + n16 + nb};
-    default:
-      return {n32 ? f32->data() : nullptr, n32, n16 + nb + n8 + ns};
-  }
+  if (w.dtype() == fb::DType::F16) return {n16 ? f16->data() : nullptr, n16, n32 + nb + n8 + ns};
+  if (w.dtype() == fb::DType::BF16) return {nb ? bf16->data() : nullptr, nb, n32 + n16 + n8 + ns};
+  if (w.dtype() == fb::DType::I8) return {n8 ? i8->data() : nullptr, n8, n32 + n16 + nb};
+  return {n32 ? f32->data() : nullptr, n32, n16 + nb + n8 + ns};  // F32 (others are refused)
 }
 
 // A stored per-sample shape: absent or empty leaves *out at rank 0; else rank 1 to 3, every
