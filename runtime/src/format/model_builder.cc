@@ -327,7 +327,7 @@ Offset<flatbuffers::String> copy_string(FlatBufferBuilder& fbb, const flatbuffer
 }
 
 // Field counts of the tables this version writes; a file setting a later field is refused.
-constexpr int kModelFields = 13, kGraphFields = 3, kNodeFields = 11, kWeightsFields = 4,
+constexpr int kModelFields = 12, kGraphFields = 3, kNodeFields = 11, kWeightsFields = 4,
               kInterpolantFields = 3, kBaseFields = 5, kNormalizationFields = 2,
               kKeyValueFields = 2, kTestVectorsFields = 10, kSolverFields = 12;
 
