@@ -25,6 +25,7 @@ class PlanOptions(ctypes.Structure):
         ("threads", ctypes.c_uint32),
         ("backend", c_enum),
         ("tune", ctypes.c_int),
+        ("tangent_block", ctypes.c_uint32),
     ]
 
 

@@ -34,6 +34,7 @@ SPELLINGS = {
     ("siflow_plan_options", "threads"): "threads",
     ("siflow_plan_options", "backend"): "backend",
     ("siflow_plan_options", "tune"): "tune",
+    ("siflow_plan_options", "tangent_block"): "tangent_block",
     ("siflow_run_options", "struct_size"): Internal("sizeof(siflow_run_options)"),
     ("siflow_run_options", "method"): "method",
     ("siflow_run_options", "steps"): "steps",
@@ -62,7 +63,7 @@ BACKENDS = {"auto": 0, "reference": 1, "simd": 2, "xnnpack": 3}
 ENUMS = {"method": METHODS, "divergence": DIVERGENCES, "probe": PROBES,
          "sde_schedule": SDE_SCHEDULES, "sde_method": SDE_METHODS, "backend": BACKENDS}
 
-PLAN = ("max_batch", "threads", "backend", "tune")
+PLAN = ("max_batch", "threads", "backend", "tune", "tangent_block")
 ODE = ("method", "steps", "grid", "progress")
 DIVERGENCE = ("divergence", "probes", "probe")
 SDE = ("sde_epsilon", "sde_schedule", "sde_stop_delta", "sde_method")
@@ -136,6 +137,8 @@ def plan_options(options, divergence="none", probes=1):
         if not isinstance(options["tune"], (bool, np.bool_)):
             raise InvalidArgument(f"tune: expected True or False, not {options['tune']!r}")
         po.tune = 1 if options["tune"] else 0
+    if "tangent_block" in options:
+        po.tangent_block = _integer("tangent_block", options["tangent_block"], 0, U32)
     po.divergence = _enum("divergence", divergence)
     po.max_probes = _integer("probes", probes, 0, U32)
     return po

@@ -159,3 +159,15 @@ def test_every_status_code_has_its_exception_class():
 def test_the_module_reports_the_library_version():
     version = re.search(r'#define SIFLOW_VERSION_STRING "([^"]+)"', HEADER).group(1)
     assert siflow.__version__ == version
+
+
+def test_tangent_block_gives_the_same_log_likelihood_bits_in_a_smaller_arena(model):
+    import numpy as np
+    x = np.array([[0.5, -0.25], [1.0, 0.75], [-1.5, 0.1]], dtype=np.float32)
+    whole = model.log_prob(x, steps=4)
+    blocked = model.log_prob(x, steps=4, tangent_block=1)
+    assert np.array_equal(whole, blocked)
+    assert model.arena_bytes(divergence="exact", tangent_block=1) < \
+        model.arena_bytes(divergence="exact")
+    with pytest.raises(siflow.InvalidArgument, match="tangent_block"):
+        model.log_prob(x, tangent_block=-1)
