@@ -26,6 +26,7 @@ class PlanOptions(ctypes.Structure):
         ("backend", c_enum),
         ("tune", ctypes.c_int),
         ("precision", c_enum),
+        ("tangent_block", ctypes.c_uint32),
     ]
 
 

@@ -35,6 +35,7 @@ SPELLINGS = {
     ("siflow_plan_options", "backend"): "backend",
     ("siflow_plan_options", "tune"): "tune",
     ("siflow_plan_options", "precision"): "precision",
+    ("siflow_plan_options", "tangent_block"): "tangent_block",
     ("siflow_run_options", "struct_size"): Internal("sizeof(siflow_run_options)"),
     ("siflow_run_options", "method"): "method",
     ("siflow_run_options", "steps"): "steps",
@@ -73,7 +74,7 @@ ENUMS = {"method": METHODS, "divergence": DIVERGENCES, "probe": PROBES,
          "sde_schedule": SDE_SCHEDULES, "sde_method": SDE_METHODS, "backend": BACKENDS,
          "precision": PRECISIONS}
 
-PLAN = ("max_batch", "threads", "backend", "tune", "precision")
+PLAN = ("max_batch", "threads", "backend", "tune", "precision", "tangent_block")
 ODE = ("method", "steps", "grid", "progress", "grid_kind", "rtol", "atol", "max_steps", "solver")
 DIVERGENCE = ("divergence", "probes", "probe")
 SDE = ("sde_epsilon", "sde_schedule", "sde_stop_delta", "sde_method")
@@ -149,6 +150,8 @@ def plan_options(options, divergence="none", probes=1):
         if not isinstance(options["tune"], (bool, np.bool_)):
             raise InvalidArgument(f"tune: expected True or False, not {options['tune']!r}")
         po.tune = 1 if options["tune"] else 0
+    if "tangent_block" in options:
+        po.tangent_block = _integer("tangent_block", options["tangent_block"], 0, U32)
     po.divergence = _enum("divergence", divergence)
     po.max_probes = _integer("probes", probes, 0, U32)
     return po

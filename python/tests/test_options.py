@@ -170,3 +170,15 @@ def test_precision_sets_the_plan_option_and_refuses_unknown_names():
         assert _options.plan_options({"precision": name}).precision == value
     with pytest.raises(siflow.InvalidArgument, match="precision: unknown value 'fp8'"):
         _options.plan_options({"precision": "fp8"})
+
+
+def test_tangent_block_gives_the_same_log_likelihood_bits_in_a_smaller_arena(model):
+    import numpy as np
+    x = np.array([[0.5, -0.25], [1.0, 0.75], [-1.5, 0.1]], dtype=np.float32)
+    whole = model.log_prob(x, steps=4)
+    blocked = model.log_prob(x, steps=4, tangent_block=1)
+    assert np.array_equal(whole, blocked)
+    assert model.arena_bytes(divergence="exact", tangent_block=1) < \
+        model.arena_bytes(divergence="exact")
+    with pytest.raises(siflow.InvalidArgument, match="tangent_block"):
+        model.log_prob(x, tangent_block=-1)
