@@ -180,7 +180,8 @@ int main(int argc, char** argv) {
   image.set_x_shape({1, 2, 2});
   {
     const uint32_t hw = image.transpose(image.reshape(image.x(), {2, 2}), {2, 2}, {1, 0});
-    const uint32_t back = image.transpose(image.mul_constant(hw, {-1.0f, -1.0f, -1.0f, -1.0f}), {2, 2}, {1, 0});
+    const uint32_t back =
+        image.transpose(image.mul_constant(hw, {-1.0f, -1.0f, -1.0f, -1.0f}), {2, 2}, {1, 0});
     image.set_output(image.reshape(back, {1, 2, 2}));
   }
 

@@ -383,8 +383,7 @@ TEST_CASE("add_solvers refuses a model whose tables hold fields it does not know
     auto graph = fb::CreateGraph(fbb, 2, fbb.CreateVector(nodes), 2);
     fb::ModelBuilder mb(fbb);
     mb.add_graph(graph);
-    if (extra)
-      fbb.AddElement<uint32_t>(static_cast<flatbuffers::voffset_t>(4 + 2 * 12), 7u, 0u);
+    if (extra) fbb.AddElement<uint32_t>(static_cast<flatbuffers::voffset_t>(4 + 2 * 12), 7u, 0u);
     fbb.Finish(mb.Finish(), fb::ModelIdentifier());
     const std::vector<uint8_t> bytes(fbb.GetBufferPointer(),
                                      fbb.GetBufferPointer() + fbb.GetSize());
