@@ -11,7 +11,8 @@
 #   4. fuzz/run.sh: replays the fuzz corpus and regressions and fuzzes each target for a fixed,
 #      seeded budget;
 #   5. cross-builds for AArch64 and ARMv7 (CMake presets aarch64, armv7) and runs the tests
-#      labelled `qemu` under qemu-user, including the bit-identical golden-bits check;
+#      labelled `qemu` under qemu-user, including the bit-identical golden-bits check, and the
+#      reduced-precision kernels under -cpu max, cortex-a76 and cortex-a72;
 #   6. builds the minimal runtime and examples/embed_c for bare-metal Cortex-M7 and Cortex-M4F
 #      (preset cortex-m, newlib), runs each heap-free image under qemu-system-arm (mps2-an500,
 #      mps2-an386; semihosting) and checks that it prints the host reference backend's bits;
@@ -68,6 +69,14 @@ for preset in aarch64 armv7; do
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset" -j"$jobs"
   ctest --preset "$preset" -j"$jobs"
+done
+# Reduced precision on AArch64 CPUs with and without fp16 arithmetic and dot products: Armv8-max
+# (FEAT_FP16, FHM, DotProd), Cortex-A76 (FP16 and DotProd, no FHM), Cortex-A72 (neither). Today
+# every one runs the portable NEON kernels (bf16 emulation, fp16/int8 weight decoding); the run
+# proves their bits on each CPU model qemu offers.
+for cpu in max cortex-a76 cortex-a72; do
+  echo "== test_precision under qemu-aarch64 -cpu $cpu"
+  qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu build-aarch64/tests/unit/test_precision
 done
 # The heap-free embed_c image on emulated Cortex-M7 (mps2-an500, double-precision FPU) and
 # Cortex-M4F (mps2-an386, single-precision FPU: doubles in software), semihosting for its output

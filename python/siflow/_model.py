@@ -385,7 +385,8 @@ class Model:
 
     def arena_bytes(self, **options):
         """Bytes a plan for these options takes (siflow_arena_bytes). Options: max_batch,
-        threads, backend, tune, divergence ("none", "exact", "hutchinson"), probes."""
+        threads, backend, tune, precision ("fp32", "bf16", "fp16", "int8"), divergence ("none",
+        "exact", "hutchinson"), probes."""
         _options.check_names("arena_bytes", options)
         po = _options.plan_options(options, options.get("divergence", "exact"),
                                    options.get("probes", 1))
@@ -517,6 +518,7 @@ class Model:
     def validate(self, **options):
         """Re-runs the embedded test vectors (siflow_validate) and returns a ValidationReport;
         raises siflow.InvalidArgument when the model has none. Options: threads, backend, tune,
+        precision ("fp32", "bf16", "fp16", "int8"; the tolerance follows it),
         progress (a callable (done, total) counting network evaluations of one row, called after
         the velocity check and after every RK4 step; returning False cancels with
         siflow.Cancelled). Ctrl-C stops it after the current step and raises KeyboardInterrupt."""

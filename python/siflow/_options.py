@@ -34,6 +34,8 @@ SPELLINGS = {
     ("siflow_plan_options", "threads"): "threads",
     ("siflow_plan_options", "backend"): "backend",
     ("siflow_plan_options", "tune"): "tune",
+    ("siflow_plan_options", "precision"): "precision",
+    ("siflow_plan_options", "tangent_block"): "tangent_block",
     ("siflow_run_options", "struct_size"): Internal("sizeof(siflow_run_options)"),
     ("siflow_run_options", "method"): "method",
     ("siflow_run_options", "steps"): "steps",
@@ -67,10 +69,12 @@ PROBES = {"rademacher": 0, "gaussian": 1}
 SDE_SCHEDULES = {"constant": 0, "a": 1}
 SDE_METHODS = {"em": 0, "heun": 1}
 BACKENDS = {"auto": 0, "reference": 1, "simd": 2, "xnnpack": 3}
+PRECISIONS = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3}
 ENUMS = {"method": METHODS, "divergence": DIVERGENCES, "probe": PROBES,
-         "sde_schedule": SDE_SCHEDULES, "sde_method": SDE_METHODS, "backend": BACKENDS}
+         "sde_schedule": SDE_SCHEDULES, "sde_method": SDE_METHODS, "backend": BACKENDS,
+         "precision": PRECISIONS}
 
-PLAN = ("max_batch", "threads", "backend", "tune")
+PLAN = ("max_batch", "threads", "backend", "tune", "precision", "tangent_block")
 ODE = ("method", "steps", "grid", "progress", "grid_kind", "rtol", "atol", "max_steps", "solver")
 DIVERGENCE = ("divergence", "probes", "probe")
 SDE = ("sde_epsilon", "sde_schedule", "sde_stop_delta", "sde_method")
@@ -82,7 +86,7 @@ ACCEPTED = {
     "encode": PLAN + ODE,
     "log_prob": PLAN + ODE + DIVERGENCE + ("seed", "time"),
     "velocity": PLAN,
-    "validate": ("threads", "backend", "tune", "progress"),
+    "validate": ("threads", "backend", "tune", "precision", "progress"),
     "arena_bytes": PLAN + ("divergence", "probes"),
     "kernels": PLAN,
 }
@@ -140,10 +144,14 @@ def plan_options(options, divergence="none", probes=1):
         po.threads = _integer("threads", options["threads"], 0, U32)
     if "backend" in options:
         po.backend = _enum("backend", options["backend"])
+    if "precision" in options:
+        po.precision = _enum("precision", options["precision"])
     if "tune" in options:
         if not isinstance(options["tune"], (bool, np.bool_)):
             raise InvalidArgument(f"tune: expected True or False, not {options['tune']!r}")
         po.tune = 1 if options["tune"] else 0
+    if "tangent_block" in options:
+        po.tangent_block = _integer("tangent_block", options["tangent_block"], 0, U32)
     po.divergence = _enum("divergence", divergence)
     po.max_probes = _integer("probes", probes, 0, U32)
     return po

@@ -131,14 +131,16 @@ def test_option_structs_have_the_library_size():
     ("siflow_method", _options.METHODS), ("siflow_divergence", _options.DIVERGENCES),
     ("siflow_probe", _options.PROBES), ("siflow_eps_schedule", _options.SDE_SCHEDULES),
     ("siflow_backend", _options.BACKENDS), ("siflow_sde_method", _options.SDE_METHODS),
-    ("siflow_grid_kind", _options.GRID_KINDS)])
+    ("siflow_grid_kind", _options.GRID_KINDS),
+    ("siflow_precision", _options.PRECISIONS)])
 def test_every_enumerator_of_the_option_enums_has_a_spelling(c_enum, table):
     assert sorted(enums()[c_enum].values()) == sorted(table.values())
 
 
 def test_the_option_enums_are_all_mapped():
     mapped = {"siflow_method", "siflow_divergence", "siflow_probe", "siflow_eps_schedule",
-              "siflow_backend", "siflow_sde_method", "siflow_grid_kind"}
+              "siflow_backend", "siflow_sde_method", "siflow_grid_kind",
+              "siflow_precision"}
     info_enums = {"siflow_interpolant", "siflow_base", "siflow_status"}
     assert set(enums()) == mapped | info_enums
     assert sorted(enums()["siflow_interpolant"].values()) == sorted(_model._INTERPOLANTS)
@@ -160,3 +162,23 @@ def test_every_status_code_has_its_exception_class():
 def test_the_module_reports_the_library_version():
     version = re.search(r'#define SIFLOW_VERSION_STRING "([^"]+)"', HEADER).group(1)
     assert siflow.__version__ == version
+
+
+def test_precision_sets_the_plan_option_and_refuses_unknown_names():
+    assert _options.plan_options({}).precision == 0
+    for name, value in _options.PRECISIONS.items():
+        assert _options.plan_options({"precision": name}).precision == value
+    with pytest.raises(siflow.InvalidArgument, match="precision: unknown value 'fp8'"):
+        _options.plan_options({"precision": "fp8"})
+
+
+def test_tangent_block_gives_the_same_log_likelihood_bits_in_a_smaller_arena(model):
+    import numpy as np
+    x = np.array([[0.5, -0.25], [1.0, 0.75], [-1.5, 0.1]], dtype=np.float32)
+    whole = model.log_prob(x, steps=4)
+    blocked = model.log_prob(x, steps=4, tangent_block=1)
+    assert np.array_equal(whole, blocked)
+    assert model.arena_bytes(divergence="exact", tangent_block=1) < \
+        model.arena_bytes(divergence="exact")
+    with pytest.raises(siflow.InvalidArgument, match="tangent_block"):
+        model.log_prob(x, tangent_block=-1)

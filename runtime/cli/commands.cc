@@ -305,12 +305,18 @@ int run_info(const ParsedArgs& args) {
     const char* op = "";
     uint32_t in = 0, width = 0;
     model->node(i, &op, &in, &width);
-    uint32_t dims[3];
-    const uint32_t rank = model->node_shape(i, dims);
     const std::string shape =
         std::string(op) == "fully_connected" ? format("%u -> %u", in, width) : format("%u", width);
-    std::printf("  node %-3u %-18s %-12s %-22s %s\n", i, op, shape.c_str(), plan->node_kernel(i),
-                dims_text(dims, rank).c_str());
+    std::printf("  node %-3u %-18s %-12s %s\n", i, op, shape.c_str(), plan->node_kernel(i));
+  }
+  // Each node's per-sample output shape (the flat width above, as the op lays it out).
+  std::printf("shapes        each node's output per sample\n");
+  for (uint32_t i = 0; i < info.node_count; ++i) {
+    const char* op = "";
+    uint32_t dims[3];
+    model->node(i, &op, nullptr, nullptr);
+    const uint32_t rank = model->node_shape(i, dims);
+    std::printf("  node %-3u %-18s %s\n", i, op, dims_text(dims, rank).c_str());
   }
   return 0;
 }
@@ -589,8 +595,8 @@ const std::vector<Command>& commands() {
        "interpolant, base, normalization, score availability, time range, test vectors and\n"
        "metadata, then the arena a plan for batch N needs (siflow::arena_bytes), the\n"
        "total memory of a run (arena + the loaded model's own memory), and each graph node's\n"
-       "output width, the kernel it runs on with the chosen backend and threads, and its\n"
-       "output shape.",
+       "output width and the kernel it runs on with the chosen backend and threads, then\n"
+       "x's shape and each node's output shape.",
        {{"--batch", nullptr, "N", "batch size the arena is planned for (default 256)"},
         kThreadsOption,
         kBackendOption,

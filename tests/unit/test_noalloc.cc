@@ -619,3 +619,36 @@ TEST_CASE("a class- and condition-conditioned model under guidance makes no heap
   CHECK_FALSE(refused.ok());
   CHECK(calls == 0);
 }
+TEST_CASE("an image model with layout ops makes no heap call, exact divergence in blocks too") {
+  // x [2, 3, 3] (d = 18): transpose, a channel slice, reshapes, a dense layer, tanh.
+  ModelBuilder b(18);
+  b.set_x_shape({2, 3, 3});
+  const uint32_t tr = b.transpose(ModelBuilder::x(), {2, 3, 3}, {0, 2, 1});
+  const uint32_t s = b.slice(tr, {2, 3, 3}, 0, 1, 2);  // [1, 3, 3]
+  const uint32_t h = b.concat({b.reshape(s, {9}), b.reshape(ModelBuilder::x(), {18})});
+  std::vector<float> w(18 * 27);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = 0.05f * std::sin(0.7f * static_cast<float>(i));
+  b.set_output(
+      b.reshape(b.unary(b.fully_connected(h, 18, w), siflow::UnaryKind::kTanh), {2, 3, 3}));
+  const std::vector<uint8_t> bytes = b.finish();
+  std::unique_ptr<siflow::Model> model;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model).ok());
+  for (uint32_t block : {0u, 5u}) {
+    CAPTURE(block);
+    siflow::PlanOptions po;
+    po.max_batch = 4;
+    po.tangent_block = block;
+    std::unique_ptr<siflow::Plan> plan;
+    REQUIRE(siflow::Plan::create(*model, po, nullptr, 0, &plan).ok());
+    std::vector<float> x(7 * 18);
+    std::vector<double> logp(7);
+    siflow::SampleOptions so;
+    so.seed = 11;
+    so.ode.steps = 3;
+    Status st;
+    const unsigned long calls =
+        heap_calls_during([&] { st = plan->sample(7, so, x.data(), logp.data()); });
+    CHECK(st.ok());
+    CHECK(calls == 0);
+  }
+}

@@ -15,6 +15,7 @@
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.h"
 #include "siflow/siflow.hpp"
+#include "siflow_generated.h"
 #include "support/byte_span.hpp"
 
 namespace {
@@ -454,4 +455,38 @@ TEST_CASE("flipped bytes of a model with solvers load or fail cleanly (never cra
     }
   }
   CHECK(refused > 0);
+}
+
+TEST_CASE("add_solvers refuses a model whose tables hold fields it does not know") {
+  // v = W x with one extra Model field (id 12, one past solvers): a newer writer's field. The
+  // loader ignores it; a copy would drop it, so add_solvers refuses.
+  namespace fb = siflow::fb;
+  for (bool extra : {true, false}) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto shape = fbb.CreateVector(std::vector<uint32_t>{2, 2});
+    const std::vector<float> w = {0.5f, 0.1f, -0.2f, 0.3f};
+    fbb.ForceVectorAlignment(w.size(), sizeof(float), 64);
+    auto values = fbb.CreateVector(w);
+    auto weight = fb::CreateWeights(fbb, fb::DType::F32, shape, values);
+    auto inputs = fbb.CreateVector(std::vector<uint32_t>{0});
+    std::vector<flatbuffers::Offset<fb::Node>> nodes{fb::CreateNode(
+        fbb, fb::OpType::FullyConnected, inputs, 0, fb::UnaryKind::Identity, 0.01f, weight)};
+    auto graph = fb::CreateGraph(fbb, 2, fbb.CreateVector(nodes), 2);
+    fb::ModelBuilder mb(fbb);
+    mb.add_graph(graph);
+    if (extra) fbb.AddElement<uint32_t>(static_cast<flatbuffers::voffset_t>(4 + 2 * 12), 7u, 0u);
+    fbb.Finish(mb.Finish(), fb::ModelIdentifier());
+    const std::vector<uint8_t> bytes(fbb.GetBufferPointer(),
+                                     fbb.GetBufferPointer() + fbb.GetSize());
+    REQUIRE(load(bytes));
+    std::vector<uint8_t> out;
+    const Status s = siflow::add_solvers(bytes.data(), bytes.size(), {}, &out);
+    if (extra) {
+      CHECK(s.code() == StatusCode::kUnsupported);
+      CHECK(std::string(s.message()).find("Model table holds fields") != std::string::npos);
+    } else {
+      CHECK(s.ok());  // the same file without the extra field copies
+      CHECK(load(out));
+    }
+  }
 }

@@ -13,11 +13,12 @@
 
 #include "format/conditioning_check.hpp"
 #include "format/loader.hpp"
-#include "format/model_checks.hpp"
+#include "format/loader_impl.hpp"
 #include "format/model_data.hpp"
 #include "format/solvers.hpp"
 #include "math/elementary.hpp"
 #include "math/half.hpp"
+#include "math/interpolant.hpp"
 #include "math/reduced.hpp"
 #include "siflow_generated.h"
 #include "support/aligned_memory.hpp"
@@ -25,113 +26,7 @@
 
 namespace siflow {
 namespace detail {
-namespace {
-
-constexpr size_t kAlignment = 64;  // Bump: one allocation, sized in a first pass
-struct Bump {
-  uint8_t* base = nullptr;
-  size_t used = 0;
-  template <typename T>
-  T* take(size_t count, size_t alignment = alignof(T)) {
-    used = align_up(used, alignment);
-    T* p = base ? reinterpret_cast<T*>(base + used) : nullptr;
-    used += count * sizeof(T);
-    return p;
-  }
-};
-
-bool all_finite(const float* v, size_t n, size_t* bad) {
-  for (size_t i = 0; i < n; ++i) {
-    if (!math::is_finite(v[i])) {
-      *bad = i;
-      return false;
-    }
-  }
-  return true;
-}
-
-// The values of a Weights table: the vector its dtype names (f32, f16, bf16 or i8), and how many
-// values the other vectors hold (which must be none; for dtypes other than I8 the scale vector
-// counts as another).
-struct WeightValues {
-  const void* data;
-  size_t count;
-  size_t other_count;
-};
-
-// Floats a stored (non-F32) vector of n values takes once expanded: rounded up to 16 (64 bytes),
-// so every expanded vector starts 64-byte aligned.
-constexpr size_t expanded_floats(size_t n) { return (n + 15) / 16 * 16; }
-
-WeightValues weight_values(const fb::Weights& w) {
-  const auto* f32 = w.f32();
-  const auto* f16 = w.f16();
-  const auto* bf16 = w.bf16();
-  const auto* i8 = w.i8();
-  const auto* scale = w.scale();
-  const size_t n32 = f32 ? f32->size() : 0, n16 = f16 ? f16->size() : 0;
-  const size_t nb = bf16 ? bf16->size() : 0, n8 = i8 ? i8->size() : 0;
-  const size_t ns = scale ? scale->size() : 0;
-  switch (w.dtype()) {
-    case fb::DType::F16:
-      return {n16 ? f16->data() : nullptr, n16, n32 + nb + n8 + ns};
-    case fb::DType::BF16:
-      return {nb ? bf16->data() : nullptr, nb, n32 + n16 + n8 + ns};
-    case fb::DType::I8:
-      return {n8 ? i8->data() : nullptr, n8, n32 + n16 + nb};
-    case fb::DType::F32:
-      break;  // below, with a value outside the enum (refused by the dtype check)
-  }
-  return {n32 ? f32->data() : nullptr, n32, n16 + nb + n8 + ns};
-}
-
-class Loader final : public WeightReader {
- public:
-  // memory: where the model's tables go (a caller's region, or measuring); nullptr: the heap.
-  Loader(const uint8_t* bytes, size_t size, Memory* memory, FindOpVerifier find)
-      : bytes_(bytes), size_(size), memory_(memory), find_(find) {}
-
-  Status run(ModelData** out);
-
- private:
-  Status check_header();
-  Status check_graph_shape();
-  Status check_node(uint32_t index, const fb::Node* node, NodeData* out);
-  Status read(const char* what, const fb::Weights* w, size_t expected, bool required,
-              const float** out) override;
-  Status floats(const char* what, const flatbuffers::Vector<float>* v, size_t expected,
-                const float** out);
-  Status check_base(ModelData* data);
-  Status check_normalization(ModelData* data);
-  Status check_tests(ModelData* data);
-  size_t count_f16_floats() const;
-  size_t offset_of(const void* p) const {
-    return static_cast<size_t>(static_cast<const uint8_t*>(p) - bytes_);
-  }
-
-  const uint8_t* bytes_;
-  size_t size_;
-  Memory* memory_;
-  FindOpVerifier find_;
-  const fb::Model* model_ = nullptr;
-  const fb::Graph* graph_ = nullptr;
-  uint32_t dim_ = 0;
-  Shape x_shape_;
-  uint32_t node_count_ = 0;
-  uint64_t parameters_ = 0;
-  uint64_t f16_parameters_ = 0;
-  uint64_t bf16_parameters_ = 0;
-  uint64_t i8_parameters_ = 0;
-  uint64_t scale_count_ = 0;           // I8 scales
-  float* expanded_ = nullptr;          // where fp16 weights are expanded to float, 64-byte aligned
-  size_t expanded_used_ = 0;           // floats of expanded_ taken so far
-  size_t expanded_capacity_ = 0;       // floats reserved by count_f16_floats
-  double* coefficients_ = nullptr;     // learned interpolant alpha then beta, copied from the file
-  uint32_t coefficient_capacity_ = 0;  // terms reserved for them
-  uint32_t solver_count_ = 0;          // stored solvers (format 1.2)
-  size_t solver_points_ = 0;           // their grid points, copied into the table block
-  double* solver_grids_ = nullptr;     // where (format/solvers.cc)
-};
+namespace load {
 
 // Floats reserved for expanding stored weights: every F16, BF16 or I8 operand's vector, each
 // rounded up to a 64-byte multiple so each expanded vector stays aligned. Bounded by the verified
@@ -416,134 +311,6 @@ Status Loader::check_node(uint32_t index, const fb::Node* node, NodeData* out) {
   return Status();
 }
 
-Status Loader::check_base(ModelData* data) {
-  const fb::Base* b = model_->base();
-  const fb::BaseKind kind = b ? b->kind() : fb::BaseKind::Normal;
-  if (kind > fb::BaseKind::MAX)
-    return Status::error(StatusCode::kInvalidModel, "base: unknown kind %d",
-                         static_cast<int>(kind));
-  data->info.base = static_cast<BaseKind>(kind);
-  double log_norm = 0.0;
-  Status s;
-  if (kind == fb::BaseKind::Normal) {
-    const float *mean = nullptr, *std = nullptr;
-    if (b && !(s = floats("base mean", b->mean(), dim_, &mean)).ok()) return s;
-    if (b && !(s = floats("base std", b->std(), dim_, &std)).ok()) return s;
-    for (uint32_t i = 0; i < dim_; ++i) {
-      data->base_a[i] = mean ? mean[i] : 0.0;
-      data->base_b[i] = std ? std[i] : 1.0;
-      if (!(data->base_b[i] > 0.0))
-        return Status::error(StatusCode::kInvalidModel, "base std[%u] = %g must be positive", i,
-                             data->base_b[i]);
-      log_norm -= math::log(data->base_b[i]);
-    }
-    log_norm -= 0.5 * dim_ * math::log(2.0 * math::kPi);
-  } else {
-    const float *low = nullptr, *high = nullptr;
-    if (!(s = floats("base low", b->low(), dim_, &low)).ok()) return s;
-    if (!(s = floats("base high", b->high(), dim_, &high)).ok()) return s;
-    if (!low || !high)
-      return Status::error(StatusCode::kInvalidModel, "uniform base needs low and high [%u]", dim_);
-    for (uint32_t i = 0; i < dim_; ++i) {
-      data->base_a[i] = low[i];
-      data->base_b[i] = high[i];
-      if (!(high[i] > low[i]))
-        return Status::error(StatusCode::kInvalidModel,
-                             "uniform base: high[%u] = %g must exceed low[%u] = %g", i,
-                             static_cast<double>(high[i]), i, static_cast<double>(low[i]));
-      log_norm -= math::log(data->base_b[i] - data->base_a[i]);
-    }
-    data->info.score_available = false;
-  }
-  data->base_log_norm = log_norm;
-  return Status();
-}
-
-Status Loader::check_normalization(ModelData* data) {
-  data->norm_mean = data->norm_std = nullptr;
-  data->norm_log_det = 0.0;
-  const fb::Normalization* n = model_->normalization();
-  if (!n) return Status();
-  Status s;
-  if (!(s = floats("normalization mean", n->mean(), dim_, &data->norm_mean)).ok()) return s;
-  if (!(s = floats("normalization std", n->std(), dim_, &data->norm_std)).ok()) return s;
-  if (!data->norm_mean || !data->norm_std)
-    return Status::error(StatusCode::kInvalidModel,
-                         "normalization needs both mean and std with %u values", dim_);
-  for (uint32_t i = 0; i < dim_; ++i) {
-    if (!(data->norm_std[i] > 0.0f))
-      return Status::error(StatusCode::kInvalidModel, "normalization std[%u] = %g must be positive",
-                           i, static_cast<double>(data->norm_std[i]));
-    data->norm_log_det += math::log(data->norm_std[i]);
-  }
-  data->info.normalized = true;
-  return Status();
-}
-
-Status Loader::check_tests(ModelData* data) {
-  data->test_t = data->test_y = data->test_v = nullptr;
-  data->trajectory_start = data->trajectory_end = nullptr;
-  data->trajectory_steps = 0;
-  data->test_tolerance = data->trajectory_tolerance = 0.0f;
-  data->test_guidance = 1.0;
-  const fb::TestVectors* tv = model_->test_vectors();
-  if (!tv) return Status();
-  const uint32_t count = tv->count(), traj = tv->trajectory_count();
-  if (count > Limits::kMaxTestVectors || traj > Limits::kMaxTestVectors)
-    return Status::error(StatusCode::kInvalidModel,
-                         "test vectors: %u points and %u trajectories exceed the limit %u", count,
-                         traj, Limits::kMaxTestVectors);
-  Status s;
-  if (count > 0) {
-    if (!(s = floats("test vectors t", tv->t(), count, &data->test_t)).ok()) return s;
-    if (!(s = floats("test vectors y", tv->y(), size_t{count} * dim_, &data->test_y)).ok())
-      return s;
-    if (!(s = floats("test vectors v", tv->v(), size_t{count} * dim_, &data->test_v)).ok())
-      return s;
-    if (!data->test_t || !data->test_y || !data->test_v)
-      return Status::error(StatusCode::kInvalidModel,
-                           "test vectors: %u points but t, y or v "
-                           "missing",
-                           count);
-    if (!(tv->velocity_tolerance() >= 0.0f) || !math::is_finite(tv->velocity_tolerance()))
-      return Status::error(StatusCode::kInvalidModel, "test vectors: bad velocity tolerance");
-  }
-  if (traj > 0) {
-    if (tv->trajectory_steps() == 0 || tv->trajectory_steps() > Limits::kMaxSteps)
-      return Status::error(StatusCode::kInvalidModel,
-                           "test vectors: trajectory steps %u outside [1, %u]",
-                           tv->trajectory_steps(), Limits::kMaxSteps);
-    if (!(s = floats("trajectory start", tv->trajectory_start(), size_t{traj} * dim_,
-                     &data->trajectory_start))
-             .ok())
-      return s;
-    if (!(s = floats("trajectory end", tv->trajectory_end(), size_t{traj} * dim_,
-                     &data->trajectory_end))
-             .ok())
-      return s;
-    if (!data->trajectory_start || !data->trajectory_end)
-      return Status::error(StatusCode::kInvalidModel, "test vectors: trajectory data missing");
-    if (!(tv->trajectory_tolerance() >= 0.0f) || !math::is_finite(tv->trajectory_tolerance()))
-      return Status::error(StatusCode::kInvalidModel, "test vectors: bad trajectory tolerance");
-  }
-  const uint64_t evaluations =
-      uint64_t{count} + (traj > 0 ? 4ull * traj * tv->trajectory_steps() : 0);
-  if (evaluations > Limits::kMaxValidationEvaluations)
-    return Status::error(StatusCode::kInvalidModel,
-                         "test vectors: %u points and %u trajectories of %u steps ask for %llu "
-                         "network evaluations (points + 4 x trajectories x steps), limit %llu",
-                         count, traj, tv->trajectory_steps(),
-                         static_cast<unsigned long long>(evaluations),
-                         static_cast<unsigned long long>(Limits::kMaxValidationEvaluations));
-  if (!(s = check_test_conditioning(data, *tv)).ok()) return s;  // format/conditioning_check.cc
-  data->info.test_vector_count = count;
-  data->info.test_trajectory_count = traj;
-  data->test_tolerance = tv->velocity_tolerance();
-  data->trajectory_steps = tv->trajectory_steps();
-  data->trajectory_tolerance = tv->trajectory_tolerance();
-  return Status();
-}
-
 Status Loader::run(ModelData** out) {
   Status s;
   if (!(s = check_header()).ok()) return s;
@@ -643,8 +410,7 @@ Status Loader::run(ModelData** out) {
                               "graph output tensor %u has width %u, expected dim %u", data->output,
                               data->tensors[data->output].width, dim_));
   if (!(s = check_conditioning(data)).ok()) return fail(s);  // format/conditioning_check.cc
-  if (!(s = check_interpolant(*model_, coefficients_, coefficient_capacity_, data)).ok())
-    return fail(s);
+  if (!(s = check_interpolant(data)).ok()) return fail(s);
   if (!(s = check_base(data)).ok()) return fail(s);
   if (!(s = check_normalization(data)).ok()) return fail(s);
   if (!(s = check_tests(data)).ok()) return fail(s);
@@ -680,11 +446,11 @@ Status Loader::run(ModelData** out) {
   return Status();
 }
 
-}  // namespace
+}  // namespace load
 
 Status verify_model(const uint8_t* bytes, size_t size, Memory* memory, FindOpVerifier find,
                     ModelData** out) {
-  return Loader(bytes, size, memory, find).run(out);
+  return load::Loader(bytes, size, memory, find).run(out);
 }
 
 void free_model_data(ModelData* data) {

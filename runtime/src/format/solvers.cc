@@ -10,6 +10,14 @@
 namespace siflow::detail {
 namespace {
 
+// Byte-wise equality of two NUL-terminated names (verified to be at most kMaxSolverName long);
+// GCC 12's -Wstringop-overread misjudges strcmp on the solver table here.
+bool same_name(const char* a, const char* b) {
+  for (; *a && *a == *b; ++a, ++b) {
+  }
+  return *a == *b;
+}
+
 // A float vector of exactly `expected` finite values (nullptr when absent or empty).
 Status finite_floats(const char* what, const flatbuffers::Vector<float>* v, size_t expected,
                      const float** out) {
@@ -82,7 +90,7 @@ Status check_solvers(const fb::Model& model, uint32_t dim, ModelData* data, doub
     }
     sd.name = name->c_str();
     for (uint32_t j = 0; j < i; ++j)
-      if (std::strcmp(data->solvers[j].name, sd.name) == 0)
+      if (same_name(data->solvers[j].name, sd.name))
         return Status::error(StatusCode::kInvalidModel, "solvers %u and %u are both named '%s'", j,
                              i, sd.name);
     const char* method = fs->method() ? fs->method()->c_str() : "";

@@ -30,8 +30,13 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t di
       if (first == nodes) first = i;
       last = i;
     }
+  // Narrow layers (16 or fewer inputs or outputs: time features, the layer reading a small x, the
+  // one writing v) stay f32 as well: they cost at most 16 multiply-adds per output or input.
+  constexpr uint32_t kNarrow = 16;
   auto converted = [&](uint32_t i) {
-    return ops::op_module(md.nodes[i].op).reduce && i != first && i != last;
+    const NodeData& n = md.nodes[i];
+    return ops::op_module(n.op).reduce && i != first && i != last &&
+           md.tensors[n.inputs[0]].width > kNarrow && n.width > kNarrow;
   };
   // One block: the pointer table, each node's weights, the bf16 activation buffer.
   size_t bytes = round64(size_t{nodes} * sizeof(void*));

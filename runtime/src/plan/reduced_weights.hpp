@@ -12,9 +12,10 @@
 namespace siflow::detail {
 
 // For a precision other than fp32: every node whose op module converts weights, except the first
-// and the last such node (the layer reading t and x and the one writing v stay f32: together a
-// few per cent of M1's work, and the ends of the network where rounding costs the most accuracy;
-// docs/math.md has the measurements), gets its weights converted for its kernel; the kernel names
+// and the last such node and layers with 16 or fewer inputs or outputs (the layers reading t and x
+// or time features and the one writing v stay f32: together about 1 % of M1's work, and the ends
+// of the network where rounding costs the most accuracy; docs/math.md has the measurements),
+// gets its weights converted for its kernel; the kernel names
 // gain "/<precision>". `directions` is the layout's tangent directions (sizes the bf16 buffer).
 // A measuring `memory` only counts the bytes.
 Status reduce_weights(const ModelData& model, const PlanOptions& options, size_t directions,

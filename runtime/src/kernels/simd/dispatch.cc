@@ -3,6 +3,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include "kernels/simd/kernels.hpp"
 #include "math/half.hpp"
 #include "math/reduced.hpp"
@@ -172,14 +176,22 @@ void pack_reduced(Precision precision, const float* w, const float* bias, uint32
   }
 }
 
+#if defined(__x86_64__)
+// F16C from CPUID leaf 1 (ECX bit 29), read directly: clang's __builtin_cpu_supports does not
+// know "f16c". The AVX2 check beside it already covers the OS saving the YMM state.
+static bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+#endif
+
 const Kernels* kernels_for(Isa isa) {
   switch (isa) {
     case Isa::kBaseline:
       return &baseline::kKernels;
     case Isa::kAvx2:
 #if defined(__x86_64__)
-      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-          __builtin_cpu_supports("f16c"))
+      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
         return &avx2::kKernels;
 #endif
       return nullptr;
