@@ -120,6 +120,7 @@ class EinsumHeads(torch.nn.Module):
     def __init__(self, eq_scores="bhci,bhcj->bhij", eq_mix="bhij,bhcj->bhci"):
         super().__init__()
         self.qkv = torch.nn.Conv2d(2, 12, 1)
+        self.out = torch.nn.Conv2d(4, 2, 1)     # reads the [heads, d, 16] product as [4, 4, 4]
         self.eqs = (eq_scores, eq_mix)
 
     def forward(self, x, t):
@@ -128,7 +129,7 @@ class EinsumHeads(torch.nn.Module):
         q, k, v = (z.reshape(b, 2, 2, 16) for z in (q, k, v))
         a = torch.softmax(torch.einsum(self.eqs[0], q, k) * 0.5, dim=-1)
         o = torch.einsum(self.eqs[1], a, v).reshape(b, 4, 4, 4)
-        return o[:, :2] * t.reshape(-1, 1, 1, 1) + x
+        return self.out(o) * t.reshape(-1, 1, 1, 1) + x
 
 
 class MatmulTokens(torch.nn.Module):
@@ -150,6 +151,24 @@ class MatmulTokens(torch.nn.Module):
         a = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(2.0), dim=-1)
         o = (a @ v).transpose(1, 2).reshape(b, 2, 4, 4)
         return self.mix(torch.cat([o, h], dim=1))
+
+
+class MatmulHeads(torch.nn.Module):
+    """x [B, 2, 4, 4] -> 2-head attention [B, 2, 16, 2] (heads, tokens, features) with matmul
+    on 4-D tensors: q @ k.transpose(-2, -1), softmax, @ v."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Conv2d(2, 12, 1)
+        self.out = torch.nn.Conv2d(4, 2, 1)
+
+    def forward(self, x, t):
+        b = x.shape[0]
+        q, k, v = (z.reshape(b, 2, 2, 16).transpose(-2, -1)
+                   for z in self.qkv(x).chunk(3, dim=1))
+        a = torch.softmax(q @ k.transpose(-2, -1) * 0.5, dim=-1)
+        o = (a @ v).transpose(-2, -1).reshape(b, 4, 4, 4)
+        return self.out(o) * t.reshape(-1, 1, 1, 1) + x
 
 
 def _onnx(net, opset):
@@ -210,6 +229,18 @@ def test_matmul_attention_with_unet_broadcasts_matches_torch(tmp_path, opset):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert rel_err(np.load(tmp_path / "v.npy").reshape(4, -1), want) <= 1e-5
+
+
+@pytest.mark.parametrize("opset", [11, 14, 17])
+def test_multi_head_matmul_attention_matches_torch(opset):
+    torch.manual_seed(opset)
+    y, t = _f32(RNG.normal(size=(4, 32))), _f32(RNG.uniform(size=4))
+    graph, _, got, want = _convert_and_compare(MatmulHeads().eval(), opset, y, t)
+    mm = [n for n in graph.nodes if n.op == "matmul"]
+    # torch cancels k's two transposes; v's swap of its last two axes becomes transpose_b.
+    assert len(mm) == 2 and mm[0].scale == pytest.approx(0.5) and mm[1].transpose_b
+    assert graph.shapes()[graph.nodes.index(mm[0]) + 2] == [2, 16, 16]
+    assert rel_err(got, want) <= 1e-6
 
 
 def test_mul_of_a_product_read_elsewhere_is_not_folded():
