@@ -29,6 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import onnx_attention
+from . import onnx_broadcast
 from . import onnx_image
 from . import onnx_math
 from . import onnx_conditioning
@@ -49,7 +51,8 @@ SUPPORTED_OPS = (
     "Equal/Where shape arithmetic, and any op on constants only (folded); format 1.4: x of shape "
     "[B, C, H, W] or [B, T, C], Reshape/Flatten to any per-sample shape of rank <= 3 (free), "
     "Transpose of the per-sample axes, Slice/Split of one per-sample axis, fixed-batch exports; "
-    "on image tensors [B, C, H, W]: " + onnx_image.SUPPORTED)
+    "on image tensors [B, C, H, W]: " + onnx_image.SUPPORTED + "; attention: " +
+    onnx_attention.SUPPORTED)
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -1202,7 +1205,9 @@ class _Importer:
         """Columns [start, end) of the feature axis: a Slice node (format 1.4), no weights."""
         if start == 0 and end == _width(a.shape):
             return a
-        tid = self.emit(Node("slice", [a.tid], name=name, axis=-1, start=start, end=end))
+        # On the tensor with its ONNX shape (the .sif tensor may hold another, e.g. a matmul's).
+        src = self._shaped(a, where) if a.shape[:1] == ("B",) and len(a.shape) <= 4 else a.tid
+        tid = self.emit(Node("slice", [src], name=name, axis=-1, start=start, end=end))
         shape = _check_row_shape(a.shape[:-1] + (end - start,), where)
         return _Val(tid, shape, _identity_form(tid))
 
@@ -1411,3 +1416,5 @@ def onnx_input_dim(model_or_path, x_input: Optional[str] = None,
 
 onnx_image.install(_Importer)
 onnx_math.install(_Importer)
+onnx_attention.install(_Importer)
+onnx_broadcast.install(_Importer)
