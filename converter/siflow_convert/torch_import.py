@@ -256,7 +256,13 @@ def load_torch_file(path: str, kind: Optional[str] = None):
         raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConversionError(f"{os.fspath(path)}: cannot load with torch ({first})") from None
+        hint = ""
+        if isinstance(e, (ImportError, AttributeError)):
+            hint = ("; a torch.save'd module names its class by module path, so the code that "
+                    "defines the class must be importable: put its folder on PYTHONPATH, or save "
+                    "the module as TorchScript (torch.jit.save) or export it to ONNX")
+        raise ConversionError(f"{os.fspath(path)}: cannot load with torch ({first}){hint}") \
+            from None
     if not isinstance(obj, torch.nn.Module):
         raise ConversionError(f"{path}: holds a {type(obj).__name__}, not an nn.Module (a state "
                               f"dict needs its model class: build the module, load the state "

@@ -157,6 +157,39 @@ def test_a_forward_t_x_module_called_as_x_t_gets_the_argument_order_hint(tmp_pat
     assert "calling the module as module(x, t)" in err and "--argument-order tx" in err, err
 
 
+def test_a_torch_saved_module_finds_its_class_on_pythonpath(tmp_path):
+    import subprocess
+    import sys
+    from conftest import CONVERTER
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "mynets.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.l = torch.nn.Linear(3, 2)\n"
+        "    def forward(self, x, t):\n"
+        "        return self.l(torch.cat([x, t], 1))\n")
+    sys.path.insert(0, str(code))
+    try:
+        import mynets
+        torch.save(mynets.Net(), tmp_path / "net.pt")
+    finally:
+        sys.path.remove(str(code))
+        sys.modules.pop("mynets", None)
+    cmd = [sys.executable, "-m", "siflow_convert", "net.pt", "--dim", "2", "-o", "n.sif",
+           "--test-vectors", "0"]
+    r = subprocess.run(cmd, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=CONVERTER),
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "No module named 'mynets'" in r.stderr and \
+        "put its folder on PYTHONPATH" in r.stderr, r.stderr
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.pathsep.join([CONVERTER, str(code)])))
+    assert r.returncode == 0, r.stderr
+    assert "self-check against the PyTorch source: passed" in r.stdout, r.stdout
+
+
 class Labelled(torch.nn.Module):
     """v(t, x, y) = W2 tanh(W1 [x, t] + b1 + E[y]) + b2."""
 
