@@ -72,8 +72,9 @@ def _signature_hint(module, names, time_column) -> str:
     if time_column is None:
         hints.append("a module taking one [B, d + 1] input needs time_column='first' or 'last' "
                      "(--time-column)")
-    hints.append("a class label is passed as a third argument with label=True (--label-input "
-                 "NAME), a condition vector with cond=W")
+    if time_column is None and len(names) == 2:
+        hints.append("a class label is passed as a third argument with label=True "
+                     "(--label-input NAME), a condition vector with cond=W")
     hints.append("check dim (--dim) and the shape of t (time_shape, --time-shape)")
     return "; ".join(hints)
 
