@@ -478,9 +478,10 @@ def _node(node, ins: List[Optional[np.ndarray]], opset: int) -> list:
     raise Unevaluable(f"op {op}")
 
 
-def run(model, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
+def run(model, feeds: Dict[str, np.ndarray], values: Optional[dict] = None) -> List[np.ndarray]:
     """The graph's outputs for `feeds` (name -> array), every value in float64 (integers int64).
-    Raises Unevaluable naming the first op that cannot be evaluated."""
+    Raises Unevaluable naming the first op that cannot be evaluated. `values`, when given, receives
+    every value of the graph by name."""
     g = model.graph
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                 default=17)
@@ -503,4 +504,6 @@ def run(model, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
         for name, v in zip(node.output, outs):
             if name:
                 vals[name] = np.asarray(v)
+    if values is not None:
+        values.update(vals)
     return [vals[o.name] for o in g.output]

@@ -55,7 +55,40 @@ def _converted(graph: ir.Graph, t, y, labels, cond, dtype):
     return reference.evaluate(model, t, y, dtype=dtype)[0].astype(np.float64)
 
 
-def _compare(source: str, graph: ir.Graph, t, y, labels, cond, want) -> Result:
+def _first_disagreeing_node(graph: ir.Graph, t, y, labels, cond, onnx_values, rows, tol):
+    """For an ONNX source: the first converted node (in graph order) whose value differs beyond
+    `tol` from the ONNX value produced by the node of the same name (the rows of one chunk), as
+    "node 'name' (op)", or '' when no named value disagrees."""
+    from . import image_ops
+    model = ir.FlowModel(graph=graph)
+    if labels is not None or cond is not None:
+        model = conditioning.with_conditioning(model, labels, cond)
+    run = conditioning.runs(model, rows)
+    ctx = None if run is None else run[0][1]
+    shapes = graph.shapes()
+    vals = [y.astype(np.float64), reference._time_column(t, rows, np.float64)]
+    tans = [None, None]
+    for k, node in enumerate(graph.nodes):
+        if node.op in image_ops.IMAGE_OPS:
+            a = node.inputs[0]
+            v, _ = image_ops.forward(node, vals[a], None, shapes[a], shapes[k + 2], np.float64)
+        elif node.op in ir.COND_OPS:
+            v, _ = conditioning.forward(node, vals, rows, ctx, np.float64)
+        else:
+            v, _ = reference._node_forward(node, vals, tans, np.float64, shapes)
+        vals.append(v)
+        tans.append(None)
+        src = onnx_values.get(node.name)
+        if src is None or np.asarray(src).size != np.asarray(v).size or \
+                np.asarray(src).dtype.kind != "f":
+            continue
+        a, b = np.asarray(src).reshape(rows, -1), np.asarray(v).reshape(rows, -1)
+        if float(np.max(np.abs(a - b))) > tol * max(1.0, float(np.max(np.abs(a)))):
+            return f"node '{node.name}' ({node.op if node.op != 'unary' else node.unary})"
+    return ""
+
+
+def _compare(source: str, graph: ir.Graph, t, y, labels, cond, want, locate=None) -> Result:
     got = _converted(graph, t, y, labels, cond, np.float64)
     got32 = _converted(graph, t, y, labels, cond, np.float32)
     scale = max(1.0, float(np.max(np.abs(want))))
@@ -69,11 +102,21 @@ def _compare(source: str, graph: ir.Graph, t, y, labels, cond, want) -> Result:
         flat = np.nan_to_num(diff, nan=np.inf).reshape(POINTS, -1)
         i, j = np.unravel_index(int(np.argmax(flat)), flat.shape)
         extra = "" if labels is None else f", label {int(labels[i])}"
+        node = ""
+        if locate is not None:
+            try:
+                node = locate(i, tol)
+            except Exception:      # the localisation is a hint; the refusal stands without it
+                node = ""
+        if node:
+            node = ("; the first converted node that disagrees with the ONNX value of its name: "
+                    + node)
         raise ir.ConversionError(
             f"self-check failed: the converted graph disagrees with the {source} source by "
             f"{err:.3g} (max |dv| / max(1, max |v|); float32 rounding allows {tol:.3g}), worst at "
             f"test point {i} (t = {t[i]:.6g}{extra}), coordinate {j}: source "
-            f"{want.reshape(POINTS, -1)[i, j]:.9g}, converted {got.reshape(POINTS, -1)[i, j]:.9g}. "
+            f"{want.reshape(POINTS, -1)[i, j]:.9g}, converted {got.reshape(POINTS, -1)[i, j]:.9g}"
+            f"{node}. "
             f"This is a converter bug; please report it with the model (self_check=False / "
             f"--no-self-check converts anyway)")
     return Result(source, "passed", err, tol)
@@ -130,7 +173,7 @@ def check_onnx(model, graph: ir.Graph, x_input=None, time_input=None, time_colum
             t[s:s + chunk] = t[s]
     if POINTS % chunk:
         return Result("ONNX", "skipped", reason=f"fixed batch {chunk} does not divide {POINTS}")
-    outs = []
+    outs, chunk_feeds = [], []
     try:
         for s in range(0, POINTS, chunk):
             e = s + chunk
@@ -152,6 +195,7 @@ def check_onnx(model, graph: ir.Graph, x_input=None, time_input=None, time_colum
             if "cond" in names:
                 feeds[names["cond"]] = cond[s:e].reshape(_feed_shape(
                     _declared(inputs[names["cond"]]), chunk))
+            chunk_feeds.append(feeds)
             outs.append(np.asarray(onnx_eval.run(model, feeds)[0],
                                    dtype=np.float64).reshape(chunk, -1))
     except onnx_eval.Unevaluable as e:
@@ -160,7 +204,17 @@ def check_onnx(model, graph: ir.Graph, x_input=None, time_input=None, time_colum
     if want.shape != (POINTS, graph.dim):
         return Result("ONNX", "skipped", reason=f"the source's output has shape "
                                                 f"{list(want.shape)}")
-    return _compare("ONNX", graph, t, y, labels, cond, want)
+
+    def locate(i, tol):
+        s, values = (i // chunk) * chunk, {}
+        onnx_eval.run(model, chunk_feeds[i // chunk], values)
+        by_node = {n.name: values.get(n.output[0]) for n in model.graph.node
+                   if n.name and n.output and n.output[0] in values}
+        pick = slice(s, s + chunk)
+        return _first_disagreeing_node(
+            graph, t[pick], y[pick], None if labels is None else labels[pick],
+            None if cond is None else cond[pick], by_node, chunk, tol)
+    return _compare("ONNX", graph, t, y, labels, cond, want, locate)
 
 
 # ------------------------------------------------------------------------------ PyTorch sources

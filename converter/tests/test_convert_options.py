@@ -276,6 +276,8 @@ def test_the_self_check_refuses_a_wrong_onnx_mapping(monkeypatch, tmp_path, caps
     err = capsys.readouterr().err
     assert "self-check failed: the converted graph disagrees with the ONNX source by" in err, err
     assert "worst at test point" in err and "coordinate" in err
+    assert "the first converted node that disagrees with the ONNX value of its name: node 'act' " \
+           "(cos)" in err, err
     assert not out.exists()
     # With the check off, the (wrong) graph is converted: proof that the check caught it.
     assert main([str(path), "-o", str(out), "--no-self-check"]) == 0
@@ -334,6 +336,27 @@ def test_the_self_check_runs_image_and_labelled_onnx_sources(opset):
                           dynamic_axes={k: {0: "B"} for k in ("x", "t", "y", "v")})
     r = convert(buf.getvalue(), test_vectors=0, null_label=0).self_check
     assert r.status == "passed", r.line()
+
+
+def test_the_self_check_finds_a_weight_off_by_1e_3_in_an_image_net(monkeypatch):
+    from test_image_ops import UNetish
+    torch.manual_seed(6)
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(UNetish().eval(), (torch.zeros(2, 2, 6, 6), torch.zeros(2, 1)), buf,
+                          input_names=["x", "t"], output_names=["v"], opset_version=17,
+                          dynamic_axes={"x": {0: "B"}, "t": {0: "B"}, "v": {0: "B"}})
+    plain = _Importer.op_ConvTranspose
+
+    def off(self, node, ins, where):       # a mapping that scales the weights by 1.001
+        out = plain(self, node, ins, where)
+        self.graph.nodes[-1].weight = self.graph.nodes[-1].weight * 1.001
+        return out
+    monkeypatch.setattr(_Importer, "op_ConvTranspose", off)
+    with pytest.raises(ConversionError, match=r"self-check failed.*the first converted node that "
+                                              r"disagrees with the ONNX value of its name: node "
+                                              r"'/up/ConvTranspose' \(conv_transpose2d\)"):
+        convert(buf.getvalue(), test_vectors=0)
 
 
 class Zoo(torch.nn.Module):
