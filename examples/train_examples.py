@@ -17,6 +17,14 @@ numpy, plus an 8-dimensional Gaussian mixture with diagonal covariances whose de
 exactly. Training data are drawn fresh every step from a seeded generator; held-out data come
 from a separate seed and are written to examples/data/<name>.npy.
 
+One image model, trained only when named (--only digits): a class-conditional flow on
+scikit-learn's 8x8 handwritten digits (split, dequantization and scaling in digits_data.py), a
+small U-Net v(x, t, y) with inputs x [B, 1, 8, 8], t [B, 1] and an int64 label y [B] (10 = the
+null label of classifier-free guidance); its card's numbers come from digits_card.py. Its
+stages: train -> <work-dir>/digits.pt; export -> <work-dir>/digits.onnx (opset 17, dynamic
+batch) and <work-dir>/digits_reference.npz (float64 PyTorch velocities at seeded points);
+convert -> export, then <out-dir>/digits.sif through the converter's CLI with the label input.
+
 Stages (--stage; `all` = train then convert):
   train    -> <work-dir>/<name>.pt   (EMA weights, normalisation, training record) and the
               held-out set <data-dir>/<name>.npy
