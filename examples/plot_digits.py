@@ -3,6 +3,9 @@
 """Draws 8x8 digit images as a grid, one row per class, and writes a PNG (atomically).
 
 Usage: plot_digits.py SAMPLES.npy OUT.png [--rows R] [--title TEXT]
+       plot_digits.py --write-labels LABELS.npy [--rows R] [--per-row N]
+The second form writes the int64 labels 0,..,0,1,..,1,... (N of each of R classes) that
+`siflow sample --labels` takes to sample such a grid in one call.
 SAMPLES holds N images as [N, 1, 8, 8], [N, 8, 8] or [N, 64] in row order: the first N/R
 images form the first row (class 0 when sampled with labels 0,..,0,1,..,1,...). Grey levels are
 the dequantized x~ in [0, 1) (values outside are clipped for display). Runs on Debian's
@@ -65,13 +68,32 @@ def plot_digit_grid(images: np.ndarray, out: str, rows: int = 10, title: str = "
     os.replace(tmp, out)
 
 
+def grid_labels(rows: int = 10, per_row: int = 10) -> np.ndarray:
+    """int64 [rows * per_row]: per_row copies of 0, then of 1, ..., then of rows - 1."""
+    return np.repeat(np.arange(rows, dtype=np.int64), per_row)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("samples", help=".npy of N images, [N, 1, 8, 8], [N, 8, 8] or [N, 64]")
-    parser.add_argument("out", help="output .png")
+    parser.add_argument("samples", nargs="?",
+                        help=".npy of N images, [N, 1, 8, 8], [N, 8, 8] or [N, 64]")
+    parser.add_argument("out", nargs="?", help="output .png")
     parser.add_argument("--rows", type=int, default=10, help="rows (classes; default 10)")
     parser.add_argument("--title", default="")
+    parser.add_argument("--write-labels", metavar="LABELS.npy",
+                        help="write the grid's labels instead of plotting")
+    parser.add_argument("--per-row", type=int, default=10, help="images per row (default 10)")
     args = parser.parse_args()
+    if args.write_labels:
+        if args.rows < 1 or args.per_row < 1:
+            sys.exit("plot_digits: --rows and --per-row must be positive")
+        tmp = args.write_labels + ".tmp.npy"
+        np.save(tmp, grid_labels(args.rows, args.per_row))
+        os.replace(tmp, args.write_labels)
+        print(f"wrote {args.write_labels}")
+        return
+    if not args.samples or not args.out:
+        parser.error("SAMPLES.npy and OUT.png are required (or --write-labels)")
     try:
         plot_digit_grid(np.load(args.samples), args.out, args.rows, args.title)
     except ValueError as e:
