@@ -17,9 +17,10 @@ from the converted .sif (through the siflow CLI).
   per class) next to the classifier's accuracy on the real held-out images.
 
 The PyTorch path (--torch WEIGHTS.pt, from train_examples.py --only digits --stage train)
-integrates with plain RK4 loops written here, in float32 by default (--dtype float64 is
-16x slower on a CPU; the float64 reference of the velocity is train_examples.py's export). The .sif path (--sif
-MODEL.sif --siflow CLI) runs `siflow logprob` and `siflow sample` with the label options.
+integrates with plain RK4 loops written here, in float32 by default (--dtype float64 is 16x
+slower on a CPU; the float64 reference of the velocity is train_examples.py's export). The
+.sif path (--sif MODEL.sif --siflow CLI) runs `siflow logprob` (with --grid) and `siflow
+sample` with the label options.
 
 Usage: digits_card.py (--torch digits.pt | --sif digits.sif [--siflow PATH]) [options]
 """
@@ -261,7 +262,9 @@ def main(argv=None) -> int:
     n = sub.size
     null = np.full_like(labels, dd.NULL_LABEL)
     grid = time_grid(args.steps, args.grid_power)
-    rk = f"RK4 {args.steps}" + (f" (grid power {args.grid_power:g})" if args.grid_power != 1 else "")
+    rk = f"RK4 {args.steps}"
+    if args.grid_power != 1:
+        rk += f" (grid power {args.grid_power:g})"
     cases = [("conditional log p(x~|y)", labels)]
     if "uncond" not in args.skip:
         cases.append(("unconditional log p(x~)", null))

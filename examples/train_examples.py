@@ -513,7 +513,8 @@ def train_digits(spec: DigitsSpec, steps: int, seed: int, work_dir: str) -> dict
         "name": "digits", "channels": spec.channels, "emb": spec.emb, "freqs": spec.freqs,
         "params": params, "steps": steps, "batch": spec.batch, "lr": spec.lr, "seed": seed,
         "ema": spec.ema, "label_drop": spec.label_drop, "null_label": DIGITS_NULL_LABEL,
-        "train_seconds": time.time() - start, "train_cpu_seconds": time.process_time() - cpu_start,
+        "train_seconds": time.time() - start,
+        "train_cpu_seconds": time.process_time() - cpu_start,
         "final_loss": running, "mean": dd.MEAN, "std": dd.STD, "state_dict": ema.state_dict(),
     }
     _atomic_torch_save(record, os.path.join(work_dir, "digits.pt"))
