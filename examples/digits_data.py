@@ -15,6 +15,8 @@ integer grey levels 0..16 (17 levels) and labels 0..9; a copy of the test set of
   fresh u every step; the held-out set is dequantized once with HELDOUT_DEQUANT_SEED and written
   to examples/data/digits_heldout.npy (float64 [300, 1, 8, 8], x~) with the labels in
   examples/data/digits_heldout_labels.npy (int64 [300]); the integer image is floor(17 x~).
+  `digits_data.py --check` regenerates both from scikit-learn and compares them bit for bit
+  (ctest example_digits_heldout); without an option it rewrites them.
 - Flow space: z = (x~ - MEAN) / STD = 2 x~ - 1 in [-1, 1); the .sif stores MEAN and STD as its
   normalisation, so siflow's sample/logprob speak x~ and log p(x~) = log p(z) + 64 log 2.
 """
@@ -115,7 +117,55 @@ def load_heldout(path: str = HELDOUT_PATH, labels_path: str = HELDOUT_LABELS_PAT
     return xt, labels
 
 
-if __name__ == "__main__":
+def check_heldout(path: str = HELDOUT_PATH, labels_path: str = HELDOUT_LABELS_PATH) -> list:
+    """Differences between the committed held-out files and the split regenerated from
+    scikit-learn's data (empty when they agree bit for bit and the split is sound)."""
+    problems = []
+    x, y = load_all()
+    train, held = split_indices(y)
+    if np.intersect1d(train, held).size or train.size + held.size != y.size:
+        problems.append("the training and held-out indices overlap or miss images")
+    counts = np.bincount(y[held], minlength=NUM_CLASSES)
+    if not np.all(counts == HELDOUT_PER_CLASS):
+        problems.append(f"held-out images per class {counts.tolist()}, expected "
+                        f"{HELDOUT_PER_CLASS} each")
+    _, labels, xt = heldout_set()
+    try:
+        c_xt, c_labels = load_heldout(path, labels_path)
+    except (OSError, ValueError, RuntimeError) as e:
+        return problems + [str(e)]
+    if c_xt.dtype != np.float64 or not np.array_equal(c_xt, xt):
+        problems.append(f"{path} differs from the regenerated dequantized images")
+    if c_labels.dtype != np.int64 or not np.array_equal(c_labels, labels):
+        problems.append(f"{labels_path} differs from the regenerated labels")
+    if not np.array_equal(np.floor(c_xt * LEVELS).reshape(-1, DIM), x[held]):
+        problems.append("floor(17 x~) of the committed images is not the original image")
+    if c_xt.min() < 0 or c_xt.max() >= 1:
+        problems.append("committed x~ outside [0, 1)")
+    return problems
+
+
+def main(argv) -> int:
+    if argv[1:] == ["--check"]:
+        import importlib.util
+        if importlib.util.find_spec("sklearn") is None:
+            print("SKIPPED: scikit-learn is not installed (Debian: python3-sklearn)")
+            return 77
+        problems = check_heldout()
+        for p in problems:
+            print(f"digits_data: {p}")
+        if not problems:
+            print("digits_data: the committed held-out split matches load_digits and the seeds")
+        return 1 if problems else 0
+    if argv[1:]:
+        print("usage: digits_data.py [--check]  (no option: write the held-out files)")
+        return 2
     write_heldout()
     xt, labels = load_heldout()
     print(f"wrote {HELDOUT_PATH} {xt.shape} and {HELDOUT_LABELS_PATH} {labels.shape}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv))
