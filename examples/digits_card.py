@@ -240,8 +240,9 @@ def main(argv=None) -> int:
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0])
     ap.add_argument("--seed", type=int, default=0, help="seed of probes and base draws")
     ap.add_argument("--chunk", type=int, default=50, help="images per PyTorch batch")
-    ap.add_argument("--skip", nargs="*", default=[], choices=("uncond", "exact", "hutchinson",
-                                                              "samples"))
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=("cond", "uncond", "exact", "hutchinson", "samples"),
+                    help="parts not to compute (to split the work between processes)")
     ap.add_argument("--save-samples", metavar="PREFIX",
                     help="write the guided samples to PREFIX_w<W>.npy (x~ [N, 1, 8, 8])")
     args = ap.parse_args(argv)
@@ -265,7 +266,7 @@ def main(argv=None) -> int:
     rk = f"RK4 {args.steps}"
     if args.grid_power != 1:
         rk += f" (grid power {args.grid_power:g})"
-    cases = [("conditional log p(x~|y)", labels)]
+    cases = [] if "cond" in args.skip else [("conditional log p(x~|y)", labels)]
     if "uncond" not in args.skip:
         cases.append(("unconditional log p(x~)", null))
     for what, lab in cases:
