@@ -228,14 +228,15 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=("float64", "float32"), default="float32",
                     help="PyTorch precision (default float32: 16x faster on a CPU here, and "
                     "what the runtime computes in)")
-    ap.add_argument("--steps", type=int, default=50, help="RK4 steps for log p (default 50)")
-    ap.add_argument("--grid-power", type=float, default=1.0,
-                    help="log p time grid t_n = 1 - (1 - n/steps)^P (default 1: uniform)")
+    ap.add_argument("--steps", type=int, default=20, help="RK4 steps for log p (default 20)")
+    ap.add_argument("--grid-power", type=float, default=2.0,
+                    help="log p time grid t_n = 1 - (1 - n/steps)^P (default 2; 1: uniform)")
     ap.add_argument("--exact-per-class", type=int, default=10,
                     help="held-out images per class with the exact divergence (the first K of "
                     "each class in file order; default 10, all = 30)")
     ap.add_argument("--probes", type=int, default=4, help="Hutchinson probes K (default 4)")
-    ap.add_argument("--sample-steps", type=int, default=50, help="RK4 steps for sampling")
+    ap.add_argument("--sample-steps", type=int, default=20,
+                    help="uniform RK4 steps for sampling (default 20)")
     ap.add_argument("--per-class", type=int, default=100, help="samples per class (default 100)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0])
     ap.add_argument("--seed", type=int, default=0, help="seed of probes and base draws")
