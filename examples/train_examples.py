@@ -562,11 +562,13 @@ def onnx_op_counts(path: str) -> Dict[str, int]:
 
 def convert_digits(record: dict, onnx_path: str, sif_path: str, test_vectors: int) -> None:
     """Converts the ONNX export with the converter's CLI: label input y with null label 10,
-    the affine scaling z = (x~ - 0.5)/0.5 stored as the normalisation (--mean/--std), trig
-    interpolant, N(0, I) base. Needs the converter's image and label support (issue 14)."""
+    the affine scaling z = (x~ - 0.5)/0.5 stored as the normalisation (--data-mean/--data-std),
+    trig interpolant, N(0, I) base; the test vectors (random labels, the null one included, and
+    RK4 trajectories) are guided with w = 2."""
     cmd = [sys.executable, os.path.join(REPO, "converter", "siflow-convert"), onnx_path,
            "-o", sif_path, "--label-input", "y", "--null-label", str(record["null_label"]),
-           "--mean", str(record["mean"]), "--std", str(record["std"]), "--interpolant", "trig",
+           "--data-mean", str(record["mean"]), "--data-std", str(record["std"]),
+           "--interpolant", "trig", "--guidance", "2",
            "--name", "digits", "--test-vectors", str(test_vectors),
            "--meta", "dataset=scikit-learn load_digits (UCI optdigits test set), 8x8, "
                      "dequantized x~ = (x + u)/17",

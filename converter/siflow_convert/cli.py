@@ -125,6 +125,15 @@ def normalization_from_data(path: str, dim: int) -> Normalization:
     return Normalization(mean=mean, std=std)
 
 
+def normalization_from_values(mean, std, dim: int) -> Normalization:
+    """A fixed affine scaling z = (x - mean)/std of the data (scalars or comma lists)."""
+    m = parse_vector("0" if mean is None else mean, dim, "--data-mean")
+    s = parse_vector("1" if std is None else std, dim, "--data-std")
+    if not np.all(s > 0):
+        raise ConversionError("--data-std: values must be > 0")
+    return Normalization(mean=m, std=s)
+
+
 def parse_meta(items: Sequence[str]) -> Dict[str, str]:
     out = {}
     for item in items or ():
@@ -181,7 +190,8 @@ def load_graph(input, arch=None, x_input=None, time_input=None, time_column=None
 def convert(input, output=None, *, arch=None, x_input=None, time_input=None, time_column=None,
             dim=None, opset: int = 17, time_shape: str = "column", interpolant: str = "trig",
             interpolant_coeffs=None, base: str = "normal", base_mean=None, base_std=None,
-            low=None, high=None, normalize=None, negate_velocity: bool = False,
+            low=None, high=None, normalize=None, data_mean=None, data_std=None,
+            negate_velocity: bool = False,
             time_scale: float = 1.0, reverse_time: bool = False, name: str = "",
             meta: Optional[Dict[str, str]] = None, fp16: bool = False, test_vectors: int = 64,
             seed: int = 0, quantize: Optional[str] = None, label_input=None, cond_input=None,
@@ -207,11 +217,18 @@ def convert(input, output=None, *, arch=None, x_input=None, time_input=None, tim
     if time_scale != 1.0:
         metadata["time_scale"] = repr(float(time_scale))
     metadata.update(meta or {})
+    if normalize is not None and (data_mean is not None or data_std is not None):
+        raise ConversionError("--normalize and --data-mean/--data-std exclude each other")
+    norm = None
+    if normalize is not None:
+        norm = normalization_from_data(normalize, d)
+    elif data_mean is not None or data_std is not None:
+        norm = normalization_from_values(data_mean, data_std, d)
     model = FlowModel(
         graph=graph, name=name,
         interpolant=load_interpolant(interpolant, interpolant_coeffs),
         base=make_base(d, base, base_mean, base_std, low, high),
-        normalization=None if normalize is None else normalization_from_data(normalize, d),
+        normalization=norm,
         metadata=metadata)
     if test_vectors < 0:
         raise ConversionError("--test-vectors must be >= 0")
@@ -326,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--high", metavar="H", help="uniform base upper corner: scalar or comma list")
     f.add_argument("--normalize", metavar="DATA.npy",
                    help="store per-feature mean/std of this [N, d] data")
+    f.add_argument("--data-mean", metavar="M",
+                   help="store this data mean instead: scalar or comma list (default 0 when "
+                        "--data-std is given)")
+    f.add_argument("--data-std", metavar="S",
+                   help="store this data std instead: scalar or comma list (default 1 when "
+                        "--data-mean is given)")
     t = p.add_argument_group("conventions of the trained net")
     t.add_argument("--negate-velocity", action="store_true", help="v = -net(t, x)")
     t.add_argument("--time-scale", type=_finite, default=1.0, metavar="S",
@@ -385,7 +408,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             opset=args.opset, time_shape=args.time_shape, interpolant=args.interpolant,
             interpolant_coeffs=args.interpolant_coeffs, base=args.base,
             base_mean=args.base_mean, base_std=args.base_std, low=args.low, high=args.high,
-            normalize=args.normalize, negate_velocity=args.negate_velocity,
+            normalize=args.normalize, data_mean=args.data_mean, data_std=args.data_std,
+            negate_velocity=args.negate_velocity,
             time_scale=args.time_scale, reverse_time=args.reverse_time, name=args.name,
             meta=parse_meta(args.meta), fp16=args.fp16, test_vectors=args.test_vectors,
             seed=args.seed, quantize=args.quantize,

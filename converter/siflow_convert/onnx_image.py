@@ -7,7 +7,9 @@ InstanceNormalization, and the pattern torch 1.13 exports for nn.GroupNorm:
 Reshape(x, [0, G, -1]) → InstanceNormalization(ones, zeros) → Reshape(·, shape of x) → Mul γ →
 Add β, which becomes one groupnorm node (γ and β stay per-channel Mul/Add constants). An image x
 [B, C, H, W] gives the graph its x_shape; elementwise ops on image tensors are flat when each
-operand is the full per-sample shape or one value per row, and constants broadcast by expansion.
+operand is the full per-sample shape or one value per row, and constants broadcast by expansion;
+a tensor [B, C, 1, 1] against [B, C, H, W] is first copied over H x W by a nearest Resize;
+Concat of images along the channel axis is the flat concat of the rows.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ SUPPORTED = ("Conv, ConvTranspose (2-D, groups, dilations, asymmetric pads), Ave
              "zero Pad before Conv/AveragePool, "
              "GlobalAveragePool, Resize (nearest asymmetric/floor, linear half_pixel or "
              "pytorch_half_pixel), Upsample (nearest), GroupNormalization, "
-             "InstanceNormalization and torch's GroupNorm pattern")
+             "InstanceNormalization and torch's GroupNorm pattern; Concat of images along the "
+             "channels; Add/Mul of [B, C, 1, 1] with [B, C, H, W]")
 
 
 def _oi():
@@ -74,6 +77,30 @@ def broadcast_constant(a_shape, c, where):
     full = np.broadcast_to(arr.reshape((1,) * max(0, len(shape) - arr.ndim) + arr.shape),
                            tuple(1 if d == "B" else d for d in shape))
     return shape, np.ascontiguousarray(full).reshape(-1)
+
+
+def expand_channels(imp, a, b, where, name):
+    """(a, b) for a tensor-tensor Add/Mul where one operand is [B, C, 1, 1] and the other
+    [B, C, H, W] (a per-sample, per-channel value such as a time or label embedding added to
+    every pixel): that operand is copied over H x W by a nearest Resize from 1 x 1, so the op
+    reads two full-size operands. Any other pair is returned unchanged."""
+    oi = _oi()
+    for small, big in ((a, b), (b, a)):
+        if not (isinstance(small, oi._Val) and isinstance(big, oi._Val)):
+            continue
+        if len(small.shape) != 4 or len(big.shape) != 4 or not _per_sample(small.shape) or \
+                not _per_sample(big.shape):
+            continue
+        if small.shape[1] != big.shape[1] or tuple(small.shape[2:]) != (1, 1) or \
+                tuple(big.shape[2:]) == (1, 1):
+            continue
+        tid = imp._shaped(small, where)
+        c, h, w = (int(d) for d in big.shape[1:])
+        n = Node("resize", [tid], name=f"{name} channel broadcast", resize="nearest",
+                 shape=[c, h, w])
+        v = _emit(imp, n, oi._Val(tid, small.shape, oi._identity_form(tid)), where)
+        return (v, big) if small is a else (big, v)
+    return a, b
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -421,6 +448,29 @@ def _wrap_reshape(original):
     return op_Reshape
 
 
+def _wrap_concat(original):
+    def op_Concat(self, node, ins, where):
+        """Concat of images [B, C_i, H, W] along the channels (axis 1, a U-Net's skip
+        connection): in NCHW order each sample's channels are contiguous, so it is the flat
+        concat of the rows, read back as [sum C_i, H, W] by a (free) Reshape node."""
+        oi = _oi()
+        vals = [v for v in ins if v is not None]
+        axis = oi._attr(node, "axis")
+        if not vals or any(not isinstance(v, oi._Val) or len(v.shape) != 4 or
+                           not _per_sample(v.shape) for v in vals) or axis % 4 != 1:
+            return original(self, node, ins, where)
+        hw = tuple(vals[0].shape[2:])
+        if any(tuple(v.shape[2:]) != hw for v in vals):
+            raise ConversionError(f"{where}: shape mismatch, inputs have shapes "
+                                  f"{[oi._fmt(v.shape) for v in vals]}")
+        ids = [self.need(v, where).tid for v in vals]
+        tid = self.emit(Node("concat", ids, name=node.name))
+        shape = [sum(int(v.shape[1]) for v in vals)] + [int(d) for d in hw]
+        tid = self.emit(Node("reshape", [tid], name=f"{node.name} shape", shape=shape))
+        return oi._Val(tid, ("B",) + tuple(shape), oi._identity_form(tid))
+    return op_Concat
+
+
 def install(importer_class) -> None:
     """Adds the image-op handlers to onnx_import's importer."""
     for name, fn in (("op_Conv", op_Conv), ("op_ConvTranspose", op_ConvTranspose),
@@ -432,3 +482,4 @@ def install(importer_class) -> None:
                      ("op_InstanceNormalization", op_InstanceNormalization)):
         setattr(importer_class, name, fn)
     importer_class.op_Reshape = _wrap_reshape(importer_class.op_Reshape)
+    importer_class.op_Concat = _wrap_concat(importer_class.op_Concat)

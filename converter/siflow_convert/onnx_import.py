@@ -651,6 +651,7 @@ class _Importer:
         return _Val(tid, v.shape, _identity_form(tid))
 
     def _tensor_tensor(self, op, a: _Val, b: _Val, where, name) -> _Val:
+        a, b = onnx_image.expand_channels(self, a, b, where, name)
         shape = onnx_image.broadcast_flat(a.shape, b.shape, where)
         form = _form_add(a.form, b.form) if op == "add" else _form_mul(a.form, b.form)
         ln = None
