@@ -234,6 +234,8 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-per-class", type=int, default=10,
                     help="held-out images per class with the exact divergence (the first K of "
                     "each class in file order; default 10, all = 30)")
+    ap.add_argument("--exact-images", type=int, default=0,
+                    help="keep only the first N images of the exact subset (0: all)")
     ap.add_argument("--hutchinson-per-class", type=int, default=30,
                     help="held-out images per class with the Hutchinson estimate (the first K "
                     "of each class; default 30 = all)")
@@ -264,6 +266,8 @@ def main(argv=None) -> int:
     xt, labels = dd.load_heldout()
     sub = np.sort(np.concatenate([np.flatnonzero(labels == c)[:args.exact_per_class]
                                   for c in range(dd.NUM_CLASSES)]))
+    if args.exact_images:
+        sub = sub[:args.exact_images]
     n = sub.size
     hsub = np.sort(np.concatenate([np.flatnonzero(labels == c)[:args.hutchinson_per_class]
                                    for c in range(dd.NUM_CLASSES)]))
