@@ -183,7 +183,9 @@ def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__ or "usage: few_step.py SIFLOW OUT_DIR [MODEL ...]")
     binary, out_dir = sys.argv[1], sys.argv[2]
-    models = sys.argv[3:] or sorted(glob.glob(os.path.join(REPO, "examples", "models", "*.sif")))
+    # By default the point models; the class-conditional digits.sif needs labels (own card).
+    bundled = glob.glob(os.path.join(REPO, "examples", "models", "*.sif"))
+    models = sys.argv[3:] or sorted(m for m in bundled if os.path.basename(m) != "digits.sif")
     os.makedirs(out_dir, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory() as work:

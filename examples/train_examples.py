@@ -17,6 +17,14 @@ numpy, plus an 8-dimensional Gaussian mixture with diagonal covariances whose de
 exactly. Training data are drawn fresh every step from a seeded generator; held-out data come
 from a separate seed and are written to examples/data/<name>.npy.
 
+One image model, trained only when named (--only digits): a class-conditional flow on
+scikit-learn's 8x8 handwritten digits (split, dequantization and scaling in digits_data.py), a
+small U-Net v(x, t, y) with inputs x [B, 1, 8, 8], t [B, 1] and an int64 label y [B] (10 = the
+null label of classifier-free guidance); its card's numbers come from digits_card.py. Its
+stages: train -> <work-dir>/digits.pt; export -> <work-dir>/digits.onnx (opset 17, dynamic
+batch) and <work-dir>/digits_reference.npz (float64 PyTorch velocities at seeded points);
+convert -> export, then <out-dir>/digits.sif through the converter's CLI with the label input.
+
 Stages (--stage; `all` = train then convert):
   train    -> <work-dir>/<name>.pt   (EMA weights, normalisation, training record) and the
               held-out set <data-dir>/<name>.npy
@@ -360,17 +368,252 @@ def measure(name: str, siflow: str, model_dir: str, data_dir: str, steps_list=(1
               f"+- {(nll - true).std(ddof=1) / math.sqrt(nll.size):.4f}")
 
 
+# ----------------------------------------------------------------------------- digits (images)
+#
+# A class-conditional flow on scikit-learn's 8x8 handwritten digits (examples/digits_data.py:
+# split, dequantization x~ = (x + u)/17, flow space z = 2 x~ - 1). Same loss and interpolant as
+# the MLPs above, summed over the 64 pixels; the net is a small U-Net v(x, t, y) with three
+# inputs x [B, 1, 8, 8], t [B, 1] and an integer label y [B] (10 = the null label; 10 % of the
+# training labels are replaced by it, for classifier-free guidance).
+
+
+DIGITS_NULL_LABEL = 10
+
+
+def sinusoidal_features(t: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """[B, 1] times -> [B, 2F]: sin(f t) for every frequency f, then cos(f t). The product is
+    written as [B, 1] @ [1, F] (one multiplication per entry, the same numbers as t * freqs),
+    which exports as a MatMul by a constant instead of a broadcasting Mul."""
+    a = t @ freqs.reshape(1, -1)
+    return torch.cat([torch.sin(a), torch.cos(a)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm, SiLU, 3x3 conv, + per-channel projection of the embedding, GroupNorm, SiLU,
+    3x3 conv, + skip (1x1 conv when the channel count changes)."""
+
+    def __init__(self, cin: int, cout: int, emb: int, groups: int = 8):
+        super().__init__()
+        self.cout = cout
+        self.norm1 = nn.GroupNorm(groups, cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.proj = nn.Linear(emb, cout)
+        self.norm2 = nn.GroupNorm(groups, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        self.act = nn.SiLU()
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        r = self.conv1(self.act(self.norm1(h)))
+        r = r + self.proj(e).reshape(-1, self.cout, 1, 1)
+        r = self.conv2(self.act(self.norm2(r)))
+        return self.skip(h) + r
+
+
+class DigitsUNet(nn.Module):
+    """v(x, t, y) on [B, 1, 8, 8] images: two resolutions (8x8 with C channels, 4x4 with 2C),
+    a stride-2 conv down, nearest x2 up, one skip concat; time (sinusoidal, F frequencies from
+    1 to 200 rad) and label (nn.Embedding(11, E)) embeddings summed, SiLU, then projected into
+    every block."""
+
+    def __init__(self, channels: int = 32, emb: int = 64, freqs: int = 16):
+        super().__init__()
+        c = channels
+        self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(200.0), freqs)))
+        self.time_mlp = nn.Sequential(nn.Linear(2 * freqs, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.label_emb = nn.Embedding(DIGITS_NULL_LABEL + 1, emb)
+        self.act = nn.SiLU()
+        self.conv_in = nn.Conv2d(1, c, 3, padding=1)
+        self.down_block = ResBlock(c, c, emb)
+        self.down = nn.Conv2d(c, c, 3, stride=2, padding=1)
+        self.mid1 = ResBlock(c, 2 * c, emb)
+        self.mid2 = ResBlock(2 * c, 2 * c, emb)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.up_block = ResBlock(3 * c, c, emb)
+        self.norm_out = nn.GroupNorm(8, c)
+        self.conv_out = nn.Conv2d(c, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        e = self.time_mlp(sinusoidal_features(t, self.freqs)) + self.label_emb(y)
+        e = self.act(e)
+        h0 = self.down_block(self.conv_in(x), e)          # [B, C, 8, 8]
+        h = self.mid1(self.down(h0), e)                     # [B, 2C, 4, 4]
+        h = self.mid2(h, e)
+        h = torch.cat([self.up(h), h0], dim=1)              # [B, 3C, 8, 8]
+        h = self.up_block(h, e)
+        return self.conv_out(self.act(self.norm_out(h)))
+
+
+@dataclass
+class DigitsSpec:
+    channels: int = 32
+    emb: int = 64
+    freqs: int = 16
+    steps: int = 3000
+    batch: int = 128
+    lr: float = 2e-3
+    label_drop: float = 0.1
+    ema: float = 0.999
+
+
+def digits_loss(net: nn.Module, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
+                y: torch.Tensor) -> torch.Tensor:
+    """interpolant_loss for images: G(v) summed over pixels, mean over the batch."""
+    half_pi = 0.5 * math.pi
+    tt = t.reshape(-1, 1, 1, 1)
+    a, b = torch.cos(half_pi * tt), torch.sin(half_pi * tt)
+    da, db = -half_pi * torch.sin(half_pi * tt), half_pi * torch.cos(half_pi * tt)
+    v = net(a * x0 + b * x1, t, y)
+    target = da * x0 + db * x1
+    return ((v * v).sum((1, 2, 3)) - 2 * (target * v).sum((1, 2, 3))).mean()
+
+
+def digits_net(record: dict) -> DigitsUNet:
+    net = DigitsUNet(record["channels"], record["emb"], record["freqs"])
+    net.load_state_dict(record["state_dict"])
+    return net.eval()
+
+
+def train_digits(spec: DigitsSpec, steps: int, seed: int, work_dir: str) -> dict:
+    """Trains the digits U-Net (Adam, cosine schedule, EMA) on the training split: every step a
+    batch of training images with replacement, a fresh dequantization, 10 % null labels."""
+    import digits_data as dd
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    xs, ys = dd.train_set()
+    net = DigitsUNet(spec.channels, spec.emb, spec.freqs)
+    ema = DigitsUNet(spec.channels, spec.emb, spec.freqs)
+    ema.load_state_dict(net.state_dict())
+    params = sum(p.numel() for p in net.parameters())
+    print(f"  digits: U-Net with {params} parameters, {xs.shape[0]} training images", flush=True)
+    opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    start, cpu_start, running = time.time(), time.process_time(), None
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, steps, spec.lr)
+        idx = rng.integers(0, xs.shape[0], spec.batch)
+        x1 = dd.to_flow(dd.dequantize(xs[idx], rng)).reshape((-1,) + dd.SHAPE)
+        labels = np.where(rng.random(spec.batch) < spec.label_drop, DIGITS_NULL_LABEL, ys[idx])
+        x1 = torch.from_numpy(x1).float()
+        y = torch.from_numpy(labels.astype(np.int64))
+        x0 = torch.randn(x1.shape)
+        t = torch.rand(spec.batch, 1)
+        loss = digits_loss(net, x0, x1, t, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), net.parameters()):
+                pe.mul_(spec.ema).add_(p, alpha=1 - spec.ema)
+        running = loss.item() if running is None else 0.99 * running + 0.01 * loss.item()
+        if step % 250 == 0 or step == steps - 1:
+            print(f"  digits step {step:6d}  loss {running:.4f}  "
+                  f"{time.time() - start:6.1f} s", flush=True)
+    record = {
+        "name": "digits", "channels": spec.channels, "emb": spec.emb, "freqs": spec.freqs,
+        "params": params, "steps": steps, "batch": spec.batch, "lr": spec.lr, "seed": seed,
+        "ema": spec.ema, "label_drop": spec.label_drop, "null_label": DIGITS_NULL_LABEL,
+        "train_seconds": time.time() - start,
+        "train_cpu_seconds": time.process_time() - cpu_start,
+        "final_loss": running, "mean": dd.MEAN, "std": dd.STD, "state_dict": ema.state_dict(),
+    }
+    _atomic_torch_save(record, os.path.join(work_dir, "digits.pt"))
+    print(f"  digits: trained {steps} steps in {record['train_seconds']:.1f} s "
+          f"({record['train_cpu_seconds']:.1f} s CPU), "
+          f"final loss (running mean) {running:.4f}", flush=True)
+    return record
+
+
+def export_digits_onnx(record: dict, path: str, opset: int = 17) -> None:
+    """Exports the EMA net with inputs x [B, 1, 8, 8], t [B, 1], y [B] (int64) and output v,
+    batch axis dynamic."""
+    net = digits_net(record)
+    args = (torch.zeros(3, 1, 8, 8), torch.full((3, 1), 0.5), torch.tensor([0, 5, 10]))
+    tmp = path + ".tmp"
+    with torch.no_grad():
+        torch.onnx.export(net, args, tmp, input_names=["x", "t", "y"], output_names=["v"],
+                          dynamic_axes={n: {0: "batch"} for n in ("x", "t", "y", "v")},
+                          opset_version=opset, do_constant_folding=True)
+    os.replace(tmp, path)
+
+
+def digits_reference(record: dict, path: str, count: int = 32, seed: int = 5) -> None:
+    """Float64 PyTorch velocities at seeded test points (x ~ N(0, I) images, t ~ U[0, 1],
+    labels 0..10 including the null label) next to the ONNX file, as an .npz (x, t, y, v)."""
+    net = digits_net(record).double()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(count, 1, 8, 8, generator=g, dtype=torch.float64)
+    t = torch.rand(count, 1, generator=g, dtype=torch.float64)
+    y = torch.arange(count, dtype=torch.int64) % (DIGITS_NULL_LABEL + 1)
+    with torch.no_grad():
+        v = net(x, t, y)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, x=x.numpy(), t=t.numpy(), y=y.numpy(), v=v.numpy())
+    os.replace(tmp, path)
+
+
+def onnx_op_counts(path: str) -> Dict[str, int]:
+    import onnx
+    counts: Dict[str, int] = {}
+    for node in onnx.load(path).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def convert_digits(record: dict, onnx_path: str, sif_path: str, test_vectors: int) -> None:
+    """Converts the ONNX export with the converter's CLI: label input y with null label 10,
+    the affine scaling z = (x~ - 0.5)/0.5 stored as the normalisation (--mean/--std),
+    trig interpolant, N(0, I) base; the test vectors (random labels, the null one included, and
+    RK4 trajectories) are guided with w = 2."""
+    cmd = [sys.executable, os.path.join(REPO, "converter", "siflow-convert"), onnx_path,
+           "-o", sif_path, "--label-input", "y", "--null-label", str(record["null_label"]),
+           "--mean", str(record["mean"]), "--std", str(record["std"]),
+           "--interpolant", "trig", "--guidance", "2",
+           "--name", "digits", "--test-vectors", str(test_vectors),
+           "--meta", "dataset=scikit-learn load_digits (UCI optdigits test set), 8x8, "
+                     "dequantized x~ = (x + u)/17",
+           "--meta", f"steps={record['steps']}", "--meta", f"seed={record['seed']}",
+           "--meta", "loss=stochastic interpolant G(v), trig interpolant, 10% null labels",
+           "--meta", f"architecture=U-Net {record['channels']}/{2 * record['channels']} "
+                     f"channels, 8x8 and 4x4, GroupNorm, SiLU, label embedding 11x{record['emb']}",
+           "--meta", "trainer=examples/train_examples.py --only digits"]
+    subprocess.run(cmd, check=True)
+
+
+def run_digits(args) -> None:
+    import digits_data as dd
+    dd.write_heldout()
+    pt = os.path.join(args.work_dir, "digits.pt")
+    if args.stage in ("all", "train"):
+        record = train_digits(DigitsSpec(), args.steps or DigitsSpec.steps, args.seed,
+                              args.work_dir)
+    else:
+        record = torch.load(pt)
+    if args.stage in ("all", "convert", "export"):
+        onnx_path = os.path.join(args.work_dir, "digits.onnx")
+        export_digits_onnx(record, onnx_path)
+        digits_reference(record, os.path.join(args.work_dir, "digits_reference.npz"))
+        print(f"  digits: wrote {onnx_path}; ONNX ops {onnx_op_counts(onnx_path)}")
+    if args.stage in ("all", "convert"):
+        sif = os.path.join(args.out_dir, "digits.sif")
+        convert_digits(record, onnx_path, sif, args.test_vectors)
+        print(f"  digits: wrote {sif} ({os.path.getsize(sif)} bytes)")
+
+
 # ----------------------------------------------------------------------------- main
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", choices=sorted(SPECS), help="train only these")
+    ap.add_argument("--only", nargs="+", choices=sorted(SPECS) + ["digits"],
+                    help="train only these (digits, the image model, runs only when named)")
     ap.add_argument("--steps", type=int, help="training steps (default: per model)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    ap.add_argument("--stage", choices=("all", "train", "convert", "entropy", "measure"),
+    ap.add_argument("--stage", choices=("all", "train", "export", "convert", "entropy",
+                                        "measure"),
                     default="all", help="all = train + convert; convert reuses saved weights; "
+                    "export (digits only) = ONNX export and float64 reference velocities; "
                     "entropy = Monte Carlo entropies; measure = held-out NLL with the CLI "
                     "(default all)")
     ap.add_argument("--siflow", default=os.path.join(REPO, "build", "runtime", "cli", "siflow"),
@@ -386,6 +629,12 @@ def main(argv=None) -> int:
     for d in (args.out_dir, args.data_dir, args.work_dir):
         os.makedirs(d, exist_ok=True)
     for name in args.only or list(SPECS):
+        if name == "digits":
+            if args.stage in ("entropy", "measure"):
+                print("digits: no entropy; measure it with examples/digits_card.py")
+            else:
+                run_digits(args)
+            continue
         spec = SPECS[name]
         if args.stage == "entropy":
             h = spec.entropy() if spec.entropy else None

@@ -5,7 +5,8 @@
 #   tools/install-deps.sh          build the runtime (with threads and the xnnpack backend) and
 #                                  CLI, plot samples
 #   tools/install-deps.sh --test   also what the full test suite needs: the converter's ONNX,
-#                                  PyTorch and pytest, clang and its sanitizer and libFuzzer runtimes
+#                                  PyTorch and pytest, scikit-learn (the digits data), clang and
+#                                  its sanitizer and libFuzzer runtimes
 #   tools/install-deps.sh --cross  only the ARM cross toolchains (tools/install-cross-deps.sh)
 #   tools/install-deps.sh --wasm   also the WebAssembly build (preset wasm): emscripten, node,
 #                                  chromium for its browser test
@@ -15,8 +16,8 @@ packages=(cmake make g++ pkg-config libflatbuffers-dev flatbuffers-compiler doct
           libpthreadpool-dev libxnnpack-dev python3-numpy python3-matplotlib)
 for option in "$@"; do
   case "$option" in
-    --test) packages+=(python3-onnx python3-flatbuffers python3-torch python3-pytest
-                     python3-venv python3-setuptools clang
+    --test) packages+=(python3-onnx python3-flatbuffers python3-torch python3-sklearn
+                     python3-pytest python3-venv python3-setuptools clang
                      libclang-rt-14-dev) ;;
     --wasm) packages+=(emscripten nodejs chromium) ;;
     --cross) packages=(g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user qemu-system-arm
