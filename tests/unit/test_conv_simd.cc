@@ -111,7 +111,7 @@ TEST_CASE("simd conv2d matches the textbook formula within float rounding, every
                                 c.sw,     c.dh,
                                 c.dw,     c.pt,
                                 c.pl};
-          const size_t units = simd::conv_units(conv, batch, k->conv_block);
+          const size_t units = k->conv_units(conv, batch);
           std::vector<float> y(batch * out, NAN), y2(batch * out, NAN);
           k->conv2d(conv, x.data(), in, y.data(), out, 0, units);
           // One unit at a time, last first: the same bits (thread splits cannot change them).

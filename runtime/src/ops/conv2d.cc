@@ -249,13 +249,13 @@ void run_simd(const NodeRun& r, const Geometry& g) {
                g.kh,     g.kw,   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl};
   const float* x = r.values[a];
   float* y = r.values[id];
-  parallel_rows(r.kernels->pool, simd::conv_units(c, r.rows, k.conv_block), 1,
+  parallel_rows(r.kernels->pool, k.conv_units(c, r.rows), 1,
                 [&](size_t u0, size_t u1) { k.conv2d(c, x, in, y, width, u0, u1); });
   if (!r.directions || !r.tangents[id]) return;
   c.bias = nullptr;
   const float* tx = r.tangents[a];
   float* ty = r.tangents[id];
-  parallel_rows(r.kernels->pool, simd::conv_units(c, r.rows * r.directions, k.conv_block), 1,
+  parallel_rows(r.kernels->pool, k.conv_units(c, r.rows * r.directions), 1,
                 [&](size_t u0, size_t u1) { k.conv2d(c, tx, in, ty, width, u0, u1); });
 }
 #endif

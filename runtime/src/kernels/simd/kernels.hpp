@@ -82,13 +82,6 @@ struct Conv {
   const float* bias;
   uint32_t cin, h, w, cout, oh, ow, groups, kh, kw, sh, sw, dh, dw, pt, pl;
 };
-// The units Kernels::conv2d splits a call into: per sample, per group, per block of
-// `block` output pixels (Kernels::conv_block).
-inline size_t conv_units(const Conv& c, size_t samples, uint32_t block) {
-  const size_t pixels = size_t{c.oh} * c.ow;
-  return samples * c.groups * ((pixels + block - 1) / block);
-}
-
 struct Kernels {
   const char* isa;  // "avx512", "avx2", "sse2", "neon", "wasm_simd128", "generic"
   // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
@@ -113,11 +106,12 @@ struct Kernels {
   // give dense's bits for the decoded weights.
   void (*dense_reduced)(const DenseReduced& dense, const float* x, size_t r0, size_t r1, float* pre,
                         float* post);
-  // Conv2d over units [u0, u1) of conv_units(conv, samples, conv_block): x holds the samples
+  // Conv2d over units [u0, u1) of conv_units(conv, samples): x holds the samples
   // [cin][h][w] with stride ldx, y [cout][oh][ow] with stride ldy. Each output is its bias (or 0)
   // plus the products over (input channel, kernel row, kernel column) in order, one FMA each,
   // whichever units a call covers.
-  uint32_t conv_block;
+  // The units of a call: per sample, per group, per block of output pixels (the variant's).
+  size_t (*conv_units)(const Conv& conv, size_t samples);
   void (*conv2d)(const Conv& conv, const float* x, size_t ldx, float* y, size_t ldy, size_t u0,
                  size_t u1);
 };
