@@ -4,7 +4,7 @@
 // Euler or classic RK4 in JavaScript with one session.run per evaluation, float32, intra-op
 // threads pinned, sequential execution.
 //   node peer_ort_image.mjs MODEL.onnx SIZE BATCH STEPS REPS THREADS euler|rk4
-// prints "median S min S checksum C rss_kib K"
+// prints "median S min S cpu_median S checksum C rss_kib K" (cpu: the process's CPU seconds)
 import * as ort from "onnxruntime-node";
 
 const [path, sizeText, batchText, stepsText, repsText, threadsText, method] =
@@ -64,17 +64,20 @@ async function rk4() {
   return x;
 }
 
-const seconds = [];
+const seconds = [], cpu = [];
 let x;
 for (let r = reps > 1 ? 0 : 1; r <= reps; ++r) {
+  const cpuStart = process.cpuUsage();
   const start = process.hrtime.bigint();
   x = method === "euler" ? await euler() : await rk4();
   const sec = Number(process.hrtime.bigint() - start) / 1e9;
-  if (r > 0) seconds.push(sec);
+  const used = process.cpuUsage(cpuStart);
+  if (r > 0) seconds.push(sec), cpu.push((used.user + used.system) / 1e6);
 }
 seconds.sort((a, b) => a - b);
+cpu.sort((a, b) => a - b);
 let checksum = 0;
 for (const v of x) checksum += v;
 const rss = Math.round(process.resourceUsage().maxRSS);
 console.log(`median ${seconds[Math.floor(seconds.length / 2)].toFixed(6)} ` +
-            `min ${seconds[0].toFixed(6)} checksum ${checksum.toPrecision(6)} rss_kib ${rss}`);
+            `min ${seconds[0].toFixed(6)} cpu_median ${cpu[Math.floor(cpu.length / 2)].toFixed(6)} checksum ${checksum.toPrecision(6)} rss_kib ${rss}`);

@@ -3,8 +3,10 @@
 # Image-net benchmarks (issue 15): siflow against ONNX Runtime (npm onnxruntime-node) and PyTorch
 # (Debian python3-torch) on the U-Nets of bench/unet28.py, the same nets (exported to ONNX and
 # converted to .sif at bench time), the same base points, steps, batch and threads, in one run.
-# Prints a markdown table: median seconds per run, peer time / siflow time (above 1: siflow is
-# faster), siflow's arena and every program's peak RSS, siflow's GFLOP/s and % of the FMA peak.
+# Prints a markdown table: median CPU seconds per run (the processes' own CPU time: on a loaded
+# machine wall time counts the time others held the core), peer / siflow CPU time (above 1:
+# siflow is faster), the median wall seconds, siflow's GFLOP/s per CPU second and % of the FMA
+# peak, siflow's arena and every program's peak RSS.
 #   bench/run_image.sh [--quick]     --quick: unet8 and batch 1 only
 # Environment: REPS (default 3) timed runs after a warm-up (median reported); THREADS (default 1);
 # BUILD_DIR: an existing Release build with SIFLOW_BUILD_BENCH=ON to use instead of build-bench.
@@ -37,8 +39,8 @@ echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(lscpu | sed -n "s/^CPU(s):
 peak=$("$build/bench/peak_fma" 2>/dev/null | awk '$1 == "peak_gflops" { print $2 }')
 echo "FMA peak (peak_fma, one thread): ${peak:-?} GFLOP/s; threads: $threads; reps: $reps"
 echo
-echo "| net | work | batch | siflow s | ORT s | torch s | ORT/siflow | torch/siflow | siflow GFLOP/s (% peak) | arena MiB | RSS MiB siflow/ORT/torch |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| net | work | batch | CPU s siflow | CPU s ORT | CPU s torch | ORT/siflow | torch/siflow | wall s siflow / ORT / torch | siflow GFLOP/s (% peak) | arena MiB | RSS MiB siflow/ORT/torch |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 sample_row() { # net size method steps batch
   local net=$1 size=$2 method=$3 steps=$4 batch=$5
@@ -48,12 +50,13 @@ sample_row() { # net size method steps batch
   s=$("$build/bench/bench_image" sample "$models/$net.sif" "$batch" "$steps" "$reps" "$method" --threads "$threads")
   o=$(node bench/peer_ort_image.mjs "$models/$net.onnx" "$size" "$batch" "$steps" "$reps" "$threads" "$method")
   p=$(/usr/bin/python3 bench/unet28.py run "$net" "$batch" "$steps" "$reps" "$threads" "$method")
-  local ts to tp flops gf
-  ts=$(field median "$s"); to=$(field median "$o"); tp=$(field median "$p")
+  local ts to tp flops gf wall
+  ts=$(field cpu_median "$s"); to=$(field cpu_median "$o"); tp=$(field cpu_median "$p")
+  wall="$(field median "$s") / $(field median "$o") / $(field median "$p")"
   flops=$(/usr/bin/python3 bench/unet28.py flops "$net")
   gf=$(awk -v f="$flops" -v n="$nfe" -v b="$batch" -v t="$ts" -v pk="${peak:-0}" \
     'BEGIN { g = f * n * b / t * 1e-9; if (pk > 0) printf "%.1f (%.0f %%)", g, 100 * g / pk; else printf "%.1f", g }')
-  echo "| $net | $method, NFE $nfe | $batch | $ts | $to | $tp | $(ratio "$to" "$ts") | $(ratio "$tp" "$ts") | $gf |" \
+  echo "| $net | $method, NFE $nfe | $batch | $ts | $to | $tp | $(ratio "$to" "$ts") | $(ratio "$tp" "$ts") | $wall | $gf |" \
     "$(awk -v a="$(field arena "$s")" 'BEGIN { printf "%.1f", a / 1048576 }') |" \
     "$(awk -v a="$(field rss_kib "$s")" -v b="$(field rss_kib "$o")" -v c="$(field rss_kib "$p")" 'BEGIN { printf "%.0f / %.0f / %.0f", a / 1024, b / 1024, c / 1024 }') |"
 }
@@ -65,8 +68,8 @@ logp_row() { # net mode probes steps batch
   s=$("$build/bench/bench_image" logp "$models/$net.sif" "$batch" "$steps" "$reps" "${args[@]}" --threads "$threads")
   p=$(/usr/bin/python3 bench/unet28.py logp "$net" "$batch" "$steps" "$reps" "$threads" "${args[@]}")
   local ts tp
-  ts=$(field median "$s"); tp=$(field median "$p")
-  echo "| $net | log p, $mode${k:+ K=$k}, RK4 $steps steps | $batch | $ts | - | $tp | - | $(ratio "$tp" "$ts") | - |" \
+  ts=$(field cpu_median "$s"); tp=$(field cpu_median "$p")
+  echo "| $net | log p, $mode${k:+ K=$k}, RK4 $steps steps | $batch | $ts | - | $tp | - | $(ratio "$tp" "$ts") | $(field median "$s") / - / $(field median "$p") | - |" \
     "$(awk -v a="$(field arena "$s")" 'BEGIN { printf "%.1f", a / 1048576 }') |" \
     "$(awk -v a="$(field rss_kib "$s")" -v c="$(field rss_kib "$p")" 'BEGIN { printf "%.0f / - / %.0f", a / 1024, c / 1024 }') |"
 }

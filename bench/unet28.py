@@ -21,7 +21,7 @@ Models (random weights drawn from a fixed seed, PyTorch's default initialisation
   unet28.py run MODEL BATCH STEPS REPS THREADS euler|rk4
                                           times the sampling loop a PyTorch user writes (fixed
                                           steps from z, float32, no autograd); prints "median S
-                                          min S checksum C rss_kib K"
+                                          min S cpu_median S checksum C rss_kib K" (cpu: CPU seconds)
   unet28.py logp MODEL BATCH STEPS REPS THREADS exact|hutchinson K
                                           times RK4 log-likelihood integration with the divergence
                                           by autograd: exact = d backward passes per evaluation,
@@ -177,16 +177,18 @@ def base_points(batch, size):
 
 
 def timed(fn, reps):
-    seconds = []
+    seconds, cpu = [], []
     out = None
     for r in range(0 if reps > 1 else 1, reps + 1):
+        cpu_start = time.process_time()
         start = time.perf_counter()
         out = fn()
         sec = time.perf_counter() - start
         if r > 0:
             seconds.append(sec)
+            cpu.append(time.process_time() - cpu_start)
     seconds.sort()
-    return statistics.median(seconds), seconds[0], out
+    return statistics.median(seconds), seconds[0], statistics.median(cpu), out
 
 
 def sample(net, z, steps, method):
@@ -258,15 +260,15 @@ def main(argv):
         net, size = build(name)
         z = base_points(batch, size)
         if argv[0] == "run":
-            med, lo, x = timed(lambda: sample(net, z, steps, argv[6]), reps)
+            med, lo, cpu, x = timed(lambda: sample(net, z, steps, argv[6]), reps)
             extra = ""
         else:
             probes = int(argv[7]) if argv[6] == "hutchinson" else 0
-            med, lo, (x, acc) = timed(
+            med, lo, cpu, (x, acc) = timed(
                 lambda: log_likelihood(net, z, steps, argv[6], probes), reps)
             extra = f" logp_sum {float(acc.sum()):.6g}"
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(f"median {med:.6f} min {lo:.6f} checksum {float(x.double().sum()):.6g} "
+        print(f"median {med:.6f} min {lo:.6f} cpu_median {cpu:.6f} checksum {float(x.double().sum()):.6g} "
               f"rss_kib {rss}{extra}")
         return 0
     print(__doc__, file=sys.stderr)
