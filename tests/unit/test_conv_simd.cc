@@ -47,6 +47,11 @@ const Case kCases[] = {
     {"K = 630: three chunks, stride 2 rows only", 70, 7, 5, 11, 1, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1},
     {"kernel wider than the image", 1, 2, 3, 2, 1, 3, 5, 1, 1, 1, 1, 1, 2, 1, 2},
     {"32 channels, 15x13", 32, 15, 13, 32, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    // Rows of 12 pixels or more take the direct path with AVX-512 and AVX2.
+    {"direct: 3x3 same, 29 wide", 7, 9, 29, 11, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"direct: stride 2 rows, dilation 2, asymmetric pads", 3, 11, 21, 10, 1, 3, 3, 2, 1, 2, 2, 2, 0,
+     1, 3},
+    {"direct: groups 2, 1x5 kernel", 4, 5, 17, 6, 2, 1, 5, 1, 1, 1, 1, 0, 2, 0, 2},
 };
 
 uint32_t outputs(uint32_t n, uint32_t pa, uint32_t pb, uint32_t k, uint32_t s, uint32_t d) {
