@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Writes the seed corpora of the fuzz targets: valid models covering every op, unary kind,
-// interpolant, base, fp16 storage, normalisation and test vectors, a few corrupted variants,
-// the same models with C API parameter tails, .npy/.csv inputs for the array readers, and training
+// interpolant, base, fp16 storage, normalisation and test vectors, a few corrupted variants, an
+// image model and class-conditional models (labels, guidance, a solver tuned for a label), the
+// same models with C API parameter tails, .npy/.csv inputs for the array readers, and training
 // checkpoints of small runs (one with a [double] vector placed at an offset 4 mod 8).
 // Usage: make_fuzz_corpus OUT_DIR   (writes OUT_DIR/{model,capi,arrays,checkpoint}/...)
 #include <cmath>
@@ -34,6 +35,16 @@ std::vector<float> wave(size_t n, float scale, float phase) {
   return v;
 }
 
+// The plan the corpus' test vectors are computed with: the portable reference kernels on one
+// thread, so regenerating the corpus gives the same bytes on every machine (the simd kernels
+// the default backend picks differ between CPUs in the last bit).
+siflow::PlanOptions corpus_plan() {
+  siflow::PlanOptions po;
+  po.backend = siflow::Backend::kReference;
+  po.threads = 1;
+  return po;
+}
+
 // Embeds velocity and trajectory test vectors computed by the runtime itself.
 std::vector<uint8_t> with_tests(ModelBuilder b) {
   const std::vector<uint8_t> plain = b.finish();
@@ -41,7 +52,7 @@ std::vector<uint8_t> with_tests(ModelBuilder b) {
   if (!siflow::Model::load(plain.data(), plain.size(), siflow::LoadOptions(), &model).ok())
     return plain;
   std::unique_ptr<siflow::Plan> plan;
-  if (!siflow::Plan::create(*model, siflow::PlanOptions(), nullptr, 0, &plan).ok()) return plain;
+  if (!siflow::Plan::create(*model, corpus_plan(), nullptr, 0, &plan).ok()) return plain;
   const uint32_t d = model->info().dim;
   const std::vector<float> t = {0.1f, 0.7f}, y = wave(2 * d, 1.0f, 0.3f);
   std::vector<float> v(2 * d), end(2 * d);
@@ -53,6 +64,57 @@ std::vector<uint8_t> with_tests(ModelBuilder b) {
   if (model->info().normalized) return plain;  // decode answers in data space; keep it simple
   b.set_velocity_tests(t, y, v, 1e-5f);
   b.set_trajectory_tests(4, y, end, 1e-4f);
+  return b.finish();
+}
+
+// Velocity and trajectory test vectors of a class-conditional model computed by the runtime under
+// guidance weight w with per-row labels, and a stored solver tuned for label 1 under the same
+// weight with its test vector, so the fuzzer starts from every conditioned field the loader reads.
+std::vector<uint8_t> with_conditioned_tests(ModelBuilder b, float w) {
+  const std::vector<uint8_t> plain = b.finish();
+  std::unique_ptr<siflow::Model> model;
+  if (!siflow::Model::load(plain.data(), plain.size(), siflow::LoadOptions(), &model).ok())
+    return plain;
+  siflow::PlanOptions po = corpus_plan();
+  po.guidance = w;
+  std::unique_ptr<siflow::Plan> plan;
+  if (!siflow::Plan::create(*model, po, nullptr, 0, &plan).ok()) return plain;
+  const uint32_t d = model->info().dim;
+  const std::vector<float> t = {0.1f, 0.7f}, y = wave(2 * d, 1.0f, 0.3f);
+  const std::vector<int32_t> labels = {0, 1};
+  siflow::Conditioning c;
+  c.labels = labels.data();
+  std::vector<float> v(2 * d), end(2 * d), solver_end(2 * d);
+  siflow::OdeOptions ode;
+  ode.steps = 4;
+  if (!plan->velocity(2, t.data(), y.data(), c, v.data()).ok()) return plain;
+  if (!plan->decode(2, y.data(), ode, siflow::DivergenceOptions(), c, end.data(), nullptr).ok())
+    return plain;
+  siflow::StoredSolver solver;
+  solver.name = "tuned-6";
+  solver.method = siflow::Method::kHeun;
+  solver.grid = {0.0, 0.3, 0.7, 1.0};
+  solver.nfe = 6;
+  solver.sample_error = 0.01;
+  solver.label = 1;
+  solver.guidance = w;
+  siflow::OdeOptions fixed;
+  fixed.method = solver.method;
+  fixed.grid = solver.grid.data();
+  fixed.grid_size = solver.grid.size();
+  siflow::Conditioning one;
+  one.label = solver.label;
+  if (!plan->decode(2, y.data(), fixed, siflow::DivergenceOptions(), one, solver_end.data(),
+                    nullptr)
+           .ok())
+    return plain;
+  b.set_velocity_tests(t, y, v, 1e-5f);
+  b.set_trajectory_tests(4, y, end, 1e-4f);
+  b.set_test_conditioning(labels, {}, w, labels);
+  solver.test_start = y;
+  solver.test_end = solver_end;
+  solver.test_tolerance = 1e-4f;
+  b.add_solver(solver);
   return b.finish();
 }
 
@@ -140,6 +202,38 @@ void models(const std::string& dir, std::vector<std::vector<uint8_t>>* all) {
     b.set_output(b.add(b.fully_connected(b.x(), 2, wave(4, 0.5f, 0.2f)),
                        b.fully_connected(c, 2, wave(6, 0.3f, 0.7f))));
     keep("cond_vector", b.finish());
+  }
+  // An image model on x of shape [1, 4, 4]: conv, group norm, SiLU, average pooling, nearest
+  // up-sampling, a time embedding reshaped to the feature map, a max-pooled skip and a 1x1 conv
+  // out; test vectors computed by the runtime.
+  {
+    ModelBuilder b(16);
+    b.set_x_shape({1, 4, 4});
+    ModelBuilder::Window same;
+    same.pads = {1, 1, 1, 1};
+    uint32_t h = b.conv2d(b.x(), 4, {3, 3}, wave(4 * 9, 0.4f, 0.1f), wave(4, 0.1f, 0.3f), same);
+    h = b.unary(b.group_norm(h, 2, wave(4, 0.5f, 1.0f), wave(4, 0.1f, 0.2f)), UnaryKind::kSilu);
+    ModelBuilder::Window down;
+    down.strides = {2, 2};
+    const uint32_t low = b.pool2d(h, ModelBuilder::Pool::kAverage, {2, 2}, down);
+    const uint32_t up = b.resize(low, ModelBuilder::Resize::kNearest, 4, 4);
+    const uint32_t time = b.reshape(b.fully_connected(b.t(), 64, wave(64, 0.3f, 0.6f)), {4, 4, 4});
+    ModelBuilder::Window keep_size;
+    keep_size.pads = {0, 0, 1, 1};
+    const uint32_t skip = b.pool2d(h, ModelBuilder::Pool::kMax, {2, 2}, keep_size);
+    h = b.add(b.add(up, time), skip);
+    b.set_output(b.conv2d(h, 1, {1, 1}, wave(4, 0.5f, 0.9f), {0.05f}));
+    keep("image_unet", with_tests(b));
+  }
+  // A class-conditional model (4 classes, null label 3) whose test vectors carry labels and
+  // guidance weight 2 and whose stored solver was tuned for label 1 under that weight.
+  {
+    ModelBuilder b(2);
+    const uint32_t e = b.embedding(b.label_input(4, 3), 4, wave(32, 0.8f, 0.4f));
+    uint32_t h = b.fully_connected(b.concat({b.x(), b.t()}), 8, wave(24, 0.5f, 0.2f));
+    h = b.unary(b.add(h, e), UnaryKind::kTanh);
+    b.set_output(b.fully_connected(h, 2, wave(16, 0.6f, 0.8f), {0.1f, -0.1f}));
+    keep("labels_solver", with_conditioned_tests(b, 2.0f));
   }
 }
 
@@ -252,6 +346,7 @@ size_t checkpoints(const std::string& dir) {
     o.eval_every = 0;
     o.holdout_points = 32;
     o.threads = 1;
+    o.kernels = siflow::TrainKernels::kReference;  // the same bytes on every machine
     o.interpolant = kind;
     o.fourier_terms = 2;
     siflow::TrainData data;

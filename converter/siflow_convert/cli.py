@@ -105,13 +105,57 @@ def load_interpolant(kind: str = "trig", coeffs_path: Optional[str] = None) -> I
     return Interpolant("learned_fourier", alpha=a.tolist(), beta=b.tolist())
 
 
-def normalization_from_data(path: str, dim: int) -> Normalization:
-    """Per-feature mean and (population) std of a [N, dim] .npy; refuses a constant feature."""
+def _read_data(path: str) -> np.ndarray:
+    """A .npy (any numeric dtype, no pickles) or a .csv of numbers (comma-separated, one sample
+    a line; blank lines and lines starting with '#' skipped, one header line of names allowed),
+    told apart by content."""
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ConversionError(f"{path}: cannot read the data ({e})") from None
-    data = np.asarray(data, dtype=np.float64)
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise ConversionError(f"{path}: cannot read the data ({e.strerror})") from None
+    if head == b"\x93NUMPY":
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ConversionError(f"{path}: cannot read the .npy data ({e})") from None
+        if data.dtype.kind not in "fiub":
+            raise ConversionError(f"{path}: the .npy holds {data.dtype}, not numbers")
+        return np.asarray(data, dtype=np.float64)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{path}: neither a .npy file nor a text .csv ({e})") from None
+    rows = []
+    seen_header = False
+    for k, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = [v.strip() for v in text.split(",")]
+        try:
+            rows.append([float(v) for v in fields])
+        except ValueError:
+            if rows or seen_header:
+                raise ConversionError(f"{path}: line {k} holds a field that is not a number "
+                                      f"({text[:60]!r})") from None
+            seen_header = True       # a header line of column names
+            continue
+        if len(rows[-1]) != len(rows[0]):
+            raise ConversionError(f"{path}: line {k} has {len(rows[-1])} values, the first row "
+                                  f"{len(rows[0])}")
+    if not rows:
+        raise ConversionError(f"{path}: the .csv holds no rows of numbers")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def normalization_from_data(path: str, dim: int) -> Normalization:
+    """Per-feature mean and (population) std of [N, dim] data (.npy or .csv; an .npy of an image
+    model may be [N, C, H, W]); refuses a constant feature."""
+    data = _read_data(path)
+    if data.ndim > 2 and data.shape[0] >= 1 and int(np.prod(data.shape[1:])) == dim:
+        data = data.reshape(data.shape[0], dim)
     if data.ndim != 2 or data.shape[1] != dim or data.shape[0] < 2:
         raise ConversionError(f"{path}: data has shape {list(data.shape)}; expected [N >= 2, "
                               f"{dim}]")
@@ -120,9 +164,16 @@ def normalization_from_data(path: str, dim: int) -> Normalization:
     mean, std = data.mean(axis=0), data.std(axis=0)
     zero = [int(i) for i in np.flatnonzero(~(std > 0))]
     if zero:
-        raise ConversionError(f"{path}: feature(s) {zero} are constant (std = 0); cannot "
+        raise ConversionError(f"{path}: feature(s) {zero[:10]} are constant (std = 0); cannot "
                               f"normalise")
     return Normalization(mean=mean, std=std)
+
+
+def _floats(text: str, what: str) -> List[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConversionError(f"{what}: {text!r} is not a comma list of numbers") from None
 
 
 def parse_meta(items: Sequence[str]) -> Dict[str, str]:
@@ -143,16 +194,19 @@ def _is_zip(path: str) -> bool:
 # ------------------------------------------------------------------------------ conversion
 
 def load_graph(input, arch=None, x_input=None, time_input=None, time_column=None, dim=None,
-               opset: int = 17, time_shape: str = "column", conditioning=None) -> Graph:
+               opset: int = 17, time_shape: str = "column", conditioning=None,
+               argument_order: str = "xt", self_check: bool = True) -> Graph:
     """The velocity graph from an ir.Graph, an ONNX ModelProto/bytes or a file of any supported
     kind (ONNX, TorchScript, torch.save'd module, .npz + arch), detected by content.
-    `conditioning`: from_onnx's label_input, cond_input, num_classes, null_label, null_cond."""
+    `conditioning`: from_onnx's label_input, cond_input, num_classes, null_label, null_cond.
+    With `self_check`, an ONNX or PyTorch source is evaluated at seeded points and compared with
+    the converted graph (source_check); the result is kept as `graph.self_check`."""
     if isinstance(input, Graph):
         return input
     conditioning = {k: v for k, v in (conditioning or {}).items() if v is not None}
     if not isinstance(input, (str, os.PathLike)):
-        from .onnx_import import from_onnx
-        return from_onnx(input, x_input, time_input, time_column, dim, **conditioning)
+        return _from_onnx_checked(input, x_input, time_input, time_column, dim, conditioning,
+                                  self_check)
     from .torch_import import detect_format
     path = os.fspath(input)
     if not os.path.isfile(path):
@@ -166,16 +220,66 @@ def load_graph(input, arch=None, x_input=None, time_input=None, time_column=None
     if arch is not None:
         raise ConversionError(f"--arch applies to .npz input only; {path} is {kind}")
     if kind == "onnx":
-        from .onnx_import import from_onnx
-        return from_onnx(path, x_input, time_input, time_column, dim, **conditioning)
-    if conditioning:
-        raise ConversionError(f"{path}: class labels and conditions are read from ONNX models "
-                              f"(export the module with its label input to ONNX first)")
+        return _from_onnx_checked(path, x_input, time_input, time_column, dim, conditioning,
+                                  self_check)
     from .torch_import import from_torch, load_torch_file
     if dim is None:
         raise ConversionError(f"{path}: a PyTorch module needs --dim D (the width of x)")
+    if x_input is not None or time_input is not None:
+        raise ConversionError(f"{path}: --x-input/--time-input name ONNX inputs; a PyTorch "
+                              f"module is called as module(x, t) (or --argument-order tx)")
+    cond_width = None
+    if "cond_input" in conditioning:
+        if conditioning.get("null_cond") is None:
+            raise ConversionError(f"{path}: a PyTorch module with a condition vector needs its "
+                                  f"width: give --null-cond V (a comma list of that width), or "
+                                  f"call from_torch(module, dim, cond=W) from Python")
+        cond_width = len(conditioning["null_cond"])
     module = load_torch_file(path, kind)
-    return from_torch(module, dim, time_column=time_column, opset=opset, time_shape=time_shape)
+    return from_torch(module, dim, time_column=time_column, opset=opset, time_shape=time_shape,
+                      argument_order=argument_order,
+                      label=conditioning.get("label_input", False), cond=cond_width,
+                      num_classes=conditioning.get("num_classes"),
+                      null_label=conditioning.get("null_label"),
+                      null_cond=conditioning.get("null_cond"), self_check=self_check)
+
+
+def _from_onnx_checked(source, x_input, time_input, time_column, dim, conditioning,
+                       self_check: bool) -> Graph:
+    from .onnx_import import _load, from_onnx
+    model = _load(source)
+    graph = from_onnx(model, x_input, time_input, time_column, dim, **conditioning)
+    if self_check:
+        from . import onnx_conditioning
+        from .source_check import check_onnx
+        settings = onnx_conditioning.Settings(
+            conditioning.get("label_input"), conditioning.get("cond_input"),
+            conditioning.get("num_classes"), conditioning.get("null_label"),
+            conditioning.get("null_cond"))
+        graph.self_check = check_onnx(model, graph, x_input, time_input, time_column, dim,
+                                      settings)
+    return graph
+
+
+def parse_normalization(normalize=None, mean=None, std=None, dim: int = 0) -> \
+        Optional[Normalization]:
+    """The stored normalisation: from data (`normalize`: a .npy or .csv of [N, d] samples, or
+    [N, C, H, W] for an image model), or from explicit `mean`/`std` (a scalar or a comma list of
+    d values; a missing one is 0 / 1). The two ways exclude each other."""
+    if normalize is not None and (mean is not None or std is not None):
+        raise ConversionError("--normalize DATA and --mean/--std exclude each other: give the "
+                              "data or the values")
+    if normalize is not None:
+        return normalization_from_data(normalize, dim)
+    if mean is None and std is None:
+        return None
+    m = np.zeros(dim) if mean is None else parse_vector(mean, dim, "--mean")
+    s = np.ones(dim) if std is None else parse_vector(std, dim, "--std")
+    bad = [int(i) for i in np.flatnonzero(~(s > 0))]
+    if bad:
+        raise ConversionError(f"--std: every standard deviation must be > 0 (coordinate(s) "
+                              f"{bad[:10]})")
+    return Normalization(mean=m, std=s)
 
 
 def convert(input, output=None, *, arch=None, x_input=None, time_input=None, time_column=None,
@@ -186,13 +290,20 @@ def convert(input, output=None, *, arch=None, x_input=None, time_input=None, tim
             meta: Optional[Dict[str, str]] = None, fp16: bool = False, test_vectors: int = 64,
             seed: int = 0, quantize: Optional[str] = None, label_input=None, cond_input=None,
             num_classes=None, null_label=None, null_cond=None,
-            guidance: float = 1.0) -> FlowModel:
+            guidance: float = 1.0, argument_order: str = "xt", mean=None, std=None,
+            self_check: bool = True) -> FlowModel:
     """Builds the FlowModel (with test vectors computed after storage rounding) and, when
-    `output` is given, writes it atomically. Raises ConversionError naming the cause."""
+    `output` is given, writes it atomically. Raises ConversionError naming the cause.
+
+    `normalize` (a .npy/.csv of data) or `mean`/`std` (scalar or comma list) set the stored
+    normalisation. With `self_check` (default) an ONNX or PyTorch source is evaluated at seeded
+    points and the conversion refused if the converted graph disagrees beyond float32 rounding;
+    the result is `model.self_check` (None for sources without one, e.g. .npz)."""
     cond_options = dict(label_input=label_input, cond_input=cond_input, num_classes=num_classes,
                         null_label=null_label, null_cond=null_cond)
     graph = load_graph(input, arch, x_input, time_input, time_column, dim, opset, time_shape,
-                       cond_options)
+                       cond_options, argument_order, self_check)
+    check = getattr(graph, "self_check", None)
     if dim is not None and graph.dim != dim:
         raise ConversionError(f"the model has dim {graph.dim} but --dim {dim} was given")
     graph = apply_time_options(graph, negate_velocity, time_scale, reverse_time)
@@ -211,8 +322,9 @@ def convert(input, output=None, *, arch=None, x_input=None, time_input=None, tim
         graph=graph, name=name,
         interpolant=load_interpolant(interpolant, interpolant_coeffs),
         base=make_base(d, base, base_mean, base_std, low, high),
-        normalization=None if normalize is None else normalization_from_data(normalize, d),
+        normalization=parse_normalization(normalize, mean, std, d),
         metadata=metadata)
+    model.self_check = check
     if test_vectors < 0:
         raise ConversionError("--test-vectors must be >= 0")
     if test_vectors:
@@ -252,6 +364,9 @@ def summary(model: FlowModel, output: Optional[str], fp16: bool,
                         f"{tv.trajectory_tolerance:.3g})" if tv.trajectory_steps else ""))
     else:
         lines.append("test vectors: none")
+    check = getattr(model, "self_check", None)
+    if check is not None:
+        lines.append(check.line())
     if storage != "fp32":
         from . import reference
         error = reference.quantization_error(model, storage)
@@ -310,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--time-shape", choices=("column", "batch", "scalar", "one"),
                    default="column", help="shape of t when exporting a PyTorch module with two "
                                           "inputs: [B, 1], [B], [] or [1]")
+    g.add_argument("--argument-order", choices=("xt", "tx"), default="xt",
+                   help="argument order of a PyTorch module with two inputs: forward(x, t) or "
+                        "forward(t, x) (torchdyn/torchdiffeq style)")
     g.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset for PyTorch export")
     f = p.add_argument_group("the flow")
     f.add_argument("--interpolant", choices=("linear", "trig"), default="trig",
@@ -324,8 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(default 1)")
     f.add_argument("--low", metavar="L", help="uniform base lower corner: scalar or comma list")
     f.add_argument("--high", metavar="H", help="uniform base upper corner: scalar or comma list")
-    f.add_argument("--normalize", metavar="DATA.npy",
-                   help="store per-feature mean/std of this [N, d] data")
+    f.add_argument("--normalize", metavar="DATA",
+                   help="store per-feature mean and population std of this data: .npy of "
+                        "[N, d] (or [N, C, H, W]) or .csv of [N, d]; excludes --mean/--std")
+    f.add_argument("--mean", metavar="M",
+                   help="stored normalisation mean: scalar or comma list of d values (default 0 "
+                        "when --std is given); excludes --normalize")
+    f.add_argument("--std", metavar="S",
+                   help="stored normalisation std (> 0): scalar or comma list of d values "
+                        "(default 1 when --mean is given); excludes --normalize")
     t = p.add_argument_group("conventions of the trained net")
     t.add_argument("--negate-velocity", action="store_true", help="v = -net(t, x)")
     t.add_argument("--time-scale", type=_finite, default=1.0, metavar="S",
@@ -333,12 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--reverse-time", action="store_true",
                    help="net trained with data at tau = 0 and noise at tau = S: "
                         "tau = S*(1 - t), v = -S*net")
-    c = p.add_argument_group("class labels and conditions (ONNX)")
+    c = p.add_argument_group("class labels and conditions")
     c.add_argument("--label-input", metavar="NAME",
-                   help="input holding the class label (default: one named y, label, labels or "
-                        "class_labels)")
+                   help="ONNX input holding the class label (default: one named y, label, labels "
+                        "or class_labels); for a PyTorch module: the module takes the label "
+                        "(int64 [B]) as the argument after x and t")
     c.add_argument("--cond-input", metavar="NAME",
-                   help="input holding a condition vector [B, w] (default: one named c or cond)")
+                   help="ONNX input holding a condition vector [B, w] (default: one named c or "
+                        "cond); for a PyTorch module: it takes the condition as its last "
+                        "argument, of the width of --null-cond")
     c.add_argument("--num-classes", type=_positive_int, metavar="K",
                    help="number of classes (checked against the embedding table)")
     c.add_argument("--null-label", type=int, metavar="K",
@@ -358,6 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--test-vectors", type=_count, default=64, metavar="N",
                    help="embedded reference velocities (0 = none)")
     o.add_argument("--seed", type=int, default=0, help="seed for the test-vector points")
+    o.add_argument("--no-self-check", action="store_true",
+                   help="do not evaluate the source (ONNX or PyTorch) against the converted graph "
+                        "(by default a disagreement beyond float32 rounding refuses the "
+                        "conversion)")
     return p
 
 
@@ -376,6 +508,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--base-mean/--base-std need --base normal")
     if args.time_scale <= 0:
         parser.error("--time-scale must be > 0")
+    if args.normalize is not None and (args.mean is not None or args.std is not None):
+        parser.error("--normalize DATA and --mean/--std exclude each other")
     if args.fp16 and args.quantize not in (None, "fp16"):
         parser.error("--fp16 is --quantize fp16; it excludes --quantize " + args.quantize)
     try:
@@ -392,7 +526,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             label_input=args.label_input, cond_input=args.cond_input,
             num_classes=args.num_classes, null_label=args.null_label,
             null_cond=None if args.null_cond is None else
-            [float(v) for v in args.null_cond.split(",")], guidance=args.guidance)
+            _floats(args.null_cond, "--null-cond"), guidance=args.guidance,
+            argument_order=args.argument_order, mean=args.mean, std=args.std,
+            self_check=not args.no_self_check)
     except ConversionError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1

@@ -101,6 +101,9 @@ class Node:
     classes: int = 0
     null_label: int = -1
     cond_shape: Optional[List[int]] = None
+    # matmul (format 1.4): b read as [G, N, K] when transpose_b; the product times scale.
+    transpose_b: bool = False
+    scale: float = 1.0
 
     def __post_init__(self):
         for f in ("weight", "bias", "constant", "gamma", "beta"):
@@ -187,11 +190,18 @@ class Graph:
                     raise ConversionError(f"{where}: needs exactly one input")
                 out = _layout_shape(n, shapes[n.inputs[0]], where)
                 w.append(int(np.prod(out)))
+            elif n.op == "matmul":
+                if len(ins) != 2:
+                    raise ConversionError(f"{where}: needs exactly two inputs")
+                out = _matmul_shape(n, shapes[n.inputs[0]], shapes[n.inputs[1]], where)
+                w.append(int(np.prod(out)))
+                shapes.append(out)
             elif n.op in ("pow", "clip", "softmax", "reduce"):
                 if len(ins) != 1:
                     raise ConversionError(f"{where}: needs exactly one input")
-                if n.op in ("softmax", "reduce") and (n.axis not in (-1, 0) or
-                                                      len(shapes[n.inputs[0]]) != 1):
+                last = n.op == "softmax" and n.axis == -1   # along the last per-sample axis
+                if n.op in ("softmax", "reduce") and not last and (
+                        n.axis not in (-1, 0) or len(shapes[n.inputs[0]]) != 1):
                     raise ConversionError(f"{where}: axis {n.axis} of an input of shape "
                                           f"{shapes[n.inputs[0]]}; the converter reduces and "
                                           f"normalises flat tensors only")
@@ -246,6 +256,22 @@ class Graph:
         else:
             shapes.append(next((list(shapes[i]) for i in n.inputs if w[i] == width), [width]))
         return shapes
+
+
+def _matmul_shape(n: "Node", a: List[int], b: List[int], where: str) -> List[int]:
+    """The per-sample output shape of a matmul: [G, M, K] x [G, K, N] (b [G, N, K] with
+    transpose_b) -> [G, M, N]; rank-2 operands are one group. The runtime's rules."""
+    if len(a) < 2 or len(a) != len(b):
+        raise ConversionError(f"{where}: inputs {list(a)} and {list(b)} must both be [M, K] x "
+                              f"[K, N] or [G, M, K] x [G, K, N]")
+    if not math.isfinite(float(np.float32(n.scale))):
+        raise ConversionError(f"{where}: scale {n.scale} is not finite")
+    o = len(a) - 2
+    bk, bn = (b[o + 1], b[o]) if n.transpose_b else (b[o], b[o + 1])
+    if a[:o] != b[:o] or a[o + 1] != bk:
+        raise ConversionError(f"{where}: inputs {list(a)} and {list(b)}"
+                              f"{' (b transposed)' if n.transpose_b else ''} do not multiply")
+    return [int(e) for e in a[:o]] + [int(a[o]), int(bn)]
 
 
 def _layout_shape(n: "Node", in_shape: List[int], where: str) -> List[int]:

@@ -85,7 +85,10 @@ def _image_val(imp, v, where):
     if len(v.shape) != 4 or not _per_sample(v.shape):
         raise ConversionError(f"{where}: input has shape {_oi()._fmt(v.shape)}; expected an "
                               f"image [batch, C, H, W]")
-    return v
+    # The .sif tensor must hold the image shape (a free Reshape when a reshape left it flat or
+    # in another layout, e.g. attention's [heads, d, H*W] read back as [C, H, W]).
+    tid = imp._shaped(v, where)
+    return v if tid == v.tid else _oi()._Val(tid, v.shape, _oi()._identity_form(tid))
 
 
 def _padded_val(imp, v, where):
@@ -415,8 +418,8 @@ def _wrap_reshape(original):
                 if len(target) == 3 and target[0] == "B" and -1 not in target and \
                         oi._width(target) == oi._width(a.shape) and target[1] > 1:
                     # [B, G, L]: meaningful here only as the input of a grouped normalisation.
-                    return oi._Val(None, target, None, ("gn_view", a.tid, int(target[1]),
-                                                        a.shape), where)
+                    return oi._Val(None, target, None, ("gn_view", self._shaped(a, where),
+                                                        int(target[1]), a.shape), where)
         return original(self, node, ins, where)
     return op_Reshape
 

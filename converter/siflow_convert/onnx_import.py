@@ -29,6 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import onnx_attention
+from . import onnx_broadcast
 from . import onnx_image
 from . import onnx_math
 from . import onnx_conditioning
@@ -49,7 +51,8 @@ SUPPORTED_OPS = (
     "Equal/Where shape arithmetic, and any op on constants only (folded); format 1.4: x of shape "
     "[B, C, H, W] or [B, T, C], Reshape/Flatten to any per-sample shape of rank <= 3 (free), "
     "Transpose of the per-sample axes, Slice/Split of one per-sample axis, fixed-batch exports; "
-    "on image tensors [B, C, H, W]: " + onnx_image.SUPPORTED)
+    "on image tensors [B, C, H, W]: " + onnx_image.SUPPORTED + "; attention: " +
+    onnx_attention.SUPPORTED)
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -332,6 +335,27 @@ def _slice(arr, node, ins):
     return arr[tuple(idx)]
 
 
+# ------------------------------------------------------------------------------ refusals
+
+_REFUSED = object()   # the outputs of a node that was refused (nodes reading them are skipped)
+
+
+def _refusal_message(refusals: List[str], fixed_batch: Optional[int]) -> str:
+    """One message naming every refused node (name, op type, cause); the list of supported ops
+    once at the end, and the dynamic-batch hint for a fixed-batch export."""
+    hint = ""
+    if fixed_batch is not None and not any("dynamic batch axis" in r for r in refusals):
+        hint = (f" (the graph was exported with a fixed batch of {fixed_batch}; if a refusal "
+                f"comes from that, export it with a dynamic batch axis: torch.onnx.export(..., "
+                f"dynamic_axes={{'x': {{0: 'B'}}, 't': {{0: 'B'}}, 'v': {{0: 'B'}}}}))")
+    if len(refusals) == 1:
+        return refusals[0] + hint
+    listed = any(SUPPORTED_OPS in r for r in refusals)
+    short = [r.split("; supported", 1)[0] if SUPPORTED_OPS in r else r for r in refusals]
+    return (f"{len(refusals)} nodes cannot be converted:\n  " + "\n  ".join(short) +
+            (f"\nsupported: {SUPPORTED_OPS}" if listed else "") + hint)
+
+
 # ------------------------------------------------------------------------------ the importer
 
 class _Importer:
@@ -530,16 +554,26 @@ class _Importer:
                                       f"Inf values")
             if init.name not in self.values:
                 self.values[init.name] = _Const.of(arr)
+        refusals = []   # every node that cannot be converted, reported together
         for node in self.g.node:
             where = f"node '{node.name or '(unnamed)'}' ({node.op_type})"
-            if node.domain not in ("", "ai.onnx"):
-                raise ConversionError(f"{where}: op domain {node.domain!r} is not supported; "
-                                      f"supported ops: {SUPPORTED_OPS}")
             ins = [self.val(n, where) for n in node.input]
-            outs = self.node(node, ins, where)
+            if any(v is _REFUSED for v in ins):
+                outs = [_REFUSED] * len(node.output)   # downstream of a refusal: not judged
+            else:
+                try:
+                    if node.domain not in ("", "ai.onnx"):
+                        raise ConversionError(f"{where}: op domain {node.domain!r} is not "
+                                              f"supported; supported ops: {SUPPORTED_OPS}")
+                    outs = self.node(node, ins, where)
+                except ConversionError as e:
+                    refusals.append(str(e))
+                    outs = [_REFUSED] * len(node.output)
             for name, v in zip(node.output, outs):
                 if name:
                     self.values[name] = v
+        if refusals:
+            raise ConversionError(_refusal_message(refusals, self.fixed_batch))
         return self.finish()
 
     def node(self, node, ins, where) -> list:
@@ -1202,7 +1236,9 @@ class _Importer:
         """Columns [start, end) of the feature axis: a Slice node (format 1.4), no weights."""
         if start == 0 and end == _width(a.shape):
             return a
-        tid = self.emit(Node("slice", [a.tid], name=name, axis=-1, start=start, end=end))
+        # On the tensor with its ONNX shape (the .sif tensor may hold another, e.g. a matmul's).
+        src = self._shaped(a, where) if a.shape[:1] == ("B",) and len(a.shape) <= 4 else a.tid
+        tid = self.emit(Node("slice", [src], name=name, axis=-1, start=start, end=end))
         shape = _check_row_shape(a.shape[:-1] + (end - start,), where)
         return _Val(tid, shape, _identity_form(tid))
 
@@ -1411,3 +1447,5 @@ def onnx_input_dim(model_or_path, x_input: Optional[str] = None,
 
 onnx_image.install(_Importer)
 onnx_math.install(_Importer)
+onnx_attention.install(_Importer)
+onnx_broadcast.install(_Importer)

@@ -250,6 +250,35 @@ def _math_forward(node: ir.Node, ins, tin, dtype):
     return y.astype(dtype), ty.astype(dtype)
 
 
+def _matmul(node: ir.Node, ins, tin, in_shapes, dtype):
+    """Format 1.4's matmul per sample: scale · a [G, M, K] b [G, K, N] (b stored [G, N, K] with
+    transpose_b), in float64 rounded once; the tangent is scale (t_a b + a t_b)."""
+    a_shape, b_shape = in_shapes
+    rows = ins[0].shape[0]
+    g = 1 if len(a_shape) == 2 else int(a_shape[0])
+    m, k = int(a_shape[-2]), int(a_shape[-1])
+    scale = float(np.float32(node.scale))
+
+    def mats(x, lead):
+        return x.astype(np.float64).reshape(lead + (g, m, k))
+
+    def bmat(x, lead):
+        b = x.astype(np.float64).reshape(lead + (g,) + tuple(int(e) for e in b_shape[-2:]))
+        return np.swapaxes(b, -1, -2) if node.transpose_b else b
+
+    a, b = mats(ins[0], (rows,)), bmat(ins[1], (rows,))
+    y = scale * np.matmul(a, b)
+    if tin[0] is None and tin[1] is None:
+        return y.reshape(rows, -1).astype(dtype), None
+    p = next(t.shape[1] for t in tin if t is not None)
+    ty = 0.0
+    if tin[0] is not None:
+        ty = ty + np.matmul(mats(tin[0], (rows, p)), b[:, None])
+    if tin[1] is not None:
+        ty = ty + np.matmul(a[:, None], bmat(tin[1], (rows, p)))
+    return y.reshape(rows, -1).astype(dtype), (scale * ty).reshape(rows, p, -1).astype(dtype)
+
+
 def _node_forward(node: ir.Node, vals, tans, dtype, shapes=None):
     """Evaluates one node: returns (value [B, w], tangent [B, P, w] or None). `shapes` (the
     graph's per-sample shapes) is needed by the layout ops."""
@@ -284,6 +313,22 @@ def _node_forward(node: ir.Node, vals, tans, dtype, shapes=None):
         if node.constant is not None:
             return _binary(node, ins[0], tin[0], node.constant.reshape(1, -1).astype(dtype), None)
         return _binary(node, ins[0], tin[0], ins[1], tin[1])
+    if node.op == "matmul":
+        return _matmul(node, ins, tin, [shapes[i] for i in node.inputs], dtype)
+    if node.op == "softmax" and len(shapes[node.inputs[0]]) > 1:
+        # Along the last per-sample axis: each row of that axis is one softmax group.
+        last = int(shapes[node.inputs[0]][-1])
+        rows = ins[0].shape[0]
+        t0 = tin[0]
+        p = None if t0 is None else t0.shape[1]
+        y, ty = _math_forward(node, [ins[0].reshape(-1, last)],
+                              [None if t0 is None else
+                               t0.reshape(rows, p, -1, last).transpose(0, 2, 1, 3)
+                               .reshape(-1, p, last)], dtype)
+        y = y.reshape(rows, -1)
+        if ty is not None:
+            ty = ty.reshape(rows, -1, p, last).transpose(0, 2, 1, 3).reshape(rows, p, -1)
+        return y, ty
     if node.op in ("div", "pow", "clip", "reduce", "softmax"):
         return _math_forward(node, ins, tin, dtype)
     if node.op == "layernorm":

@@ -201,6 +201,9 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, quantize: str) ->
     if node.op == "clip":
         b.PrependFloat32Slot(27, float(node.low), -math.inf)
         b.PrependFloat32Slot(28, float(node.high), math.inf)
+    if node.op == "matmul":
+        fb_node.NodeAddTransposeB(b, bool(node.transpose_b))
+        fb_node.NodeAddScale(b, float(node.scale))
     return fb_node.NodeEnd(b)
 
 
@@ -623,6 +626,7 @@ def _read_node(n) -> ir.Node:
                    gamma=_read_weights(n.Gamma()), beta=_read_weights(n.Beta()),
                    epsilon=float(n.Epsilon()), exponent=float(n.Exponent()),
                    low=float(n.Low()), high=float(n.High()),
+                   transpose_b=bool(n.TransposeB()), scale=float(n.Scale()),
                    reduce=ir.REDUCE_KINDS[n.Reduce()] if n.Reduce() < len(ir.REDUCE_KINDS)
                    else str(n.Reduce()))
 

@@ -160,6 +160,8 @@ _PROTOTYPES = {
     "siflow_log_prob": (c_status, [_plan_p, ctypes.c_size_t, _f32_p, ctypes.POINTER(RunOptions),
                                    _f64_p, _err_p]),
     "siflow_velocity": (c_status, [_plan_p, ctypes.c_size_t, _f32_p, _f32_p, _f32_p, _err_p]),
+    "siflow_velocity_conditioned": (c_status, [_plan_p, ctypes.c_size_t, _f32_p, _f32_p,
+                                               ctypes.POINTER(RunOptions), _f32_p, _err_p]),
     "siflow_validate": (c_status, [_model_p, ctypes.POINTER(PlanOptions), PROGRESS_FN,
                                    ctypes.c_void_p, ctypes.POINTER(ValidationReport), _err_p]),
 }

@@ -54,6 +54,13 @@ class ModelInfo:
     metadata: dict  # key -> value
     nodes: tuple  # (op, input width, output width) per graph node
     solvers: tuple = ()  # (name, NFE, sample error) per stored solver (format 1.2)
+    # Conditional models (format 1.4): label=/labels= take 0 .. label_classes - 1; null_label is
+    # the unconditional class (-1: none, guidance refused); cond= takes [n, cond_width].
+    takes_labels: bool = False
+    label_classes: int = 0
+    null_label: int = -1
+    cond_width: int = 0
+    has_null_cond: bool = False  # the model stores the null condition vector (guidance works)
 
 
 # siflow_model_info field -> ModelInfo field (tests/test_options.py checks it covers siflow.h).
@@ -66,7 +73,9 @@ INFO_SPELLINGS = {
     "fourier_terms": "fourier_terms", "base": "base", "normalized": "normalized",
     "score_available": "score_available", "time_start": "time_start", "time_end": "time_end",
     "test_vector_count": "test_vector_count", "test_trajectory_count": "test_trajectory_count",
-    "metadata_count": "metadata", "solver_count": "solvers",
+    "metadata_count": "metadata", "solver_count": "solvers", "takes_labels": "takes_labels",
+    "label_classes": "label_classes", "null_label": "null_label", "cond_width": "cond_width",
+    "has_null_cond": "has_null_cond",
 }
 
 
@@ -381,7 +390,9 @@ class Model:
             time_start=c.time_start, time_end=c.time_end,
             test_vector_count=c.test_vector_count,
             test_trajectory_count=c.test_trajectory_count, metadata=metadata,
-            nodes=tuple(nodes), solvers=tuple(solvers))
+            nodes=tuple(nodes), solvers=tuple(solvers), takes_labels=bool(c.takes_labels),
+            label_classes=c.label_classes, null_label=c.null_label, cond_width=c.cond_width,
+            has_null_cond=bool(c.has_null_cond))
 
     def arena_bytes(self, **options):
         """Bytes a plan for these options takes (siflow_arena_bytes). Options: max_batch,
@@ -432,13 +443,17 @@ class Model:
 
     def sample(self, n, *, seed=0, log_prob=False, **options):
         """n samples, float32 [n, dim] in data space; with log_prob=True also log p of each
-        sample, float64 [n] (ODE only). SDE sampling: sde_epsilon > 0 (Gaussian base)."""
+        sample, float64 [n] (ODE only). SDE sampling: sde_epsilon > 0 (Gaussian base).
+        temperature=T scales the base draws (Gaussian base). Conditional models, here and in
+        decode/encode/log_prob/velocity: label=K (every row) or labels=[n] integers, cond=[n,
+        cond_width]; guidance=w (a plan option) gives v(null) + w (v(label) - v(null))."""
         _options.check_names("sample", options)
         self._check_combinations(options, log_prob)
         _options.require_with(options, ("sde_schedule", "sde_stop_delta", "sde_method"),
                               "sde_epsilon", "sde_epsilon" in options)
         n = _options._integer("n", n, 0, _options.SIZE)
         ro, keep = _options.run_options(dict(options, seed=seed))
+        _options.conditioning(options, ro, keep, n, self.info.cond_width)
         po = self._log_prob_plan(options) if log_prob else _options.plan_options(options)
         dim = self.dim
         x = np.empty((n, dim), np.float32)
@@ -456,6 +471,7 @@ class Model:
         _options.require_with(options, ("seed",), "log_prob=True", log_prob)
         x0 = _points(x0, self.dim, "x0")
         ro, keep = _options.run_options(options)
+        _options.conditioning(options, ro, keep, x0.shape[0], self.info.cond_width)
         po = self._log_prob_plan(options) if log_prob else _options.plan_options(options)
         n = x0.shape[0]
         x1 = np.empty_like(x0)
@@ -470,6 +486,7 @@ class Model:
         _options.check_names("encode", options)
         x = _points(x, self.dim, "x")
         ro, keep = _options.run_options(options)
+        _options.conditioning(options, ro, keep, x.shape[0], self.info.cond_width)
         po = _options.plan_options(options)
         n = x.shape[0]
         x0 = np.empty_like(x)
@@ -487,6 +504,7 @@ class Model:
                               options.get("divergence") == "hutchinson")
         x = _points(x, self.dim, "x")
         ro, keep = _options.run_options(options)
+        _options.conditioning(options, ro, keep, x.shape[0], self.info.cond_width)
         po = self._log_prob_plan(options)
         n = x.shape[0]
         logp = np.empty(n, np.float64)
@@ -497,7 +515,8 @@ class Model:
 
     def velocity(self, x, t, **options):
         """The network's v(t, x) in flow (normalised) coordinates, float32 [n, dim]; t is a
-        number or one time per row ([n] or [n, 1])."""
+        number or one time per row ([n] or [n, 1]). Conditional models: label/labels/cond, and
+        guidance=w for the guided velocity."""
         _options.check_names("velocity", options)
         x = _points(x, self.dim, "x")
         n = x.shape[0]
@@ -510,9 +529,13 @@ class Model:
             raise InvalidArgument(f"t: shape {ta.shape}, expected a number, [{n}] or [{n}, 1]")
         ta = np.require(ta.reshape(n), dtype=np.float32, requirements=["C_CONTIGUOUS", "ALIGNED"])
         po = _options.plan_options(options)
+        ro = _capi.RunOptions()
+        _lib.siflow_run_options_init(ctypes.byref(ro))
+        keep = []
+        _options.conditioning(options, ro, keep, n, self.info.cond_width)
         v = np.empty_like(x)
-        self._run(po, lambda plan, error: _lib.siflow_velocity(
-            plan, n, _f32(ta), _f32(x), _f32(v), ctypes.byref(error)))
+        self._run(po, lambda plan, error: _lib.siflow_velocity_conditioned(
+            plan, n, _f32(ta), _f32(x), ctypes.byref(ro), _f32(v), ctypes.byref(error)))
         return v
 
     def validate(self, **options):

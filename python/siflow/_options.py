@@ -36,6 +36,7 @@ SPELLINGS = {
     ("siflow_plan_options", "tune"): "tune",
     ("siflow_plan_options", "precision"): "precision",
     ("siflow_plan_options", "tangent_block"): "tangent_block",
+    ("siflow_plan_options", "guidance"): "guidance",
     ("siflow_run_options", "struct_size"): Internal("sizeof(siflow_run_options)"),
     ("siflow_run_options", "method"): "method",
     ("siflow_run_options", "steps"): "steps",
@@ -58,6 +59,10 @@ SPELLINGS = {
     ("siflow_run_options", "atol"): "atol",
     ("siflow_run_options", "max_steps"): "max_steps",
     ("siflow_run_options", "solver"): "solver",
+    ("siflow_run_options", "labels"): "labels",  # one integer label per row
+    ("siflow_run_options", "label"): "label",  # the label of every row
+    ("siflow_run_options", "cond"): "cond",  # [n, cond_width] condition vectors
+    ("siflow_run_options", "temperature"): "temperature",
 }
 
 # Enum spellings (the CLI's) -> C values.
@@ -74,18 +79,20 @@ ENUMS = {"method": METHODS, "divergence": DIVERGENCES, "probe": PROBES,
          "sde_schedule": SDE_SCHEDULES, "sde_method": SDE_METHODS, "backend": BACKENDS,
          "precision": PRECISIONS}
 
-PLAN = ("max_batch", "threads", "backend", "tune", "precision", "tangent_block")
+PLAN = ("max_batch", "threads", "backend", "tune", "precision", "tangent_block", "guidance")
 ODE = ("method", "steps", "grid", "progress", "grid_kind", "rtol", "atol", "max_steps", "solver")
 DIVERGENCE = ("divergence", "probes", "probe")
 SDE = ("sde_epsilon", "sde_schedule", "sde_stop_delta", "sde_method")
+# Conditional models: a class label per row (label=K for all, labels=array) or condition vectors.
+CONDITIONING = ("label", "labels", "cond")
 
 # The keywords each Model method takes (besides its positional arguments).
 ACCEPTED = {
-    "sample": PLAN + ODE + DIVERGENCE + SDE + ("seed", "log_prob"),
-    "decode": PLAN + ODE + DIVERGENCE + ("seed", "log_prob"),
-    "encode": PLAN + ODE,
-    "log_prob": PLAN + ODE + DIVERGENCE + ("seed", "time"),
-    "velocity": PLAN,
+    "sample": PLAN + ODE + DIVERGENCE + SDE + CONDITIONING + ("seed", "log_prob", "temperature"),
+    "decode": PLAN + ODE + DIVERGENCE + CONDITIONING + ("seed", "log_prob"),
+    "encode": PLAN + ODE + CONDITIONING,
+    "log_prob": PLAN + ODE + DIVERGENCE + CONDITIONING + ("seed", "time"),
+    "velocity": PLAN + CONDITIONING,
     "validate": ("threads", "backend", "tune", "precision", "progress"),
     "arena_bytes": PLAN + ("divergence", "probes"),
     "kernels": PLAN,
@@ -152,6 +159,8 @@ def plan_options(options, divergence="none", probes=1):
         po.tune = 1 if options["tune"] else 0
     if "tangent_block" in options:
         po.tangent_block = _integer("tangent_block", options["tangent_block"], 0, U32)
+    if "guidance" in options:
+        po.guidance = _real("guidance", options["guidance"])
     po.divergence = _enum("divergence", divergence)
     po.max_probes = _integer("probes", probes, 0, U32)
     return po
@@ -238,7 +247,69 @@ def run_options(options):
         ro.sde_stop_delta = _real("sde_stop_delta", options["sde_stop_delta"])
     if "sde_method" in options:
         ro.sde_method = _enum("sde_method", options["sde_method"])
+    if "temperature" in options:
+        ro.temperature = _real("temperature", options["temperature"])
     return ro, keep
+
+
+I32 = (1 << 31) - 1
+
+
+def label_array(labels, n):
+    """The labels keyword: n integer labels as a C-contiguous int32 array. Refuses other dtypes
+    (a float label is more likely a mistake than a class), other counts and values int32 cannot
+    hold; the runtime checks them against the model's classes."""
+    try:
+        a = np.asarray(labels)
+    except Exception as e:  # an object numpy cannot read
+        raise InvalidArgument(f"labels: not an array of integers ({e})") from e
+    if a.dtype.kind not in "iu":
+        raise InvalidArgument(f"labels: dtype {a.dtype} is not an integer type (one class label "
+                              f"per row)")
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a.reshape(a.shape[0])
+    if a.ndim != 1 or a.shape[0] != n:
+        raise InvalidArgument(f"labels: shape {a.shape}, expected [{n}] (one label per row)")
+    if a.size and a.min() < 0:
+        row = int(np.argmax(a < 0))
+        raise InvalidArgument(f"labels: label {a[row]} of row {row} is not a class label (labels "
+                              f"run from 0)")
+    if a.size and a.max() > I32:
+        row = int(np.argmax(a > I32))
+        raise InvalidArgument(f"labels: label {a[row]} of row {row} is too large for a class "
+                              f"label")
+    return np.require(a, dtype=np.int32, requirements=["C_CONTIGUOUS", "ALIGNED"])
+
+
+def conditioning(options, ro, keep, n, cond_width):
+    """Sets the run options' labels / label / cond from the CONDITIONING keywords of a call with
+    n rows on a model whose condition vectors have cond_width values (0: none)."""
+    if "label" in options and "labels" in options:
+        raise InvalidArgument("label and labels are mutually exclusive (label gives every row "
+                              "the same class)")
+    if "label" in options:
+        ro.label = _integer("label", options["label"], 0, I32)
+    if "labels" in options:
+        a = label_array(options["labels"], n)
+        keep.append(a)
+        ro.labels = a.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+    if "cond" in options:
+        if cond_width == 0:
+            raise InvalidArgument("cond: this model takes no condition vector")
+        try:
+            c = np.asarray(options["cond"])
+        except Exception as e:
+            raise InvalidArgument(f"cond: not an array of numbers ({e})") from e
+        if c.dtype.kind not in "fiu" or c.ndim != 2 or c.shape != (n, cond_width):
+            raise InvalidArgument(f"cond: shape {c.shape} and dtype {c.dtype}, expected numbers "
+                                  f"of shape [{n}, {cond_width}] (one condition vector per row)")
+        if c.dtype.itemsize == 8 or c.dtype.kind in "iu":
+            big = np.abs(c[np.isfinite(c)]) if c.dtype.kind == "f" else np.abs(c)
+            if big.size and big.max() > np.finfo(np.float32).max:
+                raise InvalidArgument(f"cond: {big.max():g} does not fit in float32")
+        c = np.require(c, dtype=np.float32, requirements=["C_CONTIGUOUS", "ALIGNED"])
+        keep.append(c)
+        ro.cond = c.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 
 
 def divergence_of(options):

@@ -92,7 +92,9 @@ C_TYPES = {"uint16_t": ctypes.c_uint16, "uint32_t": ctypes.c_uint32,
            "uint64_t": ctypes.c_uint64, "size_t": ctypes.c_size_t, "int": ctypes.c_int,
            "double": ctypes.c_double, "const char*": ctypes.c_char_p,
            "const double*": ctypes.POINTER(ctypes.c_double), "void*": ctypes.c_void_p,
-           "siflow_progress_fn": _capi.PROGRESS_FN}
+           "siflow_progress_fn": _capi.PROGRESS_FN, "int32_t": ctypes.c_int32,
+           "const int32_t*": ctypes.POINTER(ctypes.c_int32),
+           "const float*": ctypes.POINTER(ctypes.c_float)}
 
 
 def ctypes_of(kind, name):

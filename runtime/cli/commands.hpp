@@ -4,6 +4,7 @@
 // printing an error or exiting themselves.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -25,6 +26,11 @@ struct Command {
 };
 
 const std::vector<Command>& commands();
+// siflow info (info_command.cc).
+Command info_command();
+// "1234 bytes (1.2 KiB)" and "1.2 KiB": byte counts as the commands print them.
+std::string bytes_text(uint64_t n);
+std::string human_bytes(uint64_t n);
 // siflow tune-solver (tune_command.cc).
 Command tune_solver_command();
 // siflow train (train_command.cc), in builds with the training library.

@@ -17,6 +17,7 @@
 
 #include "array_io.hpp"
 #include "commands.hpp"
+#include "conditioning.hpp"
 #include "errors.hpp"
 #include "file_checks.hpp"
 #include "run_options.hpp"
@@ -123,7 +124,9 @@ struct Candidate {
 
 class Tuner {
  public:
-  Tuner(Plan& plan, const ModelInfo& info, uint64_t seed) : plan_(plan), info_(info), seed_(seed) {}
+  // `conditioning`: the label every draw is sampled with (the plan holds the guidance weight).
+  Tuner(Plan& plan, const ModelInfo& info, uint64_t seed, const Conditioning& conditioning)
+      : plan_(plan), info_(info), seed_(seed), conditioning_(conditioning) {}
 
   // Converged samples of n draws from first_index, with the dopri5 reference.
   std::vector<float> reference(size_t n, uint64_t first) {
@@ -133,7 +136,7 @@ class Tuner {
     o.ode.method = Method::kDopri5;
     o.ode.rtol = o.ode.atol = kReferenceTolerance;
     std::vector<float> x(n * info_.dim);
-    check(plan_.sample(n, o, x.data(), nullptr));
+    check(plan_.sample(n, o, conditioning_, x.data(), nullptr));
     return x;
   }
   // Samples of n draws from first_index with `method` on `grid`; false when the run fails
@@ -147,7 +150,7 @@ class Tuner {
     o.ode.grid = grid.data();
     o.ode.grid_size = grid.size();
     x->resize(n * info_.dim);
-    return plan_.sample(n, o, x->data(), nullptr).ok();
+    return plan_.sample(n, o, conditioning_, x->data(), nullptr).ok();
   }
   double error(Method method, const std::vector<double>& theta, const std::vector<float>& ref,
                uint64_t first) {
@@ -165,10 +168,34 @@ class Tuner {
   Plan& plan_;
   const ModelInfo& info_;
   uint64_t seed_;
+  Conditioning conditioning_;
   uint64_t evaluations_ = 0;
 };
 
 std::string seconds_text(double s) { return format("%.1f s", s); }
+
+// What the solver is tuned for: the velocity every sample follows, so it must be one the model
+// can run for every draw. A class-conditional model needs --label (or --guidance 0, the null
+// label alone); guidance needs a null label; condition vectors differ per row, so a model taking
+// them is refused.
+void check_tuning_conditioning(const ModelInfo& info, const ParsedArgs& args, double guidance) {
+  if (info.cond_width > 0 && guidance != 0.0)
+    throw RunError(
+        "tune-solver: this model takes a condition vector per row, which a solver cannot be tuned "
+        "for (only class labels: --label K); --guidance 0 tunes for its null vector");
+  if (args.find("--guidance") && !info.takes_labels && info.cond_width == 0)
+    throw RunError("--guidance: this model takes no class label, so there is nothing to guide");
+  if (guidance != 1.0 && info.takes_labels && info.null_label < 0)
+    throw RunError(
+        format("--guidance: this model has no null label, so guidance weight %g "
+               "cannot be run (only 1, the plain conditional model)",
+               guidance));
+  if (info.takes_labels && !args.find("--label") && guidance != 0.0)
+    throw RunError(
+        format("tune-solver: this model takes a class label: give --label K "
+               "(0 to %u) to tune for that class",
+               info.label_classes - 1));
+}
 
 int run_tune_solver(const ParsedArgs& args) {
   const uint32_t nfe = static_cast<uint32_t>(parse_uint("--nfe", args.required("--nfe"), 1, 4096));
@@ -202,8 +229,10 @@ int run_tune_solver(const ParsedArgs& args) {
   std::unique_ptr<Model> model;
   check(Model::load(file.data(), file.size(), LoadOptions(), &model));
   const ModelInfo& info = model->info();
-  const std::unique_ptr<Plan> plan =
-      make_plan(*model, std::max(kTrainDraws, kHeldOutDraws), nullptr, execution);
+  const CliConditioning conditioning(args, *model, 0);
+  check_tuning_conditioning(info, args, conditioning.guidance());
+  const std::unique_ptr<Plan> plan = make_plan(*model, std::max(kTrainDraws, kHeldOutDraws),
+                                               nullptr, execution, conditioning.guidance());
   const bool terminal = isatty(STDERR_FILENO) != 0;
   const auto started = std::chrono::steady_clock::now();
   auto elapsed = [&] {
@@ -213,7 +242,7 @@ int run_tune_solver(const ParsedArgs& args) {
     if (terminal) std::fprintf(stderr, "\r\033[Ktune-solver: %s", line.c_str());
   };
 
-  Tuner tuner(*plan, info, seed);
+  Tuner tuner(*plan, info, seed, conditioning.conditioning());
   status("converged reference (dopri5)");
   const std::vector<float> train = tuner.reference(kTrainDraws, 0);
   const std::vector<float> held_out = tuner.reference(kHeldOutDraws, kHeldOutFirst);
@@ -298,6 +327,8 @@ int run_tune_solver(const ParsedArgs& args) {
   const double held_out_error = tuner.error(best.method, best.theta, held_out, kHeldOutFirst);
   solver.nfe = static_cast<uint32_t>(plan->evaluations());
   solver.sample_error = held_out_error;
+  solver.label = conditioning.conditioning().label;
+  solver.guidance = conditioning.guidance();
   // The test vector: base points (flow coordinates, the reference samples' encodings) and what
   // this solver maps them to.
   {
@@ -305,14 +336,15 @@ int run_tune_solver(const ParsedArgs& args) {
     reverse.method = Method::kDopri5;
     reverse.rtol = reverse.atol = kReferenceTolerance;
     std::vector<float> start(held_out.begin(), held_out.begin() + kTestPoints * info.dim);
-    check(plan->encode(kTestPoints, start.data(), reverse, start.data()));
+    check(plan->encode(kTestPoints, start.data(), reverse, conditioning.conditioning(),
+                       start.data()));
     std::vector<float> end(start.size());
     OdeOptions forward;
     forward.method = solver.method;
     forward.grid = solver.grid.data();
     forward.grid_size = solver.grid.size();
-    check(
-        plan->decode(kTestPoints, start.data(), forward, DivergenceOptions(), end.data(), nullptr));
+    check(plan->decode(kTestPoints, start.data(), forward, DivergenceOptions(),
+                       conditioning.conditioning(), end.data(), nullptr));
     solver.test_start = start;
     solver.test_end = end;
     solver.test_tolerance = kTestTolerance;
@@ -329,6 +361,8 @@ int run_tune_solver(const ParsedArgs& args) {
               method_name(best.method), solver.grid.size() - 1, solver.nfe, best.init.c_str());
   std::printf("sample error  %.4g on %zu held-out draws (%.4g on the %zu fitted)\n", held_out_error,
               kHeldOutDraws, best.error, kTrainDraws);
+  if (solver.label >= 0 || solver.guidance != 1.0)
+    std::printf("tuned for     label %d, guidance %g\n", solver.label, solver.guidance);
   std::printf("reference     dopri5, rtol = atol = %g, NFE %llu\n", kReferenceTolerance,
               static_cast<unsigned long long>(reference_nfe));
   std::printf("grid         ");
@@ -345,7 +379,8 @@ int run_tune_solver(const ParsedArgs& args) {
 
 Command tune_solver_command() {
   return {"tune-solver",
-          "MODEL --nfe N -o OUT.sif [--name NAME] [--seed S] [--time-budget SEC]",
+          "MODEL --nfe N -o OUT.sif [--name NAME] [--label K] [--guidance W] [--seed S] "
+          "[--time-budget SEC]",
           "fit a few-step solver to the model and store it",
           "Fits a solver with at most N network evaluations per sample to this model: for\n"
           "every fixed-grid method that fits in N (euler, heun, midpoint, rk4, rk4-38, ab2..ab4),\n"
@@ -354,13 +389,18 @@ Command tune_solver_command() {
           "base draws. The error reported and stored is measured on 256 held-out draws. Writes\n"
           "a copy of MODEL with the solver (and a test vector validate re-runs) to OUT.sif,\n"
           "replacing a stored solver of the same name. Deterministic for a seed unless\n"
-          "--time-budget stops it early (it says so).",
+          "--time-budget stops it early (it says so).\n"
+          "A class-conditional model is tuned for one class, --label K, and the guided velocity\n"
+          "v(null) + W (v(K) - v(null)) of --guidance W (default 1; other weights need a null\n"
+          "label); the file records both and validate re-runs the test vector with them.",
           {{"--nfe", nullptr, "N", "network evaluations per sample (required)"},
            {"--output", "-o", "FILE", "the model with the solver (.sif; required)"},
            {"--name", nullptr, "NAME", "the solver's name (default tuned-N)"},
            {"--seed", nullptr, "S", "seed of the base draws and the search (default 0)"},
            {"--time-budget", nullptr, "SEC", "stop refining after SEC seconds (default 300)"},
            {"--sweeps", nullptr, "K", "coordinate-search sweeps per candidate (default 8)"},
+           {"--label", nullptr, "K", "tune for class label K (class-conditional models)"},
+           kGuidanceOption,
            kThreadsOption,
            kBackendOption},
           run_tune_solver};

@@ -144,6 +144,19 @@ siflow::ModelBuilder labeled(const Net& net) {
   return b;
 }
 
+// The class-conditional model without a null label (no guidance possible) and no test vectors.
+siflow::ModelBuilder labeled_no_null(const Net& net) {
+  siflow::ModelBuilder b(2);
+  const uint32_t in = b.concat({b.t(), b.x()});
+  const uint32_t h =
+      b.unary(b.fully_connected(in, kHidden, net.w1, net.b1, "hidden"), siflow::UnaryKind::kTanh);
+  const uint32_t v = b.fully_connected(h, 2, net.w2, net.b2, "velocity");
+  b.set_output(b.add(v, b.embedding(b.label_input(3, -1), 3, kEmbedding)));
+  b.set_name("cli-labels-no-null");
+  b.set_normal_base();
+  return b;
+}
+
 // A condition-vector model: v(t, x, c) = net(t, x) + U c, c of width 2, null vector 0.
 siflow::ModelBuilder conditioned(const Net& net) {
   siflow::ModelBuilder b(2);
@@ -237,6 +250,7 @@ int main(int argc, char** argv) {
       write(dir + "/normal.sif", normal) && write(dir + "/bad_tests.sif", bad) &&
       write(dir + "/uniform.sif", uniform) && write(dir + "/normalized.sif", normalized) &&
       write(dir + "/slow_validate.sif", slow) && write(dir + "/image.sif", image) &&
-      write(dir + "/labels.sif", labeled(net)) && write(dir + "/cond.sif", conditioned(net));
+      write(dir + "/labels.sif", labeled(net)) && write(dir + "/cond.sif", conditioned(net)) &&
+      write(dir + "/labels_no_null.sif", labeled_no_null(net));
   return ok ? 0 : 1;
 }

@@ -160,6 +160,13 @@ TEST_CASE("the loader refuses inconsistent solvers, naming the cause") {
   s = good;
   s.label = -2;
   expect_refused(s, {"label -2"});
+  // A label or guidance weight the model cannot run (base_builder takes no class label).
+  s = good;
+  s.label = 1;
+  expect_refused(s, {"solver 'tuned-5': tuned for label 1, but the model takes no class label"});
+  s = good;
+  s.guidance = 2.0;
+  expect_refused(s, {"solver 'tuned-5': guidance 2, but the model has no null label"});
   s = good;
   s.test_end.pop_back();
   expect_refused(s, {"solver 'tuned-5': test end has 3 values, expected 4"});
@@ -384,6 +391,135 @@ TEST_CASE("validate re-runs each solver's test vector and fails a wrong one") {
   REQUIRE(siflow::validate_embedded(*m, &r).ok());
   CHECK_FALSE(r.solver_ok);
   CHECK(r.solver_max_error > 1e-3);
+}
+
+namespace {
+
+// v(t, x, y) = W2 tanh(W1 [x, t] + E[y]): 3 classes, null label `null_label` (-1: none).
+ModelBuilder labeled_builder(int32_t null_label) {
+  ModelBuilder b(2);
+  const uint32_t e = b.embedding(b.label_input(3, null_label), 3,
+                                 {0.8f, -0.4f, 0.2f, 0.5f, -0.6f, 0.1f, 0.3f, 0.9f, -0.2f, 0.0f,
+                                  0.4f, -0.7f, 0.6f, 0.2f, -0.3f, -0.5f, 0.1f, 0.7f});
+  const uint32_t h = b.fully_connected(b.concat({b.x(), b.t()}), 6,
+                                       {0.3f, -0.2f, 0.5f, 0.1f, 0.4f, -0.3f, -0.5f, 0.2f, 0.1f,
+                                        0.2f, 0.2f, 0.6f, 0.7f, -0.1f, 0.3f, -0.4f, 0.3f, 0.2f});
+  b.set_output(b.fully_connected(
+      b.unary(b.add(h, e), siflow::UnaryKind::kTanh), 2,
+      {0.9f, -0.6f, 0.4f, 0.2f, 1.0f, -0.4f, 0.2f, 0.6f, -0.8f, 0.4f, 0.6f, 0.4f}));
+  return b;
+}
+
+// A heun solver tuned for `label` under guidance `w` of labeled_builder(2), its test vector
+// decoded with exactly that label and weight.
+StoredSolver labeled_solver(int32_t label, double w) {
+  const std::vector<uint8_t> plain = labeled_builder(2).finish();
+  StoredSolver s;
+  s.name = "guided";
+  s.method = Method::kHeun;
+  s.grid = {0.0, 0.4, 0.8, 1.0};
+  s.nfe = 6;
+  s.sample_error = 0.02;
+  s.label = label;
+  s.guidance = w;
+  s.test_start = {0.1f, -0.2f, 1.0f, 0.5f};
+  std::unique_ptr<Model> m = load(plain);
+  REQUIRE(m);
+  siflow::PlanOptions po;
+  po.guidance = w;
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*m, po, nullptr, 0, &plan).ok());
+  OdeOptions o;
+  o.method = s.method;
+  o.grid = s.grid.data();
+  o.grid_size = s.grid.size();
+  siflow::Conditioning c;
+  c.label = label;
+  s.test_end.resize(4);
+  REQUIRE(plan->decode(2, s.test_start.data(), o, siflow::DivergenceOptions(), c, s.test_end.data(),
+                       nullptr)
+              .ok());
+  s.test_tolerance = 1e-5f;
+  return s;
+}
+
+siflow::ValidationReport validate_with(const StoredSolver& s) {
+  ModelBuilder b = labeled_builder(2);
+  b.add_solver(s);
+  std::unique_ptr<Model> m = load(b.finish());
+  REQUIRE(m);
+  siflow::ValidationReport r;
+  const Status st = siflow::validate_embedded(*m, &r);
+  REQUIRE_MESSAGE(st.ok(), std::string(st.message()));
+  CHECK(r.solver_count == 1);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a solver tuned for a label and guidance weight is validated with them") {
+  const StoredSolver s = labeled_solver(1, 2.0);
+  const siflow::ValidationReport r = validate_with(s);
+  CHECK(r.solver_ok);
+  CHECK(r.solver_max_error <= 1e-6);
+  {
+    ModelBuilder b = labeled_builder(2);
+    b.add_solver(s);
+    std::unique_ptr<Model> m = load(b.finish());
+    REQUIRE(m);
+    siflow::SolverInfo info;
+    REQUIRE(m->solver(0, &info));
+    CHECK(info.label == 1);
+    CHECK(info.guidance == 2.0);
+  }
+  // The same reference recorded for another label or weight fails: validate runs the ones
+  // recorded (so the check above could fail).
+  StoredSolver other = s;
+  other.label = 0;
+  CHECK_FALSE(validate_with(other).solver_ok);
+  other = s;
+  other.guidance = 1.0;
+  CHECK_FALSE(validate_with(other).solver_ok);
+  // Guidance 0 runs the null label alone: no label needed.
+  const StoredSolver null_only = labeled_solver(-1, 0.0);
+  CHECK(validate_with(null_only).solver_ok);
+  CHECK(labeled_solver(2, 1.0).test_end == null_only.test_end);
+  // add_solvers keeps both fields.
+  std::vector<uint8_t> with;
+  const std::vector<uint8_t> plain = labeled_builder(2).finish();
+  REQUIRE(siflow::add_solvers(plain.data(), plain.size(), {s}, &with).ok());
+  std::unique_ptr<Model> copied = load(with);
+  REQUIRE(copied);
+  siflow::SolverInfo info;
+  REQUIRE(copied->solver(0, &info));
+  CHECK(info.label == 1);
+  CHECK(info.guidance == 2.0);
+  siflow::ValidationReport r2;
+  REQUIRE(siflow::validate_embedded(*copied, &r2).ok());
+  CHECK(r2.solver_ok);
+}
+
+TEST_CASE("the loader refuses a solver's label or guidance the model cannot run") {
+  StoredSolver s = labeled_solver(1, 1.0);
+  s.label = 3;
+  ModelBuilder b = labeled_builder(2);
+  b.add_solver(s);
+  Status st;
+  CHECK_FALSE(load(b.finish(), &st));
+  CHECK(std::string(st.message())
+            .find("solver 'guided': label 3 is outside the model's classes "
+                  "[0, 3)") != std::string::npos);
+  s = labeled_solver(1, 1.0);
+  s.guidance = 2.0;
+  ModelBuilder no_null = labeled_builder(-1);
+  no_null.add_solver(s);
+  CHECK_FALSE(load(no_null.finish(), &st));
+  CHECK(std::string(st.message()).find("solver 'guided': guidance 2, but the model has no null") !=
+        std::string::npos);
+  // Guidance 1 on a model without a null label is the plain conditional model: accepted.
+  ModelBuilder plain = labeled_builder(-1);
+  plain.add_solver(labeled_solver(1, 1.0));
+  CHECK(load(plain.finish(), &st));
 }
 
 TEST_CASE("C API: a solver listed, selected by name, and reported by validate") {

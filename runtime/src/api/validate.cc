@@ -164,7 +164,24 @@ Status validate_embedded(const Model& model, const PlanOptions& execution, Valid
       ode.progress = &Forward::call;
       ode.progress_user = &forward;
     }
-    s = plan->decode(sd.test_count, sd.test_start, ode, DivergenceOptions(), out, nullptr);
+    // With the label and guidance weight the solver was tuned for (its own plan when that weight
+    // differs from the test vectors').
+    Conditioning c;
+    c.label = sd.label;
+    Plan* run = plan.get();
+    std::unique_ptr<Plan> guided;
+    if (sd.guidance != po.guidance) {
+      PlanOptions gpo = po;
+      gpo.guidance = sd.guidance;
+      s = Plan::create(model, gpo, nullptr, 0, &guided);
+      if (!s.ok()) {
+        std::free(out);
+        *report = ValidationReport();
+        return s.prefix("validate: solver '%s'", sd.name);
+      }
+      run = guided.get();
+    }
+    s = run->decode(sd.test_count, sd.test_start, ode, DivergenceOptions(), c, out, nullptr);
     if (!s.ok()) {
       std::free(out);
       *report = ValidationReport();

@@ -143,6 +143,23 @@ Status check_solvers(const fb::Model& model, uint32_t dim, ModelData* data, doub
       return Status::error(StatusCode::kInvalidModel,
                            "solver '%s': label %d or guidance %g is invalid", sd.name, sd.label,
                            sd.guidance);
+    // The label and guidance it was tuned for must be ones the model takes (validate re-runs
+    // the test vector with them).
+    const ModelInfo& info = data->info;
+    if (sd.label >= 0 && !info.takes_labels)
+      return Status::error(StatusCode::kInvalidModel,
+                           "solver '%s': tuned for label %d, but the model takes no class label",
+                           sd.name, sd.label);
+    if (sd.label >= 0 && static_cast<uint32_t>(sd.label) >= info.label_classes)
+      return Status::error(StatusCode::kInvalidModel,
+                           "solver '%s': label %d is outside the model's classes [0, %u)", sd.name,
+                           sd.label, info.label_classes);
+    if (sd.guidance != 1.0 &&
+        !((info.takes_labels && info.null_label >= 0) || (info.cond_width && info.has_null_cond)))
+      return Status::error(StatusCode::kInvalidModel,
+                           "solver '%s': guidance %g, but the model has no null label or null "
+                           "condition",
+                           sd.name, sd.guidance);
     sd.test_count = fs->test_count();
     if (sd.test_count > Limits::kMaxTestVectors)
       return Status::error(StatusCode::kInvalidModel,
