@@ -4,18 +4,21 @@
 
 Models (random weights drawn from a fixed seed, PyTorch's default initialisation):
   unet28  x 1x28x28: conv_in to 32 channels, levels of 32, 64, 64 channels (multipliers 1, 2, 2),
-          one residual block per level (GroupNorm(8), SiLU, 3x3 conv, a per-sample shift from the
-          time embedding: the converter maps per-channel [B, C, 1, 1] additions not yet), no
-          attention by default (UNET_ATTENTION=1 adds it: the converter cannot map it yet), stride-2 3x3 down-sampling, self-attention (one head, GroupNorm, 1x1 q/k/v and
-          output convs) at 7x7, the mirror decoder with skips and nearest up-sampling
-          followed by a 3x3 conv (skips added, not concatenated: the converter maps channel
-          concatenation not yet), GroupNorm, SiLU and a 3x3 conv back to 1 channel.
+          one residual block per level (GroupNorm(8), SiLU, 3x3 conv, the time embedding
+          projected to one value per channel and added, GroupNorm(8), SiLU, 3x3 conv, 1x1 skip
+          conv where the channels change), stride-2 3x3 down-sampling, single-head
+          self-attention (GroupNorm, 1x1 q/k/v and output convs, matmul and softmax) at 7x7,
+          the mirror decoder: nearest up-sampling and a 3x3 conv, the encoder's skip
+          concatenated on the channels, a residual block; GroupNorm, SiLU and a 3x3 conv back
+          to 1 channel.
   unet8   the same design on 1x8x8 (the digits shape, d = 64): 32 channels, multipliers (1, 2),
           attention at 4x4.
 
   unet28.py export MODEL DIR              DIR/MODEL.onnx (inputs x [B,1,H,W], t [B,1]; output v)
                                           and DIR/MODEL.sif through the converter (trig
-                                          interpolant, N(0, I) base, no test vectors)
+                                          interpolant, N(0, I) base, no test vectors; the
+                                          converter's self-check against the ONNX graph
+                                          refuses a wrong conversion and its line is printed)
   unet28.py flops MODEL                   multiply-adds x 2 of one evaluation (convs, linears,
                                           attention matmuls)
   unet28.py run MODEL BATCH STEPS REPS THREADS euler|rk4
@@ -41,7 +44,6 @@ import torch.nn.functional as F
 
 SHAPES = {"unet28": (28, (1, 2, 2)), "unet8": (8, (1, 2))}
 BASE = 32
-ATTENTION = os.environ.get("UNET_ATTENTION") == "1"
 TEMB = 128
 
 
@@ -50,14 +52,14 @@ class ResBlock(torch.nn.Module):
         super().__init__()
         self.norm1 = torch.nn.GroupNorm(8, cin)
         self.conv1 = torch.nn.Conv2d(cin, cout, 3, padding=1)
-        self.temb = torch.nn.Linear(TEMB, 1)
+        self.temb = torch.nn.Linear(TEMB, cout)
         self.norm2 = torch.nn.GroupNorm(8, cout)
         self.conv2 = torch.nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = torch.nn.Conv2d(cin, cout, 1) if cin != cout else None
 
     def forward(self, x, emb):
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb(emb).reshape(-1, 1, 1, 1)
+        h = h + self.temb(emb)[:, :, None, None]
         h = self.conv2(F.silu(self.norm2(h)))
         return h + (self.skip(x) if self.skip is not None else x)
 
@@ -97,15 +99,12 @@ class UNet(torch.nn.Module):
             if i + 1 < len(chans):
                 self.downs.append(torch.nn.Conv2d(c, c, 3, stride=2, padding=1))
             prev = c
-        # The converter maps MatMul only with a constant right operand (weights), so an
-        # attention layer (Q^T K, A V) cannot be converted yet: the benchmark nets leave it out
-        # (ATTENTION = True builds it, for PyTorch and ONNX Runtime only).
-        self.attn = Attention(chans[-1]) if ATTENTION else None
+        self.attn = Attention(chans[-1])
         self.up_blocks = torch.nn.ModuleList()
         self.ups = torch.nn.ModuleList()
         for i in reversed(range(len(chans) - 1)):
             self.ups.append(torch.nn.Conv2d(prev, chans[i], 3, padding=1))
-            self.up_blocks.append(ResBlock(chans[i], chans[i]))
+            self.up_blocks.append(ResBlock(2 * chans[i], chans[i]))
             prev = chans[i]
         self.norm_out = torch.nn.GroupNorm(8, prev)
         self.conv_out = torch.nn.Conv2d(prev, 1, 3, padding=1)
@@ -119,11 +118,10 @@ class UNet(torch.nn.Module):
             if i < len(self.downs):
                 skips.append(h)
                 h = self.downs[i](h)
-        if self.attn is not None:
-            h = self.attn(h)
+        h = self.attn(h)
         for up, block in zip(self.ups, self.up_blocks):
-            # Additive skips: the converter maps Concat on the last axis only, not channels.
-            h = block(up(F.interpolate(h, scale_factor=2, mode="nearest")) + skips.pop(), emb)
+            u = up(F.interpolate(h, scale_factor=2, mode="nearest"))
+            h = block(torch.cat([u, skips.pop()], dim=1), emb)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -153,7 +151,7 @@ def flops(name):
         net(torch.zeros(1, 1, size, size), torch.zeros(1, 1))
     # Attention: Q^T K and V A^T, 2 c (hw)^2 flops each.
     c, hw = BASE * SHAPES[name][1][-1], (size // 2 ** (len(SHAPES[name][1]) - 1)) ** 2
-    return total[0] + (4 * c * hw * hw if ATTENTION else 0)
+    return total[0] + 4 * c * hw * hw
 
 
 def export(name, out_dir):
@@ -167,7 +165,9 @@ def export(name, out_dir):
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.join(here, "..", "converter"))
     import siflow_convert as sc
-    sc.convert(onnx_path, os.path.join(out_dir, name + ".sif"), test_vectors=0)
+    model = sc.convert(onnx_path, os.path.join(out_dir, name + ".sif"), test_vectors=0)
+    if model.self_check is not None:
+        print(f"{name}: {model.self_check.line()}")
 
 
 def base_points(batch, size):
