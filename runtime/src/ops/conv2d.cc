@@ -11,6 +11,9 @@
 #include "ops/op.hpp"
 #include "ops/window.hpp"
 #include "support/parallel.hpp"
+#if defined(SIFLOW_WITH_SIMD)
+#include "kernels/simd/kernels.hpp"
+#endif
 
 namespace siflow::ops {
 namespace {
@@ -233,12 +236,42 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
   return check.weights("bias", node.bias(), static_cast<size_t>(cout), false, &out->bias);
 }
 
+#if defined(SIFLOW_WITH_SIMD)
+// A Conv2d on the simd kernels (kernels/simd/kernels_conv.inc): the forward with the bias, then
+// the tangents (rows * directions samples) through the same kernel without it. Units (sample,
+// group, pixel block) are split over the threads; a unit's outputs do not depend on the split.
+void run_simd(const NodeRun& r, const Geometry& g) {
+  const NodeData& n = r.model->nodes[r.node];
+  const simd::Kernels& k = *r.kernels->simd;
+  const uint32_t id = r.node + 2, a = n.inputs[0];
+  const uint32_t in = r.model->tensors[a].width, width = n.width;
+  simd::Conv c{n.weight, n.bias, g.cl, g.hl, g.wl, g.cs, g.hs, g.ws, g.groups,
+               g.kh,     g.kw,   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl};
+  const float* x = r.values[a];
+  float* y = r.values[id];
+  parallel_rows(r.kernels->pool, k.conv_units(c, r.rows), 1,
+                [&](size_t u0, size_t u1) { k.conv2d(c, x, in, y, width, u0, u1); });
+  if (!r.directions || !r.tangents[id]) return;
+  c.bias = nullptr;
+  const float* tx = r.tangents[a];
+  float* ty = r.tangents[id];
+  parallel_rows(r.kernels->pool, k.conv_units(c, r.rows * r.directions), 1,
+                [&](size_t u0, size_t u1) { k.conv2d(c, tx, in, ty, width, u0, u1); });
+}
+#endif
+
 template <bool kTransposed>
 void run(const NodeRun& r) {
   const NodeData& n = r.model->nodes[r.node];
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const uint32_t in = r.model->tensors[a].width, width = n.width;
   const Geometry g = geometry(n, kTransposed);
+#if defined(SIFLOW_WITH_SIMD)
+  if (!kTransposed && kernel_of(r) == NodeKernel::kSimd) {
+    run_simd(r, g);
+    return;
+  }
+#endif
   const float* x = r.values[a];
   float* y = r.values[id];
   parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
@@ -298,7 +331,7 @@ extern const OpModule kConv2d = {
     "conv2d",
     detail::OpKind::kConv2d,
     verify<false>,
-    kernel_bit(NodeKernel::kReference),
+    kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd),
     nullptr,
     nullptr,
     nullptr,

@@ -74,6 +74,14 @@ struct DenseReduced {
   uint32_t* x_bf16;
 };
 
+// One Conv2d layer on NCHW samples ([C][H][W] each), PyTorch's weight layout
+// [cout][cin / groups][kh][kw] used in place (no packing: the kernel packs the input's im2col
+// columns as it goes, on its stack). bias is nullable (tangent passes have none).
+struct Conv {
+  const float* weight;
+  const float* bias;
+  uint32_t cin, h, w, cout, oh, ow, groups, kh, kw, sh, sw, dh, dw, pt, pl;
+};
 struct Kernels {
   const char* isa;  // "avx512", "avx2", "sse2", "neon", "wasm_simd128", "generic"
   // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
@@ -98,6 +106,14 @@ struct Kernels {
   // give dense's bits for the decoded weights.
   void (*dense_reduced)(const DenseReduced& dense, const float* x, size_t r0, size_t r1, float* pre,
                         float* post);
+  // Conv2d over units [u0, u1) of conv_units(conv, samples): x holds the samples
+  // [cin][h][w] with stride ldx, y [cout][oh][ow] with stride ldy. Each output is its bias (or 0)
+  // plus the products over (input channel, kernel row, kernel column) in order, one FMA each,
+  // whichever units a call covers.
+  // The units of a call: per sample, per group, per block of output pixels (the variant's).
+  size_t (*conv_units)(const Conv& conv, size_t samples);
+  void (*conv2d)(const Conv& conv, const float* x, size_t ldx, float* y, size_t ldy, size_t u0,
+                 size_t u1);
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)

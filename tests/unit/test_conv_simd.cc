@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: Apache-2.0
+// Conv2d on the simd kernels (kernels/simd/kernels_conv.inc) for every instruction-set variant
+// this CPU runs: against the textbook formula in double on odd shapes (odd H and W, channels not a
+// multiple of the vector width, stride 2, pads, dilation, groups, depthwise, 1x1, K split into
+// chunks, batch 1, 3, 17), bit-identical for any split into units; and through a plan: the simd
+// backend against the reference backend (velocity, exact log-likelihood), thread counts bit-equal.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/simd/kernels.hpp"
+#include "siflow/model_builder.hpp"
+#include "siflow/siflow.hpp"
+#include "support/parallel.hpp"
+
+namespace {
+
+namespace simd = siflow::simd;
+
+std::vector<const simd::Kernels*> variants() {
+  std::vector<const simd::Kernels*> out;
+  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
+                        simd::Isa::kAvx512Bf16, simd::Isa::kWasmSimd128})
+    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
+  return out;
+}
+
+struct Case {
+  const char* what;
+  uint32_t cin, h, w, cout, groups, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr;
+};
+
+const Case kCases[] = {
+    {"3x3 same, 19 outputs", 5, 13, 11, 19, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"stride 2, asymmetric pads", 3, 9, 7, 10, 1, 3, 3, 2, 2, 1, 1, 0, 1, 2, 0},
+    {"dilation 2, 3x2 kernel", 2, 11, 9, 9, 1, 3, 2, 1, 1, 2, 2, 2, 1, 2, 1},
+    {"groups 3", 6, 7, 5, 9, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"depthwise, stride 2", 5, 9, 9, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1},
+    {"1x1", 33, 5, 7, 17, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
+    {"K = 360: two chunks", 40, 6, 6, 24, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"K = 630: three chunks, stride 2 rows only", 70, 7, 5, 11, 1, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1},
+    {"kernel wider than the image", 1, 2, 3, 2, 1, 3, 5, 1, 1, 1, 1, 1, 2, 1, 2},
+    {"32 channels, 15x13", 32, 15, 13, 32, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    // Rows of 12 pixels or more take the direct path with AVX-512 and AVX2.
+    {"direct: 3x3 same, 29 wide", 7, 9, 29, 11, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"direct: stride 2 rows, dilation 2, asymmetric pads", 3, 11, 21, 10, 1, 3, 3, 2, 1, 2, 2, 2, 0,
+     1, 3},
+    {"direct: groups 2, 1x5 kernel", 4, 5, 17, 6, 2, 1, 5, 1, 1, 1, 1, 0, 2, 0, 2},
+};
+
+uint32_t outputs(uint32_t n, uint32_t pa, uint32_t pb, uint32_t k, uint32_t s, uint32_t d) {
+  return (n + pa + pb - d * (k - 1) - 1) / s + 1;
+}
+
+// y[o][oy][ox] = b[o] + sum over (i, ky, kx) of w x, in double; with abs, of |w x| (+ |b|).
+std::vector<double> textbook(const Case& c, uint32_t oh, uint32_t ow, const float* x,
+                             const std::vector<float>& w, const float* b, bool abs) {
+  const uint32_t cig = c.cin / c.groups, cog = c.cout / c.groups;
+  std::vector<double> y(size_t{c.cout} * oh * ow);
+  for (uint32_t o = 0; o < c.cout; ++o)
+    for (uint32_t oy = 0; oy < oh; ++oy)
+      for (uint32_t ox = 0; ox < ow; ++ox) {
+        double acc = b ? (abs ? std::fabs(b[o]) : b[o]) : 0.0;
+        for (uint32_t i = 0; i < cig; ++i)
+          for (uint32_t ky = 0; ky < c.kh; ++ky)
+            for (uint32_t kx = 0; kx < c.kw; ++kx) {
+              const int iy = static_cast<int>(oy * c.sh + ky * c.dh) - static_cast<int>(c.pt);
+              const int ix = static_cast<int>(ox * c.sw + kx * c.dw) - static_cast<int>(c.pl);
+              if (iy < 0 || ix < 0 || iy >= static_cast<int>(c.h) || ix >= static_cast<int>(c.w))
+                continue;
+              const uint32_t ch = (o / cog) * cig + i;
+              const double t = double{w[((size_t{o} * cig + i) * c.kh + ky) * c.kw + kx]} *
+                               x[(size_t{ch} * c.h + iy) * c.w + ix];
+              acc += abs ? std::fabs(t) : t;
+            }
+        y[(size_t{o} * oh + oy) * ow + ox] = acc;
+      }
+  return y;
+}
+
+std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (float& f : v) f = u(rng);
+  return v;
+}
+
+TEST_CASE("simd conv2d matches the textbook formula within float rounding, every variant") {
+  const auto ks = variants();
+  REQUIRE(!ks.empty());
+  std::mt19937 rng(5);
+  for (const simd::Kernels* k : ks)
+    for (const Case& c : kCases)
+      for (size_t batch : {size_t{1}, size_t{3}, size_t{17}})
+        for (bool with_bias : {true, false}) {
+          INFO(k->isa << ": " << c.what << ", batch " << batch << (with_bias ? "" : ", no bias"));
+          const uint32_t oh = outputs(c.h, c.pt, c.pb, c.kh, c.sh, c.dh);
+          const uint32_t ow = outputs(c.w, c.pl, c.pr, c.kw, c.sw, c.dw);
+          const size_t in = size_t{c.cin} * c.h * c.w, out = size_t{c.cout} * oh * ow;
+          const uint32_t terms = c.cin / c.groups * c.kh * c.kw;
+          const auto w = random_floats(size_t{c.cout} * terms, rng, 0.5f);
+          const auto b = random_floats(c.cout, rng, 1.0f);
+          const auto x = random_floats(batch * in, rng, 2.0f);
+          const simd::Conv conv{w.data(), with_bias ? b.data() : nullptr,
+                                c.cin,    c.h,
+                                c.w,      c.cout,
+                                oh,       ow,
+                                c.groups, c.kh,
+                                c.kw,     c.sh,
+                                c.sw,     c.dh,
+                                c.dw,     c.pt,
+                                c.pl};
+          const size_t units = k->conv_units(conv, batch);
+          std::vector<float> y(batch * out, NAN), y2(batch * out, NAN);
+          k->conv2d(conv, x.data(), in, y.data(), out, 0, units);
+          // One unit at a time, last first: the same bits (thread splits cannot change them).
+          for (size_t u = units; u-- > 0;) k->conv2d(conv, x.data(), in, y2.data(), out, u, u + 1);
+          CHECK(std::memcmp(y.data(), y2.data(), y.size() * sizeof(float)) == 0);
+          // Recursive float summation of n terms (FMA or not, any order): error at most
+          // gamma_n sum |terms| with gamma_n < (n + 1) 2^-24 for these n; + 1 for the bias.
+          size_t bad = 0;
+          double worst = 0;
+          for (size_t r = 0; r < batch; ++r) {
+            const float* bp = with_bias ? b.data() : nullptr;
+            const auto ref = textbook(c, oh, ow, x.data() + r * in, w, bp, false);
+            const auto mag = textbook(c, oh, ow, x.data() + r * in, w, bp, true);
+            for (size_t i = 0; i < out; ++i) {
+              const double err = std::fabs(y[r * out + i] - ref[i]);
+              const double bound = (terms + 2) * 0x1p-24 * mag[i] + 1e-30;
+              if (!(err <= bound)) ++bad;
+              if (mag[i] > 0) worst = std::max(worst, err / mag[i]);
+            }
+          }
+          INFO("worst |error| / sum |terms| = " << worst);
+          CHECK(bad == 0);
+        }
+}
+
+// A model of dim 3 * 9 * 7 whose velocity is conv(silu(conv(silu(conv(x))))) with channel counts
+// 3 -> 12 -> 12 (stride 1, dilation 1) -> 3, so every conv of it runs on the simd kernels.
+std::vector<uint8_t> conv_model() {
+  std::mt19937 rng(9);
+  siflow::ModelBuilder b(3 * 9 * 7);
+  b.set_x_shape({3, 9, 7});
+  siflow::ImageWindow same;
+  same.pads = {1, 1, 1, 1};
+  uint32_t h = b.conv2d(b.x(), 12, {3, 3}, random_floats(12 * 3 * 9, rng, 0.3f),
+                        random_floats(12, rng, 0.1f), same);
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  siflow::ImageWindow grouped = same;
+  grouped.groups = 2;
+  h = b.conv2d(h, 12, {3, 3}, random_floats(12 * 6 * 9, rng, 0.2f), random_floats(12, rng, 0.1f),
+               grouped);
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  b.set_output(b.conv2d(h, 3, {3, 3}, random_floats(3 * 12 * 9, rng, 0.2f), {}, same));
+  return b.finish();
+}
+
+struct Run {
+  std::vector<float> v;
+  std::vector<double> logp;
+  std::string conv_kernel;  // what node 0 (a conv) runs on
+};
+
+Run run(const siflow::Model& m, siflow::Backend backend, uint32_t threads) {
+  siflow::PlanOptions po;
+  po.max_batch = 5;
+  po.backend = backend;
+  po.threads = threads;
+  std::unique_ptr<siflow::Plan> plan;
+  const siflow::Status s = siflow::Plan::create(m, po, nullptr, 0, &plan);
+  REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
+  const size_t n = 5, d = 3 * 9 * 7;
+  std::mt19937 rng(3);
+  const auto y = random_floats(n * d, rng, 1.0f);
+  const std::vector<float> t = {0.1f, 0.3f, 0.5f, 0.7f, 0.9f};
+  Run r;
+  r.conv_kernel = plan->node_kernel(0);
+  r.v.resize(n * d);
+  REQUIRE(plan->velocity(n, t.data(), y.data(), r.v.data()).ok());
+  siflow::LogProbOptions lo;
+  lo.ode.steps = 2;
+  r.logp.resize(n);
+  REQUIRE(plan->log_prob(n, y.data(), lo, r.logp.data()).ok());
+  return r;
+}
+
+TEST_CASE("conv model: simd backend against the reference backend, bit-equal over threads") {
+  std::unique_ptr<siflow::Model> m;
+  const auto bytes = conv_model();
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  const Run ref = run(*m, siflow::Backend::kReference, 1);
+  const Run fast = run(*m, siflow::Backend::kSimd, 1);
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < ref.v.size(); ++i) {
+    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
+    scale = std::max(scale, double{std::fabs(ref.v[i])});
+  }
+  // Three layers of K <= 108 terms each in another order: a few float ulps of the scale.
+  INFO("worst velocity difference " << worst << " at scale " << scale);
+  CHECK(worst <= 1e-5 * scale);
+  CHECK(ref.conv_kernel == "reference");
+  CHECK(fast.conv_kernel.rfind("simd/", 0) == 0);
+  for (size_t i = 0; i < ref.logp.size(); ++i) {
+    INFO("row " << i << ": " << fast.logp[i] << " vs " << ref.logp[i]);
+    CHECK(std::fabs(fast.logp[i] - ref.logp[i]) <= 1e-4 * (1.0 + std::fabs(ref.logp[i])));
+  }
+  if (!siflow::RowPool::available()) {
+    MESSAGE("SKIPPED: thread-count comparison (this build has no thread pool)");
+    return;
+  }
+  const Run two = run(*m, siflow::Backend::kSimd, 2);
+  CHECK(std::memcmp(two.v.data(), fast.v.data(), fast.v.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(two.logp.data(), fast.logp.data(), fast.logp.size() * sizeof(double)) == 0);
+}
+
+}  // namespace
