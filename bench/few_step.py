@@ -4,7 +4,10 @@
 # the fixed-grid methods on every grid kind and for tuned solvers, on every bundled model, against
 # a dopri5 converged reference; one PNG per model and a markdown summary with the two targets.
 #
-# Usage: bench/few_step.py SIFLOW_BINARY OUT_DIR [MODEL.sif ...]   (default: examples/models/*.sif)
+# Usage: bench/few_step.py SIFLOW_BINARY OUT_DIR [MODEL.sif ...] [options]
+#   (default: the point models of examples/models/). A class-conditional model (digits.sif) runs
+#   with --label K [--guidance W] on one class, and usually with smaller sets: see --help.
+import argparse
 import glob
 import json
 import os
@@ -43,9 +46,15 @@ def steps_for(method, nfe):
 
 
 class Runner:
-    def __init__(self, binary, work):
+    def __init__(self, binary, work, args):
         self.binary = binary
         self.work = work
+        self.n = args.n
+        # Label and guidance options of sample/logprob/tune-solver (class-conditional models).
+        self.cond = []
+        if args.label is not None:
+            self.cond = ["--label", args.label, "--guidance", args.guidance]
+        self.divergence = ["--divergence", args.logp_divergence]
 
     def run(self, *args):
         """Runs siflow; returns (NFE, seconds) from its summary line."""
@@ -55,15 +64,18 @@ class Runner:
         m = re.search(r"NFE (\d+), ([0-9.]+) s", p.stderr)
         return (int(m.group(1)), float(m.group(2))) if m else (None, None)
 
-    def sample(self, model, options, n=N):
+    def sample(self, model, options, n=None):
+        n = n or self.n
         out = os.path.join(self.work, "x.npy")
         nfe, seconds = self.run("sample", model, "-n", n, "--seed", SEED, "--max-batch", n,
-                                "-o", out, *options)
-        return np.load(out), nfe, seconds
+                                "-o", out, *self.cond, *options)
+        x = np.load(out)
+        return x.reshape(x.shape[0], -1), nfe, seconds
 
     def logprob(self, model, points, options):
         out = os.path.join(self.work, "lp.npy")
-        nfe, _ = self.run("logprob", model, "-i", points, "--max-batch", N, "-o", out, *options)
+        nfe, _ = self.run("logprob", model, "-i", points, "--max-batch", self.n, "-o", out,
+                          *self.cond, *self.divergence, *options)
         return np.load(out), nfe
 
 
@@ -73,26 +85,31 @@ def sample_error(x, ref):
     return float(np.sqrt(np.mean(np.sum((x.astype(np.float64) - ref) ** 2, axis=1))) / spread)
 
 
-def measure_model(runner, model, out_dir):
+def measure_model(runner, model, out_dir, args):
     name = os.path.splitext(os.path.basename(model))[0]
     ref, ref_nfe, _ = runner.sample(model, REFERENCE)
     ref = ref.astype(np.float64)
     ref_path = os.path.join(runner.work, f"{name}_ref.npy")
-    np.save(ref_path, ref[:N_LOGP].astype(np.float32))
-    lp_ref, lp_ref_nfe = runner.logprob(model, ref_path, REFERENCE)
+    # The model's own sample shape ([N, C, H, W] for an image model) for logprob's input.
+    shape = np.load(os.path.join(runner.work, "x.npy")).shape[1:]
+    np.save(ref_path, ref[:args.n_logp].reshape((-1,) + shape).astype(np.float32))
+    lp_ref, lp_ref_nfe = (runner.logprob(model, ref_path, REFERENCE) if args.n_logp
+                          else (None, None))
     rows = []
 
     def record(label, method, grid, options, on=model):
         x, nfe, _ = runner.sample(on, options)
-        lp, lp_nfe = runner.logprob(on, ref_path, options)
-        assert nfe == lp_nfe, (label, nfe, lp_nfe)
+        logp_error = 0.0  # not measured (--n-logp 0): not plotted
+        if args.n_logp:
+            lp, lp_nfe = runner.logprob(on, ref_path, options)
+            assert nfe == lp_nfe, (label, nfe, lp_nfe)
+            logp_error = float(np.mean(np.abs(lp - lp_ref)))
         rows.append({"label": label, "method": method, "grid": grid, "nfe": nfe,
-                     "sample_error": sample_error(x, ref),
-                     "logp_error": float(np.mean(np.abs(lp - lp_ref)))})
+                     "sample_error": sample_error(x, ref), "logp_error": logp_error})
 
     for method in METHODS:
         for grid in GRIDS:
-            for nfe in NFES:
+            for nfe in args.nfes:
                 steps = steps_for(method, nfe)
                 if steps is None:
                     continue  # not reachable with this method: not plotted
@@ -100,12 +117,14 @@ def measure_model(runner, model, out_dir):
                        ["--method", method, "--steps", steps, "--grid-kind", grid])
     tuned_model = model
     tune_log = []
-    for nfe in TUNED_NFES:
+    for nfe in args.tuned_nfes:
         # Each tuning adds its solver to a copy of the previous file (an output never overwrites
         # its input).
         tuned_path = os.path.join(runner.work, f"{name}_tuned{nfe}.sif")
+        budget = [] if args.tune_budget is None else ["--time-budget", str(args.tune_budget)]
         p = subprocess.run([runner.binary, "tune-solver", tuned_model, "--nfe", str(nfe), "-o",
-                            tuned_path], capture_output=True, text=True)
+                            tuned_path, *map(str, runner.cond), *budget],
+                           capture_output=True, text=True)
         if p.returncode != 0:
             raise RuntimeError(f"tune-solver {name} --nfe {nfe}: {p.stderr.strip()}")
         tune_log.append(p.stdout)
@@ -115,7 +134,7 @@ def measure_model(runner, model, out_dir):
     # Time to a sample error of 1e-2: uniform-grid RK4 (the smallest step count that reaches it)
     # against the cheapest configuration measured above that reaches it.
     rk4_steps = None
-    for steps in range(1, 65):
+    for steps in range(1, args.max_rk4_steps + 1):
         x, _, _ = runner.sample(model, ["--method", "rk4", "--steps", steps])
         if sample_error(x, ref) <= 1e-2:
             rk4_steps = steps
@@ -133,13 +152,15 @@ def measure_model(runner, model, out_dir):
         times = {"rk4": [], "best": []}
         for _ in range(3):
             times["rk4"].append(runner.sample(model, ["--method", "rk4", "--steps", rk4_steps],
-                                              TIMING_N)[2])
-            times["best"].append(runner.sample(best_model, best_options(best), TIMING_N)[2])
+                                              args.timing_n)[2])
+            times["best"].append(runner.sample(best_model, best_options(best),
+                                               args.timing_n)[2])
         timing = {"rk4_steps": rk4_steps, "rk4_nfe": 4 * rk4_steps,
                   "rk4_seconds": float(np.median(times["rk4"])), "best": best["label"],
                   "best_nfe": best["nfe"], "best_seconds": float(np.median(times["best"]))}
     plot(name, rows, os.path.join(out_dir, f"few_step_{name}.png"))
-    return {"model": name, "reference_nfe": ref_nfe, "reference_logprob_nfe": lp_ref_nfe,
+    return {"model": name, "label": args.label, "guidance": args.guidance, "n": args.n,
+            "n_logp": args.n_logp, "logp_divergence": args.logp_divergence, "reference_nfe": ref_nfe, "reference_logprob_nfe": lp_ref_nfe,
             "rows": rows, "timing": timing, "tune_log": tune_log}
 
 
@@ -168,7 +189,9 @@ def plot(name, rows, path):
         ax.set_xlabel("NFE (network evaluations per sample)")
         ax.set_title(f"{name}: {title} vs dopri5 (rtol 1e-9)")
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=6, ncol=2, loc="lower left")
+    # The log-likelihood panel is empty when it was not measured (--n-logp 0).
+    legend_ax = axes[1] if any(r["logp_error"] > 0 for r in rows) else axes[0]
+    legend_ax.legend(fontsize=6, ncol=2, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -179,30 +202,61 @@ def best_untuned_at(rows, nfe):
     return min(cands, key=lambda r: r["sample_error"]) if cands else None
 
 
+def int_list(text):
+    return [int(v) for v in text.split(",") if v]
+
+
 def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__ or "usage: few_step.py SIFLOW OUT_DIR [MODEL ...]")
-    binary, out_dir = sys.argv[1], sys.argv[2]
+    ap = argparse.ArgumentParser(description="Few-step sampling benchmark (issue 16).")
+    ap.add_argument("binary", help="the siflow CLI")
+    ap.add_argument("out_dir", help="where few_step.json and the PNGs go")
+    ap.add_argument("models", nargs="*", help="models (default: the point models of "
+                    "examples/models/; digits.sif is class-conditional and needs --label)")
+    ap.add_argument("--label", type=int, help="class label of every sample, log-likelihood and "
+                    "tuned solver (class-conditional models)")
+    ap.add_argument("--guidance", type=float, default=1.0, help="guidance weight W with --label")
+    ap.add_argument("--n", type=int, default=N, help=f"samples per measurement (default {N})")
+    ap.add_argument("--n-logp", type=int, default=N_LOGP, help="reference samples whose "
+                    f"log-likelihood error is measured; 0: none (default {N_LOGP})")
+    ap.add_argument("--logp-divergence", default="exact", help="logprob's --divergence: exact "
+                    "or hutchinson:K (the same seeded probes for the reference and every "
+                    "method; default exact)")
+    ap.add_argument("--nfes", type=int_list, default=NFES, help="NFEs of the fixed-grid "
+                    f"methods (default {','.join(map(str, NFES))})")
+    ap.add_argument("--tuned-nfes", type=int_list, default=TUNED_NFES, help="NFEs of the tuned "
+                    f"solvers (default {','.join(map(str, TUNED_NFES))})")
+    ap.add_argument("--tune-budget", type=float, help="tune-solver --time-budget in seconds "
+                    "(default: tune-solver's own)")
+    ap.add_argument("--timing-n", type=int, default=TIMING_N, help="samples of the timed runs "
+                    f"(default {TIMING_N})")
+    ap.add_argument("--max-rk4-steps", type=int, default=64, help="largest uniform RK4 step "
+                    "count tried to reach a sample error of 1e-2 (default 64)")
+    args = ap.parse_args()
+    binary, out_dir = args.binary, args.out_dir
     # By default the point models; the class-conditional digits.sif needs labels (own card).
     bundled = glob.glob(os.path.join(REPO, "examples", "models", "*.sif"))
-    models = sys.argv[3:] or sorted(m for m in bundled if os.path.basename(m) != "digits.sif")
+    models = args.models or sorted(m for m in bundled if os.path.basename(m) != "digits.sif")
     os.makedirs(out_dir, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory() as work:
-        runner = Runner(binary, work)
+        runner = Runner(binary, work, args)
         for model in models:
             print(f"measuring {os.path.basename(model)} ...", file=sys.stderr, flush=True)
-            results.append(measure_model(runner, model, out_dir))
+            results.append(measure_model(runner, model, out_dir, args))
     with open(os.path.join(out_dir, "few_step.json"), "w") as f:
         json.dump(results, f, indent=1)
     print("| model | tuned @8: NFE, sample error | best untuned @24: config, error | target 1 |"
           " RK4 uniform to 1e-2: NFE, s | best to 1e-2: config, NFE, s | speed-up | target 2 |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        tuned8 = next(x for x in r["rows"] if x["method"] == "tuned" and x["nfe"] <= 8
-                      and x.get("model_file") and x["label"] == "tuned" and x["nfe"] == 8)
+        tuned8 = next((x for x in r["rows"] if x["method"] == "tuned" and x["nfe"] == 8), None)
         b24 = best_untuned_at(r["rows"], 24)
-        t1 = tuned8["sample_error"] <= b24["sample_error"]
+        if tuned8 and b24:
+            t1 = "met" if tuned8["sample_error"] <= b24["sample_error"] else "MISSED"
+            c1 = (f"8, {tuned8['sample_error']:.3g} | {b24['label']}, "
+                  f"{b24['sample_error']:.3g} | {t1}")
+        else:
+            c1 = "not measured (NFE 8 tuned or 24 untuned not in the run) | | "
         t = r["timing"]
         if t:
             speed = t["rk4_seconds"] / t["best_seconds"]
@@ -210,9 +264,7 @@ def main():
                      f"{t['best_seconds']:.4f} | {speed:.2f}x | {'met' if speed >= 3 else 'MISSED'}")
         else:
             cells = "not reached | | | MISSED"
-        print(f"| {r['model']} | 8, {tuned8['sample_error']:.3g} | {b24['label']}, "
-              f"{b24['sample_error']:.3g} | {'met' if t1 else 'MISSED'} | {cells} |")
-
+        print(f"| {r['model']} | {c1} | {cells} |")
 
 if __name__ == "__main__":
     main()
