@@ -260,7 +260,7 @@ typedef struct siflow_model_info {
   uint32_t test_trajectory_count;
   uint32_t metadata_count;
   uint32_t solver_count; /* stored solvers (format 1.2) */
-  int takes_labels; /* nonzero: a class label per row, 0 .. label_classes - 1 */
+  int takes_labels;      /* nonzero: a class label per row, 0 .. label_classes - 1 */
   uint32_t label_classes;
   int32_t null_label;  /* the unconditional label, -1 when none (guidance refused) */
   uint32_t cond_width; /* > 0: a condition vector of this width per row */
