@@ -182,6 +182,10 @@ class ModelBuilder {
     bool transpose_b = false;
   };
   uint32_t push_image(Node node);
+  // Conv2d (transposed false) or ConvTranspose2d: the two differ only in the weight's layout.
+  uint32_t conv_node(bool transposed, uint32_t input, uint32_t out_channels,
+                     const std::vector<uint32_t>& kernel, const std::vector<float>& weight,
+                     const std::vector<float>& bias, const Window& window);
   // `shape` empty: shape() derives it as the loader does (the op's own, else the first input as
   // wide as the output, else [width]).
   uint32_t push(Node node, uint32_t width, std::vector<uint32_t> shape = {});

@@ -332,39 +332,38 @@ uint32_t ModelBuilder::push_image(Node n) {
   return push(std::move(n), static_cast<uint32_t>(width));
 }
 
-uint32_t ModelBuilder::conv2d(uint32_t input, uint32_t out_channels,
-                              const std::vector<uint32_t>& kernel, const std::vector<float>& weight,
-                              const std::vector<float>& bias, const Window& window) {
+uint32_t ModelBuilder::conv_node(bool transposed, uint32_t input, uint32_t out_channels,
+                                 const std::vector<uint32_t>& kernel,
+                                 const std::vector<float>& weight, const std::vector<float>& bias,
+                                 const Window& window) {
   Node n;
-  n.op = static_cast<uint8_t>(fb::OpType::Conv2d);
+  n.op = static_cast<uint8_t>(transposed ? fb::OpType::ConvTranspose2d : fb::OpType::Conv2d);
   n.inputs = {input};
   n.kernel = kernel;
   n.window = window;
   n.weight = weight;
   n.bias = bias;
   const uint32_t groups = window.groups ? window.groups : 1;
-  n.weight_shape = {out_channels, at(shape(input), 0, 0) / groups, at(kernel, 0, 0),
+  const uint32_t in_channels = at(shape(input), 0, 0);
+  // Conv2d: [out, in / groups, kh, kw]; ConvTranspose2d: [in, out / groups, kh, kw].
+  n.weight_shape = {transposed ? in_channels : out_channels,
+                    transposed ? out_channels / groups : in_channels / groups, at(kernel, 0, 0),
                     at(kernel, 1, 0)};
   n.out_shape = {out_channels, 0, 0};
   return push_image(std::move(n));
+}
+
+uint32_t ModelBuilder::conv2d(uint32_t input, uint32_t out_channels,
+                              const std::vector<uint32_t>& kernel, const std::vector<float>& weight,
+                              const std::vector<float>& bias, const Window& window) {
+  return conv_node(false, input, out_channels, kernel, weight, bias, window);
 }
 
 uint32_t ModelBuilder::conv_transpose2d(uint32_t input, uint32_t out_channels,
                                         const std::vector<uint32_t>& kernel,
                                         const std::vector<float>& weight,
                                         const std::vector<float>& bias, const Window& window) {
-  Node n;
-  n.op = static_cast<uint8_t>(fb::OpType::ConvTranspose2d);
-  n.inputs = {input};
-  n.kernel = kernel;
-  n.window = window;
-  n.weight = weight;
-  n.bias = bias;
-  const uint32_t groups = window.groups ? window.groups : 1;
-  n.weight_shape = {at(shape(input), 0, 0), out_channels / groups, at(kernel, 0, 0),
-                    at(kernel, 1, 0)};
-  n.out_shape = {out_channels, 0, 0};
-  return push_image(std::move(n));
+  return conv_node(true, input, out_channels, kernel, weight, bias, window);
 }
 
 uint32_t ModelBuilder::pool2d(uint32_t input, Pool pool, const std::vector<uint32_t>& kernel,
