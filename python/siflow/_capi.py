@@ -92,6 +92,8 @@ class ModelInfo(ctypes.Structure):
         ("null_label", ctypes.c_int32),
         ("cond_width", ctypes.c_uint32),
         ("has_null_cond", ctypes.c_int),
+        ("sample_rank", ctypes.c_uint32),
+        ("sample_shape", ctypes.c_uint32 * 3),
     ]
 
 

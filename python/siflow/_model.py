@@ -75,7 +75,7 @@ INFO_SPELLINGS = {
     "test_vector_count": "test_vector_count", "test_trajectory_count": "test_trajectory_count",
     "metadata_count": "metadata", "solver_count": "solvers", "takes_labels": "takes_labels",
     "label_classes": "label_classes", "null_label": "null_label", "cond_width": "cond_width",
-    "has_null_cond": "has_null_cond",
+    "has_null_cond": "has_null_cond", "sample_rank": "sample_shape", "sample_shape": "sample_shape",
 }
 
 
@@ -379,7 +379,8 @@ class Model:
             solvers.append((name.value.decode(), nfe.value, error_value.value))
         return ModelInfo(
             name=c.name.decode("utf-8", "replace") if c.name else "",
-            format_version=(c.format_major, c.format_minor), dim=c.dim, sample_shape=(c.dim,),
+            format_version=(c.format_major, c.format_minor), dim=c.dim,
+            sample_shape=tuple(c.sample_shape[k] for k in range(min(c.sample_rank, 3))) or (c.dim,),
             node_count=c.node_count, parameter_count=c.parameter_count,
             f16_parameter_count=c.f16_parameter_count, weight_bytes=c.weight_bytes,
             expanded_bytes=c.expanded_bytes, held_bytes=c.held_bytes,

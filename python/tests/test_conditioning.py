@@ -93,6 +93,13 @@ def test_info_tells_what_the_model_takes(labeled, conditioned):
         assert not plain.info.takes_labels and plain.info.cond_width == 0
 
 
+def test_info_gives_an_image_models_sample_shape():
+    with siflow.load(ROOT / "examples" / "models" / "digits.sif") as digits:
+        assert digits.info.sample_shape == (1, 8, 8) and digits.info.dim == 64
+        x = digits.sample(2, seed=3, label=4)
+        assert x.shape == (2, 64)  # rows stay flat; reshape with sample_shape
+
+
 def test_guidance_weights_give_null_conditional_and_extrapolated_velocities(labeled):
     t = 0.4
     v_y = labeled.velocity(X, t, labels=LABELS)

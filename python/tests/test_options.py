@@ -112,9 +112,11 @@ def ctypes_of(kind, name):
 def test_ctypes_structs_follow_the_header(name, cls):
     assert [f for f, _ in cls._fields_] == structs()[name]
     for (kind, field), (py_name, py_type) in zip(declarations(name), cls._fields_):
-        if field == "message[256]":
-            assert py_name == "message" and py_type._type_ is ctypes.c_char
-            assert py_type._length_ == 256
+        array = re.fullmatch(r"(\w+)\[(\d+)\]", field)
+        if array:  # "char message[256]", "uint32_t sample_shape[3]"
+            assert py_name == array.group(1) and py_type._length_ == int(array.group(2))
+            element = ctypes.c_char if kind == "char" else ctypes_of(kind, field)
+            assert py_type._type_ is element, (name, field, kind, py_type)
             continue
         assert field == py_name
         assert py_type is ctypes_of(kind, field), (name, field, kind, py_type)

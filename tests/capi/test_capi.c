@@ -1160,6 +1160,7 @@ static void test_info_and_validate(const siflow_model* model, const siflow_model
   CHECK(siflow_model_get_info(uniform, &info, NULL) == SIFLOW_OK);
   CHECK(info.base == SIFLOW_BASE_UNIFORM && info.interpolant == SIFLOW_INTERPOLANT_LINEAR);
   CHECK(info.score_available == 0 && info.normalized == 0);
+  CHECK(info.sample_rank == 1 && info.sample_shape[0] == info.dim && info.sample_shape[1] == 0);
 
   /* A short struct_size gets only the fields it covers; a wrong one is refused. */
   memset(&info, 0xab, sizeof info);

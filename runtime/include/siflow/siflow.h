@@ -265,6 +265,10 @@ typedef struct siflow_model_info {
   int32_t null_label;  /* the unconditional label, -1 when none (guidance refused) */
   uint32_t cond_width; /* > 0: a condition vector of this width per row */
   int has_null_cond;   /* nonzero: the model stores the null condition vector */
+  /* Per-sample shape of x and v (format 1.4): [C, H, W] for an image model, [dim] otherwise;
+   * sample_shape[sample_rank ..] are 0. Rows are still passed flat, dim floats each. */
+  uint32_t sample_rank;
+  uint32_t sample_shape[3];
 } siflow_model_info;
 
 SIFLOW_API siflow_status siflow_model_get_info(const siflow_model* model, siflow_model_info* info,

@@ -372,6 +372,8 @@ siflow_status siflow_model_get_info(const siflow_model* model, siflow_model_info
   o.null_label = m.null_label;
   o.cond_width = m.cond_width;
   o.has_null_cond = m.has_null_cond ? 1 : 0;
+  o.sample_rank = m.x_rank;
+  for (int k = 0; k < 3; ++k) o.sample_shape[k] = m.x_shape[k];
   std::memcpy(info, &o, info->struct_size);
   return SIFLOW_OK;
 }
