@@ -82,6 +82,15 @@ struct Conv {
   const float* bias;
   uint32_t cin, h, w, cout, oh, ow, groups, kh, kw, sh, sw, dh, dw, pt, pl;
 };
+// GroupNorm over rows of `width` values: `groups` contiguous blocks, each normalised by its own
+// mean and 1 / sqrt(variance + epsilon), then gamma and beta (nullable) per channel, a channel
+// being `plane` consecutive values. LayerNorm is groups = 1, plane = 1.
+struct Norm {
+  const float* gamma;
+  const float* beta;
+  uint32_t width, groups, plane;
+  float epsilon;
+};
 struct Kernels {
   const char* isa;  // "avx512", "avx2", "sse2", "neon", "wasm_simd128", "generic"
   // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
@@ -114,6 +123,12 @@ struct Kernels {
   size_t (*conv_units)(const Conv& conv, size_t samples);
   void (*conv2d)(const Conv& conv, const float* x, size_t ldx, float* y, size_t ldy, size_t u0,
                  size_t u1);
+  // Rows [r0, r1) of GroupNorm / LayerNorm (kernels_norm.inc: statistics in double, each output
+  // within 2^-21 (|x gamma / s| + |mean gamma / s| + |beta| + |y|) of the reference), and its
+  // JVP: t_out[r*P+p] for the rows' P = directions tangents t_in[r*P+p] (gamma, no beta).
+  void (*norm_forward)(const Norm& norm, const float* x, size_t r0, size_t r1, float* y);
+  void (*norm_jvp)(const Norm& norm, const float* x, size_t r0, size_t r1, size_t directions,
+                   const float* t_in, float* t_out);
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)
