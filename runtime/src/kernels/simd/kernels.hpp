@@ -91,6 +91,17 @@ struct Norm {
   uint32_t width, groups, plane;
   float epsilon;
 };
+// One sample of MatMul: [g][m][k] x [g][k][n] (b [g][n][k] with transpose_b), times scale.
+struct MatMul {
+  uint32_t g, m, k, n;
+  bool transpose_b;
+  float scale;
+};
+// One sample of Resize: [c][h][w] to [c][oh][ow], nearest or bilinear (ops/resize.cc's taps).
+struct Resize {
+  uint32_t c, h, w, oh, ow;
+  bool bilinear;
+};
 struct Kernels {
   const char* isa;  // "avx512", "avx2", "sse2", "neon", "wasm_simd128", "generic"
   // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
@@ -129,6 +140,18 @@ struct Kernels {
   void (*norm_forward)(const Norm& norm, const float* x, size_t r0, size_t r1, float* y);
   void (*norm_jvp)(const Norm& norm, const float* x, size_t r0, size_t r1, size_t directions,
                    const float* t_in, float* t_out);
+  // Softmax over `count` groups of `extent` contiguous values (kernels_attention.inc: the vector
+  // exp, the sum in double; within 2^-21 (|x - max| + 8) y of the exact value) and its JVP
+  // out = y (t - sum y t) (the sum in double).
+  void (*softmax)(const float* x, size_t count, uint32_t extent, float* y);
+  void (*softmax_jvp)(const float* y, size_t count, uint32_t extent, const float* t, float* out);
+  // One sample of y = scale (a1 b1 + a2 b2), a pair skipped when its a is nullptr: one float
+  // FMA chain per output over the first product's k, then the second's, times scale.
+  void (*matmul)(const MatMul& mm, const float* a1, const float* b1, const float* a2,
+                 const float* b2, float* y);
+  // One sample of Resize (kernels_resize.inc): nearest with the reference's bits, bilinear as a
+  // float FMA chain over the four taps with the reference's weights rounded to float.
+  void (*resize)(const Resize& rs, const float* x, float* y);
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)
