@@ -2,10 +2,15 @@
 // MatMul between two activations, per sample: a [G, M, K] times b [G, K, N] (b stored [G, N, K]
 // with transpose_b), times the constant `scale`, giving [G, M, N]; rank-2 operands are G = 1
 // ([M, K] x [K, N] -> [M, N]). Attention's Q K^T (transpose_b, scale 1/sqrt(d)) and A V, with
-// the heads as G. Each output is accumulated in double and rounded once.
+// the heads as G. Each output is accumulated in double and rounded once (on the simd kernels: one
+// float FMA chain, then the scale).
 // JVP: scale (t_a b + a t_b). VJP: da = scale dy b^T, db = scale a^T dy.
 #include "math/elementary.hpp"
 #include "ops/op.hpp"
+#include "support/parallel.hpp"
+#if defined(SIFLOW_WITH_SIMD)
+#include "kernels/simd/kernels.hpp"
+#endif
 
 namespace siflow::ops {
 namespace {
@@ -79,8 +84,44 @@ void forward(const Operands<T>& op) {
   matmul_rows(n, op.values[ia], op.widths[ia], op.values[ib], op.widths[ib], op.rows, op.out);
 }
 
+#if defined(SIFLOW_WITH_SIMD)
+// Samples (and tangent samples) split over the threads; the JVP scale (t_a b + a t_b) is one
+// kernel call per tangent sample.
+void run_simd(const NodeRun& r) {
+  const NodeData& n = r.model->nodes[r.node];
+  const simd::Kernels& k = *r.kernels->simd;
+  const uint32_t id = r.node + 2, ia = n.inputs[0], ib = n.inputs[1];
+  const uint32_t aw = r.model->tensors[ia].width, bw = r.model->tensors[ib].width;
+  const simd::MatMul mm{n.mm_g, n.mm_m, n.mm_k, n.mm_n, n.transpose_b, n.scale};
+  const float* a = r.values[ia];
+  const float* b = r.values[ib];
+  float* y = r.values[id];
+  parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
+    for (size_t s = r0; s < r1; ++s)
+      k.matmul(mm, a + s * aw, b + s * bw, nullptr, nullptr, y + s * n.width);
+  });
+  float* ty = r.directions ? r.tangents[id] : nullptr;
+  if (!ty) return;
+  const float* ta = r.tangents[ia];
+  const float* tb = r.tangents[ib];
+  parallel_rows(r.kernels->pool, r.rows * r.directions, 1, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t) {
+      const size_t s = t / r.directions;
+      k.matmul(mm, ta ? ta + t * aw : nullptr, b + s * bw, tb ? a + s * aw : nullptr,
+               tb ? tb + t * bw : nullptr, ty + t * n.width);
+    }
+  });
+}
+#endif
+
 void run(const NodeRun& r) {
   const NodeData& n = r.model->nodes[r.node];
+#if defined(SIFLOW_WITH_SIMD)
+  if (kernel_of(r) == NodeKernel::kSimd) {
+    run_simd(r);
+    return;
+  }
+#endif
   const uint32_t id = r.node + 2, ia = n.inputs[0], ib = n.inputs[1];
   const uint32_t aw = r.model->tensors[ia].width, bw = r.model->tensors[ib].width;
   const float* a = r.values[ia];
@@ -152,7 +193,7 @@ void vjp(const Operands<T>& op, const Gradients<T>& g) {
 
 extern const OpModule kMatMul = {
     "matmul",       detail::OpKind::kMatMul,
-    verify,         kernel_bit(NodeKernel::kReference),
+    verify,         kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd),
     nullptr,        nullptr,
     nullptr,        run,
     forward<float>, forward<double>,

@@ -6,10 +6,14 @@
 // F.interpolate(mode='bilinear', align_corners=False) / nn.Upsample: src = max((o + 0.5) in / out
 // - 0.5, 0), neighbours floor(src) and the next one clamped to the edge, weights in double, the
 // result rounded once. Both are linear in x: the JVP applies the same map to each tangent and the
-// VJP its transpose.
+// VJP its transpose. The simd kernels (kernels_resize.inc) give nearest's bits and bilinear in
+// float.
 #include "ops/op.hpp"
 #include "ops/window.hpp"
 #include "support/parallel.hpp"
+#if defined(SIFLOW_WITH_SIMD)
+#include "kernels/simd/kernels.hpp"
+#endif
 
 namespace siflow::ops {
 namespace {
@@ -106,12 +110,29 @@ void run(const NodeRun& r) {
   const uint32_t in = r.model->tensors[a].width, width = n.width;
   const float* x = r.values[a];
   float* y = r.values[id];
+  float* ty = r.directions ? r.tangents[id] : nullptr;
+  const float* ta = ty ? r.tangents[a] : nullptr;
+#if defined(SIFLOW_WITH_SIMD)
+  if (kernel_of(r) == NodeKernel::kSimd) {
+    const simd::Kernels& k = *r.kernels->simd;
+    const simd::Resize rs{
+        n.in_shape.dims[0], n.in_shape.dims[1],
+        n.in_shape.dims[2], n.shape.dims[1],
+        n.shape.dims[2],    n.resize == static_cast<uint8_t>(fb::ResizeMode::Bilinear)};
+    parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
+      for (size_t row = r0; row < r1; ++row) k.resize(rs, x + row * in, y + row * width);
+    });
+    if (ty)
+      parallel_rows(r.kernels->pool, r.rows * r.directions, 1, [&](size_t r0, size_t r1) {
+        for (size_t t = r0; t < r1; ++t) k.resize(rs, ta + t * in, ty + t * width);
+      });
+    return;
+  }
+#endif
   parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
     for (size_t row = r0; row < r1; ++row) apply(n, x + row * in, y + row * width);
   });
-  float* ty = r.directions ? r.tangents[id] : nullptr;
   if (!ty) return;
-  const float* ta = r.tangents[a];
   parallel_rows(r.kernels->pool, r.rows * r.directions, 1, [&](size_t r0, size_t r1) {
     for (size_t k = r0; k < r1; ++k) apply(n, ta + k * in, ty + k * width);
   });
@@ -144,7 +165,7 @@ void vjp(const Operands<T>& op, const Gradients<T>& g) {
 
 extern const OpModule kResize = {
     "resize",       detail::OpKind::kResize,
-    verify,         kernel_bit(NodeKernel::kReference),
+    verify,         kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd),
     nullptr,        nullptr,
     nullptr,        run,
     forward<float>, forward<double>,

@@ -1,10 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 // Softmax along per-sample `axis` (the last by default): y_k = exp(x_k - m) / sum_j exp(x_j - m)
 // with m the largest x_j (no overflow for any finite input), in double with the runtime's exp
-// and rounded once. JVP: t_out = y (t - sum_j y_j t_j). VJP: dx = y (dy - sum_j y_j dy_j).
+// and rounded once (the simd kernels, along the last axis only: the vector exp in float, the sum
+// in double; kernels/simd/kernels.hpp states the bound). JVP: t_out = y (t - sum_j y_j t_j). VJP:
+// dx = y (dy - sum_j y_j dy_j).
 #include "math/elementary.hpp"
 #include "ops/axis.hpp"
 #include "ops/op.hpp"
+#include "support/parallel.hpp"
+#if defined(SIFLOW_WITH_SIMD)
+#include "kernels/simd/kernels.hpp"
+#endif
 
 namespace siflow::ops {
 namespace {
@@ -69,8 +75,37 @@ void softmax_backward(const NodeData& n, const T* y, const T* d, T* out) {
   });
 }
 
+#if defined(SIFLOW_WITH_SIMD)
+// Softmax along the last axis (inner = 1: a row is `outer` contiguous groups) on the simd kernels,
+// rows (and tangent rows) split over the threads.
+void run_simd(const NodeRun& r) {
+  const NodeData& n = r.model->nodes[r.node];
+  const simd::Kernels& k = *r.kernels->simd;
+  const uint32_t id = r.node + 2, a = n.inputs[0];
+  const float* x = r.values[a];
+  float* y = r.values[id];
+  parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
+    k.softmax(x + r0 * n.width, (r1 - r0) * n.outer, n.extent, y + r0 * n.width);
+  });
+  float* ty = r.directions ? r.tangents[id] : nullptr;
+  if (!ty) return;
+  const float* ta = r.tangents[a];
+  parallel_rows(r.kernels->pool, r.rows * r.directions, 1, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t)
+      k.softmax_jvp(y + t / r.directions * n.width, n.outer, n.extent, ta + t * n.width,
+                    ty + t * n.width);
+  });
+}
+#endif
+
 void run(const NodeRun& r) {
   const NodeData& n = r.model->nodes[r.node];
+#if defined(SIFLOW_WITH_SIMD)
+  if (kernel_of(r) == NodeKernel::kSimd && n.inner == 1) {
+    run_simd(r);
+    return;
+  }
+#endif
   const uint32_t id = r.node + 2, a = n.inputs[0];
   float* y = r.values[id];
   softmax_rows(n, r.values[a], r.rows, y);
@@ -98,7 +133,7 @@ void vjp(const Operands<T>& op, const Gradients<T>& g) {
 
 extern const OpModule kSoftmax = {
     "softmax",      detail::OpKind::kSoftmax,
-    verify,         kernel_bit(NodeKernel::kReference),
+    verify,         kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd),
     nullptr,        nullptr,
     nullptr,        run,
     forward<float>, forward<double>,

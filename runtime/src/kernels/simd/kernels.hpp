@@ -82,6 +82,26 @@ struct Conv {
   const float* bias;
   uint32_t cin, h, w, cout, oh, ow, groups, kh, kw, sh, sw, dh, dw, pt, pl;
 };
+// GroupNorm over rows of `width` values: `groups` contiguous blocks, each normalised by its own
+// mean and 1 / sqrt(variance + epsilon), then gamma and beta (nullable) per channel, a channel
+// being `plane` consecutive values. LayerNorm is groups = 1, plane = 1.
+struct Norm {
+  const float* gamma;
+  const float* beta;
+  uint32_t width, groups, plane;
+  float epsilon;
+};
+// One sample of MatMul: [g][m][k] x [g][k][n] (b [g][n][k] with transpose_b), times scale.
+struct MatMul {
+  uint32_t g, m, k, n;
+  bool transpose_b;
+  float scale;
+};
+// One sample of Resize: [c][h][w] to [c][oh][ow], nearest or bilinear (ops/resize.cc's taps).
+struct Resize {
+  uint32_t c, h, w, oh, ow;
+  bool bilinear;
+};
 struct Kernels {
   const char* isa;  // "avx512", "avx2", "sse2", "neon", "wasm_simd128", "generic"
   // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
@@ -114,6 +134,24 @@ struct Kernels {
   size_t (*conv_units)(const Conv& conv, size_t samples);
   void (*conv2d)(const Conv& conv, const float* x, size_t ldx, float* y, size_t ldy, size_t u0,
                  size_t u1);
+  // Rows [r0, r1) of GroupNorm / LayerNorm (kernels_norm.inc: statistics in double, each output
+  // within 2^-21 (|x gamma / s| + |mean gamma / s| + |beta| + |y|) of the reference), and its
+  // JVP: t_out[r*P+p] for the rows' P = directions tangents t_in[r*P+p] (gamma, no beta).
+  void (*norm_forward)(const Norm& norm, const float* x, size_t r0, size_t r1, float* y);
+  void (*norm_jvp)(const Norm& norm, const float* x, size_t r0, size_t r1, size_t directions,
+                   const float* t_in, float* t_out);
+  // Softmax over `count` groups of `extent` contiguous values (kernels_attention.inc: the vector
+  // exp, the sum in double; within 2^-21 (|x - max| + 8) y of the exact value) and its JVP
+  // out = y (t - sum y t) (the sum in double).
+  void (*softmax)(const float* x, size_t count, uint32_t extent, float* y);
+  void (*softmax_jvp)(const float* y, size_t count, uint32_t extent, const float* t, float* out);
+  // One sample of y = scale (a1 b1 + a2 b2), a pair skipped when its a is nullptr: one float
+  // FMA chain per output over the first product's k, then the second's, times scale.
+  void (*matmul)(const MatMul& mm, const float* a1, const float* b1, const float* a2,
+                 const float* b2, float* y);
+  // One sample of Resize (kernels_resize.inc): nearest with the reference's bits, bilinear as a
+  // float FMA chain over the four taps with the reference's weights rounded to float.
+  void (*resize)(const Resize& rs, const float* x, float* y);
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)

@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: Apache-2.0
+// Softmax, the MatMul between activations and Resize on the simd kernels
+// (kernels/simd/kernels_attention.inc, kernels_resize.inc) for every instruction-set variant this
+// CPU runs: against the formulas in double on odd shapes (lengths not a multiple of the vector
+// width, several heads, batch 1, 3, 17), within the bounds kernels.hpp states, nearest resize bit
+// for bit; and through a plan (an attention block and both resizes): simd against the reference
+// backend, bit-equal over thread counts.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/simd/kernels.hpp"
+#include "siflow/model_builder.hpp"
+#include "siflow/siflow.hpp"
+#include "support/parallel.hpp"
+
+namespace {
+
+namespace simd = siflow::simd;
+
+std::vector<const simd::Kernels*> variants() {
+  std::vector<const simd::Kernels*> out;
+  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
+                        simd::Isa::kAvx512Bf16, simd::Isa::kWasmSimd128})
+    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
+  return out;
+}
+
+std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& f : v) f = u(rng);
+  return v;
+}
+
+TEST_CASE("simd softmax and its JVP within the stated bounds, every variant") {
+  std::mt19937 rng(31);
+  for (const simd::Kernels* k : variants())
+    for (uint32_t extent : {1u, 5u, 16u, 49u, 100u})
+      for (size_t count : {size_t{1}, size_t{3}, size_t{17}})
+        for (float spread : {1.0f, 30.0f}) {
+          const std::string what = std::string(k->isa) + ", extent " + std::to_string(extent) +
+                                   ", groups " + std::to_string(count) + ", spread " +
+                                   std::to_string(spread);
+          INFO(what);
+          const size_t n = count * extent;
+          const auto x = random_floats(n, rng, -spread, spread);
+          const auto t = random_floats(n, rng, -1.0f, 1.0f);
+          std::vector<float> y(n, NAN), y2(n, NAN), ty(n, NAN);
+          k->softmax(x.data(), count, extent, y.data());
+          for (size_t g = count; g-- > 0;)
+            k->softmax(x.data() + g * extent, 1, extent, y2.data() + g * extent);
+          CHECK(std::memcmp(y.data(), y2.data(), n * sizeof(float)) == 0);
+          k->softmax_jvp(y.data(), count, extent, t.data(), ty.data());
+          size_t bad = 0;
+          double worst = 0, worst_t = 0;
+          for (size_t g = 0; g < count; ++g) {
+            const float* xg = x.data() + g * extent;
+            double m = xg[0], sum = 0, dot = 0;
+            for (uint32_t i = 1; i < extent; ++i) m = std::max(m, double{xg[i]});
+            for (uint32_t i = 0; i < extent; ++i) sum += std::exp(xg[i] - m);
+            for (uint32_t i = 0; i < extent; ++i)
+              dot += double{y[g * extent + i]} * t[g * extent + i];
+            for (uint32_t i = 0; i < extent; ++i) {
+              const size_t at = g * extent + i;
+              const double want = std::exp(xg[i] - m) / sum;
+              const double bound = 0x1p-21 * (std::fabs(xg[i] - m) + 8) * want + 1e-45;
+              const double err = std::fabs(y[at] - want);
+              if (!(err <= bound)) ++bad;
+              worst = std::max(worst, err / want);
+              // The tangent of the kernel's own y: out = y (t - y.t), rounding only.
+              const double want_t = y[at] * (t[at] - dot);
+              const double err_t = std::fabs(ty[at] - want_t);
+              const double mag_t = std::fabs(y[at] * t[at]) + std::fabs(y[at] * dot);
+              if (!(err_t <= 0x1p-22 * mag_t + 1e-45)) ++bad;
+              if (mag_t > 0) worst_t = std::max(worst_t, err_t / mag_t);
+            }
+          }
+          INFO("worst relative error " << worst << ", tangent " << worst_t);
+          CHECK(bad == 0);
+        }
+}
+
+TEST_CASE("simd softmax: a NaN or an infinity makes its group NaN, as the reference") {
+  for (const simd::Kernels* k : variants()) {
+    INFO(k->isa);
+    std::vector<float> x(3 * 19, 0.5f), y(x.size(), 0.0f);
+    x[3] = NAN;                                          // group 0
+    x[19 + 18] = INFINITY;                               // group 1
+    for (int i = 0; i < 19; ++i) x[38 + i] = -INFINITY;  // group 2: all -inf
+    k->softmax(x.data(), 3, 19, y.data());
+    for (float v : y) CHECK(std::isnan(v));
+    x[3] = 1.0f;
+    x[19 + 18] = -INFINITY;  // one -inf in an otherwise finite group gives 0 there
+    k->softmax(x.data(), 2, 19, y.data());
+    CHECK(y[19 + 18] == 0.0f);
+    CHECK(std::fabs(y[0] + 18 * y[1] - 1.0f + (y[3] - y[1])) < 1e-6f);
+  }
+}
+
+struct MatCase {
+  uint32_t g, m, k, n;
+};
+
+TEST_CASE(
+    "simd MatMul (both layouts, with the JVP's second product) within the float summation "
+    "bound, every variant") {
+  std::mt19937 rng(41);
+  const MatCase cases[] = {
+      {1, 5, 7, 9}, {2, 49, 33, 49}, {3, 4, 64, 17}, {1, 1, 1, 1}, {1, 49, 49, 64}};
+  for (const simd::Kernels* k : variants())
+    for (const MatCase& c : cases)
+      for (bool tb : {false, true})
+        for (int pairs = 1; pairs <= 2; ++pairs) {
+          const std::string what = std::string(k->isa) + ": g " + std::to_string(c.g) + " m " +
+                                   std::to_string(c.m) + " k " + std::to_string(c.k) + " n " +
+                                   std::to_string(c.n) + (tb ? ", b transposed" : "") +
+                                   (pairs == 2 ? ", two products" : "");
+          INFO(what);
+          const size_t na = size_t{c.g} * c.m * c.k, nb = size_t{c.g} * c.k * c.n;
+          const size_t ny = size_t{c.g} * c.m * c.n;
+          const auto a1 = random_floats(na, rng, -1, 1), a2 = random_floats(na, rng, -1, 1);
+          const auto b1 = random_floats(nb, rng, -1, 1), b2 = random_floats(nb, rng, -1, 1);
+          const float scale = 0.37f;
+          const simd::MatMul mm{c.g, c.m, c.k, c.n, tb, scale};
+          std::vector<float> y(ny, NAN);
+          k->matmul(mm, a1.data(), b1.data(), pairs == 2 ? a2.data() : nullptr,
+                    pairs == 2 ? b2.data() : nullptr, y.data());
+          auto b_at = [&](const std::vector<float>& b, uint32_t g, uint32_t kk, uint32_t j) {
+            return tb ? b[(size_t{g} * c.n + j) * c.k + kk] : b[(size_t{g} * c.k + kk) * c.n + j];
+          };
+          size_t bad = 0;
+          for (uint32_t g = 0; g < c.g; ++g)
+            for (uint32_t i = 0; i < c.m; ++i)
+              for (uint32_t j = 0; j < c.n; ++j) {
+                double want = 0, mag = 0;
+                for (uint32_t kk = 0; kk < c.k; ++kk) {
+                  const size_t ai = (size_t{g} * c.m + i) * c.k + kk;
+                  double p = double{a1[ai]} * b_at(b1, g, kk, j);
+                  want += p;
+                  mag += std::fabs(p);
+                  if (pairs == 2) {
+                    p = double{a2[ai]} * b_at(b2, g, kk, j);
+                    want += p;
+                    mag += std::fabs(p);
+                  }
+                }
+                // Float summation of n terms in any order: gamma_n sum |terms|, then the scale
+                // and the lanes' sum: (n + 2 + lanes) 2^-24.
+                const double terms = static_cast<double>(c.k) * pairs + 2 + 16;
+                const double err = std::fabs(y[(size_t{g} * c.m + i) * c.n + j] - scale * want);
+                if (!(err <= terms * 0x1p-24 * scale * mag + 1e-30)) ++bad;
+              }
+          CHECK(bad == 0);
+        }
+}
+
+// y = the resize of x by ops/resize.cc's taps, in double.
+std::vector<double> resize_textbook(const simd::Resize& rs, const float* x, bool magnitude) {
+  std::vector<double> y(size_t{rs.c} * rs.oh * rs.ow);
+  auto tap = [&](uint32_t o, uint32_t in, uint32_t out, uint32_t* i0, uint32_t* i1, double* f) {
+    if (!rs.bilinear) {
+      *i0 = *i1 = static_cast<uint32_t>(uint64_t{o} * in / out);
+      *f = 0;
+      return;
+    }
+    double src = (o + 0.5) * (static_cast<double>(in) / out) - 0.5;
+    if (src < 0) src = 0;
+    uint32_t i = static_cast<uint32_t>(src);
+    if (i > in - 1) i = in - 1;
+    *i0 = i;
+    *i1 = i + 1 < in ? i + 1 : i;
+    *f = src - i;
+  };
+  for (uint32_t ch = 0; ch < rs.c; ++ch)
+    for (uint32_t oy = 0; oy < rs.oh; ++oy)
+      for (uint32_t ox = 0; ox < rs.ow; ++ox) {
+        uint32_t y0, y1, x0, x1;
+        double fy, fx;
+        tap(oy, rs.h, rs.oh, &y0, &y1, &fy);
+        tap(ox, rs.w, rs.ow, &x0, &x1, &fx);
+        const float* xc = x + size_t{ch} * rs.h * rs.w;
+        auto v = [&](uint32_t iy, uint32_t ix) {
+          const double s = xc[size_t{iy} * rs.w + ix];
+          return magnitude ? std::fabs(s) : s;
+        };
+        y[(size_t{ch} * rs.oh + oy) * rs.ow + ox] =
+            (1 - fy) * ((1 - fx) * v(y0, x0) + fx * v(y0, x1)) +
+            fy * ((1 - fx) * v(y1, x0) + fx * v(y1, x1));
+      }
+  return y;
+}
+
+TEST_CASE("simd Resize: nearest bit for bit, bilinear within 2^-20 of the taps' magnitude") {
+  std::mt19937 rng(51);
+  const simd::Resize shapes[] = {{3, 7, 7, 14, 14, false}, {2, 5, 3, 11, 7, false},
+                                 {4, 6, 9, 3, 4, false},   {3, 7, 7, 14, 14, true},
+                                 {2, 5, 3, 11, 7, true},   {1, 8, 6, 3, 5, true}};
+  for (const simd::Kernels* k : variants())
+    for (const simd::Resize& rs : shapes) {
+      const std::string what = std::string(k->isa) + (rs.bilinear ? ": bilinear " : ": nearest ") +
+                               std::to_string(rs.h) + "x" + std::to_string(rs.w) + " to " +
+                               std::to_string(rs.oh) + "x" + std::to_string(rs.ow);
+      INFO(what);
+      const auto x = random_floats(size_t{rs.c} * rs.h * rs.w, rng, -3, 3);
+      std::vector<float> y(size_t{rs.c} * rs.oh * rs.ow, NAN);
+      k->resize(rs, x.data(), y.data());
+      const auto want = resize_textbook(rs, x.data(), false);
+      const auto mag = resize_textbook(rs, x.data(), true);
+      size_t bad = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        if (!rs.bilinear) {
+          if (y[i] != static_cast<float>(want[i])) ++bad;
+        } else if (!(std::fabs(y[i] - want[i]) <= 0x1p-20 * mag[i] + 1e-30)) {
+          ++bad;
+        }
+      }
+      CHECK(bad == 0);
+    }
+}
+
+// d = 4 * 6 * 5: single-head attention over the 30 positions (Q = K = V = x read as [4, 30]:
+// softmax(x^T x / 2) applied to x), then nearest up-sampling to 12 x 10, a stride-2 conv back to
+// 6 x 5, bilinear up-sampling to 9 x 7 and a conv to 4 x 6 x 5 (pads 0, kernel 4 x 3).
+std::vector<uint8_t> attention_model() {
+  std::mt19937 rng(61);
+  siflow::ModelBuilder b(4 * 6 * 5);
+  b.set_x_shape({4, 6, 5});
+  const uint32_t flat = b.reshape(b.x(), {4, 30});
+  const uint32_t qt = b.transpose(flat, {4, 30}, {1, 0});  // [30, 4]
+  const uint32_t scores = b.matmul(qt, qt, true, 0.5f);    // [30, 30]
+  const uint32_t attn = b.softmax(scores);
+  const uint32_t out = b.matmul(flat, attn, true);  // [4, 30] x [30, 30]^T
+  uint32_t h = b.add(b.reshape(out, {4, 6, 5}), b.x());
+  h = b.resize(h, siflow::ModelBuilder::Resize::kNearest, 12, 10);
+  siflow::ImageWindow down;
+  down.pads = {1, 1, 1, 1};
+  down.strides = {2, 2};
+  h = b.conv2d(h, 6, {3, 3}, random_floats(6 * 4 * 9, rng, -0.3f, 0.3f), {}, down);
+  h = b.resize(h, siflow::ModelBuilder::Resize::kBilinear, 9, 7);
+  b.set_output(b.conv2d(h, 4, {4, 3}, random_floats(4 * 6 * 12, rng, -0.3f, 0.3f), {}, {}));
+  return b.finish();
+}
+
+struct Run {
+  std::vector<float> v;
+  std::vector<double> logp;
+  std::vector<std::string> kernels;
+};
+
+Run run(const siflow::Model& m, siflow::Backend backend, uint32_t threads) {
+  siflow::PlanOptions po;
+  po.max_batch = 5;
+  po.backend = backend;
+  po.threads = threads;
+  std::unique_ptr<siflow::Plan> plan;
+  const siflow::Status s = siflow::Plan::create(m, po, nullptr, 0, &plan);
+  REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
+  const size_t n = 5, d = 120;
+  std::mt19937 rng(3);
+  const auto y = random_floats(n * d, rng, -1.0f, 1.0f);
+  const std::vector<float> t = {0.1f, 0.3f, 0.5f, 0.7f, 0.9f};
+  Run r;
+  // The two MatMuls and the Softmax (nodes 2 to 4), the two Resizes (nodes 7 and 9).
+  for (uint32_t i : {2u, 3u, 4u, 7u, 9u}) r.kernels.push_back(plan->node_kernel(i));
+  r.v.resize(n * d);
+  REQUIRE(plan->velocity(n, t.data(), y.data(), r.v.data()).ok());
+  siflow::LogProbOptions lo;
+  lo.ode.steps = 2;
+  r.logp.resize(n);
+  REQUIRE(plan->log_prob(n, y.data(), lo, r.logp.data()).ok());
+  return r;
+}
+
+TEST_CASE("attention model: simd backend against the reference backend, bit-equal over threads") {
+  std::unique_ptr<siflow::Model> m;
+  const auto bytes = attention_model();
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  const Run ref = run(*m, siflow::Backend::kReference, 1);
+  const Run fast = run(*m, siflow::Backend::kSimd, 1);
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < ref.v.size(); ++i) {
+    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
+    scale = std::max(scale, double{std::fabs(ref.v[i])});
+  }
+  // Attention (sums of 4 and 30 terms, a float exp) and two convs, each a few float ulps.
+  INFO("worst velocity difference " << worst << " at scale " << scale);
+  CHECK(worst <= 1e-5 * scale);
+  for (const std::string& k : ref.kernels) CHECK(k == "reference");
+  for (const std::string& k : fast.kernels) CHECK(k.rfind("simd/", 0) == 0);
+  for (size_t i = 0; i < ref.logp.size(); ++i) {
+    INFO("row " << i << ": " << fast.logp[i] << " vs " << ref.logp[i]);
+    CHECK(std::fabs(fast.logp[i] - ref.logp[i]) <= 1e-4 * (1.0 + std::fabs(ref.logp[i])));
+  }
+  if (!siflow::RowPool::available()) {
+    MESSAGE("SKIPPED: thread-count comparison (this build has no thread pool)");
+    return;
+  }
+  const Run two = run(*m, siflow::Backend::kSimd, 2);
+  CHECK(std::memcmp(two.v.data(), fast.v.data(), fast.v.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(two.logp.data(), fast.logp.data(), fast.logp.size() * sizeof(double)) == 0);
+}
+
+}  // namespace

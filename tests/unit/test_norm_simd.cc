@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: Apache-2.0
+// GroupNorm and LayerNorm on the simd kernels (kernels/simd/kernels_norm.inc) for every
+// instruction-set variant this CPU runs: forward and JVP against the formula in double on odd
+// shapes (channels not a multiple of the vector width, one or several channels per group, odd
+// H x W, batch 1, 3, 17), within the documented bound, the same bits for any split of rows; and
+// through a plan: simd against the reference backend, bit-equal over thread counts.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/simd/kernels.hpp"
+#include "siflow/model_builder.hpp"
+#include "siflow/siflow.hpp"
+#include "support/parallel.hpp"
+
+namespace {
+
+namespace simd = siflow::simd;
+
+std::vector<const simd::Kernels*> variants() {
+  std::vector<const simd::Kernels*> out;
+  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
+                        simd::Isa::kAvx512Bf16, simd::Isa::kWasmSimd128})
+    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
+  return out;
+}
+
+std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& f : v) f = u(rng);
+  return v;
+}
+
+struct Shape {
+  const char* what;
+  uint32_t channels, plane, groups;
+};
+
+const Shape kShapes[] = {
+    {"GroupNorm 12 channels 7x9, 4 groups", 12, 63, 4},
+    {"GroupNorm 5 channels 3x3, 5 groups (one channel each)", 5, 9, 5},
+    {"GroupNorm 6 channels 5x1, 3 groups", 6, 5, 3},
+    {"GroupNorm 33 channels 1x1, 11 groups", 33, 1, 11},
+    {"GroupNorm 32 channels 7x7, 8 groups", 32, 49, 8},
+    {"GroupNorm 3 channels 1x17, 1 group", 3, 17, 1},
+    {"LayerNorm width 1", 1, 1, 1},
+    {"LayerNorm width 7", 7, 1, 1},
+    {"LayerNorm width 100", 100, 1, 1},
+};
+
+// The statistics of one block, in double.
+void moments(const float* x, uint32_t n, double eps, double* mean, double* inv) {
+  double m = 0, v = 0;
+  for (uint32_t k = 0; k < n; ++k) m += x[k];
+  m /= n;
+  for (uint32_t k = 0; k < n; ++k) v += (x[k] - m) * (x[k] - m);
+  *mean = m;
+  *inv = 1.0 / std::sqrt(v / n + eps);
+}
+
+TEST_CASE("simd GroupNorm / LayerNorm forward and JVP within the documented bound, every variant") {
+  const auto ks = variants();
+  REQUIRE(!ks.empty());
+  std::mt19937 rng(11);
+  const float eps = 1e-5f;
+  for (const simd::Kernels* k : ks)
+    for (const Shape& s : kShapes)
+      for (size_t batch : {size_t{1}, size_t{3}, size_t{17}})
+        for (int affine = 0; affine < 2; ++affine)
+          for (float offset : {0.0f, 5.0f}) {
+            const std::string what = std::string(k->isa) + ": " + s.what + ", batch " +
+                                     std::to_string(batch) + (affine ? "" : ", no gamma") +
+                                     ", mean offset " + std::to_string(offset);
+            INFO(what);
+            const uint32_t width = s.channels * s.plane, block = width / s.groups;
+            const size_t directions = 3;
+            const auto x = random_floats(batch * width, rng, offset - 2.0f, offset + 2.0f);
+            const auto t = random_floats(batch * directions * width, rng, -1.0f, 1.0f);
+            const auto gamma = random_floats(s.channels, rng, -1.5f, 1.5f);
+            const auto beta = random_floats(s.channels, rng, -1.0f, 1.0f);
+            const simd::Norm norm{affine ? gamma.data() : nullptr,
+                                  affine ? beta.data() : nullptr,
+                                  width,
+                                  s.groups,
+                                  s.plane,
+                                  eps};
+            std::vector<float> y(batch * width, NAN), y2(y), ty(t.size(), NAN), ty2(ty);
+            k->norm_forward(norm, x.data(), 0, batch, y.data());
+            k->norm_jvp(norm, x.data(), 0, batch, directions, t.data(), ty.data());
+            // Row by row, last first: the same bits (a thread split cannot change them).
+            for (size_t r = batch; r-- > 0;) {
+              k->norm_forward(norm, x.data(), r, r + 1, y2.data());
+              k->norm_jvp(norm, x.data(), r, r + 1, directions, t.data(), ty2.data());
+            }
+            CHECK(std::memcmp(y.data(), y2.data(), y.size() * sizeof(float)) == 0);
+            CHECK(std::memcmp(ty.data(), ty2.data(), ty.size() * sizeof(float)) == 0);
+            // The bound of kernels.hpp: 2^-21 times the magnitudes of the float form's terms.
+            size_t bad = 0;
+            double worst = 0;
+            auto check = [&](double got, double want, double magnitude) {
+              const double err = std::fabs(got - want);
+              if (!(err <= 0x1p-21 * magnitude)) ++bad;
+              worst = std::max(worst, err / magnitude);
+            };
+            for (size_t r = 0; r < batch; ++r)
+              for (uint32_t g = 0; g < s.groups; ++g) {
+                const size_t at = r * width + size_t{g} * block;
+                double mean, inv;
+                moments(x.data() + at, block, eps, &mean, &inv);
+                for (uint32_t i = 0; i < block; ++i) {
+                  const uint32_t c = (g * block + i) / s.plane;
+                  const double gm = affine ? gamma[c] : 1.0, bt = affine ? beta[c] : 0.0;
+                  const double sc = gm * inv, xv = x[at + i];
+                  const double want = (xv - mean) * sc + bt;
+                  check(
+                      y[at + i], want,
+                      std::fabs(xv * sc) + std::fabs(mean * sc) + std::fabs(bt) + std::fabs(want));
+                }
+                for (size_t p = 0; p < directions; ++p) {
+                  const size_t tat = (r * directions + p) * width + size_t{g} * block;
+                  double mt = 0, mxt = 0;
+                  for (uint32_t i = 0; i < block; ++i) {
+                    mt += t[tat + i];
+                    mxt += (x[at + i] - mean) * t[tat + i];
+                  }
+                  mt /= block;
+                  mxt /= block;
+                  for (uint32_t i = 0; i < block; ++i) {
+                    const uint32_t c = (g * block + i) / s.plane;
+                    const double sc = (affine ? gamma[c] : 1.0) * inv;
+                    const double xv = x[at + i], tv = t[tat + i];
+                    const double want = sc * (tv - mt - (xv - mean) * inv * inv * mxt);
+                    check(ty[tat + i], want,
+                          std::fabs(tv * sc) + std::fabs(xv * sc * inv * inv * mxt) +
+                              std::fabs(sc * inv * inv * mxt * mean) + std::fabs(sc * mt) +
+                              std::fabs(want));
+                  }
+                }
+              }
+            INFO("worst |error| / magnitude = " << worst);
+            CHECK(bad == 0);
+          }
+}
+
+// d = 4 * 7 * 5: conv to 12 channels, GroupNorm(4), SiLU, conv back to 4, then LayerNorm over the
+// whole sample; every norm node runs on simd in the simd plan.
+std::vector<uint8_t> norm_model() {
+  std::mt19937 rng(21);
+  siflow::ModelBuilder b(4 * 7 * 5);
+  b.set_x_shape({4, 7, 5});
+  siflow::ImageWindow same;
+  same.pads = {1, 1, 1, 1};
+  uint32_t h = b.conv2d(b.x(), 12, {3, 3}, random_floats(12 * 4 * 9, rng, -0.3f, 0.3f),
+                        random_floats(12, rng, 0.5f, 1.5f), same);
+  h = b.group_norm(h, 4, random_floats(12, rng, 0.5f, 1.5f), random_floats(12, rng, -0.2f, 0.2f));
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  h = b.conv2d(h, 4, {3, 3}, random_floats(4 * 12 * 9, rng, -0.2f, 0.2f), {}, same);
+  b.set_output(
+      b.layer_norm(h, random_floats(140, rng, 0.5f, 1.5f), random_floats(140, rng, -0.1f, 0.1f)));
+  return b.finish();
+}
+
+struct Run {
+  std::vector<float> v;
+  std::vector<double> logp;
+  std::string norm_kernel;  // what the GroupNorm node runs on
+};
+
+Run run(const siflow::Model& m, siflow::Backend backend, uint32_t threads) {
+  siflow::PlanOptions po;
+  po.max_batch = 5;
+  po.backend = backend;
+  po.threads = threads;
+  std::unique_ptr<siflow::Plan> plan;
+  const siflow::Status s = siflow::Plan::create(m, po, nullptr, 0, &plan);
+  REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
+  const size_t n = 5, d = 140;
+  std::mt19937 rng(3);
+  const auto y = random_floats(n * d, rng, -1.0f, 1.0f);
+  const std::vector<float> t = {0.1f, 0.3f, 0.5f, 0.7f, 0.9f};
+  Run r;
+  r.norm_kernel = plan->node_kernel(1);
+  r.v.resize(n * d);
+  REQUIRE(plan->velocity(n, t.data(), y.data(), r.v.data()).ok());
+  siflow::LogProbOptions lo;
+  lo.ode.steps = 2;
+  r.logp.resize(n);
+  REQUIRE(plan->log_prob(n, y.data(), lo, r.logp.data()).ok());
+  return r;
+}
+
+TEST_CASE("norm model: simd backend against the reference backend, bit-equal over threads") {
+  std::unique_ptr<siflow::Model> m;
+  const auto bytes = norm_model();
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  const Run ref = run(*m, siflow::Backend::kReference, 1);
+  const Run fast = run(*m, siflow::Backend::kSimd, 1);
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < ref.v.size(); ++i) {
+    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
+    scale = std::max(scale, double{std::fabs(ref.v[i])});
+  }
+  // Two convs of K <= 108 terms and two normalisations, each a few float ulps: 1e-5 of the scale
+  // leaves room for their growth through the layers.
+  INFO("worst velocity difference " << worst << " at scale " << scale);
+  CHECK(worst <= 1e-5 * scale);
+  CHECK(ref.norm_kernel == "reference");
+  CHECK(fast.norm_kernel.rfind("simd/", 0) == 0);
+  for (size_t i = 0; i < ref.logp.size(); ++i) {
+    INFO("row " << i << ": " << fast.logp[i] << " vs " << ref.logp[i]);
+    CHECK(std::fabs(fast.logp[i] - ref.logp[i]) <= 1e-4 * (1.0 + std::fabs(ref.logp[i])));
+  }
+  if (!siflow::RowPool::available()) {
+    MESSAGE("SKIPPED: thread-count comparison (this build has no thread pool)");
+    return;
+  }
+  const Run two = run(*m, siflow::Backend::kSimd, 2);
+  CHECK(std::memcmp(two.v.data(), fast.v.data(), fast.v.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(two.logp.data(), fast.logp.data(), fast.logp.size() * sizeof(double)) == 0);
+}
+
+}  // namespace
