@@ -28,12 +28,13 @@
 namespace siflow::cli {
 namespace {
 
-constexpr size_t kDefaultDraws = 1024;          // base draws fitted on, and as many held out
-constexpr uint64_t kHeldOutFirst = 1ull << 32;  // first sample index of the held-out draws
-constexpr uint32_t kTestPoints = 8;             // the stored test vector's base points
-constexpr float kTestTolerance = 1e-4f;         // relative, as the embedded trajectories use
-constexpr double kReferenceTolerance = 1e-8;    // dopri5 rtol = atol of the converged reference
-constexpr double kDifferenceStep = 1e-3;        // forward-difference step of every parameter
+constexpr size_t kDefaultDraws = 1024;             // base draws fitted on, and as many held out
+constexpr uint64_t kHeldOutFirst = 1ull << 32;     // first sample index of the held-out draws
+constexpr uint64_t kValidationFirst = 1ull << 31;  // of the draws that choose when to stop
+constexpr uint32_t kTestPoints = 8;                // the stored test vector's base points
+constexpr float kTestTolerance = 1e-4f;            // relative, as the embedded trajectories use
+constexpr double kReferenceTolerance = 1e-8;       // dopri5 rtol = atol of the converged reference
+constexpr double kDifferenceStep = 1e-3;           // forward-difference step of every parameter
 // Fitted parameters at most this fraction of the fitted values (draws x dim); more would fit
 // the draws rather than the model, so coefficients are then left out.
 constexpr double kMaxParameterShare = 0.125;
@@ -157,8 +158,9 @@ struct Candidate {
   Method method;
   std::vector<double> theta;    // grid log-increments
   std::vector<double> offsets;  // coefficient offsets (empty: the Adams-Bashforth weights)
-  double error = std::numeric_limits<double>::infinity();
-  std::string init;  // the family it started from
+  double error = std::numeric_limits<double>::infinity();       // on the fitted draws
+  double validation = std::numeric_limits<double>::infinity();  // on the validation draws
+  std::string init;                                             // the family it started from
 };
 
 class Tuner {
@@ -263,15 +265,11 @@ bool damped_solve(const std::vector<double>& a, const std::vector<double>& g, do
   return true;
 }
 
-// Levenberg-Marquardt on the least-squares sample error of c over the fitted draws: the free
-// parameters are the grid's log-increments (fit_grid) and the coefficient offsets
-// (fit_coefficients); the Jacobian by forward differences, one run per parameter; a step is
-// kept only when it lowers the error, so the result is never worse than the start. No random
-// numbers: deterministic unless `stop` (the time budget) cuts it.
-template <typename Stop, typename Report>
-uint32_t refine_least_squares(Tuner& tuner, Candidate& c, const Reference& train, bool fit_grid,
-                              bool fit_coefficients, uint32_t iterations, Stop&& stop,
-                              Report&& report) {
+// The iterations of refine_least_squares; `iterate(k)` after each accepted step.
+template <typename Stop, typename Iterate>
+uint32_t refine_iterates(Tuner& tuner, Candidate& c, const Reference& train, bool fit_grid,
+                         bool fit_coefficients, uint32_t iterations, Stop&& stop,
+                         Iterate&& iterate) {
   const size_t grid_params = fit_grid ? c.theta.size() : 0;
   const size_t p = grid_params + (fit_coefficients ? c.offsets.size() : 0);
   if (p == 0) return 0;
@@ -324,7 +322,7 @@ uint32_t refine_least_squares(Tuner& tuner, Candidate& c, const Reference& train
         lambda = std::max(lambda / 3.0, 1e-9);
       }
     }
-    report(done + 1, c.error);
+    if (accepted) iterate(done + 1);
     // Stop when a step finds nothing better, or gains less than 0.1 %.
     if (!accepted || before - c.error < 1e-3 * before) return done + 1;
   }
@@ -354,6 +352,29 @@ void check_tuning_conditioning(const ModelInfo& info, const ParsedArgs& args, do
         format("tune-solver: this model takes a class label: give --label K "
                "(0 to %u) to tune for that class",
                info.label_classes - 1));
+}
+
+// Levenberg-Marquardt on the least-squares sample error of c over the fitted draws: the free
+// parameters are the grid's log-increments (fit_grid) and the coefficient offsets
+// (fit_coefficients); the Jacobian by forward differences, one run per parameter; a step is
+// kept only when it lowers the fitted error. The sample error is dominated by a few draws, so
+// the fit can follow those draws rather than the model: c ends as the iterate (the start
+// included) with the lowest error on the separate validation draws. No random numbers:
+// deterministic unless `stop` (the time budget) cuts it.
+template <typename Stop, typename Report>
+void refine_least_squares(Tuner& tuner, Candidate& c, const Reference& train,
+                          const Reference& validation, bool fit_grid, bool fit_coefficients,
+                          uint32_t iterations, Stop&& stop, Report&& report) {
+  Candidate chosen = c;
+  refine_iterates(tuner, c, train, fit_grid, fit_coefficients, iterations, stop, [&](uint32_t it) {
+    const double v = tuner.error(c, validation);
+    if (v < chosen.validation) {
+      chosen = c;
+      chosen.validation = v;
+    }
+    report(it, c.error, v);
+  });
+  c = chosen;
 }
 
 // How tune-solver fits per-step coefficients (--coefficients).
@@ -423,6 +444,7 @@ int run_tune_solver(const ParsedArgs& args) {
   status("converged reference (dopri5)");
   const Reference train = tuner.reference(draws, 0);
   const Reference held_out = tuner.reference(draws, kHeldOutFirst);
+  const Reference validation = tuner.reference(draws, kValidationFirst);
   const uint64_t reference_nfe = plan->evaluations();
 
   // Every method that fits in the NFE, from every grid family: the best two are refined, and the
@@ -441,9 +463,12 @@ int run_tune_solver(const ParsedArgs& args) {
   for (Method m : methods) {
     const uint32_t steps = steps_for(m, nfe);
     if (steps == 0) continue;
-    Candidate best{m, {}, {}, std::numeric_limits<double>::infinity(), ""};
+    Candidate best{
+        m, {}, {}, std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity(),
+        ""};
     for (const Family& f : families) {
-      Candidate c{m, theta_of(f.kind, f.param, steps), {}, 0.0, ""};
+      Candidate c{m,   theta_of(f.kind, f.param, steps),        {},
+                  0.0, std::numeric_limits<double>::infinity(), ""};
       c.error = tuner.error(c, train);
       if (c.error < best.error) {
         best = c;
@@ -504,6 +529,7 @@ int run_tune_solver(const ParsedArgs& args) {
                     sweeps, c.error, seconds_text(elapsed()).c_str()));
       if (!improved) delta *= 0.5;
     }
+    c.validation = tuner.error(c, validation);
     if (fit == CoefficientFit::kNone || cut) continue;
     const size_t offsets = offset_count(c.method, static_cast<uint32_t>(c.theta.size()));
     const bool fit_grid = fit == CoefficientFit::kJoint;
@@ -512,13 +538,22 @@ int run_tune_solver(const ParsedArgs& args) {
     const bool fit_coefficients = offsets > 0 && parameters <= kMaxParameterShare * fitted_values;
     if (fit_coefficients) c.offsets.assign(offsets, 0.0);
     refine_least_squares(
-        tuner, c, train, fit_grid, fit_coefficients, iterations, stop, [&](uint32_t it, double e) {
-          status(format("%s, least squares %u of %u, training error %.4g, %s",
-                        method_name(c.method), it, iterations, e, seconds_text(elapsed()).c_str()));
+        tuner, c, train, validation, fit_grid, fit_coefficients, iterations, stop,
+        [&](uint32_t it, double e, double v) {
+          status(
+              format("%s, least squares %u of %u, error %.4g fitted, %.4g "
+                     "validation, %s",
+                     method_name(c.method), it, iterations, e, v, seconds_text(elapsed()).c_str()));
         });
   }
+  // The candidate with the lowest validation error (the fitted error when the budget cut the
+  // search before any validation run).
   std::stable_sort(candidates.begin(), candidates.end(),
-                   [](const Candidate& a, const Candidate& b) { return a.error < b.error; });
+                   [](const Candidate& a, const Candidate& b) {
+                     return std::isfinite(a.validation) || std::isfinite(b.validation)
+                                ? a.validation < b.validation
+                                : a.error < b.error;
+                   });
   Candidate best = candidates.front();
   if (!std::isfinite(best.error))
     throw RunError(format("tune-solver: every candidate with %u evaluations diverged", nfe));
@@ -576,8 +611,10 @@ int run_tune_solver(const ParsedArgs& args) {
   std::printf("solver        %s\n", name.c_str());
   std::printf("method        %s, %zu steps, NFE %u (started from the %s grid)\n",
               method_name(best.method), solver.grid.size() - 1, solver.nfe, best.init.c_str());
-  std::printf("sample error  %.4g on %zu held-out draws (%.4g on the %zu fitted)\n", held_out_error,
-              draws, best.error, draws);
+  std::printf(
+      "sample error  %.4g on %zu held-out draws (%.4g on the %zu fitted, %.4g on the %zu "
+      "validation draws)\n",
+      held_out_error, draws, best.error, draws, best.validation, draws);
   if (!solver.coefficients.empty())
     std::printf(
         "coefficients  %zu per-step (%zu fitted, %s; %zu fitted values); held-out "
