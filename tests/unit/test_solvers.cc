@@ -806,3 +806,37 @@ TEST_CASE("the loader and OdeOptions refuse bad per-step coefficients, naming th
   CHECK(std::string(st.message()).find("coefficient 0 of step 1 is not finite") !=
         std::string::npos);
 }
+
+TEST_CASE("C API: a solver with coefficients selected by name gives the C++ API's samples") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  ModelBuilder b = base_builder();
+  b.add_solver(coefficient_solver(plain, 0.3));
+  const std::vector<uint8_t> bytes = b.finish();
+  siflow_model* model = nullptr;
+  REQUIRE(siflow_model_load(bytes.data(), bytes.size(), 1, &model, nullptr) == SIFLOW_OK);
+  siflow_plan_options po;
+  siflow_plan_options_init(&po);
+  siflow_plan* plan = nullptr;
+  REQUIRE(siflow_plan_create(model, &po, nullptr, 0, &plan, nullptr) == SIFLOW_OK);
+  siflow_run_options o;
+  siflow_run_options_init(&o);
+  o.seed = 5;
+  o.solver = "tuned-5";
+  std::vector<float> from_c(16), from_cpp(16);
+  REQUIRE(siflow_sample(plan, 8, &o, from_c.data(), nullptr, nullptr) == SIFLOW_OK);
+  siflow_validation_report r;
+  r.struct_size = sizeof r;
+  REQUIRE(siflow_validate(model, nullptr, nullptr, nullptr, &r, nullptr) == SIFLOW_OK);
+  CHECK(r.solver_ok == 1);
+  siflow_plan_free(plan);
+  siflow_model_free(model);
+  std::unique_ptr<Model> m = load(bytes);
+  REQUIRE(m);
+  std::unique_ptr<Plan> cpp;
+  REQUIRE(Plan::create(*m, siflow::PlanOptions(), nullptr, 0, &cpp).ok());
+  siflow::SampleOptions so;
+  so.seed = 5;
+  so.ode.solver = "tuned-5";
+  REQUIRE(cpp->sample(8, so, from_cpp.data(), nullptr).ok());
+  CHECK(from_c == from_cpp);
+}
