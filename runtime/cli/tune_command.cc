@@ -660,8 +660,10 @@ Command tune_solver_command() {
           "(Levenberg-Marquardt, forward-difference Jacobian) on the grid and, for ab2..ab4, on\n"
           "per-step coefficients: each step's weights of its last k velocities, summing to 1\n"
           "(docs/math.md). All minimise the sample error against dopri5 (rtol = atol = 1e-8) on\n"
-          "D seeded base draws (default 1024); the error reported and stored is measured on D\n"
-          "held-out draws, beside the same grid's error with the Adams-Bashforth weights.\n"
+          "D seeded base draws (default 1024); the least squares ends at its iterate with the\n"
+          "lowest error on D validation draws, which also choose among the candidates. The error\n"
+          "reported and stored is measured on D held-out draws, beside the same grid's error\n"
+          "with the Adams-Bashforth weights.\n"
           "Coefficients are left out when the fitted parameters would exceed 1/8 of the fitted\n"
           "values (D x dim). Writes a copy of MODEL with the solver (and a test vector validate\n"
           "re-runs) to OUT.sif, replacing a stored solver of the same name. Deterministic for a\n"
@@ -673,13 +675,15 @@ Command tune_solver_command() {
            {"--output", "-o", "FILE", "the model with the solver (.sif; required)"},
            {"--name", nullptr, "NAME", "the solver's name (default tuned-N)"},
            {"--seed", nullptr, "S", "seed of the base draws and the search (default 0)"},
-           {"--time-budget", nullptr, "SEC", "stop refining after SEC seconds (default 300)"},
+           {"--time-budget", nullptr, "SEC",
+            "stop refining after SEC wall-clock seconds (default 300)"},
            {"--sweeps", nullptr, "K", "coordinate-search sweeps per candidate (default 8)"},
            {"--coefficients", nullptr, "MODE",
             "joint (default: least squares on grid and coefficients), after-grid (coefficients "
-            "only, the searched grid kept) or none (the grid alone)"},
+            "only, the searched grid kept) or none (the coordinate search on the grid alone)"},
            {"--iterations", nullptr, "K", "least-squares iterations per candidate (default 30)"},
-           {"--draws", nullptr, "D", "base draws fitted on, and held out (default 1024)"},
+           {"--draws", nullptr, "D",
+            "base draws fitted on, and as many for validation and held out (default 1024)"},
            {"--label", nullptr, "K", "tune for class label K (class-conditional models)"},
            kGuidanceOption,
            kThreadsOption,
