@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Writes the seed corpora of the fuzz targets: valid models covering every op, unary kind,
 // interpolant, base, fp16 storage, normalisation and test vectors, a few corrupted variants, an
-// image model and class-conditional models (labels, guidance, a solver tuned for a label), the
-// same models with C API parameter tails, .npy/.csv inputs for the array readers, and training
-// checkpoints of small runs (one with a [double] vector placed at an offset 4 mod 8).
+// image model and class-conditional models (labels, guidance, a solver tuned for a label), a
+// solver with per-step coefficients, the same models with C API parameter tails, .npy/.csv inputs
+// for the array readers, and training checkpoints of small runs (one with a [double] vector
+// placed at an offset 4 mod 8).
 // Usage: make_fuzz_corpus OUT_DIR   (writes OUT_DIR/{model,capi,arrays,checkpoint}/...)
 #include <cmath>
 #include <cstdint>
@@ -113,6 +114,43 @@ std::vector<uint8_t> with_conditioned_tests(ModelBuilder b, float w) {
   b.set_test_conditioning(labels, {}, w, labels);
   solver.test_start = y;
   solver.test_end = solver_end;
+  solver.test_tolerance = 1e-4f;
+  b.add_solver(solver);
+  return b.finish();
+}
+
+// A 2-D model with an ab2 solver carrying per-step coefficients (docs/math.md, "Per-step
+// coefficients") and its test vector, so the fuzzer starts from the coefficients the loader checks.
+std::vector<uint8_t> with_coefficient_solver() {
+  ModelBuilder b(2);
+  const uint32_t h = b.unary(b.fully_connected(b.concat({b.x(), b.t()}), 6, wave(18, 0.5f, 0.3f)),
+                             UnaryKind::kTanh);
+  b.set_output(b.fully_connected(h, 2, wave(12, 0.6f, 0.7f), {0.1f, -0.1f}));
+  const std::vector<uint8_t> plain = b.finish();
+  std::unique_ptr<siflow::Model> model;
+  if (!siflow::Model::load(plain.data(), plain.size(), siflow::LoadOptions(), &model).ok())
+    return plain;
+  std::unique_ptr<siflow::Plan> plan;
+  if (!siflow::Plan::create(*model, corpus_plan(), nullptr, 0, &plan).ok()) return plain;
+  siflow::StoredSolver solver;
+  solver.name = "tuned-4";
+  solver.method = siflow::Method::kAB2;
+  solver.grid = {0.0, 0.3, 0.6, 0.85, 1.0};
+  solver.coefficients = {1.6, -0.6, 1.2, -0.2, 1.5, -0.5};  // steps 1, 2, 3
+  solver.nfe = 4;
+  solver.sample_error = 0.01;
+  const std::vector<float> y = wave(4, 1.0f, 0.3f);
+  std::vector<float> end(4);
+  siflow::OdeOptions ode;
+  ode.method = solver.method;
+  ode.grid = solver.grid.data();
+  ode.grid_size = solver.grid.size();
+  ode.coefficients = solver.coefficients.data();
+  ode.coefficient_count = solver.coefficients.size();
+  if (!plan->decode(2, y.data(), ode, siflow::DivergenceOptions(), end.data(), nullptr).ok())
+    return plain;
+  solver.test_start = y;
+  solver.test_end = end;
   solver.test_tolerance = 1e-4f;
   b.add_solver(solver);
   return b.finish();
@@ -235,6 +273,7 @@ void models(const std::string& dir, std::vector<std::vector<uint8_t>>* all) {
     b.set_output(b.fully_connected(h, 2, wave(16, 0.6f, 0.8f), {0.1f, -0.1f}));
     keep("labels_solver", with_conditioned_tests(b, 2.0f));
   }
+  keep("coefficient_solver", with_coefficient_solver());
 }
 
 void capi(const std::string& dir, const std::vector<std::vector<uint8_t>>& all) {

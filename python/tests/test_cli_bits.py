@@ -38,6 +38,20 @@ def test_sample_matches_cli_for_multistep_methods_and_grid_kinds(cli, tmp_path, 
     np.testing.assert_array_equal(bits(x), bits(np.load(out)))
 
 
+def test_tuned_solver_with_coefficients_matches_cli(cli, tmp_path):
+    # At 4 NFE tune-solver keeps ab2 with per-step coefficients on this model (it says so); the
+    # module selects the stored solver by name and gets the CLI's bits.
+    tuned = tmp_path / "tuned.sif"
+    report = cli("tune-solver", TWO_MOONS, "--nfe", 4, "--draws", 256, "--sweeps", 2,
+                 "-o", tuned)
+    assert "coefficients  6 per-step" in report
+    out = tmp_path / "x.npy"
+    cli("sample", tuned, "-n", 37, "--seed", 11, "--solver", "tuned-4", "-o", out)
+    with siflow.load(tuned) as m:
+        x = m.sample(37, seed=11, solver="tuned-4")
+    np.testing.assert_array_equal(bits(x), bits(np.load(out)))
+
+
 def test_dopri5_log_prob_matches_cli(cli, tmp_path):
     data, out = npy(tmp_path, "x.npy", np.array([[0.1, 0.2], [1.0, -0.5]], np.float32)), \
         tmp_path / "lp.npy"

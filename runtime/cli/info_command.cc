@@ -96,8 +96,11 @@ int run_info(const ParsedArgs& args) {
     SolverInfo solver;
     for (uint32_t i = 0; model->solver(i, &solver); ++i)
       std::printf(
-          "  %-12s %s, %u steps, NFE %u, sample error %.3g%s%s\n", solver.name,
+          "  %-12s %s, %u steps, NFE %u, sample error %.3g%s%s%s\n", solver.name,
           method_name(solver.method), solver.steps, solver.nfe, solver.sample_error,
+          solver.coefficient_count
+              ? format(", %u per-step coefficients", solver.coefficient_count).c_str()
+              : "",
           solver.test_count ? format(", %u test points", solver.test_count).c_str() : "",
           solver.label >= 0 || solver.guidance != 1.0
               ? format(", tuned for label %d, guidance %g", solver.label, solver.guidance).c_str()

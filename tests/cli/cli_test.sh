@@ -674,6 +674,43 @@ fails 2 "--name: 'a b' holds ' '" tune-solver $M --nfe 6 -o t3.sif --name "a b"
 # tune-solver is deterministic for a seed.
 ok "" tune-solver $M --nfe 6 -o tuned3.sif --sweeps 2
 check cmp -s tuned.sif tuned3.sif
+# Per-step coefficients: at 3 NFE on this model the fit keeps ab2 (3 steps) with a learned
+# combination on steps 1 and 2 (4 coefficients); info lists them, validate re-runs the test vector
+# with them, sample --solver uses them, the fit is deterministic, and a corrupted one is refused.
+ok "coefficients  4 per-step" tune-solver $M --nfe 3 -o tc.sif --sweeps 2
+ok "ab2, 3 steps, NFE 3, sample error " info tc.sif
+check grep -q "4 per-step coefficients" out.txt
+ok "format        1.2" info tc.sif
+ok "solvers       1 stored" validate tc.sif
+check grep -q "ok$" out.txt
+ok "stored solver 'tuned-3', NFE 3" sample tc.sif -n 20 -o tc.npy --solver tuned-3
+ok "" tune-solver $M --nfe 3 -o tc2.sif --sweeps 2
+check cmp -s tc.sif tc2.sif
+ok "coefficients  none (--coefficients none)" tune-solver $M --nfe 3 -o tc3.sif --sweeps 2 --coefficients none
+ok "coefficients  4 per-step (2 fitted, after the grid" tune-solver $M --nfe 3 -o tc4.sif --sweeps 2 --coefficients after-grid
+fails 2 "--coefficients: 'x' is not none, after-grid or joint" tune-solver $M --nfe 3 -o x.sif --coefficients x
+fails 2 "--draws: 8 is outside" tune-solver $M --nfe 3 -o x.sif --draws 8
+# The stored coefficients (the one vector of 4 doubles whose pairs sum to 1) with a NaN.
+if [ -x "$PY" ]; then
+"$PY" - tc.sif tc_nan.sif <<'PYEOF'
+import struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+hits = []
+for off in range(0, len(data) - 36, 8):
+    if struct.unpack_from("<I", data, off + 4)[0] != 4:
+        continue
+    c = struct.unpack_from("<4d", data, off + 8)
+    if all(abs(v) <= 64 for v in c) and abs(c[0] + c[1] - 1) < 1e-9 and abs(c[2] + c[3] - 1) < 1e-9:
+        hits.append(off + 8)
+assert len(hits) == 1, hits
+struct.pack_into("<d", data, hits[0], float("nan"))
+open(sys.argv[2], "wb").write(data)
+PYEOF
+check [ -s tc_nan.sif ]
+fails 1 "solver 'tuned-3': coefficient 0 of step 1 is not finite" info tc_nan.sif
+else
+  echo "note: /usr/bin/python3 not found; the corrupted-coefficient check did not run"
+fi
 # --- conditioning and guidance --------------------------------------------------------------
 L=labels.sif # class labels 0..2, null label 2; test vectors with labels under guidance 2
 C=cond.sif   # a condition vector of width 2 with a stored null vector

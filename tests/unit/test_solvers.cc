@@ -626,3 +626,217 @@ TEST_CASE("add_solvers refuses a model whose tables hold fields it does not know
     }
   }
 }
+
+namespace {
+
+// good_solver with per-step coefficients: ab2's weights on its grid moved by `shift` on every
+// step (the newest velocity + shift, the older - shift), test vector recomputed with them.
+StoredSolver coefficient_solver(const std::vector<uint8_t>& model_bytes, double shift) {
+  StoredSolver s = good_solver(model_bytes);
+  s.coefficients.resize(siflow::solver_coefficient_count(s.method, s.grid.size() - 1));
+  REQUIRE(siflow::adams_bashforth_coefficients(s.method, s.grid.data(), s.grid.size(),
+                                               s.coefficients.data())
+              .ok());
+  for (size_t r = 0; r < s.coefficients.size() / 2; ++r) {
+    s.coefficients[2 * r] += shift;
+    s.coefficients[2 * r + 1] -= shift;
+  }
+  std::unique_ptr<Model> m = load(model_bytes);
+  REQUIRE(m);
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*m, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  OdeOptions o;
+  o.method = s.method;
+  o.grid = s.grid.data();
+  o.grid_size = s.grid.size();
+  o.coefficients = s.coefficients.data();
+  o.coefficient_count = s.coefficients.size();
+  REQUIRE(plan->decode(2, s.test_start.data(), o, siflow::DivergenceOptions(), s.test_end.data(),
+                       nullptr)
+              .ok());
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("a solver's per-step coefficients round-trip and are what sample --solver runs") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  const StoredSolver s = coefficient_solver(plain, 0.3);
+  ModelBuilder b = base_builder();
+  b.add_solver(s);
+  const std::vector<uint8_t> bytes = b.finish();
+  std::unique_ptr<Model> m = load(bytes);
+  REQUIRE(m);
+  CHECK(m->info().format_minor == 2);  // coefficients need no newer format
+  siflow::SolverInfo info;
+  REQUIRE(m->solver(0, &info));
+  REQUIRE(info.coefficient_count == 8);  // ab2 on 5 steps: steps 1..4, 2 each
+  for (uint32_t i = 0; i < 8; ++i) CHECK(info.coefficients[i] == s.coefficients[i]);
+  // add_solvers keeps them when it copies the solver, and writes them for a new one.
+  std::vector<uint8_t> copied;
+  StoredSolver other = s;
+  other.name = "other";
+  REQUIRE(siflow::add_solvers(bytes.data(), bytes.size(), {other}, &copied).ok());
+  std::unique_ptr<Model> mc = load(copied);
+  REQUIRE(mc);
+  for (uint32_t k = 0; k < 2; ++k) {
+    REQUIRE(mc->solver(k, &info));
+    REQUIRE(info.coefficient_count == 8);
+    for (uint32_t i = 0; i < 8; ++i) CHECK(info.coefficients[i] == s.coefficients[i]);
+  }
+  // Selected by name: the same bits as the explicit grid and coefficients, not those of ab2.
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*m, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  siflow::SampleOptions so;
+  so.seed = 3;
+  std::vector<float> by_name(16), explicit_run(16), plain_ab2(16);
+  so.ode.solver = "tuned-5";
+  REQUIRE(plan->sample(8, so, by_name.data(), nullptr).ok());
+  CHECK(plan->evaluations() == 5);
+  so.ode = OdeOptions();
+  so.ode.method = Method::kAB2;
+  so.ode.grid = s.grid.data();
+  so.ode.grid_size = s.grid.size();
+  REQUIRE(plan->sample(8, so, plain_ab2.data(), nullptr).ok());
+  so.ode.coefficients = s.coefficients.data();
+  so.ode.coefficient_count = s.coefficients.size();
+  REQUIRE(plan->sample(8, so, explicit_run.data(), nullptr).ok());
+  CHECK(by_name == explicit_run);
+  CHECK(by_name != plain_ab2);
+  // validate re-runs the test vector with the coefficients.
+  siflow::ValidationReport r;
+  REQUIRE(siflow::validate_embedded(*m, &r).ok());
+  CHECK(r.solver_ok);
+  CHECK(r.solver_max_error <= 1e-6);
+  // encode and log_prob walk the grid backwards with the Adams-Bashforth weights.
+  std::vector<float> z_solver(16), z_ab2(16);
+  OdeOptions back;
+  back.solver = "tuned-5";
+  REQUIRE(plan->encode(8, by_name.data(), back, z_solver.data()).ok());
+  back = OdeOptions();
+  back.method = Method::kAB2;
+  back.grid = s.grid.data();
+  back.grid_size = s.grid.size();
+  REQUIRE(plan->encode(8, by_name.data(), back, z_ab2.data()).ok());
+  CHECK(z_solver == z_ab2);
+}
+
+TEST_CASE("the Adams-Bashforth weights as coefficients give ab<k>'s float samples bit for bit") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  std::unique_ptr<Model> m = load(plain);
+  REQUIRE(m);
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*m, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  for (Method method : {Method::kAB2, Method::kAB3, Method::kAB4}) {
+    CAPTURE(siflow::method_name(method));
+    const std::vector<double> grid = {0.0, 0.1, 0.15, 0.35, 0.5, 0.62, 0.7, 0.82, 0.93, 1.0};
+    std::vector<double> c(siflow::solver_coefficient_count(method, grid.size() - 1));
+    REQUIRE(siflow::adams_bashforth_coefficients(method, grid.data(), grid.size(), c.data()).ok());
+    siflow::SampleOptions so;
+    so.ode.method = method;
+    so.ode.grid = grid.data();
+    so.ode.grid_size = grid.size();
+    std::vector<float> ab(64), with(64);
+    REQUIRE(plan->sample(32, so, ab.data(), nullptr).ok());
+    so.ode.coefficients = c.data();
+    so.ode.coefficient_count = c.size();
+    REQUIRE(plan->sample(32, so, with.data(), nullptr).ok());
+    // The step weights are h (w / h) in double instead of w; on this grid every one rounds to
+    // the same float weight (IEEE double arithmetic, the same on every platform), so the
+    // samples are bit-equal.
+    CHECK(with == ab);
+  }
+}
+
+TEST_CASE("the loader and OdeOptions refuse bad per-step coefficients, naming the cause") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  const StoredSolver good = coefficient_solver(plain, 0.1);
+  StoredSolver s = good;
+  s.coefficients.pop_back();
+  expect_refused(s, {"solver 'tuned-5'", "7 per-step coefficients, but ab2 on 5 steps takes 8"});
+  s = good;
+  s.coefficients.resize(21);
+  expect_refused(s, {"21 per-step coefficients for 5 steps (at most 4 a step)"});
+  s = good;
+  s.coefficients[3] = NAN;
+  expect_refused(s, {"coefficient 1 of step 2 is not finite"});
+  s = good;
+  s.coefficients[4] = 1e6;
+  s.coefficients[5] = 1.0 - 1e6;
+  expect_refused(s, {"coefficient 0 of step 3 is 1e+06, outside [-64, 64]"});
+  s = good;
+  s.coefficients[6] += 0.5;
+  expect_refused(s, {"the coefficients of step 4 sum to"});
+  s = good;
+  s.method = Method::kHeun;
+  s.grid = {0.0, 0.5, 1.0};
+  s.nfe = 4;
+  s.coefficients = {1.0, 0.0};
+  expect_refused(s, {"method heun takes none"});
+  // A run's own coefficients: checked the same way; a stored solver excludes them.
+  ModelBuilder b = base_builder();
+  b.add_solver(good);
+  std::unique_ptr<Model> m = load(b.finish());
+  REQUIRE(m);
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*m, siflow::PlanOptions(), nullptr, 0, &plan).ok());
+  siflow::SampleOptions so;
+  std::vector<float> x(8);
+  so.ode.solver = "tuned-5";
+  so.ode.coefficients = good.coefficients.data();
+  so.ode.coefficient_count = good.coefficients.size();
+  Status st = plan->sample(4, so, x.data(), nullptr);
+  CHECK(std::string(st.message()).find("brings its own per-step coefficients") !=
+        std::string::npos);
+  so.ode.solver = nullptr;
+  so.ode.method = Method::kRK4;
+  so.ode.steps = 5;
+  st = plan->sample(4, so, x.data(), nullptr);
+  CHECK(st.code() == StatusCode::kInvalidArgument);
+  CHECK(std::string(st.message())
+            .find("OdeOptions.coefficients: 8 per-step coefficients, but "
+                  "method rk4 takes none") != std::string::npos);
+  so.ode.method = Method::kAB2;
+  st = plan->sample(4, so, x.data(), nullptr);
+  CHECK(st.ok());  // uniform grid of 5 steps: 8 coefficients fit
+  std::vector<double> bad = good.coefficients;
+  bad[0] = INFINITY;
+  so.ode.coefficients = bad.data();
+  st = plan->sample(4, so, x.data(), nullptr);
+  CHECK(std::string(st.message()).find("coefficient 0 of step 1 is not finite") !=
+        std::string::npos);
+}
+
+TEST_CASE("C API: a solver with coefficients selected by name gives the C++ API's samples") {
+  const std::vector<uint8_t> plain = base_builder().finish();
+  ModelBuilder b = base_builder();
+  b.add_solver(coefficient_solver(plain, 0.3));
+  const std::vector<uint8_t> bytes = b.finish();
+  siflow_model* model = nullptr;
+  REQUIRE(siflow_model_load(bytes.data(), bytes.size(), 1, &model, nullptr) == SIFLOW_OK);
+  siflow_plan_options po;
+  siflow_plan_options_init(&po);
+  siflow_plan* plan = nullptr;
+  REQUIRE(siflow_plan_create(model, &po, nullptr, 0, &plan, nullptr) == SIFLOW_OK);
+  siflow_run_options o;
+  siflow_run_options_init(&o);
+  o.seed = 5;
+  o.solver = "tuned-5";
+  std::vector<float> from_c(16), from_cpp(16);
+  REQUIRE(siflow_sample(plan, 8, &o, from_c.data(), nullptr, nullptr) == SIFLOW_OK);
+  siflow_validation_report r;
+  r.struct_size = sizeof r;
+  REQUIRE(siflow_validate(model, nullptr, nullptr, nullptr, &r, nullptr) == SIFLOW_OK);
+  CHECK(r.solver_ok == 1);
+  siflow_plan_free(plan);
+  siflow_model_free(model);
+  std::unique_ptr<Model> m = load(bytes);
+  REQUIRE(m);
+  std::unique_ptr<Plan> cpp;
+  REQUIRE(Plan::create(*m, siflow::PlanOptions(), nullptr, 0, &cpp).ok());
+  siflow::SampleOptions so;
+  so.seed = 5;
+  so.ode.solver = "tuned-5";
+  REQUIRE(cpp->sample(8, so, from_cpp.data(), nullptr).ok());
+  CHECK(from_c == from_cpp);
+}

@@ -19,6 +19,8 @@ struct StoredSolver {
   std::string name;
   Method method = Method::kRK4;
   std::vector<double> grid;  // absolute times, time_start to time_end
+  // Per-step coefficients of ab2..ab4 (solver_coefficient_count(method, steps) values), or empty.
+  std::vector<double> coefficients;
   uint32_t nfe = 0;
   double sample_error = 0.0;
   int32_t label = -1;

@@ -69,6 +69,9 @@ struct Limits {
   static constexpr uint64_t kMaxValidationEvaluations = 1ull << 22;
   static constexpr uint32_t kMaxSolvers = 64;     // stored solvers in a model (format 1.2)
   static constexpr uint32_t kMaxSolverName = 64;  // bytes of a stored solver's name
+  // Largest |c| of a multistep solver's per-step coefficients (docs/math.md, "Per-step
+  // coefficients"); the Adams-Bashforth weights the step-ratio rule allows stay below 40.
+  static constexpr double kMaxSolverCoefficient = 64.0;
 };
 
 enum class InterpolantKind : uint8_t { kLinear = 0, kTrig = 1, kLearnedFourier = 2 };
@@ -239,6 +242,9 @@ struct SolverInfo {
   double guidance = 1.0;
   uint32_t test_count = 0;  // test points validate_embedded re-runs
   float test_tolerance = 0.0f;
+  // Per-step coefficients of ab2..ab4 (solver_coefficient_count(method, steps) values), or none.
+  const double* coefficients = nullptr;
+  uint32_t coefficient_count = 0;
 };
 enum class DivergenceMode : uint8_t { kNone = 0, kExact = 1, kHutchinson = 2 };
 enum class ProbeKind : uint8_t { kRademacher = 0, kGaussian = 1 };
@@ -255,6 +261,20 @@ inline bool is_multistep(Method m) { return m >= Method::kAB2 && m <= Method::kA
 // the Runge-Kutta methods; (k - 1) s + (steps - k + 1) for ab<k> with its s-stage bootstrap
 // (Euler, Heun, RK4), all bootstrap when steps < k - 1. 0 for dopri5 (adaptive).
 uint64_t fixed_grid_evaluations(Method method, uint64_t steps);
+// Per-step coefficients of a learned multistep combination (docs/math.md, "Per-step
+// coefficients"): ab<k> on `steps` steps takes k for each step from step k - 1 on,
+// (steps - k + 1) k in all (0 when steps < k); the other methods take none.
+uint64_t solver_coefficient_count(Method method, uint64_t steps);
+// Checks `count` coefficients for `method` on `steps` steps: the count exactly, every value
+// finite and within +-Limits::kMaxSolverCoefficient, each step's k values summing to 1 within
+// 1e-9. The error names the step and value.
+Status check_solver_coefficients(Method method, uint64_t steps, const double* coefficients,
+                                 size_t count);
+// The coefficients with which ab<k> on `grid` (grid_size strictly increasing points) takes
+// exactly its Adams-Bashforth steps: each step's weights over its length, zero past a step's
+// order where the step-ratio rule drops it. `out` holds solver_coefficient_count values.
+Status adams_bashforth_coefficients(Method method, const double* grid, size_t grid_size,
+                                    double* out);
 // "uniform", "shift", "power", "cosine".
 const char* grid_kind_name(GridKind kind);
 bool parse_grid_kind(const char* text, GridKind* out);
@@ -361,6 +381,12 @@ struct OdeOptions {
   // method, steps and grid_kind (grid must then be null). Runs over the model's whole time range
   // (not log_prob at an earlier time).
   const char* solver = nullptr;
+  // Per-step coefficients of ab2..ab4 on the run's grid (solver_coefficient_count values;
+  // docs/math.md, "Per-step coefficients"); null for the Adams-Bashforth weights. A stored
+  // solver brings its own (these must then be null). Used on forward runs (sample, decode);
+  // encode and log_prob walk the grid backwards with the Adams-Bashforth weights.
+  const double* coefficients = nullptr;
+  size_t coefficient_count = 0;
 };
 
 struct DivergenceOptions {

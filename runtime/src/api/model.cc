@@ -276,6 +276,8 @@ bool Model::solver(uint32_t i, SolverInfo* out) const {
   out->guidance = sd.guidance;
   out->test_count = sd.test_count;
   out->test_tolerance = sd.test_tolerance;
+  out->coefficients = sd.coefficients;
+  out->coefficient_count = sd.coefficient_count;
   return true;
 }
 

@@ -24,6 +24,10 @@ OdeOptions effective_ode_options(const OdeOptions& o) {
   if (!covered(offsetof(OdeOptions, max_steps), sizeof e.max_steps))
     e.max_steps = defaults.max_steps;
   if (!covered(offsetof(OdeOptions, solver), sizeof e.solver)) e.solver = defaults.solver;
+  if (!covered(offsetof(OdeOptions, coefficients), sizeof e.coefficients))
+    e.coefficients = defaults.coefficients;
+  if (!covered(offsetof(OdeOptions, coefficient_count), sizeof e.coefficient_count))
+    e.coefficient_count = defaults.coefficient_count;
   return e;
 }
 
@@ -44,6 +48,11 @@ Status check_ode_options(const detail::ModelData& md, const OdeOptions& options,
       return Status::error(StatusCode::kInvalidArgument,
                            "solver '%s' brings its own time grid; a grid or grid kind excludes it",
                            sd->name);
+    if (o.coefficients || o.coefficient_count)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "solver '%s' brings its own per-step coefficients; coefficients "
+                           "exclude it",
+                           sd->name);
     if (start != md.info.time_start || end != md.info.time_end)
       return Status::error(StatusCode::kInvalidArgument,
                            "solver '%s' runs over the model's time range [%g, %g], not [%g, %g]",
@@ -52,6 +61,8 @@ Status check_ode_options(const detail::ModelData& md, const OdeOptions& options,
     o.steps = sd->steps;
     o.grid = sd->grid;
     o.grid_size = size_t{sd->steps} + 1;
+    o.coefficients = sd->coefficients;
+    o.coefficient_count = sd->coefficient_count;
   }
   *effective = o;
   if (static_cast<unsigned>(o.method) > static_cast<unsigned>(Method::kDopri5))
@@ -77,6 +88,9 @@ Status check_ode_options(const detail::ModelData& md, const OdeOptions& options,
     if (o.max_steps == 0 || o.max_steps > Limits::kMaxSteps)
       return Status::error(StatusCode::kInvalidArgument, "dopri5: max_steps %u is outside [1, %u]",
                            o.max_steps, Limits::kMaxSteps);
+    if (o.coefficients || o.coefficient_count)
+      return Status::error(StatusCode::kInvalidArgument,
+                           "dopri5 takes no per-step coefficients (only ab2, ab3, ab4 do)");
     *grid = TimeGrid::uniform(start, end, 1);
     return Status();
   }
@@ -118,6 +132,12 @@ Status check_ode_options(const detail::ModelData& md, const OdeOptions& options,
                              "(%.17g after %.17g)",
                              grid_kind_name(o.grid_kind), o.grid_param, o.steps, i, grid->point(i),
                              grid->point(i - 1));
+  }
+  if (o.coefficients || o.coefficient_count) {
+    Status s =
+        check_solver_coefficients(o.method, grid->total, o.coefficients, o.coefficient_count);
+    if (!s.ok()) return s.prefix("OdeOptions.coefficients");
+    grid->coefficients = o.coefficients;
   }
   return Status();
 }

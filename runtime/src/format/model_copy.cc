@@ -22,10 +22,11 @@ Offset<fb::Solver> write_solver(FlatBufferBuilder& fbb, const StoredSolver& s, u
   auto name = fbb.CreateString(s.name);
   auto method = fbb.CreateString(method_name(s.method));
   auto grid = fbb.CreateVector(s.grid);
+  auto coefficients = s.coefficients.empty() ? 0 : fbb.CreateVector(s.coefficients);
   auto start = s.test_start.empty() ? 0 : fbb.CreateVector(s.test_start);
   auto end = s.test_end.empty() ? 0 : fbb.CreateVector(s.test_end);
-  return fb::CreateSolver(fbb, name, method, grid, 0, s.nfe, s.sample_error, s.label, s.guidance,
-                          count, start, end, s.test_tolerance);
+  return fb::CreateSolver(fbb, name, method, grid, coefficients, s.nfe, s.sample_error, s.label,
+                          s.guidance, count, start, end, s.test_tolerance);
 }
 
 }  // namespace detail

@@ -173,6 +173,8 @@ struct SolverData {
   const float* test_start;  // [test_count, dim] flow coordinates, nullptr when test_count is 0
   const float* test_end;    // [test_count, dim] data space
   float test_tolerance;
+  const double* coefficients;  // coefficient_count per-step coefficients after the grid, or null
+  uint32_t coefficient_count;  // solver_coefficient_count(method, steps) or 0
 };
 
 struct ModelData {

@@ -55,7 +55,15 @@ Status count_solvers(const fb::Model& model, uint32_t* count, size_t* points_out
       return Status::error(StatusCode::kInvalidModel,
                            "solver %u: time grid has %zu points, expected 2..%u", i, points,
                            Limits::kMaxSteps + 1);
-    *points_out += points;
+    // Per-step coefficients share the grids' block; at most kMaxHistory per step (checked
+    // against the method in check_solvers).
+    const auto* coefficients = solvers->Get(i)->coefficients();
+    const size_t values = coefficients ? coefficients->size() : 0;
+    if (values > (points - 1) * 4)
+      return Status::error(StatusCode::kInvalidModel,
+                           "solver %u: %zu per-step coefficients for %zu steps (at most 4 a step)",
+                           i, values, points - 1);
+    *points_out += points + values;
   }
   return Status();
 }
@@ -120,12 +128,19 @@ Status check_solvers(const fb::Model& model, uint32_t dim, ModelData* data, doub
                            sd.name, grids[0], grids[points - 1], t0, t1);
     sd.grid = grids;
     grids += points;
-    const uint32_t coefficients = fs->coefficients() ? fs->coefficients()->size() : 0;
-    if (coefficients != 0)
-      return Status::error(StatusCode::kInvalidModel,
-                           "solver '%s': %u per-step coefficients, but method %s on %u steps "
-                           "takes none",
-                           sd.name, coefficients, method, sd.steps);
+    // Per-step coefficients (docs/format.md, "Solvers"): exactly the count the method takes on
+    // this grid, finite, bounded, each step's summing to 1. Copied (the vector may be unaligned).
+    const auto* fc = fs->coefficients();
+    sd.coefficient_count = fc ? fc->size() : 0;
+    sd.coefficients = nullptr;
+    if (sd.coefficient_count > 0) {
+      std::memcpy(grids, fc->Data(), size_t{sd.coefficient_count} * sizeof(double));
+      Status s = check_solver_coefficients(sd.method, sd.steps, grids, sd.coefficient_count);
+      if (!s.ok())
+        return Status::error(StatusCode::kInvalidModel, "solver '%s': %s", sd.name, s.message());
+      sd.coefficients = grids;
+      grids += sd.coefficient_count;
+    }
     sd.nfe = fs->nfe();
     const uint64_t expected = fixed_grid_evaluations(sd.method, sd.steps);
     if (sd.nfe != expected)

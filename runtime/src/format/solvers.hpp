@@ -12,12 +12,13 @@
 
 namespace siflow::detail {
 
-// The stored solvers and their grid points (each grid 2 .. kMaxSteps + 1 points); refuses more
+// The stored solvers and their grid points plus per-step coefficients, the doubles check_solvers
+// copies (each grid 2 .. kMaxSteps + 1 points); refuses more
 // than Limits::kMaxSolvers and solvers in a file recorded older than 1.2.
 Status count_solvers(const fb::Model& model, uint32_t* count, size_t* points);
-// Verifies every solver into data->solvers (count_solvers' count of them), copying the grids to
-// `grids` (count_solvers' points). Runs after the test vectors were checked (data->info and
-// data->trajectory_steps set): the validation work of both is bounded together.
+// Verifies every solver into data->solvers (count_solvers' count of them), copying the grids and
+// coefficients to `grids` (count_solvers' points). Runs after the test vectors were checked
+// (data->info and data->trajectory_steps set): the validation work of both is bounded together.
 Status check_solvers(const fb::Model& model, uint32_t dim, ModelData* data, double* grids);
 
 }  // namespace siflow::detail

@@ -62,7 +62,8 @@ inline void adams_bashforth_weights(const double* nodes, int q, double h, double
 
 // Adams-Bashforth of order k (2..4) over the grid: steps 0..k-2 take the bootstrap one-step
 // method tableau(method) (Euler, Heun, RK4), whose first stage is kept as history; every later
-// step evaluates v once at its start and combines the last q <= k velocities. The divergence
+// step evaluates v once at its start and combines the last q <= k velocities, or all k with
+// the grid's per-step coefficients c (weights h c) when it carries them. The divergence
 // term l, when carried, is integrated with the same weights. Network evaluations:
 // (k - 1) s + (N - k + 1) for N >= k - 1 steps and s bootstrap stages.
 template <typename T, typename Field, typename AfterStep>
@@ -101,9 +102,17 @@ Status integrate_multistep(Field& field, Method method, const TimeGrid& grid, si
       st = rk_step(field, boot, t0, h, rows, dim, x, ell, ws, v, v_div);
       if (!st.ok()) return st;
     } else {
-      const int q = adams_bashforth_order(nodes, available, k, h);
+      int q;
       double w[kMaxHistory];
-      adams_bashforth_weights(nodes, q, h, w);
+      if (grid.coefficients && !grid.backward) {
+        // A learned combination: all k velocities with the stored weights times h.
+        const double* row = grid.coefficients + (grid.first + step - (k - 1)) * k;
+        q = k;
+        for (int j = 0; j < k; ++j) w[j] = h * row[j];
+      } else {
+        q = adams_bashforth_order(nodes, available, k, h);
+        adams_bashforth_weights(nodes, q, h, w);
+      }
       for (size_t i = 0; i < n; ++i) {
         T acc = 0;
         for (int j = 0; j < q; ++j) acc += static_cast<T>(w[j]) * hist[j][i];

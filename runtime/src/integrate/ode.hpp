@@ -54,6 +54,10 @@ struct TimeGrid {
   bool backward = false;  // walk from time `end` (the last point) to `start`
   size_t first = 0;
   size_t steps = 0;
+  // Per-step coefficients of an Adams-Bashforth method over the whole grid (rows of k from step
+  // k - 1 on; docs/math.md, "Per-step coefficients"), or nullptr for its own weights. Forward
+  // walks only: a backward walk takes the Adams-Bashforth weights.
+  const double* coefficients = nullptr;
 
   static TimeGrid uniform(double from, double to, size_t count) {
     TimeGrid g;
