@@ -3,12 +3,13 @@
 // clipping, AdamW) for bench/run.sh, next to bench/peer_torch_train.py running the same model,
 // batch and loss in PyTorch. Prints one line of key=value pairs.
 //   bench_train [--data NAME] [--hidden W,W,..] [--batch B] [--threads N] [--steps N]
-//               [--warmup N] [--kernels auto|reference|simd]
+//               [--warmup N] [--kernels auto|reference|simd] [--precision fp32|bf16]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,9 @@ int main(int argc, char** argv) {
       options.kernels = value == "reference" ? siflow::TrainKernels::kReference
                         : value == "simd"    ? siflow::TrainKernels::kSimd
                                              : siflow::TrainKernels::kAuto;
+    } else if (key == "--precision") {
+      if (!siflow::parse_precision(value.c_str(), &options.precision))
+        fail("unknown precision " + value);
     } else {
       fail("unknown option " + key);
     }
@@ -70,7 +74,15 @@ int main(int argc, char** argv) {
   if (!s.ok()) fail(s.message());
   siflow::TrainStepReport report;
   std::vector<double> ms;
+  // Process CPU time over the measured steps (all threads): what a step costs on a shared machine.
+  auto cpu_now = [] {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+  };
+  double cpu_start = 0.0;
   for (int i = 0; i < steps + warmup; ++i) {
+    if (i == warmup) cpu_start = cpu_now();
     const auto t0 = std::chrono::steady_clock::now();
     s = trainer->step(&report);
     if (!s.ok()) fail(s.message());
@@ -78,11 +90,13 @@ int main(int argc, char** argv) {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (i >= warmup) ms.push_back(dt);
   }
+  const double cpu_ms = (cpu_now() - cpu_start) / steps;
   std::sort(ms.begin(), ms.end());
   std::printf(
-      "peer=siflow threads=%u batch=%u params=%llu steps=%d step_ms_median=%.3f step_ms_min=%.3f "
-      "loss_last=%.6g\n",
-      options.threads, options.batch, static_cast<unsigned long long>(trainer->parameter_count()),
-      steps, ms[ms.size() / 2], ms[0], report.loss);
+      "peer=siflow precision=%s threads=%u batch=%u params=%llu steps=%d step_ms_median=%.3f "
+      "step_ms_min=%.3f cpu_ms_mean=%.3f loss_last=%.6g\n",
+      siflow::precision_name(options.precision), options.threads, options.batch,
+      static_cast<unsigned long long>(trainer->parameter_count()), steps, ms[ms.size() / 2], ms[0],
+      cpu_ms, report.loss);
   return 0;
 }

@@ -114,11 +114,13 @@ def main():
     for _ in range(args.warmup):
         step()
     total_ms, phases = [], []
+    cpu_start = time.process_time()
     for _ in range(args.steps):
         start = time.perf_counter()
         loss, split = step()
         total_ms.append(1e3 * (time.perf_counter() - start))
         phases.append(split)
+    cpu_ms = 1e3 * (time.process_time() - cpu_start) / args.steps
 
     blas = "unknown"  # BLAS_INFO says "generic" on Debian: name the library actually mapped
     with open("/proc/self/maps") as maps:
@@ -137,6 +139,7 @@ def main():
             f"activation={args.activation} loss={args.loss} interpolant={args.interpolant} "
             f"batch={args.batch} params={params} steps={args.steps} "
             f"step_ms_median={statistics.median(total_ms):.3f} step_ms_min={min(total_ms):.3f} "
+            f"cpu_ms_mean={cpu_ms:.3f} "
             f"loss_last={loss:.6g}")
     if args.profile:
         names = ("data_fwd_loss", "backward", "clip", "opt")

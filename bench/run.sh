@@ -171,16 +171,25 @@ fi
 
 echo
 echo "== training step (checkerboard net 256,256,256 SiLU, interpolant loss, clip, AdamW): ms per"
-echo "   step (median of 30 after 5 warm-up); ratio = torch / siflow (above 1: siflow faster)"
-printf "%6s %3s | %9s %9s | %8s\n" batch thr siflow torch torch/sf
+echo "   step (wall: median of 30 after 5 warm-up; cpu: process CPU time per step, all threads),"
+echo "   siflow f32 and --precision bf16; ratio = torch / siflow on CPU time (above 1: siflow faster)"
+printf "%6s %3s | %9s %9s %9s | %9s %9s %9s | %8s %9s\n" batch thr sf_f32 sf_bf16 torch \
+  cpu_f32 cpu_bf16 cpu_torch torch/sf torch/bf16
 kv() { sed -E "s/.*$1=([^ ]+).*/\\1/"; }
 train_batches=(1024 4096)
 [ "$quick" = 1 ] && train_batches=(1024)
 for batch in "${train_batches[@]}"; do
   for threads in "${threads_list[@]}"; do
-    s=$(build-bench/bench/bench_train --batch "$batch" --threads "$threads" --steps 30 | kv step_ms_median)
-    t=$(/usr/bin/python3 bench/peer_torch_train.py --batch "$batch" --threads "$threads" --steps 30 \
-        | kv step_ms_median)
-    printf "%6s %3s | %9.2f %9.2f | %8s\n" "$batch" "$threads" "$s" "$t" "$(ratio "$t" "$s")"
+    s_out=$(build-bench/bench/bench_train --batch "$batch" --threads "$threads" --steps 30)
+    b_out=$(build-bench/bench/bench_train --batch "$batch" --threads "$threads" --steps 30 \
+      --precision bf16)
+    t_out=$(/usr/bin/python3 bench/peer_torch_train.py --batch "$batch" --threads "$threads" \
+      --steps 30)
+    s=$(echo "$s_out" | kv step_ms_median) b=$(echo "$b_out" | kv step_ms_median)
+    t=$(echo "$t_out" | kv step_ms_median)
+    sc=$(echo "$s_out" | kv cpu_ms_mean) bc=$(echo "$b_out" | kv cpu_ms_mean)
+    tc=$(echo "$t_out" | kv cpu_ms_mean)
+    printf "%6s %3s | %9.2f %9.2f %9.2f | %9.2f %9.2f %9.2f | %8s %9s\n" "$batch" "$threads" \
+      "$s" "$b" "$t" "$sc" "$bc" "$tc" "$(ratio "$tc" "$sc")" "$(ratio "$tc" "$bc")"
   done
 done

@@ -5,10 +5,17 @@
 # drawn by numpy with FFJORD's formula (independent of siflow's own generator and held-out set),
 # with RK4 at 100 and 200 steps (exact divergence). Target: <= 3.60 nats (entropy log 32 = 3.466),
 # stable between the two step counts, trained in <= 10 minutes on a 2-core machine.
-#   bench/train_quality.sh [WORK_DIR]     (default build-bench/train-quality)
+# With --precision bf16 the run trains with bf16 GEMMs (the issue's bf16 training target is the
+# same bound).
+#   bench/train_quality.sh [--precision fp32|bf16] [WORK_DIR]  (default build-bench/train-quality-P)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work="${1:-build-bench/train-quality}"
+precision=fp32
+if [ "${1:-}" = --precision ]; then
+  precision="$2"
+  shift 2
+fi
+work="${1:-build-bench/train-quality-$precision}"
 tools/install-deps.sh
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DSIFLOW_BUILD_BENCH=ON \
   -DSIFLOW_BUILD_TESTS=OFF -DSIFLOW_BUILD_EXAMPLES=OFF >/dev/null
@@ -17,7 +24,7 @@ siflow=build-bench/runtime/cli/siflow
 mkdir -p "$work"
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 start=$(date +%s.%N)
-"$siflow" train --data checkerboard -o "$work/cb.sif" --log "$work/cb.csv"
+"$siflow" train --data checkerboard -o "$work/cb.sif" --log "$work/cb.csv" --precision "$precision"
 seconds=$(echo "$(date +%s.%N) $start" | awk '{printf "%.0f", $1 - $2}')
 /usr/bin/python3 - "$work/test.npy" <<'PY'
 import sys

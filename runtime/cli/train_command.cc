@@ -34,7 +34,7 @@ const char* const kRunOptions[] = {
     "--batch",          "--lr",           "--weight-decay",  "--schedule",    "--warmup",
     "--step-every",     "--step-gamma",   "--min-lr",        "--clip",        "--seed",
     "--kernels",        "--eval-every",   "--eval-points",   "--eval-steps",  "--holdout",
-    "--holdout-points"};
+    "--holdout-points", "--precision"};
 
 std::vector<uint32_t> parse_hidden(const std::string& text) {
   std::vector<uint32_t> widths;
@@ -121,6 +121,16 @@ TrainOptions parse_options(const ParsedArgs& args) {
     else
       throw UsageError(
           format("--kernels: unknown kernels '%s' (expected auto, reference or simd)", s->c_str()));
+  }
+  if (auto* s = args.find("--precision")) {
+    if (!parse_precision(s->c_str(), &o.precision))
+      throw UsageError(
+          format("--precision: unknown precision '%s' (train runs fp32 or bf16)", s->c_str()));
+    if (o.precision != Precision::kFp32 && o.precision != Precision::kBf16)
+      throw UsageError(format(
+          "--precision: train runs fp32 or bf16, not %s (fp16 and int8 are inference precisions: "
+          "give them to sample, logprob, ... on the trained model)",
+          s->c_str()));
   }
   if (auto* s = args.find("--eval-every"))
     o.eval_every = parse_uint("--eval-every", *s, 0, uint64_t{1} << 40);
@@ -284,11 +294,11 @@ int run_train(const ParsedArgs& args) {
   std::fprintf(stderr,
                "siflow train: %s, %" PRIu64
                " parameters, %s interpolant, %s loss, t %s, batch "
-               "%u, %" PRIu64 " steps%s, %u thread%s\n",
+               "%u, %" PRIu64 " steps%s, %u thread%s%s\n",
                data_text.c_str(), trainer->parameter_count(), interpolant_kind_name(o.interpolant),
                train_loss_name(o.loss), time_sampling_name(o.time), o.batch, o.steps,
                resume ? format(" (resuming at %" PRIu64 ")", first_step).c_str() : "", o.threads,
-               o.threads == 1 ? "" : "s");
+               o.threads == 1 ? "" : "s", o.precision == Precision::kBf16 ? ", bf16 GEMMs" : "");
 
   struct sigaction action {};
   action.sa_handler = on_interrupt;
@@ -445,6 +455,9 @@ Command train_command() {
        {"--threads", nullptr, "N",
         "threads, 0: all cores (more warns); results are identical for any N (default 0)"},
        {"--kernels", nullptr, "K", "auto, reference or simd (default auto: simd)"},
+       {"--precision", nullptr, "P",
+        "fp32 or bf16: bf16 runs the hidden-to-hidden layers' three GEMMs in bf16 "
+        "with f32 sums, weights and Adam state f32 (default fp32)"},
        {"--eval-every", nullptr, "N", "held-out NLL every N steps, 0: end only (default 2000)"},
        {"--eval-points", nullptr, "N", "held-out points per periodic evaluation (default 2000)"},
        {"--eval-steps", nullptr, "N", "RK4 steps of evaluations (default 50)"},

@@ -578,6 +578,31 @@ if [ "$have_train" = 1 ]; then
     --threads 0
   check cmp -s whole.sif part.sif
   check cmp -s <(cut -d, -f1 whole.csv) <(cut -d, -f1 part.csv)
+  # --precision bf16: the 32 -> 32 layers' GEMMs in bf16; recorded in the model and the
+  # checkpoint (a resumed bf16 run equals the whole one); other precisions are refused.
+  B="--data moons --hidden 32,32,32 --batch 64 --steps 30 --warmup 5 --eval-every 0 --final-eval 0
+     --checkpoint-every 10 --threads 1"
+  # shellcheck disable=SC2086
+  ok "30 steps, 1 thread, bf16 GEMMs" train $B -o bf.sif --precision bf16
+  ok "train_precision = bf16" info bf.sif
+  # shellcheck disable=SC2086
+  ok "" train $B -o bf32.sif --precision fp32
+  check [ "$(grep -ac train_precision bf32.sif)" = 0 ]
+  check differ bf.sif bf32.sif
+  # shellcheck disable=SC2086
+  ok "stopped (--stop-after) after step 13" train $B -o bfpart.sif --precision bf16 --stop-after 13
+  ok "bf16 GEMMs" train --data moons -o bfpart.sif --resume bfpart.sif.ckpt --final-eval 0 \
+    --threads 1
+  check cmp -s bf.sif bfpart.sif
+  fails 2 "--precision cannot be given with --resume" \
+    train --data moons -o x.sif --resume bfpart.sif.ckpt --precision bf16
+  fails 2 "--precision: train runs fp32 or bf16, not fp16" \
+    train --data moons -o x.sif --precision fp16
+  fails 2 "--precision: train runs fp32 or bf16, not int8" \
+    train --data moons -o x.sif --precision int8
+  fails 2 "--precision: unknown precision 'fp8'" train --data moons -o x.sif --precision fp8
+  fails 1 "bf16 training runs on the simd kernels" \
+    train --data moons -o x.sif --precision bf16 --kernels reference
   printf 'x,y\n1,2\n2,1\n3,5\n4,4\n5,9\n6,7\n7,3\n8,8\n9,6\n10,1\n' >rows.csv
   ok "held-out NLL" train --data rows.csv -o rows.sif --hidden 8 --batch 16 --steps 5 --holdout 0.2 \
     --eval-steps 4 --threads 1

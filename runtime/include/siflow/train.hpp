@@ -79,6 +79,11 @@ struct TrainOptions {
   // thread count.
   uint32_t threads = 0;
   TrainKernels kernels = TrainKernels::kAuto;
+  // Number format of the training GEMMs: kFp32, or kBf16 (the hidden-to-hidden dense layers'
+  // forward, input-gradient and weight-gradient products in bf16 with f32 accumulation, on the
+  // simd kernels; master weights, gradients, optimiser state and evaluations stay f32). fp16 and
+  // int8 are inference precisions and are refused here.
+  Precision precision = Precision::kFp32;
   // Held-out evaluation: negative log-likelihood (data space) by exact divergence with RK4.
   uint64_t eval_every = 2000;  // 0: only when asked
   uint32_t eval_points = 2000;

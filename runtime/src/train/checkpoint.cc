@@ -96,6 +96,7 @@ Status write_checkpoint(const char* path, const CheckpointState& s) {
   b.add_clip_norm(o.clip_norm);
   b.add_seed(o.seed);
   b.add_kernels(static_cast<uint8_t>(o.kernels));
+  b.add_precision(static_cast<uint8_t>(o.precision));
   b.add_eval_every(o.eval_every);
   b.add_eval_points(o.eval_points);
   b.add_eval_steps(o.eval_steps);
@@ -199,6 +200,7 @@ Status parse_checkpoint(const uint8_t* bytes, size_t size, const char* path, Che
   o.clip_norm = c->clip_norm();
   o.seed = c->seed();
   o.kernels = static_cast<TrainKernels>(c->kernels());
+  o.precision = static_cast<Precision>(c->precision());
   o.eval_every = c->eval_every();
   o.eval_points = c->eval_points();
   o.eval_steps = c->eval_steps();
@@ -207,6 +209,7 @@ Status parse_checkpoint(const uint8_t* bytes, size_t size, const char* path, Che
   if (c->activation() > static_cast<uint8_t>(UnaryKind::kCos) ||
       c->interpolant() > static_cast<uint8_t>(InterpolantKind::kLearnedFourier) || c->loss() > 1 ||
       c->time() > 1 || c->schedule() > 2 || c->kernels() > 2 ||
+      c->precision() > static_cast<uint8_t>(Precision::kInt8) ||
       c->toy_kind() > static_cast<uint8_t>(ToyData::kPinwheel))
     return Status::error(StatusCode::kInvalidModel, "checkpoint '%s' holds an unknown enum value",
                          path);

@@ -5,7 +5,7 @@
 // O(rows * in * out) multiply-adds); the weight gradient (gemm_tn) reads dy in place and x from
 // strips packed once per 256-row chunk, with a column of ones that yields db. Rows are split over
 // the pool; every output is computed the same way whatever the split, so results do not depend
-// on threads.
+// on threads. Each has a bf16 twin on the reduced-precision kernels.
 #pragma once
 
 #include <cstddef>
@@ -31,6 +31,17 @@ class DenseOps {
   // Both sums run in 256-row chunks, each added to the previous chunks' sum.
   void weight_gradient(const float* dy, const float* x, size_t rows, uint32_t in, uint32_t out,
                        float* dw, float* db);
+  // The same three products in bf16 (docs/math.md, "Reduced precision", training): both operands
+  // rounded to bfloat16, products added in pairs into f32 as vdpbf16ps does (the simd kernels'
+  // dense_reduced, whatever the instruction set). The bias is added in f32 (subnormals flushed);
+  // db is the f32 sum of dy's rows in row order. The weight gradient's sum runs over all rows
+  // in one chain.
+  void forward_bf16(const float* x, size_t rows, uint32_t in, const float* w, const float* bias,
+                    uint32_t out, UnaryKind act, float alpha, float* pre, float* post);
+  void input_gradient_bf16(const float* dy, size_t rows, uint32_t in, const float* w, uint32_t out,
+                           float* dx);
+  void weight_gradient_bf16(const float* dy, const float* x, size_t rows, uint32_t in, uint32_t out,
+                            float* dw, float* db);
   // y = f(x) elementwise over rows x width.
   void activation(UnaryKind kind, float alpha, const float* x, size_t rows, uint32_t width,
                   float* y);
@@ -40,10 +51,20 @@ class DenseOps {
 
  private:
   void run(const simd::Dense& d, const float* x, size_t rows, float* pre, float* post);
+  void run_bf16(uint32_t in, uint32_t out, bool bias, UnaryKind act, float alpha, const float* x,
+                size_t rows, float* pre, float* post);
+  void* reduced(size_t bytes);
   const simd::Kernels* kernels_;
   RowPool* pool_;
   std::vector<float> packed_;
   std::vector<float> gradient_;  // [dW | db] before it is split
+  // bf16: packed weights (64-byte lines), the rows as bf16 pairs, dy transposed.
+  struct alignas(64) Line {
+    unsigned char bytes[64];
+  };
+  std::vector<Line> reduced_;
+  std::vector<uint32_t> x_bf16_;
+  std::vector<float> transposed_;
 };
 
 }  // namespace siflow::train

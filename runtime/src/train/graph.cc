@@ -263,6 +263,22 @@ void Graph::emit(const float* params, ModelBuilder* builder) const {
   builder->set_output(output_);
 }
 
+std::vector<bool> bf16_layers(const Graph& graph) {
+  const std::vector<GraphNode>& nodes = graph.nodes();
+  std::vector<bool> bf16(nodes.size(), false);
+  size_t first = nodes.size(), last = nodes.size();
+  for (size_t k = 0; k < nodes.size(); ++k)
+    if (nodes[k].op == OpKind::kFullyConnected) {
+      if (first == nodes.size()) first = k;
+      last = k;
+    }
+  constexpr uint32_t kNarrow = 16;
+  for (size_t k = 0; k < nodes.size(); ++k)
+    bf16[k] = nodes[k].op == OpKind::kFullyConnected && k != first && k != last &&
+              graph.width(nodes[k].inputs[0]) > kNarrow && nodes[k].width > kNarrow;
+  return bf16;
+}
+
 Graph make_mlp(uint32_t dim, const std::vector<uint32_t>& hidden, UnaryKind activation,
                uint32_t time_frequencies) {
   Graph g(dim);

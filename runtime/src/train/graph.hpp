@@ -83,6 +83,11 @@ class Graph {
   size_t parameters_ = 0;
 };
 
+// The dense layers a bf16 run computes in bf16 (docs/math.md, "Reduced precision", training):
+// the fully connected nodes other than the first and the last, with more than 16 inputs and
+// outputs (the plan's rule for inference). Indexed by node.
+std::vector<bool> bf16_layers(const Graph& graph);
+
 // The network `siflow train` fits: concat(x, features(t)) -> [Linear -> activation] per hidden
 // width -> Linear(dim). features(t) is t, or t with sin(k pi t), cos(k pi t) for k = 1..K.
 Graph make_mlp(uint32_t dim, const std::vector<uint32_t>& hidden, UnaryKind activation,

@@ -37,8 +37,10 @@ struct TapeOps<double> {
 }  // namespace
 
 template <typename T>
-Tape<T>::Tape(const Graph& graph, size_t max_rows, DenseOps* dense)
+Tape<T>::Tape(const Graph& graph, size_t max_rows, DenseOps* dense, Precision precision)
     : graph_(graph), dense_(std::is_same<T, float>::value ? dense : nullptr) {
+  bf16_ = dense_ && precision == Precision::kBf16 ? bf16_layers(graph)
+                                                  : std::vector<bool>(graph.nodes().size(), false);
   const uint32_t n = graph.tensor_count();
   values_.resize(n);
   grads_.resize(n);
@@ -112,13 +114,14 @@ void Tape<T>::forward(const T* params, size_t rows) {
         // its epilogue.
         const bool fuse = k + 1 < nodes.size() && nodes[k + 1].op == OpKind::kUnary &&
                           nodes[k + 1].inputs[0] == id && consumers_[id] == 1;
-        if (fuse) {
-          dense_->forward(a, rows, aw, w, b, node.width, nodes[k + 1].unary, nodes[k + 1].alpha, y,
-                          values_[id + 1].data());
-          ++k;
-        } else {
-          dense_->forward(a, rows, aw, w, b, node.width, UnaryKind::kIdentity, 0.0f, y, y);
-        }
+        const UnaryKind act = fuse ? nodes[k + 1].unary : UnaryKind::kIdentity;
+        const float alpha = fuse ? nodes[k + 1].alpha : 0.0f;
+        T* post = fuse ? values_[id + 1].data() : y;
+        if (bf16_[k])
+          dense_->forward_bf16(a, rows, aw, w, b, node.width, act, alpha, y, post);
+        else
+          dense_->forward(a, rows, aw, w, b, node.width, act, alpha, y, post);
+        if (fuse) ++k;
         continue;
       }
       if (dense_ && node.op == OpKind::kUnary) {
@@ -192,11 +195,18 @@ void Tape<T>::backward(const T* params, const T* d_output, size_t rows, T* d_par
         const uint32_t in0 = node.inputs[0], aw = graph_.width(in0);
         const T* a = values_[in0].data();
         if (node.op == OpKind::kFullyConnected) {
-          dense_->weight_gradient(dy, a, rows, aw, node.width, d_params + node.weight,
-                                  at(node.bias));
+          if (bf16_[k])
+            dense_->weight_gradient_bf16(dy, a, rows, aw, node.width, d_params + node.weight,
+                                         at(node.bias));
+          else
+            dense_->weight_gradient(dy, a, rows, aw, node.width, d_params + node.weight,
+                                    at(node.bias));
           if (needs_grad_[in0]) {
             T* dx = gradient_target(in0, rows * aw);
-            dense_->input_gradient(dy, rows, aw, params + node.weight, node.width, dx);
+            if (bf16_[k])
+              dense_->input_gradient_bf16(dy, rows, aw, params + node.weight, node.width, dx);
+            else
+              dense_->input_gradient(dy, rows, aw, params + node.weight, node.width, dx);
             commit(in0, rows * aw);
           }
         } else if (needs_grad_[in0]) {

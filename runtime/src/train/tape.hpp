@@ -19,8 +19,10 @@ template <typename T>
 class Tape {
  public:
   // Buffers for up to max_rows rows; `dense` (float only, nullable) runs dense layers and
-  // activations on the simd kernels.
-  Tape(const Graph& graph, size_t max_rows, DenseOps* dense = nullptr);
+  // activations on the simd kernels. With precision kBf16 (which needs `dense`), the layers
+  // bf16_layers() names run their three GEMMs in bf16; every other node stays f32.
+  Tape(const Graph& graph, size_t max_rows, DenseOps* dense = nullptr,
+       Precision precision = Precision::kFp32);
 
   // The inputs of the next forward pass: x [rows][dim] and t [rows].
   T* x() { return values_[Graph::x()].data(); }
@@ -43,6 +45,7 @@ class Tape {
 
   const Graph& graph_;
   DenseOps* dense_;
+  std::vector<bool> bf16_;  // [nodes]: runs in bf16
   std::vector<std::vector<T>> values_, grads_;
   std::vector<bool> needs_grad_, has_grad_;
   std::vector<uint32_t> consumers_;

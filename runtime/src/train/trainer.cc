@@ -144,6 +144,14 @@ Status Trainer::State::check_options() const {
     return invalid("the cosine schedule's min_lr_ratio must be in [0, 1]");
   if (!(o.clip_norm >= 0.0) || !finite(o.clip_norm)) return invalid("clip norm must be >= 0");
   if (o.threads > 256) return invalid("threads must be at most 256");
+  if (o.precision != Precision::kFp32 && o.precision != Precision::kBf16)
+    return Status::error(StatusCode::kUnsupported,
+                         "train: precision %s is not a training precision (fp32 or bf16; fp16 "
+                         "and int8 are for inference)",
+                         precision_name(o.precision));
+  if (o.precision == Precision::kBf16 && o.kernels == TrainKernels::kReference)
+    return Status::error(StatusCode::kUnsupported,
+                         "train: bf16 training runs on the simd kernels, not the reference ones");
   if (o.eval_steps == 0 || o.eval_steps > Limits::kMaxSteps)
     return invalid("evaluation steps must be in 1..1048576");
   if (!(o.holdout_fraction >= 0.0 && o.holdout_fraction <= 0.9))
@@ -243,8 +251,11 @@ Status Trainer::State::prepare_compute() {
   if (options.kernels == TrainKernels::kSimd)
     return Status::error(StatusCode::kUnsupported, "train: this build has no simd kernels");
 #endif
+  if (!kernels && options.precision == Precision::kBf16)
+    return Status::error(StatusCode::kUnsupported,
+                         "train: bf16 training needs the simd kernels (this build has none)");
   if (kernels) dense = std::make_unique<DenseOps>(kernels, pool);
-  tape = std::make_unique<Tape<float>>(graph, options.batch, dense.get());
+  tape = std::make_unique<Tape<float>>(graph, options.batch, dense.get(), options.precision);
   const size_t d = data.dim, b = options.batch;
   grads.resize(graph.parameter_count());
   x0.resize(b * d);
@@ -512,6 +523,8 @@ Status Trainer::model_bytes(std::vector<uint8_t>* bytes) const {
   b.add_metadata("steps", std::to_string(st.step));
   b.add_metadata("batch", std::to_string(o.batch));
   b.add_metadata("seed", std::to_string(o.seed));
+  if (o.precision != Precision::kFp32)  // fp32 runs write the files they always wrote
+    b.add_metadata("train_precision", precision_name(o.precision));
   *bytes = b.finish();
   return Status();
 }

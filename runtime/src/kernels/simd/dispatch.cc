@@ -176,6 +176,67 @@ void pack_reduced(Precision precision, const float* w, const float* bias, uint32
   }
 }
 
+namespace {
+
+// detail::float_to_bf16 of the bits b without branches (so that loops over it vectorize).
+inline uint32_t bf16_bits(uint32_t b) {
+  const uint32_t nan = (b & 0x7fffffffu) > 0x7f800000u ? ~0u : 0u;
+  uint32_t r = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16 & 0xffffu;
+  const uint32_t tiny = (r & 0x7f80u) == 0 ? ~0u : 0u;
+  r = (tiny & (r & 0x8000u)) | (~tiny & r);
+  return (nan & ((b >> 16 | 0x40u) & 0xffffu)) | (~nan & r);
+}
+
+}  // namespace
+
+void pack_bf16_transposed(const float* m, uint32_t rows, uint32_t cols, void* packed) {
+  uint8_t* at = static_cast<uint8_t*>(packed);
+  const size_t bytes = panel_bytes(Precision::kBf16, rows), pairs = (size_t{rows} + 1) / 2;
+  const uint32_t panels = (cols + kPanel - 1) / kPanel;
+  // Per lane, the {min, max} biased exponent of the nonzero values (min 255 and max 0: none).
+  uint32_t lo[kPanel], hi[kPanel];
+  for (uint32_t c = 0; c < kPanel; ++c) lo[c] = 255, hi[c] = 0;
+  for (uint32_t j = 0; j < panels; ++j) {
+    uint8_t* panel = at + 64 + j * bytes;
+    uint32_t* words = reinterpret_cast<uint32_t*>(panel);
+    const uint32_t c0 = j * kPanel, n = cols - c0 < kPanel ? cols - c0 : kPanel;
+    for (size_t p = 0; p < pairs; ++p) {
+      // The pair's two rows, zero past `rows` and `cols`.
+      uint32_t even[kPanel], odd[kPanel];
+      if (n == kPanel) {
+        std::memcpy(even, m + 2 * p * cols + c0, sizeof even);
+        if (2 * p + 1 < rows)
+          std::memcpy(odd, m + (2 * p + 1) * cols + c0, sizeof odd);
+        else
+          std::memset(odd, 0, sizeof odd);
+      } else {
+        std::memset(even, 0, sizeof even);
+        std::memset(odd, 0, sizeof odd);
+        std::memcpy(even, m + 2 * p * cols + c0, n * sizeof(float));
+        if (2 * p + 1 < rows) std::memcpy(odd, m + (2 * p + 1) * cols + c0, n * sizeof(float));
+      }
+      uint32_t* w = words + p * kPanel;
+      for (uint32_t c = 0; c < kPanel; ++c) {
+        const uint32_t e = bf16_bits(even[c]), o = bf16_bits(odd[c]);
+        w[c] = e | o << 16;
+        const uint32_t ee = (e >> 7) & 0xffu, eo = (o >> 7) & 0xffu;
+        const uint32_t ee_lo = ee ? ee : 255u, eo_lo = eo ? eo : 255u;
+        lo[c] = ee_lo < lo[c] ? ee_lo : lo[c];
+        lo[c] = eo_lo < lo[c] ? eo_lo : lo[c];
+        hi[c] = ee > hi[c] ? ee : hi[c];
+        hi[c] = eo > hi[c] ? eo : hi[c];
+      }
+    }
+    std::memset(panel + bytes - kPanel * 4, 0, kPanel * 4);  // no bias
+  }
+  int32_t range[16] = {255, 0, 1};  // pack_reduced's header; no bias, so "every bias exact"
+  for (uint32_t c = 0; c < kPanel; ++c) {
+    range[0] = static_cast<int32_t>(lo[c]) < range[0] ? static_cast<int32_t>(lo[c]) : range[0];
+    range[1] = static_cast<int32_t>(hi[c]) > range[1] ? static_cast<int32_t>(hi[c]) : range[1];
+  }
+  std::memcpy(at, range, sizeof range);
+}
+
 #if defined(__x86_64__)
 // F16C from CPUID leaf 1 (ECX bit 29), read directly: clang's __builtin_cpu_supports does not
 // know "f16c". The AVX2 check beside it already covers the OS saving the YMM state.

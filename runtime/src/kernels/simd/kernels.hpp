@@ -58,6 +58,11 @@ void pack_tn(const float* b, size_t ldb, size_t k, uint32_t n, uint32_t strip, f
 size_t reduced_bytes(Precision precision, uint32_t in, uint32_t out);
 void pack_reduced(Precision precision, const float* w, const float* bias, uint32_t in, uint32_t out,
                   void* packed);
+// pack_reduced's kBf16 layout for the transpose of a row-major matrix m [rows][cols], as the
+// weights of a layer with in = rows and out = cols and no bias (reduced_bytes(kBf16, rows, cols)
+// bytes): pair p of panel j holds m[2p][16 j + c] (low half) and m[2p + 1][16 j + c] (high half),
+// two contiguous rows of m interleaved. Training multiplies by W^T and by activations this way.
+void pack_bf16_transposed(const float* m, uint32_t rows, uint32_t cols, void* packed);
 // The bf16 activation buffer dense_reduced needs for `rows` rows of `in` inputs: one uint32 per
 // pair of inputs and one for the row's exponent range.
 inline size_t bf16_rows_words(uint32_t in) { return (size_t{in} + 1) / 2 + 1; }
