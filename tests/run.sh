@@ -71,12 +71,15 @@ for preset in aarch64 armv7; do
   ctest --preset "$preset" -j"$jobs"
 done
 # Reduced precision on AArch64 CPUs with and without fp16 arithmetic and dot products: Armv8-max
-# (FEAT_FP16, FHM, DotProd), Cortex-A76 (FP16 and DotProd, no FHM), Cortex-A72 (neither). Today
-# every one runs the portable NEON kernels (bf16 emulation, fp16/int8 weight decoding); the run
-# proves their bits on each CPU model qemu offers.
+# (FEAT_FP16, FHM, DotProd: the neon_fhm kernels, FMLAL for fp16), Cortex-A76 (FP16 and DotProd,
+# no FHM) and Cortex-A72 (neither): the portable NEON kernels (bf16 emulation, fp16 by conversion,
+# int8 weight decoding). The run proves the bits of each path on each CPU model qemu offers, and
+# the refusal of SIFLOW_SIMD_ISA=neon_fhm where FHM is missing.
 for cpu in max cortex-a76 cortex-a72; do
-  echo "== test_precision under qemu-aarch64 -cpu $cpu"
-  qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu build-aarch64/tests/unit/test_precision
+  for test in test_precision test_model_builder_reduced; do
+    echo "== $test under qemu-aarch64 -cpu $cpu"
+    qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "build-aarch64/tests/unit/$test"
+  done
 done
 # The heap-free embed_c image on emulated Cortex-M7 (mps2-an500, double-precision FPU) and
 # Cortex-M4F (mps2-an386, single-precision FPU: doubles in software), semihosting for its output

@@ -2,12 +2,15 @@
 // Reduced-precision dense layers (docs/math.md, "Reduced precision") on every simd variant this
 // CPU runs: bf16 layers give the bits of the scalar reference (the definition of vdpbf16ps's
 // arithmetic) on random inputs and on subnormals, infinities, NaNs, rounding ties and tiny partial
-// sums; fp16 and int8 layers give the bits of the f32 kernel on the decoded weights; int8
-// quantization keeps every weight within half a step; plans honour the option.
+// sums; fp16 layers give the bits of the f32 kernel on the decoded weights and the activations
+// rounded to halves (on AArch64 with FHM by FMLAL, elsewhere by conversion), int8 layers those of
+// the f32 kernel on the decoded weights; int8 quantization keeps every weight within half a step;
+// plans honour the option.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -31,7 +34,7 @@ namespace detail = siflow::detail;
 std::vector<const simd::Kernels*> variants() {
   std::vector<const simd::Kernels*> out;
   for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
-                        simd::Isa::kAvx512Bf16, simd::Isa::kWasmSimd128})
+                        simd::Isa::kAvx512Bf16, simd::Isa::kNeonFhm, simd::Isa::kWasmSimd128})
     if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
   return out;
 }
@@ -54,7 +57,7 @@ std::vector<float> run_reduced(const simd::Kernels& k, Precision precision, cons
                                const std::vector<float>& x, size_t rows, bool add_bias) {
   Aligned packed(simd::reduced_bytes(precision, in, out));
   simd::pack_reduced(precision, w, bias, in, out, packed.p);
-  std::vector<uint32_t> xb(rows * simd::bf16_rows_words(in));
+  std::vector<uint32_t> xb(rows * simd::reduced_rows_words(precision, in) + 1);
   const simd::DenseReduced d{precision, packed.p, in, out, add_bias, UnaryKind::kIdentity,
                              0.0f,      xb.data()};
   std::vector<float> y(rows * out, -1.0f);
@@ -166,44 +169,158 @@ TEST_CASE(
       }
 }
 
+namespace {
+
+// fp16 activation edges: half subnormals and the smallest normal, ties, values past 65504 and
+// around the rounding to inf, inf, NaN, signed zeros, f32 subnormals.
+float half_edge(std::mt19937& gen) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  switch (gen() % 12) {
+    case 0:
+      return 0x1p-20f * u(gen);  // half subnormal
+    case 1:
+      return 0x1p-14f;  // smallest normal half
+    case 2:
+      return detail::bits_float(0x3f801000u);  // 1 + 2^-11: a tie, to even (1)
+    case 3:
+      return detail::bits_float(0x3f803000u);  // 1 + 3 * 2^-11: a tie, up
+    case 4:
+      return 0x1.5p-25f;  // rounds up to 2^-24
+    case 5:
+      return 65519.0f;  // largest that rounds to 65504
+    case 6:
+      return -65520.0f;  // rounds to -inf
+    case 7:
+      return INFINITY;
+    case 8:
+      return NAN;
+    case 9:
+      return -0.0f;
+    case 10:
+      return detail::bits_float(gen() & 0x807fffffu);  // f32 subnormal: rounds to zero
+    default:
+      return 1000.0f * u(gen);
+  }
+}
+
+bool has_fhm() { return simd::kernels_for(simd::Isa::kNeonFhm) != nullptr; }
+
+bool aarch64_linux() {
+#if defined(__aarch64__) && defined(__linux__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+TEST_CASE("fp16 activations round like detail::round_to_half, ties to even, inf past 65504") {
+  CHECK(detail::round_to_half(detail::bits_float(0x3f801000u)) == 1.0f);
+  CHECK(detail::round_to_half(detail::bits_float(0x3f803000u)) == 1.0f + 0x1p-9f);
+  CHECK(detail::round_to_half(65519.0f) == 65504.0f);
+  CHECK(detail::round_to_half(65520.0f) == INFINITY);
+  CHECK(detail::round_to_half(0x1.5p-25f) == 0x1p-24f);
+  CHECK(detail::round_to_half(0x1p-25f) == 0.0f);  // a tie at the smallest subnormal: to even
+  CHECK(std::signbit(detail::round_to_half(-0x1p-30f)));
+}
+
 TEST_CASE("fp16 and int8 dense layers give the f32 kernel's bits on the decoded weights") {
   std::mt19937 gen(3);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (uint32_t in : {1u, 5u, 64u, 200u})
-    for (uint32_t out : {3u, 16u, 40u}) {
-      const size_t rows = 19;
-      std::vector<float> w(size_t{out} * in), bias(out), x(rows * in);
-      for (float& v : w) v = u(gen) * (gen() % 5 == 0 ? 1e-5f : 1.0f);
-      for (float& v : bias) v = u(gen);
-      for (float& v : x) v = u(gen);
-      for (Precision precision : {Precision::kFp16, Precision::kInt8}) {
-        std::vector<float> decoded(w.size());
-        for (uint32_t o = 0; o < out; ++o) {
-          const float* row = w.data() + size_t{o} * in;
-          const float scale = detail::int8_scale(row, in);
-          for (uint32_t i = 0; i < in; ++i) {
-            const size_t at = size_t{o} * in + i;
-            decoded[at] = precision == Precision::kFp16
-                              ? detail::half_to_float(detail::float_to_half(w[at]))
-                              : scale * static_cast<float>(detail::int8_quantize(w[at], scale));
+    for (uint32_t out : {3u, 16u, 40u})
+      for (bool edges : {false, true}) {
+        const size_t rows = 19;
+        std::vector<float> w(size_t{out} * in), bias(out), x(rows * in);
+        for (float& v : w) v = u(gen) * (gen() % 5 == 0 ? 1e-5f : 1.0f);
+        for (float& v : bias) v = u(gen);
+        for (float& v : x) v = edges && gen() % 3 == 0 ? half_edge(gen) : u(gen);
+        // fp16 activations: what the f32 kernel multiplies (int8 keeps them f32).
+        std::vector<float> x_half(x.size());
+        for (size_t i = 0; i < x.size(); ++i) x_half[i] = detail::round_to_half(x[i]);
+        for (Precision precision : {Precision::kFp16, Precision::kInt8}) {
+          const std::vector<float>& x_kernel = precision == Precision::kFp16 ? x_half : x;
+          std::vector<float> decoded(w.size());
+          for (uint32_t o = 0; o < out; ++o) {
+            const float* row = w.data() + size_t{o} * in;
+            const float scale = detail::int8_scale(row, in);
+            for (uint32_t i = 0; i < in; ++i) {
+              const size_t at = size_t{o} * in + i;
+              decoded[at] = precision == Precision::kFp16
+                                ? detail::half_to_float(detail::float_to_half(w[at]))
+                                : scale * static_cast<float>(detail::int8_quantize(w[at], scale));
+            }
+          }
+          for (const simd::Kernels* k : variants()) {
+            const std::string isa = k->isa;
+            CAPTURE(isa);
+            CAPTURE(siflow::precision_name(precision));
+            Aligned packed(simd::packed_floats(in, out) * sizeof(float));
+            simd::pack_weights(decoded.data(), bias.data(), in, out, static_cast<float*>(packed.p));
+            const simd::Dense d{static_cast<float*>(packed.p), in,  out, true,
+                                UnaryKind::kIdentity,          0.0f};
+            std::vector<float> expected(rows * out);
+            k->dense(d, x_kernel.data(), 0, rows, expected.data(), nullptr);
+            const std::vector<float> y =
+                run_reduced(*k, precision, w.data(), bias.data(), in, out, x, rows, true);
+            size_t differ = 0;
+            for (size_t i = 0; i < y.size(); ++i) differ += !same_bits(y[i], expected[i]);
+            CHECK(differ == 0);
           }
         }
-        for (const simd::Kernels* k : variants()) {
-          const std::string isa = k->isa;
-          CAPTURE(isa);
-          CAPTURE(siflow::precision_name(precision));
-          Aligned packed(simd::packed_floats(in, out) * sizeof(float));
-          simd::pack_weights(decoded.data(), bias.data(), in, out, static_cast<float*>(packed.p));
-          const simd::Dense d{static_cast<float*>(packed.p), in,  out, true,
-                              UnaryKind::kIdentity,          0.0f};
-          std::vector<float> expected(rows * out);
-          k->dense(d, x.data(), 0, rows, expected.data(), nullptr);
-          const std::vector<float> y =
-              run_reduced(*k, precision, w.data(), bias.data(), in, out, x, rows, true);
-          CHECK(std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)) == 0);
+      }
+}
+
+// The test above already holds every variant to the conversion's bits; this one adds odd shapes
+// and rows counts (FMLAL tiles of 6 rows, single rows, partial panels) against the baseline NEON.
+TEST_CASE("neon_fhm: FMLAL fp16 layers give the bits of the conversion path" *
+          doctest::skip(!has_fhm())) {
+  const simd::Kernels* fhm = simd::kernels_for(simd::Isa::kNeonFhm);
+  const simd::Kernels* neon = simd::kernels_for(simd::Isa::kBaseline);
+  REQUIRE(fhm != nullptr);
+  REQUIRE(neon != nullptr);
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (uint32_t in : {1u, 3u, 17u, 128u, 301u})
+    for (uint32_t out : {1u, 15u, 16u, 70u})
+      for (size_t rows : {1u, 6u, 13u, 40u}) {
+        CAPTURE(in);
+        CAPTURE(out);
+        CAPTURE(rows);
+        std::vector<float> w(size_t{out} * in), bias(out), x(rows * in);
+        for (float& v : w) v = u(gen) * (gen() % 7 == 0 ? 0x1p-18f : 2.0f);
+        for (float& v : bias) v = u(gen);
+        for (float& v : x) v = gen() % 4 == 0 ? half_edge(gen) : 8.0f * u(gen);
+        for (bool with_bias : {true, false}) {
+          const std::vector<float> a = run_reduced(*fhm, Precision::kFp16, w.data(), bias.data(),
+                                                   in, out, x, rows, with_bias);
+          const std::vector<float> b = run_reduced(*neon, Precision::kFp16, w.data(), bias.data(),
+                                                   in, out, x, rows, with_bias);
+          size_t differ = 0;
+          for (size_t i = 0; i < a.size(); ++i) differ += !same_bits(a[i], b[i]);
+          CHECK(differ == 0);
         }
       }
-    }
+}
+
+TEST_CASE("SIFLOW_SIMD_ISA=neon_fhm on an AArch64 CPU without FHM is an error naming the feature" *
+          doctest::skip(!aarch64_linux() || has_fhm())) {
+  const char* saved = std::getenv("SIFLOW_SIMD_ISA");
+  const std::string restore = saved ? saved : "";
+  setenv("SIFLOW_SIMD_ISA", "neon_fhm", 1);
+  const simd::Kernels* k = nullptr;
+  const siflow::Status s = simd::select(&k);
+  CHECK_FALSE(s.ok());
+  CHECK(std::string(s.message()).find("FEAT_FHM") != std::string::npos);
+  CHECK(std::string(s.message()).find("choices: neon") != std::string::npos);
+  setenv("SIFLOW_SIMD_ISA", "neon", 1);
+  REQUIRE(simd::select(&k).ok());
+  CHECK(std::string(k->isa) == "neon");
+  if (saved)
+    setenv("SIFLOW_SIMD_ISA", restore.c_str(), 1);
+  else
+    unsetenv("SIFLOW_SIMD_ISA");
 }
 
 TEST_CASE("int8 quantization: scale max|w|/127, every weight within half a step, zero rows zero") {

@@ -25,7 +25,7 @@ namespace simd = siflow::simd;
 std::vector<const simd::Kernels*> variants() {
   std::vector<const simd::Kernels*> out;
   for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
-                        simd::Isa::kAvx512Bf16, simd::Isa::kWasmSimd128})
+                        simd::Isa::kAvx512Bf16, simd::Isa::kNeonFhm, simd::Isa::kWasmSimd128})
     if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
   return out;
 }

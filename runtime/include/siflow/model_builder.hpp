@@ -129,12 +129,17 @@ class ModelBuilder {
   void set_normalization(const std::vector<float>& mean, const std::vector<float>& std);
   void set_time_range(double start, double end);
   // By default a file records the lowest format version its contents need (1.0, 1.1 when a node
-  // uses Exp, 1.2 when it stores solvers, 1.4 with any 1.4 op or unary kind, an x shape or
-  // conditioned test vectors), so older runtimes read every file they can; this overrides it.
+  // uses Exp, 1.2 when it stores solvers, 1.3 with BF16 or I8 weights, 1.4 with any 1.4 op or
+  // unary kind, an x shape or conditioned test vectors), so older runtimes read every file they
+  // can; this overrides it.
   void set_format_version(uint16_t major, uint16_t minor);
-  // Weight storage in the file: float32 (default) or fp16, rounded to nearest even. fp16 values
-  // beyond its range become infinite, which the loader refuses.
-  enum class WeightStorage { kF32, kF16 };
+  // Weight storage in the file: float32 (default); fp16 or bfloat16 (format 1.3), each rounded to
+  // nearest even, values beyond the range becoming infinite (which the loader refuses); or int8
+  // (format 1.3): every two-dimensional operand (fully connected weights, embedding tables) as
+  // per-row symmetric int8 with float scales by the runtime's own plan-time rule (docs/math.md,
+  // "Reduced precision"; an all-zero row gets the smallest normal float as its scale), the other
+  // operands float32. These are what `siflow-convert --quantize fp16|bf16|int8` writes.
+  enum class WeightStorage { kF32, kF16, kBf16, kI8 };
   void set_weight_storage(WeightStorage storage) { storage_ = storage; }
   // Velocity test points (flow coordinates) with their reference velocities.
   void set_velocity_tests(const std::vector<float>& t, const std::vector<float>& y,

@@ -312,7 +312,8 @@ bool parse_backend(const char* text, Backend* out);
 // and the last (those two, activations, the integrator and the divergence bookkeeping stay f32):
 //  - kBf16: weights and activations rounded to bfloat16, products accumulated in f32 with the
 //    semantics of AVX-512 BF16's vdpbf16ps, which CPUs without it emulate bit for bit;
-//  - kFp16: weights rounded to IEEE half, activations and arithmetic f32;
+//  - kFp16: weights and activations rounded to IEEE half, products accumulated in f32 by FMA
+//    (AArch64's FMLAL where the CPU has FEAT_FHM; the same bits by conversion elsewhere);
 //  - kInt8: weights quantized to int8 per output channel (scale max|w|/127), dequantized as
 //    scale * q in f32; activations f32, so JVPs stay derivatives of the evaluated function.
 // Weights are converted at plan creation, into the plan's memory.

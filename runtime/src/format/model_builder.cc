@@ -9,6 +9,7 @@
 #include "format/model_copy.hpp"
 #include "format/model_data.hpp"
 #include "math/half.hpp"
+#include "math/reduced.hpp"
 #include "siflow_generated.h"
 
 namespace siflow {
@@ -17,16 +18,44 @@ namespace {
 using flatbuffers::FlatBufferBuilder;
 using flatbuffers::Offset;
 
+using WeightStorage = ModelBuilder::WeightStorage;
+
+// One operand as `storage` (see WeightStorage): int8 applies to two-dimensional operands only.
+// Sets *format_13 when it writes a BF16 or I8 vector (format 1.3).
 Offset<fb::Weights> weights(FlatBufferBuilder& fbb, const std::vector<float>& values,
-                            std::vector<uint32_t> shape, bool f16) {
+                            std::vector<uint32_t> shape, WeightStorage storage, bool* format_13) {
   if (values.empty()) return 0;
   auto shape_offset = fbb.CreateVector(shape);
-  if (f16) {
+  if (storage == WeightStorage::kF16 || storage == WeightStorage::kBf16) {
+    const bool bf16 = storage == WeightStorage::kBf16;
     std::vector<uint16_t> halves(values.size());
-    for (size_t i = 0; i < values.size(); ++i) halves[i] = detail::float_to_half(values[i]);
+    for (size_t i = 0; i < values.size(); ++i)
+      halves[i] = bf16 ? detail::float_to_bf16(values[i]) : detail::float_to_half(values[i]);
     fbb.ForceVectorAlignment(halves.size(), sizeof(uint16_t), 64);
     auto data = fbb.CreateVector(halves);
+    *format_13 = *format_13 || bf16;
+    if (bf16) return fb::CreateWeights(fbb, fb::DType::BF16, shape_offset, 0, 0, 0, data);
     return fb::CreateWeights(fbb, fb::DType::F16, shape_offset, 0, data);
+  }
+  if (storage == WeightStorage::kI8 && shape.size() == 2 && shape[0] > 0 &&
+      values.size() == size_t{shape[0]} * shape[1]) {
+    // The plan's quantization rule (math/reduced.hpp), row by row; the format wants a positive
+    // scale, so an all-zero row (plan scale 0, every q 0) stores the smallest normal float.
+    const uint32_t rows = shape[0], columns = shape[1];
+    std::vector<int8_t> q(values.size());
+    std::vector<float> scales(rows);
+    for (uint32_t r = 0; r < rows; ++r) {
+      const float* row = values.data() + size_t{r} * columns;
+      const float scale = detail::int8_scale(row, columns);
+      for (uint32_t c = 0; c < columns; ++c)
+        q[size_t{r} * columns + c] = detail::int8_quantize(row[c], scale);
+      scales[r] = scale > 0.0f ? scale : 0x1p-126f;
+    }
+    auto scale_offset = fbb.CreateVector(scales);
+    fbb.ForceVectorAlignment(q.size(), sizeof(int8_t), 64);
+    auto data = fbb.CreateVector(q);
+    *format_13 = true;
+    return fb::CreateWeights(fbb, fb::DType::I8, shape_offset, 0, 0, data, 0, scale_offset);
   }
   fbb.ForceVectorAlignment(values.size(), sizeof(float), 64);
   auto data = fbb.CreateVector(values);
@@ -510,15 +539,16 @@ bool is_conditioning_op(uint8_t op) {
 
 std::vector<uint8_t> ModelBuilder::finish() const {
   FlatBufferBuilder fbb(4096);
-  const bool f16 = storage_ == WeightStorage::kF16;
+  bool format_13 = false;
   std::vector<Offset<fb::Node>> nodes;
   for (const Node& n : nodes_) {
     if (is_conditioning_op(n.op)) {
       // LabelInput / CondInput / Embedding (format 1.4): the fields these ops read.
       auto inputs = fbb.CreateVector(n.inputs);
       auto name = n.name.empty() ? 0 : fbb.CreateString(n.name);
-      auto table = weights(fbb, n.weight, {n.classes, n.out_features}, f16);
-      auto null_vector = weights(fbb, n.constant, {static_cast<uint32_t>(n.constant.size())}, f16);
+      auto table = weights(fbb, n.weight, {n.classes, n.out_features}, storage_, &format_13);
+      auto null_vector = weights(fbb, n.constant, {static_cast<uint32_t>(n.constant.size())},
+                                 storage_, &format_13);
       auto shape = n.cond_shape.empty() ? 0 : fbb.CreateVector(n.cond_shape);
       fb::NodeBuilder b(fbb);
       b.add_op(static_cast<fb::OpType>(n.op));
@@ -538,11 +568,13 @@ std::vector<uint8_t> ModelBuilder::finish() const {
     auto weight = weights(
         fbb, n.weight,
         n.weight_shape.empty() ? std::vector<uint32_t>{n.out_features, in_width} : n.weight_shape,
-        f16);
-    auto bias = weights(fbb, n.bias, {static_cast<uint32_t>(n.bias.size())}, f16);
-    auto constant = weights(fbb, n.constant, {static_cast<uint32_t>(n.constant.size())}, f16);
-    auto gamma = weights(fbb, n.gamma, {static_cast<uint32_t>(n.gamma.size())}, f16);
-    auto beta = weights(fbb, n.beta, {static_cast<uint32_t>(n.beta.size())}, f16);
+        storage_, &format_13);
+    auto bias = weights(fbb, n.bias, {static_cast<uint32_t>(n.bias.size())}, storage_, &format_13);
+    auto constant =
+        weights(fbb, n.constant, {static_cast<uint32_t>(n.constant.size())}, storage_, &format_13);
+    auto gamma =
+        weights(fbb, n.gamma, {static_cast<uint32_t>(n.gamma.size())}, storage_, &format_13);
+    auto beta = weights(fbb, n.beta, {static_cast<uint32_t>(n.beta.size())}, storage_, &format_13);
     auto vec = [&](const std::vector<uint32_t>& v) { return v.empty() ? 0 : fbb.CreateVector(v); };
     const auto op = static_cast<fb::OpType>(n.op);
     // Resize reads its output size from `shape` (the builder keeps it in out_shape); the other
@@ -597,6 +629,7 @@ std::vector<uint8_t> ModelBuilder::finish() const {
     for (const Node& n : nodes_)
       if (n.op == static_cast<uint8_t>(fb::OpType::Exp)) minor = std::max<uint16_t>(minor, 1);
     if (!solvers_.empty()) minor = std::max<uint16_t>(minor, 2);
+    if (format_13) minor = std::max<uint16_t>(minor, 3);  // BF16 or I8 weights
     // Format 1.4: per-sample shapes, the op types from Conv2d on (layout, image, math and
     // conditioning ops), the unary kinds after Cos, and test-vector conditioning.
     bool v14 = !x_shape_.empty() || !test_labels_.empty() || !test_cond_.empty() ||

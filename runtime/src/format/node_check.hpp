@@ -84,6 +84,21 @@ class NodeCheck {
     std::snprintf(what, sizeof what, "%s: %s", where_, field);
     return reader_->read(what, w, expected, required, out);
   }
+  // The number of values `w` holds in the vector of its dtype (0 when that vector is absent), for
+  // operands whose length the op reads from the file (binary constants).
+  static size_t value_count(const fb::Weights& w) {
+    switch (w.dtype()) {
+      case fb::DType::F16:
+        return w.f16() ? w.f16()->size() : 0;
+      case fb::DType::BF16:
+        return w.bf16() ? w.bf16()->size() : 0;
+      case fb::DType::I8:
+        return w.i8() ? w.i8()->size() : 0;
+      case fb::DType::F32:
+        break;
+    }
+    return w.f32() ? w.f32()->size() : 0;  // F32 (an unknown dtype is refused by weights())
+  }
   // Refuses an output width outside [1, Limits::kMaxWidth].
   Status output_width(uint64_t width, uint32_t* out) const {
     if (width == 0 || width > Limits::kMaxWidth)

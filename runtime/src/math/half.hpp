@@ -59,4 +59,7 @@ inline uint16_t float_to_half(float f) {
   return static_cast<uint16_t>(sign | r);
 }
 
+// f rounded to the nearest half and read back as a float: the fp16 precision's activations.
+inline float round_to_half(float f) { return half_to_float(float_to_half(f)); }
+
 }  // namespace siflow::detail

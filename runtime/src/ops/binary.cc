@@ -50,8 +50,7 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out, OpKind kind
   if (c) {
     if (!(s = check.expect_inputs(*out, 1, 1)).ok()) return s.prefix("with a constant operand");
     const auto* shape = c->shape();
-    const size_t n = c->dtype() == fb::DType::F16 ? (c->f16() ? c->f16()->size() : 0)
-                                                  : (c->f32() ? c->f32()->size() : 0);
+    const size_t n = NodeCheck::value_count(*c);
     if (shape && !(shape->size() == 1 && shape->Get(0) == n) &&
         !(shape->size() == 2 && shape->Get(0) == 1 && shape->Get(1) == n))
       return Status::error(StatusCode::kInvalidModel,

@@ -63,7 +63,8 @@ void pack(const detail::ModelData& model, NodeData* n, float* dst) {
 
 // Reduced precision (docs/math.md): simd kernels take simd::pack_reduced's panels; the reference
 // kernel takes, for bf16, the weights [out][in] as bfloat16 followed (64-byte aligned) by the
-// bias with subnormals flushed, and for fp16 and int8 the decoded float weights [out][in].
+// bias with subnormals flushed, and for fp16 and int8 the decoded float weights [out][in] (fp16
+// rounds the activations as it reads them).
 size_t reference_weight_bytes(Precision precision, size_t count) {
   const size_t bytes = count * (precision == Precision::kBf16 ? 2 : 4);
   return (bytes + 63) / 64 * 64;
@@ -145,6 +146,10 @@ void run_reference_reduced(const NodeRun& r, const void* reduced) {
         reference::fully_connected_bf16(
             x + r0 * in, r1 - r0, in, static_cast<const uint16_t*>(reduced),
             with_bias && n.bias ? bias : nullptr, n.width, y + r0 * n.width);
+      else if (k.precision == Precision::kFp16)
+        reference::fully_connected_fp16(x + r0 * in, r1 - r0, in,
+                                        static_cast<const float*>(reduced),
+                                        with_bias ? bias : nullptr, n.width, y + r0 * n.width);
       else
         reference::fully_connected(x + r0 * in, r1 - r0, in, static_cast<const float*>(reduced),
                                    with_bias ? bias : nullptr, n.width, y + r0 * n.width);
@@ -207,12 +212,12 @@ void run(const NodeRun& r) {
     float* pre = !fused || r.directions ? y : nullptr;
     if (reduced) {
       const simd::DenseReduced dr{k.precision, reduced, in,      n.width,
-                                  true,        d.act,   d.alpha, k.bf16_rows};
+                                  true,        d.act,   d.alpha, k.reduced_rows};
       parallel_rows(k.pool, r.rows, kRowGrain,
                     [&](size_t r0, size_t r1) { k.simd->dense_reduced(dr, x, r0, r1, pre, post); });
       if (ty) {
-        const simd::DenseReduced dt{k.precision,          reduced, in,         n.width, false,
-                                    UnaryKind::kIdentity, 0.0f,    k.bf16_rows};
+        const simd::DenseReduced dt{
+            k.precision, reduced, in, n.width, false, UnaryKind::kIdentity, 0.0f, k.reduced_rows};
         parallel_rows(k.pool, trows, kRowGrain, [&](size_t r0, size_t r1) {
           k.simd->dense_reduced(dt, ta, r0, r1, ty, nullptr);
         });

@@ -41,11 +41,12 @@ struct FastKernels {
   xnn::DenseLayer* const* xnn = nullptr;  // [node_count]: the node's XNNPACK operator or nullptr
   RowPool* pool = nullptr;
   // Reduced precision (PlanOptions::precision): each node's weights converted at plan time by its
-  // module's `reduce` (nullptr: the node runs in f32), and for kBf16 the activation buffer the
-  // simd kernels convert rows into (simd::bf16_rows_words per row, for the most rows a call has).
+  // module's `reduce` (nullptr: the node runs in f32), and for kBf16 and kFp16 the activation
+  // buffer the simd kernels convert rows into (simd::reduced_rows_words per row, for the most rows
+  // a call has).
   Precision precision = Precision::kFp32;
   const void* const* reduced = nullptr;  // [node_count]
-  uint32_t* bf16_rows = nullptr;
+  uint32_t* reduced_rows = nullptr;
 };
 
 // One node of one network evaluation: the arena's tensors and the plan's kernels.

@@ -38,7 +38,7 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t di
     return ops::op_module(n.op).reduce && i != first && i != last &&
            md.tensors[n.inputs[0]].width > kNarrow && n.width > kNarrow;
   };
-  // One block: the pointer table, each node's weights, the bf16 activation buffer.
+  // One block: the pointer table, each node's weights, the bf16 or fp16 activation buffer.
   size_t bytes = round64(size_t{nodes} * sizeof(void*));
   size_t widest = 0;
   for (uint32_t i = 0; i < nodes; ++i) {
@@ -47,21 +47,22 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t di
     const uint32_t in = md.tensors[md.nodes[i].inputs[0]].width;
     widest = in > widest ? in : widest;
   }
-  size_t bf16_bytes = 0;
+  size_t rows_bytes = 0;
 #if defined(SIFLOW_WITH_SIMD)
-  if (precision == Precision::kBf16 && widest > 0) {
+  if (widest > 0) {
     const size_t rows = options.max_batch * (directions > 1 ? directions : 1);
-    bf16_bytes = rows * simd::bf16_rows_words(static_cast<uint32_t>(widest)) * sizeof(uint32_t);
+    rows_bytes = rows * simd::reduced_rows_words(precision, static_cast<uint32_t>(widest)) *
+                 sizeof(uint32_t);
   }
 #else
   (void)directions;
 #endif
   uint8_t* block =
-      static_cast<uint8_t*>(memory.allocate(bytes + bf16_bytes, 64, !memory.is_measuring()));
+      static_cast<uint8_t*>(memory.allocate(bytes + rows_bytes, 64, !memory.is_measuring()));
   if (memory.is_measuring()) return Status();
   if (!block)
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the %s weights (%zu bytes)",
-                         precision_name(precision), bytes + bf16_bytes);
+                         precision_name(precision), bytes + rows_bytes);
   const void** table = reinterpret_cast<const void**>(block);
   uint8_t* at = block + round64(size_t{nodes} * sizeof(void*));
   for (uint32_t i = 0; i < nodes; ++i) {
@@ -83,7 +84,7 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t di
                   precision_name(precision), tail);
   }
   k.reduced = table;
-  k.bf16_rows = bf16_bytes ? reinterpret_cast<uint32_t*>(block + bytes) : nullptr;
+  k.reduced_rows = rows_bytes ? reinterpret_cast<uint32_t*>(block + bytes) : nullptr;
   return Status();
 }
 

@@ -3,6 +3,7 @@
 // correct that the simd and XNNPACK paths are tested against. Never allocates, never calls libm.
 #include "kernels/reference/dense.hpp"
 
+#include "math/half.hpp"
 #include "math/reduced.hpp"
 
 namespace siflow::reference {
@@ -50,10 +51,12 @@ inline Lanes& operator+=(Lanes& a, Lanes c) {
   return a;
 }
 #endif
-}  // namespace
 
-void fully_connected(const float* x, size_t rows, uint32_t in, const float* w, const float* bias,
-                     uint32_t out, float* y) {
+// fully_connected's loops; kHalf rounds every input to the nearest half as it is read.
+template <bool kHalf>
+void dense_rows(const float* x, size_t rows, uint32_t in, const float* w, const float* bias,
+                uint32_t out, float* y) {
+  auto input = [](float v) { return kHalf ? detail::round_to_half(v) : v; };
   size_t r0 = 0;
   for (; r0 + kRowBlock <= rows; r0 += kRowBlock) {
     float xt[kInputChunk * kRowBlock];
@@ -62,7 +65,8 @@ void fully_connected(const float* x, size_t rows, uint32_t in, const float* w, c
     for (uint32_t i0 = 0; i0 < in; i0 += kInputChunk) {
       const uint32_t n = in - i0 < kInputChunk ? in - i0 : kInputChunk;
       for (uint32_t i = 0; i < n; ++i)
-        for (size_t b = 0; b < kRowBlock; ++b) xt[i * kRowBlock + b] = x[(r0 + b) * in + i0 + i];
+        for (size_t b = 0; b < kRowBlock; ++b)
+          xt[i * kRowBlock + b] = input(x[(r0 + b) * in + i0 + i]);
       for (uint32_t o = 0; o < out; ++o) {
         const float* wo = w + static_cast<size_t>(o) * in + i0;
         for (size_t b = 0; b < kRowBlock; ++b) sums[b] = i0 == 0 ? 0.0f : yb[b * out + o];
@@ -93,10 +97,22 @@ void fully_connected(const float* x, size_t rows, uint32_t in, const float* w, c
     for (uint32_t o = 0; o < out; ++o) {
       const float* wo = w + static_cast<size_t>(o) * in;
       float acc = 0.0f;
-      for (uint32_t i = 0; i < in; ++i) acc += xr[i] * wo[i];
+      for (uint32_t i = 0; i < in; ++i) acc += input(xr[i]) * wo[i];
       yr[o] = bias ? acc + bias[o] : acc;
     }
   }
+}
+
+}  // namespace
+
+void fully_connected(const float* x, size_t rows, uint32_t in, const float* w, const float* bias,
+                     uint32_t out, float* y) {
+  dense_rows<false>(x, rows, in, w, bias, out, y);
+}
+
+void fully_connected_fp16(const float* x, size_t rows, uint32_t in, const float* w,
+                          const float* bias, uint32_t out, float* y) {
+  dense_rows<true>(x, rows, in, w, bias, out, y);
 }
 
 void fully_connected_bf16(const float* x, size_t rows, uint32_t in, const uint16_t* w,

@@ -6,6 +6,10 @@
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 #include "kernels/simd/kernels.hpp"
 #include "math/half.hpp"
@@ -24,6 +28,11 @@ namespace avx512 {
 extern const Kernels kKernels;
 }
 namespace avx512_bf16 {
+extern const Kernels kKernels;
+}
+#endif
+#if defined(__aarch64__)
+namespace neon_fhm {
 extern const Kernels kKernels;
 }
 #endif
@@ -246,6 +255,15 @@ static bool cpu_has_f16c() {
 }
 #endif
 
+#if defined(__aarch64__) && defined(__linux__)
+// The kernel's report of the CPU's features (the auxiliary vector: no system call). FEAT_FHM
+// without FEAT_FP16 does not exist, but both are asked for: the variant is built for both.
+static bool cpu_has_fp16_fml() {
+  const unsigned long hwcap = getauxval(AT_HWCAP);
+  return (hwcap & HWCAP_ASIMDHP) != 0 && (hwcap & HWCAP_ASIMDFHM) != 0;
+}
+#endif
+
 const Kernels* kernels_for(Isa isa) {
   switch (isa) {
     case Isa::kBaseline:
@@ -270,6 +288,11 @@ const Kernels* kernels_for(Isa isa) {
         return &avx512_bf16::kKernels;
 #endif
       return nullptr;
+    case Isa::kNeonFhm:
+#if defined(__aarch64__) && defined(__linux__)
+      if (cpu_has_fp16_fml()) return &neon_fhm::kKernels;
+#endif
+      return nullptr;
     case Isa::kWasmSimd128:
       // A WebAssembly engine validates a module's SIMD instructions when it loads it, so a module
       // that contains this variant only runs where SIMD128 does: no run-time check is needed.
@@ -283,9 +306,9 @@ const Kernels* kernels_for(Isa isa) {
 
 Status select(const Kernels** out) {
   // Best first.
-  const Kernels* const available[] = {kernels_for(Isa::kAvx512Bf16), kernels_for(Isa::kAvx512),
-                                      kernels_for(Isa::kAvx2), kernels_for(Isa::kWasmSimd128),
-                                      kernels_for(Isa::kBaseline)};
+  const Kernels* const available[] = {kernels_for(Isa::kAvx512Bf16),  kernels_for(Isa::kAvx512),
+                                      kernels_for(Isa::kAvx2),        kernels_for(Isa::kNeonFhm),
+                                      kernels_for(Isa::kWasmSimd128), kernels_for(Isa::kBaseline)};
   const char* forced = std::getenv("SIFLOW_SIMD_ISA");
   char choices[64] = "";
   for (const Kernels* k : available) {
@@ -297,10 +320,16 @@ Status select(const Kernels** out) {
     std::strncat(choices, *choices ? ", " : "", sizeof choices - std::strlen(choices) - 1);
     std::strncat(choices, k->isa, sizeof choices - std::strlen(choices) - 1);
   }
+  // A variant this build has but the CPU lacks names the feature it needs.
+  const char* needs = "";
+#if defined(__aarch64__)
+  if (std::strcmp(forced, "neon_fhm") == 0)
+    needs = "; neon_fhm needs FEAT_FP16 and FEAT_FHM (asimdhp and asimdfhm in /proc/cpuinfo)";
+#endif
   return Status::error(StatusCode::kInvalidArgument,
                        "SIFLOW_SIMD_ISA=%s is not a kernel set this CPU and build run (choices: "
-                       "%s)",
-                       forced, choices);
+                       "%s%s)",
+                       forced, choices, needs);
 }
 
 }  // namespace siflow::simd

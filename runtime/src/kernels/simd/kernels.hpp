@@ -63,9 +63,16 @@ void pack_reduced(Precision precision, const float* w, const float* bias, uint32
 // bytes): pair p of panel j holds m[2p][16 j + c] (low half) and m[2p + 1][16 j + c] (high half),
 // two contiguous rows of m interleaved. Training multiplies by W^T and by activations this way.
 void pack_bf16_transposed(const float* m, uint32_t rows, uint32_t cols, void* packed);
-// The bf16 activation buffer dense_reduced needs for `rows` rows of `in` inputs: one uint32 per
-// pair of inputs and one for the row's exponent range.
+// The activation buffer dense_reduced needs per row of `in` inputs, in uint32 words: for kBf16
+// one per pair of inputs and one for the row's exponent range; for kFp16 one float per input (the
+// row rounded to halves; the FMLAL variant stores the halves themselves in its first half);
+// nothing for the weight-only kInt8.
 inline size_t bf16_rows_words(uint32_t in) { return (size_t{in} + 1) / 2 + 1; }
+inline size_t reduced_rows_words(Precision precision, uint32_t in) {
+  return precision == Precision::kBf16   ? bf16_rows_words(in)
+         : precision == Precision::kFp16 ? size_t{in}
+                                         : 0;
+}
 
 struct DenseReduced {
   Precision precision;
@@ -74,9 +81,10 @@ struct DenseReduced {
   bool add_bias;
   UnaryKind act;  // as Dense
   float alpha;
-  // kBf16: rows' activations as bfloat16 pairs, bf16_rows_words(in) uint32 per row (the kernel
-  // writes rows [r0, r1) only, so threads on different rows share it).
-  uint32_t* x_bf16;
+  // kBf16 and kFp16: the rows' activations in the layer's format, reduced_rows_words(precision,
+  // in) uint32 per row (the kernel writes rows [r0, r1) only, so threads on different rows share
+  // it).
+  uint32_t* x_rows;
 };
 
 // One Conv2d layer on NCHW samples ([C][H][W] each), PyTorch's weight layout
@@ -108,7 +116,7 @@ struct Resize {
   bool bilinear;
 };
 struct Kernels {
-  const char* isa;  // "avx512", "avx2", "sse2", "neon", "wasm_simd128", "generic"
+  const char* isa;  // "avx512", "avx2", "sse2", "neon", "neon_fhm", "wasm_simd128", "generic"
   // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
   void (*dense)(const Dense& dense, const float* x, size_t r0, size_t r1, float* pre, float* post);
   // y = f(x) over rows [r0, r1) of width `width`.
@@ -127,8 +135,9 @@ struct Kernels {
   // f (or f' when deriv) of eight values: what the kernels above compute, for tests.
   void (*activation8)(UnaryKind kind, float alpha, const float* x, float* y, bool deriv);
   // Rows [r0, r1) of a reduced-precision dense layer, with dense's contract. kBf16 gives the bits
-  // of reference::fully_connected_bf16 (NaN payloads aside) on every variant; kFp16 and kInt8
-  // give dense's bits for the decoded weights.
+  // of reference::fully_connected_bf16 (NaN payloads aside) on every variant; kFp16 gives dense's
+  // bits for the decoded weights on the activations rounded to halves (FMLAL's arithmetic, which
+  // neon_fhm runs), kInt8 dense's bits for the decoded weights.
   void (*dense_reduced)(const DenseReduced& dense, const float* x, size_t r0, size_t r1, float* pre,
                         float* post);
   // Conv2d over units [u0, u1) of conv_units(conv, samples): x holds the samples
@@ -162,15 +171,18 @@ struct Kernels {
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)
 // runs on every CPU of the architecture; AVX2 (with FMA and F16C) and AVX-512 (F, DQ, BW, VL) exist
 // on x86-64 only, SIMD128 on WebAssembly only (in builds that define SIFLOW_WITH_WASM_SIMD128).
-// AVX-512 BF16 is AVX-512 plus vdpbf16ps for bf16 layers (its other kernels are AVX-512's).
-enum class Isa : uint8_t { kBaseline, kAvx2, kAvx512, kWasmSimd128, kAvx512Bf16 };
+// AVX-512 BF16 is AVX-512 plus vdpbf16ps for bf16 layers (its other kernels are AVX-512's);
+// NEON FHM (AArch64 with FEAT_FP16 and FEAT_FHM, read from the Linux auxiliary vector) is NEON
+// plus FMLAL/FMLAL2 for fp16 layers.
+enum class Isa : uint8_t { kBaseline, kAvx2, kAvx512, kWasmSimd128, kAvx512Bf16, kNeonFhm };
 
 // The variant for `isa`, or nullptr when it is not compiled in or the CPU lacks it.
 const Kernels* kernels_for(Isa isa);
 // The best kernels this CPU runs. The environment variable SIFLOW_SIMD_ISA forces a variant by
-// its name (avx512_bf16, avx512, avx2, wasm_simd128, or the baseline's: sse2, neon, generic), so CI
-// runs the paths of CPUs without AVX-512 or AVX2; a name that is unknown or that this CPU cannot
-// run is an error naming the choices.
+// its name (avx512_bf16, avx512, avx2, neon_fhm, wasm_simd128, or the baseline's: sse2, neon,
+// generic), so CI runs the paths of CPUs without AVX-512, AVX2 or FHM; a name that is unknown or
+// that this CPU cannot run is an error naming the choices (and the CPU feature a known name lacks).
+
 Status select(const Kernels** out);
 
 }  // namespace siflow::simd
