@@ -7,7 +7,11 @@
 // conv's dx), the weight and bias gradients. Every output element is one float sum in a fixed
 // order (bias, then input channel, kernel row, kernel column), so results are bit-reproducible
 // and do not depend on the batch split or the thread count. Convolutions are linear: the JVP is
-// the same op without the bias on each direction's tangent.
+// the same op without the bias on each direction's tangent. Reduced precision (docs/math.md):
+// fp16 and int8 weights are decoded to f32 at plan time and run the f32 kernels; bf16 runs
+// bf16_gather below, the dense layers' vdpbf16ps arithmetic along (channel, kernel row, column).
+#include "math/half.hpp"
+#include "math/reduced.hpp"
 #include "ops/op.hpp"
 #include "ops/window.hpp"
 #include "support/parallel.hpp"
@@ -132,6 +136,172 @@ void bias_gradient(const T* dy, size_t rows, uint32_t channels, size_t plane, T*
   }
 }
 
+// bf16 (docs/math.md, "Reduced precision"): every output is one bf16 dot product, as a dense
+// bf16 layer computes it, of the weights [c_out][k] and the input's im2col column, k running
+// over (input channel of the group, kernel row, kernel column) in that order: the bias (flushed)
+// or +0 first, then the pairs (2p, 2p + 1) of k, the odd element's product first, each step
+// bf16_dot_step; a tap outside the input (padding; for the transposed conv, a tap landing
+// between samples) reads +0, and an odd k pairs its last element with 0 * 0. The input is
+// rounded to bf16 as it is read; `w` holds the bf16 weights as floats.
+struct Bf16Pairs {
+  float acc, even_x = 0.0f, even_w = 0.0f;
+  bool have_even = false;
+  void add(float x, float w) {
+    if (!have_even) {
+      even_x = x, even_w = w, have_even = true;
+      return;
+    }
+    acc = detail::bf16_dot_step_fast(acc, x, w);
+    acc = detail::bf16_dot_step_fast(acc, even_x, even_w);
+    have_even = false;
+  }
+  float finish() {
+    if (have_even) add(0.0f, 0.0f);
+    return acc;
+  }
+};
+
+inline float bf16_value(float v) { return detail::bf16_to_float(detail::float_to_bf16(v)); }
+
+template <bool kTransposed>
+void bf16_gather(const Geometry& g, const float* w, const float* bias, const float* in,
+                 float* out) {
+  const uint32_t csg = g.cs / g.groups, clg = g.cl / g.groups;
+  const size_t taps = size_t{g.kh} * g.kw, splane = size_t{g.hs} * g.ws,
+               lplane = size_t{g.hl} * g.wl;
+  if (!kTransposed) {
+    for (uint32_t cs = 0; cs < g.cs; ++cs) {
+      const float* wc = w + size_t{cs} * clg * taps;
+      const float* lg = in + size_t{cs / csg} * clg * lplane;
+      for (uint32_t sy = 0; sy < g.hs; ++sy)
+        for (uint32_t sx = 0; sx < g.ws; ++sx) {
+          Bf16Pairs sum{bias ? bias[cs] : 0.0f};
+          for (uint32_t j = 0; j < clg; ++j)
+            for (uint32_t ky = 0; ky < g.kh; ++ky) {
+              const int64_t ly = int64_t{sy} * g.sh - g.pt + int64_t{ky} * g.dh;
+              const bool row_in = ly >= 0 && ly < g.hl;
+              for (uint32_t kx = 0; kx < g.kw; ++kx) {
+                const int64_t lx = int64_t{sx} * g.sw - g.pl + int64_t{kx} * g.dw;
+                const float x = row_in && lx >= 0 && lx < g.wl
+                                    ? bf16_value(lg[j * lplane + static_cast<size_t>(ly) * g.wl +
+                                                    static_cast<size_t>(lx)])
+                                    : 0.0f;
+                sum.add(x, wc[j * taps + size_t{ky} * g.kw + kx]);
+              }
+            }
+          out[(size_t{cs} * g.hs + sy) * g.ws + sx] = sum.finish();
+        }
+    }
+    return;
+  }
+  for (uint32_t cl = 0; cl < g.cl; ++cl) {
+    const uint32_t group = cl / clg, j = cl % clg;
+    for (uint32_t ly = 0; ly < g.hl; ++ly)
+      for (uint32_t lx = 0; lx < g.wl; ++lx) {
+        Bf16Pairs sum{bias ? bias[cl] : 0.0f};
+        for (uint32_t i = 0; i < csg; ++i) {
+          const uint32_t cs = group * csg + i;
+          const float* sc = in + cs * splane;
+          const float* wj = w + (size_t{cs} * clg + j) * taps;
+          for (uint32_t ky = 0; ky < g.kh; ++ky) {
+            const int64_t ny = int64_t{ly} + g.pt - int64_t{ky} * g.dh;
+            const bool row_in = ny >= 0 && ny % g.sh == 0 && ny / g.sh < g.hs;
+            for (uint32_t kx = 0; kx < g.kw; ++kx) {
+              const int64_t nx = int64_t{lx} + g.pl - int64_t{kx} * g.dw;
+              const float x = row_in && nx >= 0 && nx % g.sw == 0 && nx / g.sw < g.ws
+                                  ? bf16_value(sc[static_cast<size_t>(ny / g.sh) * g.ws +
+                                                  static_cast<size_t>(nx / g.sw)])
+                                  : 0.0f;
+              sum.add(x, wj[size_t{ky} * g.kw + kx]);
+            }
+          }
+        }
+        out[(size_t{cl} * g.hl + ly) * g.wl + lx] = sum.finish();
+      }
+  }
+}
+
+// The plan's converted weights (reduced_weights.hpp), in the file's layout: fp16 and int8 the
+// decoded f32 weights; bf16 the bf16 weights as floats, then (64-byte aligned) the output
+// channels' biases with subnormals flushed. Int8 scales are per output channel: the small side's
+// channel for a conv (a contiguous weight row), the large side's for a transposed conv.
+size_t weight_count(const Geometry& g) { return size_t{g.cs} * (g.cl / g.groups) * g.kh * g.kw; }
+
+template <bool kTransposed>
+size_t reduced_bytes(const detail::ModelData& model, uint32_t i, Precision precision, NodeKernel) {
+  const NodeData& n = model.nodes[i];
+  if (precision == Precision::kFp32) return 0;
+  const Geometry g = geometry(n, kTransposed);
+  const size_t weights = (weight_count(g) * 4 + 63) / 64 * 64;
+  const uint32_t outputs = kTransposed ? g.cl : g.cs;
+  return weights + (precision == Precision::kBf16 ? size_t{outputs} * 4 : 0);
+}
+
+template <bool kTransposed>
+void reduce(const detail::ModelData& model, uint32_t i, Precision precision, NodeKernel,
+            void* dst) {
+  const NodeData& n = model.nodes[i];
+  const Geometry g = geometry(n, kTransposed);
+  const size_t count = weight_count(g), taps = size_t{g.kh} * g.kw;
+  const uint32_t clg = g.cl / g.groups, csg = g.cs / g.groups;
+  float* w = static_cast<float*>(dst);
+  switch (precision) {
+    case Precision::kFp32:
+      return;
+    case Precision::kBf16: {
+      for (size_t k = 0; k < count; ++k) w[k] = bf16_value(n.weight[k]);
+      float* bias =
+          reinterpret_cast<float*>(static_cast<uint8_t*>(dst) + (count * 4 + 63) / 64 * 64);
+      const uint32_t outputs = kTransposed ? g.cl : g.cs;
+      for (uint32_t o = 0; o < outputs; ++o)
+        bias[o] = n.bias ? detail::flush_subnormal(n.bias[o]) : 0.0f;
+      return;
+    }
+    case Precision::kFp16:
+      for (size_t k = 0; k < count; ++k)
+        w[k] = detail::half_to_float(detail::float_to_half(n.weight[k]));
+      return;
+    case Precision::kInt8:
+      if (!kTransposed) {
+        const size_t row = size_t{clg} * taps;
+        for (uint32_t o = 0; o < g.cs; ++o) {
+          const float* src = n.weight + o * row;
+          const float scale = detail::int8_scale(src, static_cast<uint32_t>(row));
+          for (size_t k = 0; k < row; ++k)
+            w[o * row + k] = scale * static_cast<float>(detail::int8_quantize(src[k], scale));
+        }
+        return;
+      }
+      // Output channel cl's weights are `taps`-long runs, one per small-side channel of its
+      // group; max over runs of int8_scale is int8_scale of them all (x / 127 is monotone).
+      for (uint32_t cl = 0; cl < g.cl; ++cl) {
+        const uint32_t group = cl / clg, j = cl % clg;
+        float scale = 0.0f;
+        for (uint32_t k = 0; k < csg; ++k) {
+          const float s = detail::int8_scale(n.weight + (size_t{group * csg + k} * clg + j) * taps,
+                                             static_cast<uint32_t>(taps));
+          scale = s > scale ? s : scale;
+        }
+        for (uint32_t k = 0; k < csg; ++k) {
+          const size_t at = (size_t{group * csg + k} * clg + j) * taps;
+          for (size_t t = 0; t < taps; ++t)
+            w[at + t] = scale * static_cast<float>(detail::int8_quantize(n.weight[at + t], scale));
+        }
+      }
+      return;
+  }
+}
+
+// Reduction length (input channels per group times taps) or output channels per group,
+// whichever is smaller: the plan's narrow-layer rule.
+template <bool kTransposed>
+uint32_t reduced_extent(const detail::ModelData& model, uint32_t i) {
+  const Geometry g = geometry(model.nodes[i], kTransposed);
+  const uint32_t in = (kTransposed ? g.cs : g.cl) / g.groups * g.kh * g.kw;
+  const uint32_t out = (kTransposed ? g.cl : g.cs) / g.groups;
+  return in < out ? in : out;
+}
+
 // One op's forward (with bias) or tangent map (without) on one sample: conv gathers the small
 // side from the large one, the transposed conv the large side from the small one.
 template <bool kTransposed, typename T>
@@ -240,13 +410,13 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
 // A Conv2d on the simd kernels (kernels/simd/kernels_conv.inc): the forward with the bias, then
 // the tangents (rows * directions samples) through the same kernel without it. Units (sample,
 // group, pixel block) are split over the threads; a unit's outputs do not depend on the split.
-void run_simd(const NodeRun& r, const Geometry& g) {
+void run_simd(const NodeRun& r, const Geometry& g, const float* weight) {
   const NodeData& n = r.model->nodes[r.node];
   const simd::Kernels& k = *r.kernels->simd;
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const uint32_t in = r.model->tensors[a].width, width = n.width;
-  simd::Conv c{n.weight, n.bias, g.cl, g.hl, g.wl, g.cs, g.hs, g.ws, g.groups,
-               g.kh,     g.kw,   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl};
+  simd::Conv c{weight, n.bias, g.cl, g.hl, g.wl, g.cs, g.hs, g.ws, g.groups,
+               g.kh,   g.kw,   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl};
   const float* x = r.values[a];
   float* y = r.values[id];
   parallel_rows(r.kernels->pool, k.conv_units(c, r.rows), 1,
@@ -266,24 +436,36 @@ void run(const NodeRun& r) {
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const uint32_t in = r.model->tensors[a].width, width = n.width;
   const Geometry g = geometry(n, kTransposed);
+  const void* reduced = r.kernels && r.kernels->reduced ? r.kernels->reduced[r.node] : nullptr;
+  const bool bf16 = reduced && r.kernels->precision == Precision::kBf16;
+  // fp16 and int8: the f32 kernels on the decoded weights.
+  const float* weight = reduced ? static_cast<const float*>(reduced) : n.weight;
 #if defined(SIFLOW_WITH_SIMD)
-  if (!kTransposed && kernel_of(r) == NodeKernel::kSimd) {
-    run_simd(r, g);
+  if (!kTransposed && !bf16 && kernel_of(r) == NodeKernel::kSimd) {
+    run_simd(r, g, weight);
     return;
   }
 #endif
+  const float* bias = bf16 && n.bias
+                          ? reinterpret_cast<const float*>(static_cast<const uint8_t*>(reduced) +
+                                                           (weight_count(g) * 4 + 63) / 64 * 64)
+                          : n.bias;
+  auto one = [&](const float* x, const float* b, float* y) {
+    if (bf16)
+      bf16_gather<kTransposed>(g, weight, b, x, y);
+    else
+      apply<kTransposed, float>(g, weight, b, x, y);
+  };
   const float* x = r.values[a];
   float* y = r.values[id];
   parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
-    for (size_t row = r0; row < r1; ++row)
-      apply<kTransposed>(g, n.weight, n.bias, x + row * in, y + row * width);
+    for (size_t row = r0; row < r1; ++row) one(x + row * in, bias, y + row * width);
   });
   float* ty = r.directions ? r.tangents[id] : nullptr;
   if (!ty) return;
   const float* ta = r.tangents[a];
   parallel_rows(r.kernels->pool, r.rows * r.directions, 1, [&](size_t r0, size_t r1) {
-    for (size_t k = r0; k < r1; ++k)
-      apply<kTransposed, float>(g, n.weight, nullptr, ta + k * in, ty + k * width);
+    for (size_t k = r0; k < r1; ++k) one(ta + k * in, nullptr, ty + k * width);
   });
 }
 
@@ -340,6 +522,11 @@ extern const OpModule kConv2d = {
     forward<false, double>,
     vjp<false, float>,
     vjp<false, double>,
+    nullptr,
+    reduced_bytes<false>,
+    reduce<false>,
+    false,
+    reduced_extent<false>,
 };
 
 extern const OpModule kConvTranspose2d = {
@@ -355,6 +542,11 @@ extern const OpModule kConvTranspose2d = {
     forward<true, double>,
     vjp<true, float>,
     vjp<true, double>,
+    nullptr,
+    reduced_bytes<true>,
+    reduce<true>,
+    false,
+    reduced_extent<true>,
 };
 
 }  // namespace siflow::ops
