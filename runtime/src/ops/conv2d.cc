@@ -141,85 +141,76 @@ void bias_gradient(const T* dy, size_t rows, uint32_t channels, size_t plane, T*
 // over (input channel of the group, kernel row, kernel column) in that order: the bias (flushed)
 // or +0 first, then the pairs (2p, 2p + 1) of k, the odd element's product first, each step
 // bf16_dot_step; a tap outside the input (padding; for the transposed conv, a tap landing
-// between samples) reads +0, and an odd k pairs its last element with 0 * 0. The input is
-// rounded to bf16 as it is read; `w` holds the bf16 weights as floats.
-struct Bf16Pairs {
-  float acc, even_x = 0.0f, even_w = 0.0f;
-  bool have_even = false;
-  void add(float x, float w) {
-    if (!have_even) {
-      even_x = x, even_w = w, have_even = true;
-      return;
-    }
-    acc = detail::bf16_dot_step_fast(acc, x, w);
-    acc = detail::bf16_dot_step_fast(acc, even_x, even_w);
-    have_even = false;
-  }
-  float finish() {
-    if (have_even) add(0.0f, 0.0f);
-    return acc;
-  }
-};
-
-inline float bf16_value(float v) { return detail::bf16_to_float(detail::float_to_bf16(v)); }
+// between samples) reads +0, and an odd k pairs its last element with 0 * 0. `w` holds the bf16
+// weights as floats laid out [output channel][k] (reduce() reorders the transposed conv's).
+// Per output pixel the column is gathered (rounded to bf16) kBf16Chunk values at a time into a
+// stack buffer, and each output channel of the group continues its sum over the chunk.
+constexpr uint32_t kBf16Chunk = 512;  // even: pairs never straddle chunks
 
 template <bool kTransposed>
 void bf16_gather(const Geometry& g, const float* w, const float* bias, const float* in,
                  float* out) {
   const uint32_t csg = g.cs / g.groups, clg = g.cl / g.groups;
-  const size_t taps = size_t{g.kh} * g.kw, splane = size_t{g.hs} * g.ws,
-               lplane = size_t{g.hl} * g.wl;
-  if (!kTransposed) {
-    for (uint32_t cs = 0; cs < g.cs; ++cs) {
-      const float* wc = w + size_t{cs} * clg * taps;
-      const float* lg = in + size_t{cs / csg} * clg * lplane;
-      for (uint32_t sy = 0; sy < g.hs; ++sy)
-        for (uint32_t sx = 0; sx < g.ws; ++sx) {
-          Bf16Pairs sum{bias ? bias[cs] : 0.0f};
-          for (uint32_t j = 0; j < clg; ++j)
-            for (uint32_t ky = 0; ky < g.kh; ++ky) {
-              const int64_t ly = int64_t{sy} * g.sh - g.pt + int64_t{ky} * g.dh;
-              const bool row_in = ly >= 0 && ly < g.hl;
-              for (uint32_t kx = 0; kx < g.kw; ++kx) {
-                const int64_t lx = int64_t{sx} * g.sw - g.pl + int64_t{kx} * g.dw;
-                const float x = row_in && lx >= 0 && lx < g.wl
-                                    ? bf16_value(lg[j * lplane + static_cast<size_t>(ly) * g.wl +
-                                                    static_cast<size_t>(lx)])
-                                    : 0.0f;
-                sum.add(x, wc[j * taps + size_t{ky} * g.kw + kx]);
-              }
+  const uint32_t taps = g.kh * g.kw;
+  // The gathered side's channels per group and the output side's.
+  const uint32_t cin_g = kTransposed ? csg : clg, cout_g = kTransposed ? clg : csg;
+  const uint32_t oh = kTransposed ? g.hl : g.hs, ow = kTransposed ? g.wl : g.ws;
+  const uint32_t ih = kTransposed ? g.hs : g.hl, iw = kTransposed ? g.ws : g.wl;
+  const size_t k_total = size_t{cin_g} * taps, iplane = size_t{ih} * iw, oplane = size_t{oh} * ow;
+  float column[kBf16Chunk + 1];
+  for (uint32_t group = 0; group < g.groups; ++group) {
+    const float* ig = in + size_t{group} * cin_g * iplane;
+    for (uint32_t oy = 0; oy < oh; ++oy)
+      for (uint32_t ox = 0; ox < ow; ++ox) {
+        for (size_t k0 = 0; k0 < k_total; k0 += kBf16Chunk) {
+          const uint32_t n =
+              static_cast<uint32_t>(k_total - k0 < kBf16Chunk ? k_total - k0 : kBf16Chunk);
+          for (uint32_t kk = 0; kk < n; ++kk) {
+            const size_t k = k0 + kk;
+            const uint32_t i = static_cast<uint32_t>(k / taps), t = static_cast<uint32_t>(k % taps);
+            const uint32_t ky = t / g.kw, kx = t % g.kw;
+            int64_t iy, ix;
+            bool inside;
+            if (!kTransposed) {
+              iy = int64_t{oy} * g.sh - g.pt + int64_t{ky} * g.dh;
+              ix = int64_t{ox} * g.sw - g.pl + int64_t{kx} * g.dw;
+              inside = iy >= 0 && iy < ih && ix >= 0 && ix < iw;
+            } else {
+              const int64_t ny = int64_t{oy} + g.pt - int64_t{ky} * g.dh;
+              const int64_t nx = int64_t{ox} + g.pl - int64_t{kx} * g.dw;
+              inside = ny >= 0 && nx >= 0 && ny % g.sh == 0 && nx % g.sw == 0 && ny / g.sh < ih &&
+                       nx / g.sw < iw;
+              iy = ny / g.sh, ix = nx / g.sw;
             }
-          out[(size_t{cs} * g.hs + sy) * g.ws + sx] = sum.finish();
-        }
-    }
-    return;
-  }
-  for (uint32_t cl = 0; cl < g.cl; ++cl) {
-    const uint32_t group = cl / clg, j = cl % clg;
-    for (uint32_t ly = 0; ly < g.hl; ++ly)
-      for (uint32_t lx = 0; lx < g.wl; ++lx) {
-        Bf16Pairs sum{bias ? bias[cl] : 0.0f};
-        for (uint32_t i = 0; i < csg; ++i) {
-          const uint32_t cs = group * csg + i;
-          const float* sc = in + cs * splane;
-          const float* wj = w + (size_t{cs} * clg + j) * taps;
-          for (uint32_t ky = 0; ky < g.kh; ++ky) {
-            const int64_t ny = int64_t{ly} + g.pt - int64_t{ky} * g.dh;
-            const bool row_in = ny >= 0 && ny % g.sh == 0 && ny / g.sh < g.hs;
-            for (uint32_t kx = 0; kx < g.kw; ++kx) {
-              const int64_t nx = int64_t{lx} + g.pl - int64_t{kx} * g.dw;
-              const float x = row_in && nx >= 0 && nx % g.sw == 0 && nx / g.sw < g.ws
-                                  ? bf16_value(sc[static_cast<size_t>(ny / g.sh) * g.ws +
-                                                  static_cast<size_t>(nx / g.sw)])
-                                  : 0.0f;
-              sum.add(x, wj[size_t{ky} * g.kw + kx]);
+            column[kk] =
+                inside
+                    ? detail::bf16_to_float(detail::float_to_bf16(
+                          ig[i * iplane + static_cast<size_t>(iy) * iw + static_cast<size_t>(ix)]))
+                    : 0.0f;
+          }
+          const uint32_t pairs = n / 2;
+          const bool odd = n % 2 != 0;  // only in the last chunk
+          for (uint32_t o = 0; o < cout_g; ++o) {
+            const uint32_t oc = group * cout_g + o;
+            float* y = out + oc * oplane + size_t{oy} * ow + ox;
+            const float* wr = w + size_t{oc} * k_total + k0;
+            float acc = k0 != 0 ? *y : bias ? bias[oc] : 0.0f;
+            for (uint32_t p = 0; p < pairs; ++p) {
+              acc = detail::bf16_dot_step_fast(acc, column[2 * p + 1], wr[2 * p + 1]);
+              acc = detail::bf16_dot_step_fast(acc, column[2 * p], wr[2 * p]);
             }
+            if (odd) {
+              acc = detail::bf16_dot_step_fast(acc, 0.0f, 0.0f);
+              acc = detail::bf16_dot_step_fast(acc, column[n - 1], wr[n - 1]);
+            }
+            *y = acc;
           }
         }
-        out[(size_t{cl} * g.hl + ly) * g.wl + lx] = sum.finish();
       }
   }
 }
+
+inline float bf16_value(float v) { return detail::bf16_to_float(detail::float_to_bf16(v)); }
 
 // The plan's converted weights (reduced_weights.hpp), in the file's layout: fp16 and int8 the
 // decoded f32 weights; bf16 the bf16 weights as floats, then (64-byte aligned) the output
@@ -249,7 +240,17 @@ void reduce(const detail::ModelData& model, uint32_t i, Precision precision, Nod
     case Precision::kFp32:
       return;
     case Precision::kBf16: {
-      for (size_t k = 0; k < count; ++k) w[k] = bf16_value(n.weight[k]);
+      if (!kTransposed) {
+        for (size_t k = 0; k < count; ++k) w[k] = bf16_value(n.weight[k]);
+      } else {
+        // [output channel][k]: output channel cl's k = (input channel of its group, tap).
+        const size_t k_total = size_t{csg} * taps;
+        for (uint32_t cl = 0; cl < g.cl; ++cl)
+          for (uint32_t i = 0; i < csg; ++i)
+            for (size_t t = 0; t < taps; ++t)
+              w[cl * k_total + i * taps + t] =
+                  bf16_value(n.weight[(size_t{cl / clg * csg + i} * clg + cl % clg) * taps + t]);
+      }
       float* bias =
           reinterpret_cast<float*>(static_cast<uint8_t*>(dst) + (count * 4 + 63) / 64 * 64);
       const uint32_t outputs = kTransposed ? g.cl : g.cs;
