@@ -35,6 +35,9 @@ struct Case {
   const char* what;
   bool transposed;
   uint32_t cin, h, w, cout, groups, k, stride, pad;
+  // Scales of the weights, the inputs and the biases (tiny: products and sums below 2^-126,
+  // subnormal biases, which the kernels' float path hands to the scalar definition).
+  float wscale = 0.5f, xscale = 2.0f, bscale = 0.2f;
 };
 
 // Each converted (reduction length and output channels per group above 16).
@@ -45,6 +48,8 @@ const Case kCases[] = {
     {"5x5 kernel, no padding, odd sizes", false, 3, 11, 9, 21, 1, 5, 1, 0},
     {"transposed, stride 1, 19 -> 17 channels", true, 19, 7, 5, 17, 1, 3, 1, 1},
     {"transposed, stride 2, 20 -> 34 channels, groups 2", true, 20, 4, 3, 34, 2, 3, 2, 1},
+    {"tiny products and sums", false, 19, 7, 5, 17, 1, 3, 1, 1, 0x1p-20f, 0x1p-104f, 0x1p-127f},
+    {"tiny, transposed", true, 19, 7, 5, 17, 1, 3, 1, 1, 0x1p-20f, 0x1p-104f, 0x1p-127f},
 };
 
 struct Geometry {
@@ -206,15 +211,15 @@ TEST_CASE("bf16 convolutions give the bits of the im2col definition on every var
   for (const Case& c : kCases) {
     CAPTURE(c.what);
     std::mt19937 rng(c.cin * 31 + c.cout);
-    const std::vector<float> w = random_floats(weight_count(c), rng, 0.5f);
-    const std::vector<float> b = random_floats(c.cout, rng, 0.2f);
+    const std::vector<float> w = random_floats(weight_count(c), rng, c.wscale);
+    const std::vector<float> b = random_floats(c.cout, rng, c.bscale);
     const auto bytes = model(c, w, b);
     const uint32_t dim = c.cin * c.h * c.w;
     const Geometry g = out_size(c);
     const size_t outputs = size_t{c.cout} * g.oh * g.ow;
     for (size_t rows : {size_t{1}, size_t{3}, size_t{17}}) {
       CAPTURE(rows);
-      const std::vector<float> x = random_floats(rows * dim, rng, 2.0f);
+      const std::vector<float> x = random_floats(rows * dim, rng, c.xscale);
       size_t ran = 0;
       for (const Variant& v : kVariants) {
         const std::string isa = v.isa ? v.isa : "reference";
