@@ -142,42 +142,10 @@ void bias_gradient(const T* dy, size_t rows, uint32_t channels, size_t plane, T*
 // or +0 first, then the pairs (2p, 2p + 1) of k, the odd element's product first, each step
 // bf16_dot_step; a tap outside the input (padding; for the transposed conv, a tap landing
 // between samples) reads +0, and an odd k pairs its last element with 0 * 0. `w` holds the bf16
-// weights as floats in blocks of kBf16Lanes output channels of one group, [block][k][lane]
-// (zero past the group's channels; reduce() lays them out). Per output pixel the column is
-// gathered (rounded to bf16) kBf16Chunk values at a time into a stack buffer, and each block of
-// output channels continues its sums over the chunk, one channel per vector lane: the lanes'
-// sums are independent, each the scalar sequence of bf16_dot_step_fast.
+// weights as floats laid out [output channel][k] (reduce() reorders the transposed conv's).
+// Per output pixel the column is gathered (rounded to bf16) kBf16Chunk values at a time into a
+// stack buffer, and each output channel of the group continues its sum over the chunk.
 constexpr uint32_t kBf16Chunk = 512;  // even: pairs never straddle chunks
-constexpr uint32_t kBf16Lanes = 8;
-typedef float Bf16Vec __attribute__((vector_size(kBf16Lanes * 4)));
-typedef int32_t Bf16Mask __attribute__((vector_size(kBf16Lanes * 4)));
-
-// acc[lane] = bf16_dot_step(acc[lane], x, w[lane]) for every lane: float arithmetic, lanes whose
-// product or sum is not normal or zero redone by the scalar definition.
-inline void bf16_step_lanes(Bf16Vec& acc, float x, const float* w) {
-  Bf16Vec wv;
-  __builtin_memcpy(&wv, w, sizeof wv);
-  const Bf16Vec p = x * wv;
-  Bf16Vec s = acc + p;
-  Bf16Mask pb, sb;
-  __builtin_memcpy(&pb, &p, sizeof pb);
-  __builtin_memcpy(&sb, &s, sizeof sb);
-  pb &= 0x7fffffff, sb &= 0x7fffffff;
-  const Bf16Mask ok = ((pb == 0) | ((pb >= 0x00800000) & (pb < 0x7f800000))) &
-                      ((sb == 0) | ((sb >= 0x00800000) & (sb < 0x7f800000)));
-  int32_t all = -1;
-  for (uint32_t l = 0; l < kBf16Lanes; ++l) all &= ok[l];
-  if (!all)
-    for (uint32_t l = 0; l < kBf16Lanes; ++l)
-      if (!ok[l]) s[l] = detail::bf16_dot_step(acc[l], x, w[l]);
-  acc = s;
-}
-
-// Floats of the bf16 weight blocks: per group, ceil(C_out/g / kBf16Lanes) blocks of
-// [k][kBf16Lanes], k = input channels per group times taps.
-size_t bf16_weight_floats(uint32_t groups, uint32_t cin_g, uint32_t cout_g, uint32_t taps) {
-  return size_t{groups} * ((cout_g + kBf16Lanes - 1) / kBf16Lanes) * kBf16Lanes * cin_g * taps;
-}
 
 template <bool kTransposed>
 void bf16_gather(const Geometry& g, const float* w, const float* bias, const float* in,
@@ -189,7 +157,6 @@ void bf16_gather(const Geometry& g, const float* w, const float* bias, const flo
   const uint32_t oh = kTransposed ? g.hl : g.hs, ow = kTransposed ? g.wl : g.ws;
   const uint32_t ih = kTransposed ? g.hs : g.hl, iw = kTransposed ? g.ws : g.wl;
   const size_t k_total = size_t{cin_g} * taps, iplane = size_t{ih} * iw, oplane = size_t{oh} * ow;
-  const uint32_t blocks = (cout_g + kBf16Lanes - 1) / kBf16Lanes;
   float column[kBf16Chunk + 1];
   for (uint32_t group = 0; group < g.groups; ++group) {
     const float* ig = in + size_t{group} * cin_g * iplane;
@@ -223,24 +190,20 @@ void bf16_gather(const Geometry& g, const float* w, const float* bias, const flo
           }
           const uint32_t pairs = n / 2;
           const bool odd = n % 2 != 0;  // only in the last chunk
-          static const float kZeros[kBf16Lanes] = {};
-          for (uint32_t b = 0; b < blocks; ++b) {
-            const uint32_t o0 = b * kBf16Lanes;
-            const uint32_t lanes = cout_g - o0 < kBf16Lanes ? cout_g - o0 : kBf16Lanes;
-            float* y = out + size_t{group * cout_g + o0} * oplane + size_t{oy} * ow + ox;
-            const float* wr = w + ((size_t{group} * blocks + b) * k_total + k0) * kBf16Lanes;
-            Bf16Vec acc = {};
-            for (uint32_t l = 0; l < lanes; ++l)
-              acc[l] = k0 != 0 ? y[l * oplane] : bias ? bias[group * cout_g + o0 + l] : 0.0f;
+          for (uint32_t o = 0; o < cout_g; ++o) {
+            const uint32_t oc = group * cout_g + o;
+            float* y = out + oc * oplane + size_t{oy} * ow + ox;
+            const float* wr = w + size_t{oc} * k_total + k0;
+            float acc = k0 != 0 ? *y : bias ? bias[oc] : 0.0f;
             for (uint32_t p = 0; p < pairs; ++p) {
-              bf16_step_lanes(acc, column[2 * p + 1], wr + (2 * p + 1) * kBf16Lanes);
-              bf16_step_lanes(acc, column[2 * p], wr + 2 * p * kBf16Lanes);
+              acc = detail::bf16_dot_step_fast(acc, column[2 * p + 1], wr[2 * p + 1]);
+              acc = detail::bf16_dot_step_fast(acc, column[2 * p], wr[2 * p]);
             }
             if (odd) {
-              bf16_step_lanes(acc, 0.0f, kZeros);
-              bf16_step_lanes(acc, column[n - 1], wr + (n - 1) * kBf16Lanes);
+              acc = detail::bf16_dot_step_fast(acc, 0.0f, 0.0f);
+              acc = detail::bf16_dot_step_fast(acc, column[n - 1], wr[n - 1]);
             }
-            for (uint32_t l = 0; l < lanes; ++l) y[l * oplane] = acc[l];
+            *y = acc;
           }
         }
       }
@@ -249,32 +212,20 @@ void bf16_gather(const Geometry& g, const float* w, const float* bias, const flo
 
 inline float bf16_value(float v) { return detail::bf16_to_float(detail::float_to_bf16(v)); }
 
-// The plan's converted weights (reduced_weights.hpp): fp16 and int8 the decoded f32 weights in
-// the file's layout; bf16 the bf16 weights as floats in bf16_gather's blocks, then (64-byte
-// aligned) the output channels' biases with subnormals flushed. Int8 scales are per output
-// channel: the small side's channel for a conv (a contiguous weight row), the large side's for
-// a transposed conv.
+// The plan's converted weights (reduced_weights.hpp), in the file's layout: fp16 and int8 the
+// decoded f32 weights; bf16 the bf16 weights as floats, then (64-byte aligned) the output
+// channels' biases with subnormals flushed. Int8 scales are per output channel: the small side's
+// channel for a conv (a contiguous weight row), the large side's for a transposed conv.
 size_t weight_count(const Geometry& g) { return size_t{g.cs} * (g.cl / g.groups) * g.kh * g.kw; }
-
-// Bytes of the converted weights before the bf16 biases (64-byte aligned).
-template <bool kTransposed>
-size_t reduced_weight_bytes(const Geometry& g, Precision precision) {
-  const uint32_t csg = g.cs / g.groups, clg = g.cl / g.groups;
-  const size_t floats = precision == Precision::kBf16
-                            ? bf16_weight_floats(g.groups, kTransposed ? csg : clg,
-                                                 kTransposed ? clg : csg, g.kh * g.kw)
-                            : weight_count(g);
-  return (floats * 4 + 63) / 64 * 64;
-}
 
 template <bool kTransposed>
 size_t reduced_bytes(const detail::ModelData& model, uint32_t i, Precision precision, NodeKernel) {
   const NodeData& n = model.nodes[i];
   if (precision == Precision::kFp32) return 0;
   const Geometry g = geometry(n, kTransposed);
+  const size_t weights = (weight_count(g) * 4 + 63) / 64 * 64;
   const uint32_t outputs = kTransposed ? g.cl : g.cs;
-  return reduced_weight_bytes<kTransposed>(g, precision) +
-         (precision == Precision::kBf16 ? size_t{outputs} * 4 : 0);
+  return weights + (precision == Precision::kBf16 ? size_t{outputs} * 4 : 0);
 }
 
 template <bool kTransposed>
@@ -289,26 +240,19 @@ void reduce(const detail::ModelData& model, uint32_t i, Precision precision, Nod
     case Precision::kFp32:
       return;
     case Precision::kBf16: {
-      // Blocks of kBf16Lanes output channels of one group, [block][k][lane]; k = (input channel
-      // of the group, tap). A conv's output channel o reads weight[o][i][tap], a transposed
-      // conv's output channel reads weight[its group's input channel i][o mod C_out/g][tap].
-      const uint32_t cin_g = kTransposed ? csg : clg, cout_g = kTransposed ? clg : csg;
-      const uint32_t blocks = (cout_g + kBf16Lanes - 1) / kBf16Lanes;
-      const size_t k_total = size_t{cin_g} * taps;
-      for (uint32_t group = 0; group < g.groups; ++group)
-        for (uint32_t b = 0; b < blocks; ++b)
-          for (size_t k = 0; k < k_total; ++k)
-            for (uint32_t l = 0; l < kBf16Lanes; ++l) {
-              const uint32_t o = b * kBf16Lanes + l, i = static_cast<uint32_t>(k / taps);
-              const size_t t = k % taps;
-              const size_t from = !kTransposed
-                                      ? (size_t{group * cout_g + o} * cin_g + i) * taps + t
-                                      : (size_t{group * cin_g + i} * cout_g + o) * taps + t;
-              w[((size_t{group} * blocks + b) * k_total + k) * kBf16Lanes + l] =
-                  o < cout_g ? bf16_value(n.weight[from]) : 0.0f;
-            }
-      float* bias = reinterpret_cast<float*>(static_cast<uint8_t*>(dst) +
-                                             reduced_weight_bytes<kTransposed>(g, precision));
+      if (!kTransposed) {
+        for (size_t k = 0; k < count; ++k) w[k] = bf16_value(n.weight[k]);
+      } else {
+        // [output channel][k]: output channel cl's k = (input channel of its group, tap).
+        const size_t k_total = size_t{csg} * taps;
+        for (uint32_t cl = 0; cl < g.cl; ++cl)
+          for (uint32_t i = 0; i < csg; ++i)
+            for (size_t t = 0; t < taps; ++t)
+              w[cl * k_total + i * taps + t] =
+                  bf16_value(n.weight[(size_t{cl / clg * csg + i} * clg + cl % clg) * taps + t]);
+      }
+      float* bias =
+          reinterpret_cast<float*>(static_cast<uint8_t*>(dst) + (count * 4 + 63) / 64 * 64);
       const uint32_t outputs = kTransposed ? g.cl : g.cs;
       for (uint32_t o = 0; o < outputs; ++o)
         bias[o] = n.bias ? detail::flush_subnormal(n.bias[o]) : 0.0f;
@@ -503,11 +447,10 @@ void run(const NodeRun& r) {
     return;
   }
 #endif
-  const float* bias =
-      bf16 && n.bias
-          ? reinterpret_cast<const float*>(static_cast<const uint8_t*>(reduced) +
-                                           reduced_weight_bytes<kTransposed>(g, Precision::kBf16))
-          : n.bias;
+  const float* bias = bf16 && n.bias
+                          ? reinterpret_cast<const float*>(static_cast<const uint8_t*>(reduced) +
+                                                           (weight_count(g) * 4 + 63) / 64 * 64)
+                          : n.bias;
   auto one = [&](const float* x, const float* b, float* y) {
     if (bf16)
       bf16_gather<kTransposed>(g, weight, b, x, y);
