@@ -68,12 +68,14 @@ def int8_quantize(f32: np.ndarray):
     return q, scale
 
 
-def _weight_payload(values: np.ndarray, quantize: str, where: str):
+def _weight_payload(values: np.ndarray, quantize: str, where: str, per_row: bool = False):
     """Returns (dtype, little-endian bytes, element size, scales or None) for a weight operand.
 
     Values are rounded to float32 first; then to binary16 (fp16), bfloat16 (bf16) or, for 2-D
-    operands, per-row int8 with float32 scales (int8; other operands stay float32). Raises
-    ConversionError for non-finite values or values that overflow the storage type.
+    operands and those marked `per_row` (a Conv2d's weight, whose first axis is its output
+    channel), int8 with one float32 scale per row of the first axis (int8; other operands stay
+    float32). Raises ConversionError for non-finite values or values that overflow the storage
+    type.
     """
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
     bad = np.flatnonzero(~np.isfinite(flat))
@@ -92,8 +94,8 @@ def _weight_payload(values: np.ndarray, quantize: str, where: str):
             raise ConversionError(f"{where}: value {bad[0]} = {flat[bad[0]]!r} overflows "
                                   f"bfloat16")
         return DTYPE_BF16, bits.astype("<u2").tobytes(), 2, None
-    if quantize == "int8" and np.ndim(values) == 2 and f32.size:
-        q, scale = int8_quantize(f32.reshape(np.shape(values)))
+    if quantize == "int8" and (np.ndim(values) == 2 or per_row) and f32.size:
+        q, scale = int8_quantize(f32.reshape(np.shape(values)[0], -1))
         return DTYPE_I8, q.tobytes(), 1, scale
     if quantize != "fp16":
         return DTYPE_F32, f32.astype("<f4").tobytes(), 4, None
@@ -122,8 +124,9 @@ def _numpy_vector(b: flatbuffers.Builder, values, dtype: str) -> int:
     return b.CreateNumpyVector(np.ascontiguousarray(np.asarray(values).reshape(-1), dtype=dtype))
 
 
-def _write_weights(b: flatbuffers.Builder, values: np.ndarray, quantize: str, where: str) -> int:
-    dtype, payload, elem, scales = _weight_payload(values, quantize, where)
+def _write_weights(b: flatbuffers.Builder, values: np.ndarray, quantize: str, where: str,
+                   per_row: bool = False) -> int:
+    dtype, payload, elem, scales = _weight_payload(values, quantize, where, per_row)
     data = _aligned_vector(b, payload, elem)
     scale = _numpy_vector(b, scales, "<f4") if scales is not None else None
     shape = _numpy_vector(b, list(np.shape(values)) or [1], "<u4")
@@ -157,7 +160,11 @@ def _write_node(b: flatbuffers.Builder, k: int, node: ir.Node, quantize: str) ->
     for name in OPERANDS:
         values = getattr(node, name)
         if values is not None:
-            operands[name] = _write_weights(b, values, quantize, f"{where} operand {name}")
+            # A Conv2d weight [C_out, C_in/g, kh, kw] quantizes per output channel; a
+            # ConvTranspose2d's first axis is its input channel, so it stays float32 in int8.
+            per_row = name == "weight" and node.op == "conv2d"
+            operands[name] = _write_weights(b, values, quantize, f"{where} operand {name}",
+                                            per_row)
     inputs = _numpy_vector(b, [int(i) for i in node.inputs], "<u4")
     shape = None if not node.shape else _numpy_vector(b, [int(e) for e in node.shape], "<u4")
     perm = None if node.perm is None else _numpy_vector(b, [int(p) for p in node.perm], "<u4")

@@ -51,6 +51,28 @@ def test_int8_rows_are_scale_times_q_within_half_a_step():
             assert np.array_equal(stored.bias, node.bias.astype(np.float32))
 
 
+def test_int8_stores_conv2d_weights_per_output_channel_and_keeps_conv_transpose_f32():
+    rng = np.random.default_rng(5)
+    g = ir.Graph(dim=2 * 5 * 5)
+    g.x_shape = [2, 5, 5]
+    h = g.add(ir.Node("conv2d", [0], weight=rng.normal(size=(3, 2, 3, 3)), bias=rng.normal(size=3),
+                      kernel=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1]))
+    g.output = g.add(ir.Node("conv_transpose2d", [h], weight=rng.normal(size=(3, 2, 3, 3)),
+                             kernel=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
+                             dilations=[1, 1], output_padding=[0, 0]))
+    m = ir.FlowModel(graph=g, name="conv")
+    data = sif_io.to_bytes(m, quantize="int8")
+    nodes = fb_model.Model.GetRootAs(data, 0).Graph().Nodes
+    assert nodes(0).Weight().Dtype() == sif_io.DTYPE_I8
+    assert nodes(0).Weight().ScaleLength() == 3
+    assert nodes(1).Weight().Dtype() == sif_io.DTYPE_F32
+    back = sif_io.from_bytes(data)
+    w = m.graph.nodes[0].weight.astype(np.float32).astype(np.float64).reshape(3, -1)
+    scale = np.max(np.abs(w), axis=1) / 127
+    stored = back.graph.nodes[0].weight.reshape(3, -1)
+    assert np.all(np.abs(stored - w) <= 0.5 * scale[:, None] * (1 + 1e-6))
+
+
 def test_bf16_rounds_to_nearest_even():
     values = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -20, -2.5])
     bits = sif_io._bf16_bits(values.astype(np.float32))

@@ -48,8 +48,8 @@ const OptionSpec kBackendOption{"--backend", nullptr, "B",
                                 "simd, xnnpack (default auto)"};
 
 const OptionSpec kPrecisionOption{"--precision", nullptr, "P",
-                                  "dense layers' number format: fp32, bf16, fp16, int8 "
-                                  "(docs/math.md; default fp32)"};
+                                  "number format of the dense layers and convolutions: fp32, "
+                                  "bf16, fp16, int8 (docs/math.md; default fp32)"};
 
 uint32_t available_cores() {
   cpu_set_t set;

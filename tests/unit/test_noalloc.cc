@@ -519,6 +519,59 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("reduced-precision convolutions (bf16, fp16, int8) make no heap call") {
+  // x [4, 5, 5] -> conv 4 -> 20 -> transposed conv 20 -> 18 (both converted: reduction length
+  // and output channels above 16) -> conv 18 -> 4 (the last weight layer, f32) + a dense layer
+  // on t (the first, f32).
+  ModelBuilder b(100);
+  b.set_x_shape({4, 5, 5});
+  auto weights = [](size_t n, float scale) {
+    std::vector<float> w(n);
+    for (size_t i = 0; i < n; ++i) w[i] = scale * std::sin(0.37f * static_cast<float>(i));
+    return w;
+  };
+  siflow::ImageWindow same;
+  same.pads = {1, 1, 1, 1};
+  const uint32_t time = b.fully_connected(b.t(), 1, {0.5f}, {0.0f});
+  uint32_t h = b.conv2d(b.x(), 20, {3, 3}, weights(20 * 4 * 9, 0.3f), weights(20, 0.1f), same);
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  h = b.conv_transpose2d(h, 18, {3, 3}, weights(20 * 18 * 9, 0.1f), weights(18, 0.1f), same);
+  h = b.conv2d(h, 4, {3, 3}, weights(4 * 18 * 9, 0.1f), {}, same);
+  b.set_output(b.add(h, time));
+  const std::vector<uint8_t> bytes = b.finish();
+  std::unique_ptr<Model> model;
+  const Status loaded = Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model);
+  REQUIRE_MESSAGE(loaded.ok(), std::string(loaded.message()));
+  for (siflow::Precision precision :
+       {siflow::Precision::kBf16, siflow::Precision::kFp16, siflow::Precision::kInt8}) {
+    siflow::PlanOptions po;
+    po.max_batch = 4;
+    po.divergence = siflow::DivergenceMode::kExact;
+    po.precision = precision;
+    std::unique_ptr<Plan> plan;
+    REQUIRE(Plan::create(*model, po, nullptr, 0, &plan).ok());
+    CHECK(std::string(plan->node_kernel(3)).find(siflow::precision_name(precision)) !=
+          std::string::npos);
+    const size_t n = 6;
+    std::vector<float> x(n * 100);
+    std::vector<double> logp(n);
+    siflow::SampleOptions so;
+    so.seed = 5;
+    so.ode.steps = 2;
+    siflow::LogProbOptions lh;
+    lh.ode.steps = 2;
+    Status sampled, scored;
+    const unsigned long calls = heap_calls_during([&] {
+      sampled = plan->sample(n, so, x.data(), logp.data());
+      scored = plan->log_prob(n, x.data(), lh, logp.data());
+    });
+    INFO("precision " << siflow::precision_name(precision));
+    CHECK(sampled.ok());
+    CHECK(scored.ok());
+    CHECK(calls == 0);
+  }
+}
+
 TEST_CASE(
     "a model with format 1.4's elementwise, reduce, softmax and matmul ops makes no heap call") {
   // x [2, 3]: RMS-normalised rows, their softmax, attention-like products with x, then Pow,

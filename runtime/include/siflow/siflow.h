@@ -87,7 +87,7 @@ typedef enum siflow_backend {
   SIFLOW_BACKEND_XNNPACK = 3
 } siflow_backend;
 
-/* Number format of the dense layers (siflow.hpp's Precision; docs/math.md). */
+/* Number format of the dense layers and convolutions (siflow.hpp's Precision; docs/math.md). */
 typedef enum siflow_precision {
   SIFLOW_PRECISION_FP32 = 0,
   SIFLOW_PRECISION_BF16 = 1,

@@ -307,9 +307,10 @@ const char* backend_name(Backend backend);
 // Parses "auto", "reference", "simd", "xnnpack"; false for anything else.
 bool parse_backend(const char* text, Backend* out);
 
-// The number format of the dense layers' arithmetic (docs/math.md, "Reduced precision"). kFp32
-// is the runtime's plain float arithmetic. The others apply to the dense layers between the first
-// and the last (those two, activations, the integrator and the divergence bookkeeping stay f32):
+// The number format of the weight layers' arithmetic (docs/math.md, "Reduced precision"). kFp32
+// is the runtime's plain float arithmetic. The others apply to the dense layers and convolutions
+// between the first and the last (those two, narrow layers, activations, the integrator and the
+// divergence bookkeeping stay f32):
 //  - kBf16: weights and activations rounded to bfloat16, products accumulated in f32 with the
 //    semantics of AVX-512 BF16's vdpbf16ps, which CPUs without it emulate bit for bit;
 //  - kFp16: weights and activations rounded to IEEE half, products accumulated in f32 by FMA
@@ -340,7 +341,7 @@ struct PlanOptions {
   // the machine's timing, so results may differ between plans by rounding; off, the choice is
   // the fixed rule (simd).
   bool tune = false;
-  Precision precision = Precision::kFp32;  // the dense layers' number format (see Precision)
+  Precision precision = Precision::kFp32;  // the weight layers' number format (see Precision)
   // Exact divergence at large d: the tangent directions (Jacobian columns) propagated per
   // network pass. The arena holds one block of them (counted in arena_bytes) and each block
   // re-runs the forward pass, so a block of k costs about d/k forward passes more; results are

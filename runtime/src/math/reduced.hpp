@@ -59,6 +59,19 @@ inline float bf16_dot_step(float acc, float x, float w) {
   return static_cast<float>(d);
 }
 
+// bf16_dot_step's result by float arithmetic where that gives the same bits: the product of two
+// bfloat16 values (8-bit significands) is exact in float when it is normal or zero, and then the
+// float sum is the correctly rounded sum, which is bf16_dot_step's result when it is normal or
+// zero (the flush only touches results below 2^-126). Anything else (tiny or infinite products
+// or sums, NaN) takes bf16_dot_step. Contraction into an FMA cannot change an exact product.
+inline float bf16_dot_step_fast(float acc, float x, float w) {
+  const float p = x * w, s = acc + p;
+  const uint32_t pb = float_bits(p) & 0x7fffffffu, sb = float_bits(s) & 0x7fffffffu;
+  const bool p_ok = pb == 0 || (pb >= 0x00800000u && pb < 0x7f800000u);
+  const bool s_ok = sb == 0 || (sb >= 0x00800000u && sb < 0x7f800000u);
+  return p_ok && s_ok ? s : bf16_dot_step(acc, x, w);
+}
+
 // One pair of a bf16 dot product as vdpbf16ps adds it: the odd element's product first.
 inline float bf16_dot_pair(float acc, uint16_t x_even, uint16_t x_odd, uint16_t w_even,
                            uint16_t w_odd) {

@@ -7,7 +7,11 @@
 // conv's dx), the weight and bias gradients. Every output element is one float sum in a fixed
 // order (bias, then input channel, kernel row, kernel column), so results are bit-reproducible
 // and do not depend on the batch split or the thread count. Convolutions are linear: the JVP is
-// the same op without the bias on each direction's tangent.
+// the same op without the bias on each direction's tangent. Reduced precision (docs/math.md):
+// fp16 and int8 weights are decoded to f32 at plan time and run the f32 kernels; bf16 runs
+// bf16_gather below, the dense layers' vdpbf16ps arithmetic along (channel, kernel row, column).
+#include "math/half.hpp"
+#include "math/reduced.hpp"
 #include "ops/op.hpp"
 #include "ops/window.hpp"
 #include "support/parallel.hpp"
@@ -132,6 +136,173 @@ void bias_gradient(const T* dy, size_t rows, uint32_t channels, size_t plane, T*
   }
 }
 
+// bf16 (docs/math.md, "Reduced precision"): every output is one bf16 dot product, as a dense
+// bf16 layer computes it, of the weights [c_out][k] and the input's im2col column, k running
+// over (input channel of the group, kernel row, kernel column) in that order: the bias (flushed)
+// or +0 first, then the pairs (2p, 2p + 1) of k, the odd element's product first, each step
+// bf16_dot_step; a tap outside the input (padding; for the transposed conv, a tap landing
+// between samples) reads +0, and an odd k pairs its last element with 0 * 0. `w` holds the bf16
+// weights as floats laid out [output channel][k] (reduce() reorders the transposed conv's).
+// Per output pixel the column is gathered (rounded to bf16) kBf16Chunk values at a time into a
+// stack buffer, and each output channel of the group continues its sum over the chunk.
+constexpr uint32_t kBf16Chunk = 512;  // even: pairs never straddle chunks
+
+template <bool kTransposed>
+void bf16_gather(const Geometry& g, const float* w, const float* bias, const float* in,
+                 float* out) {
+  const uint32_t csg = g.cs / g.groups, clg = g.cl / g.groups;
+  const uint32_t taps = g.kh * g.kw;
+  // The gathered side's channels per group and the output side's.
+  const uint32_t cin_g = kTransposed ? csg : clg, cout_g = kTransposed ? clg : csg;
+  const uint32_t oh = kTransposed ? g.hl : g.hs, ow = kTransposed ? g.wl : g.ws;
+  const uint32_t ih = kTransposed ? g.hs : g.hl, iw = kTransposed ? g.ws : g.wl;
+  const size_t k_total = size_t{cin_g} * taps, iplane = size_t{ih} * iw, oplane = size_t{oh} * ow;
+  float column[kBf16Chunk + 1];
+  for (uint32_t group = 0; group < g.groups; ++group) {
+    const float* ig = in + size_t{group} * cin_g * iplane;
+    for (uint32_t oy = 0; oy < oh; ++oy)
+      for (uint32_t ox = 0; ox < ow; ++ox) {
+        for (size_t k0 = 0; k0 < k_total; k0 += kBf16Chunk) {
+          const uint32_t n =
+              static_cast<uint32_t>(k_total - k0 < kBf16Chunk ? k_total - k0 : kBf16Chunk);
+          for (uint32_t kk = 0; kk < n; ++kk) {
+            const size_t k = k0 + kk;
+            const uint32_t i = static_cast<uint32_t>(k / taps), t = static_cast<uint32_t>(k % taps);
+            const uint32_t ky = t / g.kw, kx = t % g.kw;
+            int64_t iy, ix;
+            bool inside;
+            if (!kTransposed) {
+              iy = int64_t{oy} * g.sh - g.pt + int64_t{ky} * g.dh;
+              ix = int64_t{ox} * g.sw - g.pl + int64_t{kx} * g.dw;
+              inside = iy >= 0 && iy < ih && ix >= 0 && ix < iw;
+            } else {
+              const int64_t ny = int64_t{oy} + g.pt - int64_t{ky} * g.dh;
+              const int64_t nx = int64_t{ox} + g.pl - int64_t{kx} * g.dw;
+              inside = ny >= 0 && nx >= 0 && ny % g.sh == 0 && nx % g.sw == 0 && ny / g.sh < ih &&
+                       nx / g.sw < iw;
+              iy = ny / g.sh, ix = nx / g.sw;
+            }
+            column[kk] =
+                inside
+                    ? detail::bf16_to_float(detail::float_to_bf16(
+                          ig[i * iplane + static_cast<size_t>(iy) * iw + static_cast<size_t>(ix)]))
+                    : 0.0f;
+          }
+          const uint32_t pairs = n / 2;
+          const bool odd = n % 2 != 0;  // only in the last chunk
+          for (uint32_t o = 0; o < cout_g; ++o) {
+            const uint32_t oc = group * cout_g + o;
+            float* y = out + oc * oplane + size_t{oy} * ow + ox;
+            const float* wr = w + size_t{oc} * k_total + k0;
+            float acc = k0 != 0 ? *y : bias ? bias[oc] : 0.0f;
+            for (uint32_t p = 0; p < pairs; ++p) {
+              acc = detail::bf16_dot_step_fast(acc, column[2 * p + 1], wr[2 * p + 1]);
+              acc = detail::bf16_dot_step_fast(acc, column[2 * p], wr[2 * p]);
+            }
+            if (odd) {
+              acc = detail::bf16_dot_step_fast(acc, 0.0f, 0.0f);
+              acc = detail::bf16_dot_step_fast(acc, column[n - 1], wr[n - 1]);
+            }
+            *y = acc;
+          }
+        }
+      }
+  }
+}
+
+inline float bf16_value(float v) { return detail::bf16_to_float(detail::float_to_bf16(v)); }
+
+// The plan's converted weights (reduced_weights.hpp), in the file's layout: fp16 and int8 the
+// decoded f32 weights; bf16 the bf16 weights as floats, then (64-byte aligned) the output
+// channels' biases with subnormals flushed. Int8 scales are per output channel: the small side's
+// channel for a conv (a contiguous weight row), the large side's for a transposed conv.
+size_t weight_count(const Geometry& g) { return size_t{g.cs} * (g.cl / g.groups) * g.kh * g.kw; }
+
+template <bool kTransposed>
+size_t reduced_bytes(const detail::ModelData& model, uint32_t i, Precision precision, NodeKernel) {
+  const NodeData& n = model.nodes[i];
+  if (precision == Precision::kFp32) return 0;
+  const Geometry g = geometry(n, kTransposed);
+  const size_t weights = (weight_count(g) * 4 + 63) / 64 * 64;
+  const uint32_t outputs = kTransposed ? g.cl : g.cs;
+  return weights + (precision == Precision::kBf16 ? size_t{outputs} * 4 : 0);
+}
+
+template <bool kTransposed>
+void reduce(const detail::ModelData& model, uint32_t i, Precision precision, NodeKernel,
+            void* dst) {
+  const NodeData& n = model.nodes[i];
+  const Geometry g = geometry(n, kTransposed);
+  const size_t count = weight_count(g), taps = size_t{g.kh} * g.kw;
+  const uint32_t clg = g.cl / g.groups, csg = g.cs / g.groups;
+  float* w = static_cast<float*>(dst);
+  switch (precision) {
+    case Precision::kFp32:
+      return;
+    case Precision::kBf16: {
+      if (!kTransposed) {
+        for (size_t k = 0; k < count; ++k) w[k] = bf16_value(n.weight[k]);
+      } else {
+        // [output channel][k]: output channel cl's k = (input channel of its group, tap).
+        const size_t k_total = size_t{csg} * taps;
+        for (uint32_t cl = 0; cl < g.cl; ++cl)
+          for (uint32_t i = 0; i < csg; ++i)
+            for (size_t t = 0; t < taps; ++t)
+              w[cl * k_total + i * taps + t] =
+                  bf16_value(n.weight[(size_t{cl / clg * csg + i} * clg + cl % clg) * taps + t]);
+      }
+      float* bias =
+          reinterpret_cast<float*>(static_cast<uint8_t*>(dst) + (count * 4 + 63) / 64 * 64);
+      const uint32_t outputs = kTransposed ? g.cl : g.cs;
+      for (uint32_t o = 0; o < outputs; ++o)
+        bias[o] = n.bias ? detail::flush_subnormal(n.bias[o]) : 0.0f;
+      return;
+    }
+    case Precision::kFp16:
+      for (size_t k = 0; k < count; ++k)
+        w[k] = detail::half_to_float(detail::float_to_half(n.weight[k]));
+      return;
+    case Precision::kInt8:
+      if (!kTransposed) {
+        const size_t row = size_t{clg} * taps;
+        for (uint32_t o = 0; o < g.cs; ++o) {
+          const float* src = n.weight + o * row;
+          const float scale = detail::int8_scale(src, static_cast<uint32_t>(row));
+          for (size_t k = 0; k < row; ++k)
+            w[o * row + k] = scale * static_cast<float>(detail::int8_quantize(src[k], scale));
+        }
+        return;
+      }
+      // Output channel cl's weights are `taps`-long runs, one per small-side channel of its
+      // group; max over runs of int8_scale is int8_scale of them all (x / 127 is monotone).
+      for (uint32_t cl = 0; cl < g.cl; ++cl) {
+        const uint32_t group = cl / clg, j = cl % clg;
+        float scale = 0.0f;
+        for (uint32_t k = 0; k < csg; ++k) {
+          const float s = detail::int8_scale(n.weight + (size_t{group * csg + k} * clg + j) * taps,
+                                             static_cast<uint32_t>(taps));
+          scale = s > scale ? s : scale;
+        }
+        for (uint32_t k = 0; k < csg; ++k) {
+          const size_t at = (size_t{group * csg + k} * clg + j) * taps;
+          for (size_t t = 0; t < taps; ++t)
+            w[at + t] = scale * static_cast<float>(detail::int8_quantize(n.weight[at + t], scale));
+        }
+      }
+      return;
+  }
+}
+
+// Reduction length (input channels per group times taps) or output channels per group,
+// whichever is smaller: the plan's narrow-layer rule.
+template <bool kTransposed>
+uint32_t reduced_extent(const detail::ModelData& model, uint32_t i) {
+  const Geometry g = geometry(model.nodes[i], kTransposed);
+  const uint32_t in = (kTransposed ? g.cs : g.cl) / g.groups * g.kh * g.kw;
+  const uint32_t out = (kTransposed ? g.cl : g.cs) / g.groups;
+  return in < out ? in : out;
+}
+
 // One op's forward (with bias) or tangent map (without) on one sample: conv gathers the small
 // side from the large one, the transposed conv the large side from the small one.
 template <bool kTransposed, typename T>
@@ -240,13 +411,13 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
 // A Conv2d on the simd kernels (kernels/simd/kernels_conv.inc): the forward with the bias, then
 // the tangents (rows * directions samples) through the same kernel without it. Units (sample,
 // group, pixel block) are split over the threads; a unit's outputs do not depend on the split.
-void run_simd(const NodeRun& r, const Geometry& g) {
+void run_simd(const NodeRun& r, const Geometry& g, const float* weight) {
   const NodeData& n = r.model->nodes[r.node];
   const simd::Kernels& k = *r.kernels->simd;
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const uint32_t in = r.model->tensors[a].width, width = n.width;
-  simd::Conv c{n.weight, n.bias, g.cl, g.hl, g.wl, g.cs, g.hs, g.ws, g.groups,
-               g.kh,     g.kw,   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl};
+  simd::Conv c{weight, n.bias, g.cl, g.hl, g.wl, g.cs, g.hs, g.ws, g.groups,
+               g.kh,   g.kw,   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl};
   const float* x = r.values[a];
   float* y = r.values[id];
   parallel_rows(r.kernels->pool, k.conv_units(c, r.rows), 1,
@@ -266,24 +437,36 @@ void run(const NodeRun& r) {
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const uint32_t in = r.model->tensors[a].width, width = n.width;
   const Geometry g = geometry(n, kTransposed);
+  const void* reduced = r.kernels && r.kernels->reduced ? r.kernels->reduced[r.node] : nullptr;
+  const bool bf16 = reduced && r.kernels->precision == Precision::kBf16;
+  // fp16 and int8: the f32 kernels on the decoded weights.
+  const float* weight = reduced ? static_cast<const float*>(reduced) : n.weight;
 #if defined(SIFLOW_WITH_SIMD)
-  if (!kTransposed && kernel_of(r) == NodeKernel::kSimd) {
-    run_simd(r, g);
+  if (!kTransposed && !bf16 && kernel_of(r) == NodeKernel::kSimd) {
+    run_simd(r, g, weight);
     return;
   }
 #endif
+  const float* bias = bf16 && n.bias
+                          ? reinterpret_cast<const float*>(static_cast<const uint8_t*>(reduced) +
+                                                           (weight_count(g) * 4 + 63) / 64 * 64)
+                          : n.bias;
+  auto one = [&](const float* x, const float* b, float* y) {
+    if (bf16)
+      bf16_gather<kTransposed>(g, weight, b, x, y);
+    else
+      apply<kTransposed, float>(g, weight, b, x, y);
+  };
   const float* x = r.values[a];
   float* y = r.values[id];
   parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
-    for (size_t row = r0; row < r1; ++row)
-      apply<kTransposed>(g, n.weight, n.bias, x + row * in, y + row * width);
+    for (size_t row = r0; row < r1; ++row) one(x + row * in, bias, y + row * width);
   });
   float* ty = r.directions ? r.tangents[id] : nullptr;
   if (!ty) return;
   const float* ta = r.tangents[a];
   parallel_rows(r.kernels->pool, r.rows * r.directions, 1, [&](size_t r0, size_t r1) {
-    for (size_t k = r0; k < r1; ++k)
-      apply<kTransposed, float>(g, n.weight, nullptr, ta + k * in, ty + k * width);
+    for (size_t k = r0; k < r1; ++k) one(ta + k * in, nullptr, ty + k * width);
   });
 }
 
@@ -340,6 +523,11 @@ extern const OpModule kConv2d = {
     forward<false, double>,
     vjp<false, float>,
     vjp<false, double>,
+    nullptr,
+    reduced_bytes<false>,
+    reduce<false>,
+    false,
+    reduced_extent<false>,
 };
 
 extern const OpModule kConvTranspose2d = {
@@ -355,6 +543,11 @@ extern const OpModule kConvTranspose2d = {
     forward<true, double>,
     vjp<true, float>,
     vjp<true, double>,
+    nullptr,
+    reduced_bytes<true>,
+    reduce<true>,
+    false,
+    reduced_extent<true>,
 };
 
 }  // namespace siflow::ops

@@ -133,6 +133,10 @@ struct OpModule {
   // points the output's value and tangent at the input's (bind_aliases); run() then copies
   // nothing.
   bool aliases_input = false;
+  // The smaller of a converted node's reduction length and its outputs per position (a conv's
+  // input channels per group times its kernel taps, and its output channels per group), which
+  // the plan's narrow-layer rule reads; nullptr: the input and output widths (dense layers).
+  uint32_t (*reduced_extent)(const detail::ModelData& model, uint32_t node) = nullptr;
 };
 
 // The module of a loaded node's kind.

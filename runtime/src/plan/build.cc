@@ -34,7 +34,8 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
     free_kernel_choice(md, &choice);
     return s;
   }
-  if (!(s = reduce_weights(md, options, layout.directions, memory, &choice)).ok()) {
+  if (!(s = reduce_weights(md, options, layout.net_rows, layout.directions, memory, &choice))
+           .ok()) {
     free_kernel_choice(md, &choice);
     return s;
   }

@@ -17,8 +17,8 @@ namespace {
 size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 }  // namespace
 
-Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t directions,
-                      Memory& memory, KernelChoice* choice) {
+Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t net_rows,
+                      size_t directions, Memory& memory, KernelChoice* choice) {
   NetKernels& k = choice->kernels;
   const Precision precision = plan_precision(options);
   k.precision = precision;
@@ -32,11 +32,15 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t di
     }
   // Narrow layers (16 or fewer inputs or outputs: time features, the layer reading a small x, the
   // one writing v) stay f32 as well: they cost at most 16 multiply-adds per output or input.
+  // A convolution is narrow by its reduction length (input channels per group times taps) or
+  // its output channels per group (OpModule::reduced_extent).
   constexpr uint32_t kNarrow = 16;
   auto converted = [&](uint32_t i) {
     const NodeData& n = md.nodes[i];
-    return ops::op_module(n.op).reduce && i != first && i != last &&
-           md.tensors[n.inputs[0]].width > kNarrow && n.width > kNarrow;
+    const ops::OpModule& m = ops::op_module(n.op);
+    if (!m.reduce || i == first || i == last) return false;
+    if (m.reduced_extent) return m.reduced_extent(md, i) > kNarrow;
+    return md.tensors[n.inputs[0]].width > kNarrow && n.width > kNarrow;
   };
   // One block: the pointer table, each node's weights, the bf16 or fp16 activation buffer.
   size_t bytes = round64(size_t{nodes} * sizeof(void*));
@@ -44,18 +48,22 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t di
   for (uint32_t i = 0; i < nodes; ++i) {
     if (!converted(i)) continue;
     bytes += round64(ops::op_module(md.nodes[i].op).reduced_bytes(md, i, precision, k.node[i]));
+    // The bf16 row buffer serves the dense kernels only (convolutions round as they read).
+    if (md.nodes[i].op != detail::OpKind::kFullyConnected) continue;
     const uint32_t in = md.tensors[md.nodes[i].inputs[0]].width;
     widest = in > widest ? in : widest;
   }
   size_t rows_bytes = 0;
 #if defined(SIFLOW_WITH_SIMD)
   if (widest > 0) {
-    const size_t rows = options.max_batch * (directions > 1 ? directions : 1);
+    // The most rows one dense call converts: the network's rows (twice max_batch when guided),
+    // times the tangent directions.
+    const size_t rows = net_rows * (directions > 1 ? directions : 1);
     rows_bytes = rows * simd::reduced_rows_words(precision, static_cast<uint32_t>(widest)) *
                  sizeof(uint32_t);
   }
 #else
-  (void)directions;
+  (void)net_rows, (void)directions;
 #endif
   uint8_t* block =
       static_cast<uint8_t*>(memory.allocate(bytes + rows_bytes, 64, !memory.is_measuring()));
