@@ -8,8 +8,9 @@
 // order (bias, then input channel, kernel row, kernel column), so results are bit-reproducible
 // and do not depend on the batch split or the thread count. Convolutions are linear: the JVP is
 // the same op without the bias on each direction's tangent. Reduced precision (docs/math.md):
-// fp16 and int8 weights are decoded to f32 at plan time and run the f32 kernels; bf16 runs
-// bf16_gather below, the dense layers' vdpbf16ps arithmetic along (channel, kernel row, column).
+// fp16 and int8 weights are decoded to f32 at plan time and run the f32 kernels; bf16 follows
+// the dense layers' vdpbf16ps arithmetic along (channel, kernel row, column): a Conv2d on the
+// simd kernels as the dense bf16 kernel on im2col rows (run_bf16_gemm), otherwise bf16_gather.
 #include "math/half.hpp"
 #include "math/reduced.hpp"
 #include "ops/op.hpp"
