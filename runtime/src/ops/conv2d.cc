@@ -8,8 +8,9 @@
 // order (bias, then input channel, kernel row, kernel column), so results are bit-reproducible
 // and do not depend on the batch split or the thread count. Convolutions are linear: the JVP is
 // the same op without the bias on each direction's tangent. Reduced precision (docs/math.md):
-// fp16 and int8 weights are decoded to f32 at plan time and run the f32 kernels; bf16 runs
-// bf16_gather below, the dense layers' vdpbf16ps arithmetic along (channel, kernel row, column).
+// fp16 and int8 weights are decoded to f32 at plan time and run the f32 kernels; bf16 follows
+// the dense layers' vdpbf16ps arithmetic along (channel, kernel row, column): a Conv2d on the
+// simd kernels as the dense bf16 kernel on im2col rows (run_bf16_gemm), otherwise bf16_gather.
 #include "math/half.hpp"
 #include "math/reduced.hpp"
 #include "ops/op.hpp"
@@ -218,23 +219,55 @@ inline float bf16_value(float v) { return detail::bf16_to_float(detail::float_to
 // channel for a conv (a contiguous weight row), the large side's for a transposed conv.
 size_t weight_count(const Geometry& g) { return size_t{g.cs} * (g.cl / g.groups) * g.kh * g.kw; }
 
+// A bf16 Conv2d on the simd kernels runs the dense bf16 GEMM (run_bf16_gemm): per group, its
+// weights [c_out of the group][k] packed by simd::pack_reduced, groups one after the other,
+// each 64-byte aligned.
+#if defined(SIFLOW_WITH_SIMD)
+bool bf16_gemm(bool transposed, Precision precision, NodeKernel kernel) {
+  return !transposed && precision == Precision::kBf16 && kernel == NodeKernel::kSimd;
+}
+size_t group_bytes(const Geometry& g) {
+  const uint32_t k_total = g.cl / g.groups * g.kh * g.kw;
+  return (simd::reduced_bytes(Precision::kBf16, k_total, g.cs / g.groups) + 63) / 64 * 64;
+}
+#endif
+
 template <bool kTransposed>
-size_t reduced_bytes(const detail::ModelData& model, uint32_t i, Precision precision, NodeKernel) {
+size_t reduced_bytes(const detail::ModelData& model, uint32_t i, Precision precision,
+                     NodeKernel kernel) {
   const NodeData& n = model.nodes[i];
   if (precision == Precision::kFp32) return 0;
   const Geometry g = geometry(n, kTransposed);
+#if defined(SIFLOW_WITH_SIMD)
+  if (bf16_gemm(kTransposed, precision, kernel)) return group_bytes(g) * g.groups;
+#else
+  (void)kernel;
+#endif
   const size_t weights = (weight_count(g) * 4 + 63) / 64 * 64;
   const uint32_t outputs = kTransposed ? g.cl : g.cs;
   return weights + (precision == Precision::kBf16 ? size_t{outputs} * 4 : 0);
 }
 
 template <bool kTransposed>
-void reduce(const detail::ModelData& model, uint32_t i, Precision precision, NodeKernel,
+void reduce(const detail::ModelData& model, uint32_t i, Precision precision, NodeKernel kernel,
             void* dst) {
   const NodeData& n = model.nodes[i];
   const Geometry g = geometry(n, kTransposed);
   const size_t count = weight_count(g), taps = size_t{g.kh} * g.kw;
   const uint32_t clg = g.cl / g.groups, csg = g.cs / g.groups;
+#if defined(SIFLOW_WITH_SIMD)
+  if (bf16_gemm(kTransposed, precision, kernel)) {
+    // The conv's weight rows [c_out][k] are the dense layer's [out][in]; a group's are contiguous.
+    const uint32_t k_total = static_cast<uint32_t>(clg * taps);
+    for (uint32_t group = 0; group < g.groups; ++group)
+      simd::pack_reduced(precision, n.weight + size_t{group} * csg * k_total,
+                         n.bias ? n.bias + size_t{group} * csg : nullptr, k_total, csg,
+                         static_cast<uint8_t*>(dst) + group * group_bytes(g));
+    return;
+  }
+#else
+  (void)kernel;
+#endif
   float* w = static_cast<float*>(dst);
   switch (precision) {
     case Precision::kFp32:
@@ -429,6 +462,70 @@ void run_simd(const NodeRun& r, const Geometry& g, const float* weight) {
   parallel_rows(r.kernels->pool, k.conv_units(c, r.rows * r.directions), 1,
                 [&](size_t u0, size_t u1) { k.conv2d(c, tx, in, ty, width, u0, u1); });
 }
+
+// A bf16 Conv2d as the dense bf16 layer (docs/math.md, "Reduced precision"): per sample and
+// group, the im2col matrix (a row per output pixel, k in the definition's order, +0 for taps
+// outside the input) goes through dense_reduced with the group's packed weights, which gives
+// bf16_gather's bits (each output is the same bf16 dot product of its weight row and its
+// column). The rows, their bf16 pairs and the sums [pixel][c_out of the group] live in the
+// plan's bf16 buffer (conv_bf16_words); pixel blocks are split over the threads.
+void run_bf16_gemm(const NodeRun& r, const Geometry& g, const void* packed) {
+  const NodeData& n = r.model->nodes[r.node];
+  const simd::Kernels& k = *r.kernels->simd;
+  const uint32_t id = r.node + 2, a = n.inputs[0];
+  const uint32_t in = r.model->tensors[a].width, width = n.width;
+  const uint32_t clg = g.cl / g.groups, csg = g.cs / g.groups, taps = g.kh * g.kw;
+  const uint32_t k_total = clg * taps;
+  const size_t oplane = size_t{g.hs} * g.ws, lplane = size_t{g.hl} * g.wl;
+  const size_t words = simd::bf16_rows_words(k_total);
+  uint32_t* x_bf16 = r.kernels->bf16_rows;
+  float* cols = reinterpret_cast<float*>(x_bf16 + oplane * words);
+  float* sums = cols + oplane * k_total;
+  const size_t bytes = group_bytes(g);
+  auto sample = [&](const float* x, bool with_bias, float* y) {
+    for (uint32_t group = 0; group < g.groups; ++group) {
+      const float* xg = x + size_t{group} * clg * lplane;
+      const simd::DenseReduced d{Precision::kBf16,
+                                 static_cast<const uint8_t*>(packed) + group * bytes,
+                                 k_total,
+                                 csg,
+                                 with_bias && n.bias != nullptr,
+                                 UnaryKind::kIdentity,
+                                 0.0f,
+                                 x_bf16};
+      parallel_rows(r.kernels->pool, oplane, 16, [&](size_t p0, size_t p1) {
+        for (size_t p = p0; p < p1; ++p) {
+          const uint32_t sy = static_cast<uint32_t>(p / g.ws), sx = static_cast<uint32_t>(p % g.ws);
+          float* col = cols + p * k_total;
+          for (uint32_t j = 0; j < clg; ++j)
+            for (uint32_t ky = 0; ky < g.kh; ++ky) {
+              const int64_t ly = int64_t{sy} * g.sh - g.pt + int64_t{ky} * g.dh;
+              float* c = col + (size_t{j} * g.kh + ky) * g.kw;
+              if (ly < 0 || ly >= g.hl) {
+                for (uint32_t kx = 0; kx < g.kw; ++kx) c[kx] = 0.0f;
+                continue;
+              }
+              const float* lrow = xg + j * lplane + static_cast<size_t>(ly) * g.wl;
+              for (uint32_t kx = 0; kx < g.kw; ++kx) {
+                const int64_t lx = int64_t{sx} * g.sw - g.pl + int64_t{kx} * g.dw;
+                c[kx] = lx < 0 || lx >= g.wl ? 0.0f : lrow[lx];
+              }
+            }
+        }
+        k.dense_reduced(d, cols, p0, p1, nullptr, sums);
+        for (uint32_t o = 0; o < csg; ++o) {
+          float* yo = y + (size_t{group} * csg + o) * oplane;
+          for (size_t p = p0; p < p1; ++p) yo[p] = sums[p * csg + o];
+        }
+      });
+    }
+  };
+  for (size_t row = 0; row < r.rows; ++row)
+    sample(r.values[a] + row * in, true, r.values[id] + row * width);
+  if (!r.directions || !r.tangents[id]) return;
+  for (size_t t = 0; t < r.rows * r.directions; ++t)
+    sample(r.tangents[a] + t * in, false, r.tangents[id] + t * width);
+}
 #endif
 
 template <bool kTransposed>
@@ -442,8 +539,11 @@ void run(const NodeRun& r) {
   // fp16 and int8: the f32 kernels on the decoded weights.
   const float* weight = reduced ? static_cast<const float*>(reduced) : n.weight;
 #if defined(SIFLOW_WITH_SIMD)
-  if (!kTransposed && !bf16 && kernel_of(r) == NodeKernel::kSimd) {
-    run_simd(r, g, weight);
+  if (!kTransposed && kernel_of(r) == NodeKernel::kSimd) {
+    if (bf16)
+      run_bf16_gemm(r, g, reduced);
+    else
+      run_simd(r, g, weight);
     return;
   }
 #endif
@@ -509,6 +609,19 @@ void vjp(const Operands<T>& op, const Gradients<T>& grad) {
 }
 
 }  // namespace
+
+size_t conv_bf16_words(const detail::ModelData& model, uint32_t i) {
+#if defined(SIFLOW_WITH_SIMD)
+  const NodeData& n = model.nodes[i];
+  if (n.op != detail::OpKind::kConv2d) return 0;
+  const Geometry g = geometry(n, false);
+  const uint32_t k_total = g.cl / g.groups * g.kh * g.kw;
+  return size_t{g.hs} * g.ws * (simd::bf16_rows_words(k_total) + k_total + g.cs / g.groups);
+#else
+  (void)model, (void)i;
+  return 0;
+#endif
+}
 
 extern const OpModule kConv2d = {
     "conv2d",

@@ -49,6 +49,10 @@ struct FastKernels {
   uint32_t* reduced_rows = nullptr;
 };
 
+// uint32 words of FastKernels::bf16_rows a bf16 Conv2d node on the simd kernels needs (its
+// im2col rows, their bf16 pairs and the sums of one sample); 0 for other nodes.
+size_t conv_bf16_words(const detail::ModelData& model, uint32_t node);
+
 // One node of one network evaluation: the arena's tensors and the plan's kernels.
 struct NodeRun {
   const detail::ModelData* model;

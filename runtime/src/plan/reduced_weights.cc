@@ -44,11 +44,17 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t ne
   };
   // One block: the pointer table, each node's weights, the bf16 or fp16 activation buffer.
   size_t bytes = round64(size_t{nodes} * sizeof(void*));
-  size_t widest = 0;
+  size_t widest = 0, conv_words = 0;
   for (uint32_t i = 0; i < nodes; ++i) {
     if (!converted(i)) continue;
     bytes += round64(ops::op_module(md.nodes[i].op).reduced_bytes(md, i, precision, k.node[i]));
-    // The bf16 row buffer serves the dense kernels only (convolutions round as they read).
+    // The bf16 row buffer serves the dense kernels and the simd Conv2d's im2col rows (one
+    // sample at a time); other convolutions round as they read.
+    if (md.nodes[i].op == detail::OpKind::kConv2d && k.node &&
+        k.node[i] == ops::NodeKernel::kSimd) {
+      const size_t words = ops::conv_bf16_words(md, i);
+      conv_words = words > conv_words ? words : conv_words;
+    }
     if (md.nodes[i].op != detail::OpKind::kFullyConnected) continue;
     const uint32_t in = md.tensors[md.nodes[i].inputs[0]].width;
     widest = in > widest ? in : widest;
@@ -62,6 +68,8 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t ne
     rows_bytes = rows * simd::reduced_rows_words(precision, static_cast<uint32_t>(widest)) *
                  sizeof(uint32_t);
   }
+  if (precision == Precision::kBf16 && conv_words * sizeof(uint32_t) > bf16_bytes)
+    bf16_bytes = conv_words * sizeof(uint32_t);
 #else
   (void)net_rows, (void)directions;
 #endif
