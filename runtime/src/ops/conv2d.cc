@@ -478,7 +478,7 @@ void run_bf16_gemm(const NodeRun& r, const Geometry& g, const void* packed) {
   const uint32_t k_total = clg * taps;
   const size_t oplane = size_t{g.hs} * g.ws, lplane = size_t{g.hl} * g.wl;
   const size_t words = simd::bf16_rows_words(k_total);
-  uint32_t* x_bf16 = r.kernels->bf16_rows;
+  uint32_t* x_bf16 = r.kernels->reduced_rows;
   float* cols = reinterpret_cast<float*>(x_bf16 + oplane * words);
   float* sums = cols + oplane * k_total;
   const size_t bytes = group_bytes(g);

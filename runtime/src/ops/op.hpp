@@ -49,7 +49,7 @@ struct FastKernels {
   uint32_t* reduced_rows = nullptr;
 };
 
-// uint32 words of FastKernels::bf16_rows a bf16 Conv2d node on the simd kernels needs (its
+// uint32 words of FastKernels::reduced_rows a bf16 Conv2d node on the simd kernels needs (its
 // im2col rows, their bf16 pairs and the sums of one sample); 0 for other nodes.
 size_t conv_bf16_words(const detail::ModelData& model, uint32_t node);
 

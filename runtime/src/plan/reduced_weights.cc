@@ -48,7 +48,7 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t ne
   for (uint32_t i = 0; i < nodes; ++i) {
     if (!converted(i)) continue;
     bytes += round64(ops::op_module(md.nodes[i].op).reduced_bytes(md, i, precision, k.node[i]));
-    // The bf16 row buffer serves the dense kernels and the simd Conv2d's im2col rows (one
+    // The row buffer serves the dense kernels and the simd Conv2d's im2col rows (one
     // sample at a time); other convolutions round as they read.
     if (md.nodes[i].op == detail::OpKind::kConv2d && k.node &&
         k.node[i] == ops::NodeKernel::kSimd) {
@@ -68,10 +68,10 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t ne
     rows_bytes = rows * simd::reduced_rows_words(precision, static_cast<uint32_t>(widest)) *
                  sizeof(uint32_t);
   }
-  if (precision == Precision::kBf16 && conv_words * sizeof(uint32_t) > bf16_bytes)
-    bf16_bytes = conv_words * sizeof(uint32_t);
+  if (precision == Precision::kBf16 && conv_words * sizeof(uint32_t) > rows_bytes)
+    rows_bytes = conv_words * sizeof(uint32_t);
 #else
-  (void)net_rows, (void)directions;
+  (void)net_rows, (void)directions, (void)conv_words;
 #endif
   uint8_t* block =
       static_cast<uint8_t*>(memory.allocate(bytes + rows_bytes, 64, !memory.is_measuring()));
