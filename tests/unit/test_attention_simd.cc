@@ -18,6 +18,7 @@
 #include "kernels/simd/kernels.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
+#include "support/backend_comparison.hpp"
 #include "support/parallel.hpp"
 
 namespace {
@@ -248,65 +249,10 @@ std::vector<uint8_t> attention_model() {
   return b.finish();
 }
 
-struct Run {
-  std::vector<float> v;
-  std::vector<double> logp;
-  std::vector<std::string> kernels;
-};
-
-Run run(const siflow::Model& m, siflow::Backend backend, uint32_t threads) {
-  siflow::PlanOptions po;
-  po.max_batch = 5;
-  po.backend = backend;
-  po.threads = threads;
-  std::unique_ptr<siflow::Plan> plan;
-  const siflow::Status s = siflow::Plan::create(m, po, nullptr, 0, &plan);
-  REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
-  const size_t n = 5, d = 120;
-  std::mt19937 rng(3);
-  const auto y = random_floats(n * d, rng, -1.0f, 1.0f);
-  const std::vector<float> t = {0.1f, 0.3f, 0.5f, 0.7f, 0.9f};
-  Run r;
-  // The two MatMuls and the Softmax (nodes 2 to 4), the two Resizes (nodes 7 and 9).
-  for (uint32_t i : {2u, 3u, 4u, 7u, 9u}) r.kernels.push_back(plan->node_kernel(i));
-  r.v.resize(n * d);
-  REQUIRE(plan->velocity(n, t.data(), y.data(), r.v.data()).ok());
-  siflow::LogProbOptions lo;
-  lo.ode.steps = 2;
-  r.logp.resize(n);
-  REQUIRE(plan->log_prob(n, y.data(), lo, r.logp.data()).ok());
-  return r;
-}
-
 TEST_CASE("attention model: simd backend against the reference backend, bit-equal over threads") {
-  std::unique_ptr<siflow::Model> m;
-  const auto bytes = attention_model();
-  siflow::LoadOptions lo;
-  lo.allow_copy = true;
-  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
-  const Run ref = run(*m, siflow::Backend::kReference, 1);
-  const Run fast = run(*m, siflow::Backend::kSimd, 1);
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < ref.v.size(); ++i) {
-    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
-    scale = std::max(scale, double{std::fabs(ref.v[i])});
-  }
-  // Attention (sums of 4 and 30 terms, a float exp) and two convs, each a few float ulps.
-  INFO("worst velocity difference " << worst << " at scale " << scale);
-  CHECK(worst <= 1e-5 * scale);
-  for (const std::string& k : ref.kernels) CHECK(k == "reference");
-  for (const std::string& k : fast.kernels) CHECK(k.rfind("simd/", 0) == 0);
-  for (size_t i = 0; i < ref.logp.size(); ++i) {
-    INFO("row " << i << ": " << fast.logp[i] << " vs " << ref.logp[i]);
-    CHECK(std::fabs(fast.logp[i] - ref.logp[i]) <= 1e-4 * (1.0 + std::fabs(ref.logp[i])));
-  }
-  if (!siflow::RowPool::available()) {
-    MESSAGE("SKIPPED: thread-count comparison (this build has no thread pool)");
-    return;
-  }
-  const Run two = run(*m, siflow::Backend::kSimd, 2);
-  CHECK(std::memcmp(two.v.data(), fast.v.data(), fast.v.size() * sizeof(float)) == 0);
-  CHECK(std::memcmp(two.logp.data(), fast.logp.data(), fast.logp.size() * sizeof(double)) == 0);
+  // Attention (sums of 4 and 30 terms, a float exp) and two convs, each a few float ulps. Nodes 2
+  // to 4: the two MatMuls and the Softmax; 7 and 9: the two Resizes.
+  test_support::check_simd_against_reference(attention_model(), {2, 3, 4, 7, 9}, 1e-5);
 }
 
 }  // namespace

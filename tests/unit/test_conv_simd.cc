@@ -17,6 +17,7 @@
 #include "kernels/simd/kernels.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
+#include "support/backend_comparison.hpp"
 #include "support/parallel.hpp"
 
 namespace {
@@ -162,64 +163,9 @@ std::vector<uint8_t> conv_model() {
   return b.finish();
 }
 
-struct Run {
-  std::vector<float> v;
-  std::vector<double> logp;
-  std::string conv_kernel;  // what node 0 (a conv) runs on
-};
-
-Run run(const siflow::Model& m, siflow::Backend backend, uint32_t threads) {
-  siflow::PlanOptions po;
-  po.max_batch = 5;
-  po.backend = backend;
-  po.threads = threads;
-  std::unique_ptr<siflow::Plan> plan;
-  const siflow::Status s = siflow::Plan::create(m, po, nullptr, 0, &plan);
-  REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
-  const size_t n = 5, d = 3 * 9 * 7;
-  std::mt19937 rng(3);
-  const auto y = random_floats(n * d, rng, 1.0f);
-  const std::vector<float> t = {0.1f, 0.3f, 0.5f, 0.7f, 0.9f};
-  Run r;
-  r.conv_kernel = plan->node_kernel(0);
-  r.v.resize(n * d);
-  REQUIRE(plan->velocity(n, t.data(), y.data(), r.v.data()).ok());
-  siflow::LogProbOptions lo;
-  lo.ode.steps = 2;
-  r.logp.resize(n);
-  REQUIRE(plan->log_prob(n, y.data(), lo, r.logp.data()).ok());
-  return r;
-}
-
 TEST_CASE("conv model: simd backend against the reference backend, bit-equal over threads") {
-  std::unique_ptr<siflow::Model> m;
-  const auto bytes = conv_model();
-  siflow::LoadOptions lo;
-  lo.allow_copy = true;
-  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
-  const Run ref = run(*m, siflow::Backend::kReference, 1);
-  const Run fast = run(*m, siflow::Backend::kSimd, 1);
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < ref.v.size(); ++i) {
-    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
-    scale = std::max(scale, double{std::fabs(ref.v[i])});
-  }
   // Three layers of K <= 108 terms each in another order: a few float ulps of the scale.
-  INFO("worst velocity difference " << worst << " at scale " << scale);
-  CHECK(worst <= 1e-5 * scale);
-  CHECK(ref.conv_kernel == "reference");
-  CHECK(fast.conv_kernel.rfind("simd/", 0) == 0);
-  for (size_t i = 0; i < ref.logp.size(); ++i) {
-    INFO("row " << i << ": " << fast.logp[i] << " vs " << ref.logp[i]);
-    CHECK(std::fabs(fast.logp[i] - ref.logp[i]) <= 1e-4 * (1.0 + std::fabs(ref.logp[i])));
-  }
-  if (!siflow::RowPool::available()) {
-    MESSAGE("SKIPPED: thread-count comparison (this build has no thread pool)");
-    return;
-  }
-  const Run two = run(*m, siflow::Backend::kSimd, 2);
-  CHECK(std::memcmp(two.v.data(), fast.v.data(), fast.v.size() * sizeof(float)) == 0);
-  CHECK(std::memcmp(two.logp.data(), fast.logp.data(), fast.logp.size() * sizeof(double)) == 0);
+  test_support::check_simd_against_reference(conv_model(), {0}, 1e-5);
 }
 
 }  // namespace
