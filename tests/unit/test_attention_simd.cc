@@ -20,18 +20,11 @@
 #include "siflow/siflow.hpp"
 #include "support/backend_comparison.hpp"
 #include "support/parallel.hpp"
+#include "support/simd_variants.hpp"
 
 namespace {
 
 namespace simd = siflow::simd;
-
-std::vector<const simd::Kernels*> variants() {
-  std::vector<const simd::Kernels*> out;
-  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
-                        simd::Isa::kAvx512Bf16, simd::Isa::kWasmSimd128})
-    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
-  return out;
-}
 
 std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo, float hi) {
   std::uniform_real_distribution<float> u(lo, hi);
@@ -42,7 +35,7 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo, float hi
 
 TEST_CASE("simd softmax and its JVP within the stated bounds, every variant") {
   std::mt19937 rng(31);
-  for (const simd::Kernels* k : variants())
+  for (const simd::Kernels* k : test_support::simd_variants())
     for (uint32_t extent : {1u, 5u, 16u, 49u, 100u})
       for (size_t count : {size_t{1}, size_t{3}, size_t{17}})
         for (float spread : {1.0f, 30.0f}) {
@@ -89,7 +82,7 @@ TEST_CASE("simd softmax and its JVP within the stated bounds, every variant") {
 }
 
 TEST_CASE("simd softmax: a NaN or an infinity makes its group NaN, as the reference") {
-  for (const simd::Kernels* k : variants()) {
+  for (const simd::Kernels* k : test_support::simd_variants()) {
     INFO(k->isa);
     std::vector<float> x(3 * 19, 0.5f), y(x.size(), 0.0f);
     x[3] = NAN;                                          // group 0
@@ -115,7 +108,7 @@ TEST_CASE(
   std::mt19937 rng(41);
   const MatCase cases[] = {
       {1, 5, 7, 9}, {2, 49, 33, 49}, {3, 4, 64, 17}, {1, 1, 1, 1}, {1, 49, 49, 64}};
-  for (const simd::Kernels* k : variants())
+  for (const simd::Kernels* k : test_support::simd_variants())
     for (const MatCase& c : cases)
       for (bool tb : {false, true})
         for (int pairs = 1; pairs <= 2; ++pairs) {
@@ -203,7 +196,7 @@ TEST_CASE("simd Resize: nearest bit for bit, bilinear within 2^-20 of the taps' 
   const simd::Resize shapes[] = {{3, 7, 7, 14, 14, false}, {2, 5, 3, 11, 7, false},
                                  {4, 6, 9, 3, 4, false},   {3, 7, 7, 14, 14, true},
                                  {2, 5, 3, 11, 7, true},   {1, 8, 6, 3, 5, true}};
-  for (const simd::Kernels* k : variants())
+  for (const simd::Kernels* k : test_support::simd_variants())
     for (const simd::Resize& rs : shapes) {
       const std::string what = std::string(k->isa) + (rs.bilinear ? ": bilinear " : ": nearest ") +
                                std::to_string(rs.h) + "x" + std::to_string(rs.w) + " to " +

@@ -19,18 +19,11 @@
 #include "siflow/siflow.hpp"
 #include "support/backend_comparison.hpp"
 #include "support/parallel.hpp"
+#include "support/simd_variants.hpp"
 
 namespace {
 
 namespace simd = siflow::simd;
-
-std::vector<const simd::Kernels*> variants() {
-  std::vector<const simd::Kernels*> out;
-  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
-                        simd::Isa::kAvx512Bf16, simd::Isa::kWasmSimd128})
-    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
-  return out;
-}
 
 struct Case {
   const char* what;
@@ -93,7 +86,7 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale) {
 }
 
 TEST_CASE("simd conv2d matches the textbook formula within float rounding, every variant") {
-  const auto ks = variants();
+  const auto ks = test_support::simd_variants();
   REQUIRE(!ks.empty());
   std::mt19937 rng(5);
   for (const simd::Kernels* k : ks)

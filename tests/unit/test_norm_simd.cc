@@ -19,18 +19,11 @@
 #include "siflow/siflow.hpp"
 #include "support/backend_comparison.hpp"
 #include "support/parallel.hpp"
+#include "support/simd_variants.hpp"
 
 namespace {
 
 namespace simd = siflow::simd;
-
-std::vector<const simd::Kernels*> variants() {
-  std::vector<const simd::Kernels*> out;
-  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
-                        simd::Isa::kAvx512Bf16, simd::Isa::kWasmSimd128})
-    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
-  return out;
-}
 
 std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo, float hi) {
   std::uniform_real_distribution<float> u(lo, hi);
@@ -67,7 +60,7 @@ void moments(const float* x, uint32_t n, double eps, double* mean, double* inv) 
 }
 
 TEST_CASE("simd GroupNorm / LayerNorm forward and JVP within the documented bound, every variant") {
-  const auto ks = variants();
+  const auto ks = test_support::simd_variants();
   REQUIRE(!ks.empty());
   std::mt19937 rng(11);
   const float eps = 1e-5f;

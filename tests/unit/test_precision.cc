@@ -23,6 +23,7 @@
 #include "math/reduced.hpp"
 #include "siflow/siflow.hpp"
 #include "support/aligned_memory.hpp"
+#include "support/simd_variants.hpp"
 
 namespace {
 
@@ -30,14 +31,6 @@ using siflow::Precision;
 using siflow::UnaryKind;
 namespace simd = siflow::simd;
 namespace detail = siflow::detail;
-
-std::vector<const simd::Kernels*> variants() {
-  std::vector<const simd::Kernels*> out;
-  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
-                        simd::Isa::kAvx512Bf16, simd::Isa::kNeonFhm, simd::Isa::kWasmSimd128})
-    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
-  return out;
-}
 
 struct Aligned {
   void* p;
@@ -117,7 +110,7 @@ void check_bf16(uint32_t in, uint32_t out, size_t rows, bool edges, bool with_bi
   std::vector<float> expected(rows * out);
   siflow::reference::fully_connected_bf16(
       x.data(), rows, in, wb.data(), with_bias ? flushed.data() : nullptr, out, expected.data());
-  for (const simd::Kernels* k : variants()) {
+  for (const simd::Kernels* k : test_support::simd_variants()) {
     const std::string isa = k->isa;
     CAPTURE(isa);
     const std::vector<float> y =
@@ -252,7 +245,7 @@ TEST_CASE("fp16 and int8 dense layers give the f32 kernel's bits on the decoded 
                                 : scale * static_cast<float>(detail::int8_quantize(w[at], scale));
             }
           }
-          for (const simd::Kernels* k : variants()) {
+          for (const simd::Kernels* k : test_support::simd_variants()) {
             const std::string isa = k->isa;
             CAPTURE(isa);
             CAPTURE(siflow::precision_name(precision));

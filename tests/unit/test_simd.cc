@@ -16,19 +16,12 @@
 #include "kernels/reference/activation.hpp"
 #include "kernels/simd/kernels.hpp"
 #include "support/random_vectors.hpp"
+#include "support/simd_variants.hpp"
 
 namespace {
 
 using siflow::UnaryKind;
 namespace simd = siflow::simd;
-
-std::vector<const simd::Kernels*> variants() {
-  std::vector<const simd::Kernels*> out;
-  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
-                        simd::Isa::kAvx512Bf16, simd::Isa::kNeonFhm, simd::Isa::kWasmSimd128})
-    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
-  return out;
-}
 
 constexpr UnaryKind kAllKinds[] = {
     UnaryKind::kIdentity, UnaryKind::kRelu,     UnaryKind::kLeakyRelu, UnaryKind::kElu,
@@ -73,7 +66,7 @@ double relative_error(float got, float want, double floor = kFloor) {
 }  // namespace
 
 TEST_CASE("vector activations and derivatives stay within the documented bound of the reference") {
-  for (const simd::Kernels* k : variants()) {
+  for (const simd::Kernels* k : test_support::simd_variants()) {
     for (UnaryKind kind : kAllKinds) {
       const float alpha = kind == UnaryKind::kLeakyRelu ? 0.01f : 1.0f;
       const std::vector<float> x = activation_inputs(kind);
@@ -105,7 +98,7 @@ TEST_CASE("vector activations and derivatives stay within the documented bound o
 }
 
 TEST_CASE("NaN and infinities map as in the reference") {
-  for (const simd::Kernels* k : variants()) {
+  for (const simd::Kernels* k : test_support::simd_variants()) {
     for (UnaryKind kind : kAllKinds) {
       const float alpha = 0.01f;
       float x[8] = {NAN, INFINITY, -INFINITY, 1.0f, -1.0f, 0.0f, 2.0f, -2.0f}, y[8];
@@ -172,7 +165,7 @@ TEST_CASE("dense layers match the reference within the GEMM rounding bound on od
   const Shape shapes[] = {{1, 1}, {3, 17}, {17, 5}, {64, 33}, {255, 129}, {31, 256}};
   const UnaryKind acts[] = {UnaryKind::kIdentity, UnaryKind::kSilu, UnaryKind::kGeluErf,
                             UnaryKind::kTanh};
-  for (const simd::Kernels* k : variants()) {
+  for (const simd::Kernels* k : test_support::simd_variants()) {
     uint32_t seed = 100;
     for (const Shape& sh : shapes) {
       for (size_t rows : {size_t{1}, size_t{3}, size_t{17}, size_t{1024}}) {
@@ -215,7 +208,7 @@ TEST_CASE("dense layers match the reference within the GEMM rounding bound on od
 }
 
 TEST_CASE("dense results do not depend on how rows are split (threads, chunks, tiles)") {
-  for (const simd::Kernels* k : variants()) {
+  for (const simd::Kernels* k : test_support::simd_variants()) {
     const Layer l = make_layer(37, 45, true, 9);
     const size_t rows = 101;
     const std::vector<float> x = random_normals(rows * 37, 10, 1.0);
@@ -251,7 +244,7 @@ TEST_CASE("gemm_tn computes a^T b within the rounding bound on odd shapes, any r
   };
   // k across the 256-row chunks; m and n across tile and vector edges.
   const Shape shapes[] = {{1, 1, 1}, {3, 7, 3}, {17, 9, 33}, {300, 17, 20}, {700, 40, 70}};
-  for (const simd::Kernels* k : variants()) {
+  for (const simd::Kernels* k : test_support::simd_variants()) {
     uint32_t seed = 500;
     for (const Shape& sh : shapes) {
       INFO(std::string(k->isa) << " k " << sh.k << " m " << sh.m << " n " << sh.n);
@@ -318,7 +311,7 @@ TEST_CASE("gemm_tn computes a^T b within the rounding bound on odd shapes, any r
 }
 
 TEST_CASE("unary_jvp multiplies every direction by the derivative at its row") {
-  for (const simd::Kernels* k : variants()) {
+  for (const simd::Kernels* k : test_support::simd_variants()) {
     const uint32_t width = 21;
     const size_t rows = 5, directions = 3;
     const std::vector<float> x = random_normals(rows * width, 1, 2.0);
@@ -345,7 +338,7 @@ TEST_CASE("unary_jvp multiplies every direction by the derivative at its row") {
 TEST_CASE("SIFLOW_SIMD_ISA forces a variant by name and refuses unknown ones") {
   const char* saved = std::getenv("SIFLOW_SIMD_ISA");
   const std::string restore = saved ? saved : "";
-  for (const simd::Kernels* k : variants()) {
+  for (const simd::Kernels* k : test_support::simd_variants()) {
     setenv("SIFLOW_SIMD_ISA", k->isa, 1);
     const simd::Kernels* chosen = nullptr;
     REQUIRE(simd::select(&chosen).ok());

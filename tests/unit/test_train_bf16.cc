@@ -15,6 +15,7 @@
 #include "math/reduced.hpp"
 #include "siflow/train.hpp"
 #include "support/random_vectors.hpp"
+#include "support/simd_variants.hpp"
 #include "train/dense.hpp"
 #include "train/graph.hpp"
 
@@ -23,14 +24,6 @@ namespace {
 using namespace siflow;
 namespace detail = siflow::detail;
 using test_support::random_normals;
-
-std::vector<const simd::Kernels*> variants() {
-  std::vector<const simd::Kernels*> out;
-  for (simd::Isa isa : {simd::Isa::kBaseline, simd::Isa::kAvx2, simd::Isa::kAvx512,
-                        simd::Isa::kAvx512Bf16, simd::Isa::kWasmSimd128})
-    if (const simd::Kernels* k = simd::kernels_for(isa)) out.push_back(k);
-  return out;
-}
 
 uint16_t bf(float f) { return detail::float_to_bf16(f); }
 
@@ -94,7 +87,7 @@ TEST_CASE("the bf16 training GEMMs give the scalar definition's bits on every si
       for (size_t r = 0; r < rows; ++r) s += dy[r * out + o];
       db_ref[o] = s;
     }
-    for (const simd::Kernels* k : variants()) {
+    for (const simd::Kernels* k : test_support::simd_variants()) {
       CAPTURE(k->isa);
       train::DenseOps ops(k, nullptr);
       std::vector<float> y(rows * out), post(rows * out), dx(rows * in), dw(size_t{out} * in),
