@@ -10,42 +10,18 @@
 
 #include "gaussian_oracle.hpp"
 #include "integrate/solve.hpp"
+#include "ode_workspace.hpp"
 
 namespace {
 
 using oracle::MixtureFlow;
+using oracle::NoCheck;
 using oracle::Path;
+using oracle::Workspace;
 using siflow::GridKind;
 using siflow::Method;
 using siflow::Status;
 using siflow::TimeGrid;
-
-struct Workspace {
-  Workspace(size_t n, size_t rows) {
-    for (int k = 0; k < siflow::kMaxStages; ++k) {
-      stages[k].assign(n, 0);
-      divs[k].assign(rows, 0);
-      ws.stage[k] = stages[k].data();
-      ws.stage_div[k] = divs[k].data();
-    }
-    for (int k = 0; k < siflow::kMaxHistory; ++k) {
-      hist[k].assign(n, 0);
-      hist_divs[k].assign(rows, 0);
-      ws.history[k] = hist[k].data();
-      ws.history_div[k] = hist_divs[k].data();
-    }
-    state.assign(n, 0);
-    ws.state = state.data();
-  }
-  std::vector<double> stages[siflow::kMaxStages], hist[siflow::kMaxHistory], state;
-  std::vector<double> divs[siflow::kMaxStages], hist_divs[siflow::kMaxHistory];
-  siflow::OdeWorkspace<double> ws;
-};
-
-struct NoCheck {
-  Status operator()(size_t) const { return Status(); }
-  Status operator()(size_t, double) const { return Status(); }
-};
 
 MixtureFlow two_moons_like(Path path) {
   return MixtureFlow({{1.0, {0.0, 0.0}, {1.0, 1.0}}},
