@@ -19,18 +19,14 @@
 #include "siflow/siflow.hpp"
 #include "support/backend_comparison.hpp"
 #include "support/parallel.hpp"
+#include "support/random_vectors.hpp"
 #include "support/simd_variants.hpp"
 
 namespace {
 
 namespace simd = siflow::simd;
 
-std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (float& f : v) f = u(rng);
-  return v;
-}
+using test_support::random_floats;
 
 struct Shape {
   const char* what;
