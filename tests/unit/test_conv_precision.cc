@@ -159,6 +159,7 @@ std::vector<float> velocities(const std::vector<uint8_t>& bytes, const Variant& 
   REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
   siflow::PlanOptions po;
   po.max_batch = 17;
+  po.divergence = siflow::DivergenceMode::kNone;  // velocities only: no tangent arena to zero
   po.precision = p;
   po.backend = v.isa ? siflow::Backend::kSimd : siflow::Backend::kReference;
   if (v.isa) setenv("SIFLOW_SIMD_ISA", v.isa, 1);
