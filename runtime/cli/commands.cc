@@ -384,6 +384,7 @@ int run_validate(const ParsedArgs& args) {
     PlanOptions plan_options;
     plan_options.threads = execution.threads;
     plan_options.backend = execution.backend;
+    plan_options.tune = execution.tune;
     plan_options.precision = execution.precision;
     struct sigaction action {};
     action.sa_handler = on_validate_interrupt;
@@ -476,6 +477,7 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
+        kTuneKernelsOption,
         kPrecisionOption,
         kLabelOption,
         kLabelsOption,
@@ -507,6 +509,7 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
+        kTuneKernelsOption,
         kPrecisionOption,
         kLabelOption,
         kLabelsOption,
@@ -532,6 +535,7 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
+        kTuneKernelsOption,
         kPrecisionOption,
         kLabelOption,
         kLabelsOption,
@@ -562,6 +566,7 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
+        kTuneKernelsOption,
         kPrecisionOption,
         kLabelOption,
         kLabelsOption,
@@ -581,6 +586,7 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
+        kTuneKernelsOption,
         kPrecisionOption,
         kLabelOption,
         kLabelsOption,
@@ -603,6 +609,7 @@ const std::vector<Command>& commands() {
         kMaxBatchOption,
         kThreadsOption,
         kBackendOption,
+        kTuneKernelsOption,
         kPrecisionOption},
        run_validate},
       tune_solver_command(),

@@ -145,9 +145,9 @@ int run_info(const ParsedArgs& args) {
               bytes_text(plain + info.held_bytes).c_str());
   // The kernel each node runs on, from a plan made as sample/logprob would make it.
   const std::unique_ptr<Plan> plan = make_plan(*model, batch, nullptr, execution);
-  std::printf("kernels       backend %s, %u thread%s, precision %s\n",
-              backend_name(execution.backend), plan->threads(), plan->threads() == 1 ? "" : "s",
-              precision_name(execution.precision));
+  std::printf("kernels       backend %s%s, %u thread%s, precision %s\n",
+              backend_name(execution.backend), execution.tune ? " (tuned)" : "", plan->threads(),
+              plan->threads() == 1 ? "" : "s", precision_name(execution.precision));
   for (uint32_t i = 0; i < info.node_count; ++i) {
     const char* op = "";
     uint32_t in = 0, width = 0;
@@ -184,6 +184,7 @@ Command info_command() {
           {{"--batch", nullptr, "N", "batch size the arena is planned for (default 256)"},
            kThreadsOption,
            kBackendOption,
+           kTuneKernelsOption,
            kPrecisionOption},
           run_info};
 }

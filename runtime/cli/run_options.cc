@@ -47,6 +47,12 @@ const OptionSpec kBackendOption{"--backend", nullptr, "B",
                                 "kernels: auto, reference (bit-identical across platforms), "
                                 "simd, xnnpack (default auto)"};
 
+const OptionSpec kTuneKernelsOption{
+    "--tune-kernels", nullptr, "on|off",
+    "on: with --backend auto, time simd against XNNPACK for each dense and conv layer when the "
+    "plan is made and keep the faster (results may then differ by rounding between runs; "
+    "default off)"};
+
 const OptionSpec kPrecisionOption{"--precision", nullptr, "P",
                                   "number format of the dense layers and convolutions: fp32, "
                                   "bf16, fp16, int8 (docs/math.md; default fp32)"};
@@ -80,6 +86,16 @@ Execution parse_execution(const ParsedArgs& args) {
       throw UsageError(
           format("--backend: unknown backend '%s' (expected auto, reference, simd or xnnpack)",
                  b->c_str()));
+  if (const std::string* k = args.find("--tune-kernels")) {
+    if (*k != "on" && *k != "off")
+      throw UsageError(format("--tune-kernels: expected on or off, not '%s'", k->c_str()));
+    e.tune = *k == "on";
+    if (e.tune && e.backend != Backend::kAuto)
+      throw UsageError(
+          format("--tune-kernels on chooses between kernels: it needs --backend auto, "
+                 "not %s",
+                 backend_name(e.backend)));
+  }
   if (const std::string* p = args.find("--precision"))
     if (!parse_precision(p->c_str(), &e.precision))
       throw UsageError(format(
@@ -273,6 +289,7 @@ std::unique_ptr<Plan> make_plan(const Model& model, size_t max_batch,
   po.threads = execution.threads;
   po.backend = execution.backend;
   po.precision = execution.precision;
+  po.tune = execution.tune;
   po.divergence = divergence ? divergence->mode : DivergenceMode::kNone;
   po.max_probes =
       divergence && divergence->mode == DivergenceMode::kHutchinson ? divergence->probes : 1;

@@ -17,18 +17,19 @@ namespace siflow::cli {
 
 // Option specs shared by several commands (for parsing and help).
 extern const OptionSpec kMethodOption, kStepsOption, kGridOption, kMaxBatchOption,
-    kDivergenceOption, kProbeOption, kThreadsOption, kBackendOption, kPrecisionOption,
-    kGridKindOption, kRtolOption, kAtolOption, kMaxStepsOption, kSolverOption;
+    kDivergenceOption, kProbeOption, kThreadsOption, kBackendOption, kTuneKernelsOption,
+    kPrecisionOption, kGridKindOption, kRtolOption, kAtolOption, kMaxStepsOption, kSolverOption;
 
-// --threads N, --backend B and --precision P: how a plan runs (PlanOptions::threads, backend,
-// precision).
+// --threads N, --backend B, --tune-kernels on|off and --precision P: how a plan runs
+// (PlanOptions::threads, backend, tune, precision).
 struct Execution {
   uint32_t threads = 1;
   Backend backend = Backend::kAuto;
+  bool tune = false;
   Precision precision = Precision::kFp32;
 };
-// Parses --threads, --backend and --precision; warns on stderr when --threads exceeds
-// available_cores().
+// Parses --threads, --backend, --tune-kernels and --precision; warns on stderr when --threads
+// exceeds available_cores().
 Execution parse_execution(const ParsedArgs& args);
 // The cores this process may run on (its CPU affinity mask; else hardware_concurrency).
 uint32_t available_cores();

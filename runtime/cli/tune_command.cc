@@ -687,7 +687,8 @@ Command tune_solver_command() {
            {"--label", nullptr, "K", "tune for class label K (class-conditional models)"},
            kGuidanceOption,
            kThreadsOption,
-           kBackendOption},
+           kBackendOption,
+           kTuneKernelsOption},
           run_tune_solver};
 }
 

@@ -207,6 +207,14 @@ done
 fails 2 "--precision: unknown precision 'fp8' (expected fp32, bf16, fp16 or int8)" \
   sample $M -n 3 -o x.npy --precision fp8
 ok "--precision P" help validate
+# --tune-kernels: times the layers at plan creation (a faster kernel may round differently, so
+# only the run's success and the refusals are checked here; the choice is test_conv_xnnpack's).
+ok "kernels       backend auto (tuned), 1 thread" info $M --tune-kernels on
+ok "" sample $M -n 50 --seed 2 -o tk.npy --tune-kernels on
+ok "--tune-kernels on|off" help sample
+fails 2 "--tune-kernels on chooses between kernels: it needs --backend auto, not simd" \
+  sample $M -n 3 -o x.npy --backend simd --tune-kernels on
+fails 2 "--tune-kernels: expected on or off, not 'yes'" sample $M -n 3 -o x.npy --tune-kernels yes
 
 # --- info ----------------------------------------------------------------------------------
 ok "cli-normal" info $M
