@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Threads within a layer: GroupNorm, the attention MatMuls, softmax, Resize and the broadcast
-// Add/Mul on the simd kernels split a sample's groups, rows, channels or units over the pool, so
+// Add/Mul on the simd kernels, and Concat, split a sample's groups, rows, channels, units or
+// inputs over the pool, so
 // batch 1 uses every thread. Velocities and Hutchinson log-likelihoods at batch 1 and 3 must have
 // the same bits on 1, 2 and 3 threads (ctest entry test_layer_threads_pool, skipped without a
 // thread pool).
@@ -26,7 +27,8 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo, float hi
 }
 
 // x [32, 16, 16]: GroupNorm (8 groups) plus a per-channel time embedding, attention over the 256
-// positions, the residual, nearest up-sampling to 32 x 32 and bilinear back to 16 x 16. Sizes are
+// positions, the residual, nearest up-sampling to 32 x 32 and bilinear back to 16 x 16, times x,
+// a Concat of three and a Slice of it. Sizes are
 // such that every one of these layers splits a batch-1 sample between threads.
 std::vector<uint8_t> layer_model() {
   std::mt19937 rng(91);
@@ -43,7 +45,10 @@ std::vector<uint8_t> layer_model() {
   h = b.add(b.reshape(out, {32, 16, 16}), b.x());
   h = b.resize(h, siflow::ModelBuilder::Resize::kNearest, 32, 32);
   h = b.resize(h, siflow::ModelBuilder::Resize::kBilinear, 16, 16);
-  b.set_output(b.mul(h, b.x()));
+  h = b.mul(h, b.x());
+  // A three-input Concat ([96, 16, 16], split between threads by input), sliced back.
+  const uint32_t cat = b.reshape(b.concat({h, b.x(), h}), {96, 16, 16});
+  b.set_output(b.slice(cat, {96, 16, 16}, 0, 16, 48));
   return b.finish();
 }
 
@@ -89,7 +94,8 @@ TEST_CASE("the split layers of the model run on the simd kernels") {
   po.backend = siflow::Backend::kSimd;
   std::unique_ptr<siflow::Plan> plan;
   REQUIRE(siflow::Plan::create(*m, po, nullptr, 0, &plan).ok());
-  // GroupNorm, the Mul and Adds, both MatMuls, the softmax and both Resizes.
+  // GroupNorm, the Mul and Adds, both MatMuls, the softmax and both Resizes (Concat has only the
+  // reference kernel, which is what splits it).
   for (uint32_t node : {0u, 1u, 3u, 6u, 7u, 8u, 10u, 11u, 12u, 13u}) {
     INFO("node " << node);
     CHECK(std::string(plan->node_kernel(node)).rfind("simd/", 0) == 0);
