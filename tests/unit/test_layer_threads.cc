@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Threads within a layer: GroupNorm, the attention MatMuls, softmax, Resize and the broadcast
 // Add/Mul on the simd kernels, and Concat, split a sample's groups, rows, channels, units or
-// inputs over the pool, so
-// batch 1 uses every thread. Velocities and Hutchinson log-likelihoods at batch 1 and 3 must have
-// the same bits on 1, 2 and 3 threads (ctest entry test_layer_threads_pool, skipped without a
-// thread pool).
+// inputs over the pool, so batch 1 uses every thread. Velocities and Hutchinson log-likelihoods
+// at batch 1 and 3 must have the same bits on 1, 2 and 3 threads (ctest entry
+// test_layer_threads_pool, skipped without a thread pool).
 #include <doctest/doctest.h>
 
 #include <cstring>
