@@ -25,29 +25,33 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng, float lo, float hi
   return v;
 }
 
-// x [32, 16, 16]: GroupNorm (8 groups) plus a per-channel time embedding, attention over the 256
-// positions, the residual, nearest up-sampling to 32 x 32 and bilinear back to 16 x 16, times x,
-// a Concat of three and a Slice of it. Sizes are
-// such that every one of these layers splits a batch-1 sample between threads.
+// x [48, 16, 16]: GroupNorm (8 groups) plus a per-channel time embedding, attention over the 256
+// positions, the residual, nearest up-sampling to 32 x 32, another per-channel embedding and a
+// square there, bilinear back to 16 x 16, times x, a Concat of three and a Slice of it. Sizes
+// are such that every one of these layers splits a batch-1 sample between threads.
 std::vector<uint8_t> layer_model() {
   std::mt19937 rng(91);
-  siflow::ModelBuilder b(32 * 16 * 16);
-  b.set_x_shape({32, 16, 16});
-  uint32_t h = b.group_norm(b.x(), 8, random_floats(32, rng, 0.5f, 1.5f),
-                            random_floats(32, rng, -0.5f, 0.5f));
-  const uint32_t e = b.reshape(b.mul_constant(b.t(), random_floats(32, rng, -1, 1)), {32, 1, 1});
+  siflow::ModelBuilder b(48 * 16 * 16);
+  b.set_x_shape({48, 16, 16});
+  uint32_t h = b.group_norm(b.x(), 8, random_floats(48, rng, 0.5f, 1.5f),
+                            random_floats(48, rng, -0.5f, 0.5f));
+  const uint32_t e = b.reshape(b.mul_constant(b.t(), random_floats(48, rng, -1, 1)), {48, 1, 1});
   h = b.add(h, e);
-  const uint32_t flat = b.reshape(h, {32, 256});
-  const uint32_t qt = b.transpose(flat, {32, 256}, {1, 0});  // [256, 32]
-  const uint32_t attn = b.softmax(b.matmul(qt, qt, true, 0.15f));
-  const uint32_t out = b.matmul(flat, attn, true);  // [32, 256]
-  h = b.add(b.reshape(out, {32, 16, 16}), b.x());
+  const uint32_t flat = b.reshape(h, {48, 256});
+  const uint32_t qt = b.transpose(flat, {48, 256}, {1, 0});  // [256, 48]
+  const uint32_t attn = b.softmax(b.matmul(qt, qt, true, 0.1f));
+  const uint32_t out = b.matmul(flat, attn, true);  // [48, 256]
+  h = b.add(b.reshape(out, {48, 16, 16}), b.x());
   h = b.resize(h, siflow::ModelBuilder::Resize::kNearest, 32, 32);
+  const uint32_t e2 = b.reshape(b.mul_constant(b.t(), random_floats(48, rng, -1, 1)), {48, 1, 1});
+  h = b.add(h, e2);
+  h = b.mul(h, h);
   h = b.resize(h, siflow::ModelBuilder::Resize::kBilinear, 16, 16);
   h = b.mul(h, b.x());
-  // A three-input Concat ([96, 16, 16], split between threads by input), sliced back.
-  const uint32_t cat = b.reshape(b.concat({h, b.x(), h}), {96, 16, 16});
-  b.set_output(b.slice(cat, {96, 16, 16}, 0, 16, 48));
+  // A three-input Concat ([144, 16, 16], split between threads by input); the Slice keeps half of
+  // h and half of x.
+  const uint32_t cat = b.reshape(b.concat({h, b.x(), h}), {144, 16, 16});
+  b.set_output(b.slice(cat, {144, 16, 16}, 0, 24, 72));
   return b.finish();
 }
 
@@ -95,7 +99,7 @@ TEST_CASE("the split layers of the model run on the simd kernels") {
   REQUIRE(siflow::Plan::create(*m, po, nullptr, 0, &plan).ok());
   // GroupNorm, the Mul and Adds, both MatMuls, the softmax and both Resizes (Concat has only the
   // reference kernel, which is what splits it).
-  for (uint32_t node : {0u, 1u, 3u, 6u, 7u, 8u, 10u, 11u, 12u, 13u}) {
+  for (uint32_t node : {0u, 1u, 3u, 6u, 7u, 8u, 10u, 11u, 12u, 14u, 15u, 16u, 17u}) {
     INFO("node " << node);
     CHECK(std::string(plan->node_kernel(node)).rfind("simd/", 0) == 0);
   }

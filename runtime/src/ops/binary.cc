@@ -265,7 +265,7 @@ template <typename Fn>
 void over_units(RowPool* pool, size_t rows, const simd::Binary& bin, const Fn& fn) {
   const size_t units = simd::binary_units(bin);
   const uint32_t per_unit = bin.inner < simd::kBinaryChunk ? bin.inner : simd::kBinaryChunk;
-  const size_t grain = (4096 + per_unit - 1) / per_unit;
+  const size_t grain = (16384 + per_unit - 1) / per_unit;
   parallel_rows(pool, rows * units, grain, [&](size_t g0, size_t g1) {
     for (size_t g = g0; g < g1;) {
       const size_t row = g / units, u0 = g % units;

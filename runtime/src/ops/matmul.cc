@@ -100,7 +100,7 @@ void run_simd(const NodeRun& r) {
   // kernel computes an output row by the same code whichever call holds it.
   const size_t head_rows = size_t{n.mm_g} * n.mm_m, row_work = size_t{n.mm_k} * n.mm_n;
   const size_t ha = size_t{n.mm_m} * n.mm_k, hb = size_t{n.mm_k} * n.mm_n;
-  parallel_rows(r.kernels->pool, r.rows * head_rows, (16384 + row_work - 1) / (row_work + 1),
+  parallel_rows(r.kernels->pool, r.rows * head_rows, (65536 + row_work - 1) / (row_work + 1),
                 [&](size_t u0, size_t u1) {
                   for (size_t u = u0; u < u1;) {
                     const size_t s = u / head_rows, rest = u % head_rows;

@@ -132,7 +132,7 @@ inline void run(const NodeRun& r, const Blocks& b) {
     // The forward over (row, group) units, so batch 1 uses every thread: a group's outputs are
     // the same call on the same values whichever range it falls in.
     const uint32_t block = b.width / b.groups, channels = block / b.plane;
-    parallel_rows(r.kernels->pool, r.rows * b.groups, (4096 + block - 1) / block,
+    parallel_rows(r.kernels->pool, r.rows * b.groups, (8192 + block - 1) / block,
                   [&](size_t u0, size_t u1) {
                     for (size_t u = u0; u < u1;) {
                       const size_t row = u / b.groups;

@@ -122,7 +122,7 @@ void run(const NodeRun& r) {
     // Over (row, channel) units, so batch 1 uses every thread: a channel is the same code on
     // the same values whichever range holds it.
     const size_t plane = size_t{rs.h} * rs.w, oplane = size_t{rs.oh} * rs.ow;
-    parallel_rows(r.kernels->pool, r.rows * rs.c, (4096 + oplane - 1) / oplane,
+    parallel_rows(r.kernels->pool, r.rows * rs.c, (8192 + oplane - 1) / oplane,
                   [&](size_t u0, size_t u1) {
                     for (size_t u = u0; u < u1;) {
                       const size_t row = u / rs.c, c0 = u % rs.c;

@@ -86,7 +86,7 @@ void run_simd(const NodeRun& r) {
   float* y = r.values[id];
   // Over the rows' groups (contiguous, each the same call whichever range holds it), so batch 1
   // uses every thread.
-  parallel_rows(r.kernels->pool, r.rows * n.outer, (4096 + n.extent - 1) / n.extent,
+  parallel_rows(r.kernels->pool, r.rows * n.outer, (8192 + n.extent - 1) / n.extent,
                 [&](size_t g0, size_t g1) {
                   k.softmax(x + g0 * n.extent, g1 - g0, n.extent, y + g0 * n.extent);
                 });
