@@ -23,6 +23,7 @@
 #include "support/alloc_hooks.hpp"
 #include "support/parallel.hpp"
 #include "support/requirements.hpp"
+#include "support/split_layers_model.hpp"
 
 namespace {
 
@@ -704,4 +705,34 @@ TEST_CASE("an image model with layout ops makes no heap call, exact divergence i
     CHECK(st.ok());
     CHECK(calls == 0);
   }
+}
+
+TEST_CASE("image layers split within a sample on two threads make no heap call" *
+          SIFLOW_NEEDS_POOL) {
+  const std::vector<uint8_t> bytes = test_support::split_layers_model();
+  std::unique_ptr<Model> model;
+  const Status loaded = Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model);
+  REQUIRE_MESSAGE(loaded.ok(), std::string(loaded.message()));
+  siflow::PlanOptions po;
+  po.max_batch = 1;
+  po.backend = siflow::Backend::kSimd;
+  po.divergence = siflow::DivergenceMode::kHutchinson;
+  po.threads = 2;
+  std::unique_ptr<Plan> plan;
+  REQUIRE(Plan::create(*model, po, nullptr, 0, &plan).ok());
+  const size_t d = model->info().dim;
+  std::vector<float> x(d, 0.3f), y(d);
+  float t = 0.4f;
+  double logp = 0;
+  siflow::LogProbOptions lh;
+  lh.ode.steps = 1;
+  lh.divergence.mode = siflow::DivergenceMode::kHutchinson;
+  Status vel, scored;
+  const unsigned long calls = heap_calls_during([&] {
+    vel = plan->velocity(1, &t, x.data(), y.data());
+    scored = plan->log_prob(1, x.data(), lh, &logp);
+  });
+  CHECK(vel.ok());
+  CHECK(scored.ok());
+  CHECK(calls == 0);
 }

@@ -7,8 +7,15 @@
 // JVP: the sum, product and quotient rules. VJP: da = dy (* b, / b), db = dy (* a, * -a / b^2),
 // summed over the elements an operand was spread over. Div by a constant refuses a zero in it;
 // by a tensor, a zero gives inf or NaN, which a run reports as a numerical error.
-// Cheap: runs on the caller's thread.
+// The simd kernels (kernels_binary.inc) run the forms that occur in image nets (equal shapes,
+// a per-channel [C, 1, 1] or [C] operand, a scalar, a constant row shared by every sample) with
+// the reference's bits (the JVP's two-rounding cases aside, kernels.hpp), split over samples and,
+// within a sample, over units of one channel's values, so batch 1 uses every thread.
 #include "ops/op.hpp"
+#include "support/parallel.hpp"
+#if defined(SIFLOW_WITH_SIMD)
+#include "kernels/simd/kernels.hpp"
+#endif
 
 namespace siflow::ops {
 namespace {
@@ -200,6 +207,76 @@ void jvp(const NodeData& n, const float* a, uint32_t a_width, const float* t_a,
   }
 }
 
+#if defined(SIFLOW_WITH_SIMD)
+// The node as one sample of simd::Binary: a split of the output axes into outer ones and inner
+// ones such that each operand is, on each side, either the output's extent (it varies) or
+// broadcast (one value); false when no split fits (those nodes stay on the reference loops).
+bool simd_form(const NodeData& n, uint32_t aw, uint32_t bw, simd::Binary* out) {
+  *out = {};
+  out->op = n.op == OpKind::kMul   ? simd::BinaryOp::kMul
+            : n.op == OpKind::kDiv ? simd::BinaryOp::kDiv
+                                   : simd::BinaryOp::kAdd;
+  if (n.bcast_rank == 0) {  // the flat rule: equal widths, or a one-value operand
+    *out = {out->op,
+            1,
+            n.width,
+            0,
+            aw == 1 && n.width > 1 ? 0u : 1u,
+            0,
+            bw == 1 && n.width > 1 ? 0u : 1u};
+    return true;
+  }
+  const uint32_t rank = n.bcast_rank;
+  for (uint32_t split = 0; split <= rank; ++split) {
+    uint32_t outer = 1, inner = 1;
+    for (uint32_t k = 0; k < rank; ++k) (k < split ? outer : inner) *= n.bcast_dims[k];
+    // Per operand and side: 1 varies, 0 broadcast, 2 both (every axis there has extent 1).
+    uint32_t side[2][2];
+    bool fits = true;
+    for (int op = 0; op < 2 && fits; ++op) {
+      const uint32_t* stride = op == 0 ? n.a_stride : n.b_stride;
+      for (int part = 0; part < 2 && fits; ++part) {
+        uint32_t kind = 2;
+        for (uint32_t k = part == 0 ? 0 : split; k < (part == 0 ? split : rank); ++k) {
+          if (n.bcast_dims[k] == 1) continue;
+          const uint32_t v = stride[k] != 0 ? 1 : 0;
+          if (kind == 2) kind = v;
+          if (kind != v) fits = false;
+        }
+        side[op][part] = kind;
+      }
+    }
+    if (!fits) continue;
+    uint32_t stride[2][2];  // [operand][outer, inner]
+    for (int op = 0; op < 2; ++op) {
+      const bool varies_inner = side[op][1] != 0, varies_outer = side[op][0] != 0;
+      stride[op][1] = varies_inner ? 1 : 0;
+      stride[op][0] = varies_outer ? (varies_inner ? inner : 1) : 0;
+    }
+    *out = {out->op, outer, inner, stride[0][0], stride[0][1], stride[1][0], stride[1][1]};
+    return true;
+  }
+  return false;
+}
+
+// Calls fn(row, u0, u1) over rows x units, split between the pool's threads in ranges of whole
+// units (so a sample's units can go to different threads); ranges hold at least ~4096 values.
+template <typename Fn>
+void over_units(RowPool* pool, size_t rows, const simd::Binary& bin, const Fn& fn) {
+  const size_t units = simd::binary_units(bin);
+  const uint32_t per_unit = bin.inner < simd::kBinaryChunk ? bin.inner : simd::kBinaryChunk;
+  const size_t grain = (16384 + per_unit - 1) / per_unit;
+  parallel_rows(pool, rows * units, grain, [&](size_t g0, size_t g1) {
+    for (size_t g = g0; g < g1;) {
+      const size_t row = g / units, u0 = g % units;
+      const size_t u1 = units - u0 < g1 - g ? units : u0 + (g1 - g);
+      fn(row, u0, u1);
+      g += u1 - u0;
+    }
+  });
+}
+#endif
+
 void run(const NodeRun& r) {
   const detail::ModelData& model = *r.model;
   const NodeData& n = model.nodes[r.node];
@@ -210,6 +287,29 @@ void run(const NodeRun& r) {
   const uint32_t aw = model.tensors[a].width;
   const float* av = r.values[a];
   float* y = r.values[id];
+#if defined(SIFLOW_WITH_SIMD)
+  simd::Binary bin;
+  if (kernel_of(r) == NodeKernel::kSimd && simd_form(n, aw, b.width, &bin)) {
+    const simd::Kernels& k = *r.kernels->simd;
+    const size_t b_row = n.constant ? 0 : b.width;
+    const float* bv = n.constant ? n.constant : b.values;
+    over_units(r.kernels->pool, r.rows, bin, [&](size_t row, size_t u0, size_t u1) {
+      k.binary(bin, av + row * aw, bv + row * b_row, y + row * n.width, u0, u1);
+    });
+    float* ty = r.directions ? r.tangents[id] : nullptr;
+    if (!ty) return;
+    const float* ta = r.tangents[a];
+    const float* tb = n.constant ? nullptr : r.tangents[n.inputs[1]];
+    const size_t p = r.directions;
+    over_units(r.kernels->pool, r.rows * p, bin, [&](size_t t, size_t u0, size_t u1) {
+      const size_t row = t / p;
+      k.binary_jvp(bin, av + row * aw, bv + row * b_row, y + row * n.width,
+                   ta ? ta + t * aw : nullptr, tb ? tb + t * b.width : nullptr, ty + t * n.width,
+                   u0, u1);
+    });
+    return;
+  }
+#endif
   for (size_t row = 0; row < r.rows; ++row)
     for (uint32_t c = 0; c < n.width; ++c) {
       const float x = av[row * aw + operand_col(n, n.a_stride, aw, c)];
@@ -265,22 +365,41 @@ void vjp(const Operands<T>& op, const Gradients<T>& g) {
 
 }  // namespace
 
+bool binary_on_simd(const detail::NodeData& node) {
+#if defined(SIFLOW_WITH_SIMD)
+  simd::Binary bin;
+  return simd_form(node, node.width, node.width, &bin);
+#else
+  (void)node;
+  return false;
+#endif
+}
+
 extern const OpModule kAdd = {
-    "add",          OpKind::kAdd,    verify_add, kernel_bit(NodeKernel::kReference),
-    nullptr,        nullptr,         nullptr,    run,
-    forward<float>, forward<double>, vjp<float>, vjp<double>,
+    "add",          OpKind::kAdd,
+    verify_add,     kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd),
+    nullptr,        nullptr,
+    nullptr,        run,
+    forward<float>, forward<double>,
+    vjp<float>,     vjp<double>,
 };
 
 extern const OpModule kMul = {
-    "mul",          OpKind::kMul,    verify_mul, kernel_bit(NodeKernel::kReference),
-    nullptr,        nullptr,         nullptr,    run,
-    forward<float>, forward<double>, vjp<float>, vjp<double>,
+    "mul",          OpKind::kMul,
+    verify_mul,     kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd),
+    nullptr,        nullptr,
+    nullptr,        run,
+    forward<float>, forward<double>,
+    vjp<float>,     vjp<double>,
 };
 
 extern const OpModule kDiv = {
-    "div",          OpKind::kDiv,    verify_div, kernel_bit(NodeKernel::kReference),
-    nullptr,        nullptr,         nullptr,    run,
-    forward<float>, forward<double>, vjp<float>, vjp<double>,
+    "div",          OpKind::kDiv,
+    verify_div,     kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd),
+    nullptr,        nullptr,
+    nullptr,        run,
+    forward<float>, forward<double>,
+    vjp<float>,     vjp<double>,
 };
 
 }  // namespace siflow::ops

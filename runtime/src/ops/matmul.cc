@@ -96,10 +96,24 @@ void run_simd(const NodeRun& r) {
   const float* a = r.values[ia];
   const float* b = r.values[ib];
   float* y = r.values[id];
-  parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
-    for (size_t s = r0; s < r1; ++s)
-      k.matmul(mm, a + s * aw, b + s * bw, nullptr, nullptr, y + s * n.width);
-  });
+  // The forward over (sample, head, output row) units, so batch 1 uses every thread: the
+  // kernel computes an output row by the same code whichever call holds it.
+  const size_t head_rows = size_t{n.mm_g} * n.mm_m, row_work = size_t{n.mm_k} * n.mm_n;
+  const size_t ha = size_t{n.mm_m} * n.mm_k, hb = size_t{n.mm_k} * n.mm_n;
+  parallel_rows(r.kernels->pool, r.rows * head_rows, (65536 + row_work - 1) / (row_work + 1),
+                [&](size_t u0, size_t u1) {
+                  for (size_t u = u0; u < u1;) {
+                    const size_t s = u / head_rows, rest = u % head_rows;
+                    const size_t g = rest / n.mm_m, m0 = rest % n.mm_m;
+                    const size_t m1 = n.mm_m - m0 < u1 - u ? n.mm_m : m0 + (u1 - u);
+                    simd::MatMul part = mm;
+                    part.g = 1;
+                    part.m = static_cast<uint32_t>(m1 - m0);
+                    k.matmul(part, a + s * aw + g * ha + m0 * n.mm_k, b + s * bw + g * hb, nullptr,
+                             nullptr, y + s * n.width + (g * n.mm_m + m0) * n.mm_n);
+                    u += m1 - m0;
+                  }
+                });
   float* ty = r.directions ? r.tangents[id] : nullptr;
   if (!ty) return;
   const float* ta = r.tangents[ia];

@@ -129,8 +129,27 @@ inline void run(const NodeRun& r, const Blocks& b) {
   if (kernel_of(r) == NodeKernel::kSimd) {
     const simd::Kernels& k = *r.kernels->simd;
     const simd::Norm norm{n.gamma, n.beta, b.width, b.groups, b.plane, n.epsilon};
-    parallel_rows(r.kernels->pool, r.rows, 1,
-                  [&](size_t r0, size_t r1) { k.norm_forward(norm, x, r0, r1, y); });
+    // The forward over (row, group) units, so batch 1 uses every thread: a group's outputs are
+    // the same call on the same values whichever range it falls in.
+    const uint32_t block = b.width / b.groups, channels = block / b.plane;
+    parallel_rows(r.kernels->pool, r.rows * b.groups, (8192 + block - 1) / block,
+                  [&](size_t u0, size_t u1) {
+                    for (size_t u = u0; u < u1;) {
+                      const size_t row = u / b.groups;
+                      const uint32_t g0 = static_cast<uint32_t>(u % b.groups);
+                      const uint32_t g1 =
+                          b.groups - g0 < u1 - u ? b.groups : g0 + static_cast<uint32_t>(u1 - u);
+                      const size_t at = row * b.width + size_t{g0} * block;
+                      const simd::Norm part{n.gamma ? n.gamma + size_t{g0} * channels : nullptr,
+                                            n.beta ? n.beta + size_t{g0} * channels : nullptr,
+                                            (g1 - g0) * block,
+                                            g1 - g0,
+                                            b.plane,
+                                            n.epsilon};
+                      k.norm_forward(part, x + at, 0, 1, y + at);
+                      u += g1 - g0;
+                    }
+                  });
     if (ty)
       parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
         k.norm_jvp(norm, x, r0, r1, r.directions, ta, ty);

@@ -151,6 +151,10 @@ const OpModule* op_module_for(fb::OpType type);
 bool find_op_verifier(fb::OpType type, OpVerifier* out);
 
 // The kernel a plan chose for node i of a run.
+// Whether an Add, Mul or Div node's broadcast has a form the simd kernels run (binary.cc); the
+// plan keeps the others on the reference kernels.
+bool binary_on_simd(const detail::NodeData& node);
+
 inline NodeKernel kernel_of(const NodeRun& r) {
   return r.kernels && r.kernels->node ? r.kernels->node[r.node] : NodeKernel::kReference;
 }

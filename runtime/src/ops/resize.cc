@@ -119,9 +119,20 @@ void run(const NodeRun& r) {
         n.in_shape.dims[0], n.in_shape.dims[1],
         n.in_shape.dims[2], n.shape.dims[1],
         n.shape.dims[2],    n.resize == static_cast<uint8_t>(fb::ResizeMode::Bilinear)};
-    parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
-      for (size_t row = r0; row < r1; ++row) k.resize(rs, x + row * in, y + row * width);
-    });
+    // Over (row, channel) units, so batch 1 uses every thread: a channel is the same code on
+    // the same values whichever range holds it.
+    const size_t plane = size_t{rs.h} * rs.w, oplane = size_t{rs.oh} * rs.ow;
+    parallel_rows(r.kernels->pool, r.rows * rs.c, (8192 + oplane - 1) / oplane,
+                  [&](size_t u0, size_t u1) {
+                    for (size_t u = u0; u < u1;) {
+                      const size_t row = u / rs.c, c0 = u % rs.c;
+                      const size_t c1 = rs.c - c0 < u1 - u ? rs.c : c0 + (u1 - u);
+                      simd::Resize part = rs;
+                      part.c = static_cast<uint32_t>(c1 - c0);
+                      k.resize(part, x + row * in + c0 * plane, y + row * width + c0 * oplane);
+                      u += c1 - c0;
+                    }
+                  });
     if (ty)
       parallel_rows(r.kernels->pool, r.rows * r.directions, 1, [&](size_t r0, size_t r1) {
         for (size_t t = r0; t < r1; ++t) k.resize(rs, ta + t * in, ty + t * width);

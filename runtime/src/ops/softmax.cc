@@ -84,9 +84,12 @@ void run_simd(const NodeRun& r) {
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const float* x = r.values[a];
   float* y = r.values[id];
-  parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
-    k.softmax(x + r0 * n.width, (r1 - r0) * n.outer, n.extent, y + r0 * n.width);
-  });
+  // Over the rows' groups (contiguous, each the same call whichever range holds it), so batch 1
+  // uses every thread.
+  parallel_rows(r.kernels->pool, r.rows * n.outer, (8192 + n.extent - 1) / n.extent,
+                [&](size_t g0, size_t g1) {
+                  k.softmax(x + g0 * n.extent, g1 - g0, n.extent, y + g0 * n.extent);
+                });
   float* ty = r.directions ? r.tangents[id] : nullptr;
   if (!ty) return;
   const float* ta = r.tangents[a];

@@ -115,6 +115,21 @@ struct Resize {
   uint32_t c, h, w, oh, ow;
   bool bilinear;
 };
+// Add, Mul or Div of one sample in [outer][inner] form: output (o, i) at o * inner + i combines
+// a[o * a_outer + i * a_inner] with b[o * b_outer + i * b_inner], a_inner and b_inner 0 (the
+// operand is one value across inner: a per-channel or scalar operand) or 1. The work is counted in
+// units of up to kBinaryChunk values of one o, binary_units of them per sample; a unit is computed
+// by the same code whichever call covers it.
+enum class BinaryOp : uint8_t { kAdd, kMul, kDiv };
+struct Binary {
+  BinaryOp op;
+  uint32_t outer, inner;
+  uint32_t a_outer, a_inner, b_outer, b_inner;
+};
+constexpr uint32_t kBinaryChunk = 512;
+inline size_t binary_units(const Binary& bin) {
+  return size_t{bin.outer} * ((bin.inner + kBinaryChunk - 1) / kBinaryChunk);
+}
 struct Kernels {
   const char* isa;  // "avx512", "avx2", "sse2", "neon", "neon_fhm", "wasm_simd128", "generic"
   // Rows [r0, r1) of y = x W^T (+ b), x with row stride dense.in, outputs with stride dense.out.
@@ -166,6 +181,15 @@ struct Kernels {
   // One sample of Resize (kernels_resize.inc): nearest with the reference's bits, bilinear as a
   // float FMA chain over the four taps with the reference's weights rounded to float.
   void (*resize)(const Resize& rs, const float* x, float* y);
+  // Units [u0, u1) of one sample's y = a op b (kernels_binary.inc): one IEEE operation per
+  // element, the reference's bits. Its JVP for one tangent row: ta and tb (nullable: an operand
+  // without a tangent) laid out as a and b, y the forward's output; Add's tangent, and Mul's and
+  // Div's with ta alone, are one operation per element (the reference's bits); Mul with both
+  // tangents and Div with tb may fuse their two roundings into one FMA (within 2^-22 of
+  // |ta b| + |a tb|, respectively (|ta| + |y tb|) / |b|, of the reference).
+  void (*binary)(const Binary& bin, const float* a, const float* b, float* y, size_t u0, size_t u1);
+  void (*binary_jvp)(const Binary& bin, const float* a, const float* b, const float* y,
+                     const float* ta, const float* tb, float* t, size_t u0, size_t u1);
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)

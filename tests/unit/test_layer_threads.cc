@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: Apache-2.0
+// Threads within a layer: GroupNorm, the attention MatMuls, softmax, Resize and the broadcast
+// Add/Mul on the simd kernels, and Concat, split a sample's groups, rows, channels, units or
+// inputs over the pool, so batch 1 uses every thread. Velocities and Hutchinson log-likelihoods
+// at batch 1 and 3 must have the same bits on 1, 2 and 3 threads (ctest entry
+// test_layer_threads_pool, skipped without a thread pool).
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "siflow/siflow.hpp"
+#include "support/requirements.hpp"
+#include "support/split_layers_model.hpp"
+
+namespace {
+
+struct Run {
+  std::vector<float> v;
+  std::vector<double> logp;
+};
+
+Run run(const siflow::Model& m, uint32_t threads, size_t n) {
+  siflow::PlanOptions po;
+  po.max_batch = n;
+  po.backend = siflow::Backend::kSimd;
+  po.threads = threads;
+  po.divergence = siflow::DivergenceMode::kHutchinson;
+  po.max_probes = 1;
+  std::unique_ptr<siflow::Plan> plan;
+  const siflow::Status s = siflow::Plan::create(m, po, nullptr, 0, &plan);
+  REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
+  const size_t d = m.info().dim;
+  std::mt19937 rng(5);
+  Run r;
+  const auto y = test_support::split_random_floats(n * d, rng, -1, 1);
+  const auto t = test_support::split_random_floats(n, rng, 0.1f, 0.9f);
+  r.v.resize(n * d);
+  REQUIRE(plan->velocity(n, t.data(), y.data(), r.v.data()).ok());
+  siflow::LogProbOptions lo;
+  lo.ode.steps = 1;
+  lo.divergence.mode = siflow::DivergenceMode::kHutchinson;
+  lo.divergence.probes = 1;
+  r.logp.resize(n);
+  const siflow::Status ls = plan->log_prob(n, y.data(), lo, r.logp.data());
+  REQUIRE_MESSAGE(ls.ok(), std::string(ls.message()));
+  return r;
+}
+
+TEST_CASE("the split layers of the model run on the simd kernels") {
+  const auto bytes = test_support::split_layers_model();
+  std::unique_ptr<siflow::Model> m;
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  siflow::PlanOptions po;
+  po.backend = siflow::Backend::kSimd;
+  std::unique_ptr<siflow::Plan> plan;
+  REQUIRE(siflow::Plan::create(*m, po, nullptr, 0, &plan).ok());
+  // GroupNorm, the Mul and Adds, both MatMuls, the softmax and both Resizes (Concat has only the
+  // reference kernel, which is what splits it).
+  for (uint32_t node : {0u, 1u, 3u, 6u, 7u, 8u, 10u, 11u, 12u, 14u, 15u, 16u, 17u}) {
+    INFO("node " << node);
+    CHECK(std::string(plan->node_kernel(node)).rfind("simd/", 0) == 0);
+  }
+}
+
+TEST_CASE("image layers split within a sample: the same bits on 1, 2 and 3 threads" *
+          SIFLOW_NEEDS_POOL) {
+  const auto bytes = test_support::split_layers_model();
+  std::unique_ptr<siflow::Model> m;
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  for (size_t n : {size_t{1}, size_t{3}}) {
+    INFO("batch " << n);
+    const Run one = run(*m, 1, n);
+    for (uint32_t threads : {2u, 3u}) {
+      INFO(threads << " threads");
+      const Run more = run(*m, threads, n);
+      CHECK(std::memcmp(more.v.data(), one.v.data(), one.v.size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(more.logp.data(), one.logp.data(), one.logp.size() * sizeof(double)) == 0);
+    }
+  }
+}
+
+}  // namespace
