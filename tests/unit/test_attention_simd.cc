@@ -151,6 +151,54 @@ TEST_CASE(
         }
 }
 
+TEST_CASE(
+    "simd MatMul: each output has the same bits computed alone (the tiles, tails read whole or "
+    "lane by lane), every variant") {
+  // The kernel computes outputs in tiles (four columns of b transposed at a time, up to four
+  // vectors of columns otherwise) and reads a tail of k or of the columns as one vector where it
+  // lies inside the operand; computed alone (one row of a, one column or row of b), the same
+  // output takes the other branches: the bits must not differ.
+  std::mt19937 rng(43);
+  const MatCase cases[] = {{1, 5, 7, 9},   {2, 49, 33, 49}, {3, 4, 64, 17}, {1, 7, 19, 37},
+                           {2, 3, 17, 21}, {1, 49, 49, 64}, {1, 2, 3, 70},  {1, 6, 40, 5},
+                           {1, 1, 1, 1},   {2, 9, 16, 16}};
+  for (const simd::Kernels* k : test_support::simd_variants())
+    for (const MatCase& c : cases)
+      for (bool tb : {false, true})
+        for (int pairs = 1; pairs <= 2; ++pairs) {
+          INFO(std::string(k->isa)
+               << ": g " << c.g << " m " << c.m << " k " << c.k << " n " << c.n
+               << (tb ? ", b transposed" : "") << (pairs == 2 ? ", two products" : ""));
+          const size_t na = size_t{c.g} * c.m * c.k, nb = size_t{c.g} * c.k * c.n;
+          const auto a1 = random_floats(na, rng, -1, 1), a2 = random_floats(na, rng, -1, 1);
+          const auto b1 = random_floats(nb, rng, -1, 1), b2 = random_floats(nb, rng, -1, 1);
+          const simd::MatMul mm{c.g, c.m, c.k, c.n, tb, 0.37f};
+          std::vector<float> y(size_t{c.g} * c.m * c.n, NAN);
+          k->matmul(mm, a1.data(), b1.data(), pairs == 2 ? a2.data() : nullptr,
+                    pairs == 2 ? b2.data() : nullptr, y.data());
+          const simd::MatMul one{1, 1, c.k, 1, tb, 0.37f};
+          size_t differ = 0;
+          for (uint32_t g = 0; g < c.g; ++g)
+            for (uint32_t i = 0; i < c.m; ++i)
+              for (uint32_t j = 0; j < c.n; ++j) {
+                // Exactly sized copies: row i of a, column (or row) j of b.
+                std::vector<float> ra1(c.k), ra2(c.k), cb1(c.k), cb2(c.k);
+                for (uint32_t kk = 0; kk < c.k; ++kk) {
+                  const size_t ai = (size_t{g} * c.m + i) * c.k + kk;
+                  const size_t bi =
+                      tb ? (size_t{g} * c.n + j) * c.k + kk : (size_t{g} * c.k + kk) * c.n + j;
+                  ra1[kk] = a1[ai], ra2[kk] = a2[ai], cb1[kk] = b1[bi], cb2[kk] = b2[bi];
+                }
+                float alone = NAN;
+                k->matmul(one, ra1.data(), cb1.data(), pairs == 2 ? ra2.data() : nullptr,
+                          pairs == 2 ? cb2.data() : nullptr, &alone);
+                const float tiled = y[(size_t{g} * c.m + i) * c.n + j];
+                if (std::memcmp(&alone, &tiled, sizeof alone) != 0) ++differ;
+              }
+          CHECK(differ == 0);
+        }
+}
+
 // y = the resize of x by ops/resize.cc's taps, in double.
 std::vector<double> resize_textbook(const simd::Resize& rs, const float* x, bool magnitude) {
   std::vector<double> y(size_t{rs.c} * rs.oh * rs.ow);
