@@ -121,14 +121,17 @@ TEST_CASE("simd conv2d matches the textbook formula within float rounding, every
           const auto w = random_floats(size_t{c.cout} * terms, rng, 0.5f);
           const auto b = random_floats(c.cout, rng, 1.0f);
           const auto x = random_floats(batch * in, rng, 2.0f);
-          const simd::Conv conv{w.data(), with_bias ? b.data() : nullptr,
-                                c.cin,    c.h,
-                                c.w,      c.cout,
-                                oh,       ow,
-                                c.groups, c.kh,
-                                c.kw,     c.sh,
-                                c.sw,     c.dh,
-                                c.dw,     c.pt,
+          // The kernels take the weights transposed per group (simd::Conv).
+          std::vector<float> wt(w.size());
+          simd::conv_weights_transposed(w.data(), c.cout, c.groups, terms, wt.data());
+          const simd::Conv conv{wt.data(), with_bias ? b.data() : nullptr,
+                                c.cin,     c.h,
+                                c.w,       c.cout,
+                                oh,        ow,
+                                c.groups,  c.kh,
+                                c.kw,      c.sh,
+                                c.sw,      c.dh,
+                                c.dw,      c.pt,
                                 c.pl};
           const size_t units = k->conv_units(conv, batch);
           std::vector<float> y(batch * out, NAN), y2(batch * out, NAN);
