@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Conv2d on the simd kernels (kernels/simd/kernels_conv.inc) for every instruction-set variant
 // this CPU runs: against the textbook formula in double on odd shapes (odd H and W, channels not a
-// multiple of the vector width, stride 2, pads, dilation, groups, depthwise, 1x1, K split into
-// chunks, batch 1, 3, 17), bit-identical for any split into units; and through a plan: the simd
-// backend against the reference backend (velocity, exact log-likelihood), thread counts bit-equal.
+// multiple of the vector width or of the tile height, stride 2, pads, dilation, groups,
+// depthwise, 1x1, K split into chunks, batch 1, 3, 17), bit-identical for any split into units; and
+// through a plan: the simd backend against the reference backend (velocity, exact log-likelihood),
+// thread counts bit-equal.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -46,6 +47,25 @@ const Case kCases[] = {
     {"direct: stride 2 rows, dilation 2, asymmetric pads", 3, 11, 21, 10, 1, 3, 3, 2, 1, 2, 2, 2, 0,
      1, 3},
     {"direct: groups 2, 1x5 kernel", 4, 5, 17, 6, 2, 1, 5, 1, 1, 1, 1, 0, 2, 0, 2},
+    // Output channels left over after the full MR-row tiles (MR 8, 6, 2): 23 leaves 7 (AVX-512)
+    // and 5 (AVX2), 44 leaves 4 and 2, 13 leaves 5 and 1; on the packed and the direct path.
+    {"packed: 23 outputs, 7x7", 9, 7, 7, 23, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"packed: 44 outputs, 1x1 on 5x9", 12, 5, 9, 44, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
+    {"direct: 23 outputs, 14x14", 6, 14, 14, 23, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"direct: 13 outputs, groups 1, 15x31", 3, 15, 31, 13, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"direct: 44 outputs in 2 groups, stride 2 rows", 8, 9, 13, 44, 2, 3, 3, 2, 1, 1, 1, 1, 1, 1,
+     1},
+    // Depthwise (groups = cin = cout) with stride 1 along rows: its own kernel with AVX-512 and
+    // AVX2, rows in blocks of 4 (odd heights leave partial blocks).
+    {"depthwise 3x3, 13x11", 5, 13, 11, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"depthwise 3x3, 64 channels, 14x14", 64, 14, 14, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"depthwise 5x5, 29 wide, dilation 2, asymmetric pads", 3, 7, 29, 3, 3, 5, 5, 1, 1, 2, 2, 3, 1,
+     2, 4},
+    {"depthwise, stride 2 rows only, 3x1 kernel", 7, 10, 9, 7, 7, 3, 1, 2, 1, 1, 1, 1, 0, 1, 0},
+    {"depthwise 1x1, 1x3 image", 4, 1, 3, 4, 4, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},
+    {"depthwise, kernel wider than the image", 2, 3, 2, 2, 2, 3, 5, 1, 1, 1, 1, 1, 2, 1, 2},
+    {"depthwise 3x9 kernel (wider than the direct path's 8)", 3, 6, 12, 3, 3, 3, 9, 1, 1, 1, 1, 1,
+     4, 1, 4},
 };
 
 uint32_t outputs(uint32_t n, uint32_t pa, uint32_t pb, uint32_t k, uint32_t s, uint32_t d) {
@@ -101,14 +121,17 @@ TEST_CASE("simd conv2d matches the textbook formula within float rounding, every
           const auto w = random_floats(size_t{c.cout} * terms, rng, 0.5f);
           const auto b = random_floats(c.cout, rng, 1.0f);
           const auto x = random_floats(batch * in, rng, 2.0f);
-          const simd::Conv conv{w.data(), with_bias ? b.data() : nullptr,
-                                c.cin,    c.h,
-                                c.w,      c.cout,
-                                oh,       ow,
-                                c.groups, c.kh,
-                                c.kw,     c.sh,
-                                c.sw,     c.dh,
-                                c.dw,     c.pt,
+          // The kernels take the weights transposed per group (simd::Conv).
+          std::vector<float> wt(w.size());
+          simd::conv_weights_transposed(w.data(), c.cout, c.groups, terms, wt.data());
+          const simd::Conv conv{wt.data(), with_bias ? b.data() : nullptr,
+                                c.cin,     c.h,
+                                c.w,       c.cout,
+                                oh,        ow,
+                                c.groups,  c.kh,
+                                c.kw,      c.sh,
+                                c.sw,      c.dh,
+                                c.dw,      c.pt,
                                 c.pl};
           const size_t units = k->conv_units(conv, batch);
           std::vector<float> y(batch * out, NAN), y2(batch * out, NAN);

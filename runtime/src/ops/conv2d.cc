@@ -269,6 +269,13 @@ void reduce(const detail::ModelData& model, uint32_t i, Precision precision, Nod
   (void)kernel;
 #endif
   float* w = static_cast<float*>(dst);
+  // A Conv2d on the simd kernels takes its weights transposed per group (simd::Conv): element
+  // (output channel o, term kk) of the decoded fp16 or int8 weights goes to at(o, kk).
+  const size_t row = size_t{clg} * taps;
+  const bool transposed_rows = !kTransposed && kernel == NodeKernel::kSimd;
+  auto at = [&](size_t o, size_t kk) {
+    return transposed_rows ? (o / csg * row + kk) * csg + o % csg : o * row + kk;
+  };
   switch (precision) {
     case Precision::kFp32:
       return;
@@ -293,16 +300,15 @@ void reduce(const detail::ModelData& model, uint32_t i, Precision precision, Nod
     }
     case Precision::kFp16:
       for (size_t k = 0; k < count; ++k)
-        w[k] = detail::half_to_float(detail::float_to_half(n.weight[k]));
+        w[at(k / row, k % row)] = detail::half_to_float(detail::float_to_half(n.weight[k]));
       return;
     case Precision::kInt8:
       if (!kTransposed) {
-        const size_t row = size_t{clg} * taps;
         for (uint32_t o = 0; o < g.cs; ++o) {
           const float* src = n.weight + o * row;
           const float scale = detail::int8_scale(src, static_cast<uint32_t>(row));
           for (size_t k = 0; k < row; ++k)
-            w[o * row + k] = scale * static_cast<float>(detail::int8_quantize(src[k], scale));
+            w[at(o, k)] = scale * static_cast<float>(detail::int8_quantize(src[k], scale));
         }
         return;
       }
@@ -440,6 +446,30 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
   return check.weights("bias", node.bias(), static_cast<size_t>(cout), false, &out->bias);
 }
 
+// The f32 weights of a Conv2d for the simd kernels (simd::Conv): transposed per group, packed
+// when the model loads (ModelData::packed_block, counted in its packed bytes) beside the file's
+// weights, which the reference kernels and the gradients read.
+size_t packed_floats(const detail::ModelData& model, uint32_t i) {
+#if defined(SIFLOW_WITH_SIMD)
+  return weight_count(geometry(model.nodes[i], false));
+#else
+  (void)model, (void)i;
+  return 0;
+#endif
+}
+
+void pack(const detail::ModelData& model, NodeData* n, float* dst) {
+  (void)model;
+#if defined(SIFLOW_WITH_SIMD)
+  const Geometry g = geometry(*n, false);
+  simd::conv_weights_transposed(n->weight, g.cs, g.groups, size_t{g.cl / g.groups} * g.kh * g.kw,
+                                dst);
+  n->packed = dst;
+#else
+  (void)n, (void)dst;
+#endif
+}
+
 #if defined(SIFLOW_WITH_SIMD)
 // A Conv2d on the simd kernels (kernels/simd/kernels_conv.inc): the forward with the bias, then
 // the tangents (rows * directions samples) through the same kernel without it. Units (sample,
@@ -542,8 +572,8 @@ void run(const NodeRun& r) {
   if (!kTransposed && kernel_of(r) == NodeKernel::kSimd) {
     if (bf16)
       run_bf16_gemm(r, g, reduced);
-    else
-      run_simd(r, g, weight);
+    else  // both transposed per group (pack, reduce)
+      run_simd(r, g, reduced ? weight : n.packed);
     return;
   }
 #endif
@@ -629,8 +659,8 @@ extern const OpModule kConv2d = {
     verify<false>,
     kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd),
     nullptr,
-    nullptr,
-    nullptr,
+    packed_floats,
+    pack,
     run<false>,
     forward<false, float>,
     forward<false, double>,

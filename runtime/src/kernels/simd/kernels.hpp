@@ -87,14 +87,25 @@ struct DenseReduced {
   uint32_t* x_rows;
 };
 
-// One Conv2d layer on NCHW samples ([C][H][W] each), PyTorch's weight layout
-// [cout][cin / groups][kh][kw] used in place (no packing: the kernel packs the input's im2col
-// columns as it goes, on its stack). bias is nullable (tangent passes have none).
+// One Conv2d layer on NCHW samples ([C][H][W] each). weight: per group, the group's weights
+// transposed to [k][cout / groups] (k = (input channel of the group, kernel row, kernel column)),
+// groups one after the other: conv_weights_transposed() of PyTorch's [cout][cin / groups][kh][kw]
+// (the same array for a depthwise conv). The kernel packs the input's im2col columns as it goes,
+// on its stack. bias is nullable (tangent passes have none).
 struct Conv {
   const float* weight;
   const float* bias;
   uint32_t cin, h, w, cout, oh, ow, groups, kh, kw, sh, sw, dh, dw, pt, pl;
 };
+// dst[g][kk][o] = w[g * cog + o][kk] for the `groups` groups of cog = cout / groups rows of k.
+inline void conv_weights_transposed(const float* w, uint32_t cout, uint32_t groups, size_t k,
+                                    float* dst) {
+  const uint32_t cog = cout / groups;
+  for (uint32_t g = 0; g < groups; ++g)
+    for (size_t kk = 0; kk < k; ++kk)
+      for (uint32_t o = 0; o < cog; ++o)
+        dst[(size_t{g} * k + kk) * cog + o] = w[(size_t{g} * cog + o) * k + kk];
+}
 // GroupNorm over rows of `width` values: `groups` contiguous blocks, each normalised by its own
 // mean and 1 / sqrt(variance + epsilon), then gamma and beta (nullable) per channel, a channel
 // being `plane` consecutive values. LayerNorm is groups = 1, plane = 1.
