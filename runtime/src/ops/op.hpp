@@ -58,8 +58,11 @@ size_t conv_bf16_words(const detail::ModelData& model, uint32_t node);
 // Scratch floats a Conv2d node on XNNPACK needs for `samples` samples at once (its NHWC input and
 // output, xnn::conv_scratch_floats); 0 for other nodes or a build without XNNPACK.
 size_t conv_xnn_scratch_floats(const detail::ModelData& model, uint32_t node, size_t samples);
-// A Conv2d node's geometry as kernels/xnnpack/xnn_conv.hpp takes it (builds with XNNPACK only).
+// A Conv2d node's geometry as kernels/xnnpack/xnn_conv.hpp takes it, and the node's run on
+// XNNPACK (ops/conv2d_xnn.cc; builds with XNNPACK only).
 xnn::ConvShape conv_xnn_shape(const detail::NodeData& node);
+struct NodeRun;
+void run_conv_xnn(const NodeRun& run);
 
 // One node of one network evaluation: the arena's tensors and the plan's kernels.
 struct NodeRun {
