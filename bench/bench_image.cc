@@ -3,6 +3,8 @@
 // bench/peer_ort_image.mjs on the same converted nets):
 //   bench_image sample MODEL.sif BATCH STEPS REPS euler|rk4 [--backend B] [--threads N]
 //   bench_image logp MODEL.sif BATCH STEPS REPS exact|hutchinson K [--backend B] [--threads N]
+// --tune (with --backend auto) times each dense layer and Conv2d on simd and XNNPACK at plan
+// creation and keeps the faster (PlanOptions::tune).
 // sample decodes BATCH fixed base points (z = sin(0.7 i + 0.3), as the peers) over STEPS steps;
 // logp integrates RK4 log-likelihoods of the same points read as data. Prints the median and
 // minimum seconds of REPS runs (after one warm-up when REPS > 1), the median CPU seconds of the
@@ -36,8 +38,8 @@ int main(int argc, char** argv) {
   if (argc < 7 || (std::strcmp(argv[1], "sample") != 0 && std::strcmp(argv[1], "logp") != 0)) {
     std::fprintf(stderr,
                  "usage: bench_image sample MODEL BATCH STEPS REPS euler|rk4 [--backend B] "
-                 "[--threads N]\n       bench_image logp MODEL BATCH STEPS REPS exact|hutchinson "
-                 "K [--backend B] [--threads N]\n");
+                 "[--threads N] [--tune]\n       bench_image logp MODEL BATCH STEPS REPS "
+                 "exact|hutchinson K [--backend B] [--threads N] [--tune]\n");
     return 2;
   }
   const bool logp = std::strcmp(argv[1], "logp") == 0;
@@ -59,6 +61,8 @@ int main(int argc, char** argv) {
       ++i;
     } else if (a == "--threads" && i + 1 < argc) {
       po.threads = static_cast<uint32_t>(std::strtoul(argv[++i], nullptr, 10));
+    } else if (a == "--tune") {
+      po.tune = true;
     } else {
       std::fprintf(stderr, "bench_image: bad option '%s'\n", a.c_str());
       return 2;

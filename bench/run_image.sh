@@ -9,7 +9,8 @@
 # peak, siflow's arena and every program's peak RSS.
 #   bench/run_image.sh [--quick]     --quick: unet8 and batch 1 only
 # Environment: REPS (default 3) timed runs after a warm-up (median reported); THREADS (default 1);
-# BUILD_DIR: an existing Release build with SIFLOW_BUILD_BENCH=ON to use instead of build-bench.
+# BUILD_DIR: an existing Release build with SIFLOW_BUILD_BENCH=ON to use instead of build-bench;
+# SIFLOW_ARGS: extra bench_image options for siflow's rows, e.g. "--backend xnnpack" or "--tune".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${BUILD_DIR:-build-bench}"
@@ -48,7 +49,7 @@ sample_row() { # net size method steps batch
   local nfe=$steps
   [ "$method" = rk4 ] && nfe=$((4 * steps))
   local s o p
-  s=$("$build/bench/bench_image" sample "$models/$net.sif" "$batch" "$steps" "$reps" "$method" --threads "$threads")
+  s=$("$build/bench/bench_image" sample "$models/$net.sif" "$batch" "$steps" "$reps" "$method" --threads "$threads" ${SIFLOW_ARGS:-})
   o=$(node bench/peer_ort_image.mjs "$models/$net.onnx" "$size" "$batch" "$steps" "$reps" "$threads" "$method")
   p=$(/usr/bin/python3 bench/unet28.py run "$net" "$batch" "$steps" "$reps" "$threads" "$method")
   local ts to tp flops gf wall
@@ -66,7 +67,7 @@ logp_row() { # net mode probes steps batch
   local net=$1 mode=$2 k=$3 steps=$4 batch=$5
   local s p args=("$mode")
   [ "$mode" = hutchinson ] && args+=("$k")
-  s=$("$build/bench/bench_image" logp "$models/$net.sif" "$batch" "$steps" "$reps" "${args[@]}" --threads "$threads")
+  s=$("$build/bench/bench_image" logp "$models/$net.sif" "$batch" "$steps" "$reps" "${args[@]}" --threads "$threads" ${SIFLOW_ARGS:-})
   p=$(/usr/bin/python3 bench/unet28.py logp "$net" "$batch" "$steps" "$reps" "$threads" "${args[@]}")
   local ts tp
   ts=$(field cpu_median "$s"); tp=$(field cpu_median "$p")

@@ -568,6 +568,12 @@ void run(const NodeRun& r) {
   const bool bf16 = reduced && r.kernels->precision == Precision::kBf16;
   // fp16 and int8: the f32 kernels on the decoded weights.
   const float* weight = reduced ? static_cast<const float*>(reduced) : n.weight;
+#if defined(SIFLOW_WITH_XNNPACK)
+  if (!kTransposed && kernel_of(r) == NodeKernel::kXnnpack) {
+    run_conv_xnn(r);  // conv2d_xnn.cc
+    return;
+  }
+#endif
 #if defined(SIFLOW_WITH_SIMD)
   if (!kTransposed && kernel_of(r) == NodeKernel::kSimd) {
     if (bf16)
@@ -657,7 +663,8 @@ extern const OpModule kConv2d = {
     "conv2d",
     detail::OpKind::kConv2d,
     verify<false>,
-    kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd),
+    kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd) |
+        kernel_bit(NodeKernel::kXnnpack),
     nullptr,
     packed_floats,
     pack,

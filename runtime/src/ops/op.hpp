@@ -20,7 +20,9 @@ struct Kernels;
 }
 namespace xnn {
 struct DenseLayer;
-}
+struct ConvLayer;
+struct ConvShape;
+}  // namespace xnn
 }  // namespace siflow
 
 namespace siflow::ops {
@@ -39,6 +41,7 @@ struct FastKernels {
                                          // tensor's tangent (exact divergence), or -1
   const simd::Kernels* simd = nullptr;
   xnn::DenseLayer* const* xnn = nullptr;  // [node_count]: the node's XNNPACK operator or nullptr
+  xnn::ConvLayer* const* xnn_conv = nullptr;  // [node_count]: a Conv2d's XNNPACK layer or nullptr
   RowPool* pool = nullptr;
   // Reduced precision (PlanOptions::precision): each node's weights converted at plan time by its
   // module's `reduce` (nullptr: the node runs in f32), and for kBf16 and kFp16 the activation
@@ -52,6 +55,14 @@ struct FastKernels {
 // uint32 words of FastKernels::reduced_rows a bf16 Conv2d node on the simd kernels needs (its
 // im2col rows, their bf16 pairs and the sums of one sample); 0 for other nodes.
 size_t conv_bf16_words(const detail::ModelData& model, uint32_t node);
+// Scratch floats a Conv2d node on XNNPACK needs for `samples` samples at once (its NHWC input and
+// output, xnn::conv_scratch_floats); 0 for other nodes or a build without XNNPACK.
+size_t conv_xnn_scratch_floats(const detail::ModelData& model, uint32_t node, size_t samples);
+// A Conv2d node's geometry as kernels/xnnpack/xnn_conv.hpp takes it, and the node's run on
+// XNNPACK (ops/conv2d_xnn.cc; builds with XNNPACK only).
+xnn::ConvShape conv_xnn_shape(const detail::NodeData& node);
+struct NodeRun;
+void run_conv_xnn(const NodeRun& run);
 
 // One node of one network evaluation: the arena's tensors and the plan's kernels.
 struct NodeRun {

@@ -30,7 +30,8 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
     return s;
   }
   PlanLayout layout;
-  if (!(s = compute_layout(md, options, choice.kernels.fused, memory, &layout)).ok()) {
+  if (!(s = compute_layout(md, options, choice.kernels.fused, choice.kernels.node, memory, &layout))
+           .ok()) {
     free_kernel_choice(md, &choice);
     return s;
   }
@@ -86,7 +87,7 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
   }
   p->choice = choice;
   p->evaluations = 0;
-  if (!measuring) tune_kernels(md, options, p->values, &p->choice);
+  if (!measuring) tune_kernels(md, options, p->values, p->scratch, &p->choice);
   p->total_bytes = memory.high_water();
   *object = header;
   *out = p;

@@ -14,6 +14,7 @@
 #include "kernels/simd/kernels.hpp"
 #endif
 #if defined(SIFLOW_WITH_XNNPACK)
+#include "kernels/xnnpack/xnn_conv.hpp"
 #include "kernels/xnnpack/xnn_dense.hpp"
 #endif
 
@@ -59,7 +60,10 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
     if (k.node[i] == NodeKernel::kReference)
       std::snprintf(name, 32, "reference");
     else if (k.node[i] == NodeKernel::kXnnpack)
-      std::snprintf(name, 32, "xnnpack");
+      // A convolution on XNNPACK runs in NHWC (converted in and out); the dense layers on rows.
+      std::snprintf(name, 32, md.nodes[i].op == OpKind::kConv2d ? "xnnpack nhwc" : "xnnpack");
+    else if (md.nodes[i].op == OpKind::kConv2d)
+      std::snprintf(name, 32, "simd/%s nchw", isa);
     else if (i > 0 && k.fused[i - 1])
       std::snprintf(name, 32, "fused");
     else if (k.fused[i])
@@ -74,15 +78,16 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
 Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::Memory& memory,
                       KernelChoice* out) {
   const uint32_t nodes = md.node_count, tensors = nodes + 2;
-  const size_t bytes =
-      nodes * (32 + sizeof(void*) + sizeof(NodeKernel) + sizeof(bool)) + tensors * sizeof(int32_t);
+  const size_t bytes = nodes * (32 + 2 * sizeof(void*) + sizeof(NodeKernel) + sizeof(bool)) +
+                       tensors * sizeof(int32_t);
   uint8_t* block = static_cast<uint8_t*>(memory.allocate(bytes));
   if (!block)
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the kernel table");
   std::memset(block, 0, bytes);
   out->names = reinterpret_cast<char(*)[32]>(block);
   xnn::DenseLayer** layers = reinterpret_cast<xnn::DenseLayer**>(block + nodes * 32);
-  int32_t* seed_column = reinterpret_cast<int32_t*>(layers + nodes);
+  xnn::ConvLayer** convs = reinterpret_cast<xnn::ConvLayer**>(layers + nodes);
+  int32_t* seed_column = reinterpret_cast<int32_t*>(convs + nodes);
   NodeKernel* node = reinterpret_cast<NodeKernel*>(seed_column + tensors);
   bool* fused = reinterpret_cast<bool*>(node + nodes);
   NetKernels& k = out->kernels;
@@ -90,6 +95,7 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
   k.fused = fused;
   k.seed_column = seed_column;
   k.xnn = layers;
+  k.xnn_conv = convs;
   find_seed_columns(md, seed_column);
 
   Backend backend = options.backend;
@@ -129,33 +135,47 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
                   ? NodeKernel::kSimd
                   : NodeKernel::kReference;
 #if defined(SIFLOW_WITH_XNNPACK)
-  // Nodes XNNPACK may run: inputs in the arena (padded), not the caller's x (nor a Reshape of it).
+  // Nodes XNNPACK may run: dense layers with inputs in the arena (padded), not the caller's x (nor
+  // a Reshape of it); every Conv2d (its NHWC copy of the input is in the padded scratch).
   auto xnn_eligible = [&](uint32_t i) {
-    return allows(md.nodes[i], NodeKernel::kXnnpack) && alias_root(md, md.nodes[i].inputs[0]) != 0;
+    if (!allows(md.nodes[i], NodeKernel::kXnnpack)) return false;
+    return md.nodes[i].op == OpKind::kConv2d || alias_root(md, md.nodes[i].inputs[0]) != 0;
   };
   out->tune = backend == Backend::kAuto && options.tune && !measuring && !reduced;
   if ((backend == Backend::kXnnpack && !measuring) || out->tune) {
     for (uint32_t i = 0; i < nodes && s.ok(); ++i) {
       if (!xnn_eligible(i)) continue;
       const NodeData& n = md.nodes[i];
-      s = xnn::create_dense(md.tensors[n.inputs[0]].width, n.width, n.weight, n.bias,
-                            k.pool ? k.pool->native() : nullptr, &layers[i]);
-      if (s.ok()) node[i] = NodeKernel::kXnnpack;
+      void* pool = k.pool ? k.pool->native() : nullptr;
+      if (n.op == OpKind::kConv2d) {
+        // A convolution XNNPACK refuses stays on simd; running out of memory fails the plan.
+        s = xnn::create_conv(ops::conv_xnn_shape(n), n.weight, n.bias, pool, &convs[i]);
+        if (s.code() == StatusCode::kUnsupported && xnn::initialize().ok()) s = Status();
+      } else {
+        s = xnn::create_dense(md.tensors[n.inputs[0]].width, n.width, n.weight, n.bias, pool,
+                              &layers[i]);
+      }
+      if (s.ok() && (layers[i] || convs[i])) node[i] = NodeKernel::kXnnpack;
     }
     if (!s.ok()) {
       if (backend == Backend::kXnnpack) return s.prefix("plan");
       // Tuning without XNNPACK: simd everywhere.
       for (uint32_t i = 0; i < nodes; ++i) {
         xnn::destroy_dense(layers[i]);
+        xnn::destroy_conv(convs[i]);
         layers[i] = nullptr;
+        convs[i] = nullptr;
         if (node[i] == NodeKernel::kXnnpack) node[i] = NodeKernel::kSimd;
       }
       out->tune = false;
     }
-  } else if (backend == Backend::kXnnpack) {
-    // Measuring: the same decision without creating operators.
+  } else if (backend == Backend::kXnnpack ||
+             (measuring && backend == Backend::kAuto && options.tune && !reduced)) {
+    // Measuring: the same decision without creating operators (with tuning, every candidate, so
+    // the layout reserves the scratch of any convolution the tuning may keep on XNNPACK).
     for (uint32_t i = 0; i < nodes; ++i)
-      if (xnn_eligible(i)) node[i] = NodeKernel::kXnnpack;
+      if (xnn_eligible(i) && (backend == Backend::kXnnpack || md.nodes[i].op == OpKind::kConv2d))
+        node[i] = NodeKernel::kXnnpack;
   }
 #endif
   // The fusion rule, decided here once: a dense layer on simd (or on XNNPACK awaiting tuning)
@@ -174,41 +194,76 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
 }
 
 void tune_kernels(const ModelData& md, const PlanOptions& options, float* const* values,
-                  KernelChoice* choice) {
-  if (!choice->tune) return;
+                  float* scratch, KernelChoice* choice) {
 #if defined(SIFLOW_WITH_XNNPACK)
   NetKernels& k = choice->kernels;
   NodeKernel* node = const_cast<NodeKernel*>(k.node);
   bool* fused = const_cast<bool*>(k.fused);
-  const size_t rows = options.max_batch;
-  for (uint32_t i = 0; i < md.node_count; ++i) {
-    if (node[i] != NodeKernel::kXnnpack) continue;
-    const NodeData& n = md.nodes[i];
-    const uint32_t in = md.tensors[n.inputs[0]].width;
-    float* x = values[n.inputs[0]];
-    float* y = values[i + 2];
-    for (size_t j = 0; j < rows * in; ++j) x[j] = 0.5f;
-    const simd::Dense d{n.packed, in, n.width, true, UnaryKind::kIdentity, 0.0f};
-    const double t_simd = best_of_three([&] {
-      parallel_rows(k.pool, rows, kRowGrain,
-                    [&](size_t r0, size_t r1) { k.simd->dense(d, x, r0, r1, y, nullptr); });
-    });
-    const double t_xnn = best_of_three([&] { xnn::run_dense(k.xnn[i], x, rows, y, false); });
-    if (!(t_xnn < t_simd)) node[i] = NodeKernel::kSimd;
+  xnn::ConvLayer** convs = const_cast<xnn::ConvLayer**>(k.xnn_conv);
+  bool moved = false;
+  // Every convolution on XNNPACK sets up once here, on the plan's scratch: XNNPACK allocates its
+  // buffers for the input size at the first setup, never at a run. One that fails goes to simd.
+  for (uint32_t i = 0; node && i < md.node_count; ++i) {
+    if (node[i] != NodeKernel::kXnnpack || !convs[i]) continue;
+    if (!scratch || !xnn::prime_conv(convs[i], scratch).ok()) {
+      xnn::destroy_conv(convs[i]);
+      convs[i] = nullptr;
+      node[i] = NodeKernel::kSimd;
+      moved = true;
+    }
   }
-  // A layer left on XNNPACK runs its activation as a node of its own.
-  for (uint32_t i = 0; i < md.node_count; ++i)
-    if (node[i] == NodeKernel::kXnnpack) fused[i] = false;
+  if (choice->tune) {
+    const size_t rows = options.max_batch;
+    for (uint32_t i = 0; i < md.node_count; ++i) {
+      if (node[i] != NodeKernel::kXnnpack) continue;
+      const NodeData& n = md.nodes[i];
+      const uint32_t in = md.tensors[n.inputs[0]].width;
+      float* x = values[n.inputs[0]];
+      if (convs[i]) {
+        // The whole layer, layout conversions included, through the op's run on either kernel.
+        // A convolution reading the caller's x (bound only at a run) is not timed: simd.
+        if (!x) {
+          node[i] = NodeKernel::kSimd;
+          continue;
+        }
+        for (size_t j = 0; j < rows * in; ++j) x[j] = 0.5f;
+        const ops::NodeRun r{&md, i, values, nullptr, rows, 0, false, &k, scratch};
+        const ops::OpModule& m = ops::op_module(n.op);
+        node[i] = NodeKernel::kSimd;
+        const double t_simd = best_of_three([&] { m.run(r); });
+        node[i] = NodeKernel::kXnnpack;
+        const double t_xnn = best_of_three([&] { m.run(r); });
+        if (!(t_xnn < t_simd)) node[i] = NodeKernel::kSimd;
+        continue;
+      }
+      float* y = values[i + 2];
+      for (size_t j = 0; j < rows * in; ++j) x[j] = 0.5f;
+      const simd::Dense d{n.packed, in, n.width, true, UnaryKind::kIdentity, 0.0f};
+      const double t_simd = best_of_three([&] {
+        parallel_rows(k.pool, rows, kRowGrain,
+                      [&](size_t r0, size_t r1) { k.simd->dense(d, x, r0, r1, y, nullptr); });
+      });
+      const double t_xnn = best_of_three([&] { xnn::run_dense(k.xnn[i], x, rows, y, false); });
+      if (!(t_xnn < t_simd)) node[i] = NodeKernel::kSimd;
+    }
+    // A layer left on XNNPACK runs its activation as a node of its own.
+    for (uint32_t i = 0; i < md.node_count; ++i)
+      if (node[i] == NodeKernel::kXnnpack) fused[i] = false;
+  }
+  // Names are rewritten only when the choice changed here (reduce_weights may have renamed them).
+  if (choice->tune || moved) name_kernels(md, choice);
 #else
-  (void)options, (void)values;
+  (void)md, (void)options, (void)values, (void)scratch, (void)choice;
 #endif
-  name_kernels(md, choice);
 }
 
 void free_kernel_choice(const ModelData& md, KernelChoice* choice) {
 #if defined(SIFLOW_WITH_XNNPACK)
   if (choice->kernels.xnn)
-    for (uint32_t i = 0; i < md.node_count; ++i) xnn::destroy_dense(choice->kernels.xnn[i]);
+    for (uint32_t i = 0; i < md.node_count; ++i) {
+      xnn::destroy_dense(choice->kernels.xnn[i]);
+      xnn::destroy_conv(choice->kernels.xnn_conv[i]);
+    }
 #else
   (void)md;
 #endif

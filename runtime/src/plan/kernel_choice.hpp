@@ -27,19 +27,24 @@ struct KernelChoice {
 //    whose only consumer is the activation right after it runs that activation in its epilogue
 //    (NetKernels::fused, which the arena layout reads);
 //  - xnnpack: dense layers on XNNPACK (except one reading the caller's x directly, which has
-//    no read padding), activations on simd;
-//  - auto with options.tune: dense layers XNNPACK could run get an XNNPACK layer, timed by
-//    tune_kernels() once the arena exists.
+//    no read padding) and every Conv2d XNNPACK accepts (NHWC, "xnnpack nhwc"), activations and
+//    the rest on simd;
+//  - auto with options.tune: dense layers and Conv2d nodes XNNPACK could run get an XNNPACK
+//    layer, timed by tune_kernels() once the arena exists.
 // The per-node tables come from `memory`; a measuring `memory` only counts them and starts no
 // threads or operators. Worker threads (threads > 1) and XNNPACK operators live on the heap;
 // free_kernel_choice releases them.
 Status choose_kernels(const detail::ModelData& model, const PlanOptions& options,
                       detail::Memory& memory, KernelChoice* out);
-// With options.tune: times each dense layer on simd and XNNPACK (best of three at max_batch rows
-// on the plan's buffers `values`) and keeps the faster; a layer moved to simd does not fuse its
-// activation (the layout planned it unfused). Then names every node's kernel.
+// Once the arena exists: sets every Conv2d on XNNPACK up on the plan's `scratch` (XNNPACK's
+// buffers for the input size are allocated here, not at a run; one that fails moves to simd).
+// With options.tune: times each dense layer and each Conv2d (the whole layer, NCHW<->NHWC
+// conversions included) on simd and XNNPACK (best of three at max_batch rows on the plan's
+// buffers `values`) and keeps the faster; a layer moved to simd does not fuse its activation
+// (the layout planned it unfused); a Conv2d reading the caller's x is not timed and stays on
+// simd. Then names every node's kernel.
 void tune_kernels(const detail::ModelData& model, const PlanOptions& options, float* const* values,
-                  KernelChoice* choice);
+                  float* scratch, KernelChoice* choice);
 void free_kernel_choice(const detail::ModelData& model, KernelChoice* choice);
 
 }  // namespace siflow

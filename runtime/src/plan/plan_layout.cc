@@ -90,7 +90,7 @@ uint64_t automatic_tangent_block(const detail::ModelData& model, uint64_t rows) 
 }  // namespace
 
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options, const bool* fused,
-                      detail::Memory& memory, PlanLayout* layout) {
+                      const ops::NodeKernel* kernels, detail::Memory& memory, PlanLayout* layout) {
   Status s;
   const bool guided = guidance_doubles_rows(options.guidance);
   // The network's rows: the conditional and the null evaluation side by side when guided.
@@ -221,9 +221,15 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   uint64_t scratch = 0;
   for (uint32_t i = 0; i < model.node_count; ++i) {
     const ops::OpModule& m = ops::op_module(model.nodes[i].op);
-    const uint64_t floats = m.scratch_floats ? m.scratch_floats(model, i, static_cast<size_t>(rows),
-                                                                static_cast<size_t>(directions))
-                                             : 0;
+    uint64_t floats = m.scratch_floats ? m.scratch_floats(model, i, static_cast<size_t>(rows),
+                                                          static_cast<size_t>(directions))
+                                       : 0;
+    if (kernels && kernels[i] == ops::NodeKernel::kXnnpack) {
+      // A convolution on XNNPACK converts every sample of a call at once: values or tangents.
+      const uint64_t xnn = ops::conv_xnn_scratch_floats(
+          model, i, static_cast<size_t>(rows * (directions > 1 ? directions : 1)));
+      floats = xnn > floats ? xnn : floats;
+    }
     scratch = floats > scratch ? floats : scratch;
   }
   layout->scratch_offset = scratch ? take(scratch * sizeof(float)) : SIZE_MAX;

@@ -10,6 +10,7 @@
 #include "format/model_data.hpp"
 #include "integrate/ode.hpp"
 #include "kernels/xnnpack/xnn_dense.hpp"
+#include "ops/op.hpp"
 #include "support/memory.hpp"
 
 namespace siflow {
@@ -55,10 +56,12 @@ inline bool guidance_doubles_rows(double guidance) { return guidance != 0.0 && g
 
 // Computes the layout for options check_plan_options accepted (build_plan checks them before
 // taking any memory). `fused` is the kernel choice's fusion decision (NetKernels::fused, nullable:
-// none): a fused activation's buffer starts one node early. The offset arrays are taken from
-// `memory` and live as long as it does; the planning scratch is taken after them and given back.
+// none): a fused activation's buffer starts one node early. `kernels` (NetKernels::node,
+// nullable) adds the scratch of each Conv2d on XNNPACK (its NHWC copies). The offset arrays are
+// taken from `memory` and live as long as it does; the planning scratch is taken after them and
+// given back.
 Status compute_layout(const detail::ModelData& model, const PlanOptions& options, const bool* fused,
-                      detail::Memory& memory, PlanLayout* layout);
+                      const ops::NodeKernel* kernels, detail::Memory& memory, PlanLayout* layout);
 Status check_plan_options(const detail::ModelData& model, const PlanOptions& options);
 // options.precision, or kFp32 when the caller's struct_size ends before that field.
 Precision plan_precision(const PlanOptions& options);

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+// Per-layer Conv2d timing, simd (NCHW) against XNNPACK (NHWC), on one thread at the unet28
+// layer shapes (bench/unet28.py): for each shape and batch, the median CPU seconds of the simd
+// kernel, of XNNPACK with the NCHW<->NHWC conversions the plan's layer does, and of XNNPACK
+// alone on NHWC data, with GFLOP/s (2 flops per multiply-add) to set beside bench/peak_fma.
+//   bench_xnn_conv [REPS]        (default 7; prints one line per shape and batch)
+#include <cstdio>
+
+#if !defined(SIFLOW_WITH_XNNPACK) || !defined(SIFLOW_WITH_SIMD)
+int main() {
+  std::printf("bench_xnn_conv: this build has no XNNPACK or no simd kernels; nothing to time\n");
+  return 0;
+}
+#else
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "kernels/simd/kernels.hpp"
+#include "kernels/xnnpack/xnn_conv.hpp"
+
+namespace {
+
+double cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+template <typename F>
+double median_cpu(int reps, F&& f) {
+  f();  // warm-up
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const double t0 = cpu_seconds();
+    f();
+    t.push_back(cpu_seconds() - t0);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+struct Shape {
+  const char* what;
+  uint32_t cin, h, w, cout, k, stride, pad;
+};
+
+const Shape kShapes[] = {
+    {"3x3 1->32 28x28 (conv_in)", 1, 28, 28, 32, 3, 1, 1},
+    {"3x3 32->32 28x28", 32, 28, 28, 32, 3, 1, 1},
+    {"3x3 32->32 s2 28->14 (down)", 32, 28, 28, 32, 3, 2, 1},
+    {"3x3 32->64 14x14", 32, 14, 14, 64, 3, 1, 1},
+    {"3x3 64->64 14x14", 64, 14, 14, 64, 3, 1, 1},
+    {"3x3 64->64 s2 14->7 (down)", 64, 14, 14, 64, 3, 2, 1},
+    {"3x3 64->64 7x7", 64, 7, 7, 64, 3, 1, 1},
+    {"3x3 128->64 14x14 (up, concat)", 128, 14, 14, 64, 3, 1, 1},
+    {"1x1 32->64 14x14 (skip)", 32, 14, 14, 64, 1, 1, 0},
+    {"1x1 64->64 7x7 (attention q/k/v)", 64, 7, 7, 64, 1, 1, 0},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int reps = argc > 1 ? std::atoi(argv[1]) : 7;
+  const siflow::simd::Kernels* k = nullptr;
+  if (!siflow::simd::select(&k).ok()) {
+    std::fprintf(stderr, "bench_xnn_conv: no simd kernels on this CPU\n");
+    return 1;
+  }
+  std::printf("# isa %s, one thread, median CPU seconds of %d reps per layer call\n", k->isa, reps);
+  std::printf("%-34s %5s %10s %10s %10s %8s %8s %8s %7s\n", "layer", "batch", "simd_s",
+              "xnn_conv_s", "xnn_nhwc_s", "simd_GF", "xnnc_GF", "xnnh_GF", "winner");
+  for (const Shape& sh : kShapes) {
+    const uint32_t oh = (sh.h + 2 * sh.pad - sh.k) / sh.stride + 1;
+    const uint32_t ow = (sh.w + 2 * sh.pad - sh.k) / sh.stride + 1;
+    const size_t in = size_t{sh.cin} * sh.h * sh.w, out = size_t{sh.cout} * oh * ow;
+    std::vector<float> w(size_t{sh.cout} * sh.cin * sh.k * sh.k), b(sh.cout);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = 0.01f * static_cast<float>(i % 97) - 0.4f;
+    for (size_t i = 0; i < b.size(); ++i) b[i] = 0.1f;
+    const siflow::xnn::ConvShape xs{sh.cin, sh.h,      sh.w,      sh.cout, oh,     ow,
+                                    1,      sh.k,      sh.k,      sh.pad,  sh.pad, sh.pad,
+                                    sh.pad, sh.stride, sh.stride, 1,       1};
+    siflow::xnn::ConvLayer* layer = nullptr;
+    const siflow::Status s = siflow::xnn::create_conv(xs, w.data(), b.data(), nullptr, &layer);
+    if (!s.ok()) {
+      std::fprintf(stderr, "bench_xnn_conv: %s\n", s.message());
+      return 1;
+    }
+    const siflow::simd::Conv c{w.data(),  b.data(), sh.cin, sh.h,   sh.w,  sh.cout,
+                               oh,        ow,       1,      sh.k,   sh.k,  sh.stride,
+                               sh.stride, 1,        1,      sh.pad, sh.pad};
+    for (size_t batch : {size_t{1}, size_t{64}}) {
+      std::vector<float> x(batch * in + 64), y(batch * out + 64);
+      for (size_t i = 0; i < x.size(); ++i) x[i] = 0.001f * static_cast<float>(i % 1013);
+      std::vector<float> scratch(siflow::xnn::conv_scratch_floats(xs, batch));
+      if (!siflow::xnn::prime_conv(layer, scratch.data()).ok()) return 1;
+      auto serial = [](size_t count, auto&& fn) { fn(size_t{0}, count); };
+      const size_t units = k->conv_units(c, batch);
+      const double t_simd =
+          median_cpu(reps, [&] { k->conv2d(c, x.data(), in, y.data(), out, 0, units); });
+      const double t_conv = median_cpu(reps, [&] {
+        siflow::xnn::run_conv(layer, x.data(), in, batch, y.data(), out, scratch.data(), batch,
+                              false, serial);
+      });
+      float* nhwc_out = scratch.data() + (in * batch + 16 + 15) / 16 * 16;
+      const double t_nhwc = median_cpu(
+          reps, [&] { siflow::xnn::run_nhwc(layer, scratch.data(), batch, nhwc_out, false); });
+      const double flops = 2.0 * batch * out * sh.cin * sh.k * sh.k;
+      std::printf("%-34s %5zu %10.6f %10.6f %10.6f %8.1f %8.1f %8.1f %7s\n", sh.what, batch, t_simd,
+                  t_conv, t_nhwc, flops / t_simd * 1e-9, flops / t_conv * 1e-9,
+                  flops / t_nhwc * 1e-9, t_conv < t_simd ? "xnnpack" : "simd");
+    }
+    siflow::xnn::destroy_conv(layer);
+  }
+  return 0;
+}
+
+#endif

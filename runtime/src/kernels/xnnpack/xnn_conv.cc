@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+// Conv2d on XNNPACK's NHWC f32 convolution: operator creation with the weights reordered to
+// XNNPACK's layout, the priming setup, the NHWC runs and the layout conversions; see xnn_conv.hpp.
+// XNNPACK is initialized (with the counting allocator) by xnn_dense.cc's initialize().
+#include "kernels/xnnpack/xnn_conv.hpp"
+
+#include <xnnpack.h>
+
+#include <new>
+
+#include "kernels/xnnpack/xnn_dense.hpp"
+
+namespace siflow::xnn {
+
+struct ConvLayer {
+  xnn_operator_t forward = nullptr;
+  xnn_operator_t tangent = nullptr;
+  ConvShape shape{};
+  pthreadpool_t pool = nullptr;
+};
+
+namespace {
+size_t round16(size_t floats) { return (floats + 15) / 16 * 16; }
+}  // namespace
+
+Status create_conv(const ConvShape& s, const float* weight, const float* bias, void* pool,
+                   ConvLayer** layer) {
+  *layer = nullptr;
+  Status st = initialize();
+  if (!st.ok()) return st;
+  const uint32_t cin_g = s.cin / s.groups, cout_g = s.cout / s.groups;
+  const size_t taps = size_t{s.kh} * s.kw, count = size_t{s.cout} * cin_g * taps;
+  // XNNPACK's weights: [groups][cout / groups][kh][kw][cin / groups], i.e. [cout][tap][cin_g].
+  float* packed = new (std::nothrow) float[count ? count : 1];
+  ConvLayer* l = new (std::nothrow) ConvLayer();
+  if (!packed || !l) {
+    delete[] packed;
+    delete l;
+    return Status::error(StatusCode::kOutOfMemory, "cannot allocate an XNNPACK convolution");
+  }
+  for (uint32_t o = 0; o < s.cout; ++o)
+    for (uint32_t j = 0; j < cin_g; ++j)
+      for (size_t t = 0; t < taps; ++t)
+        packed[(size_t{o} * taps + t) * cin_g + j] = weight[(size_t{o} * cin_g + j) * taps + t];
+  l->shape = s;
+  l->pool = static_cast<pthreadpool_t>(pool);
+  const float lo = -__builtin_inff(), hi = __builtin_inff();
+  auto create = [&](const float* b, xnn_operator_t* op) {
+    return xnn_create_convolution2d_nhwc_f32(s.pad_top, s.pad_right, s.pad_bottom, s.pad_left, s.kh,
+                                             s.kw, s.sh, s.sw, s.dh, s.dw, s.groups, cin_g, cout_g,
+                                             s.cin, s.cout, packed, b, lo, hi, 0, op);
+  };
+  xnn_status x = create(bias, &l->forward);
+  if (x == xnn_status_success) x = create(nullptr, &l->tangent);
+  delete[] packed;
+  if (x != xnn_status_success) {
+    destroy_conv(l);
+    return Status::error(
+        x == xnn_status_out_of_memory ? StatusCode::kOutOfMemory : StatusCode::kUnsupported,
+        "XNNPACK cannot create a convolution (%u -> %u channels, kernel %ux%u, groups %u): "
+        "status %d",
+        s.cin, s.cout, s.kh, s.kw, s.groups, static_cast<int>(x));
+  }
+  *layer = l;
+  return Status();
+}
+
+void destroy_conv(ConvLayer* l) {
+  if (!l) return;
+  if (l->forward) xnn_delete_operator(l->forward);
+  if (l->tangent) xnn_delete_operator(l->tangent);
+  delete l;
+}
+
+const ConvShape& conv_shape(const ConvLayer* l) { return l->shape; }
+
+size_t conv_scratch_floats(const ConvShape& s, size_t samples) {
+  const size_t in = size_t{s.cin} * s.h * s.w, out = size_t{s.cout} * s.oh * s.ow;
+  // kExtraReadBytes after each copy (XNNPACK reads past an input; the output's padding keeps the
+  // region's end readable too), 64-byte aligned.
+  return round16(in * samples + 16) + round16(out * samples + 16);
+}
+
+bool run_nhwc(ConvLayer* l, const float* in, size_t samples, float* out, bool tangent) {
+  xnn_operator_t op = tangent ? l->tangent : l->forward;
+  return xnn_setup_convolution2d_nhwc_f32(op, samples, l->shape.h, l->shape.w, in, out, l->pool) ==
+             xnn_status_success &&
+         xnn_run_operator(op, l->pool) == xnn_status_success;
+}
+
+Status prime_conv(ConvLayer* l, float* scratch) {
+  float* out = scratch + round16(size_t{l->shape.cin} * l->shape.h * l->shape.w + 16);
+  const xnn_operator_t ops[2] = {l->forward, l->tangent};
+  for (xnn_operator_t op : ops) {
+    const xnn_status x =
+        xnn_setup_convolution2d_nhwc_f32(op, 1, l->shape.h, l->shape.w, scratch, out, l->pool);
+    if (x != xnn_status_success)
+      return Status::error(
+          x == xnn_status_out_of_memory ? StatusCode::kOutOfMemory : StatusCode::kUnsupported,
+          "XNNPACK cannot set up a convolution on a %ux%u input: status %d", l->shape.h, l->shape.w,
+          static_cast<int>(x));
+  }
+  return Status();
+}
+
+// Tiles of 8 pixels: contiguous reads of a channel's run, 8 scattered writes.
+void nchw_to_nhwc(const float* x, uint32_t channels, size_t plane, float* out) {
+  for (size_t p0 = 0; p0 < plane; p0 += 8) {
+    const size_t p1 = plane - p0 < 8 ? plane : p0 + 8;
+    for (uint32_t c = 0; c < channels; ++c) {
+      const float* xc = x + c * plane;
+      for (size_t p = p0; p < p1; ++p) out[p * channels + c] = xc[p];
+    }
+  }
+}
+
+void nhwc_to_nchw(const float* in, uint32_t channels, size_t plane, float* y) {
+  for (size_t p0 = 0; p0 < plane; p0 += 8) {
+    const size_t p1 = plane - p0 < 8 ? plane : p0 + 8;
+    for (uint32_t c = 0; c < channels; ++c) {
+      float* yc = y + c * plane;
+      for (size_t p = p0; p < p1; ++p) yc[p] = in[p * channels + c];
+    }
+  }
+}
+
+}  // namespace siflow::xnn

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0
+// Conv2d through XNNPACK's NHWC f32 convolution (Debian's libxnnpack-dev, its February 2022 API).
+// The runtime's tensors are NCHW per sample, so a layer converts its input to NHWC in the plan's
+// scratch, runs XNNPACK there and converts the result back; the conversions are part of the layer
+// (the plan's tuning times them). Two operators per layer, like the dense layers: with the bias
+// for values, without it for tangents. H x W is fixed per layer: XNNPACK sizes its indirection
+// buffer at the first setup for an input size (prime_conv, at plan time), and later setups for
+// any batch size make no heap call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "siflow/siflow.hpp"
+
+namespace siflow::xnn {
+
+// The layer's geometry in the runtime's terms (ops/conv2d.cc): input [cin, h, w], output
+// [cout, oh, ow], weight [cout][cin / groups][kh][kw] (PyTorch's layout), pads top/left/bottom/
+// right, strides and dilations (height, width).
+struct ConvShape {
+  uint32_t cin, h, w, cout, oh, ow, groups, kh, kw;
+  uint32_t pad_top, pad_left, pad_bottom, pad_right;
+  uint32_t sh, sw, dh, dw;
+};
+
+struct ConvLayer;
+// Creates the two operators from the layer's weights (reordered to XNNPACK's [cout][kh][kw]
+// [cin / groups] in a temporary buffer; XNNPACK packs its own copy), run on `pool` (a
+// pthreadpool_t, or nullptr for the caller's thread). kUnsupported when XNNPACK refuses.
+Status create_conv(const ConvShape& shape, const float* weight, const float* bias, void* pool,
+                   ConvLayer** layer);
+void destroy_conv(ConvLayer* layer);
+
+// Floats of scratch a run of `samples` samples needs (both NHWC copies, padded for XNNPACK's
+// reads past the input); a run of more samples goes in chunks of `samples`.
+size_t conv_scratch_floats(const ConvShape& shape, size_t samples);
+// Sets both operators up once on `scratch` (conv_scratch_floats(shape, 1) floats at least), so
+// that their size-dependent buffers exist before any run. Allocates (plan time only).
+Status prime_conv(ConvLayer* layer, float* scratch);
+
+// y = conv(x) (+ bias unless `tangent`) for `samples` NCHW samples of x (sample stride
+// `x_stride` floats) into y (stride `y_stride`), through `scratch` of
+// conv_scratch_floats(shape, chunk) floats, `chunk` samples at a time. The layout conversions
+// run on `convert(first, last, fn)`, a split of sample ranges (the plan's row pool). Fills y with
+// NaN if XNNPACK refuses (it does not for a primed layer), so the run reports a numerical error.
+template <typename Split>
+void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples, float* y,
+              size_t y_stride, float* scratch, size_t chunk, bool tangent, Split&& split);
+
+// The pieces run_conv is made of (xnn_conv.cc).
+const ConvShape& conv_shape(const ConvLayer* layer);
+void nchw_to_nhwc(const float* x, uint32_t channels, size_t plane, float* out);
+void nhwc_to_nchw(const float* in, uint32_t channels, size_t plane, float* y);
+bool run_nhwc(ConvLayer* layer, const float* in, size_t samples, float* out, bool tangent);
+
+template <typename Split>
+void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples, float* y,
+              size_t y_stride, float* scratch, size_t chunk, bool tangent, Split&& split) {
+  const ConvShape& s = conv_shape(layer);
+  const size_t iplane = size_t{s.h} * s.w, oplane = size_t{s.oh} * s.ow;
+  const size_t in_floats = s.cin * iplane, out_floats = s.cout * oplane;
+  // The NHWC output starts 64-byte aligned after the input and its read padding.
+  float* out = scratch + (in_floats * chunk + 16 + 15) / 16 * 16;
+  for (size_t first = 0; first < samples; first += chunk) {
+    const size_t n = samples - first < chunk ? samples - first : chunk;
+    split(n, [&](size_t a, size_t b) {
+      for (size_t k = a; k < b; ++k)
+        nchw_to_nhwc(x + (first + k) * x_stride, s.cin, iplane, scratch + k * in_floats);
+    });
+    if (!run_nhwc(layer, scratch, n, out, tangent)) {
+      for (size_t k = 0; k < n; ++k)
+        for (size_t i = 0; i < out_floats; ++i) y[(first + k) * y_stride + i] = __builtin_nanf("");
+      continue;
+    }
+    split(n, [&](size_t a, size_t b) {
+      for (size_t k = a; k < b; ++k)
+        nhwc_to_nchw(out + k * out_floats, s.cout, oplane, y + (first + k) * y_stride);
+    });
+  }
+}
+
+}  // namespace siflow::xnn
