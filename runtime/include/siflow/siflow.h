@@ -123,7 +123,7 @@ typedef struct siflow_plan_options {
    * callers still works: a missing field takes its default. */
   uint32_t threads;
   siflow_backend backend;     /* default AUTO */
-  int tune;                   /* nonzero: AUTO times simd and XNNPACK per dense layer at creation */
+  int tune;                   /* nonzero: AUTO times simd and XNNPACK per dense/conv layer */
   siflow_precision precision; /* default FP32 */
   /* Exact divergence: Jacobian columns per network pass (PlanOptions::tangent_block); 0
    * (default): automatic, all d unless their tangents would exceed 256 MiB. Bit-identical

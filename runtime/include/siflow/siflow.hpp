@@ -295,7 +295,7 @@ bool parse_epsilon_schedule(const char* text, EpsilonSchedule* out);
 // done/total count row-steps over the whole request.
 typedef bool (*ProgressFn)(void* user, uint64_t done, uint64_t total);
 
-// The kernels a plan runs dense layers and activations on (docs/architecture.md).
+// The kernels a plan runs its nodes on (docs/architecture.md).
 enum class Backend : uint8_t {
   kAuto = 0,       // the fastest this build and CPU offer: simd (else reference), or per layer
                    // what PlanOptions::tune measured fastest
@@ -336,9 +336,10 @@ struct PlanOptions {
   // (SIFLOW_MINIMAL, bare metal) accept only 1.
   uint32_t threads = 1;
   Backend backend = Backend::kAuto;
-  // With kAuto and a build that has XNNPACK: time each dense layer on both simd and XNNPACK at
-  // plan creation (a few runs at max_batch rows) and keep the faster. The choice then depends on
-  // the machine's timing, so results may differ between plans by rounding; off, the choice is
+  // With kAuto and a build that has XNNPACK: time each dense layer and each Conv2d (the whole
+  // layer, NCHW<->NHWC conversions included) on both simd and XNNPACK at plan creation (a few
+  // runs at max_batch rows) and keep the faster (CLI --tune-kernels on). The choice then depends
+  // on the machine's timing, so results may differ between plans by rounding; off, the choice is
   // the fixed rule (simd).
   bool tune = false;
   Precision precision = Precision::kFp32;  // the weight layers' number format (see Precision)
