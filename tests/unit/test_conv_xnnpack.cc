@@ -18,6 +18,7 @@
 
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
+#include "support/conv_cases.hpp"
 #include "support/parallel.hpp"
 #include "support/requirements.hpp"
 #if defined(SIFLOW_WITH_XNNPACK)
@@ -30,10 +31,10 @@
 
 namespace {
 
-struct Case {
-  const char* what;
-  uint32_t cin, h, w, cout, groups, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr;
-};
+using test_support::Case;
+using test_support::outputs;
+using test_support::random_floats;
+using test_support::textbook;
 
 const Case kCases[] = {
     {"3x3 same, 19 outputs", 5, 13, 11, 19, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
@@ -46,43 +47,6 @@ const Case kCases[] = {
     {"37 channels, 15x13", 37, 15, 13, 35, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
     {"stride 2 rows only, 70 channels", 70, 7, 5, 11, 1, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1},
 };
-
-uint32_t outputs(uint32_t n, uint32_t pa, uint32_t pb, uint32_t k, uint32_t s, uint32_t d) {
-  return (n + pa + pb - d * (k - 1) - 1) / s + 1;
-}
-
-// y[o][oy][ox] = b[o] + sum over (i, ky, kx) of w x, in double; with abs, of |w x| (+ |b|).
-std::vector<double> textbook(const Case& c, uint32_t oh, uint32_t ow, const float* x,
-                             const std::vector<float>& w, const float* b, bool abs) {
-  const uint32_t cig = c.cin / c.groups, cog = c.cout / c.groups;
-  std::vector<double> y(size_t{c.cout} * oh * ow);
-  for (uint32_t o = 0; o < c.cout; ++o)
-    for (uint32_t oy = 0; oy < oh; ++oy)
-      for (uint32_t ox = 0; ox < ow; ++ox) {
-        double acc = b ? (abs ? std::fabs(b[o]) : b[o]) : 0.0;
-        for (uint32_t i = 0; i < cig; ++i)
-          for (uint32_t ky = 0; ky < c.kh; ++ky)
-            for (uint32_t kx = 0; kx < c.kw; ++kx) {
-              const int iy = static_cast<int>(oy * c.sh + ky * c.dh) - static_cast<int>(c.pt);
-              const int ix = static_cast<int>(ox * c.sw + kx * c.dw) - static_cast<int>(c.pl);
-              if (iy < 0 || ix < 0 || iy >= static_cast<int>(c.h) || ix >= static_cast<int>(c.w))
-                continue;
-              const uint32_t ch = (o / cog) * cig + i;
-              const double t = double{w[((size_t{o} * cig + i) * c.kh + ky) * c.kw + kx]} *
-                               x[(size_t{ch} * c.h + iy) * c.w + ix];
-              acc += abs ? std::fabs(t) : t;
-            }
-        y[(size_t{o} * oh + oy) * ow + ox] = acc;
-      }
-  return y;
-}
-
-std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale) {
-  std::uniform_real_distribution<float> u(-scale, scale);
-  std::vector<float> v(n);
-  for (float& f : v) f = u(rng);
-  return v;
-}
 
 // dim 3 * 9 * 7: conv 3 -> 12 (3x3 same), silu, conv 12 -> 12 (groups 2, dilation 2, pads 2),
 // silu, conv 12 -> 13 (1x1), silu, conv 13 -> 3 (3x3 same, no bias). Nodes 1, 3, 5, 7 are
