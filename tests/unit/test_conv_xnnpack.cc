@@ -14,6 +14,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "siflow/model_builder.hpp"
@@ -73,12 +74,21 @@ std::vector<uint8_t> conv_net() {
   return b.finish();
 }
 
-std::unique_ptr<siflow::Model> load(const std::vector<uint8_t>& bytes) {
-  std::unique_ptr<siflow::Model> m;
+// A loaded model with the bytes it may point into (an aligned buffer is not copied), kept alive
+// together.
+struct LoadedNet {
+  std::vector<uint8_t> bytes;
+  std::unique_ptr<siflow::Model> model;
+  const siflow::Model& operator*() const { return *model; }
+  const siflow::Model* operator->() const { return model.get(); }
+};
+
+LoadedNet load(std::vector<uint8_t> bytes) {
+  LoadedNet net{std::move(bytes), nullptr};
   siflow::LoadOptions lo;
   lo.allow_copy = true;
-  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
-  return m;
+  REQUIRE(siflow::Model::load(net.bytes.data(), net.bytes.size(), lo, &net.model).ok());
+  return net;
 }
 
 std::vector<uint32_t> conv_nodes(const siflow::Model& m) {
