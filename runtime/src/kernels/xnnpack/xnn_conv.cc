@@ -75,10 +75,10 @@ void destroy_conv(ConvLayer* l) {
 const ConvShape& conv_shape(const ConvLayer* l) { return l->shape; }
 
 size_t conv_scratch_floats(const ConvShape& s, size_t samples) {
-  const size_t in = size_t{s.cin} * s.h * s.w, out = size_t{s.cout} * s.oh * s.ow;
   // kExtraReadBytes after each copy (XNNPACK reads past an input; the output's padding keeps the
   // region's end readable too), 64-byte aligned.
-  return round16(in * samples + 16) + round16(out * samples + 16);
+  return conv_scratch_output_offset(s, samples) +
+         round16(size_t{s.cout} * s.oh * s.ow * samples + 16);
 }
 
 bool run_nhwc(ConvLayer* l, const float* in, size_t samples, float* out, bool tangent) {
@@ -89,7 +89,7 @@ bool run_nhwc(ConvLayer* l, const float* in, size_t samples, float* out, bool ta
 }
 
 Status prime_conv(ConvLayer* l, float* scratch) {
-  float* out = scratch + round16(size_t{l->shape.cin} * l->shape.h * l->shape.w + 16);
+  float* out = scratch + conv_scratch_output_offset(l->shape, 1);
   const xnn_operator_t ops[2] = {l->forward, l->tangent};
   for (xnn_operator_t op : ops) {
     const xnn_status x =

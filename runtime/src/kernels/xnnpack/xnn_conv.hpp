@@ -32,8 +32,13 @@ Status create_conv(const ConvShape& shape, const float* weight, const float* bia
                    ConvLayer** layer);
 void destroy_conv(ConvLayer* layer);
 
-// Floats of scratch a run of `samples` samples needs (both NHWC copies, padded for XNNPACK's
-// reads past the input); a run of more samples goes in chunks of `samples`.
+// The scratch of a run of `samples` samples: the NHWC input, padded for XNNPACK's reads past it
+// (16 floats), then from a 64-byte aligned offset the NHWC output, padded the same way.
+inline size_t conv_scratch_output_offset(const ConvShape& s, size_t samples) {
+  return (size_t{s.cin} * s.h * s.w * samples + 16 + 15) / 16 * 16;
+}
+// Floats of scratch a run of `samples` samples needs (both NHWC copies with their padding); a run
+// of more samples goes in chunks of `samples`.
 size_t conv_scratch_floats(const ConvShape& shape, size_t samples);
 // Sets both operators up once on `scratch` (conv_scratch_floats(shape, 1) floats at least), so
 // that their size-dependent buffers exist before any run. Allocates (plan time only).
@@ -60,8 +65,7 @@ void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples,
   const ConvShape& s = conv_shape(layer);
   const size_t iplane = size_t{s.h} * s.w, oplane = size_t{s.oh} * s.ow;
   const size_t in_floats = s.cin * iplane, out_floats = s.cout * oplane;
-  // The NHWC output starts 64-byte aligned after the input and its read padding.
-  float* out = scratch + (in_floats * chunk + 16 + 15) / 16 * 16;
+  float* out = scratch + conv_scratch_output_offset(s, chunk);
   for (size_t first = 0; first < samples; first += chunk) {
     const size_t n = samples - first < chunk ? samples - first : chunk;
     split(n, [&](size_t a, size_t b) {
