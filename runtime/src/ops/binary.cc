@@ -363,17 +363,18 @@ void vjp(const Operands<T>& op, const Gradients<T>& g) {
   g.commit(g.tape, in1, op.rows * bw);
 }
 
-}  // namespace
-
-bool binary_on_simd(const detail::NodeData& node) {
+// The simd kernels run only the broadcasts simd_form finds; the reference runs every node.
+bool runs_on(const NodeData& node, NodeKernel kernel) {
+  if (kernel != NodeKernel::kSimd) return true;
 #if defined(SIFLOW_WITH_SIMD)
   simd::Binary bin;
   return simd_form(node, node.width, node.width, &bin);
 #else
-  (void)node;
   return false;
 #endif
 }
+
+}  // namespace
 
 extern const OpModule kAdd = {
     "add",          OpKind::kAdd,
@@ -382,6 +383,9 @@ extern const OpModule kAdd = {
     nullptr,        run,
     forward<float>, forward<double>,
     vjp<float>,     vjp<double>,
+    nullptr,        nullptr,
+    nullptr,        false,
+    nullptr,        runs_on,
 };
 
 extern const OpModule kMul = {
@@ -391,6 +395,9 @@ extern const OpModule kMul = {
     nullptr,        run,
     forward<float>, forward<double>,
     vjp<float>,     vjp<double>,
+    nullptr,        nullptr,
+    nullptr,        false,
+    nullptr,        runs_on,
 };
 
 extern const OpModule kDiv = {
@@ -400,6 +407,9 @@ extern const OpModule kDiv = {
     nullptr,        run,
     forward<float>, forward<double>,
     vjp<float>,     vjp<double>,
+    nullptr,        nullptr,
+    nullptr,        false,
+    nullptr,        runs_on,
 };
 
 }  // namespace siflow::ops

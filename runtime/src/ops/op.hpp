@@ -152,6 +152,10 @@ struct OpModule {
   // input channels per group times its kernel taps, and its output channels per group), which
   // the plan's narrow-layer rule reads; nullptr: the input and output widths (dense layers).
   uint32_t (*reduced_extent)(const detail::ModelData& model, uint32_t node) = nullptr;
+  // Whether this node's parameters let `kernel`, one of `kernels`, run it (Add/Mul/Div: only
+  // the broadcast forms the simd kernels have); the plan puts a node elsewhere when not.
+  // nullptr: every kernel in `kernels` runs every node of the op.
+  bool (*runs_on)(const detail::NodeData& node, NodeKernel kernel) = nullptr;
 };
 
 // The module of a loaded node's kind.
@@ -162,10 +166,6 @@ const OpModule* op_module_for(fb::OpType type);
 bool find_op_verifier(fb::OpType type, OpVerifier* out);
 
 // The kernel a plan chose for node i of a run.
-// Whether an Add, Mul or Div node's broadcast has a form the simd kernels run (binary.cc); the
-// plan keeps the others on the reference kernels.
-bool binary_on_simd(const detail::NodeData& node);
-
 inline NodeKernel kernel_of(const NodeRun& r) {
   return r.kernels && r.kernels->node ? r.kernels->node[r.node] : NodeKernel::kReference;
 }

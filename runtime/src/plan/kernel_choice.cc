@@ -26,11 +26,8 @@ using detail::NodeData;
 using detail::OpKind;
 
 bool allows(const NodeData& n, NodeKernel k) {
-  if (k == NodeKernel::kSimd &&
-      (n.op == OpKind::kAdd || n.op == OpKind::kMul || n.op == OpKind::kDiv) &&
-      !ops::binary_on_simd(n))
-    return false;
-  return (ops::op_module(n.op).kernels & ops::kernel_bit(k)) != 0;
+  const ops::OpModule& m = ops::op_module(n.op);
+  return (m.kernels & ops::kernel_bit(k)) != 0 && (!m.runs_on || m.runs_on(n, k));
 }
 
 #if defined(SIFLOW_WITH_XNNPACK)
