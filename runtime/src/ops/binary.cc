@@ -370,6 +370,7 @@ bool runs_on(const NodeData& node, NodeKernel kernel) {
   simd::Binary bin;
   return simd_form(node, node.width, node.width, &bin);
 #else
+  (void)node;
   return false;
 #endif
 }
