@@ -30,8 +30,15 @@ case "${1:-}" in
 esac
 tools/install-deps.sh --test
 jobs="$(nproc)"
+# Each step's title, and how long the one before it took, so a slow CI run shows where.
+step_start=$SECONDS
+step() {
+  [ "$SECONDS" -gt 0 ] && echo "-- previous step took $((SECONDS - step_start)) s (total $SECONDS s)"
+  step_start=$SECONDS
+  echo "== $*"
+}
 
-echo "== release build and tests (build/)"
+step "release build and tests (build/)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSIFLOW_BUILD_TESTS=ON -DSIFLOW_BUILD_CLI=ON \
   -DSIFLOW_BUILD_EXAMPLES=ON
 cmake --build build -j"$jobs"
@@ -42,30 +49,30 @@ if [ "$(uname -m)" = x86_64 ]; then
   variants=(sse2)
   grep -qw avx512f /proc/cpuinfo && grep -qw avx2 /proc/cpuinfo && variants=(avx2 sse2)
   for isa in "${variants[@]}"; do
-    echo "== unit, oracle and CLI tests on the $isa simd kernels (build/)"
+    step "unit, oracle and CLI tests on the $isa simd kernels (build/)"
     SIFLOW_SIMD_ISA=$isa ctest --test-dir build --output-on-failure -j"$jobs" -L 'unit|oracle|cli'
   done
 fi
 
-echo "== AddressSanitizer + UndefinedBehaviorSanitizer build and tests (build-asan/)"
+step "AddressSanitizer + UndefinedBehaviorSanitizer build and tests (build-asan/)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIFLOW_SANITIZE=address,undefined \
   >/dev/null
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE install
 
-echo "== ThreadSanitizer: one model shared by threads; a plan's and a trainer's worker threads (build-tsan/)"
+step "ThreadSanitizer: one model shared by threads; a plan's and a trainer's worker threads (build-tsan/)"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIFLOW_SANITIZE=thread >/dev/null
 cmake --build build-tsan -j"$jobs" --target test_threads test_train_smoke
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build-tsan --output-on-failure \
   -R '^(test_threads|test_threads_pool|test_train_smoke)$'
 
-echo "== fuzzing (build-fuzz/)"
+step "fuzzing (build-fuzz/)"
 fuzz/run.sh
 
 tools/install-cross-deps.sh
 for preset in aarch64 armv7; do
-  echo "== $preset cross build, quick tests under qemu (build-$preset/)"
+  step "$preset cross build, quick tests under qemu (build-$preset/)"
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset" -j"$jobs"
   ctest --preset "$preset" -j"$jobs"
@@ -77,7 +84,7 @@ done
 # the refusal of SIFLOW_SIMD_ISA=neon_fhm where FHM is missing.
 for cpu in max cortex-a76 cortex-a72; do
   for test in test_precision test_model_builder_reduced; do
-    echo "== $test under qemu-aarch64 -cpu $cpu"
+    step "$test under qemu-aarch64 -cpu $cpu"
     qemu-aarch64 -cpu "$cpu" -L /usr/aarch64-linux-gnu "build-aarch64/tests/unit/$test"
   done
 done
@@ -91,7 +98,7 @@ for variant in m7:mps2-an500 m4:mps2-an386; do
   cpu=${variant%%:*}
   machine=${variant#*:}
   dir=build-cortex-$cpu
-  echo "== cortex-$cpu bare-metal build, run under qemu-system-arm $machine ($dir/)"
+  step "cortex-$cpu bare-metal build, run under qemu-system-arm $machine ($dir/)"
   cmake --preset cortex-m -B "$dir" -DSIFLOW_CORTEX_M="$cpu" >/dev/null
   cmake --build "$dir" -j"$jobs"
   timeout 600 qemu-system-arm -machine "$machine" -nographic -monitor none \
@@ -108,9 +115,10 @@ done
 # The wasm preset (Debian's emscripten): the runtime's unit tests, golden bits and C API test under
 # node, the JavaScript wrapper's tests, and the example page in headless chromium.
 tools/install-deps.sh --wasm
-echo "== WebAssembly build, tests under node and headless chromium (build-wasm/)"
+step "WebAssembly build, tests under node and headless chromium (build-wasm/)"
 cmake --preset wasm >/dev/null
 cmake --build --preset wasm -j"$jobs"
 ctest --preset wasm -j"$jobs"
 # ---- WebAssembly (issue 18): end ----
-echo "tests/run.sh: all passed"
+echo "-- previous step took $((SECONDS - step_start)) s"
+echo "tests/run.sh: all passed in $SECONDS s"
