@@ -5,6 +5,7 @@
 #include "ops/op.hpp"
 #include "support/parallel.hpp"
 #if defined(SIFLOW_WITH_XNNPACK)
+#include "kernels/simd/kernels.hpp"
 #include "kernels/xnnpack/xnn_conv.hpp"
 #endif
 
@@ -24,21 +25,23 @@ xnn::ConvShape conv_xnn_shape(const NodeData& n) {
 
 // Every sample of the call converted to NHWC in the plan's scratch (conv_xnn_scratch_floats,
 // sized for every sample of a call), the forward with the bias, then the tangents (rows *
-// directions samples) through the operator without it. The conversions split samples over the
-// row pool; XNNPACK splits its own work over the same threads.
+// directions samples) through the operator without it. The conversions run on the simd
+// kernels' transpose, split into blocks of pixels over the row pool; XNNPACK splits its own work
+// over the same threads.
 void run_conv_xnn(const NodeRun& r) {
   const NodeData& n = r.model->nodes[r.node];
   const FastKernels& k = *r.kernels;
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const uint32_t in = r.model->tensors[a].width, width = n.width;
   xnn::ConvLayer* layer = k.xnn_conv[r.node];
+  const xnn::Transpose transpose = k.simd ? k.simd->transpose : nullptr;
   auto split = [&](size_t count, auto&& fn) { parallel_rows(k.pool, count, 1, fn); };
   xnn::run_conv(layer, r.values[a], in, r.rows, r.values[id], width, r.scratch, r.rows, false,
-                split);
+                transpose, split);
   if (!r.directions || !r.tangents[id]) return;
   const size_t samples = r.rows * r.directions;
   xnn::run_conv(layer, r.tangents[a], in, samples, r.tangents[id], width, r.scratch, samples, true,
-                split);
+                transpose, split);
 }
 #endif
 

@@ -81,10 +81,17 @@ size_t conv_scratch_floats(const ConvShape& s, size_t samples) {
          round16(size_t{s.cout} * s.oh * s.ow * samples + 16);
 }
 
+namespace {
+// The one setup call of a layer's operator for `samples` NHWC samples at `in` and `out`: the
+// priming at plan time (which sizes XNNPACK's buffers for the layer's H x W) and every run.
+xnn_status setup(ConvLayer* l, xnn_operator_t op, size_t samples, const float* in, float* out) {
+  return xnn_setup_convolution2d_nhwc_f32(op, samples, l->shape.h, l->shape.w, in, out, l->pool);
+}
+}  // namespace
+
 bool run_nhwc(ConvLayer* l, const float* in, size_t samples, float* out, bool tangent) {
   xnn_operator_t op = tangent ? l->tangent : l->forward;
-  return xnn_setup_convolution2d_nhwc_f32(op, samples, l->shape.h, l->shape.w, in, out, l->pool) ==
-             xnn_status_success &&
+  return setup(l, op, samples, in, out) == xnn_status_success &&
          xnn_run_operator(op, l->pool) == xnn_status_success;
 }
 
@@ -92,8 +99,7 @@ Status prime_conv(ConvLayer* l, float* scratch) {
   float* out = scratch + conv_scratch_output_offset(l->shape, 1);
   const xnn_operator_t ops[2] = {l->forward, l->tangent};
   for (xnn_operator_t op : ops) {
-    const xnn_status x =
-        xnn_setup_convolution2d_nhwc_f32(op, 1, l->shape.h, l->shape.w, scratch, out, l->pool);
+    const xnn_status x = setup(l, op, 1, scratch, out);
     if (x != xnn_status_success)
       return Status::error(
           x == xnn_status_out_of_memory ? StatusCode::kOutOfMemory : StatusCode::kUnsupported,
@@ -103,23 +109,16 @@ Status prime_conv(ConvLayer* l, float* scratch) {
   return Status();
 }
 
-// Tiles of 8 pixels: contiguous reads of a channel's run, 8 scattered writes.
-void nchw_to_nhwc(const float* x, uint32_t channels, size_t plane, float* out) {
-  for (size_t p0 = 0; p0 < plane; p0 += 8) {
-    const size_t p1 = plane - p0 < 8 ? plane : p0 + 8;
-    for (uint32_t c = 0; c < channels; ++c) {
-      const float* xc = x + c * plane;
-      for (size_t p = p0; p < p1; ++p) out[p * channels + c] = xc[p];
-    }
-  }
-}
-
-void nhwc_to_nchw(const float* in, uint32_t channels, size_t plane, float* y) {
-  for (size_t p0 = 0; p0 < plane; p0 += 8) {
-    const size_t p1 = plane - p0 < 8 ? plane : p0 + 8;
-    for (uint32_t c = 0; c < channels; ++c) {
-      float* yc = y + c * plane;
-      for (size_t p = p0; p < p1; ++p) yc[p] = in[p * channels + c];
+// Tiles of 8 x 8: each reads 8 runs of 8 source values and writes 8 runs of 8; the compiler may
+// vectorize the inner copies, and the edges are the same loop with shorter bounds.
+void transpose_blocked(const float* src, size_t lds, size_t rows, size_t cols, float* dst,
+                       size_t ldd) {
+  for (size_t r0 = 0; r0 < rows; r0 += 8) {
+    const size_t r1 = rows - r0 < 8 ? rows : r0 + 8;
+    for (size_t c0 = 0; c0 < cols; c0 += 8) {
+      const size_t c1 = cols - c0 < 8 ? cols : c0 + 8;
+      for (size_t c = c0; c < c1; ++c)
+        for (size_t r = r0; r < r1; ++r) dst[c * ldd + r] = src[r * lds + c];
     }
   }
 }
