@@ -38,14 +38,24 @@ Status create_conv(const ConvShape& s, const float* weight, const float* bias, v
     delete l;
     return Status::error(StatusCode::kOutOfMemory, "cannot allocate an XNNPACK convolution");
   }
+  // A transposed conv's weight is [cin][cout / groups][tap]: output o = g cout_g + oo of group g
+  // reads input channel g cin_g + j at [(g cin_g + j) cout_g + oo][tap].
   for (uint32_t o = 0; o < s.cout; ++o)
-    for (uint32_t j = 0; j < cin_g; ++j)
+    for (uint32_t j = 0; j < cin_g; ++j) {
+      const uint32_t g = o / cout_g, oo = o % cout_g;
+      const size_t from =
+          s.transposed ? (size_t{g} * cin_g + j) * cout_g + oo : size_t{o} * cin_g + j;
       for (size_t t = 0; t < taps; ++t)
-        packed[(size_t{o} * taps + t) * cin_g + j] = weight[(size_t{o} * cin_g + j) * taps + t];
+        packed[(size_t{o} * taps + t) * cin_g + j] = weight[from * taps + t];
+    }
   l->shape = s;
   l->pool = static_cast<pthreadpool_t>(pool);
   const float lo = -__builtin_inff(), hi = __builtin_inff();
   auto create = [&](const float* b, xnn_operator_t* op) {
+    if (s.transposed)
+      return xnn_create_deconvolution2d_nhwc_f32(
+          s.pad_top, s.pad_right, s.pad_bottom, s.pad_left, s.kh, s.kw, s.sh, s.sw, s.dh, s.dw,
+          s.groups, cin_g, cout_g, s.cin, s.cout, packed, b, lo, hi, 0, op);
     return xnn_create_convolution2d_nhwc_f32(s.pad_top, s.pad_right, s.pad_bottom, s.pad_left, s.kh,
                                              s.kw, s.sh, s.sw, s.dh, s.dw, s.groups, cin_g, cout_g,
                                              s.cin, s.cout, packed, b, lo, hi, 0, op);
@@ -57,9 +67,9 @@ Status create_conv(const ConvShape& s, const float* weight, const float* bias, v
     destroy_conv(l);
     return Status::error(
         x == xnn_status_out_of_memory ? StatusCode::kOutOfMemory : StatusCode::kUnsupported,
-        "XNNPACK cannot create a convolution (%u -> %u channels, kernel %ux%u, groups %u): "
-        "status %d",
-        s.cin, s.cout, s.kh, s.kw, s.groups, static_cast<int>(x));
+        "XNNPACK cannot create a %s (%u -> %u channels, kernel %ux%u, groups %u): status %d",
+        s.transposed ? "deconvolution" : "convolution", s.cin, s.cout, s.kh, s.kw, s.groups,
+        static_cast<int>(x));
   }
   *layer = l;
   return Status();
@@ -84,8 +94,21 @@ size_t conv_scratch_floats(const ConvShape& s, size_t samples) {
 namespace {
 // The one setup call of a layer's operator for `samples` NHWC samples at `in` and `out`: the
 // priming at plan time (which sizes XNNPACK's buffers for the layer's H x W) and every run.
+// A deconvolution's output padding ("adjustment") is what the output size exceeds
+// (h - 1) sh + dh (kh - 1) + 1 - pads by (ops/conv2d.cc checked the sizes).
 xnn_status setup(ConvLayer* l, xnn_operator_t op, size_t samples, const float* in, float* out) {
-  return xnn_setup_convolution2d_nhwc_f32(op, samples, l->shape.h, l->shape.w, in, out, l->pool);
+  const ConvShape& s = l->shape;
+  if (s.transposed) {
+    const int64_t bh =
+        (int64_t{s.h} - 1) * s.sh + int64_t{s.dh} * (s.kh - 1) + 1 - s.pad_top - s.pad_bottom;
+    const int64_t bw =
+        (int64_t{s.w} - 1) * s.sw + int64_t{s.dw} * (s.kw - 1) + 1 - s.pad_left - s.pad_right;
+    if (s.oh < bh || s.ow < bw) return xnn_status_invalid_parameter;
+    return xnn_setup_deconvolution2d_nhwc_f32(op, samples, s.h, s.w,
+                                              static_cast<uint32_t>(s.oh - bh),
+                                              static_cast<uint32_t>(s.ow - bw), in, out, l->pool);
+  }
+  return xnn_setup_convolution2d_nhwc_f32(op, samples, s.h, s.w, in, out, l->pool);
 }
 }  // namespace
 

@@ -17,17 +17,21 @@ namespace siflow::xnn {
 
 // The layer's geometry in the runtime's terms (ops/conv2d.cc): input [cin, h, w], output
 // [cout, oh, ow], weight [cout][cin / groups][kh][kw] (PyTorch's layout), pads top/left/bottom/
-// right, strides and dilations (height, width).
+// right, strides and dilations (height, width). `transposed`: a ConvTranspose2d on XNNPACK's
+// deconvolution, weight [cin][cout / groups][kh][kw] (PyTorch's), the pads cropping the output,
+// and the output padding whatever oh and ow exceed (h - 1) sh + dh (kh - 1) + 1 - pads by.
 struct ConvShape {
   uint32_t cin, h, w, cout, oh, ow, groups, kh, kw;
   uint32_t pad_top, pad_left, pad_bottom, pad_right;
   uint32_t sh, sw, dh, dw;
+  bool transposed = false;
 };
 
 struct ConvLayer;
 // Creates the two operators from the layer's weights (reordered to XNNPACK's [cout][kh][kw]
 // [cin / groups] in a temporary buffer; XNNPACK packs its own copy), run on `pool` (a
-// pthreadpool_t, or nullptr for the caller's thread). kUnsupported when XNNPACK refuses.
+// pthreadpool_t, or nullptr for the caller's thread): convolutions, or deconvolutions when
+// shape.transposed. kUnsupported when XNNPACK refuses.
 Status create_conv(const ConvShape& shape, const float* weight, const float* bias, void* pool,
                    ConvLayer** layer);
 void destroy_conv(ConvLayer* layer);
