@@ -32,10 +32,12 @@ bool allows(const NodeData& n, NodeKernel k) {
 
 // Conv2d and ConvTranspose2d: XNNPACK runs them in NHWC (converted in and out of the scratch).
 bool is_conv(OpKind op) { return op == OpKind::kConv2d || op == OpKind::kConvTranspose2d; }
+#if defined(SIFLOW_WITH_XNNPACK)
 // A node's kernel when XNNPACK does not run it: simd where its module has one, else reference.
 NodeKernel off_xnnpack(const NodeData& n) {
   return allows(n, NodeKernel::kSimd) ? NodeKernel::kSimd : NodeKernel::kReference;
 }
+#endif
 
 #if defined(SIFLOW_WITH_XNNPACK)
 // Best of three runs of one dense layer (forward, with bias) on the plan's buffers, in seconds.
