@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
           median_cpu(reps, [&] { k->conv2d(c, x.data(), in, y.data(), out, 0, units); });
       const double t_conv = median_cpu(reps, [&] {
         siflow::xnn::run_conv(layer, x.data(), in, batch, y.data(), out, scratch.data(), batch,
-                              false, serial);
+                              false, k->transpose, serial);
       });
       float* nhwc_out = scratch.data() + (in * batch + 16 + 15) / 16 * 16;
       const double t_nhwc = median_cpu(

@@ -204,7 +204,7 @@ TEST_CASE("XNNPACK conv layer, NHWC conversions included, matches the textbook f
         // Chunks of 2 samples when batch > 2: the chunk loop is exercised too.
         const size_t chunk = batch > 2 ? 2 : batch;
         xnn::run_conv(layer, x.data(), xs, batch, y.data(), ys, scratch.data(), chunk, tangent,
-                      serial);
+                      nullptr, serial);
         size_t bad = 0;
         double worst = 0;
         for (size_t r = 0; r < batch; ++r) {

@@ -338,7 +338,8 @@ struct PlanOptions {
   Backend backend = Backend::kAuto;
   // With kAuto and a build that has XNNPACK: time each dense layer and each Conv2d (the whole
   // layer, NCHW<->NHWC conversions included) on both simd and XNNPACK at plan creation (a few
-  // runs at max_batch rows) and keep the faster (CLI --tune-kernels on). The choice then depends
+  // runs at max_batch rows; a ConvTranspose2d on its reference loops and XNNPACK) and keep the
+  // faster (CLI --tune-kernels on). The choice then depends
   // on the machine's timing, so results may differ between plans by rounding; off, the choice is
   // the fixed rule (simd).
   bool tune = false;

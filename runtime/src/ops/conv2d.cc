@@ -465,8 +465,8 @@ void run(const NodeRun& r) {
   // fp16 and int8: the f32 kernels on the decoded weights.
   const float* weight = reduced ? static_cast<const float*>(reduced) : n.weight;
 #if defined(SIFLOW_WITH_XNNPACK)
-  if (!kTransposed && kernel_of(r) == NodeKernel::kXnnpack) {
-    run_conv_xnn(r);  // conv2d_xnn.cc
+  if (kernel_of(r) == NodeKernel::kXnnpack) {
+    run_conv_xnn(r);  // conv2d_xnn.cc, both ops
     return;
   }
 #endif
@@ -580,7 +580,7 @@ extern const OpModule kConvTranspose2d = {
     "conv_transpose2d",
     detail::OpKind::kConvTranspose2d,
     verify<true>,
-    kernel_bit(NodeKernel::kReference),
+    kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kXnnpack),
     nullptr,
     nullptr,
     nullptr,

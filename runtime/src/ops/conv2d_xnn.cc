@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// Conv2d on XNNPACK (kernels/xnnpack/xnn_conv.hpp), the op module's third kernel: the node's
-// geometry in XNNPACK's terms, the scratch the plan reserves for it, and the run. Kept apart from
-// conv2d.cc so the XNNPACK dependency stays in one small file.
+// Conv2d and ConvTranspose2d on XNNPACK (kernels/xnnpack/xnn_conv.hpp), the op modules' XNNPACK
+// kernel: the node's geometry in XNNPACK's terms, the scratch the plan reserves for it, and the
+// run. Kept apart from conv2d.cc so the XNNPACK dependency stays in one small file.
 #include "ops/op.hpp"
 #include "support/parallel.hpp"
 #if defined(SIFLOW_WITH_XNNPACK)
+#include "kernels/simd/kernels.hpp"
 #include "kernels/xnnpack/xnn_conv.hpp"
 #endif
 
@@ -15,37 +16,41 @@ using detail::NodeData;
 #if defined(SIFLOW_WITH_XNNPACK)
 xnn::ConvShape conv_xnn_shape(const NodeData& n) {
   // pads are {top, left, bottom, right}; strides and dilations {height, width}.
-  return xnn::ConvShape{n.in_shape.dims[0], n.in_shape.dims[1], n.in_shape.dims[2], n.shape.dims[0],
-                        n.shape.dims[1],    n.shape.dims[2],    n.groups,           n.kernel[0],
-                        n.kernel[1],        n.pads[0],          n.pads[1],          n.pads[2],
-                        n.pads[3],          n.strides[0],       n.strides[1],       n.dilations[0],
-                        n.dilations[1]};
+  return xnn::ConvShape{
+      n.in_shape.dims[0], n.in_shape.dims[1], n.in_shape.dims[2],
+      n.shape.dims[0],    n.shape.dims[1],    n.shape.dims[2],
+      n.groups,           n.kernel[0],        n.kernel[1],
+      n.pads[0],          n.pads[1],          n.pads[2],
+      n.pads[3],          n.strides[0],       n.strides[1],
+      n.dilations[0],     n.dilations[1],     n.op == detail::OpKind::kConvTranspose2d};
 }
 
 // Every sample of the call converted to NHWC in the plan's scratch (conv_xnn_scratch_floats,
 // sized for every sample of a call), the forward with the bias, then the tangents (rows *
-// directions samples) through the operator without it. The conversions split samples over the
-// row pool; XNNPACK splits its own work over the same threads.
+// directions samples) through the operator without it. The conversions run on the simd
+// kernels' transpose, split into blocks of pixels over the row pool; XNNPACK splits its own work
+// over the same threads.
 void run_conv_xnn(const NodeRun& r) {
   const NodeData& n = r.model->nodes[r.node];
   const FastKernels& k = *r.kernels;
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const uint32_t in = r.model->tensors[a].width, width = n.width;
   xnn::ConvLayer* layer = k.xnn_conv[r.node];
+  const xnn::Transpose transpose = k.simd ? k.simd->transpose : nullptr;
   auto split = [&](size_t count, auto&& fn) { parallel_rows(k.pool, count, 1, fn); };
   xnn::run_conv(layer, r.values[a], in, r.rows, r.values[id], width, r.scratch, r.rows, false,
-                split);
+                transpose, split);
   if (!r.directions || !r.tangents[id]) return;
   const size_t samples = r.rows * r.directions;
   xnn::run_conv(layer, r.tangents[a], in, samples, r.tangents[id], width, r.scratch, samples, true,
-                split);
+                transpose, split);
 }
 #endif
 
 size_t conv_xnn_scratch_floats(const detail::ModelData& model, uint32_t i, size_t samples) {
 #if defined(SIFLOW_WITH_XNNPACK)
   const NodeData& n = model.nodes[i];
-  if (n.op != detail::OpKind::kConv2d) return 0;
+  if (n.op != detail::OpKind::kConv2d && n.op != detail::OpKind::kConvTranspose2d) return 0;
   return xnn::conv_scratch_floats(conv_xnn_shape(n), samples);
 #else
   (void)model, (void)i, (void)samples;

@@ -30,6 +30,15 @@ bool allows(const NodeData& n, NodeKernel k) {
   return (m.kernels & ops::kernel_bit(k)) != 0 && (!m.runs_on || m.runs_on(n, k));
 }
 
+// Conv2d and ConvTranspose2d: XNNPACK runs them in NHWC (converted in and out of the scratch).
+bool is_conv(OpKind op) { return op == OpKind::kConv2d || op == OpKind::kConvTranspose2d; }
+#if defined(SIFLOW_WITH_XNNPACK)
+// A node's kernel when XNNPACK does not run it: simd where its module has one, else reference.
+NodeKernel off_xnnpack(const NodeData& n) {
+  return allows(n, NodeKernel::kSimd) ? NodeKernel::kSimd : NodeKernel::kReference;
+}
+#endif
+
 #if defined(SIFLOW_WITH_XNNPACK)
 // Best of three runs of one dense layer (forward, with bias) on the plan's buffers, in seconds.
 template <typename Run>
@@ -58,7 +67,7 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
       std::snprintf(name, 32, "reference");
     else if (k.node[i] == NodeKernel::kXnnpack)
       // A convolution on XNNPACK runs in NHWC (converted in and out); the dense layers on rows.
-      std::snprintf(name, 32, md.nodes[i].op == OpKind::kConv2d ? "xnnpack nhwc" : "xnnpack");
+      std::snprintf(name, 32, is_conv(md.nodes[i].op) ? "xnnpack nhwc" : "xnnpack");
     else if (md.nodes[i].op == OpKind::kConv2d)
       std::snprintf(name, 32, "simd/%s nchw", isa);
     else if (i > 0 && k.fused[i - 1])
@@ -136,7 +145,7 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
   // a Reshape of it); every Conv2d (its NHWC copy of the input is in the padded scratch).
   auto xnn_eligible = [&](uint32_t i) {
     if (!allows(md.nodes[i], NodeKernel::kXnnpack)) return false;
-    return md.nodes[i].op == OpKind::kConv2d || alias_root(md, md.nodes[i].inputs[0]) != 0;
+    return is_conv(md.nodes[i].op) || alias_root(md, md.nodes[i].inputs[0]) != 0;
   };
   out->tune = backend == Backend::kAuto && options.tune && !measuring && !reduced;
   if ((backend == Backend::kXnnpack && !measuring) || out->tune) {
@@ -144,7 +153,7 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
       if (!xnn_eligible(i)) continue;
       const NodeData& n = md.nodes[i];
       void* pool = k.pool ? k.pool->native() : nullptr;
-      if (n.op == OpKind::kConv2d) {
+      if (is_conv(n.op)) {
         // A convolution XNNPACK refuses stays on simd; running out of memory fails the plan.
         s = xnn::create_conv(ops::conv_xnn_shape(n), n.weight, n.bias, pool, &convs[i]);
         if (s.code() == StatusCode::kUnsupported && xnn::initialize().ok()) s = Status();
@@ -162,7 +171,7 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
         xnn::destroy_conv(convs[i]);
         layers[i] = nullptr;
         convs[i] = nullptr;
-        if (node[i] == NodeKernel::kXnnpack) node[i] = NodeKernel::kSimd;
+        if (node[i] == NodeKernel::kXnnpack) node[i] = off_xnnpack(md.nodes[i]);
       }
       out->tune = false;
     }
@@ -171,7 +180,7 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
     // Measuring: the same decision without creating operators (with tuning, every candidate, so
     // the layout reserves the scratch of any convolution the tuning may keep on XNNPACK).
     for (uint32_t i = 0; i < nodes; ++i)
-      if (xnn_eligible(i) && (backend == Backend::kXnnpack || md.nodes[i].op == OpKind::kConv2d))
+      if (xnn_eligible(i) && (backend == Backend::kXnnpack || is_conv(md.nodes[i].op)))
         node[i] = NodeKernel::kXnnpack;
   }
 #endif
@@ -205,7 +214,7 @@ void tune_kernels(const ModelData& md, const PlanOptions& options, float* const*
     if (!scratch || !xnn::prime_conv(convs[i], scratch).ok()) {
       xnn::destroy_conv(convs[i]);
       convs[i] = nullptr;
-      node[i] = NodeKernel::kSimd;
+      node[i] = off_xnnpack(md.nodes[i]);
       moved = true;
     }
   }
@@ -220,17 +229,17 @@ void tune_kernels(const ModelData& md, const PlanOptions& options, float* const*
         // The whole layer, layout conversions included, through the op's run on either kernel.
         // A convolution reading the caller's x (bound only at a run) is not timed: simd.
         if (!x) {
-          node[i] = NodeKernel::kSimd;
+          node[i] = off_xnnpack(n);
           continue;
         }
         for (size_t j = 0; j < rows * in; ++j) x[j] = 0.5f;
         const ops::NodeRun r{&md, i, values, nullptr, rows, 0, false, &k, scratch};
         const ops::OpModule& m = ops::op_module(n.op);
-        node[i] = NodeKernel::kSimd;
+        node[i] = off_xnnpack(n);
         const double t_simd = best_of_three([&] { m.run(r); });
         node[i] = NodeKernel::kXnnpack;
         const double t_xnn = best_of_three([&] { m.run(r); });
-        if (!(t_xnn < t_simd)) node[i] = NodeKernel::kSimd;
+        if (!(t_xnn < t_simd)) node[i] = off_xnnpack(n);
         continue;
       }
       float* y = values[i + 2];

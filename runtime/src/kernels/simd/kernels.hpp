@@ -201,6 +201,10 @@ struct Kernels {
   void (*binary)(const Binary& bin, const float* a, const float* b, float* y, size_t u0, size_t u1);
   void (*binary_jvp)(const Binary& bin, const float* a, const float* b, const float* y,
                      const float* ta, const float* tb, float* t, size_t u0, size_t u1);
+  // dst[c][r] = src[r][c] for a rows x cols matrix (row strides lds and ldd; no overlap): the
+  // NCHW <-> NHWC conversions of XNNPACK's convolutions (kernels_transpose.inc). Register tiles
+  // of the vector width, pure data movement: every variant writes the same bits.
+  void (*transpose)(const float* src, size_t lds, size_t rows, size_t cols, float* dst, size_t ldd);
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)

@@ -38,14 +38,24 @@ Status create_conv(const ConvShape& s, const float* weight, const float* bias, v
     delete l;
     return Status::error(StatusCode::kOutOfMemory, "cannot allocate an XNNPACK convolution");
   }
+  // A transposed conv's weight is [cin][cout / groups][tap]: output o = g cout_g + oo of group g
+  // reads input channel g cin_g + j at [(g cin_g + j) cout_g + oo][tap].
   for (uint32_t o = 0; o < s.cout; ++o)
-    for (uint32_t j = 0; j < cin_g; ++j)
+    for (uint32_t j = 0; j < cin_g; ++j) {
+      const uint32_t g = o / cout_g, oo = o % cout_g;
+      const size_t from =
+          s.transposed ? (size_t{g} * cin_g + j) * cout_g + oo : size_t{o} * cin_g + j;
       for (size_t t = 0; t < taps; ++t)
-        packed[(size_t{o} * taps + t) * cin_g + j] = weight[(size_t{o} * cin_g + j) * taps + t];
+        packed[(size_t{o} * taps + t) * cin_g + j] = weight[from * taps + t];
+    }
   l->shape = s;
   l->pool = static_cast<pthreadpool_t>(pool);
   const float lo = -__builtin_inff(), hi = __builtin_inff();
   auto create = [&](const float* b, xnn_operator_t* op) {
+    if (s.transposed)
+      return xnn_create_deconvolution2d_nhwc_f32(
+          s.pad_top, s.pad_right, s.pad_bottom, s.pad_left, s.kh, s.kw, s.sh, s.sw, s.dh, s.dw,
+          s.groups, cin_g, cout_g, s.cin, s.cout, packed, b, lo, hi, 0, op);
     return xnn_create_convolution2d_nhwc_f32(s.pad_top, s.pad_right, s.pad_bottom, s.pad_left, s.kh,
                                              s.kw, s.sh, s.sw, s.dh, s.dw, s.groups, cin_g, cout_g,
                                              s.cin, s.cout, packed, b, lo, hi, 0, op);
@@ -57,9 +67,9 @@ Status create_conv(const ConvShape& s, const float* weight, const float* bias, v
     destroy_conv(l);
     return Status::error(
         x == xnn_status_out_of_memory ? StatusCode::kOutOfMemory : StatusCode::kUnsupported,
-        "XNNPACK cannot create a convolution (%u -> %u channels, kernel %ux%u, groups %u): "
-        "status %d",
-        s.cin, s.cout, s.kh, s.kw, s.groups, static_cast<int>(x));
+        "XNNPACK cannot create a %s (%u -> %u channels, kernel %ux%u, groups %u): status %d",
+        s.transposed ? "deconvolution" : "convolution", s.cin, s.cout, s.kh, s.kw, s.groups,
+        static_cast<int>(x));
   }
   *layer = l;
   return Status();
@@ -81,10 +91,30 @@ size_t conv_scratch_floats(const ConvShape& s, size_t samples) {
          round16(size_t{s.cout} * s.oh * s.ow * samples + 16);
 }
 
+namespace {
+// The one setup call of a layer's operator for `samples` NHWC samples at `in` and `out`: the
+// priming at plan time (which sizes XNNPACK's buffers for the layer's H x W) and every run.
+// A deconvolution's output padding ("adjustment") is what the output size exceeds
+// (h - 1) sh + dh (kh - 1) + 1 - pads by (ops/conv2d.cc checked the sizes).
+xnn_status setup(ConvLayer* l, xnn_operator_t op, size_t samples, const float* in, float* out) {
+  const ConvShape& s = l->shape;
+  if (s.transposed) {
+    const int64_t bh =
+        (int64_t{s.h} - 1) * s.sh + int64_t{s.dh} * (s.kh - 1) + 1 - s.pad_top - s.pad_bottom;
+    const int64_t bw =
+        (int64_t{s.w} - 1) * s.sw + int64_t{s.dw} * (s.kw - 1) + 1 - s.pad_left - s.pad_right;
+    if (s.oh < bh || s.ow < bw) return xnn_status_invalid_parameter;
+    return xnn_setup_deconvolution2d_nhwc_f32(op, samples, s.h, s.w,
+                                              static_cast<uint32_t>(s.oh - bh),
+                                              static_cast<uint32_t>(s.ow - bw), in, out, l->pool);
+  }
+  return xnn_setup_convolution2d_nhwc_f32(op, samples, s.h, s.w, in, out, l->pool);
+}
+}  // namespace
+
 bool run_nhwc(ConvLayer* l, const float* in, size_t samples, float* out, bool tangent) {
   xnn_operator_t op = tangent ? l->tangent : l->forward;
-  return xnn_setup_convolution2d_nhwc_f32(op, samples, l->shape.h, l->shape.w, in, out, l->pool) ==
-             xnn_status_success &&
+  return setup(l, op, samples, in, out) == xnn_status_success &&
          xnn_run_operator(op, l->pool) == xnn_status_success;
 }
 
@@ -92,8 +122,7 @@ Status prime_conv(ConvLayer* l, float* scratch) {
   float* out = scratch + conv_scratch_output_offset(l->shape, 1);
   const xnn_operator_t ops[2] = {l->forward, l->tangent};
   for (xnn_operator_t op : ops) {
-    const xnn_status x =
-        xnn_setup_convolution2d_nhwc_f32(op, 1, l->shape.h, l->shape.w, scratch, out, l->pool);
+    const xnn_status x = setup(l, op, 1, scratch, out);
     if (x != xnn_status_success)
       return Status::error(
           x == xnn_status_out_of_memory ? StatusCode::kOutOfMemory : StatusCode::kUnsupported,
@@ -103,23 +132,16 @@ Status prime_conv(ConvLayer* l, float* scratch) {
   return Status();
 }
 
-// Tiles of 8 pixels: contiguous reads of a channel's run, 8 scattered writes.
-void nchw_to_nhwc(const float* x, uint32_t channels, size_t plane, float* out) {
-  for (size_t p0 = 0; p0 < plane; p0 += 8) {
-    const size_t p1 = plane - p0 < 8 ? plane : p0 + 8;
-    for (uint32_t c = 0; c < channels; ++c) {
-      const float* xc = x + c * plane;
-      for (size_t p = p0; p < p1; ++p) out[p * channels + c] = xc[p];
-    }
-  }
-}
-
-void nhwc_to_nchw(const float* in, uint32_t channels, size_t plane, float* y) {
-  for (size_t p0 = 0; p0 < plane; p0 += 8) {
-    const size_t p1 = plane - p0 < 8 ? plane : p0 + 8;
-    for (uint32_t c = 0; c < channels; ++c) {
-      float* yc = y + c * plane;
-      for (size_t p = p0; p < p1; ++p) yc[p] = in[p * channels + c];
+// Tiles of 8 x 8: each reads 8 runs of 8 source values and writes 8 runs of 8; the compiler may
+// vectorize the inner copies, and the edges are the same loop with shorter bounds.
+void transpose_blocked(const float* src, size_t lds, size_t rows, size_t cols, float* dst,
+                       size_t ldd) {
+  for (size_t r0 = 0; r0 < rows; r0 += 8) {
+    const size_t r1 = rows - r0 < 8 ? rows : r0 + 8;
+    for (size_t c0 = 0; c0 < cols; c0 += 8) {
+      const size_t c1 = cols - c0 < 8 ? cols : c0 + 8;
+      for (size_t c = c0; c < c1; ++c)
+        for (size_t r = r0; r < r1; ++r) dst[c * ldd + r] = src[r * lds + c];
     }
   }
 }

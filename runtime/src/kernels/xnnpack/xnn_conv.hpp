@@ -17,17 +17,21 @@ namespace siflow::xnn {
 
 // The layer's geometry in the runtime's terms (ops/conv2d.cc): input [cin, h, w], output
 // [cout, oh, ow], weight [cout][cin / groups][kh][kw] (PyTorch's layout), pads top/left/bottom/
-// right, strides and dilations (height, width).
+// right, strides and dilations (height, width). `transposed`: a ConvTranspose2d on XNNPACK's
+// deconvolution, weight [cin][cout / groups][kh][kw] (PyTorch's), the pads cropping the output,
+// and the output padding whatever oh and ow exceed (h - 1) sh + dh (kh - 1) + 1 - pads by.
 struct ConvShape {
   uint32_t cin, h, w, cout, oh, ow, groups, kh, kw;
   uint32_t pad_top, pad_left, pad_bottom, pad_right;
   uint32_t sh, sw, dh, dw;
+  bool transposed = false;
 };
 
 struct ConvLayer;
 // Creates the two operators from the layer's weights (reordered to XNNPACK's [cout][kh][kw]
 // [cin / groups] in a temporary buffer; XNNPACK packs its own copy), run on `pool` (a
-// pthreadpool_t, or nullptr for the caller's thread). kUnsupported when XNNPACK refuses.
+// pthreadpool_t, or nullptr for the caller's thread): convolutions, or deconvolutions when
+// shape.transposed. kUnsupported when XNNPACK refuses.
 Status create_conv(const ConvShape& shape, const float* weight, const float* bias, void* pool,
                    ConvLayer** layer);
 void destroy_conv(ConvLayer* layer);
@@ -41,45 +45,75 @@ inline size_t conv_scratch_output_offset(const ConvShape& s, size_t samples) {
 // of more samples goes in chunks of `samples`.
 size_t conv_scratch_floats(const ConvShape& shape, size_t samples);
 // Sets both operators up once on `scratch` (conv_scratch_floats(shape, 1) floats at least), so
-// that their size-dependent buffers exist before any run. Allocates (plan time only).
+// that their size-dependent buffers exist before any run. Allocates (plan time only); the same
+// setup call as run_nhwc's.
 Status prime_conv(ConvLayer* layer, float* scratch);
+
+// dst[c][r] = src[r][c] for a rows x cols matrix (row strides lds and ldd): the signature of
+// simd::Kernels::transpose, the vector kernels the layer's conversions run on.
+using Transpose = void (*)(const float* src, size_t lds, size_t rows, size_t cols, float* dst,
+                           size_t ldd);
+// The portable transpose for builds or callers without the simd kernels: blocks of 8 x 8
+// values, the same bits.
+void transpose_blocked(const float* src, size_t lds, size_t rows, size_t cols, float* dst,
+                       size_t ldd);
+
+// Pixels per unit of work of a layout conversion: a sample's plane is converted in blocks of this
+// many pixels, so one sample's conversion also splits between threads (batch 1).
+constexpr size_t kConvertPixels = 256;
 
 // y = conv(x) (+ bias unless `tangent`) for `samples` NCHW samples of x (sample stride
 // `x_stride` floats) into y (stride `y_stride`), through `scratch` of
 // conv_scratch_floats(shape, chunk) floats, `chunk` samples at a time. The layout conversions
-// run on `convert(first, last, fn)`, a split of sample ranges (the plan's row pool). Fills y with
-// NaN if XNNPACK refuses (it does not for a primed layer), so the run reports a numerical error.
+// run on `transpose` (nullptr: transpose_blocked), split by `split(count, fn)` into ranges of
+// units of (sample, block of kConvertPixels pixels) (the plan's row pool): pure data movement, so
+// the bits do not depend on the split. Fills y with NaN if XNNPACK refuses (it does not for a
+// primed layer), so the run reports a numerical error.
 template <typename Split>
 void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples, float* y,
-              size_t y_stride, float* scratch, size_t chunk, bool tangent, Split&& split);
+              size_t y_stride, float* scratch, size_t chunk, bool tangent, Transpose transpose,
+              Split&& split);
 
 // The pieces run_conv is made of (xnn_conv.cc).
 const ConvShape& conv_shape(const ConvLayer* layer);
-void nchw_to_nhwc(const float* x, uint32_t channels, size_t plane, float* out);
-void nhwc_to_nchw(const float* in, uint32_t channels, size_t plane, float* y);
 bool run_nhwc(ConvLayer* layer, const float* in, size_t samples, float* out, bool tangent);
 
 template <typename Split>
 void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples, float* y,
-              size_t y_stride, float* scratch, size_t chunk, bool tangent, Split&& split) {
+              size_t y_stride, float* scratch, size_t chunk, bool tangent, Transpose transpose,
+              Split&& split) {
   const ConvShape& s = conv_shape(layer);
   const size_t iplane = size_t{s.h} * s.w, oplane = size_t{s.oh} * s.ow;
   const size_t in_floats = s.cin * iplane, out_floats = s.cout * oplane;
+  const size_t iblocks = (iplane + kConvertPixels - 1) / kConvertPixels;
+  const size_t oblocks = (oplane + kConvertPixels - 1) / kConvertPixels;
+  const Transpose tr = transpose ? transpose : transpose_blocked;
   float* out = scratch + conv_scratch_output_offset(s, chunk);
   for (size_t first = 0; first < samples; first += chunk) {
     const size_t n = samples - first < chunk ? samples - first : chunk;
-    split(n, [&](size_t a, size_t b) {
-      for (size_t k = a; k < b; ++k)
-        nchw_to_nhwc(x + (first + k) * x_stride, s.cin, iplane, scratch + k * in_floats);
+    // NCHW -> NHWC: sample k's pixels [p0, p1) are a cin x (p1 - p0) block of rows of stride
+    // iplane, written as (p1 - p0) rows of cin.
+    split(n * iblocks, [&](size_t a, size_t b) {
+      for (size_t u = a; u < b; ++u) {
+        const size_t k = u / iblocks, p0 = u % iblocks * kConvertPixels;
+        const size_t p1 = iplane - p0 < kConvertPixels ? iplane : p0 + kConvertPixels;
+        tr(x + (first + k) * x_stride + p0, iplane, s.cin, p1 - p0,
+           scratch + k * in_floats + p0 * s.cin, s.cin);
+      }
     });
     if (!run_nhwc(layer, scratch, n, out, tangent)) {
       for (size_t k = 0; k < n; ++k)
         for (size_t i = 0; i < out_floats; ++i) y[(first + k) * y_stride + i] = __builtin_nanf("");
       continue;
     }
-    split(n, [&](size_t a, size_t b) {
-      for (size_t k = a; k < b; ++k)
-        nhwc_to_nchw(out + k * out_floats, s.cout, oplane, y + (first + k) * y_stride);
+    // NHWC -> NCHW, straight into y: (p1 - p0) rows of cout to cout rows of stride oplane.
+    split(n * oblocks, [&](size_t a, size_t b) {
+      for (size_t u = a; u < b; ++u) {
+        const size_t k = u / oblocks, p0 = u % oblocks * kConvertPixels;
+        const size_t p1 = oplane - p0 < kConvertPixels ? oplane : p0 + kConvertPixels;
+        tr(out + k * out_floats + p0 * s.cout, s.cout, p1 - p0, s.cout,
+           y + (first + k) * y_stride + p0, oplane);
+      }
     });
   }
 }

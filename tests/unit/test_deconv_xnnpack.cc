@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: Apache-2.0
+// ConvTranspose2d on XNNPACK's NHWC deconvolution (kernels/xnnpack/xnn_conv.hpp with
+// ConvShape::transposed): the layer, layout conversions included, against the transposed-conv
+// formula in double on odd shapes (odd H and W, channels not a multiple of the vector width,
+// stride 2 with and without output padding, asymmetric pads, dilation, groups, 1x1, batch 1, 3,
+// 17, with and without the bias); and a small net with transposed convs on the xnnpack backend:
+// the node named "xnnpack nhwc", against the reference backend (velocity and exact
+// log-likelihood), bit-equal on 1 and 2 threads, no XNNPACK allocation while running.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/simd/kernels.hpp"
+#include "siflow/model_builder.hpp"
+#include "siflow/siflow.hpp"
+#include "support/conv_cases.hpp"
+#include "support/requirements.hpp"
+#if defined(SIFLOW_WITH_XNNPACK)
+#include "kernels/xnnpack/xnn_conv.hpp"
+#include "kernels/xnnpack/xnn_dense.hpp"
+#endif
+
+namespace {
+
+using test_support::random_floats;
+
+// One ConvTranspose2d: input [cin][h][w] (the small side), cout outputs, kernel, strides,
+// dilations, pads (top, left, bottom, right) and output padding (height, width).
+struct Deconv {
+  const char* what;
+  uint32_t cin, h, w, cout, groups, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, oph, opw;
+  uint32_t oh() const { return (h - 1) * sh + dh * (kh - 1) + 1 + oph - pt - pb; }
+  uint32_t ow() const { return (w - 1) * sw + dw * (kw - 1) + 1 + opw - pl - pr; }
+};
+
+const Deconv kCases[] = {
+    {"3x3 stride 2, output padding 1", 5, 7, 5, 9, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1},
+    {"4x4 stride 2 pad 1 (upsampling)", 17, 5, 7, 3, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1, 0, 0},
+    {"asymmetric pads, 3x2 kernel", 3, 9, 7, 10, 1, 3, 2, 1, 1, 1, 1, 0, 1, 2, 0, 0, 0},
+    {"dilation 2, stride 1", 6, 6, 5, 7, 1, 3, 3, 1, 1, 2, 2, 2, 1, 2, 1, 0, 0},
+    {"groups 3, stride 2", 6, 5, 5, 9, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0},
+    {"1x1 stride 2", 33, 5, 3, 17, 1, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, 1},
+    {"70 channels, 2x2 stride 2", 70, 7, 7, 37, 1, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0, 0, 0},
+    // Output padding below the dilation but not the stride: valid, but XNNPACK refuses it.
+    {"output padding 1, stride 1, dilation 2", 4, 5, 6, 3, 1, 3, 3, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1},
+};
+
+// y[o][ly][lx] = b[o] + sum of w[i][o'][ky][kx] x[i][sy][sx] over the (i, sy, sx, ky, kx) with
+// ly = sy sh - pt + ky dh (and alike for x), o' = o's index in its group; in double, and with
+// abs the sum of |terms|.
+std::vector<double> textbook(const Deconv& c, const float* x, const std::vector<float>& w,
+                             const float* b, bool abs) {
+  const uint32_t cig = c.cin / c.groups, cog = c.cout / c.groups;
+  const uint32_t oh = c.oh(), ow = c.ow();
+  std::vector<double> y(size_t{c.cout} * oh * ow, 0.0);
+  for (uint32_t o = 0; o < c.cout; ++o)
+    for (size_t p = 0; p < size_t{oh} * ow; ++p)
+      y[o * size_t{oh} * ow + p] = b ? (abs ? std::fabs(b[o]) : b[o]) : 0.0;
+  for (uint32_t i = 0; i < c.cin; ++i) {
+    const uint32_t g = i / cig;
+    for (uint32_t oo = 0; oo < cog; ++oo) {
+      const uint32_t o = g * cog + oo;
+      for (uint32_t sy = 0; sy < c.h; ++sy)
+        for (uint32_t sx = 0; sx < c.w; ++sx)
+          for (uint32_t ky = 0; ky < c.kh; ++ky)
+            for (uint32_t kx = 0; kx < c.kw; ++kx) {
+              const int64_t ly = int64_t{sy} * c.sh - c.pt + int64_t{ky} * c.dh;
+              const int64_t lx = int64_t{sx} * c.sw - c.pl + int64_t{kx} * c.dw;
+              if (ly < 0 || ly >= oh || lx < 0 || lx >= ow) continue;
+              const double t = double{w[((size_t{i} * cog + oo) * c.kh + ky) * c.kw + kx]} *
+                               x[(size_t{i} * c.h + sy) * c.w + sx];
+              y[(size_t{o} * oh + ly) * ow + lx] += abs ? std::fabs(t) : t;
+            }
+    }
+  }
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("XNNPACK ConvTranspose2d layer, NHWC conversions included, matches the formula" *
+          SIFLOW_NEEDS_XNNPACK) {
+#if defined(SIFLOW_WITH_XNNPACK)
+  namespace xnn = siflow::xnn;
+  const siflow::simd::Kernels* k = nullptr;
+  REQUIRE(siflow::simd::select(&k).ok());
+  std::mt19937 rng(25);
+  for (const Deconv& c : kCases) {
+    const uint32_t oh = c.oh(), ow = c.ow();
+    const size_t in = size_t{c.cin} * c.h * c.w, out = size_t{c.cout} * oh * ow;
+    const auto w = random_floats(size_t{c.cin} * (c.cout / c.groups) * c.kh * c.kw, rng, 0.5f);
+    const auto b = random_floats(c.cout, rng, 1.0f);
+    xnn::ConvShape shape{c.cin, c.h,  c.w,  c.cout, oh,   ow,   c.groups, c.kh, c.kw,
+                         c.pt,  c.pl, c.pb, c.pr,   c.sh, c.sw, c.dh,     c.dw};
+    shape.transposed = true;
+    xnn::ConvLayer* layer = nullptr;
+    const siflow::Status s = xnn::create_conv(shape, w.data(), b.data(), nullptr, &layer);
+    REQUIRE_MESSAGE(s.ok(), c.what << ": " << s.message());
+    std::vector<float> scratch(xnn::conv_scratch_floats(shape, 17));
+    const siflow::Status primed = xnn::prime_conv(layer, scratch.data());
+    if (!primed.ok()) {
+      // Only an output padding not below the stride may be refused (the plan then runs the
+      // reference loops).
+      INFO(c.what << ": " << primed.message());
+      CHECK((c.oph >= c.sh || c.opw >= c.sw));
+      xnn::destroy_conv(layer);
+      continue;
+    }
+    CHECK(c.oph < c.sh);
+    CHECK(c.opw < c.sw);
+    // Every output sums at most this many products (each input channel of the group, each tap).
+    const uint32_t terms = c.cin / c.groups * c.kh * c.kw;
+    for (size_t batch : {size_t{1}, size_t{3}, size_t{17}})
+      for (bool tangent : {false, true}) {
+        INFO(c.what << ", batch " << batch << (tangent ? ", tangent (no bias)" : ""));
+        const size_t xs = in + 5, ys = out + 3;
+        const auto x = random_floats(batch * xs, rng, 2.0f);
+        std::vector<float> y(batch * ys, 7.0f);
+        auto serial = [](size_t count, auto&& fn) { fn(size_t{0}, count); };
+        const size_t chunk = batch > 2 ? 2 : batch;
+        xnn::run_conv(layer, x.data(), xs, batch, y.data(), ys, scratch.data(), chunk, tangent,
+                      k->transpose, serial);
+        size_t bad = 0;
+        double worst = 0;
+        for (size_t r = 0; r < batch; ++r) {
+          const float* bp = tangent ? nullptr : b.data();
+          const auto ref = textbook(c, x.data() + r * xs, w, bp, false);
+          const auto mag = textbook(c, x.data() + r * xs, w, bp, true);
+          for (size_t i = 0; i < out; ++i) {
+            // Float summation of at most `terms` products and the bias in any order.
+            const double err = std::fabs(y[r * ys + i] - ref[i]);
+            if (!(err <= (terms + 2) * 0x1p-24 * mag[i] + 1e-30)) ++bad;
+            if (mag[i] > 0) worst = std::max(worst, err / mag[i]);
+          }
+          for (size_t i = out; i < ys; ++i) CHECK(y[r * ys + i] == 7.0f);
+        }
+        INFO("worst |error| / sum |terms| = " << worst);
+        CHECK(bad == 0);
+      }
+    xnn::destroy_conv(layer);
+  }
+#endif
+}
+
+namespace {
+
+// dim 6 * 5 * 7: ConvTranspose2d 6 -> 8 (3x3, stride 2, pads 1, output padding 1: 10 x 14),
+// silu, Conv2d 8 -> 4 (3x3, stride 2, pads 1: 5 x 7), silu, ConvTranspose2d 4 -> 6 (groups 2,
+// 1x1): back to 6 x 5 x 7. Nodes 1 and 5 are the transposed convs.
+std::vector<uint8_t> deconv_net() {
+  std::mt19937 rng(19);
+  siflow::ModelBuilder b(6 * 5 * 7);
+  b.set_x_shape({6, 5, 7});
+  siflow::ImageWindow up;
+  up.strides = {2, 2};
+  up.pads = {1, 1, 1, 1};
+  up.output_padding = {1, 1};
+  uint32_t h = b.conv_transpose2d(b.x(), 8, {3, 3}, random_floats(6 * 8 * 9, rng, 0.3f),
+                                  random_floats(8, rng, 0.1f), up);
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  siflow::ImageWindow down;
+  down.strides = {2, 2};
+  down.pads = {1, 1, 1, 1};
+  h = b.conv2d(h, 4, {3, 3}, random_floats(4 * 8 * 9, rng, 0.2f), random_floats(4, rng, 0.1f),
+               down);
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  siflow::ImageWindow grouped;
+  grouped.groups = 2;
+  b.set_output(b.conv_transpose2d(h, 6, {1, 1}, random_floats(4 * 3, rng, 0.3f), {}, grouped));
+  return b.finish();
+}
+
+struct Run {
+  std::vector<float> v;
+  std::vector<double> exact;
+  std::vector<std::string> kernels;  // of the transposed convs
+};
+
+Run run_net(const std::vector<uint8_t>& bytes, siflow::Backend backend, uint32_t threads,
+            bool tune = false) {
+  std::unique_ptr<siflow::Model> m;
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  siflow::PlanOptions po;
+  po.max_batch = 9;
+  po.backend = backend;
+  po.threads = threads;
+  po.tune = tune;
+  std::unique_ptr<siflow::Plan> plan;
+  const siflow::Status s = siflow::Plan::create(*m, po, nullptr, 0, &plan);
+  REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
+  Run r;
+  const char* op = nullptr;
+  uint32_t in = 0, width = 0;
+  for (uint32_t i = 0; m->node(i, &op, &in, &width); ++i)
+    if (std::string(op) == "conv_transpose2d") r.kernels.push_back(plan->node_kernel(i));
+  const size_t n = 9, d = m->info().dim;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> y(n * d), t(n);
+  for (float& f : y) f = u(rng);
+  for (size_t i = 0; i < n; ++i) t[i] = (i + 0.5f) / n;
+  r.v.resize(n * d);
+  REQUIRE(plan->velocity(n, t.data(), y.data(), r.v.data()).ok());
+  siflow::LogProbOptions lp;
+  lp.ode.steps = 2;
+  r.exact.resize(n);
+#if defined(SIFLOW_WITH_XNNPACK)
+  if (backend == siflow::Backend::kXnnpack) {
+    // 20 rows: batches of 9, 9 and 2, so XNNPACK runs several batch sizes, allocating nothing.
+    const uint64_t xnn_before = siflow::xnn::allocation_stats().calls;
+    std::vector<float> y20(20 * d);
+    for (float& f : y20) f = u(rng);
+    std::vector<double> logp20(20);
+    REQUIRE(plan->log_prob(20, y20.data(), lp, logp20.data()).ok());
+    CHECK(siflow::xnn::allocation_stats().calls == xnn_before);
+  }
+#endif
+  REQUIRE(plan->log_prob(n, y.data(), lp, r.exact.data()).ok());
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("ConvTranspose2d net on xnnpack: named, against the reference, bit-equal on 2 threads" *
+          SIFLOW_NEEDS_XNNPACK_AND_POOL) {
+  const auto bytes = deconv_net();
+  const Run ref = run_net(bytes, siflow::Backend::kReference, 1);
+  const Run fast = run_net(bytes, siflow::Backend::kXnnpack, 1);
+  const Run fast2 = run_net(bytes, siflow::Backend::kXnnpack, 2);
+  REQUIRE(fast.kernels.size() == 2);
+  for (const std::string& k : fast.kernels) CHECK(k == "xnnpack nhwc");
+  for (const std::string& k : ref.kernels) CHECK(k == "reference");
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < ref.v.size(); ++i) {
+    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
+    scale = std::max(scale, double{std::fabs(ref.v[i])});
+  }
+  INFO("worst velocity difference " << worst << " at scale " << scale);
+  // Three layers of at most 72 terms each, summed in another order: a few float ulps of the scale.
+  CHECK(worst <= 1e-5 * scale);
+  for (size_t i = 0; i < ref.exact.size(); ++i) {
+    INFO("row " << i << ": exact " << fast.exact[i] << " vs " << ref.exact[i]);
+    CHECK(std::fabs(fast.exact[i] - ref.exact[i]) <= 1e-4 * (1.0 + std::fabs(ref.exact[i])));
+  }
+  CHECK(std::memcmp(fast.v.data(), fast2.v.data(), fast.v.size() * sizeof(float)) == 0);
+  CHECK(std::memcmp(fast.exact.data(), fast2.exact.data(), fast.exact.size() * sizeof(double)) ==
+        0);
+}
+
+TEST_CASE(
+    "ConvTranspose2d net on the default backend: the reference kernel, the reference's bits") {
+  // The default plan (no tuning) keeps transposed convs off XNNPACK: their bits stay the
+  // reference's whatever the build.
+  const auto bytes = deconv_net();
+  const Run ref = run_net(bytes, siflow::Backend::kReference, 1);
+  const Run dflt = run_net(bytes, siflow::Backend::kAuto, 1);
+  REQUIRE(dflt.kernels.size() == 2);
+  for (const std::string& k : dflt.kernels) CHECK(k == "reference");
+  // The Conv2d between them may run on simd (another summation order): compare loosely there,
+  // the transposed convs' own contribution being exact.
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < ref.v.size(); ++i) {
+    worst = std::max(worst, double{std::fabs(dflt.v[i] - ref.v[i])});
+    scale = std::max(scale, double{std::fabs(ref.v[i])});
+  }
+  CHECK(worst <= 1e-5 * scale);
+}
+
+TEST_CASE("ConvTranspose2d net tuned: each transposed conv on XNNPACK or the reference, named" *
+          SIFLOW_NEEDS_XNNPACK) {
+  const auto bytes = deconv_net();
+  const Run ref = run_net(bytes, siflow::Backend::kReference, 1);
+  const Run tuned = run_net(bytes, siflow::Backend::kAuto, 1, true);
+  REQUIRE(tuned.kernels.size() == 2);
+  // A transposed conv has no simd kernel: what the tuner does not keep on XNNPACK runs the
+  // reference (the first one reads the caller's x, so it is not timed: reference).
+  CHECK(tuned.kernels[0] == "reference");
+  CHECK((tuned.kernels[1] == "xnnpack nhwc" || tuned.kernels[1] == "reference"));
+  MESSAGE("tuned kernels: " << tuned.kernels[0] << ", " << tuned.kernels[1]);
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < ref.v.size(); ++i) {
+    worst = std::max(worst, double{std::fabs(tuned.v[i] - ref.v[i])});
+    scale = std::max(scale, double{std::fabs(ref.v[i])});
+  }
+  CHECK(worst <= 1e-5 * scale);
+}
