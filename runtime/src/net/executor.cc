@@ -88,10 +88,12 @@ void run_network(const ModelData& model, const NetBuffers& buffers, const float*
   }
   const uint32_t tensors = model.node_count + 2;
   const size_t cond_width = model.info.cond_width;
+  const uint32_t output_root = alias_root(model, model.output);
   for (size_t r0 = 0; r0 < rows; r0 += block) {
     const size_t count = rows - r0 < block ? rows - r0 : block;
     for (uint32_t id = 0; id < tensors; ++id) {
-      const size_t width = model.tensors[id].width;
+      // Aliases are rebound below; a one-block buffer is used from its start.
+      const size_t width = b->local && id >= 2 && id != output_root ? 0 : model.tensors[id].width;
       float* v = buffers.values[id];
       float* t = buffers.tangents ? buffers.tangents[id] : nullptr;
       b->values[id] = v ? v + r0 * width : nullptr;

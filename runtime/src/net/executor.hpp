@@ -22,14 +22,18 @@ using NetKernels = ops::FastKernels;
 // Every buffer is row-major (values [rows, width], tangents [rows * directions, width],
 // directions inner, the seeds in tangents[0] too, labels [rows], conditions [rows, cond width]),
 // so a block is a pointer offset per tensor; `values` and `tangents` ([tensors] each, taken at
-// plan time) receive them. Each kernel computes a row the same way whatever range it falls in,
-// so the results are bit-identical for every block size.
+// plan time) receive them. With `local`, the intermediate tensors' buffers are one block long
+// (plan_layout.hpp) and every block reuses them, so they stay in cache. Each kernel computes a row
+// the same way whatever range it falls in, so the results are bit-identical for every block size.
 struct NetBlocking {
   size_t fixed = 0;            // PlanOptions::block_rows; 0: from the working set below
   uint64_t value_bytes = 0;    // the most bytes per row a node touches in values
   uint64_t tangent_bytes = 0;  // likewise per row and tangent direction
   uint64_t budget = 0;         // cache bytes a block's working set may take (all threads)
   size_t min_rows = 1;         // the fewest rows of a block (the plan's threads)
+  // The buffers of tensors other than 0 (x), 1 (the times) and the output (and its aliases) hold
+  // one block only: every block uses them from their start.
+  bool local = false;
   float** values = nullptr;
   float** tangents = nullptr;
 };

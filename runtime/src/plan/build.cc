@@ -64,6 +64,7 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
   p->blocking.tangent_bytes = layout.block_tangent_bytes;
   p->blocking.budget = layout.block_budget;
   p->blocking.min_rows = layout.block_min_rows;
+  p->blocking.local = layout.may_block;
   if (!measuring) {
     for (uint32_t id = 0; id < tensors; ++id) {
       p->values[id] = layout.value_offset[id] == SIZE_MAX

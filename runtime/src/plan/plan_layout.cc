@@ -163,7 +163,25 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     b.min_rows = layout->block_min_rows;
     // The smallest block of any run: the most directions.
     layout->may_block = block_rows(b, static_cast<size_t>(directions)) < rows;
+    if (layout->may_block) {
+      // The rows (values) and samples (tangents) of the largest block any run uses: a run with
+      // n directions has blocks of block_rows(b, n) rows, or all its rows when they fit.
+      const uint64_t v0 = block_rows(b, 0);
+      layout->block_value_rows = v0 < rows ? v0 : rows;
+      for (uint64_t n = 1; n <= directions; ++n) {
+        const uint64_t bn = block_rows(b, static_cast<size_t>(n));
+        const uint64_t samples = (bn < rows ? bn : rows) * n;
+        if (samples > layout->block_tangent_samples) layout->block_tangent_samples = samples;
+      }
+    }
   }
+  // Buffers of the nodes between x and the output hold one block when the plan may block (every
+  // block reuses the same memory, which stays in cache), all rows otherwise; tensor 1 (the
+  // per-row times) and the output hold all rows.
+  const uint64_t value_rows = layout->may_block ? layout->block_value_rows : rows;
+  const uint64_t tangent_samples =
+      layout->may_block ? layout->block_tangent_samples : rows * directions;
+  const uint32_t output_root = alias_root(model, model.output);
 
   const uint32_t tensors = model.node_count + 2;
   const size_t request_count = 2 * static_cast<size_t>(tensors);
@@ -213,10 +231,13 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
       requests[tensors + id] = BufferRequest{0, first, last};
       continue;
     }
-    const uint64_t value_bytes = rows * t.width * sizeof(float) + kReadPadding;
-    const uint64_t tangent_bytes = (id >= 2 && t.depends_on_x)
-                                       ? rows * directions * t.width * sizeof(float) + kReadPadding
-                                       : 0;
+    const bool block = id >= 2 && id != output_root;
+    const uint64_t value_bytes =
+        (block ? value_rows : rows) * t.width * sizeof(float) + kReadPadding;
+    const uint64_t tangent_bytes =
+        (id >= 2 && t.depends_on_x)
+            ? (block ? tangent_samples : rows * directions) * t.width * sizeof(float) + kReadPadding
+            : 0;
     largest = value_bytes > largest ? value_bytes : largest;
     largest = tangent_bytes > largest ? tangent_bytes : largest;
     if (largest > addressable) break;
@@ -281,13 +302,14 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   uint64_t scratch = 0;
   for (uint32_t i = 0; i < model.node_count; ++i) {
     const ops::OpModule& m = ops::op_module(model.nodes[i].op);
-    uint64_t floats = m.scratch_floats ? m.scratch_floats(model, i, static_cast<size_t>(rows),
+    // A node runs on at most value_rows rows (and tangent_samples <= value_rows * directions).
+    uint64_t floats = m.scratch_floats ? m.scratch_floats(model, i, static_cast<size_t>(value_rows),
                                                           static_cast<size_t>(directions))
                                        : 0;
     if (kernels && kernels[i] == ops::NodeKernel::kXnnpack) {
       // A convolution on XNNPACK converts every sample of a call at once: values or tangents.
-      const uint64_t xnn = ops::conv_xnn_scratch_floats(
-          model, i, static_cast<size_t>(rows * (directions > 1 ? directions : 1)));
+      const uint64_t samples = tangent_samples > value_rows ? tangent_samples : value_rows;
+      const uint64_t xnn = ops::conv_xnn_scratch_floats(model, i, static_cast<size_t>(samples));
       floats = xnn > floats ? xnn : floats;
     }
     scratch = floats > scratch ? floats : scratch;

@@ -61,6 +61,11 @@ struct PlanLayout {
   uint64_t block_budget = 0;  // kBlockCacheBytes per thread
   size_t block_min_rows = 1;  // the plan's threads
   bool may_block = false;     // some run of this plan splits into blocks
+  // Then the buffers of the tensors other than tensor 1 and the output hold one block: the most
+  // rows (values) and rows times directions (tangents) of any run's block; the executor does
+  // not offset them (NetBlocking::local).
+  uint64_t block_value_rows = 0;
+  uint64_t block_tangent_samples = 0;
 };
 
 // True when `guidance` needs both the conditional and the null evaluation (w not 0 or 1).
