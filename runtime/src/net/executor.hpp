@@ -30,7 +30,7 @@ struct NetBlocking {
   uint64_t value_bytes = 0;    // the most bytes per row a node touches in values
   uint64_t tangent_bytes = 0;  // likewise per row and tangent direction
   uint64_t budget = 0;         // cache bytes a block's working set may take (all threads)
-  size_t min_rows = 1;         // the fewest rows of a block (the plan's threads)
+  size_t min_rows = 1;         // the fewest rows of a block (4 per thread with workers)
   // The buffers of tensors other than 0 (x), 1 (the times) and the output (and its aliases) hold
   // one block only: every block uses them from their start.
   bool local = false;

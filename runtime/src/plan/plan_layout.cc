@@ -153,7 +153,9 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   layout->block_rows = plan_block_rows(options);
   block_working_set(model, kernels, layout);
   layout->block_budget = kBlockCacheBytes * options.threads;
-  layout->block_min_rows = options.threads;
+  // With worker threads every block is one more dispatch to the pool per node (a wait for the
+  // workers): at least 4 rows per thread.
+  layout->block_min_rows = options.threads == 1 ? 1 : 4 * size_t{options.threads};
   {
     NetBlocking b;
     b.fixed = layout->block_rows;

@@ -59,7 +59,7 @@ struct PlanLayout {
   uint64_t block_value_bytes = 0;
   uint64_t block_tangent_bytes = 0;
   uint64_t block_budget = 0;  // kBlockCacheBytes per thread
-  size_t block_min_rows = 1;  // the plan's threads
+  size_t block_min_rows = 1;  // 1 on one thread, else 4 per thread
   bool may_block = false;     // some run of this plan splits into blocks
   // Then the buffers of the tensors other than tensor 1 and the output hold one block: the most
   // rows (values) and rows times directions (tangents) of any run's block; the executor does
