@@ -55,7 +55,8 @@ size_t block_rows(const NetBlocking& b, size_t directions) {
   if (b.fixed) return b.fixed;
   const uint64_t per_row = b.value_bytes + directions * b.tangent_bytes;
   const uint64_t rows = per_row ? b.budget / per_row : b.budget;
-  const uint64_t most = uint64_t{1} << 40;  // no batch comes near: keeps size_t on 32-bit
+  // rows <= budget, far below 2^32; the largest batch bounds it all the same.
+  const uint64_t most = Limits::kMaxBatch;
   return rows < b.min_rows ? b.min_rows : static_cast<size_t>(rows < most ? rows : most);
 }
 
