@@ -180,7 +180,8 @@ Command info_command() {
           "parameter count,\n"
           "interpolant, base, normalization, score availability, time range, test vectors and\n"
           "metadata, then the arena a plan for batch N needs (siflow::arena_bytes), the\n"
-          "total memory of a run (arena + the loaded model's own memory), and each graph node's\n"
+          "total memory of a run (arena + the loaded model's own memory), the rows per network\n"
+          "block (--block-rows, or the plan's choice for its cache budget), and each graph node's\n"
           "output width and the kernel it runs on with the chosen backend and threads, then\n"
           "x's shape and each node's output shape.",
           {{"--batch", nullptr, "N", "batch size the arena is planned for (default 256)"},
