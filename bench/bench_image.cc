@@ -4,7 +4,8 @@
 //   bench_image sample MODEL.sif BATCH STEPS REPS euler|rk4 [--backend B] [--threads N]
 //   bench_image logp MODEL.sif BATCH STEPS REPS exact|hutchinson K [--backend B] [--threads N]
 // --tune (with --backend auto) times each dense layer and Conv2d on simd and XNNPACK at plan
-// creation and keeps the faster (PlanOptions::tune).
+// creation and keeps the faster (PlanOptions::tune). --block-rows N sets PlanOptions::block_rows
+// (0: the plan's choice; BATCH or more: every layer over the whole batch).
 // sample decodes BATCH fixed base points (z = sin(0.7 i + 0.3), as the peers) over STEPS steps;
 // logp integrates RK4 log-likelihoods of the same points read as data. Prints the median and
 // minimum seconds of REPS runs (after one warm-up when REPS > 1), the median CPU seconds of the
@@ -36,10 +37,11 @@ int fail(const siflow::Status& s) {
 
 int main(int argc, char** argv) {
   if (argc < 7 || (std::strcmp(argv[1], "sample") != 0 && std::strcmp(argv[1], "logp") != 0)) {
-    std::fprintf(stderr,
-                 "usage: bench_image sample MODEL BATCH STEPS REPS euler|rk4 [--backend B] "
-                 "[--threads N] [--tune]\n       bench_image logp MODEL BATCH STEPS REPS "
-                 "exact|hutchinson K [--backend B] [--threads N] [--tune]\n");
+    std::fprintf(
+        stderr,
+        "usage: bench_image sample MODEL BATCH STEPS REPS euler|rk4 [--backend B] "
+        "[--threads N] [--tune] [--block-rows N]\n       bench_image logp MODEL BATCH STEPS "
+        "REPS exact|hutchinson K [--backend B] [--threads N] [--tune] [--block-rows N]\n");
     return 2;
   }
   const bool logp = std::strcmp(argv[1], "logp") == 0;
@@ -63,6 +65,8 @@ int main(int argc, char** argv) {
       po.threads = static_cast<uint32_t>(std::strtoul(argv[++i], nullptr, 10));
     } else if (a == "--tune") {
       po.tune = true;
+    } else if (a == "--block-rows" && i + 1 < argc) {
+      po.block_rows = std::strtoul(argv[++i], nullptr, 10);
     } else {
       std::fprintf(stderr, "bench_image: bad option '%s'\n", a.c_str());
       return 2;
@@ -125,8 +129,10 @@ int main(int argc, char** argv) {
   }
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
-  std::printf("median %.6f min %.6f cpu_median %.6f checksum %.6g arena %zu rss_kib %ld conv %s\n",
-              seconds[seconds.size() / 2], seconds[0], cpu[cpu.size() / 2], checksum,
-              plan->arena_bytes(), usage.ru_maxrss, kernels.c_str());
+  std::printf(
+      "median %.6f min %.6f cpu_median %.6f checksum %.6g arena %zu rss_kib %ld conv %s "
+      "block_rows %zu\n",
+      seconds[seconds.size() / 2], seconds[0], cpu[cpu.size() / 2], checksum, plan->arena_bytes(),
+      usage.ru_maxrss, kernels.c_str(), plan->block_rows(logp ? (probes ? probes : d) : 0));
   return 0;
 }

@@ -28,6 +28,7 @@ class PlanOptions(ctypes.Structure):
         ("precision", c_enum),
         ("tangent_block", ctypes.c_uint32),
         ("guidance", ctypes.c_double),
+        ("block_rows", ctypes.c_size_t),
     ]
 
 

@@ -37,6 +37,7 @@ SPELLINGS = {
     ("siflow_plan_options", "precision"): "precision",
     ("siflow_plan_options", "tangent_block"): "tangent_block",
     ("siflow_plan_options", "guidance"): "guidance",
+    ("siflow_plan_options", "block_rows"): "block_rows",
     ("siflow_run_options", "struct_size"): Internal("sizeof(siflow_run_options)"),
     ("siflow_run_options", "method"): "method",
     ("siflow_run_options", "steps"): "steps",
@@ -79,7 +80,8 @@ ENUMS = {"method": METHODS, "divergence": DIVERGENCES, "probe": PROBES,
          "sde_schedule": SDE_SCHEDULES, "sde_method": SDE_METHODS, "backend": BACKENDS,
          "precision": PRECISIONS}
 
-PLAN = ("max_batch", "threads", "backend", "tune", "precision", "tangent_block", "guidance")
+PLAN = ("max_batch", "threads", "backend", "tune", "precision", "tangent_block", "guidance",
+        "block_rows")
 ODE = ("method", "steps", "grid", "progress", "grid_kind", "rtol", "atol", "max_steps", "solver")
 DIVERGENCE = ("divergence", "probes", "probe")
 SDE = ("sde_epsilon", "sde_schedule", "sde_stop_delta", "sde_method")
@@ -161,6 +163,8 @@ def plan_options(options, divergence="none", probes=1):
         po.tangent_block = _integer("tangent_block", options["tangent_block"], 0, U32)
     if "guidance" in options:
         po.guidance = _real("guidance", options["guidance"])
+    if "block_rows" in options:
+        po.block_rows = _integer("block_rows", options["block_rows"], 0, SIZE)
     po.divergence = _enum("divergence", divergence)
     po.max_probes = _integer("probes", probes, 0, U32)
     return po

@@ -176,6 +176,18 @@ def test_precision_sets_the_plan_option_and_refuses_unknown_names():
         _options.plan_options({"precision": "fp8"})
 
 
+def test_block_rows_gives_the_same_bits(model):
+    import numpy as np
+    x = np.array([[0.5, -0.25], [1.0, 0.75], [-1.5, 0.1]], dtype=np.float32)
+    whole = model.log_prob(x, steps=4)
+    blocked = model.log_prob(x, steps=4, block_rows=1)
+    assert np.array_equal(whole, blocked)
+    with pytest.raises(siflow.InvalidArgument, match="block_rows"):
+        model.log_prob(x, block_rows=(1 << 20) + 1)
+    with pytest.raises(siflow.InvalidArgument, match="block_rows"):
+        model.log_prob(x, block_rows=-1)
+
+
 def test_tangent_block_gives_the_same_log_likelihood_bits_in_a_smaller_arena(model):
     import numpy as np
     x = np.array([[0.5, -0.25], [1.0, 0.75], [-1.5, 0.1]], dtype=np.float32)

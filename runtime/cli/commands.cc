@@ -386,6 +386,7 @@ int run_validate(const ParsedArgs& args) {
     plan_options.backend = execution.backend;
     plan_options.tune = execution.tune;
     plan_options.precision = execution.precision;
+    plan_options.block_rows = execution.block_rows;
     struct sigaction action {};
     action.sa_handler = on_validate_interrupt;
     sigaction(SIGINT, &action, nullptr);
@@ -478,6 +479,7 @@ const std::vector<Command>& commands() {
         kThreadsOption,
         kBackendOption,
         kTuneKernelsOption,
+        kBlockRowsOption,
         kPrecisionOption,
         kLabelOption,
         kLabelsOption,
@@ -510,6 +512,7 @@ const std::vector<Command>& commands() {
         kThreadsOption,
         kBackendOption,
         kTuneKernelsOption,
+        kBlockRowsOption,
         kPrecisionOption,
         kLabelOption,
         kLabelsOption,
@@ -536,6 +539,7 @@ const std::vector<Command>& commands() {
         kThreadsOption,
         kBackendOption,
         kTuneKernelsOption,
+        kBlockRowsOption,
         kPrecisionOption,
         kLabelOption,
         kLabelsOption,
@@ -567,6 +571,7 @@ const std::vector<Command>& commands() {
         kThreadsOption,
         kBackendOption,
         kTuneKernelsOption,
+        kBlockRowsOption,
         kPrecisionOption,
         kLabelOption,
         kLabelsOption,
@@ -587,6 +592,7 @@ const std::vector<Command>& commands() {
         kThreadsOption,
         kBackendOption,
         kTuneKernelsOption,
+        kBlockRowsOption,
         kPrecisionOption,
         kLabelOption,
         kLabelsOption,
@@ -610,6 +616,7 @@ const std::vector<Command>& commands() {
         kThreadsOption,
         kBackendOption,
         kTuneKernelsOption,
+        kBlockRowsOption,
         kPrecisionOption},
        run_validate},
       tune_solver_command(),

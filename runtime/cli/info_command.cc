@@ -148,6 +148,8 @@ int run_info(const ParsedArgs& args) {
   std::printf("kernels       backend %s%s, %u thread%s, precision %s\n",
               backend_name(execution.backend), execution.tune ? " (tuned)" : "", plan->threads(),
               plan->threads() == 1 ? "" : "s", precision_name(execution.precision));
+  std::printf("blocks        %zu rows per network block (of %zu)%s\n", plan->block_rows(), batch,
+              execution.block_rows ? ", --block-rows" : ": the plan's choice");
   for (uint32_t i = 0; i < info.node_count; ++i) {
     const char* op = "";
     uint32_t in = 0, width = 0;
@@ -172,19 +174,21 @@ int run_info(const ParsedArgs& args) {
 
 Command info_command() {
   return {"info",
-          "MODEL [--batch N] [--backend B] [--threads N] [--precision P]",
+          "MODEL [--batch N] [--backend B] [--threads N] [--precision P] [--block-rows N]",
           "summarize a model and the memory a run needs",
           "Prints the model's name, format version, dimension and x's shape, graph size,\n"
           "parameter count,\n"
           "interpolant, base, normalization, score availability, time range, test vectors and\n"
           "metadata, then the arena a plan for batch N needs (siflow::arena_bytes), the\n"
-          "total memory of a run (arena + the loaded model's own memory), and each graph node's\n"
+          "total memory of a run (arena + the loaded model's own memory), the rows per network\n"
+          "block (--block-rows, or the plan's choice for its cache budget), and each graph node's\n"
           "output width and the kernel it runs on with the chosen backend and threads, then\n"
           "x's shape and each node's output shape.",
           {{"--batch", nullptr, "N", "batch size the arena is planned for (default 256)"},
            kThreadsOption,
            kBackendOption,
            kTuneKernelsOption,
+           kBlockRowsOption,
            kPrecisionOption},
           run_info};
 }

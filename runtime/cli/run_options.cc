@@ -53,6 +53,11 @@ const OptionSpec kTuneKernelsOption{
     "plan is made and keep the faster (results may then differ by rounding between runs; "
     "default off)"};
 
+const OptionSpec kBlockRowsOption{
+    "--block-rows", nullptr, "N",
+    "rows the network runs over at a time, each block through every layer before the next "
+    "(results identical for any N; default 0: the plan's choice, see siflow info)"};
+
 const OptionSpec kPrecisionOption{"--precision", nullptr, "P",
                                   "number format of the dense layers and convolutions: fp32, "
                                   "bf16, fp16, int8 (docs/math.md; default fp32)"};
@@ -96,6 +101,8 @@ Execution parse_execution(const ParsedArgs& args) {
                  "not %s",
                  backend_name(e.backend)));
   }
+  if (const std::string* b = args.find("--block-rows"))
+    e.block_rows = static_cast<size_t>(parse_uint("--block-rows", *b, 0, Limits::kMaxBatch));
   if (const std::string* p = args.find("--precision"))
     if (!parse_precision(p->c_str(), &e.precision))
       throw UsageError(format(
@@ -290,6 +297,7 @@ std::unique_ptr<Plan> make_plan(const Model& model, size_t max_batch,
   po.backend = execution.backend;
   po.precision = execution.precision;
   po.tune = execution.tune;
+  po.block_rows = execution.block_rows;
   po.divergence = divergence ? divergence->mode : DivergenceMode::kNone;
   po.max_probes =
       divergence && divergence->mode == DivergenceMode::kHutchinson ? divergence->probes : 1;

@@ -18,7 +18,8 @@ namespace siflow::cli {
 // Option specs shared by several commands (for parsing and help).
 extern const OptionSpec kMethodOption, kStepsOption, kGridOption, kMaxBatchOption,
     kDivergenceOption, kProbeOption, kThreadsOption, kBackendOption, kTuneKernelsOption,
-    kPrecisionOption, kGridKindOption, kRtolOption, kAtolOption, kMaxStepsOption, kSolverOption;
+    kBlockRowsOption, kPrecisionOption, kGridKindOption, kRtolOption, kAtolOption, kMaxStepsOption,
+    kSolverOption;
 
 // --threads N, --backend B, --tune-kernels on|off and --precision P: how a plan runs
 // (PlanOptions::threads, backend, tune, precision).
@@ -27,9 +28,10 @@ struct Execution {
   Backend backend = Backend::kAuto;
   bool tune = false;
   Precision precision = Precision::kFp32;
+  size_t block_rows = 0;  // PlanOptions::block_rows (--block-rows)
 };
-// Parses --threads, --backend, --tune-kernels and --precision; warns on stderr when --threads
-// exceeds available_cores().
+// Parses --threads, --backend, --tune-kernels, --precision and --block-rows; warns on stderr when
+// --threads exceeds available_cores().
 Execution parse_execution(const ParsedArgs& args);
 // The cores this process may run on (its CPU affinity mask; else hardware_concurrency).
 uint32_t available_cores();

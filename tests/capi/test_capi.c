@@ -553,6 +553,31 @@ static void test_sample_decode_encode(const siflow_model* model) {
     }
   }
 
+  /* Blocked execution, one row per block: the same bits; a block past the largest batch is
+   * refused. */
+  {
+    siflow_plan_options po;
+    siflow_plan* blocked = NULL;
+    double lp_blocked[N];
+    siflow_plan_options_init(&po);
+    po.max_batch = 4;
+    CHECK(po.block_rows == 0);
+    po.block_rows = 1;
+    CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &blocked, fresh(&error)), SIFLOW_OK,
+                 &error);
+    if (blocked) {
+      CHECK_STATUS(siflow_log_prob(blocked, N, x, &ro, lp_blocked, fresh(&error)), SIFLOW_OK,
+                   &error);
+      CHECK(memcmp(lp_blocked, lp_eval, sizeof lp_eval) == 0);
+      siflow_plan_free(blocked);
+      blocked = NULL;
+    }
+    po.block_rows = ((size_t)1 << 20) + 1;
+    CHECK_STATUS(siflow_plan_create(model, &po, NULL, 0, &blocked, fresh(&error)),
+                 SIFLOW_INVALID_ARGUMENT, &error);
+    CHECK(strstr(error.message, "block_rows") != NULL);
+  }
+
   /* Encode the samples to the base and decode back: the round trip is close to identity. */
   CHECK_STATUS(siflow_encode(plan, N, x, &ro, x0, fresh(&error)), SIFLOW_OK, &error);
   CHECK(all_finite_f(x0, N * CAPI_DIM));

@@ -133,6 +133,9 @@ typedef struct siflow_plan_options {
    * null label / vector). Any other w runs the conditional and the null rows as one batched pass
    * of 2 max_batch rows, which the arena holds. Needs a model with a null label (or vector). */
   double guidance;
+  /* Rows the network runs over at a time (PlanOptions::block_rows); 0 (default): the plan's
+   * choice from its working set per row against a cache budget. Bit-identical for every value. */
+  size_t block_rows;
 } siflow_plan_options;
 
 typedef struct siflow_run_options {

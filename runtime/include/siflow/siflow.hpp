@@ -358,6 +358,12 @@ struct PlanOptions {
   // the arena holds (arena_bytes counts it). The weight is the plan's because it sizes the arena.
   // Needs a conditional model with a null label (or null vector); must be finite.
   double guidance = 1.0;
+  // Rows the network runs over at a time: every node over rows [r0, r0 + block_rows), then the
+  // next block, so one block's activations stay in the core's cache instead of each layer
+  // streaming the whole batch. 0 (default): the plan's choice from its per-row working set
+  // against a cache budget (Plan::block_rows); at least max_batch (or 2 max_batch when guided):
+  // no blocking. Results are bit-identical for every value. At most Limits::kMaxBatch.
+  size_t block_rows = 0;
 };
 
 struct OdeOptions {
@@ -472,6 +478,10 @@ class Plan {
   uint64_t evaluations() const;
   const Model& model() const;
   uint32_t threads() const;
+  // Rows per network block (PlanOptions::block_rows, or the plan's choice) for a run that
+  // propagates `directions` tangent directions (0: velocity and sampling); a run of no more rows
+  // than this is not split.
+  size_t block_rows(size_t directions = 0) const;
   // The kernel that runs graph node `node`: "reference", "simd/avx2", "simd/avx2+silu" (a dense
   // layer with the following activation fused into it), "fused" (that activation), "xnnpack";
   // "" past the last node.

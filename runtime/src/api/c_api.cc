@@ -130,6 +130,7 @@ siflow::PlanOptions convert(const siflow_plan_options* in) {
   p.precision = from_c_enum<siflow::Precision>(o.precision);
   p.tangent_block = o.tangent_block;
   p.guidance = o.guidance;
+  p.block_rows = o.block_rows;
   return p;
 }
 
@@ -162,6 +163,7 @@ void siflow_plan_options_init(siflow_plan_options* o) {
   o->precision = SIFLOW_PRECISION_FP32;
   o->tangent_block = 0;
   o->guidance = 1.0;
+  o->block_rows = 0;
 }
 
 void siflow_run_options_init(siflow_run_options* o) {

@@ -315,6 +315,9 @@ void Plan::operator delete(void* p) noexcept {
 
 size_t Plan::arena_bytes() const { return data_->total_bytes; }
 uint64_t Plan::evaluations() const { return data_->evaluations; }
+size_t Plan::block_rows(size_t directions) const {
+  return siflow::block_rows(data_->blocking, directions);
+}
 uint32_t Plan::threads() const {
   return data_->choice.kernels.pool ? data_->choice.kernels.pool->threads() : 1;
 }

@@ -51,24 +51,59 @@ void find_seed_columns(const ModelData& model, int32_t* seed_column) {
   }
 }
 
+size_t block_rows(const NetBlocking& b, size_t directions) {
+  if (b.fixed) return b.fixed;
+  const uint64_t per_row = b.value_bytes + directions * b.tangent_bytes;
+  const uint64_t rows = per_row ? b.budget / per_row : b.budget;
+  // rows <= budget, far below 2^32; the largest batch bounds it all the same.
+  const uint64_t most = Limits::kMaxBatch;
+  return rows < b.min_rows ? b.min_rows : static_cast<size_t>(rows < most ? rows : most);
+}
+
+namespace {
+
+void run_nodes(const ModelData& model, const NetBuffers& buffers, float* const* values,
+               float* const* tangents, size_t rows, size_t directions, bool identity_seeds,
+               const float* labels, const float* cond) {
+  ops::NodeRun run{
+      &model,          0,      values, tangents, rows, directions, identity_seeds, &buffers.kernels,
+      buffers.scratch, labels, cond};
+  for (uint32_t i = 0; i < model.node_count; ++i) {
+    run.node = i;
+    ops::op_module(model.nodes[i].op).run(run);
+  }
+}
+
+}  // namespace
+
 void run_network(const ModelData& model, const NetBuffers& buffers, const float* x, size_t rows,
                  size_t directions, bool identity_seeds) {
   buffers.values[0] = const_cast<float*>(x);  // read only: no node writes tensor 0
   bind_aliases(model, buffers.values, buffers.tangents);
-  ops::NodeRun run{&model,
-                   0,
-                   buffers.values,
-                   buffers.tangents,
-                   rows,
-                   directions,
-                   identity_seeds,
-                   &buffers.kernels,
-                   buffers.scratch,
-                   buffers.labels,
-                   buffers.cond};
-  for (uint32_t i = 0; i < model.node_count; ++i) {
-    run.node = i;
-    ops::op_module(model.nodes[i].op).run(run);
+  const NetBlocking* b = buffers.blocking;
+  const size_t block = b && b->values ? block_rows(*b, directions) : 0;
+  if (!block || rows <= block) {
+    run_nodes(model, buffers, buffers.values, buffers.tangents, rows, directions, identity_seeds,
+              buffers.labels, buffers.cond);
+    return;
+  }
+  const uint32_t tensors = model.node_count + 2;
+  const size_t cond_width = model.info.cond_width;
+  const uint32_t output_root = alias_root(model, model.output);
+  for (size_t r0 = 0; r0 < rows; r0 += block) {
+    const size_t count = rows - r0 < block ? rows - r0 : block;
+    for (uint32_t id = 0; id < tensors; ++id) {
+      // Aliases are rebound below; a one-block buffer is used from its start.
+      const size_t width = b->local && id >= 2 && id != output_root ? 0 : model.tensors[id].width;
+      float* v = buffers.values[id];
+      float* t = buffers.tangents ? buffers.tangents[id] : nullptr;
+      b->values[id] = v ? v + r0 * width : nullptr;
+      b->tangents[id] = t ? t + r0 * directions * width : nullptr;
+    }
+    bind_aliases(model, b->values, buffers.tangents ? b->tangents : nullptr);
+    run_nodes(model, buffers, b->values, buffers.tangents ? b->tangents : nullptr, count,
+              directions, identity_seeds, buffers.labels ? buffers.labels + r0 : nullptr,
+              buffers.cond ? buffers.cond + r0 * cond_width : nullptr);
   }
 }
 

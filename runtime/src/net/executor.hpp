@@ -17,6 +17,36 @@ using ops::NodeKernel;
 // The kernels a plan chose (ops/op.hpp).
 using NetKernels = ops::FastKernels;
 
+// Blocked execution: with more rows than block_rows(), run_network runs every node over rows
+// [r0, r0 + block) before the next block, so one block's activations stay in the core's cache.
+// Every buffer is row-major (values [rows, width], tangents [rows * directions, width],
+// directions inner, the seeds in tangents[0] too, labels [rows], conditions [rows, cond width]),
+// so a block is a pointer offset per tensor; `values` and `tangents` ([tensors] each, taken at
+// plan time) receive them. With `local`, the intermediate tensors' buffers are one block long
+// (plan_layout.hpp) and every block reuses them, so they stay in cache. Each kernel computes a row
+// the same way whatever range it falls in, so the results are bit-identical for every block size.
+struct NetBlocking {
+  size_t fixed = 0;            // PlanOptions::block_rows; 0: from the working set below
+  uint64_t value_bytes = 0;    // the most bytes per row a node touches in values
+  uint64_t tangent_bytes = 0;  // likewise per row and tangent direction
+  uint64_t budget = 0;         // cache bytes a block's working set may take (all threads)
+  size_t min_rows = 1;         // the fewest rows of a block (4 per thread with workers)
+  // The buffers of tensors other than 0 (x), 1 (the times) and the output (and its aliases) hold
+  // one block only: every block uses them from their start.
+  bool local = false;
+  float** values = nullptr;
+  float** tangents = nullptr;
+};
+
+// The cache budget per thread of the automatic block size: about the private L2 of a current
+// x86 or Arm core (1 MiB on Zen 5, 1-2 MiB on recent Intel and Neoverse cores), less room for a
+// layer's weights and the stack.
+constexpr uint64_t kBlockCacheBytes = 768u << 10;
+
+// Rows per block for a run with `directions` tangent directions: the fixed size, else the
+// budget over the working set per row (at least min_rows).
+size_t block_rows(const NetBlocking& blocking, size_t directions);
+
 // Arena pointers for one plan. values[0] is bound to the caller's x at each run; values[1] is
 // the per-row time [rows, 1] the caller fills. tangents[i] is nullptr for tensors that do not
 // depend on x; tangents[0] holds the seed directions [rows * directions, dim]. `scratch` holds
@@ -31,11 +61,14 @@ struct NetBuffers {
   // CondInput nodes (ops/conditioning.cc), or nullptr.
   const float* labels = nullptr;
   const float* cond = nullptr;
+  // Blocked execution (nullptr: every node over all rows at once).
+  const NetBlocking* blocking = nullptr;
 };
 
-// Evaluates every node for `rows` rows. With `directions` > 0, also propagates that many
-// tangent directions from tangents[0]; `identity_seeds` says those are the identity directions
-// of exact divergence (fill_identity_seeds), which lets optimized kernels skip multiplying them.
+// Evaluates every node for `rows` rows (in blocks, see NetBlocking). With `directions` > 0, also
+// propagates that many tangent directions from tangents[0]; `identity_seeds` says those are the
+// identity directions of exact divergence (fill_identity_seeds), which lets optimized kernels skip
+// multiplying them.
 void run_network(const detail::ModelData& model, const NetBuffers& buffers, const float* x,
                  size_t rows, size_t directions, bool identity_seeds = false);
 

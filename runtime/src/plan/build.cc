@@ -20,7 +20,7 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
   void* header = memory.allocate(object_bytes);
   PlanData* p = static_cast<PlanData*>(memory.allocate(sizeof(PlanData), alignof(PlanData)));
   float** pointers =
-      p ? static_cast<float**>(memory.allocate(2 * size_t{tensors} * sizeof(float*))) : nullptr;
+      p ? static_cast<float**>(memory.allocate(4 * size_t{tensors} * sizeof(float*))) : nullptr;
   if (!header || !pointers)
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the plan's tables");
   // Kernels first: the layout reads the fusion decision.
@@ -55,6 +55,16 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
   p->arena = base;
   p->values = pointers;
   p->tangents = pointers + tensors;
+  // Blocked execution: the block pointer tables and the layout's block sizing.
+  p->blocking = NetBlocking();
+  p->blocking.values = pointers + 2 * size_t{tensors};
+  p->blocking.tangents = pointers + 3 * size_t{tensors};
+  p->blocking.fixed = layout.block_rows;
+  p->blocking.value_bytes = layout.block_value_bytes;
+  p->blocking.tangent_bytes = layout.block_tangent_bytes;
+  p->blocking.budget = layout.block_budget;
+  p->blocking.min_rows = layout.block_min_rows;
+  p->blocking.local = layout.may_block;
   if (!measuring) {
     for (uint32_t id = 0; id < tensors; ++id) {
       p->values[id] = layout.value_offset[id] == SIZE_MAX
@@ -87,7 +97,12 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
   }
   p->choice = choice;
   p->evaluations = 0;
-  if (!measuring) tune_kernels(md, options, p->values, p->scratch, &p->choice);
+  if (!measuring) {
+    // Tuning times each layer at the rows a velocity run gives it: one block.
+    const size_t block = block_rows(p->blocking, 0);
+    const size_t tune_rows = block < options.max_batch ? block : options.max_batch;
+    tune_kernels(md, tune_rows, p->values, p->scratch, &p->choice);
+  }
   p->total_bytes = memory.high_water();
   *object = header;
   *out = p;

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "integrate/ode.hpp"
+#include "net/executor.hpp"
 #include "plan/kernel_choice.hpp"
 #include "plan/plan_layout.hpp"
 #include "siflow/siflow.hpp"
@@ -39,6 +40,7 @@ struct PlanData {
   float* net_x;
   double* net_div;
   KernelChoice choice;
+  NetBlocking blocking;  // blocked execution: the block size's inputs and its pointer tables
   uint64_t evaluations;  // network evaluations per trajectory of the last run (the most of any
                          // chunk), Plan::evaluations()
 };

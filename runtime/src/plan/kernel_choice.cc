@@ -199,8 +199,8 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
   return Status();
 }
 
-void tune_kernels(const ModelData& md, const PlanOptions& options, float* const* values,
-                  float* scratch, KernelChoice* choice) {
+void tune_kernels(const ModelData& md, size_t rows, float* const* values, float* scratch,
+                  KernelChoice* choice) {
 #if defined(SIFLOW_WITH_XNNPACK)
   NetKernels& k = choice->kernels;
   NodeKernel* node = const_cast<NodeKernel*>(k.node);
@@ -219,7 +219,6 @@ void tune_kernels(const ModelData& md, const PlanOptions& options, float* const*
     }
   }
   if (choice->tune) {
-    const size_t rows = options.max_batch;
     for (uint32_t i = 0; i < md.node_count; ++i) {
       if (node[i] != NodeKernel::kXnnpack) continue;
       const NodeData& n = md.nodes[i];
@@ -259,7 +258,7 @@ void tune_kernels(const ModelData& md, const PlanOptions& options, float* const*
   // Names are rewritten only when the choice changed here (reduce_weights may have renamed them).
   if (choice->tune || moved) name_kernels(md, choice);
 #else
-  (void)md, (void)options, (void)values, (void)scratch, (void)choice;
+  (void)md, (void)rows, (void)values, (void)scratch, (void)choice;
 #endif
 }
 

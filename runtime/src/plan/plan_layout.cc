@@ -42,6 +42,12 @@ Status check_plan_options(const detail::ModelData& model, const PlanOptions& opt
   if (static_cast<unsigned>(plan_precision(options)) > static_cast<unsigned>(Precision::kInt8))
     return Status::error(StatusCode::kInvalidArgument, "plan: unknown precision %d",
                          static_cast<int>(plan_precision(options)));
+  if (plan_block_rows(options) > Limits::kMaxBatch)
+    return Status::error(StatusCode::kInvalidArgument,
+                         "plan: block_rows %zu exceeds the largest batch %llu (0: the plan's "
+                         "choice)",
+                         plan_block_rows(options),
+                         static_cast<unsigned long long>(Limits::kMaxBatch));
   if (!math::is_finite(options.guidance))
     return Status::error(StatusCode::kInvalidArgument, "plan: guidance weight is not finite");
   if (options.guidance != 1.0) {
@@ -72,7 +78,39 @@ Precision plan_precision(const PlanOptions& options) {
              : Precision::kFp32;
 }
 
+size_t plan_block_rows(const PlanOptions& options) {
+  return options.struct_size >= offsetof(PlanOptions, block_rows) + sizeof(options.block_rows)
+             ? options.block_rows
+             : 0;
+}
+
 namespace {
+
+// The working set of blocked execution: for each node, the bytes per row it reads and writes
+// (each input once, the output, and for a Conv2d on XNNPACK the NHWC copies of both in the
+// scratch), values and tangents apart; the most over all nodes.
+void block_working_set(const detail::ModelData& model, const ops::NodeKernel* kernels,
+                       PlanLayout* layout) {
+  uint64_t most_values = 0, most_tangents = 0;
+  for (uint32_t i = 0; i < model.node_count; ++i) {
+    const detail::NodeData& n = model.nodes[i];
+    if (ops::op_module(n.op).aliases_input) continue;  // copies nothing
+    uint64_t values = n.width, tangents = model.tensors[i + 2].depends_on_x ? n.width : 0;
+    for (uint32_t j = 0; j < n.input_count; ++j) {
+      const detail::TensorData& t = model.tensors[n.inputs[j]];
+      values += t.width;
+      if (t.depends_on_x) tangents += t.width;
+    }
+    if (kernels && kernels[i] == ops::NodeKernel::kXnnpack && n.op == detail::OpKind::kConv2d) {
+      values *= 2;
+      tangents *= 2;
+    }
+    most_values = values > most_values ? values : most_values;
+    most_tangents = tangents > most_tangents ? tangents : most_tangents;
+  }
+  layout->block_value_bytes = most_values * sizeof(float);
+  layout->block_tangent_bytes = most_tangents * sizeof(float);
+}
 
 // The most exact-divergence directions whose tangents (every tensor that carries one, plus the
 // seeds) fit in PlanOptions::kAutoTangentBytes at `rows` rows, between 1 and d; buffers shared by
@@ -112,6 +150,40 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   layout->guided = guided;
   layout->directions = static_cast<size_t>(directions);
   layout->exact_block = static_cast<size_t>(exact_block);
+  layout->block_rows = plan_block_rows(options);
+  block_working_set(model, kernels, layout);
+  layout->block_budget = kBlockCacheBytes * options.threads;
+  // With worker threads every block is one more dispatch to the pool per node (a wait for the
+  // workers): at least 4 rows per thread.
+  layout->block_min_rows = options.threads == 1 ? 1 : 4 * size_t{options.threads};
+  {
+    NetBlocking b;
+    b.fixed = layout->block_rows;
+    b.value_bytes = layout->block_value_bytes;
+    b.tangent_bytes = layout->block_tangent_bytes;
+    b.budget = layout->block_budget;
+    b.min_rows = layout->block_min_rows;
+    // The smallest block of any run: the most directions.
+    layout->may_block = block_rows(b, static_cast<size_t>(directions)) < rows;
+    if (layout->may_block) {
+      // The rows (values) and samples (tangents) of the largest block any run uses: a run with
+      // n directions has blocks of block_rows(b, n) rows, or all its rows when they fit.
+      const uint64_t v0 = block_rows(b, 0);
+      layout->block_value_rows = v0 < rows ? v0 : rows;
+      for (uint64_t n = 1; n <= directions; ++n) {
+        const uint64_t bn = block_rows(b, static_cast<size_t>(n));
+        const uint64_t samples = (bn < rows ? bn : rows) * n;
+        if (samples > layout->block_tangent_samples) layout->block_tangent_samples = samples;
+      }
+    }
+  }
+  // Buffers of the nodes between x and the output hold one block when the plan may block (every
+  // block reuses the same memory, which stays in cache), all rows otherwise; tensor 1 (the
+  // per-row times) and the output hold all rows.
+  const uint64_t value_rows = layout->may_block ? layout->block_value_rows : rows;
+  const uint64_t tangent_samples =
+      layout->may_block ? layout->block_tangent_samples : rows * directions;
+  const uint32_t output_root = alias_root(model, model.output);
 
   const uint32_t tensors = model.node_count + 2;
   const size_t request_count = 2 * static_cast<size_t>(tensors);
@@ -161,10 +233,13 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
       requests[tensors + id] = BufferRequest{0, first, last};
       continue;
     }
-    const uint64_t value_bytes = rows * t.width * sizeof(float) + kReadPadding;
-    const uint64_t tangent_bytes = (id >= 2 && t.depends_on_x)
-                                       ? rows * directions * t.width * sizeof(float) + kReadPadding
-                                       : 0;
+    const bool block = id >= 2 && id != output_root;
+    const uint64_t value_bytes =
+        (block ? value_rows : rows) * t.width * sizeof(float) + kReadPadding;
+    const uint64_t tangent_bytes =
+        (id >= 2 && t.depends_on_x)
+            ? (block ? tangent_samples : rows * directions) * t.width * sizeof(float) + kReadPadding
+            : 0;
     largest = value_bytes > largest ? value_bytes : largest;
     largest = tangent_bytes > largest ? tangent_bytes : largest;
     if (largest > addressable) break;
@@ -176,6 +251,14 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     return Status::error(StatusCode::kInvalidArgument,
                          "plan: a buffer of %llu bytes cannot be addressed on this platform",
                          static_cast<unsigned long long>(largest));
+  }
+  if (layout->may_block) {
+    // Blocked runs read the output after every block has run: no other buffer may share it.
+    const uint32_t out = alias_root(model, model.output);
+    if (out >= 2) {
+      requests[out].first = 0;
+      requests[tensors + out].first = 0;
+    }
   }
   size_t net_bytes = 0;
   s = plan_buffers(requests, request_count, offsets, &net_bytes, memory);
@@ -221,13 +304,14 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   uint64_t scratch = 0;
   for (uint32_t i = 0; i < model.node_count; ++i) {
     const ops::OpModule& m = ops::op_module(model.nodes[i].op);
-    uint64_t floats = m.scratch_floats ? m.scratch_floats(model, i, static_cast<size_t>(rows),
+    // A node runs on at most value_rows rows (and tangent_samples <= value_rows * directions).
+    uint64_t floats = m.scratch_floats ? m.scratch_floats(model, i, static_cast<size_t>(value_rows),
                                                           static_cast<size_t>(directions))
                                        : 0;
     if (kernels && kernels[i] == ops::NodeKernel::kXnnpack) {
       // A convolution on XNNPACK converts every sample of a call at once: values or tangents.
-      const uint64_t xnn = ops::conv_xnn_scratch_floats(
-          model, i, static_cast<size_t>(rows * (directions > 1 ? directions : 1)));
+      const uint64_t samples = tangent_samples > value_rows ? tangent_samples : value_rows;
+      const uint64_t xnn = ops::conv_xnn_scratch_floats(model, i, static_cast<size_t>(samples));
       floats = xnn > floats ? xnn : floats;
     }
     scratch = floats > scratch ? floats : scratch;

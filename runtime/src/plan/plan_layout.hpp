@@ -49,6 +49,23 @@ struct PlanLayout {
   size_t cond_offset = SIZE_MAX;
   size_t net_x_offset = SIZE_MAX;
   size_t net_div_offset = SIZE_MAX;
+  // Blocked execution (PlanOptions::block_rows, net/executor.hpp NetBlocking): the caller's fixed
+  // block (0: none given), and the working-set estimate the automatic choice divides the budget
+  // by: the most bytes per row any node touches in values (its inputs, its output and, on
+  // XNNPACK, their NHWC copies) and likewise per row and tangent direction.
+  // The network output's value and tangent buffers are then alive from the first node on: a
+  // later block's nodes must not overwrite the rows an earlier block left there.
+  size_t block_rows = 0;
+  uint64_t block_value_bytes = 0;
+  uint64_t block_tangent_bytes = 0;
+  uint64_t block_budget = 0;  // kBlockCacheBytes per thread
+  size_t block_min_rows = 1;  // 1 on one thread, else 4 per thread
+  bool may_block = false;     // some run of this plan splits into blocks
+  // Then the buffers of the tensors other than tensor 1 and the output hold one block: the most
+  // rows (values) and rows times directions (tangents) of any run's block; the executor does
+  // not offset them (NetBlocking::local).
+  uint64_t block_value_rows = 0;
+  uint64_t block_tangent_samples = 0;
 };
 
 // True when `guidance` needs both the conditional and the null evaluation (w not 0 or 1).
@@ -65,5 +82,7 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
 Status check_plan_options(const detail::ModelData& model, const PlanOptions& options);
 // options.precision, or kFp32 when the caller's struct_size ends before that field.
 Precision plan_precision(const PlanOptions& options);
+// options.block_rows, or 0 (the plan's choice) when the caller's struct_size ends before it.
+size_t plan_block_rows(const PlanOptions& options);
 
 }  // namespace siflow
