@@ -52,7 +52,7 @@ void find_seed_columns(const ModelData& model, int32_t* seed_column) {
 }
 
 void run_network(const ModelData& model, const NetBuffers& buffers, const float* x, size_t rows,
-                 size_t directions, bool identity_seeds) {
+                 size_t directions, bool identity_seeds, size_t diagonal_first) {
   buffers.values[0] = const_cast<float*>(x);  // read only: no node writes tensor 0
   bind_aliases(model, buffers.values, buffers.tangents);
   ops::NodeRun run{&model,
@@ -65,7 +65,8 @@ void run_network(const ModelData& model, const NetBuffers& buffers, const float*
                    &buffers.kernels,
                    buffers.scratch,
                    buffers.labels,
-                   buffers.cond};
+                   buffers.cond,
+                   diagonal_first};
   for (uint32_t i = 0; i < model.node_count; ++i) {
     run.node = i;
     ops::op_module(model.nodes[i].op).run(run);
