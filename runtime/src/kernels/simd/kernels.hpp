@@ -186,7 +186,8 @@ struct Kernels {
   void (*softmax)(const float* x, size_t count, uint32_t extent, float* y);
   void (*softmax_jvp)(const float* y, size_t count, uint32_t extent, const float* t, float* out);
   // One sample of y = scale (a1 b1 + a2 b2), a pair skipped when its a is nullptr: one float
-  // FMA chain per output over the first product's k, then the second's, times scale.
+  // FMA chain per output over the first product's k, then the second's, times scale (with
+  // transpose_b and k above 64: per product, vector lanes over k, then the lanes' sum).
   void (*matmul)(const MatMul& mm, const float* a1, const float* b1, const float* a2,
                  const float* b2, float* y);
   // One sample of Resize (kernels_resize.inc): nearest with the reference's bits, bilinear as a
