@@ -148,9 +148,10 @@ struct Kernels {
   // y = f(x) over rows [r0, r1) of width `width`.
   void (*unary_forward)(UnaryKind kind, float alpha, const float* x, size_t r0, size_t r1,
                         uint32_t width, float* y);
-  // t_out[r*P+p][k] = f'(x[r][k]) t_in[r*P+p][k] for rows [r0, r1) of x.
+  // t_out[r*P+p][k] = f'(x[r][k]) t_in[r*P+p][k] for rows [r0, r1) of x; with y, also
+  // y = f(x) over those rows, unary_forward's bits (SiLU: value and slope from one sigmoid).
   void (*unary_jvp)(UnaryKind kind, float alpha, const float* x, size_t r0, size_t r1,
-                    uint32_t width, size_t directions, const float* t_in, float* t_out);
+                    uint32_t width, size_t directions, const float* t_in, float* t_out, float* y);
   // Training's weight gradient dW = dy^T x, one chunk of k <= kTnMaxK rows at a time:
   // c[o][i] (+)= sum over kk < k of a[kk][o] b[kk][i] for rows [o0, o1) of c [.][n] (row stride
   // ldc), b packed by pack_tn in strips of tn_strip columns. lda = 0 broadcasts a's first row
