@@ -102,8 +102,8 @@ TEST_CASE(
     "simd MatMul (both layouts, with the JVP's second product) within the float summation "
     "bound, every variant") {
   std::mt19937 rng(41);
-  const MatCase cases[] = {
-      {1, 5, 7, 9}, {2, 49, 33, 49}, {3, 4, 64, 17}, {1, 1, 1, 1}, {1, 49, 49, 64}};
+  const MatCase cases[] = {{1, 5, 7, 9},    {2, 49, 33, 49}, {3, 4, 64, 17}, {1, 1, 1, 1},
+                           {1, 49, 49, 64}, {2, 7, 65, 17},  {1, 5, 70, 33}, {3, 9, 16, 16}};
   for (const simd::Kernels* k : test_support::simd_variants())
     for (const MatCase& c : cases)
       for (bool tb : {false, true})
@@ -161,7 +161,7 @@ TEST_CASE(
   std::mt19937 rng(43);
   const MatCase cases[] = {{1, 5, 7, 9},   {2, 49, 33, 49}, {3, 4, 64, 17}, {1, 7, 19, 37},
                            {2, 3, 17, 21}, {1, 49, 49, 64}, {1, 2, 3, 70},  {1, 6, 40, 5},
-                           {1, 1, 1, 1},   {2, 9, 16, 16}};
+                           {1, 1, 1, 1},   {2, 9, 16, 16},  {2, 7, 65, 17}, {1, 5, 70, 33}};
   for (const simd::Kernels* k : test_support::simd_variants())
     for (const MatCase& c : cases)
       for (bool tb : {false, true})
@@ -237,9 +237,10 @@ std::vector<double> resize_textbook(const simd::Resize& rs, const float* x, bool
 
 TEST_CASE("simd Resize: nearest bit for bit, bilinear within 2^-20 of the taps' magnitude") {
   std::mt19937 rng(51);
-  const simd::Resize shapes[] = {{3, 7, 7, 14, 14, false}, {2, 5, 3, 11, 7, false},
-                                 {4, 6, 9, 3, 4, false},   {3, 7, 7, 14, 14, true},
-                                 {2, 5, 3, 11, 7, true},   {1, 8, 6, 3, 5, true}};
+  const simd::Resize shapes[] = {
+      {3, 7, 7, 14, 14, false}, {2, 5, 3, 11, 7, false}, {4, 6, 9, 3, 4, false},
+      {3, 3, 5, 6, 10, false},  {2, 4, 9, 5, 18, false}, {5, 4, 4, 8, 8, false},
+      {3, 7, 7, 14, 14, true},  {2, 5, 3, 11, 7, true},  {1, 8, 6, 3, 5, true}};
   for (const simd::Kernels* k : test_support::simd_variants())
     for (const simd::Resize& rs : shapes) {
       const std::string what = std::string(k->isa) + (rs.bilinear ? ": bilinear " : ": nearest ") +

@@ -371,7 +371,8 @@ TEST_CASE("the simd kernels run the new kinds with the reference's bits, on ever
       std::vector<float> y(rows * width), ref(rows * width), t(rows * directions * width),
           tref(rows * directions * width);
       k->unary_forward(kind, 0.0f, x.data(), 0, rows, width, y.data());
-      k->unary_jvp(kind, 0.0f, x.data(), 0, rows, width, directions, t_in.data(), t.data());
+      k->unary_jvp(kind, 0.0f, x.data(), 0, rows, width, directions, t_in.data(), t.data(),
+                   nullptr);
       siflow::reference::unary_forward(kind, 0.0f, x.data(), x.size(), ref.data());
       siflow::reference::unary_jvp(kind, 0.0f, x.data(), rows, width, directions, t_in.data(),
                                    tref.data());

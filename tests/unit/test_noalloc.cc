@@ -520,6 +520,63 @@ TEST_CASE(
   }
 }
 
+TEST_CASE(
+    "exact divergence through a conv output (its diagonal alone), attention and 2x up-sampling "
+    "makes no heap call, on every backend and 1 or 2 threads") {
+  // x [3, 4, 4] -> conv to 6 channels, SiLU, nearest 2x up-sampling, stride-2 conv to [6, 4, 4],
+  // attention over the 16 positions (a transposed MatMul), conv back to [3, 4, 4] as the output.
+  ModelBuilder b(48);
+  b.set_x_shape({3, 4, 4});
+  auto weights = [](size_t n, float scale) {
+    std::vector<float> w(n);
+    for (size_t i = 0; i < n; ++i) w[i] = scale * std::sin(0.37f * static_cast<float>(i) + 0.2f);
+    return w;
+  };
+  siflow::ImageWindow same;
+  same.pads = {1, 1, 1, 1};
+  uint32_t h = b.unary(b.conv2d(b.x(), 6, {3, 3}, weights(6 * 3 * 9, 0.3f), {}, same),
+                       siflow::UnaryKind::kSilu);
+  h = b.resize(h, ModelBuilder::Resize::kNearest, 8, 8);
+  siflow::ImageWindow down = same;
+  down.strides = {2, 2};
+  h = b.conv2d(h, 6, {3, 3}, weights(6 * 6 * 9, 0.2f), weights(6, 0.1f), down);
+  const uint32_t flat = b.reshape(h, {6, 16});
+  const uint32_t attn = b.softmax(b.matmul(b.transpose(flat, {6, 16}, {1, 0}), flat, false, 0.4f));
+  h = b.reshape(b.matmul(flat, attn, true), {6, 4, 4});
+  b.set_output(b.conv2d(h, 3, {3, 3}, weights(3 * 6 * 9, 0.2f), weights(3, 0.1f), same));
+  const std::vector<uint8_t> bytes = b.finish();
+  std::unique_ptr<Model> model;
+  const Status loaded = Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model);
+  REQUIRE_MESSAGE(loaded.ok(), std::string(loaded.message()));
+  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kAuto})
+    for (uint32_t block : {0u, 5u})
+      for (uint32_t threads : {1u, 2u}) {
+        if (threads > 1 && !siflow::RowPool::available()) {
+          MESSAGE("SKIPPED: the 2-thread run (this build has no thread pool)");
+          continue;
+        }
+        siflow::PlanOptions po;
+        po.max_batch = 4;
+        po.backend = backend;
+        po.tangent_block = block;
+        po.threads = threads;
+        std::unique_ptr<Plan> plan;
+        REQUIRE(Plan::create(*model, po, nullptr, 0, &plan).ok());
+        const size_t n = 6;
+        std::vector<float> x(n * 48, 0.3f);
+        std::vector<double> logp(n);
+        siflow::LogProbOptions lo;
+        lo.ode.steps = 2;
+        Status scored;
+        const unsigned long calls =
+            heap_calls_during([&] { scored = plan->log_prob(n, x.data(), lo, logp.data()); });
+        INFO("backend " << static_cast<int>(backend) << " block " << block << " threads "
+                        << threads);
+        CHECK(scored.ok());
+        CHECK(calls == 0);
+      }
+}
+
 TEST_CASE("reduced-precision convolutions (bf16, fp16, int8) make no heap call") {
   // x [4, 5, 5] -> conv 4 -> 20 -> transposed conv 20 -> 18 (both converted: reduction length
   // and output channels above 16) -> conv 18 -> 4 (the last weight layer, f32) + a dense layer

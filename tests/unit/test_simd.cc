@@ -318,7 +318,7 @@ TEST_CASE("unary_jvp multiplies every direction by the derivative at its row") {
     const std::vector<float> t = random_normals(rows * directions * width, 2, 1.0);
     std::vector<float> out(t.size(), NAN);
     k->unary_jvp(UnaryKind::kGeluTanh, 0.0f, x.data(), 1, rows, width, directions, t.data(),
-                 out.data());
+                 out.data(), nullptr);
     for (size_t r = 0; r < rows; ++r)
       for (size_t p = 0; p < directions; ++p)
         for (uint32_t c = 0; c < width; ++c) {
@@ -333,6 +333,30 @@ TEST_CASE("unary_jvp multiplies every direction by the derivative at its row") {
           CHECK(std::fabs(out[i] - want) <= kTolerance * std::max(std::fabs(want), 1.0f));
         }
   }
+}
+
+TEST_CASE("unary_jvp writing the values too gives unary_forward's and its own bits, every kind") {
+  // Width 37 (vector tails) and 1100 (two chunks of the kernel's 512-value buffer); NaN, +-inf,
+  // +-0 and values past the sigmoid's range among the inputs.
+  for (const simd::Kernels* k : test_support::simd_variants())
+    for (uint32_t width : {37u, 1100u}) {
+      const size_t rows = 4, directions = 3;
+      std::vector<float> x = random_normals(rows * width, 7, 6.0);
+      const float specials[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 120.0f, -120.0f};
+      for (size_t i = 0; i < 7; ++i) x[3 + 5 * i] = specials[i];
+      const std::vector<float> t = random_normals(rows * directions * width, 8, 1.0);
+      for (unsigned kind = 0; kind <= static_cast<unsigned>(UnaryKind::kMish); ++kind) {
+        const UnaryKind u = static_cast<UnaryKind>(kind);
+        INFO(std::string(k->isa) << " " << siflow::unary_kind_name(u) << " width " << width);
+        std::vector<float> y1(rows * width, 7.0f), y2(rows * width, 7.0f);
+        std::vector<float> t1(t.size(), 7.0f), t2(t.size(), 7.0f);
+        k->unary_forward(u, 0.2f, x.data(), 1, rows, width, y1.data());
+        k->unary_jvp(u, 0.2f, x.data(), 1, rows, width, directions, t.data(), t1.data(), nullptr);
+        k->unary_jvp(u, 0.2f, x.data(), 1, rows, width, directions, t.data(), t2.data(), y2.data());
+        CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(t1.data(), t2.data(), t1.size() * sizeof(float)) == 0);
+      }
+    }
 }
 
 TEST_CASE("SIFLOW_SIMD_ISA forces a variant by name and refuses unknown ones") {

@@ -44,7 +44,7 @@ void evaluate_network(PlanData& p, const float* t_rows, double t, const float* x
     for (size_t first = 0; first < md.dim; first += block) {
       const size_t count = first + block <= md.dim ? block : md.dim - first;
       fill_identity_block(p.tangents[0], net_rows, md.dim, first, count);
-      run_network(md, net, in, net_rows, count, false);
+      run_network(md, net, in, net_rows, count, false, first);
       const float* t_out = p.tangents[md.output];
       if (!t_out) continue;  // v does not depend on x: zero divergence
       for (size_t r = 0; r < net_rows; ++r)
@@ -52,7 +52,8 @@ void evaluate_network(PlanData& p, const float* t_rows, double t, const float* x
     }
   } else {
     const size_t directions = !div ? 0 : mode == DivergenceMode::kExact ? md.dim : probes;
-    run_network(md, net, in, net_rows, directions, div && mode == DivergenceMode::kExact);
+    const bool exact = div && mode == DivergenceMode::kExact;
+    run_network(md, net, in, net_rows, directions, exact, exact ? 0 : SIZE_MAX);
     if (div) {
       const float* t_out = p.tangents[md.output];
       if (!t_out) {

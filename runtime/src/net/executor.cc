@@ -64,10 +64,19 @@ namespace {
 
 void run_nodes(const ModelData& model, const NetBuffers& buffers, float* const* values,
                float* const* tangents, size_t rows, size_t directions, bool identity_seeds,
-               const float* labels, const float* cond) {
-  ops::NodeRun run{
-      &model,          0,      values, tangents, rows, directions, identity_seeds, &buffers.kernels,
-      buffers.scratch, labels, cond};
+               const float* labels, const float* cond, size_t diagonal_first) {
+  ops::NodeRun run{&model,
+                   0,
+                   values,
+                   tangents,
+                   rows,
+                   directions,
+                   identity_seeds,
+                   &buffers.kernels,
+                   buffers.scratch,
+                   labels,
+                   cond,
+                   diagonal_first};
   for (uint32_t i = 0; i < model.node_count; ++i) {
     run.node = i;
     ops::op_module(model.nodes[i].op).run(run);
@@ -77,14 +86,14 @@ void run_nodes(const ModelData& model, const NetBuffers& buffers, float* const* 
 }  // namespace
 
 void run_network(const ModelData& model, const NetBuffers& buffers, const float* x, size_t rows,
-                 size_t directions, bool identity_seeds) {
+                 size_t directions, bool identity_seeds, size_t diagonal_first) {
   buffers.values[0] = const_cast<float*>(x);  // read only: no node writes tensor 0
   bind_aliases(model, buffers.values, buffers.tangents);
   const NetBlocking* b = buffers.blocking;
   const size_t block = b && b->values ? block_rows(*b, directions) : 0;
   if (!block || rows <= block) {
     run_nodes(model, buffers, buffers.values, buffers.tangents, rows, directions, identity_seeds,
-              buffers.labels, buffers.cond);
+              buffers.labels, buffers.cond, diagonal_first);
     return;
   }
   const uint32_t tensors = model.node_count + 2;
@@ -103,7 +112,7 @@ void run_network(const ModelData& model, const NetBuffers& buffers, const float*
     bind_aliases(model, b->values, buffers.tangents ? b->tangents : nullptr);
     run_nodes(model, buffers, b->values, buffers.tangents ? b->tangents : nullptr, count,
               directions, identity_seeds, buffers.labels ? buffers.labels + r0 : nullptr,
-              buffers.cond ? buffers.cond + r0 * cond_width : nullptr);
+              buffers.cond ? buffers.cond + r0 * cond_width : nullptr, diagonal_first);
   }
 }
 

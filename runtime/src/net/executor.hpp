@@ -69,8 +69,11 @@ struct NetBuffers {
 // propagates that many tangent directions from tangents[0]; `identity_seeds` says those are the
 // identity directions of exact divergence (fill_identity_seeds), which lets optimized kernels skip
 // multiplying them.
+// `diagonal_first` other than SIZE_MAX says the caller reads only the diagonal of the output's
+// tangents, entry diagonal_first + p of direction p (ops::NodeRun::diagonal_first).
 void run_network(const detail::ModelData& model, const NetBuffers& buffers, const float* x,
-                 size_t rows, size_t directions, bool identity_seeds = false);
+                 size_t rows, size_t directions, bool identity_seeds = false,
+                 size_t diagonal_first = SIZE_MAX);
 
 // The tensor whose buffer `tensor` reads: itself, or for the output of an aliasing op (Reshape,
 // OpModule::aliases_input) the first tensor up its chain of inputs that has its own buffer.

@@ -12,6 +12,8 @@
 // bf16 follows the dense layers' vdpbf16ps arithmetic along (channel, kernel row, column): a Conv2d
 // on the simd kernels as the dense bf16 kernel on im2col rows (run_bf16_gemm), otherwise
 // bf16_gather.
+#include <cstring>
+
 #include "math/half.hpp"
 #include "math/reduced.hpp"
 #include "ops/conv_loops.hpp"
@@ -454,6 +456,49 @@ void run_bf16_gemm(const NodeRun& r, const Geometry& g, const void* packed) {
 }
 #endif
 
+// Exact divergence reads only the diagonal of the network output's tangents
+// (NodeRun::diagonal_first): for an output conv, tangent sample t (direction p = t % directions)
+// gets output element diagonal_first + p summed as gather_small sums it (the same float terms in
+// the same order, so the reference kernel's bits), and zeros elsewhere: d times fewer terms than
+// the whole tangent. f32 weights in the file's layout.
+void diagonal_tangents(const NodeRun& r, const Geometry& g) {
+  const NodeData& n = r.model->nodes[r.node];
+  const uint32_t id = r.node + 2, a = n.inputs[0];
+  const uint32_t in = r.model->tensors[a].width, width = n.width;
+  const uint32_t csg = g.cs / g.groups, clg = g.cl / g.groups;
+  const size_t taps = size_t{g.kh} * g.kw, lplane = size_t{g.hl} * g.wl;
+  const size_t oplane = size_t{g.hs} * g.ws;
+  const float* tx = r.tangents[a];
+  float* ty = r.tangents[id];
+  parallel_rows(r.kernels->pool, r.rows * r.directions, 64, [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t) {
+      float* y = ty + t * width;
+      std::memset(y, 0, width * sizeof(float));
+      const size_t e = r.diagonal_first + t % r.directions;
+      if (e >= width) continue;
+      const uint32_t cs = static_cast<uint32_t>(e / oplane);
+      const uint32_t sy = static_cast<uint32_t>(e % oplane / g.ws);
+      const uint32_t sx = static_cast<uint32_t>(e % g.ws);
+      const float* wc = n.weight + size_t{cs} * clg * taps;
+      const float* lg = tx + t * in + size_t{cs / csg} * clg * lplane;
+      float acc = 0.0f;
+      for (uint32_t j = 0; j < clg; ++j)
+        for (uint32_t ky = 0; ky < g.kh; ++ky) {
+          const int64_t ly = int64_t{sy} * g.sh - g.pt + int64_t{ky} * g.dh;
+          if (ly < 0 || ly >= g.hl) continue;
+          const float* lrow = lg + j * lplane + static_cast<size_t>(ly) * g.wl;
+          const float* wrow = wc + j * taps + size_t{ky} * g.kw;
+          for (uint32_t kx = 0; kx < g.kw; ++kx) {
+            const int64_t lx = int64_t{sx} * g.sw - g.pl + int64_t{kx} * g.dw;
+            if (lx < 0 || lx >= g.wl) continue;
+            acc += wrow[kx] * lrow[lx];
+          }
+        }
+      y[e] = acc;
+    }
+  });
+}
+
 template <bool kTransposed>
 void run(const NodeRun& r) {
   const NodeData& n = r.model->nodes[r.node];
@@ -461,6 +506,13 @@ void run(const NodeRun& r) {
   const uint32_t in = r.model->tensors[a].width, width = n.width;
   const Geometry g = geometry(n, kTransposed);
   const void* reduced = r.kernels && r.kernels->reduced ? r.kernels->reduced[r.node] : nullptr;
+  if (!kTransposed && !reduced && r.tangents && r.tangents[id] && output_diagonal(r)) {
+    NodeRun values = r;  // the forward on the node's kernel, then the diagonal tangents
+    values.directions = 0;
+    run<false>(values);
+    diagonal_tangents(r, g);
+    return;
+  }
   const bool bf16 = reduced && r.kernels->precision == Precision::kBf16;
   // fp16 and int8: the f32 kernels on the decoded weights.
   const float* weight = reduced ? static_cast<const float*>(reduced) : n.weight;

@@ -79,7 +79,17 @@ struct NodeRun {
   // LabelInput and CondInput nodes output; nullptr for a model without them.
   const float* labels = nullptr;
   const float* cond = nullptr;
+  // Exact divergence reads only the diagonal of the network output's tangents: entry
+  // diagonal_first + p of direction p (identity seeds e_(diagonal_first + p)). The node that writes
+  // the output (output_diagonal()) may compute just those entries and zero the rest. SIZE_MAX:
+  // every entry is read.
+  size_t diagonal_first = SIZE_MAX;
 };
+
+// Whether run's node may write only the diagonal of its tangents (NodeRun::diagonal_first): the
+// caller asked for the diagonal, the node's output is the network's output (directly or through
+// aliasing nodes such as Reshape), and no other node reads it.
+bool output_diagonal(const NodeRun& run);
 
 // One node's operands in T, for the reference forward and the VJP: the graph's tensors, the
 // node's parameters (the model's floats, or a trainer's T values), `rows` rows.

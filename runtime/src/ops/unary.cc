@@ -59,14 +59,15 @@ void run(const NodeRun& r) {
   }
 #if defined(SIFLOW_WITH_SIMD)
   const bool in_epilogue = r.node > 0 && k.fused && k.fused[r.node - 1];
-  if (!in_epilogue)
+  // With tangents the JVP's pass writes the values too (same bits; SiLU's sigmoid once).
+  if (!in_epilogue && !tangents)
     parallel_rows(k.pool, r.rows, kRowGrain, [&](size_t r0, size_t r1) {
       k.simd->unary_forward(n.unary, n.alpha, x, r0, r1, n.width, y);
     });
   if (tangents)
     parallel_rows(k.pool, r.rows, kRowGrain, [&](size_t r0, size_t r1) {
       k.simd->unary_jvp(n.unary, n.alpha, x, r0, r1, n.width, r.directions, r.tangents[a],
-                        r.tangents[id]);
+                        r.tangents[id], in_epilogue ? nullptr : y);
     });
 #endif
 }

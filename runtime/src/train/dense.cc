@@ -136,7 +136,7 @@ void DenseOps::activation_gradient(UnaryKind kind, float alpha, const float* x, 
                                    size_t rows, uint32_t width, float* dx) {
   const simd::Kernels* k = kernels_;
   parallel_rows(pool_, rows, kGrain, [&](size_t r0, size_t r1) {
-    k->unary_jvp(kind, alpha, x, r0, r1, width, 1, dy, dx);
+    k->unary_jvp(kind, alpha, x, r0, r1, width, 1, dy, dx, nullptr);
   });
 }
 

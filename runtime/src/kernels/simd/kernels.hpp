@@ -148,9 +148,10 @@ struct Kernels {
   // y = f(x) over rows [r0, r1) of width `width`.
   void (*unary_forward)(UnaryKind kind, float alpha, const float* x, size_t r0, size_t r1,
                         uint32_t width, float* y);
-  // t_out[r*P+p][k] = f'(x[r][k]) t_in[r*P+p][k] for rows [r0, r1) of x.
+  // t_out[r*P+p][k] = f'(x[r][k]) t_in[r*P+p][k] for rows [r0, r1) of x; with y, also
+  // y = f(x) over those rows, unary_forward's bits (SiLU: value and slope from one sigmoid).
   void (*unary_jvp)(UnaryKind kind, float alpha, const float* x, size_t r0, size_t r1,
-                    uint32_t width, size_t directions, const float* t_in, float* t_out);
+                    uint32_t width, size_t directions, const float* t_in, float* t_out, float* y);
   // Training's weight gradient dW = dy^T x, one chunk of k <= kTnMaxK rows at a time:
   // c[o][i] (+)= sum over kk < k of a[kk][o] b[kk][i] for rows [o0, o1) of c [.][n] (row stride
   // ldc), b packed by pack_tn in strips of tn_strip columns. lda = 0 broadcasts a's first row
@@ -186,7 +187,8 @@ struct Kernels {
   void (*softmax)(const float* x, size_t count, uint32_t extent, float* y);
   void (*softmax_jvp)(const float* y, size_t count, uint32_t extent, const float* t, float* out);
   // One sample of y = scale (a1 b1 + a2 b2), a pair skipped when its a is nullptr: one float
-  // FMA chain per output over the first product's k, then the second's, times scale.
+  // FMA chain per output over the first product's k, then the second's, times scale (with
+  // transpose_b and k above 64: per product, vector lanes over k, then the lanes' sum).
   void (*matmul)(const MatMul& mm, const float* a1, const float* b1, const float* a2,
                  const float* b2, float* y);
   // One sample of Resize (kernels_resize.inc): nearest with the reference's bits, bilinear as a
