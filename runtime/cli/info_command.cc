@@ -148,8 +148,13 @@ int run_info(const ParsedArgs& args) {
   std::printf("kernels       backend %s%s, %u thread%s, precision %s\n",
               backend_name(execution.backend), execution.tune ? " (tuned)" : "", plan->threads(),
               plan->threads() == 1 ? "" : "s", precision_name(execution.precision));
-  std::printf("blocks        %zu rows per network block (of %zu)%s\n", plan->block_rows(), batch,
-              execution.block_rows ? ", --block-rows" : ": the plan's choice");
+  const size_t block = plan->block_rows();
+  if (block < batch)
+    std::printf("blocks        %zu rows per network block (of %zu)%s\n", block, batch,
+                execution.block_rows ? ", --block-rows" : ": the plan's choice");
+  else
+    std::printf("blocks        one network block of all %zu rows%s\n", batch,
+                execution.block_rows ? ", --block-rows" : ": the plan's choice");
   for (uint32_t i = 0; i < info.node_count; ++i) {
     const char* op = "";
     uint32_t in = 0, width = 0;

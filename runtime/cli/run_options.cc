@@ -56,7 +56,8 @@ const OptionSpec kTuneKernelsOption{
 const OptionSpec kBlockRowsOption{
     "--block-rows", nullptr, "N",
     "rows the network runs over at a time, each block through every layer before the next "
-    "(results identical for any N; default 0: the plan's choice, see siflow info)"};
+    "(results identical for any N without --tune-kernels on; default 0: the plan's choice, see "
+    "siflow info)"};
 
 const OptionSpec kPrecisionOption{"--precision", nullptr, "P",
                                   "number format of the dense layers and convolutions: fp32, "

@@ -21,8 +21,8 @@ extern const OptionSpec kMethodOption, kStepsOption, kGridOption, kMaxBatchOptio
     kBlockRowsOption, kPrecisionOption, kGridKindOption, kRtolOption, kAtolOption, kMaxStepsOption,
     kSolverOption;
 
-// --threads N, --backend B, --tune-kernels on|off and --precision P: how a plan runs
-// (PlanOptions::threads, backend, tune, precision).
+// --threads N, --backend B, --tune-kernels on|off, --precision P and --block-rows N: how a plan
+// runs (PlanOptions::threads, backend, tune, precision, block_rows).
 struct Execution {
   uint32_t threads = 1;
   Backend backend = Backend::kAuto;

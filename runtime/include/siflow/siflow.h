@@ -134,7 +134,9 @@ typedef struct siflow_plan_options {
    * of 2 max_batch rows, which the arena holds. Needs a model with a null label (or vector). */
   double guidance;
   /* Rows the network runs over at a time (PlanOptions::block_rows); 0 (default): the plan's
-   * choice from its working set per row against a cache budget. Bit-identical for every value. */
+   * choice from its working set per row against a cache budget. At most 2^20. Bit-identical for
+   * every value without tune (tuning times layers at the block's rows, so it may choose other
+   * kernels). */
   size_t block_rows;
 } siflow_plan_options;
 

@@ -338,9 +338,9 @@ struct PlanOptions {
   Backend backend = Backend::kAuto;
   // With kAuto and a build that has XNNPACK: time each dense layer and each Conv2d (the whole
   // layer, NCHW<->NHWC conversions included) on both simd and XNNPACK at plan creation (a few
-  // runs at max_batch rows; a ConvTranspose2d on its reference loops and XNNPACK) and keep the
-  // faster (CLI --tune-kernels on). The choice then depends
-  // on the machine's timing, so results may differ between plans by rounding; off, the choice is
+  // runs at the rows of one network block, see block_rows; a ConvTranspose2d on its reference
+  // loops and XNNPACK) and keep the faster (CLI --tune-kernels on). The choice then depends on
+  // the machine's timing, so results may differ between plans by rounding; off, the choice is
   // the fixed rule (simd).
   bool tune = false;
   Precision precision = Precision::kFp32;  // the weight layers' number format (see Precision)
@@ -362,7 +362,9 @@ struct PlanOptions {
   // next block, so one block's activations stay in the core's cache instead of each layer
   // streaming the whole batch. 0 (default): the plan's choice from its per-row working set
   // against a cache budget (Plan::block_rows); at least max_batch (or 2 max_batch when guided):
-  // no blocking. Results are bit-identical for every value. At most Limits::kMaxBatch.
+  // no blocking. Results are bit-identical for every value without tune (with tune the layers
+  // are timed at the block's rows, so another value may choose other kernels). At most
+  // Limits::kMaxBatch.
   size_t block_rows = 0;
 };
 

@@ -100,7 +100,7 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
   if (!measuring) {
     // Tuning times each layer at the rows a velocity run gives it: one block.
     const size_t block = block_rows(p->blocking, 0);
-    const size_t tune_rows = block < options.max_batch ? block : options.max_batch;
+    const size_t tune_rows = block < layout.net_rows ? block : layout.net_rows;
     tune_kernels(md, tune_rows, p->values, p->scratch, &p->choice);
   }
   p->total_bytes = memory.high_water();

@@ -36,13 +36,13 @@ struct KernelChoice {
 // free_kernel_choice releases them.
 Status choose_kernels(const detail::ModelData& model, const PlanOptions& options,
                       detail::Memory& memory, KernelChoice* out);
-// Once the arena exists: sets every Conv2d on XNNPACK up on the plan's `scratch` (XNNPACK's
-// buffers for the input size are allocated here, not at a run; one that fails moves to simd).
-// With options.tune: times each dense layer and each Conv2d (the whole layer, NCHW<->NHWC
-// conversions included) on simd and XNNPACK (best of three at `rows` rows, the plan's velocity
-// block, on the plan's buffers `values`) and keeps the faster; a layer moved to simd does not fuse
-// its activation (the layout planned it unfused); a Conv2d reading the caller's x is not timed and
-// stays on simd. Then names every node's kernel.
+// Once the arena exists: sets every Conv2d and ConvTranspose2d on XNNPACK up on the plan's
+// `scratch` (XNNPACK's buffers for the input size are allocated here, not at a run; one that fails
+// moves to simd). With options.tune: times each dense layer and each Conv2d (the whole layer,
+// NCHW<->NHWC conversions included) on simd and XNNPACK (best of three at `rows` rows, the plan's
+// velocity block, on the plan's buffers `values`) and keeps the faster; a layer moved to simd does
+// not fuse its activation (the layout planned it unfused); a Conv2d reading the caller's x is not
+// timed and stays on simd. Then names every node's kernel.
 void tune_kernels(const detail::ModelData& model, size_t rows, float* const* values, float* scratch,
                   KernelChoice* choice);
 void free_kernel_choice(const detail::ModelData& model, KernelChoice* choice);

@@ -87,10 +87,15 @@ size_t plan_block_rows(const PlanOptions& options) {
 namespace {
 
 // The working set of blocked execution: for each node, the bytes per row it reads and writes
-// (each input once, the output, and for a Conv2d on XNNPACK the NHWC copies of both in the
-// scratch), values and tangents apart; the most over all nodes.
-void block_working_set(const detail::ModelData& model, const ops::NodeKernel* kernels,
+// (each input once, the output, and for a convolution that may run on XNNPACK the NHWC copies of
+// both in the scratch), values and tangents apart; the most over all nodes. Whether a convolution
+// may run on XNNPACK is decided from the options alone, not from the kernel it ended on: a plan
+// measured for its arena marks every eligible conv XNNPACK, while the plan built in that arena
+// may see XNNPACK refuse one, and the two must size the same blocks.
+void block_working_set(const detail::ModelData& model, const PlanOptions& options,
                        PlanLayout* layout) {
+  const bool convs_may_use_xnnpack =
+      options.backend == Backend::kXnnpack || (options.backend == Backend::kAuto && options.tune);
   uint64_t most_values = 0, most_tangents = 0;
   for (uint32_t i = 0; i < model.node_count; ++i) {
     const detail::NodeData& n = model.nodes[i];
@@ -101,7 +106,8 @@ void block_working_set(const detail::ModelData& model, const ops::NodeKernel* ke
       values += t.width;
       if (t.depends_on_x) tangents += t.width;
     }
-    if (kernels && kernels[i] == ops::NodeKernel::kXnnpack && n.op == detail::OpKind::kConv2d) {
+    const bool conv = n.op == detail::OpKind::kConv2d || n.op == detail::OpKind::kConvTranspose2d;
+    if (convs_may_use_xnnpack && conv) {
       values *= 2;
       tangents *= 2;
     }
@@ -151,7 +157,7 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   layout->directions = static_cast<size_t>(directions);
   layout->exact_block = static_cast<size_t>(exact_block);
   layout->block_rows = plan_block_rows(options);
-  block_working_set(model, kernels, layout);
+  block_working_set(model, options, layout);
   layout->block_budget = kBlockCacheBytes * options.threads;
   // With worker threads every block is one more dispatch to the pool per node (a wait for the
   // workers): at least 4 rows per thread.
