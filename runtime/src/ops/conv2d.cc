@@ -7,7 +7,11 @@
 // forward, conv's dx), the weight and bias gradients. Every output element is one float sum in a
 // fixed order (bias, then input channel, kernel row, kernel column), so results are
 // bit-reproducible and do not depend on the batch split or the thread count. Convolutions are
-// linear: the JVP is the same op without the bias on each direction's tangent. Reduced precision
+// linear: the JVP is the same op without the bias on each direction's tangent; when exact
+// divergence reads only the diagonal of a Conv2d that writes the network's output
+// (NodeRun::diagonal_first, f32 weights), that JVP computes each direction's diagonal entry alone
+// and zeroes the rest. On XNNPACK (ops/conv2d_xnn.cc) both ops run NHWC: Conv2d as XNNPACK's
+// convolution, ConvTranspose2d as its deconvolution. Reduced precision
 // (docs/math.md): fp16 and int8 weights are decoded to f32 at plan time and run the f32 kernels;
 // bf16 follows the dense layers' vdpbf16ps arithmetic along (channel, kernel row, column): a Conv2d
 // on the simd kernels as the dense bf16 kernel on im2col rows (run_bf16_gemm), otherwise

@@ -37,9 +37,7 @@ bool is_conv(OpKind op) { return op == OpKind::kConv2d || op == OpKind::kConvTra
 NodeKernel off_xnnpack(const NodeData& n) {
   return allows(n, NodeKernel::kSimd) ? NodeKernel::kSimd : NodeKernel::kReference;
 }
-#endif
 
-#if defined(SIFLOW_WITH_XNNPACK)
 // Best of three runs of one dense layer (forward, with bias) on the plan's buffers, in seconds.
 template <typename Run>
 double best_of_three(Run&& run) {
