@@ -485,20 +485,7 @@ void diagonal_tangents(const NodeRun& r, const Geometry& g) {
       const uint32_t sx = static_cast<uint32_t>(e % g.ws);
       const float* wc = n.weight + size_t{cs} * clg * taps;
       const float* lg = tx + t * in + size_t{cs / csg} * clg * lplane;
-      float acc = 0.0f;
-      for (uint32_t j = 0; j < clg; ++j)
-        for (uint32_t ky = 0; ky < g.kh; ++ky) {
-          const int64_t ly = int64_t{sy} * g.sh - g.pt + int64_t{ky} * g.dh;
-          if (ly < 0 || ly >= g.hl) continue;
-          const float* lrow = lg + j * lplane + static_cast<size_t>(ly) * g.wl;
-          const float* wrow = wc + j * taps + size_t{ky} * g.kw;
-          for (uint32_t kx = 0; kx < g.kw; ++kx) {
-            const int64_t lx = int64_t{sx} * g.sw - g.pl + int64_t{kx} * g.dw;
-            if (lx < 0 || lx >= g.wl) continue;
-            acc += wrow[kx] * lrow[lx];
-          }
-        }
-      y[e] = acc;
+      y[e] = gather_point(g, wc, lg, sy, sx, 0.0f);
     }
   });
 }

@@ -28,6 +28,28 @@ Geometry geometry(const NodeData& n, bool transposed) {
                   n.strides[1], n.dilations[0], n.dilations[1], n.pads[0],   n.pads[1]};
 }
 
+// One element S[cs][sy][sx] of gather_small: acc plus the sum over (j, ky, kx) of
+// W[cs][j][ky][kx] L[group(cs) * C_L/g + j][ly][lx], in that order; wc is W[cs] and lg the first
+// L channel of cs's group. Every caller that must give gather_small's bits sums through here.
+template <typename T>
+T gather_point(const Geometry& g, const T* wc, const T* lg, uint32_t sy, uint32_t sx, T acc) {
+  const uint32_t clg = g.cl / g.groups;
+  const size_t taps = size_t{g.kh} * g.kw, lplane = size_t{g.hl} * g.wl;
+  for (uint32_t j = 0; j < clg; ++j)
+    for (uint32_t ky = 0; ky < g.kh; ++ky) {
+      const int64_t ly = int64_t{sy} * g.sh - g.pt + int64_t{ky} * g.dh;
+      if (ly < 0 || ly >= g.hl) continue;
+      const T* lrow = lg + j * lplane + static_cast<size_t>(ly) * g.wl;
+      const T* wrow = wc + j * taps + size_t{ky} * g.kw;
+      for (uint32_t kx = 0; kx < g.kw; ++kx) {
+        const int64_t lx = int64_t{sx} * g.sw - g.pl + int64_t{kx} * g.dw;
+        if (lx < 0 || lx >= g.wl) continue;
+        acc += wrow[kx] * lrow[lx];
+      }
+    }
+  return acc;
+}
+
 // S[cs][sy][sx] = bias[cs] + sum_{j, ky, kx} W[cs][j][ky][kx] L[group(cs) * C_L/g + j][ly][lx].
 template <typename T>
 void gather_small(const Geometry& g, const T* w, const T* bias, const T* l, T* s) {
@@ -37,22 +59,9 @@ void gather_small(const Geometry& g, const T* w, const T* bias, const T* l, T* s
     const T* wc = w + size_t{cs} * clg * taps;
     const T* lg = l + size_t{cs / csg} * clg * lplane;
     for (uint32_t sy = 0; sy < g.hs; ++sy)
-      for (uint32_t sx = 0; sx < g.ws; ++sx) {
-        T acc = bias ? bias[cs] : T(0);
-        for (uint32_t j = 0; j < clg; ++j)
-          for (uint32_t ky = 0; ky < g.kh; ++ky) {
-            const int64_t ly = int64_t{sy} * g.sh - g.pt + int64_t{ky} * g.dh;
-            if (ly < 0 || ly >= g.hl) continue;
-            const T* lrow = lg + j * lplane + static_cast<size_t>(ly) * g.wl;
-            const T* wrow = wc + j * taps + size_t{ky} * g.kw;
-            for (uint32_t kx = 0; kx < g.kw; ++kx) {
-              const int64_t lx = int64_t{sx} * g.sw - g.pl + int64_t{kx} * g.dw;
-              if (lx < 0 || lx >= g.wl) continue;
-              acc += wrow[kx] * lrow[lx];
-            }
-          }
-        s[(size_t{cs} * g.hs + sy) * g.ws + sx] = acc;
-      }
+      for (uint32_t sx = 0; sx < g.ws; ++sx)
+        s[(size_t{cs} * g.hs + sy) * g.ws + sx] =
+            gather_point(g, wc, lg, sy, sx, bias ? bias[cs] : T(0));
   }
 }
 
