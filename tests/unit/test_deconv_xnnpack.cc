@@ -5,7 +5,9 @@
 // stride 2 with and without output padding, asymmetric pads, dilation, groups, 1x1, batch 1, 3,
 // 17, with and without the bias); and a small net with transposed convs on the xnnpack backend:
 // the node named "xnnpack nhwc", against the reference backend (velocity and exact
-// log-likelihood), bit-equal on 1 and 2 threads, no XNNPACK allocation while running.
+// log-likelihood), bit-equal on 1 and 2 threads, no XNNPACK allocation while running; the same
+// net under blocked execution (blocks of 1, 4 and the whole batch give the same bits); and a
+// transposed conv XNNPACK refuses, whose plan must fit the arena arena_bytes() measured.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -184,7 +186,7 @@ struct Run {
 };
 
 Run run_net(const std::vector<uint8_t>& bytes, siflow::Backend backend, uint32_t threads,
-            bool tune = false) {
+            bool tune = false, size_t block_rows = 0) {
   std::unique_ptr<siflow::Model> m;
   siflow::LoadOptions lo;
   lo.allow_copy = true;
@@ -194,6 +196,7 @@ Run run_net(const std::vector<uint8_t>& bytes, siflow::Backend backend, uint32_t
   po.backend = backend;
   po.threads = threads;
   po.tune = tune;
+  po.block_rows = block_rows;
   std::unique_ptr<siflow::Plan> plan;
   const siflow::Status s = siflow::Plan::create(*m, po, nullptr, 0, &plan);
   REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
@@ -292,4 +295,88 @@ TEST_CASE("ConvTranspose2d net tuned: each transposed conv on XNNPACK or the ref
     scale = std::max(scale, double{std::fabs(ref.v[i])});
   }
   CHECK(worst <= 1e-5 * scale);
+}
+
+TEST_CASE("ConvTranspose2d nets under blocking: every block size gives the whole batch's bits") {
+  // Blocked execution runs each transposed conv over one block of rows at a time, with one
+  // block's buffers: on its reference loops and (in builds with it) on XNNPACK, blocks of 1, 4
+  // and the whole batch (9 rows; exact log p's integration runs 9 rows too) must agree bit for
+  // bit, values and exact log-likelihoods.
+  const auto bytes = deconv_net();
+  std::vector<siflow::Backend> backends = {siflow::Backend::kReference};
+#if defined(SIFLOW_WITH_XNNPACK)
+  backends.push_back(siflow::Backend::kXnnpack);
+#endif
+  for (siflow::Backend backend : backends) {
+    const Run whole = run_net(bytes, backend, 1, false, 18);
+    for (size_t block : {size_t{1}, size_t{4}}) {
+      INFO("backend " << static_cast<int>(backend) << ", block_rows " << block);
+      const Run blocked = run_net(bytes, backend, 1, false, block);
+      REQUIRE(blocked.kernels == whole.kernels);
+      CHECK(std::memcmp(blocked.v.data(), whole.v.data(), whole.v.size() * sizeof(float)) == 0);
+      CHECK(std::memcmp(blocked.exact.data(), whole.exact.data(),
+                        whole.exact.size() * sizeof(double)) == 0);
+    }
+  }
+}
+
+TEST_CASE("a transposed conv XNNPACK refuses: the plan stays within arena_bytes() on xnnpack" *
+          SIFLOW_NEEDS_XNNPACK) {
+  // Output padding 1 at stride 1 (dilation 2) is a valid layer XNNPACK refuses, so the plan
+  // runs it on the reference loops. The plan's block size must not depend on that (arena_bytes()
+  // cannot know it): a plan built in an arena of exactly arena_bytes() must fit and run, with
+  // the layer named "reference", and one 64 bytes smaller must be refused naming the arena.
+  std::mt19937 rng(31);
+  siflow::ModelBuilder b(4 * 5 * 6);
+  b.set_x_shape({4, 5, 6});
+  siflow::ImageWindow odd;
+  odd.dilations = {2, 2};
+  odd.pads = {1, 1, 1, 1};
+  odd.output_padding = {1, 1};
+  uint32_t h = b.conv_transpose2d(b.x(), 8, {3, 3}, random_floats(4 * 8 * 9, rng, 0.3f),
+                                  random_floats(8, rng, 0.1f), odd);  // 8 x 8 x 9
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  h = b.conv_transpose2d(h, 3, {3, 3}, random_floats(8 * 3 * 9, rng, 0.3f), {},
+                         odd);  // 3 x 11 x 12
+  siflow::ImageWindow down;
+  down.strides = {2, 2};
+  down.pads = {1, 1, 1, 1};
+  // 3 x 11 x 12 -> 4 x 6 x 6, then a 2x1 conv back to the 4 x 5 x 6 of x.
+  h = b.conv2d(h, 4, {3, 3}, random_floats(4 * 3 * 9, rng, 0.2f), {}, down);
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  b.set_output(b.conv2d(h, 4, {2, 1}, random_floats(4 * 4 * 2, rng, 0.3f), {}));
+  const std::vector<uint8_t> bytes = b.finish();
+  std::unique_ptr<siflow::Model> m;
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  const siflow::Status loaded = siflow::Model::load(bytes.data(), bytes.size(), lo, &m);
+  REQUIRE_MESSAGE(loaded.ok(), std::string(loaded.message()));
+  REQUIRE(m->info().dim == 4 * 5 * 6);
+  for (size_t max_batch : {size_t{1}, size_t{9}, size_t{64}}) {
+    INFO("max_batch " << max_batch);
+    siflow::PlanOptions po;
+    po.max_batch = max_batch;
+    po.backend = siflow::Backend::kXnnpack;
+    size_t need = 0;
+    REQUIRE(siflow::arena_bytes(*m, po, &need).ok());
+    std::vector<uint8_t> small(need), exact(need + 64);
+    void* small_at = small.data() + (64 - reinterpret_cast<uintptr_t>(small.data()) % 64) % 64;
+    void* exact_at = exact.data() + (64 - reinterpret_cast<uintptr_t>(exact.data()) % 64) % 64;
+    std::unique_ptr<siflow::Plan> plan;
+    const siflow::Status refused = siflow::Plan::create(*m, po, small_at, need - 64, &plan);
+    CHECK_FALSE(refused.ok());
+    CHECK(std::string(refused.message()).find("arena") != std::string::npos);
+    const siflow::Status s = siflow::Plan::create(*m, po, exact_at, need, &plan);
+    REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
+    CHECK(plan->arena_bytes() == need);
+    const char* op = nullptr;
+    uint32_t in = 0, width = 0;
+    for (uint32_t i = 0; m->node(i, &op, &in, &width); ++i)
+      if (std::string(op) == "conv_transpose2d")
+        CHECK(std::string(plan->node_kernel(i)) == "reference");
+    const size_t n = max_batch, d = m->info().dim;
+    std::vector<float> y(n * d, 0.25f), t(n, 0.5f), v(n * d);
+    REQUIRE(plan->velocity(n, t.data(), y.data(), v.data()).ok());
+    for (float f : v) REQUIRE(std::isfinite(f));
+  }
 }
