@@ -12,12 +12,6 @@ using detail::ModelData;
 using detail::NodeData;
 using detail::OpKind;
 
-uint32_t alias_root(const ModelData& model, uint32_t tensor) {
-  while (tensor >= 2 && ops::op_module(model.nodes[tensor - 2].op).aliases_input)
-    tensor = model.nodes[tensor - 2].inputs[0];
-  return tensor;
-}
-
 void bind_aliases(const ModelData& model, float** values, float** tangents) {
   for (uint32_t i = 0; i < model.node_count; ++i) {
     const NodeData& n = model.nodes[i];

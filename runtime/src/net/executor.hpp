@@ -75,9 +75,8 @@ void run_network(const detail::ModelData& model, const NetBuffers& buffers, cons
                  size_t rows, size_t directions, bool identity_seeds = false,
                  size_t diagonal_first = SIZE_MAX);
 
-// The tensor whose buffer `tensor` reads: itself, or for the output of an aliasing op (Reshape,
-// OpModule::aliases_input) the first tensor up its chain of inputs that has its own buffer.
-uint32_t alias_root(const detail::ModelData& model, uint32_t tensor);
+// The tensor whose buffer a tensor reads (ops/op.hpp).
+using ops::alias_root;
 // Points each aliasing node's value (and tangent, when `tangents` is set) at its input's, in node
 // order; run_network does it after binding x, plan creation after binding the arena.
 void bind_aliases(const detail::ModelData& model, float** values, float** tangents);

@@ -168,6 +168,10 @@ struct OpModule {
   bool (*runs_on)(const detail::NodeData& node, NodeKernel kernel) = nullptr;
 };
 
+// The tensor whose buffer `tensor` reads: itself, or for the output of an aliasing op (Reshape,
+// OpModule::aliases_input) the first tensor up its chain of inputs that has its own buffer.
+uint32_t alias_root(const detail::ModelData& model, uint32_t tensor);
+
 // The module of a loaded node's kind.
 const OpModule& op_module(detail::OpKind kind);
 // The module reading a file's op type, or nullptr for a type this runtime does not know.

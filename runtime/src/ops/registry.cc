@@ -101,21 +101,22 @@ const OpModule* op_module_for(fb::OpType type) {
   return nullptr;  // a value outside the enum (a newer format's op)
 }
 
+uint32_t alias_root(const detail::ModelData& model, uint32_t tensor) {
+  while (tensor >= 2 && op_module(model.nodes[tensor - 2].op).aliases_input)
+    tensor = model.nodes[tensor - 2].inputs[0];
+  return tensor;
+}
+
 bool output_diagonal(const NodeRun& run) {
   if (run.diagonal_first == SIZE_MAX || !run.directions) return false;
   const detail::ModelData& md = *run.model;
-  // The tensor whose buffer a tensor reads (its chain of aliasing nodes walked up).
-  auto root = [&md](uint32_t t) {
-    while (t >= 2 && op_module(md.nodes[t - 2].op).aliases_input) t = md.nodes[t - 2].inputs[0];
-    return t;
-  };
   const uint32_t id = run.node + 2;
-  if (root(md.output) != id) return false;
+  if (alias_root(md, md.output) != id) return false;
   for (uint32_t j = run.node + 1; j < md.node_count; ++j) {
     const detail::NodeData& n = md.nodes[j];
     if (op_module(n.op).aliases_input) continue;
     for (uint32_t i = 0; i < n.input_count; ++i)
-      if (root(n.inputs[i]) == id) return false;
+      if (alias_root(md, n.inputs[i]) == id) return false;
   }
   return true;
 }
