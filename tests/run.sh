@@ -39,8 +39,12 @@ step() {
 }
 
 step "release build and tests (build/)"
+# test_loader_asan (the runtime compiled once more, under ASan + UBSan, for the loader test) only
+# in --quick runs: the full run's sanitizer step runs every test, the loader's included, that way.
+loader_asan=OFF
+[ "$quick" = 1 ] && loader_asan=ON
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSIFLOW_BUILD_TESTS=ON -DSIFLOW_BUILD_CLI=ON \
-  -DSIFLOW_BUILD_EXAMPLES=ON
+  -DSIFLOW_BUILD_EXAMPLES=ON -DSIFLOW_LOADER_ASAN_TEST="$loader_asan"
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 [ "$quick" = 1 ] && exit 0
