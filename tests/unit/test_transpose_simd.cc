@@ -200,23 +200,28 @@ TEST_CASE("XNNPACK conv layer with the simd conversions: the same bits on a pool
     xnn::ConvLayer* serial_layer = nullptr;
     xnn::ConvLayer* pool_layer = nullptr;
     REQUIRE(xnn::create_conv(shape, w.data(), b.data(), nullptr, &serial_layer).ok());
-    REQUIRE(xnn::create_conv(shape, w.data(), b.data(), pool->native(), &pool_layer).ok());
+    REQUIRE(xnn::create_conv(shape, w.data(), b.data(), pool, &pool_layer).ok());
     const size_t in = size_t{l.cin} * l.h * l.w, out = size_t{l.cout} * l.h * l.w;
-    const size_t batch = 17;
-    std::vector<float> scratch(xnn::conv_scratch_floats(shape, batch));
+    std::vector<float> scratch(xnn::conv_scratch_floats(shape, 17));
     REQUIRE(xnn::prime_conv(serial_layer, scratch.data()).ok());
     REQUIRE(xnn::prime_conv(pool_layer, scratch.data()).ok());
-    std::vector<float> x(batch * in);
-    for (float& v : x) v = u(rng);
-    std::vector<float> y1(batch * out), y2(batch * out);
-    auto serial = [](size_t count, auto&& fn) { fn(size_t{0}, count); };
-    auto threaded = [&](size_t count, auto&& fn) { siflow::parallel_rows(pool, count, 1, fn); };
-    xnn::run_conv(serial_layer, x.data(), in, batch, y1.data(), out, scratch.data(), batch, false,
-                  k->transpose, serial);
-    xnn::run_conv(pool_layer, x.data(), in, batch, y2.data(), out, scratch.data(), batch, false,
-                  k->transpose, threaded);
-    INFO(k->isa << ": " << l.cin << " -> " << l.cout);
-    CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+    // 1 and 3 samples: the pool layer's output-channel slices (70 = 32 + 38, 64 = 32 + 32);
+    // 17: its sample shares. Values and tangents (the operators without the bias).
+    for (const size_t batch : {size_t{1}, size_t{3}, size_t{17}})
+      for (const bool tangent : {false, true}) {
+        std::vector<float> x(batch * in);
+        for (float& v : x) v = u(rng);
+        std::vector<float> y1(batch * out), y2(batch * out);
+        auto serial = [](size_t count, auto&& fn) { fn(size_t{0}, count); };
+        auto threaded = [&](size_t count, auto&& fn) { siflow::parallel_rows(pool, count, 1, fn); };
+        xnn::run_conv(serial_layer, x.data(), in, batch, y1.data(), out, scratch.data(), batch,
+                      tangent, k->transpose, serial);
+        xnn::run_conv(pool_layer, x.data(), in, batch, y2.data(), out, scratch.data(), batch,
+                      tangent, k->transpose, threaded);
+        INFO(k->isa << ": " << l.cin << " -> " << l.cout << ", batch " << batch
+                    << (tangent ? ", tangent" : ""));
+        CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+      }
     xnn::destroy_conv(serial_layer);
     xnn::destroy_conv(pool_layer);
   }

@@ -150,13 +150,14 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
     for (uint32_t i = 0; i < nodes && s.ok(); ++i) {
       if (!xnn_eligible(i)) continue;
       const NodeData& n = md.nodes[i];
-      void* pool = k.pool ? k.pool->native() : nullptr;
       if (is_conv(n.op)) {
         // A convolution XNNPACK refuses stays on simd; running out of memory fails the plan.
-        s = xnn::create_conv(ops::conv_xnn_shape(n), n.weight, n.bias, pool, &convs[i]);
+        // Its parts run on the plan's threads (XNNPACK itself runs single-threaded).
+        s = xnn::create_conv(ops::conv_xnn_shape(n), n.weight, n.bias, k.pool, &convs[i]);
         if (s.code() == StatusCode::kUnsupported && xnn::initialize().ok()) s = Status();
       } else {
-        s = xnn::create_dense(md.tensors[n.inputs[0]].width, n.width, n.weight, n.bias, pool,
+        // A dense layer on XNNPACK runs on the caller's thread: the plan has no pthreadpool.
+        s = xnn::create_dense(md.tensors[n.inputs[0]].width, n.width, n.weight, n.bias, nullptr,
                               &layers[i]);
       }
       if (s.ok() && (layers[i] || convs[i])) node[i] = NodeKernel::kXnnpack;

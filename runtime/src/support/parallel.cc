@@ -1,12 +1,24 @@
 // SPDX-License-Identifier: Apache-2.0
-// RowPool over pthreadpool, or a single-thread stand-in when the build has none.
+// RowPool: the caller plus threads - 1 workers started at plan time, or a single-thread stand-in
+// when the build has no threads. A loop is published by bumping a generation counter; its ranges
+// are claimed from a shared counter by whichever thread comes first (the caller included), so a
+// late worker costs the loop nothing but the wait for it to check in. Workers spin for
+// kSpinNanoseconds after a loop and then sleep on a condition variable; the caller wakes sleepers
+// only when there are any. Everything here is std::atomic, std::mutex and std::condition_variable
+// (which ThreadSanitizer sees), and nothing is allocated after create().
 #include "support/parallel.hpp"
 
 #include <cstdlib>
 #include <new>
 
 #if defined(SIFLOW_WITH_THREADS)
-#include <pthreadpool.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #endif
 
 namespace siflow {
@@ -26,11 +38,130 @@ Status RowPool::check(uint32_t threads) {
                          threads);
   if (threads > 1 && !available())
     return Status::error(StatusCode::kUnsupported,
-                         "threads = %u, but this build has no thread pool (pthreadpool); it "
-                         "runs on the caller's thread only (threads = 1)",
+                         "threads = %u, but this build has no threads; it runs on the caller's "
+                         "thread only (threads = 1)",
                          threads);
   return Status();
 }
+
+#if defined(SIFLOW_WITH_THREADS)
+struct PoolState {
+  uint32_t workers = 0;  // threads - 1
+  uint32_t started = 0;  // workers running (create may fail part-way)
+  pthread_t* ids = nullptr;
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::atomic<uint64_t> generation{0};  // bumped once per loop (and once to stop)
+  std::atomic<uint32_t> sleeping{0};    // workers waiting on `wake`
+  // The current loop's entry: generation << 32 | closed << 31 | workers that joined. A worker
+  // joins only an open entry of the generation it saw; the caller closes the entry when it has
+  // run out of ranges and waits for the workers that joined, never for one that is not running
+  // (on a loaded machine a descheduled worker would otherwise hold every loop up).
+  std::atomic<uint64_t> entry{0};
+  std::atomic<uint32_t> finished{0};  // joined workers done with the current loop
+  std::atomic<size_t> next{0};        // the next range to claim
+  std::atomic<bool> stop{false};
+  std::atomic<bool> running{false};  // a loop is in progress (a second caller runs inline)
+  // The current loop: written by the caller before the generation is bumped.
+  RowPool::RangeFn fn = nullptr;
+  void* ctx = nullptr;
+  size_t rows = 0, tile = 0, tiles = 0;
+};
+
+namespace {
+thread_local bool t_in_range = false;  // this thread is inside a loop's range
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+uint64_t now_ns() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+constexpr uint64_t kClosed = uint64_t{1} << 31;
+
+// Joins the loop of generation g unless the caller closed it already.
+bool join(PoolState* s, uint64_t g) {
+  uint64_t e = s->entry.load(std::memory_order_acquire);
+  for (;;) {
+    if ((e >> 32) != (g & 0xffffffffu) || (e & kClosed)) return false;
+    if (s->entry.compare_exchange_weak(e, e + 1, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+      return true;
+  }
+}
+
+// Claims and runs ranges until none is left.
+void work(PoolState* s) {
+  t_in_range = true;
+  for (;;) {
+    const size_t t = s->next.fetch_add(1, std::memory_order_relaxed);
+    if (t >= s->tiles) break;
+    const size_t r0 = t * s->tile;
+    const size_t r1 = s->rows - r0 < s->tile ? s->rows : r0 + s->tile;
+    s->fn(s->ctx, r0, r1);
+  }
+  t_in_range = false;
+}
+
+// The next generation after `seen`: spins for kSpinNanoseconds, then sleeps.
+uint64_t wait_for_loop(PoolState* s, uint64_t seen) {
+  const uint64_t start = now_ns();
+  for (uint32_t i = 1;; ++i) {
+    const uint64_t g = s->generation.load(std::memory_order_acquire);
+    if (g != seen) return g;
+    cpu_relax();
+    if ((i & 63) == 0 && now_ns() - start > RowPool::kSpinNanoseconds) break;
+  }
+  std::unique_lock<std::mutex> lock(s->mutex);
+  // seq_cst with the caller's bump and load of `sleeping`: either the caller sees this worker
+  // asleep and notifies under the mutex, or this load sees the new generation.
+  s->sleeping.fetch_add(1, std::memory_order_seq_cst);
+  uint64_t g;
+  while ((g = s->generation.load(std::memory_order_seq_cst)) == seen) s->wake.wait(lock);
+  s->sleeping.fetch_sub(1, std::memory_order_relaxed);
+  return g;
+}
+
+void* worker_main(void* arg) {
+  PoolState* s = static_cast<PoolState*>(arg);
+  uint64_t seen = 0;
+  for (;;) {
+    seen = wait_for_loop(s, seen);
+    if (s->stop.load(std::memory_order_acquire)) return nullptr;
+    if (!join(s, seen)) continue;  // the caller finished that loop alone
+    work(s);
+    s->finished.fetch_add(1, std::memory_order_release);
+  }
+}
+
+void publish(PoolState* s) {
+  const uint64_t g = s->generation.load(std::memory_order_relaxed) + 1;
+  s->finished.store(0, std::memory_order_relaxed);
+  s->entry.store((g & 0xffffffffu) << 32, std::memory_order_relaxed);
+  s->generation.store(g, std::memory_order_seq_cst);
+  if (s->sleeping.load(std::memory_order_seq_cst) != 0) {
+    std::lock_guard<std::mutex> lock(s->mutex);
+    s->wake.notify_all();
+  }
+}
+
+void stop_workers(PoolState* s) {
+  s->stop.store(true, std::memory_order_release);
+  publish(s);
+  for (uint32_t i = 0; i < s->started; ++i) pthread_join(s->ids[i], nullptr);
+}
+}  // namespace
+#else
+struct PoolState {};
+#endif
 
 Status RowPool::create(uint32_t threads, RowPool** out) {
   *out = nullptr;
@@ -41,10 +172,23 @@ Status RowPool::create(uint32_t threads, RowPool** out) {
   pool->threads_ = threads;
 #if defined(SIFLOW_WITH_THREADS)
   if (threads > 1) {
-    pool->pool_ = pthreadpool_create(threads);
-    if (!pool->pool_) {
+    PoolState* st = new (std::nothrow) PoolState();
+    pthread_t* ids = st ? new (std::nothrow) pthread_t[threads - 1] : nullptr;
+    if (!ids) {
+      delete st;
       delete pool;
-      return Status::error(StatusCode::kOutOfMemory, "cannot start a pool of %u threads", threads);
+      return Status::error(StatusCode::kOutOfMemory, "cannot allocate the thread pool");
+    }
+    st->workers = threads - 1;
+    st->ids = ids;
+    pool->state_ = st;
+    for (uint32_t i = 0; i < st->workers; ++i) {
+      if (pthread_create(&ids[i], nullptr, worker_main, st) != 0) {
+        destroy(pool);
+        return Status::error(StatusCode::kOutOfMemory, "cannot start a pool of %u threads",
+                             threads);
+      }
+      ++st->started;
     }
   }
 #endif
@@ -55,60 +199,43 @@ Status RowPool::create(uint32_t threads, RowPool** out) {
 void RowPool::destroy(RowPool* pool) {
   if (!pool) return;
 #if defined(SIFLOW_WITH_THREADS)
-  if (pool->pool_) pthreadpool_destroy(static_cast<pthreadpool_t>(pool->pool_));
+  if (PoolState* st = pool->state_) {
+    stop_workers(st);
+    delete[] st->ids;
+    delete st;
+  }
 #endif
   delete pool;
 }
 
-#if defined(SIFLOW_WITH_THREADS)
-// pthreadpool is not built with ThreadSanitizer, so TSan cannot see the fork and join it
-// performs around each loop. These annotations state exactly that happens-before (the caller's
-// writes before the loop are visible to every range, every range's writes to the caller after
-// it), and nothing more: races between two ranges are still reported.
-#if defined(__SANITIZE_THREAD__)
-#define SIFLOW_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SIFLOW_TSAN 1
-#endif
-#endif
-#if defined(SIFLOW_TSAN)
-extern "C" void __tsan_acquire(void* addr);
-extern "C" void __tsan_release(void* addr);
-#define SIFLOW_TSAN_ACQUIRE(p) __tsan_acquire(p)
-#define SIFLOW_TSAN_RELEASE(p) __tsan_release(p)
-#else
-#define SIFLOW_TSAN_ACQUIRE(p) (void)(p)
-#define SIFLOW_TSAN_RELEASE(p) (void)(p)
-#endif
-
-namespace {
-struct RangeTask {
-  RowPool::RangeFn fn;
-  void* ctx;
-  size_t rows;
-};
-void run_range(void* ctx, size_t start, size_t count) {
-  SIFLOW_TSAN_ACQUIRE(ctx);
-  const RangeTask* t = static_cast<const RangeTask*>(ctx);
-  const size_t end = start + count < t->rows ? start + count : t->rows;
-  t->fn(t->ctx, start, end);
-  SIFLOW_TSAN_RELEASE(ctx);
-}
-}  // namespace
-#endif
-
 void RowPool::run(size_t rows, size_t grain, RangeFn fn, void* ctx) {
 #if defined(SIFLOW_WITH_THREADS)
-  if (pool_) {
+  PoolState* s = state_;
+  bool idle = false;
+  if (s && !t_in_range && s->running.compare_exchange_strong(idle, true)) {
     // About two ranges per thread, in whole multiples of `grain` rows.
-    size_t tile = (rows + 2 * threads_ - 1) / (2 * threads_);
-    tile = (tile + grain - 1) / grain * grain;
-    RangeTask task{fn, ctx, rows};
-    SIFLOW_TSAN_RELEASE(&task);
-    pthreadpool_parallelize_1d_tile_1d(static_cast<pthreadpool_t>(pool_), run_range, &task, rows,
-                                       tile, 0);
-    SIFLOW_TSAN_ACQUIRE(&task);
+    size_t tile = (rows + 2 * size_t{threads_} - 1) / (2 * size_t{threads_});
+    if (grain > 1) tile = (tile + grain - 1) / grain * grain;
+    s->fn = fn;
+    s->ctx = ctx;
+    s->rows = rows;
+    s->tile = tile;
+    s->tiles = (rows + tile - 1) / tile;
+    s->next.store(0, std::memory_order_relaxed);
+    publish(s);
+    work(s);
+    // Close the loop, then wait for the workers that joined it (their ranges before the caller
+    // reads anything they wrote).
+    const uint32_t joined =
+        static_cast<uint32_t>(s->entry.fetch_or(kClosed, std::memory_order_acq_rel) & 0xffff);
+    const uint64_t start = now_ns();
+    for (uint32_t i = 1; s->finished.load(std::memory_order_acquire) != joined; ++i) {
+      if ((i & 63) == 0 && now_ns() - start > kSpinNanoseconds)
+        sched_yield();  // a worker was descheduled: let it run
+      else
+        cpu_relax();
+    }
+    s->running.store(false, std::memory_order_release);
     return;
   }
 #endif

@@ -6,38 +6,59 @@
 
 #include <xnnpack.h>
 
+#include <atomic>
 #include <new>
 
 #include "kernels/xnnpack/xnn_dense.hpp"
 
 namespace siflow::xnn {
 
+// ops[2 p] and ops[2 p + 1]: part p's operators with the bias (values) and without (tangents);
+// parts 0..parts-1 whole, then (when sliced) parts..2 parts-1 over output channels
+// [first[p], first[p + 1]). ops[0] and ops[1] are the layer's operators with one part.
 struct ConvLayer {
-  xnn_operator_t forward = nullptr;
-  xnn_operator_t tangent = nullptr;
+  xnn_operator_t* ops = nullptr;
+  uint32_t count = 0;  // operators in ops
+  uint32_t parts = 1;
+  bool sliced = false;
+  uint32_t* first = nullptr;  // parts + 1 channel offsets when sliced
   ConvShape shape{};
-  pthreadpool_t pool = nullptr;
+  RowPool* pool = nullptr;
 };
 
 namespace {
 size_t round16(size_t floats) { return (floats + 15) / 16 * 16; }
 }  // namespace
 
-Status create_conv(const ConvShape& s, const float* weight, const float* bias, void* pool,
+Status create_conv(const ConvShape& s, const float* weight, const float* bias, RowPool* pool,
                    ConvLayer** layer) {
   *layer = nullptr;
   Status st = initialize();
   if (!st.ok()) return st;
   const uint32_t cin_g = s.cin / s.groups, cout_g = s.cout / s.groups;
   const size_t taps = size_t{s.kh} * s.kw, count = size_t{s.cout} * cin_g * taps;
+  const uint32_t parts = pool ? pool->threads() : 1;
+  const bool sliced = parts > 1 && s.groups == 1 && s.cout >= 8 * parts;
+  const uint32_t operators = 2 * parts * (sliced ? 2 : 1);
   // XNNPACK's weights: [groups][cout / groups][kh][kw][cin / groups], i.e. [cout][tap][cin_g].
   float* packed = new (std::nothrow) float[count ? count : 1];
   ConvLayer* l = new (std::nothrow) ConvLayer();
-  if (!packed || !l) {
+  xnn_operator_t* ops = l ? new (std::nothrow) xnn_operator_t[operators]() : nullptr;
+  uint32_t* first = sliced && ops ? new (std::nothrow) uint32_t[parts + 1] : nullptr;
+  if (!packed || !l || !ops || (sliced && !first)) {
     delete[] packed;
+    delete[] ops;
     delete l;
     return Status::error(StatusCode::kOutOfMemory, "cannot allocate an XNNPACK convolution");
   }
+  l->ops = ops;
+  l->count = operators;
+  l->parts = parts;
+  l->sliced = sliced;
+  l->first = first;
+  if (sliced)
+    for (uint32_t p = 0; p <= parts; ++p)
+      first[p] = p == parts ? s.cout : static_cast<uint32_t>(uint64_t{s.cout} * p / parts / 8 * 8);
   // A transposed conv's weight is [cin][cout / groups][tap]: output o = g cout_g + oo of group g
   // reads input channel g cin_g + j at [(g cin_g + j) cout_g + oo][tap].
   for (uint32_t o = 0; o < s.cout; ++o)
@@ -49,19 +70,30 @@ Status create_conv(const ConvShape& s, const float* weight, const float* bias, v
         packed[(size_t{o} * taps + t) * cin_g + j] = weight[from * taps + t];
     }
   l->shape = s;
-  l->pool = static_cast<pthreadpool_t>(pool);
+  l->pool = parts > 1 ? pool : nullptr;
   const float lo = -__builtin_inff(), hi = __builtin_inff();
-  auto create = [&](const float* b, xnn_operator_t* op) {
+  // Output channels [c0, c1) of every group (the whole layer: 0 and cout_g).
+  auto create = [&](uint32_t c0, uint32_t c1, const float* b, xnn_operator_t* op) {
+    const float* w = packed + size_t{c0} * taps * cin_g;
+    const float* bb = b ? b + c0 : nullptr;
     if (s.transposed)
       return xnn_create_deconvolution2d_nhwc_f32(
           s.pad_top, s.pad_right, s.pad_bottom, s.pad_left, s.kh, s.kw, s.sh, s.sw, s.dh, s.dw,
-          s.groups, cin_g, cout_g, s.cin, s.cout, packed, b, lo, hi, 0, op);
+          s.groups, cin_g, c1 - c0, s.cin, s.cout, w, bb, lo, hi, 0, op);
     return xnn_create_convolution2d_nhwc_f32(s.pad_top, s.pad_right, s.pad_bottom, s.pad_left, s.kh,
-                                             s.kw, s.sh, s.sw, s.dh, s.dw, s.groups, cin_g, cout_g,
-                                             s.cin, s.cout, packed, b, lo, hi, 0, op);
+                                             s.kw, s.sh, s.sw, s.dh, s.dw, s.groups, cin_g, c1 - c0,
+                                             s.cin, s.cout, w, bb, lo, hi, 0, op);
   };
-  xnn_status x = create(bias, &l->forward);
-  if (x == xnn_status_success) x = create(nullptr, &l->tangent);
+  xnn_status x = xnn_status_success;
+  for (uint32_t p = 0; p < parts && x == xnn_status_success; ++p) {
+    x = create(0, cout_g, bias, &ops[2 * p]);
+    if (x == xnn_status_success) x = create(0, cout_g, nullptr, &ops[2 * p + 1]);
+  }
+  for (uint32_t p = 0; sliced && p < parts && x == xnn_status_success; ++p) {
+    x = create(first[p], first[p + 1], bias, &ops[2 * (parts + p)]);
+    if (x == xnn_status_success)
+      x = create(first[p], first[p + 1], nullptr, &ops[2 * (parts + p) + 1]);
+  }
   delete[] packed;
   if (x != xnn_status_success) {
     destroy_conv(l);
@@ -77,8 +109,10 @@ Status create_conv(const ConvShape& s, const float* weight, const float* bias, v
 
 void destroy_conv(ConvLayer* l) {
   if (!l) return;
-  if (l->forward) xnn_delete_operator(l->forward);
-  if (l->tangent) xnn_delete_operator(l->tangent);
+  for (uint32_t i = 0; i < l->count; ++i)
+    if (l->ops[i]) xnn_delete_operator(l->ops[i]);
+  delete[] l->ops;
+  delete[] l->first;
   delete l;
 }
 
@@ -106,23 +140,52 @@ xnn_status setup(ConvLayer* l, xnn_operator_t op, size_t samples, const float* i
     if (s.oh < bh || s.ow < bw) return xnn_status_invalid_parameter;
     return xnn_setup_deconvolution2d_nhwc_f32(op, samples, s.h, s.w,
                                               static_cast<uint32_t>(s.oh - bh),
-                                              static_cast<uint32_t>(s.ow - bw), in, out, l->pool);
+                                              static_cast<uint32_t>(s.ow - bw), in, out, nullptr);
   }
-  return xnn_setup_convolution2d_nhwc_f32(op, samples, s.h, s.w, in, out, l->pool);
+  return xnn_setup_convolution2d_nhwc_f32(op, samples, s.h, s.w, in, out, nullptr);
+}
+
+bool run_one(ConvLayer* l, xnn_operator_t op, size_t samples, const float* in, float* out) {
+  return setup(l, op, samples, in, out) == xnn_status_success &&
+         xnn_run_operator(op, nullptr) == xnn_status_success;
 }
 }  // namespace
 
+// One part per thread: a share of the samples each when there are at least as many samples as
+// parts (and a slice split would not balance better), else a slice of the output channels each.
 bool run_nhwc(ConvLayer* l, const float* in, size_t samples, float* out, bool tangent) {
-  xnn_operator_t op = tangent ? l->tangent : l->forward;
-  return setup(l, op, samples, in, out) == xnn_status_success &&
-         xnn_run_operator(op, l->pool) == xnn_status_success;
+  const uint32_t parts = l->parts;
+  const bool by_samples =
+      samples >= parts && (!l->sliced || samples % parts == 0 || samples >= 4 * size_t{parts});
+  if (parts == 1 || (!by_samples && !l->sliced))
+    return run_one(l, l->ops[tangent ? 1 : 0], samples, in, out);
+  const ConvShape& s = l->shape;
+  const size_t in_floats = size_t{s.cin} * s.h * s.w, out_floats = size_t{s.cout} * s.oh * s.ow;
+  std::atomic<bool> ok{true};
+  parallel_rows(l->pool, parts, 1, [&](size_t p0, size_t p1) {
+    for (size_t p = p0; p < p1; ++p) {
+      bool done;
+      if (by_samples) {
+        const size_t s0 = samples * p / parts, s1 = samples * (p + 1) / parts;
+        done = s0 == s1 || run_one(l, l->ops[2 * p + (tangent ? 1 : 0)], s1 - s0,
+                                   in + s0 * in_floats, out + s0 * out_floats);
+      } else {
+        done =
+            run_one(l, l->ops[2 * (parts + p) + (tangent ? 1 : 0)], samples, in, out + l->first[p]);
+      }
+      if (!done) ok.store(false, std::memory_order_relaxed);
+    }
+  });
+  return ok.load(std::memory_order_relaxed);
 }
 
 Status prime_conv(ConvLayer* l, float* scratch) {
   float* out = scratch + conv_scratch_output_offset(l->shape, 1);
-  const xnn_operator_t ops[2] = {l->forward, l->tangent};
-  for (xnn_operator_t op : ops) {
-    const xnn_status x = setup(l, op, 1, scratch, out);
+  for (uint32_t i = 0; i < l->count; ++i) {
+    const uint32_t part = i / 2;
+    const bool slice = part >= l->parts;
+    const xnn_operator_t op = l->ops[i];
+    const xnn_status x = setup(l, op, 1, scratch, slice ? out + l->first[part - l->parts] : out);
     if (x != xnn_status_success)
       return Status::error(
           x == xnn_status_out_of_memory ? StatusCode::kOutOfMemory : StatusCode::kUnsupported,

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "siflow/siflow.hpp"
+#include "support/parallel.hpp"
 
 namespace siflow::xnn {
 
@@ -29,10 +30,15 @@ struct ConvShape {
 
 struct ConvLayer;
 // Creates the two operators from the layer's weights (reordered to XNNPACK's [cout][kh][kw]
-// [cin / groups] in a temporary buffer; XNNPACK packs its own copy), run on `pool` (a
-// pthreadpool_t, or nullptr for the caller's thread): convolutions, or deconvolutions when
-// shape.transposed. kUnsupported when XNNPACK refuses.
-Status create_conv(const ConvShape& shape, const float* weight, const float* bias, void* pool,
+// [cin / groups] in a temporary buffer; XNNPACK packs its own copy): convolutions, or
+// deconvolutions when shape.transposed. kUnsupported when XNNPACK refuses. With a `pool` of T > 1
+// threads the layer has T parts that run_nhwc runs on the pool, each its own operators (XNNPACK
+// itself runs single-threaded, so the plan's threads are the only ones): T whole operators that
+// take a share of the samples each, and, when groups == 1 and cout >= 8 T, T operators over a
+// slice of the output channels each (8-channel multiples, writing the NHWC output at its
+// channel offset), for fewer samples than threads (batch 1). An output element is the same sum
+// in the same order whichever operator computes it, so the bits do not depend on the split.
+Status create_conv(const ConvShape& shape, const float* weight, const float* bias, RowPool* pool,
                    ConvLayer** layer);
 void destroy_conv(ConvLayer* layer);
 
