@@ -2,6 +2,7 @@
 // The --profile table (profile.hpp).
 #include "profile.hpp"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 
@@ -44,6 +45,31 @@ std::string profile_table(const Model& model, const Plan& plan, const NodeProfil
     out += format("%5u  %-18s %-22s %8" PRIu64 " %10.3f %6.1f %8s\n", i, op, plan.node_kernel(i),
                   p.calls, ms, total_ns ? 100.0 * ms / total_ms : 0.0, rate.c_str());
   }
+  // The same time summed per op and kernel, largest first.
+  struct Group {
+    std::string op, kernel;
+    uint32_t nodes;
+    uint64_t ns;
+  };
+  std::vector<Group> groups;
+  for (uint32_t i = 0; i < count; ++i) {
+    const char* op = "";
+    model.node(i, &op, nullptr, nullptr);
+    const std::string kernel = plan.node_kernel(i);
+    auto g = std::find_if(groups.begin(), groups.end(),
+                          [&](const Group& x) { return x.op == op && x.kernel == kernel; });
+    if (g == groups.end()) g = groups.insert(groups.end(), Group{op, kernel, 0, 0});
+    ++g->nodes;
+    g->ns += nodes[i].nanoseconds;
+  }
+  std::stable_sort(groups.begin(), groups.end(),
+                   [](const Group& a, const Group& b) { return a.ns > b.ns; });
+  out += "# by op and kernel:\n";
+  for (const Group& g : groups)
+    out +=
+        format("#   %-18s %-22s %3u nodes %10.3f ms %6.1f %%\n", g.op.c_str(), g.kernel.c_str(),
+               g.nodes, 1e-6 * static_cast<double>(g.ns),
+               total_ns ? 100.0 * static_cast<double>(g.ns) / static_cast<double>(total_ns) : 0.0);
   return out;
 }
 

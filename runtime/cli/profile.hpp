@@ -15,7 +15,8 @@ extern const OptionSpec kProfileOption;
 
 // The table: per graph node its index, op, kernel, calls, total milliseconds, share of all
 // nodes' time and GFLOP/s (ops with a known count, Model::node_flops), under a line with the
-// run's wall time and the nodes' share of it.
+// run's wall time and the nodes' share of it, then the time summed per op and kernel (lines
+// starting with '#', as the first).
 std::string profile_table(const Model& model, const Plan& plan, const NodeProfile* nodes,
                           double wall_seconds);
 

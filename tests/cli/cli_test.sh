@@ -858,6 +858,7 @@ check [ ! -e x.sif ]
 ok "" sample $M -n 8 --steps 4 --method euler --block-rows 3 -o prof.csv --profile prof.txt
 check grep -q "^# profile: .* 12 calls each (evaluations x blocks)" prof.txt
 check grep -qE "^ +0  [a-z_:]+ +[a-z/0-9+]+ +12 +[0-9.]+ +[0-9.]+ +([0-9.]+|-)$" prof.txt
+check grep -qE "^#   fully_connected +[a-z/0-9_+]+ +[0-9]+ nodes +[0-9.]+ ms +[0-9.]+ %$" prof.txt
 ok "" sample $M -n 8 --steps 4 --method euler --block-rows 3 -o prof2.csv
 check cmp -s prof.csv prof2.csv # profiling changes no bits
 ok "GFLOP/s" logprob $M -i s.csv -o prof.npy --steps 2 --profile -
