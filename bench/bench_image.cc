@@ -10,7 +10,10 @@
 // logp integrates RK4 log-likelihoods of the same points read as data. Prints the median and
 // minimum seconds of REPS runs (after one warm-up when REPS > 1), the median CPU seconds of the
 // process (what counts on a loaded machine with one thread), a checksum, the arena bytes,
-// the peak RSS in KiB and the kernel of every Conv2d node.
+// the peak RSS in KiB and the kernel of every Conv2d node. --profile runs REPS more times after
+// the timed runs with the per-node profile on (Plan::set_profile) and prints, after the result
+// line, the CLI's --profile table of each node's fastest run (robust to preemption on a shared
+// machine) under the fastest run's wall time.
 #include <sys/resource.h>
 #include <time.h>
 
@@ -24,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "profile.hpp"
 #include "siflow/siflow.hpp"
 
 namespace {
@@ -37,11 +41,12 @@ int fail(const siflow::Status& s) {
 
 int main(int argc, char** argv) {
   if (argc < 7 || (std::strcmp(argv[1], "sample") != 0 && std::strcmp(argv[1], "logp") != 0)) {
-    std::fprintf(
-        stderr,
-        "usage: bench_image sample MODEL BATCH STEPS REPS euler|rk4 [--backend B] "
-        "[--threads N] [--tune] [--block-rows N]\n       bench_image logp MODEL BATCH STEPS "
-        "REPS exact|hutchinson K [--backend B] [--threads N] [--tune] [--block-rows N]\n");
+    std::fprintf(stderr,
+                 "usage: bench_image sample MODEL BATCH STEPS REPS euler|rk4 [--backend B] "
+                 "[--threads N] [--tune] [--block-rows N] [--profile]\n       bench_image logp "
+                 "MODEL BATCH STEPS "
+                 "REPS exact|hutchinson K [--backend B] [--threads N] [--tune] [--block-rows N] "
+                 "[--profile]\n");
     return 2;
   }
   const bool logp = std::strcmp(argv[1], "logp") == 0;
@@ -57,6 +62,7 @@ int main(int argc, char** argv) {
     i = 8;
   }
   siflow::PlanOptions po;
+  bool profile = false;
   for (; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--backend" && i + 1 < argc && siflow::parse_backend(argv[i + 1], &po.backend)) {
@@ -65,6 +71,8 @@ int main(int argc, char** argv) {
       po.threads = static_cast<uint32_t>(std::strtoul(argv[++i], nullptr, 10));
     } else if (a == "--tune") {
       po.tune = true;
+    } else if (a == "--profile") {
+      profile = true;
     } else if (a == "--block-rows" && i + 1 < argc) {
       po.block_rows = std::strtoul(argv[++i], nullptr, 10);
     } else {
@@ -101,15 +109,34 @@ int main(int argc, char** argv) {
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
   };
+  auto run = [&](double* sec) {
+    const auto start = std::chrono::steady_clock::now();
+    const siflow::Status st =
+        logp ? plan->log_prob(batch, z.data(), lo, lp.data())
+             : plan->decode(batch, z.data(), ode, siflow::DivergenceOptions(), x.data(), nullptr);
+    *sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return st;
+  };
   for (int r = reps > 1 ? 0 : 1; r <= reps; ++r) {
     const double cpu_start = cpu_now();
-    const auto start = std::chrono::steady_clock::now();
-    s = logp ? plan->log_prob(batch, z.data(), lo, lp.data())
-             : plan->decode(batch, z.data(), ode, siflow::DivergenceOptions(), x.data(), nullptr);
-    const double sec =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (!s.ok()) return fail(s);
+    double sec = 0;
+    if (!(s = run(&sec)).ok()) return fail(s);
     if (r > 0) seconds.push_back(sec), cpu.push_back(cpu_now() - cpu_start);
+  }
+  // The profile: REPS more runs, each node's fastest (a run preempted in one node by another
+  // process on a shared machine counts the lost time only there); the fastest run's wall time.
+  const size_t node_count = model->info().node_count;
+  std::vector<siflow::NodeProfile> nodes(node_count), one(node_count);
+  double profile_seconds = 0;
+  for (int r = 0; profile && r < std::max(reps, 1); ++r) {
+    std::fill(one.begin(), one.end(), siflow::NodeProfile());
+    if (!(s = plan->set_profile(one.data(), one.size())).ok()) return fail(s);
+    double sec = 0;
+    if (!(s = run(&sec)).ok()) return fail(s);
+    plan->set_profile(nullptr, 0);
+    profile_seconds = r == 0 ? sec : std::min(profile_seconds, sec);
+    for (size_t k = 0; k < node_count; ++k)
+      if (r == 0 || one[k].nanoseconds < nodes[k].nanoseconds) nodes[k] = one[k];
   }
   std::sort(seconds.begin(), seconds.end());
   std::sort(cpu.begin(), cpu.end());
@@ -134,5 +161,8 @@ int main(int argc, char** argv) {
       "block_rows %zu\n",
       seconds[seconds.size() / 2], seconds[0], cpu[cpu.size() / 2], checksum, plan->arena_bytes(),
       usage.ru_maxrss, kernels.c_str(), plan->block_rows(logp ? (probes ? probes : d) : 0));
+  if (profile)
+    std::fputs(siflow::cli::profile_table(*model, *plan, nodes.data(), profile_seconds).c_str(),
+               stdout);
   return 0;
 }

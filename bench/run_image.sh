@@ -7,7 +7,8 @@
 # machine wall time counts the time others held the core), peer / siflow CPU time (above 1:
 # siflow is faster), the median wall seconds, siflow's GFLOP/s per CPU second and % of the FMA
 # peak, siflow's arena and every program's peak RSS.
-#   bench/run_image.sh [--quick]     --quick: unet8 and batch 1 only
+#   bench/run_image.sh [--quick|--batch1]   --quick: unet8 and batch 1 only; --batch1: the
+#                                           sampling rows of batch 1 only (unet8 and unet28)
 # Environment: REPS (default 3) timed runs after a warm-up (median reported); THREADS (default 1);
 # BUILD_DIR: an existing Release build with SIFLOW_BUILD_BENCH=ON to use instead of build-bench;
 # SIFLOW_ARGS: extra bench_image options for siflow's rows, e.g. "--backend xnnpack" or "--tune".
@@ -15,7 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${BUILD_DIR:-build-bench}"
 quick=0
+batch1=0
 [ "${1:-}" = "--quick" ] && quick=1
+[ "${1:-}" = "--batch1" ] && batch1=1
 reps="${REPS:-3}"
 threads="${THREADS:-1}"
 (cd bench && npm install --no-audit --no-fund --ignore-scripts --silent)
@@ -77,7 +80,7 @@ logp_row() { # net mode probes steps batch
 }
 
 batches="1 64"
-[ "$quick" = 1 ] && batches="1"
+[ "$quick" = 1 ] || [ "$batch1" = 1 ] && batches="1"
 for batch in $batches; do
   sample_row unet8 8 euler 16 "$batch"
   sample_row unet8 8 rk4 4 "$batch"
@@ -85,6 +88,7 @@ for batch in $batches; do
   sample_row unet28 28 euler 16 "$batch"
   sample_row unet28 28 rk4 4 "$batch"
 done
+[ "$batch1" = 1 ] && exit 0
 logp_row unet8 exact "" 2 8
 [ "$quick" = 1 ] && exit 0
 logp_row unet28 hutchinson 1 2 8

@@ -15,6 +15,7 @@
 #include "conditioning.hpp"
 #include "errors.hpp"
 #include "file_checks.hpp"
+#include "profile.hpp"
 #include "run_options.hpp"
 #include "siflow/siflow.hpp"
 
@@ -66,8 +67,9 @@ void check_files(const ParsedArgs& args) {
        {"--input", "--grid", "--inputs", "--expected", "--times", "--labels", "--cond"})
     if (const std::string* p = args.find(option))
       if (known_format(*p, &kind)) inputs.push_back({option, *p});
-  for (const char* option : {"--output", "--logprob-out"})
-    if (const std::string* p = args.find(option)) outputs.push_back({option, *p});
+  for (const char* option : {"--output", "--logprob-out", "--profile"})
+    if (const std::string* p = args.find(option))
+      if (*p != "-" || std::strcmp(option, "--profile") != 0) outputs.push_back({option, *p});
   check_distinct(inputs, outputs);
   prepare_outputs(outputs);
 }
@@ -206,6 +208,8 @@ int run_sample(const ParsedArgs& args) {
   const std::unique_ptr<Plan> plan =
       make_plan(*model, plan_rows(n, run.max_batch()), logp_out ? &options.divergence : nullptr,
                 execution, conditioning.guidance());
+  RunProfile profile(args);
+  profile.attach(*plan);
   Progress progress("sample");
   options.ode = run.ode();
   progress.attach(&options.ode);
@@ -213,6 +217,7 @@ int run_sample(const ParsedArgs& args) {
                      logp_out ? logp.data() : nullptr));
   const double seconds = progress.finish();
   write_with_log_probs(out, x.data(), n, model->info(), logp_out, logp.data());
+  profile.write(*plan, seconds);
   const std::string how = options.sde.epsilon > 0 ? describe_sde(options.sde, run) : run.describe();
   const std::string temperature =
       options.temperature != 1.0 ? format(", temperature %g", options.temperature) : "";
@@ -244,6 +249,8 @@ int run_decode(const ParsedArgs& args) {
   const std::unique_ptr<Plan> plan =
       make_plan(*model, plan_rows(n, run.max_batch()), logp_out ? &divergence : nullptr, execution,
                 conditioning.guidance());
+  RunProfile profile(args);
+  profile.attach(*plan);
   Progress progress("decode");
   OdeOptions ode = run.ode();
   progress.attach(&ode);
@@ -251,6 +258,7 @@ int run_decode(const ParsedArgs& args) {
                      logp_out ? logp.data() : nullptr));
   const double seconds = progress.finish();
   write_with_log_probs(out, x.data(), n, model->info(), logp_out, logp.data());
+  profile.write(*plan, seconds);
   summarize("decode",
             format("%s, %s%s%s", rows_text(n).c_str(), run.describe().c_str(),
                    logp_out ? (", " + describe(divergence)).c_str() : "",
@@ -309,12 +317,15 @@ int run_logprob(const ParsedArgs& args) {
   const std::unique_ptr<Plan> plan =
       make_plan(*model, plan_rows(n, run.max_batch()), &options.divergence, execution,
                 conditioning.guidance());
+  RunProfile profile(args);
+  profile.attach(*plan);
   Progress progress("logprob");
   options.ode = run.ode();
   progress.attach(&options.ode);
   check(plan->log_prob(n, x.data(), options, conditioning.conditioning(), logp.data()));
   const double seconds = progress.finish();
   write_outputs({{out, encode_log_probs(out, logp.data(), n)}});
+  profile.write(*plan, seconds);
   summarize("logprob",
             format("%s, %s, %s%s", rows_text(n).c_str(), run.describe().c_str(),
                    describe(options.divergence).c_str(), conditioning.describe().c_str()),
@@ -481,6 +492,7 @@ const std::vector<Command>& commands() {
         kTuneKernelsOption,
         kBlockRowsOption,
         kPrecisionOption,
+        kProfileOption,
         kLabelOption,
         kLabelsOption,
         kCondOption,
@@ -514,6 +526,7 @@ const std::vector<Command>& commands() {
         kTuneKernelsOption,
         kBlockRowsOption,
         kPrecisionOption,
+        kProfileOption,
         kLabelOption,
         kLabelsOption,
         kCondOption,
@@ -573,6 +586,7 @@ const std::vector<Command>& commands() {
         kTuneKernelsOption,
         kBlockRowsOption,
         kPrecisionOption,
+        kProfileOption,
         kLabelOption,
         kLabelsOption,
         kCondOption,

@@ -852,6 +852,25 @@ ok "tuned for     label 1, guidance 1" tune-solver labels_no_null.sif --nfe 4 --
 fails 1 "tune-solver: this model takes a condition vector per row" tune-solver $C --nfe 6 -o x.sif
 check [ ! -e x.sif ]
 
+# --profile: a table of every node (calls = NFE x blocks, here 8 rows in 3-row blocks: 3 blocks
+# per evaluation) to a file or standard output; off without it; an unknown option still refused;
+# the profile file may not be an input or another output.
+ok "" sample $M -n 8 --steps 4 --method euler --block-rows 3 -o prof.csv --profile prof.txt
+check grep -q "^# profile: .* 12 calls each (evaluations x blocks)" prof.txt
+check grep -qE "^ +0  [a-z_:]+ +[a-z/0-9+]+ +12 +[0-9.]+ +[0-9.]+ +([0-9.]+|-)$" prof.txt
+check grep -qE "^#   fully_connected +[a-z/0-9_+]+ +[0-9]+ nodes +[0-9.]+ ms +[0-9.]+ %$" prof.txt
+ok "" sample $M -n 8 --steps 4 --method euler --block-rows 3 -o prof2.csv
+check cmp -s prof.csv prof2.csv # profiling changes no bits
+ok "GFLOP/s" logprob $M -i s.csv -o prof.npy --steps 2 --profile -
+check grep -q "^# profile: " out.txt
+ok "GFLOP/s" decode $M -i s.csv -o prof3.csv --steps 2 --profile -
+run sample $M -n 8 -o prof4.csv
+checks=$((checks + 1))
+if grep -q "profile" out.txt err.txt; then fail "a run without --profile printed a profile"; fi
+fails 2 "unknown option '--profiles'" sample $M -n 8 -o prof4.csv --profiles -
+fails 2 "--profile" sample $M -n 8 -o prof5.csv --profile prof5.csv
+check [ ! -e prof5.csv ]
+
 # Failed runs leave no output and no temporary files behind.
 check [ ! -e o.npy ]
 check [ -z "$(find . -name '*.tmp.*')" ]

@@ -237,10 +237,23 @@ std::vector<double> resize_textbook(const simd::Resize& rs, const float* x, bool
 
 TEST_CASE("simd Resize: nearest bit for bit, bilinear within 2^-20 of the taps' magnitude") {
   std::mt19937 rng(51);
-  const simd::Resize shapes[] = {
-      {3, 7, 7, 14, 14, false}, {2, 5, 3, 11, 7, false}, {4, 6, 9, 3, 4, false},
-      {3, 3, 5, 6, 10, false},  {2, 4, 9, 5, 18, false}, {5, 4, 4, 8, 8, false},
-      {3, 7, 7, 14, 14, true},  {2, 5, 3, 11, 7, true},  {1, 8, 6, 3, 5, true}};
+  const simd::Resize shapes[] = {{3, 7, 7, 14, 14, false},
+                                 {2, 5, 3, 11, 7, false},
+                                 {4, 6, 9, 3, 4, false},
+                                 {3, 3, 5, 6, 10, false},
+                                 {2, 4, 9, 5, 18, false},
+                                 {5, 4, 4, 8, 8, false},
+                                 // Twice the width past whole vectors (17 and 33 columns, 16 on 16
+                                 // lanes), and a per-channel value broadcast over odd planes.
+                                 {3, 5, 17, 10, 34, false},
+                                 {2, 3, 33, 7, 66, false},
+                                 {2, 2, 16, 3, 32, false},
+                                 {5, 1, 1, 7, 9, false},
+                                 {3, 1, 1, 28, 28, false},
+                                 {2, 3, 1, 5, 37, false},
+                                 {3, 7, 7, 14, 14, true},
+                                 {2, 5, 3, 11, 7, true},
+                                 {1, 8, 6, 3, 5, true}};
   for (const simd::Kernels* k : test_support::simd_variants())
     for (const simd::Resize& rs : shapes) {
       const std::string what = std::string(k->isa) + (rs.bilinear ? ": bilinear " : ": nearest ") +

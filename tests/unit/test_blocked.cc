@@ -4,9 +4,12 @@
 // conditional one with classifier-free guidance give the same bits with blocks of 1, 5, 8 rows,
 // the plan's choice and the whole batch, on the reference, simd and xnnpack kernels, 1 and 2
 // threads, batch 17 and 64: velocity, exact and Hutchinson log-likelihoods. Blocked runs make no
-// heap call; bad block sizes are refused naming the field.
+// heap call; bad block sizes are refused naming the field. The per-node profile
+// (Plan::set_profile) counts each node's calls as evaluations x blocks, its times sum to at most
+// the run's wall time, it is off by default, changes no bits and makes no heap call.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -250,6 +253,153 @@ TEST_CASE("a block size past the largest batch is refused naming block_rows") {
   CHECK(s.code() == siflow::StatusCode::kInvalidArgument);
   CHECK(std::string(s.message()).find("block_rows") != std::string::npos);
 }
+
+// Samples `n` rows with RK4 over 2 steps: 8 network evaluations.
+std::vector<float> sample_rk4(siflow::Plan& plan, size_t n) {
+  siflow::SampleOptions so;
+  so.ode.method = siflow::Method::kRK4;
+  so.ode.steps = 2;
+  std::vector<float> x(n * plan.model().info().dim);
+  const siflow::Status s = plan.sample(n, so, x.data(), nullptr);
+  REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
+  return x;
+}
+
+TEST_CASE("the profile counts evaluations x blocks per node, and its time fits in the run's") {
+  const Net net = load(small_unet(false));
+  const siflow::Model& m = *net.model;
+  const uint32_t nodes = m.info().node_count;
+  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kSimd})
+    for (size_t block : {size_t{5}, size_t{17}}) {
+      INFO("backend " << siflow::backend_name(backend) << ", block_rows " << block);
+      siflow::PlanOptions po;
+      po.max_batch = 17;
+      po.backend = backend;
+      po.block_rows = block;
+      po.divergence = siflow::DivergenceMode::kExact;
+      std::unique_ptr<siflow::Plan> plan;
+      REQUIRE(siflow::Plan::create(m, po, nullptr, 0, &plan).ok());
+      const std::vector<float> plain = sample_rk4(*plan, 17);
+      std::vector<siflow::NodeProfile> table(nodes);
+      // Too small a table is refused; a plan starts with profiling off (the run above added
+      // nothing to a table it never had).
+      CHECK(plan->set_profile(table.data(), nodes - 1).code() ==
+            siflow::StatusCode::kInvalidArgument);
+      REQUIRE(plan->set_profile(table.data(), table.size()).ok());
+      const auto start = std::chrono::steady_clock::now();
+      const std::vector<float> profiled = sample_rk4(*plan, 17);
+      const double wall_ns =
+          std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start)
+              .count();
+      CHECK(same_bits(plain, profiled));
+      const uint64_t evaluations = plan->evaluations();
+      CHECK(evaluations == 8);
+      const uint64_t blocks = (17 + block - 1) / block;
+      uint64_t total_ns = 0;
+      for (uint32_t i = 0; i < nodes; ++i) {
+        INFO("node " << i);
+        CHECK(table[i].calls == evaluations * blocks);
+        CHECK(table[i].rows == evaluations * 17);
+        total_ns += table[i].nanoseconds;
+      }
+      CHECK(total_ns > 0);
+      CHECK(static_cast<double>(total_ns) <= wall_ns);
+      // Off again: the table keeps what it has.
+      REQUIRE(plan->set_profile(nullptr, 0).ok());
+      const std::vector<siflow::NodeProfile> kept = table;
+      sample_rk4(*plan, 17);
+      for (uint32_t i = 0; i < nodes; ++i) CHECK(table[i].calls == kept[i].calls);
+      // An exact log-likelihood counts each row once per tangent direction more.
+      for (siflow::NodeProfile& p : table) p = siflow::NodeProfile();
+      REQUIRE(plan->set_profile(table.data(), table.size()).ok());
+      std::vector<double> logp(3);
+      siflow::LogProbOptions lo;
+      lo.ode.method = siflow::Method::kEuler;
+      lo.ode.steps = 1;
+      REQUIRE(plan->log_prob(3, plain.data(), lo, logp.data()).ok());
+      const uint64_t dim = m.info().dim;
+      CHECK(table[0].calls == 1);
+      CHECK(table[nodes - 1].rows == 3 * (1 + dim));
+    }
+}
+
+TEST_CASE("node_flops counts convolutions, dense layers and matmuls, and nothing else") {
+  const Net net = load(small_unet(false));
+  const siflow::Model& m = *net.model;
+  uint32_t convs = 0, dense = 0, matmuls = 0;
+  for (uint32_t i = 0; i < m.info().node_count; ++i) {
+    const char* op = "";
+    uint32_t in = 0, width = 0;
+    m.node(i, &op, &in, &width);
+    const std::string name = op;
+    const uint64_t flops = m.node_flops(i);
+    INFO("node " << i << " " << name);
+    if (name == "fully_connected") {
+      CHECK(flops == 2ull * in * width);
+      ++dense;
+    } else if (name == "conv2d") {
+      CHECK(flops > 0);
+      ++convs;
+    } else if (name == "matmul") {
+      CHECK(flops > 0);
+      ++matmuls;
+    } else {
+      CHECK(flops == 0);
+    }
+  }
+  REQUIRE(convs == 4);
+  // The first conv: 2 -> 8 channels, 3x3, 7x5 outputs; the stride-2 one 8 -> 12 on 4x3 outputs;
+  // attention's first matmul [12, 12] x [12, 12] (transposed b).
+  uint32_t conv = 0;
+  for (uint32_t i = 0; i < m.info().node_count; ++i) {
+    const char* op = "";
+    m.node(i, &op, nullptr, nullptr);
+    if (std::string(op) == "conv2d" && conv++ == 0) CHECK(m.node_flops(i) == 2ull * 8 * 35 * 2 * 9);
+    if (std::string(op) == "conv2d" && conv == 2) CHECK(m.node_flops(i) == 2ull * 12 * 12 * 8 * 9);
+    if (std::string(op) == "matmul") CHECK(m.node_flops(i) == 2ull * 12 * 12 * 12);
+  }
+  CHECK(dense == 2);
+  CHECK(matmuls == 2);
+  CHECK(m.node_flops(m.info().node_count) == 0);
+}
+
+#if defined(SIFLOW_TEST_HEAP_HOOKS)
+TEST_CASE("a profiled run makes no heap call" * SIFLOW_NEEDS_XNNPACK_AND_POOL) {
+  const Net net = load(small_unet(false));
+  for (siflow::Backend backend : {siflow::Backend::kSimd, siflow::Backend::kXnnpack})
+    for (uint32_t threads : {1u, 2u}) {
+      INFO(threads << " thread(s), backend " << siflow::backend_name(backend));
+      siflow::PlanOptions po;
+      po.max_batch = 16;
+      po.threads = threads;
+      po.backend = backend;
+      po.block_rows = 3;
+      po.divergence = siflow::DivergenceMode::kExact;
+      std::unique_ptr<siflow::Plan> plan;
+      REQUIRE(siflow::Plan::create(*net.model, po, nullptr, 0, &plan).ok());
+      std::vector<siflow::NodeProfile> table(net.model->info().node_count);
+      REQUIRE(plan->set_profile(table.data(), table.size()).ok());
+      const size_t d = net.model->info().dim;
+      std::vector<float> y(37 * d), x(37 * d);
+      std::vector<double> logp(37);
+      for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
+      siflow::SampleOptions so;
+      so.ode.method = siflow::Method::kEuler;
+      so.ode.steps = 1;
+      siflow::LogProbOptions exact;
+      exact.ode.method = siflow::Method::kEuler;
+      exact.ode.steps = 1;
+      siflow_test::heap_watch_begin();
+      const siflow::Status s1 = plan->sample(37, so, y.data(), logp.data());
+      const siflow::Status s2 = plan->log_prob(37, x.data(), exact, logp.data());
+      const unsigned long calls = siflow_test::heap_watch_end().calls;
+      CHECK(s1.ok());
+      CHECK(s2.ok());
+      CHECK(calls == 0);
+      CHECK(table[0].calls > 0);
+    }
+}
+#endif
 
 #if defined(SIFLOW_TEST_HEAP_HOOKS)
 TEST_CASE("blocked runs make no heap call while running" * SIFLOW_NEEDS_XNNPACK_AND_POOL) {

@@ -4,7 +4,8 @@
 // channels not a multiple of 16, stride 2, pads, dilation, groups, depthwise, 1x1, batch 1, 3,
 // 17, with and without the bias); a small conv net on the xnnpack backend against the reference
 // backend (velocity, exact and Hutchinson log-likelihoods), bit-equal on 1 and 2 threads, with
-// no heap call while running; and the tuned choice named per node with its layout.
+// no heap call while running; calls of changing batch on one plan against the reference; and
+// the tuned choice named per node with its layout.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -243,6 +244,42 @@ TEST_CASE("conv net on xnnpack: against the reference backend, exact and Hutchin
     CHECK(k.rfind("simd/", 0) == 0);
     CHECK(k.size() > 5);
     CHECK(k.compare(k.size() - 5, 5, " nchw") == 0);
+  }
+}
+
+TEST_CASE("conv net on xnnpack: calls of 1, 1, 3, 1 and 2 rows on one plan, new values each" *
+          SIFLOW_NEEDS_XNNPACK) {
+  // Every call sets each XNNPACK operator up for its rows on the plan's scratch (the same
+  // pointers at batch 1); each must match the reference and give a fresh plan's bits.
+  auto m = load(conv_net());
+  const size_t d = m->info().dim;
+  auto plan_for = [&](siflow::Backend backend) {
+    siflow::PlanOptions po;
+    po.max_batch = 3;
+    po.backend = backend;
+    po.divergence = siflow::DivergenceMode::kNone;
+    std::unique_ptr<siflow::Plan> plan;
+    REQUIRE(siflow::Plan::create(*m, po, nullptr, 0, &plan).ok());
+    return plan;
+  };
+  const auto xnn = plan_for(siflow::Backend::kXnnpack);
+  const auto ref = plan_for(siflow::Backend::kReference);
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (size_t rows : {size_t{1}, size_t{1}, size_t{3}, size_t{1}, size_t{2}}) {
+    INFO(rows << " rows");
+    std::vector<float> y(rows * d), t(rows, 0.375f), v(rows * d), w(rows * d), f(rows * d);
+    for (float& x : y) x = u(rng);
+    REQUIRE(xnn->velocity(rows, t.data(), y.data(), v.data()).ok());
+    REQUIRE(ref->velocity(rows, t.data(), y.data(), w.data()).ok());
+    REQUIRE(plan_for(siflow::Backend::kXnnpack)->velocity(rows, t.data(), y.data(), f.data()).ok());
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < v.size(); ++i) {
+      worst = std::max(worst, double{std::fabs(v[i] - w[i])});
+      scale = std::max(scale, double{std::fabs(w[i])});
+    }
+    CHECK(worst <= 1e-5 * scale);
+    CHECK(std::memcmp(v.data(), f.data(), v.size() * sizeof(float)) == 0);
   }
 }
 

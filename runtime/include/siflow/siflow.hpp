@@ -202,6 +202,10 @@ class Model {
   // Per-sample shape of graph node i's output: its rank (1 to 3) with dims[0 .. rank); 0 past
   // the end.
   uint32_t node_shape(uint32_t i, uint32_t dims[3]) const;
+  // Floating-point operations of graph node i's forward pass for one row (multiply and add
+  // counted apart) for the ops whose count is known: conv2d, conv_transpose2d, fully_connected,
+  // matmul; 0 for the others and past the end. The profile's GFLOP/s (NodeProfile).
+  uint64_t node_flops(uint32_t i) const;
   const detail::ModelData& data() const { return *data_; }
 
  private:
@@ -456,6 +460,17 @@ struct Conditioning {
 // prints it).
 Status arena_bytes(const Model& model, const PlanOptions& options, size_t* bytes);
 
+// One graph node's share of a plan's runs while profiling (Plan::set_profile): the runs add to
+// it, the caller zeroes it.
+struct NodeProfile {
+  uint64_t calls = 0;        // runs of the node: network evaluations times blocks per evaluation
+  uint64_t nanoseconds = 0;  // wall-clock (steady clock) time of those runs, summed
+  // Rows those runs computed, each counted 1 + its tangent directions times: with
+  // Model::node_flops, rows * flops is the work of a forward-only run (and the forward-equivalent
+  // work of a JVP run).
+  uint64_t rows = 0;
+};
+
 // A planned arena for one model and max batch. Not thread-safe: one Plan per thread.
 // After create(), sample/decode/encode/log_prob/velocity allocate nothing and make no
 // system call. All points are row-major [n][dim] in data space unless stated otherwise.
@@ -488,6 +503,12 @@ class Plan {
   // layer with the following activation fused into it), "fused" (that activation), "xnnpack";
   // "" past the last node.
   const char* node_kernel(uint32_t node) const;
+  // Per-node profile of every following run: `nodes` [count >= model().info().node_count]
+  // receives each node's calls, time and rows (added to what it holds), until
+  // set_profile(nullptr, 0) turns it off (the default: nothing is timed). The table is the
+  // caller's and must outlive the runs that fill it; profiling takes no heap and adds one clock
+  // read per node run. kInvalidArgument when count is too small.
+  Status set_profile(NodeProfile* nodes, size_t count);
 
   // n samples from the base pushed to the target. logp (nullable, [n]) receives
   // log p(x) of each sample (ODE only; with an SDE it is refused).

@@ -32,8 +32,8 @@ void evaluate_network(PlanData& p, const float* t_rows, double t, const float* x
     std::memcpy(p.net_x + rows * md.dim, x, rows * md.dim * sizeof(float));
     in = p.net_x;
   }
-  NetBuffers net{p.values,  p.tangents,   p.layout.directions, p.choice.kernels,
-                 p.scratch, p.label_rows, p.cond_rows,         &p.blocking};
+  NetBuffers net{p.values,     p.tangents,  p.layout.directions, p.choice.kernels, p.scratch,
+                 p.label_rows, p.cond_rows, &p.blocking,         p.profile};
   double* d = guided ? p.net_div : div;
   if (div && mode == DivergenceMode::kExact && p.layout.exact_block < md.dim) {
     // Exact divergence in blocks of exact_block Jacobian columns, one network pass per block

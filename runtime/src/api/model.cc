@@ -263,6 +263,12 @@ bool Model::node(uint32_t i, const char** op, uint32_t* in_width, uint32_t* widt
   return true;
 }
 
+uint64_t Model::node_flops(uint32_t i) const {
+  if (i >= data_->node_count) return 0;
+  const ops::OpModule& m = ops::op_module(data_->nodes[i].op);
+  return m.flops ? m.flops(*data_, i) : 0;
+}
+
 bool Model::solver(uint32_t i, SolverInfo* out) const {
   if (i >= data_->solver_count || !out) return false;
   const detail::SolverData& sd = data_->solvers[i];

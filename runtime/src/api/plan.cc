@@ -325,6 +325,14 @@ const char* Plan::node_kernel(uint32_t node) const {
   return node < data_->md->node_count ? data_->choice.names[node] : "";
 }
 const Model& Plan::model() const { return *data_->model; }
+Status Plan::set_profile(NodeProfile* nodes, size_t count) {
+  if (nodes && count < data_->md->node_count)
+    return Status::error(StatusCode::kInvalidArgument,
+                         "set_profile: the table has %zu entries, the model %u nodes", count,
+                         data_->md->node_count);
+  data_->profile = nodes;
+  return Status();
+}
 
 namespace {
 

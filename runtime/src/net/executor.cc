@@ -4,6 +4,7 @@
 // kernel the plan chose and splits rows over the plan's threads where that pays.
 #include "net/executor.hpp"
 
+#include <chrono>
 #include <cstring>
 
 namespace siflow {
@@ -71,9 +72,28 @@ void run_nodes(const ModelData& model, const NetBuffers& buffers, float* const* 
                    labels,
                    cond,
                    diagonal_first};
+  NodeProfile* const profile = buffers.profile;
+  if (!profile) {
+    for (uint32_t i = 0; i < model.node_count; ++i) {
+      run.node = i;
+      ops::op_module(model.nodes[i].op).run(run);
+    }
+    return;
+  }
+  // Profiling: one steady-clock read between nodes (the end of one node is the start of the
+  // next), so the times add up to the pass and the clock costs one read per node.
+  const uint64_t row_units = static_cast<uint64_t>(rows) * (1 + directions);
+  auto start = std::chrono::steady_clock::now();
   for (uint32_t i = 0; i < model.node_count; ++i) {
     run.node = i;
     ops::op_module(model.nodes[i].op).run(run);
+    const auto end = std::chrono::steady_clock::now();
+    NodeProfile& p = profile[i];
+    ++p.calls;
+    p.nanoseconds += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
+    p.rows += row_units;
+    start = end;
   }
 }
 

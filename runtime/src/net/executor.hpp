@@ -63,6 +63,9 @@ struct NetBuffers {
   const float* cond = nullptr;
   // Blocked execution (nullptr: every node over all rows at once).
   const NetBlocking* blocking = nullptr;
+  // The profile [node_count] each node run adds its call, steady-clock time and rows to
+  // (Plan::set_profile), or nullptr: nothing is timed and the node loop has no clock read.
+  NodeProfile* profile = nullptr;
 };
 
 // Evaluates every node for `rows` rows (in blocks, see NetBlocking). With `directions` > 0, also

@@ -598,6 +598,17 @@ size_t conv_bf16_words(const detail::ModelData& model, uint32_t i) {
 #endif
 }
 
+// Multiply-adds per row, times 2: a convolution's every output reads (input channels per group)
+// x kh x kw inputs; a transposed one's every input element feeds (output channels per group) x
+// kh x kw outputs.
+template <bool Transposed>
+uint64_t flops(const detail::ModelData& model, uint32_t i) {
+  const detail::NodeData& n = model.nodes[i];
+  const uint64_t taps = uint64_t(n.kernel[0]) * n.kernel[1];
+  if (Transposed) return 2 * detail::shape_size(n.in_shape) * (n.shape.dims[0] / n.groups) * taps;
+  return 2 * uint64_t(n.width) * (n.in_shape.dims[0] / n.groups) * taps;
+}
+
 extern const OpModule kConv2d = {
     "conv2d",
     detail::OpKind::kConv2d,
@@ -617,6 +628,8 @@ extern const OpModule kConv2d = {
     reduce<false>,
     false,
     reduced_extent<false>,
+    nullptr,
+    flops<false>,
 };
 
 extern const OpModule kConvTranspose2d = {
@@ -637,6 +650,8 @@ extern const OpModule kConvTranspose2d = {
     reduce<true>,
     false,
     reduced_extent<true>,
+    nullptr,
+    flops<true>,
 };
 
 }  // namespace siflow::ops

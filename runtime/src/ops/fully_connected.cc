@@ -293,6 +293,11 @@ void vjp(const Operands<T>& op, const Gradients<T>& g) {
   }
 }
 
+uint64_t flops(const detail::ModelData& model, uint32_t i) {
+  const detail::NodeData& n = model.nodes[i];
+  return 2 * uint64_t(model.tensors[n.inputs[0]].width) * n.width;
+}
+
 }  // namespace
 
 extern const OpModule kFullyConnected = {
@@ -312,6 +317,10 @@ extern const OpModule kFullyConnected = {
     nullptr,
     reduced_bytes,
     reduce,
+    false,
+    nullptr,
+    nullptr,
+    flops,
 };
 
 }  // namespace siflow::ops

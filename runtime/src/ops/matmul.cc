@@ -203,6 +203,11 @@ void vjp(const Operands<T>& op, const Gradients<T>& g) {
   }
 }
 
+uint64_t flops(const detail::ModelData& model, uint32_t i) {
+  const detail::NodeData& n = model.nodes[i];
+  return 2 * uint64_t(n.mm_g) * n.mm_m * n.mm_k * n.mm_n;
+}
+
 }  // namespace
 
 extern const OpModule kMatMul = {
@@ -212,6 +217,10 @@ extern const OpModule kMatMul = {
     nullptr,        run,
     forward<float>, forward<double>,
     vjp<float>,     vjp<double>,
+    nullptr,        nullptr,
+    nullptr,        false,
+    nullptr,        nullptr,
+    flops,
 };
 
 }  // namespace siflow::ops

@@ -166,6 +166,9 @@ struct OpModule {
   // the broadcast forms the simd kernels have); the plan puts a node elsewhere when not.
   // nullptr: every kernel in `kernels` runs every node of the op.
   bool (*runs_on)(const detail::NodeData& node, NodeKernel kernel) = nullptr;
+  // Floating-point operations of the node's forward pass per row (Model::node_flops, the
+  // profile's GFLOP/s); nullptr: not counted.
+  uint64_t (*flops)(const detail::ModelData& model, uint32_t node) = nullptr;
 };
 
 // The tensor whose buffer `tensor` reads: itself, or for the output of an aliasing op (Reshape,

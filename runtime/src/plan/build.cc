@@ -97,6 +97,7 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
   }
   p->choice = choice;
   p->evaluations = 0;
+  p->profile = nullptr;
   if (!measuring) {
     // Tuning times each layer at the rows a velocity run gives it: one block.
     const size_t block = block_rows(p->blocking, 0);

@@ -43,6 +43,7 @@ struct PlanData {
   NetBlocking blocking;  // blocked execution: the block size's inputs and its pointer tables
   uint64_t evaluations;  // network evaluations per trajectory of the last run (the most of any
                          // chunk), Plan::evaluations()
+  NodeProfile* profile;  // Plan::set_profile's table [node_count], or nullptr
 };
 
 // Builds the plan's data in `memory`; *object receives `object_bytes` taken first (for the API
