@@ -617,6 +617,8 @@ extern const OpModule kConv2d = {
     reduce<false>,
     false,
     reduced_extent<false>,
+    nullptr,
+    conv_layout_form,
 };
 
 extern const OpModule kConvTranspose2d = {
@@ -637,6 +639,8 @@ extern const OpModule kConvTranspose2d = {
     reduce<true>,
     false,
     reduced_extent<true>,
+    nullptr,
+    conv_layout_form,
 };
 
 }  // namespace siflow::ops
