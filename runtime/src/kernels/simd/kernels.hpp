@@ -109,7 +109,7 @@ inline void conv_weights_transposed(const float* w, uint32_t cout, uint32_t grou
 // GroupNorm over rows of `width` values: `groups` contiguous blocks, each normalised by its own
 // mean and 1 / sqrt(variance + epsilon), then gamma and beta (nullable) per channel, a channel
 // being `plane` consecutive values. LayerNorm is groups = 1, plane = 1.
-constexpr uint32_t kNhwcMaxChannels = 1024;  // the most channels of an NHWC GroupNorm
+constexpr uint32_t kNhwcMaxChannels = 256;  // the most channels of an NHWC GroupNorm
 struct Norm {
   const float* gamma;
   const float* beta;
