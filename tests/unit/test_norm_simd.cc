@@ -55,6 +55,97 @@ void moments(const float* x, uint32_t n, double eps, double* mean, double* inv) 
   *inv = 1.0 / std::sqrt(v / n + eps);
 }
 
+TEST_CASE("simd GroupNorm on NHWC rows within the documented bound, every variant") {
+  const auto ks = test_support::simd_variants();
+  REQUIRE(!ks.empty());
+  std::mt19937 rng(12);
+  const float eps = 1e-5f;
+  for (const simd::Kernels* k : ks)
+    for (const Shape& s : kShapes)
+      for (size_t batch : {size_t{1}, size_t{3}, size_t{17}})
+        for (int affine = 0; affine < 2; ++affine) {
+          INFO(k->isa << ": " << s.what << ", batch " << batch << (affine ? "" : ", no gamma"));
+          const uint32_t c_count = s.channels, plane = s.plane, width = c_count * plane;
+          const uint32_t per = c_count / s.groups;
+          const size_t directions = 3;
+          // NCHW values; the kernel gets them NHWC (x_nhwc[r][p][c] = x[r][c][p]).
+          const auto x = random_floats(batch * width, rng, 3.0f, 7.0f);
+          const auto t = random_floats(batch * directions * width, rng, -1.0f, 1.0f);
+          const auto gamma = random_floats(c_count, rng, -1.5f, 1.5f);
+          const auto beta = random_floats(c_count, rng, -1.0f, 1.0f);
+          auto to_nhwc = [&](const std::vector<float>& v) {
+            std::vector<float> out(v.size());
+            for (size_t r = 0; r < v.size() / width; ++r)
+              for (uint32_t c = 0; c < c_count; ++c)
+                for (uint32_t p = 0; p < plane; ++p)
+                  out[r * width + size_t{p} * c_count + c] = v[r * width + size_t{c} * plane + p];
+            return out;
+          };
+          const auto xn = to_nhwc(x), tn = to_nhwc(t);
+          const simd::Norm norm{affine ? gamma.data() : nullptr,
+                                affine ? beta.data() : nullptr,
+                                width,
+                                s.groups,
+                                plane,
+                                eps};
+          std::vector<float> y(batch * width, NAN), y2(y), ty(t.size(), NAN), ty2(ty);
+          k->norm_forward_nhwc(norm, xn.data(), 0, batch, y.data());
+          k->norm_jvp_nhwc(norm, xn.data(), 0, batch, directions, tn.data(), ty.data());
+          for (size_t r = batch; r-- > 0;) {  // row by row: the same bits
+            k->norm_forward_nhwc(norm, xn.data(), r, r + 1, y2.data());
+            k->norm_jvp_nhwc(norm, xn.data(), r, r + 1, directions, tn.data(), ty2.data());
+          }
+          CHECK(std::memcmp(y.data(), y2.data(), y.size() * sizeof(float)) == 0);
+          CHECK(std::memcmp(ty.data(), ty2.data(), ty.size() * sizeof(float)) == 0);
+          size_t bad = 0;
+          double worst = 0;
+          auto check = [&](double got, double want, double magnitude) {
+            const double err = std::fabs(got - want);
+            if (!(err <= 0x1p-21 * magnitude)) ++bad;
+            worst = std::max(worst, err / magnitude);
+          };
+          for (size_t r = 0; r < batch; ++r)
+            for (uint32_t g = 0; g < s.groups; ++g) {
+              // The group in NCHW is one block: channels g * per .. + per, every pixel.
+              const size_t at = r * width + size_t{g} * per * plane, block = size_t{per} * plane;
+              double mean, inv;
+              moments(x.data() + at, static_cast<uint32_t>(block), eps, &mean, &inv);
+              for (size_t i = 0; i < block; ++i) {
+                const uint32_t c = g * per + static_cast<uint32_t>(i / plane);
+                const size_t nhwc = r * width + (i % plane) * c_count + c;
+                const double gm = affine ? gamma[c] : 1.0, bt = affine ? beta[c] : 0.0;
+                const double sc = gm * inv, xv = x[at + i];
+                const double want = (xv - mean) * sc + bt;
+                check(y[nhwc], want,
+                      std::fabs(xv * sc) + std::fabs(mean * sc) + std::fabs(bt) + std::fabs(want));
+              }
+              for (size_t p = 0; p < directions; ++p) {
+                const size_t tat = (r * directions + p) * width + size_t{g} * per * plane;
+                double mt = 0, mxt = 0;
+                for (size_t i = 0; i < block; ++i) {
+                  mt += t[tat + i];
+                  mxt += (x[at + i] - mean) * t[tat + i];
+                }
+                mt /= block;
+                mxt /= block;
+                for (size_t i = 0; i < block; ++i) {
+                  const uint32_t c = g * per + static_cast<uint32_t>(i / plane);
+                  const size_t nhwc = (r * directions + p) * width + (i % plane) * c_count + c;
+                  const double sc = (affine ? gamma[c] : 1.0) * inv;
+                  const double xv = x[at + i], tv = t[tat + i];
+                  const double want = sc * (tv - mt - (xv - mean) * inv * inv * mxt);
+                  check(ty[nhwc], want,
+                        std::fabs(tv * sc) + std::fabs(xv * sc * inv * inv * mxt) +
+                            std::fabs(sc * inv * inv * mxt * mean) + std::fabs(sc * mt) +
+                            std::fabs(want));
+                }
+              }
+            }
+          INFO("worst |error| / magnitude = " << worst);
+          CHECK(bad == 0);
+        }
+}
+
 TEST_CASE("simd GroupNorm / LayerNorm forward and JVP within the documented bound, every variant") {
   const auto ks = test_support::simd_variants();
   REQUIRE(!ks.empty());

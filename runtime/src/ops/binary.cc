@@ -259,6 +259,27 @@ bool simd_form(const NodeData& n, uint32_t aw, uint32_t bw, simd::Binary* out) {
   return false;
 }
 
+// The node's broadcast over NHWC rows: the axes reordered (H, W, C) and each operand's strides
+// those of its NHWC layout. An operand of the node (an image tensor of the same layout, or one
+// with C = 1 or H x W = 1, the same memory in both) is addressed right; false for a node whose
+// output is not [C, H, W] under the shape rule.
+bool nhwc_node(const NodeData& n, NodeData* out) {
+  if (n.bcast_rank != 3) return false;
+  *out = n;
+  const uint32_t order[3] = {1, 2, 0};  // NHWC axis k is NCHW axis order[k]
+  for (int op = 0; op < 2; ++op) {
+    const uint32_t* from = op == 0 ? n.a_stride : n.b_stride;
+    uint32_t* to = op == 0 ? out->a_stride : out->b_stride;
+    uint32_t d[3];  // the operand's extent per NCHW axis
+    for (uint32_t k = 0; k < 3; ++k) d[k] = from[k] != 0 ? n.bcast_dims[k] : 1;
+    const uint32_t stride[3] = {d[0] > 1 ? 1u : 0u, d[1] > 1 ? d[2] * d[0] : 0u,
+                                d[2] > 1 ? d[0] : 0u};  // per NCHW axis, in NHWC memory
+    for (uint32_t k = 0; k < 3; ++k) to[k] = stride[order[k]];
+  }
+  for (uint32_t k = 0; k < 3; ++k) out->bcast_dims[k] = n.bcast_dims[order[k]];
+  return true;
+}
+
 // Calls fn(row, u0, u1) over rows x units, split between the pool's threads in ranges of whole
 // units (so a sample's units can go to different threads); ranges hold at least ~4096 values.
 template <typename Fn>
@@ -289,7 +310,9 @@ void run(const NodeRun& r) {
   float* y = r.values[id];
 #if defined(SIFLOW_WITH_SIMD)
   simd::Binary bin;
-  if (kernel_of(r) == NodeKernel::kSimd && simd_form(n, aw, b.width, &bin)) {
+  NodeData nhwc;  // the node over NHWC rows, when the plan laid its output out so
+  const bool in_nhwc = n.bcast_rank != 0 && is_nhwc(r, id) && nhwc_node(n, &nhwc);
+  if (kernel_of(r) == NodeKernel::kSimd && simd_form(in_nhwc ? nhwc : n, aw, b.width, &bin)) {
     const simd::Kernels& k = *r.kernels->simd;
     const size_t b_row = n.constant ? 0 : b.width;
     const float* bv = n.constant ? n.constant : b.values;
@@ -375,6 +398,34 @@ bool runs_on(const NodeData& node, NodeKernel kernel) {
 #endif
 }
 
+// Equal widths (or a one-value operand) pair values whatever their layout; a shape-rule broadcast
+// runs on NHWC rows on the simd kernels when its NHWC form is one of theirs.
+LayoutForm layout_form(const detail::ModelData& model, uint32_t node, NodeKernel kernel) {
+  const NodeData& n = model.nodes[node];
+  if (n.bcast_rank == 0) {
+    // The flat rule pairs values in memory order: every operand must be one value or have the
+    // output's shape (then both are in the one layout).
+    const detail::Shape& out = model.tensors[node + 2].shape;
+    for (uint32_t j = 0; j < n.input_count; ++j) {
+      const detail::TensorData& t = model.tensors[n.inputs[j]];
+      if (t.width == 1) continue;
+      if (t.shape.rank != out.rank) return LayoutForm::kNchw;
+      for (uint32_t k = 0; k < out.rank; ++k)
+        if (t.shape.dims[k] != out.dims[k]) return LayoutForm::kNchw;
+    }
+    return LayoutForm::kShared;
+  }
+#if defined(SIFLOW_WITH_SIMD)
+  NodeData form;
+  simd::Binary bin;
+  if (kernel == NodeKernel::kSimd && nhwc_node(n, &form) && simd_form(form, n.width, n.width, &bin))
+    return LayoutForm::kShared;
+#else
+  (void)kernel;
+#endif
+  return LayoutForm::kNchw;
+}
+
 }  // namespace
 
 extern const OpModule kAdd = {
@@ -387,6 +438,7 @@ extern const OpModule kAdd = {
     nullptr,        nullptr,
     nullptr,        false,
     nullptr,        runs_on,
+    layout_form,
 };
 
 extern const OpModule kMul = {
@@ -399,6 +451,7 @@ extern const OpModule kMul = {
     nullptr,        nullptr,
     nullptr,        false,
     nullptr,        runs_on,
+    layout_form,
 };
 
 extern const OpModule kDiv = {
@@ -411,6 +464,7 @@ extern const OpModule kDiv = {
     nullptr,        nullptr,
     nullptr,        false,
     nullptr,        runs_on,
+    layout_form,
 };
 
 }  // namespace siflow::ops

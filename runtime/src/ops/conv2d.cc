@@ -629,6 +629,7 @@ extern const OpModule kConv2d = {
     false,
     reduced_extent<false>,
     nullptr,
+    conv_layout_form,
     flops<false>,
 };
 
@@ -651,6 +652,7 @@ extern const OpModule kConvTranspose2d = {
     false,
     reduced_extent<true>,
     nullptr,
+    conv_layout_form,
     flops<true>,
 };
 

@@ -26,10 +26,11 @@ xnn::ConvShape conv_xnn_shape(const NodeData& n) {
 }
 
 // Every sample of the call converted to NHWC in the plan's scratch (conv_xnn_scratch_floats,
-// sized for every sample of a call), the forward with the bias, then the tangents (rows *
-// directions samples) through the operator without it. The conversions run on the simd
-// kernels' transpose, split into blocks of pixels over the row pool; XNNPACK splits its own work
-// over the same threads.
+// sized for every sample of a call), unless the plan laid the input out NHWC already, the forward
+// with the bias, then the tangents (rows * directions samples) through the operator without it;
+// the output converted back to NCHW unless the plan laid it out NHWC. The conversions run on the
+// simd kernels' transpose, split into blocks of pixels over the row pool; XNNPACK splits its own
+// work over the same threads.
 void run_conv_xnn(const NodeRun& r) {
   const NodeData& n = r.model->nodes[r.node];
   const FastKernels& k = *r.kernels;
@@ -38,14 +39,21 @@ void run_conv_xnn(const NodeRun& r) {
   xnn::ConvLayer* layer = k.xnn_conv[r.node];
   const xnn::Transpose transpose = k.simd ? k.simd->transpose : nullptr;
   auto split = [&](size_t count, auto&& fn) { parallel_rows(k.pool, count, 1, fn); };
+  // A side the plan laid out NHWC (plan/layout_choice.cc) is read or written in place.
+  const bool x_nhwc = is_nhwc(r, a), y_nhwc = is_nhwc(r, id);
   xnn::run_conv(layer, r.values[a], in, r.rows, r.values[id], width, r.scratch, r.rows, false,
-                transpose, split);
+                transpose, split, x_nhwc, y_nhwc);
   if (!r.directions || !r.tangents[id]) return;
   const size_t samples = r.rows * r.directions;
   xnn::run_conv(layer, r.tangents[a], in, samples, r.tangents[id], width, r.scratch, samples, true,
-                transpose, split);
+                transpose, split, x_nhwc, y_nhwc);
 }
 #endif
+
+LayoutForm conv_layout_form(const detail::ModelData& model, uint32_t node, NodeKernel kernel) {
+  (void)model, (void)node;
+  return kernel == NodeKernel::kXnnpack ? LayoutForm::kEither : LayoutForm::kNchw;
+}
 
 size_t conv_xnn_scratch_floats(const detail::ModelData& model, uint32_t i, size_t samples) {
 #if defined(SIFLOW_WITH_XNNPACK)

@@ -320,6 +320,7 @@ extern const OpModule kFullyConnected = {
     false,
     nullptr,
     nullptr,
+    nullptr,
     flops,
 };
 

@@ -38,7 +38,23 @@ normalization::Blocks blocks_of(const NodeData& n) {
   return normalization::Blocks{n.width, n.groups, n.width / n.groups, plane};
 }
 
-void run(const NodeRun& r) { normalization::run(r, blocks_of(r.model->nodes[r.node])); }
+void run(const NodeRun& r) {
+  const NodeData& n = r.model->nodes[r.node];
+  normalization::run(r, blocks_of(n), is_nhwc(r, n.inputs[0]));
+}
+
+// NHWC rows on the simd kernels (their NHWC form; up to simd::kNhwcMaxChannels channels).
+LayoutForm layout_form(const detail::ModelData& model, uint32_t node, NodeKernel kernel) {
+#if defined(SIFLOW_WITH_SIMD)
+  const NodeData& n = model.nodes[node];
+  if (kernel == NodeKernel::kSimd && n.in_shape.rank == 3 &&
+      n.in_shape.dims[0] <= simd::kNhwcMaxChannels)
+    return LayoutForm::kShared;
+#else
+  (void)model, (void)node, (void)kernel;
+#endif
+  return LayoutForm::kNchw;
+}
 
 template <typename T>
 void forward(const Operands<T>& op) {
@@ -61,6 +77,10 @@ extern const OpModule kGroupNorm = {
     nullptr,        run,
     forward<float>, forward<double>,
     vjp<float>,     vjp<double>,
+    nullptr,        nullptr,
+    nullptr,        false,
+    nullptr,        nullptr,
+    layout_form,
 };
 
 }  // namespace siflow::ops

@@ -220,7 +220,7 @@ extern const OpModule kMatMul = {
     nullptr,        nullptr,
     nullptr,        false,
     nullptr,        nullptr,
-    flops,
+    nullptr,        flops,
 };
 
 }  // namespace siflow::ops

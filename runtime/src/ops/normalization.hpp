@@ -117,8 +117,9 @@ void vjp_rows(const Blocks& b, float epsilon, const Operands<T>& op, const Gradi
 }
 
 // The node's forward and, with run.directions, its JVP, rows split over the threads (a row's
-// outputs do not depend on the split).
-inline void run(const NodeRun& r, const Blocks& b) {
+// outputs do not depend on the split). `nhwc`: the rows are NHWC (GroupNorm in a plan that laid
+// its tensors out so; simd kernels only), one row per unit.
+inline void run(const NodeRun& r, const Blocks& b, bool nhwc = false) {
   const detail::NodeData& n = r.model->nodes[r.node];
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const float* x = r.values[a];
@@ -129,6 +130,15 @@ inline void run(const NodeRun& r, const Blocks& b) {
   if (kernel_of(r) == NodeKernel::kSimd) {
     const simd::Kernels& k = *r.kernels->simd;
     const simd::Norm norm{n.gamma, n.beta, b.width, b.groups, b.plane, n.epsilon};
+    if (nhwc) {
+      parallel_rows(r.kernels->pool, r.rows, 1,
+                    [&](size_t r0, size_t r1) { k.norm_forward_nhwc(norm, x, r0, r1, y); });
+      if (ty)
+        parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
+          k.norm_jvp_nhwc(norm, x, r0, r1, r.directions, ta, ty);
+        });
+      return;
+    }
     // The forward over (row, group) units, so batch 1 uses every thread: a group's outputs are
     // the same call on the same values whichever range it falls in.
     const uint32_t block = b.width / b.groups, channels = block / b.plane;

@@ -43,6 +43,9 @@ struct FastKernels {
   xnn::DenseLayer* const* xnn = nullptr;  // [node_count]: the node's XNNPACK operator or nullptr
   xnn::ConvLayer* const* xnn_conv = nullptr;  // [node_count]: a Conv2d's XNNPACK layer or nullptr
   RowPool* pool = nullptr;
+  // [tensors]: each tensor's layout within a row (TensorLayout; plan/layout_choice.hpp), or
+  // nullptr: every tensor NCHW.
+  const uint8_t* layout = nullptr;
   // Reduced precision (PlanOptions::precision): each node's weights converted at plan time by its
   // module's `reduce` (nullptr: the node runs in f32), and for kBf16 and kFp16 the activation
   // buffer the simd kernels convert rows into (simd::reduced_rows_words per row, for the most rows
@@ -63,6 +66,25 @@ size_t conv_xnn_scratch_floats(const detail::ModelData& model, uint32_t node, si
 xnn::ConvShape conv_xnn_shape(const detail::NodeData& node);
 struct NodeRun;
 void run_conv_xnn(const NodeRun& run);
+
+// How an image tensor [C, H, W] is laid out within each of its rows (rows stay row-major, so
+// blocks and tangents are unaffected; a tensor's tangents have its value's layout). A tensor with
+// C = 1 or H x W = 1 is the same memory either way.
+enum class TensorLayout : uint8_t { kNchw = 0, kNhwc = 1 };
+// What a node allows of its tensors' layouts (OpModule::layout_form), on the kernel the plan chose:
+//  - kNchw: every tensor it reads or writes is NCHW;
+//  - kShared: it runs on any one layout shared by its input and output image tensors (those with
+//    C > 1 and H x W > 1; a [C, 1, 1] operand is the same in both);
+//  - kEither: it reads and writes either layout, each tensor its own (a convolution on XNNPACK,
+//    converting at its edges only what is not NHWC).
+enum class LayoutForm : uint8_t { kNchw = 0, kShared = 1, kEither = 2 };
+// The image [C, H, W] a tensor's rows hold, for the layout choice: its shape when that has rank
+// 3; for a Concat of rank-3 inputs of one H x W > 1 (flat, the channels side by side),
+// [sum of C, H, W]; rank 0 otherwise (ops/concat.cc).
+detail::Shape image_shape_of(const detail::ModelData& model, uint32_t tensor);
+// Conv2d's and ConvTranspose2d's OpModule::layout_form (conv2d_xnn.cc): either layout on
+// XNNPACK, else NCHW.
+LayoutForm conv_layout_form(const detail::ModelData& model, uint32_t node, NodeKernel kernel);
 
 // One node of one network evaluation: the arena's tensors and the plan's kernels.
 struct NodeRun {
@@ -166,6 +188,9 @@ struct OpModule {
   // the broadcast forms the simd kernels have); the plan puts a node elsewhere when not.
   // nullptr: every kernel in `kernels` runs every node of the op.
   bool (*runs_on)(const detail::NodeData& node, NodeKernel kernel) = nullptr;
+  // The layouts the node runs on with `kernel` (LayoutForm); nullptr: NCHW only.
+  LayoutForm (*layout_form)(const detail::ModelData& model, uint32_t node,
+                            NodeKernel kernel) = nullptr;
   // Floating-point operations of the node's forward pass per row (Model::node_flops, the
   // profile's GFLOP/s); nullptr: not counted.
   uint64_t (*flops)(const detail::ModelData& model, uint32_t node) = nullptr;
@@ -181,6 +206,12 @@ const OpModule& op_module(detail::OpKind kind);
 const OpModule* op_module_for(fb::OpType type);
 // The loader's view of the same table (format/node_check.hpp).
 bool find_op_verifier(fb::OpType type, OpVerifier* out);
+
+// Whether a run's tensor is NHWC within its rows (FastKernels::layout).
+inline bool is_nhwc(const NodeRun& r, uint32_t tensor) {
+  return r.kernels && r.kernels->layout &&
+         r.kernels->layout[tensor] == static_cast<uint8_t>(TensorLayout::kNhwc);
+}
 
 // The kernel a plan chose for node i of a run.
 inline NodeKernel kernel_of(const NodeRun& r) {

@@ -83,6 +83,17 @@ void vjp(const Operands<T>& op, const Gradients<T>& g) {
   g.commit(g.tape, a, count);
 }
 
+// An image read as the same image (a Concat's flat [sum C x H x W] as [sum C, H, W]) keeps
+// its layout; other reshapes read NCHW order.
+LayoutForm layout_form(const detail::ModelData& model, uint32_t node, NodeKernel) {
+  const detail::Shape in = image_shape_of(model, model.nodes[node].inputs[0]);
+  const detail::Shape& out = model.tensors[node + 2].shape;
+  if (in.rank != 3 || out.rank != 3) return LayoutForm::kNchw;
+  for (uint32_t k = 0; k < 3; ++k)
+    if (in.dims[k] != out.dims[k]) return LayoutForm::kNchw;
+  return LayoutForm::kShared;
+}
+
 }  // namespace
 
 extern const OpModule kReshape = {
@@ -94,6 +105,8 @@ extern const OpModule kReshape = {
     vjp<float>,     vjp<double>,
     nullptr,        nullptr,
     nullptr,        true,
+    nullptr,        nullptr,
+    layout_form,
 };
 
 }  // namespace siflow::ops

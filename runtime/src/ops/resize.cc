@@ -8,6 +8,8 @@
 // result rounded once. Both are linear in x: the JVP applies the same map to each tangent and the
 // VJP its transpose. The simd kernels (kernels_resize.inc) give nearest's bits and bilinear in
 // float.
+#include <cstring>
+
 #include "ops/op.hpp"
 #include "ops/window.hpp"
 #include "support/parallel.hpp"
@@ -104,6 +106,20 @@ void apply(const NodeData& n, const T* x, T* y) {
   y[current] = static_cast<T>(acc);
 }
 
+// Nearest on NHWC rows (a plan's layout, plan/layout_choice.cc): each output pixel copies its
+// source pixel's C values, the reference's source cells, so the reference's bits.
+void nearest_nhwc(const NodeData& n, const float* x, float* y) {
+  const uint32_t c = n.in_shape.dims[0], h = n.in_shape.dims[1], w = n.in_shape.dims[2];
+  const uint32_t oh = n.shape.dims[1], ow = n.shape.dims[2];
+  for (uint32_t oy = 0; oy < oh; ++oy) {
+    const uint32_t sy = tap(false, oy, h, oh).i0;
+    for (uint32_t ox = 0; ox < ow; ++ox) {
+      const uint32_t sx = tap(false, ox, w, ow).i0;
+      std::memcpy(y + (size_t{oy} * ow + ox) * c, x + (size_t{sy} * w + sx) * c, c * sizeof(float));
+    }
+  }
+}
+
 void run(const NodeRun& r) {
   const NodeData& n = r.model->nodes[r.node];
   const uint32_t id = r.node + 2, a = n.inputs[0];
@@ -112,6 +128,16 @@ void run(const NodeRun& r) {
   float* y = r.values[id];
   float* ty = r.directions ? r.tangents[id] : nullptr;
   const float* ta = ty ? r.tangents[a] : nullptr;
+  if (is_nhwc(r, id)) {  // nearest only (layout_form)
+    parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
+      for (size_t row = r0; row < r1; ++row) nearest_nhwc(n, x + row * in, y + row * width);
+    });
+    if (ty)
+      parallel_rows(r.kernels->pool, r.rows * r.directions, 1, [&](size_t r0, size_t r1) {
+        for (size_t t = r0; t < r1; ++t) nearest_nhwc(n, ta + t * in, ty + t * width);
+      });
+    return;
+  }
 #if defined(SIFLOW_WITH_SIMD)
   if (kernel_of(r) == NodeKernel::kSimd) {
     const simd::Kernels& k = *r.kernels->simd;
@@ -172,6 +198,13 @@ void vjp(const Operands<T>& op, const Gradients<T>& g) {
   g.commit(g.tape, a, op.rows * in);
 }
 
+// Nearest runs on NHWC rows too (input and output in one layout), on either kernel.
+LayoutForm layout_form(const detail::ModelData& model, uint32_t node, NodeKernel) {
+  return model.nodes[node].resize == static_cast<uint8_t>(fb::ResizeMode::Nearest)
+             ? LayoutForm::kShared
+             : LayoutForm::kNchw;
+}
+
 }  // namespace
 
 extern const OpModule kResize = {
@@ -181,6 +214,10 @@ extern const OpModule kResize = {
     nullptr,        run,
     forward<float>, forward<double>,
     vjp<float>,     vjp<double>,
+    nullptr,        nullptr,
+    nullptr,        false,
+    nullptr,        nullptr,
+    layout_form,
 };
 
 }  // namespace siflow::ops

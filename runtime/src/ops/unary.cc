@@ -106,6 +106,11 @@ const char* label(const NodeData& n) {
   return labels[static_cast<unsigned>(n.unary)];
 }
 
+// Elementwise: any layout, shared by the input and the output.
+LayoutForm layout_form(const detail::ModelData&, uint32_t, NodeKernel) {
+  return LayoutForm::kShared;
+}
+
 }  // namespace
 
 extern const OpModule kUnary = {
@@ -115,7 +120,10 @@ extern const OpModule kUnary = {
     nullptr,        run,
     forward<float>, forward<double>,
     vjp<float>,     vjp<double>,
-    label,
+    label,          nullptr,
+    nullptr,        false,
+    nullptr,        nullptr,
+    layout_form,
 };
 
 }  // namespace siflow::ops

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "ops/op.hpp"
+#include "plan/layout_choice.hpp"
 #include "plan/plan_layout.hpp"
 #include "support/parallel.hpp"
 #if defined(SIFLOW_WITH_SIMD)
@@ -53,6 +54,13 @@ double best_of_three(Run&& run) {
 }
 #endif
 
+bool nhwc(const NetKernels& k, uint32_t tensor) {
+  return k.layout && k.layout[tensor] == static_cast<uint8_t>(ops::TensorLayout::kNhwc);
+}
+const char* layout_name(const NetKernels& k, uint32_t tensor) {
+  return nhwc(k, tensor) ? "nhwc" : "nchw";
+}
+
 void name_kernels(const ModelData& md, KernelChoice* choice) {
   const NetKernels& k = choice->kernels;
   const char* isa = "";
@@ -63,9 +71,15 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
     char* name = choice->names[i];
     if (k.node[i] == NodeKernel::kReference)
       std::snprintf(name, 32, "reference");
+    else if (k.node[i] == NodeKernel::kXnnpack && is_conv(md.nodes[i].op))
+      // A convolution on XNNPACK runs in NHWC, converting an NCHW input or output
+      // ("xnnpack nhwc"), or reading or writing NHWC tensors in place (their layouts named).
+      std::snprintf(
+          name, 32,
+          !nhwc(k, md.nodes[i].inputs[0]) && !nhwc(k, i + 2) ? "xnnpack nhwc" : "xnnpack %s>%s",
+          layout_name(k, md.nodes[i].inputs[0]), layout_name(k, i + 2));
     else if (k.node[i] == NodeKernel::kXnnpack)
-      // A convolution on XNNPACK runs in NHWC (converted in and out); the dense layers on rows.
-      std::snprintf(name, 32, is_conv(md.nodes[i].op) ? "xnnpack nhwc" : "xnnpack");
+      std::snprintf(name, 32, "xnnpack");
     else if (md.nodes[i].op == OpKind::kConv2d)
       std::snprintf(name, 32, "simd/%s nchw", isa);
     else if (i > 0 && k.fused[i - 1])
@@ -74,6 +88,11 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
       std::snprintf(name, 32, "simd/%s+%s", isa, unary_kind_name(md.nodes[i + 1].unary));
     else
       std::snprintf(name, 32, "simd/%s", isa);
+    // Other nodes whose output the plan laid out NHWC (plan/layout_choice.cc) say so.
+    if (!(k.node[i] == NodeKernel::kXnnpack && is_conv(md.nodes[i].op)) && nhwc(k, i + 2)) {
+      const size_t used = std::strlen(name);
+      std::snprintf(name + used, 32 - used, " nhwc");
+    }
   }
 }
 
@@ -83,7 +102,7 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
                       KernelChoice* out) {
   const uint32_t nodes = md.node_count, tensors = nodes + 2;
   const size_t bytes = nodes * (32 + 2 * sizeof(void*) + sizeof(NodeKernel) + sizeof(bool)) +
-                       tensors * sizeof(int32_t);
+                       tensors * (2 * sizeof(int32_t) + sizeof(uint8_t));
   uint8_t* block = static_cast<uint8_t*>(memory.allocate(bytes));
   if (!block)
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the kernel table");
@@ -92,14 +111,18 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
   xnn::DenseLayer** layers = reinterpret_cast<xnn::DenseLayer**>(block + nodes * 32);
   xnn::ConvLayer** convs = reinterpret_cast<xnn::ConvLayer**>(layers + nodes);
   int32_t* seed_column = reinterpret_cast<int32_t*>(convs + nodes);
-  NodeKernel* node = reinterpret_cast<NodeKernel*>(seed_column + tensors);
+  out->component = reinterpret_cast<uint32_t*>(seed_column + tensors);
+  NodeKernel* node = reinterpret_cast<NodeKernel*>(out->component + tensors);
   bool* fused = reinterpret_cast<bool*>(node + nodes);
+  uint8_t* layout = reinterpret_cast<uint8_t*>(fused + nodes);  // all NCHW until tune_kernels
   NetKernels& k = out->kernels;
   k.node = node;
   k.fused = fused;
   k.seed_column = seed_column;
   k.xnn = layers;
   k.xnn_conv = convs;
+  k.layout = layout;
+  out->tangents = options.divergence != DivergenceMode::kNone;
   find_seed_columns(md, seed_column);
 
   Backend backend = options.backend;
@@ -254,8 +277,17 @@ void tune_kernels(const ModelData& md, size_t rows, float* const* values, float*
     for (uint32_t i = 0; i < md.node_count; ++i)
       if (node[i] == NodeKernel::kXnnpack) fused[i] = false;
   }
+  // The layouts, from the final kernels: NHWC between XNNPACK convolutions.
+  // SIFLOW_LAYOUT=nchw keeps every tensor NCHW (each XNNPACK convolution converting both
+  // sides, the layout before plan-time layouts existed): for comparisons and tests.
+  const char* forced = std::getenv("SIFLOW_LAYOUT");
+  const bool all_nchw = forced && std::strcmp(forced, "nchw") == 0;
+  const uint32_t nhwc_tensors =
+      all_nchw ? 0
+               : choose_layouts(md, node, k.seed_column, choice->tangents, choice->component,
+                                const_cast<uint8_t*>(k.layout));
   // Names are rewritten only when the choice changed here (reduce_weights may have renamed them).
-  if (choice->tune || moved) name_kernels(md, choice);
+  if (choice->tune || moved || nhwc_tensors) name_kernels(md, choice);
 #else
   (void)md, (void)rows, (void)values, (void)scratch, (void)choice;
 #endif

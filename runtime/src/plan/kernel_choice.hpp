@@ -16,8 +16,10 @@ namespace siflow {
 
 struct KernelChoice {
   NetKernels kernels;
-  char (*names)[32] = nullptr;  // [node_count]: what Plan::node_kernel reports
-  bool tune = false;            // tune_kernels() has layers to time
+  char (*names)[32] = nullptr;    // [node_count]: what Plan::node_kernel reports
+  bool tune = false;              // tune_kernels() has layers to time
+  uint32_t* component = nullptr;  // [tensors]: the layout choice's scratch (layout_choice.hpp)
+  bool tangents = false;          // the plan has tangent directions (divergence not none)
 };
 
 // Chooses for options.backend (docs/architecture.md), among the kernels each node's op module
@@ -42,7 +44,9 @@ Status choose_kernels(const detail::ModelData& model, const PlanOptions& options
 // NCHW<->NHWC conversions included) on simd and XNNPACK (best of three at `rows` rows, the plan's
 // velocity block, on the plan's buffers `values`) and keeps the faster; a layer moved to simd does
 // not fuse its activation (the layout planned it unfused); a Conv2d reading the caller's x is not
-// timed and stays on simd. Then names every node's kernel.
+// timed and stays on simd. Then lays tensors out NHWC between XNNPACK convolutions where it can
+// (plan/layout_choice.hpp; the timing above counted both conversions of every convolution, so
+// it is decided after the kernels) and names every node's kernel with its layouts.
 void tune_kernels(const detail::ModelData& model, size_t rows, float* const* values, float* scratch,
                   KernelChoice* choice);
 void free_kernel_choice(const detail::ModelData& model, KernelChoice* choice);

@@ -109,6 +109,7 @@ inline void conv_weights_transposed(const float* w, uint32_t cout, uint32_t grou
 // GroupNorm over rows of `width` values: `groups` contiguous blocks, each normalised by its own
 // mean and 1 / sqrt(variance + epsilon), then gamma and beta (nullable) per channel, a channel
 // being `plane` consecutive values. LayerNorm is groups = 1, plane = 1.
+constexpr uint32_t kNhwcMaxChannels = 256;  // the most channels of an NHWC GroupNorm
 struct Norm {
   const float* gamma;
   const float* beta;
@@ -207,6 +208,13 @@ struct Kernels {
   // NCHW <-> NHWC conversions of XNNPACK's convolutions (kernels_transpose.inc). Register tiles
   // of the vector width, pure data movement: every variant writes the same bits.
   void (*transpose)(const float* src, size_t lds, size_t rows, size_t cols, float* dst, size_t ldd);
+  // norm_forward and norm_jvp on NHWC rows (kernels_norm.inc): `plane` pixels of
+  // width / plane <= kNhwcMaxChannels channels each, a group being adjacent channels of every
+  // pixel; the same bound against the reference, not the NCHW kernels' bits (the statistics sum
+  // per channel first).
+  void (*norm_forward_nhwc)(const Norm& norm, const float* x, size_t r0, size_t r1, float* y);
+  void (*norm_jvp_nhwc)(const Norm& norm, const float* x, size_t r0, size_t r1, size_t directions,
+                        const float* t_in, float* t_out);
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)

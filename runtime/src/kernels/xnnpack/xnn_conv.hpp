@@ -75,10 +75,13 @@ constexpr size_t kConvertPixels = 256;
 // units of (sample, block of kConvertPixels pixels) (the plan's row pool): pure data movement, so
 // the bits do not depend on the split. Fills y with NaN if XNNPACK refuses (it does not for a
 // primed layer), so the run reports a numerical error.
+// `x_nhwc` / `y_nhwc`: x is already NHWC (read in place: it must be readable 16 bytes past its
+// last sample, and x_stride must be the sample's size) / y is written NHWC straight from XNNPACK
+// (y_stride the sample's size); those sides need no conversion and no scratch.
 template <typename Split>
 void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples, float* y,
               size_t y_stride, float* scratch, size_t chunk, bool tangent, Transpose transpose,
-              Split&& split);
+              Split&& split, bool x_nhwc = false, bool y_nhwc = false);
 
 // The pieces run_conv is made of (xnn_conv.cc).
 const ConvShape& conv_shape(const ConvLayer* layer);
@@ -87,40 +90,44 @@ bool run_nhwc(ConvLayer* layer, const float* in, size_t samples, float* out, boo
 template <typename Split>
 void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples, float* y,
               size_t y_stride, float* scratch, size_t chunk, bool tangent, Transpose transpose,
-              Split&& split) {
+              Split&& split, bool x_nhwc, bool y_nhwc) {
   const ConvShape& s = conv_shape(layer);
   const size_t iplane = size_t{s.h} * s.w, oplane = size_t{s.oh} * s.ow;
   const size_t in_floats = s.cin * iplane, out_floats = s.cout * oplane;
   const size_t iblocks = (iplane + kConvertPixels - 1) / kConvertPixels;
   const size_t oblocks = (oplane + kConvertPixels - 1) / kConvertPixels;
   const Transpose tr = transpose ? transpose : transpose_blocked;
-  float* out = scratch + conv_scratch_output_offset(s, chunk);
+  if (x_nhwc && y_nhwc) chunk = samples;  // no scratch: one XNNPACK run over every sample
   for (size_t first = 0; first < samples; first += chunk) {
     const size_t n = samples - first < chunk ? samples - first : chunk;
+    const float* in = x_nhwc ? x + first * x_stride : scratch;
+    float* out = y_nhwc ? y + first * y_stride : scratch + conv_scratch_output_offset(s, chunk);
     // NCHW -> NHWC: sample k's pixels [p0, p1) are a cin x (p1 - p0) block of rows of stride
     // iplane, written as (p1 - p0) rows of cin.
-    split(n * iblocks, [&](size_t a, size_t b) {
-      for (size_t u = a; u < b; ++u) {
-        const size_t k = u / iblocks, p0 = u % iblocks * kConvertPixels;
-        const size_t p1 = iplane - p0 < kConvertPixels ? iplane : p0 + kConvertPixels;
-        tr(x + (first + k) * x_stride + p0, iplane, s.cin, p1 - p0,
-           scratch + k * in_floats + p0 * s.cin, s.cin);
-      }
-    });
-    if (!run_nhwc(layer, scratch, n, out, tangent)) {
+    if (!x_nhwc)
+      split(n * iblocks, [&](size_t a, size_t b) {
+        for (size_t u = a; u < b; ++u) {
+          const size_t k = u / iblocks, p0 = u % iblocks * kConvertPixels;
+          const size_t p1 = iplane - p0 < kConvertPixels ? iplane : p0 + kConvertPixels;
+          tr(x + (first + k) * x_stride + p0, iplane, s.cin, p1 - p0,
+             scratch + k * in_floats + p0 * s.cin, s.cin);
+        }
+      });
+    if (!run_nhwc(layer, in, n, out, tangent)) {
       for (size_t k = 0; k < n; ++k)
         for (size_t i = 0; i < out_floats; ++i) y[(first + k) * y_stride + i] = __builtin_nanf("");
       continue;
     }
     // NHWC -> NCHW, straight into y: (p1 - p0) rows of cout to cout rows of stride oplane.
-    split(n * oblocks, [&](size_t a, size_t b) {
-      for (size_t u = a; u < b; ++u) {
-        const size_t k = u / oblocks, p0 = u % oblocks * kConvertPixels;
-        const size_t p1 = oplane - p0 < kConvertPixels ? oplane : p0 + kConvertPixels;
-        tr(out + k * out_floats + p0 * s.cout, s.cout, p1 - p0, s.cout,
-           y + (first + k) * y_stride + p0, oplane);
-      }
-    });
+    if (!y_nhwc)
+      split(n * oblocks, [&](size_t a, size_t b) {
+        for (size_t u = a; u < b; ++u) {
+          const size_t k = u / oblocks, p0 = u % oblocks * kConvertPixels;
+          const size_t p1 = oplane - p0 < kConvertPixels ? oplane : p0 + kConvertPixels;
+          tr(out + k * out_floats + p0 * s.cout, s.cout, p1 - p0, s.cout,
+             y + (first + k) * y_stride + p0, oplane);
+        }
+      });
   }
 }
 

@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: Apache-2.0
+// Plan-time NHWC layouts (plan/layout_choice.cc): image tensors between XNNPACK convolutions
+// kept NHWC, so the convolutions convert nothing there. On small nets with odd shapes (odd H and
+// W, 12 and 13 channels, stride 2, a transposed conv, a per-channel time bias, a residual add,
+// GroupNorm): the NHWC plan against the reference backend (velocity, exact and Hutchinson log p)
+// and against the all-NCHW XNNPACK plan (SIFLOW_LAYOUT=nchw): bit-equal without GroupNorm (the
+// other ops' NHWC forms do the same operations per element), within the GroupNorm bound with it;
+// on every forced simd variant, 1 and 2 threads and several block sizes; the layouts named per
+// node.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "siflow/model_builder.hpp"
+#include "siflow/siflow.hpp"
+#include "support/random_vectors.hpp"
+#include "support/requirements.hpp"
+#include "support/simd_variants.hpp"
+
+namespace {
+
+using test_support::random_floats;
+
+// dim 3 * 9 * 7. h1 = conv(x) 3 -> 12; e = reshape(fc(t), [12, 1, 1]); h2 = h1 + e;
+// [GroupNorm(4)]; silu; h4 = conv 12 -> 12; h5 = h4 + h1 + resize(e, [12, 9, 7]);
+// [GroupNorm(3)]; concat(h5, h1) read as [24, 9, 7]; conv 24 -> 13 stride 2 (5 x 4); silu;
+// output = conv_transpose 13 -> 3 stride 2 back to 9 x 7.
+std::vector<uint8_t> net(bool group_norm) {
+  std::mt19937 rng(21);
+  siflow::ModelBuilder b(3 * 9 * 7);
+  b.set_x_shape({3, 9, 7});
+  siflow::ImageWindow same;
+  same.pads = {1, 1, 1, 1};
+  const uint32_t h1 = b.conv2d(b.x(), 12, {3, 3}, random_floats(12 * 3 * 9, rng, -0.3f, 0.3f),
+                               random_floats(12, rng, -0.1f, 0.1f), same);
+  const uint32_t e = b.reshape(b.fully_connected(b.t(), 12, random_floats(12, rng, -1.0f, 1.0f),
+                                                 random_floats(12, rng, -1.0f, 1.0f)),
+                               {12, 1, 1});
+  uint32_t h = b.add(h1, e);
+  if (group_norm)
+    h = b.group_norm(h, 4, random_floats(12, rng, 0.5f, 1.5f), random_floats(12, rng, -1.0f, 1.0f));
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  h = b.conv2d(h, 12, {3, 3}, random_floats(12 * 12 * 9, rng, -0.2f, 0.2f),
+               random_floats(12, rng, -0.1f, 0.1f), same);
+  h = b.add(h, h1);
+  // The time bias again, as an exported U-Net spreads it: nearest Resize [12, 1, 1] -> [12, 9, 7].
+  h = b.add(h, b.resize(e, siflow::ModelBuilder::Resize::kNearest, 9, 7));
+  if (group_norm) h = b.group_norm(h, 3);
+  // A U-Net's skip: the channels concatenated (flat) and read back as [24, 9, 7].
+  h = b.reshape(b.concat({h, h1}), {24, 9, 7});
+  siflow::ImageWindow down = same;
+  down.strides = {2, 2};
+  h = b.conv2d(h, 13, {3, 3}, random_floats(13 * 24 * 9, rng, -0.2f, 0.2f),
+               random_floats(13, rng, -0.1f, 0.1f), down);
+  h = b.unary(h, siflow::UnaryKind::kSilu);
+  siflow::ImageWindow up = same;
+  up.strides = {2, 2};
+  b.set_output(b.conv_transpose2d(h, 3, {3, 3}, random_floats(13 * 3 * 9, rng, -0.2f, 0.2f),
+                                  random_floats(3, rng, -0.1f, 0.1f), up));
+  return b.finish();
+}
+
+struct LoadedNet {
+  std::vector<uint8_t> bytes;
+  std::unique_ptr<siflow::Model> model;
+};
+
+LoadedNet load(std::vector<uint8_t> bytes) {
+  LoadedNet net{std::move(bytes), nullptr};
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  const siflow::Status s = siflow::Model::load(net.bytes.data(), net.bytes.size(), lo, &net.model);
+  REQUIRE_MESSAGE(s.ok(), s.message());
+  return net;
+}
+
+// Restores an environment variable when the scope ends.
+struct EnvGuard {
+  std::string name, saved;
+  bool had;
+  explicit EnvGuard(const char* n) : name(n) {
+    const char* s = std::getenv(n);
+    had = s != nullptr;
+    if (s) saved = s;
+  }
+  ~EnvGuard() {
+    if (had)
+      setenv(name.c_str(), saved.c_str(), 1);
+    else
+      unsetenv(name.c_str());
+  }
+};
+
+struct NetRun {
+  std::vector<float> v;
+  std::vector<double> exact, hutch;
+  std::vector<std::string> kernels;  // every node's
+};
+
+// 17 rows: the velocity, a 2-step exact log p and a 2-step Hutchinson log p (3 probes).
+NetRun run_net(const siflow::Model& m, siflow::Backend backend, uint32_t threads, size_t block,
+               bool nchw) {
+  EnvGuard guard("SIFLOW_LAYOUT");
+  if (nchw)
+    setenv("SIFLOW_LAYOUT", "nchw", 1);
+  else
+    unsetenv("SIFLOW_LAYOUT");
+  siflow::PlanOptions po;
+  po.max_batch = 17;
+  po.backend = backend;
+  po.threads = threads;
+  po.max_probes = 3;
+  po.block_rows = block;
+  std::unique_ptr<siflow::Plan> plan;
+  const siflow::Status s = siflow::Plan::create(m, po, nullptr, 0, &plan);
+  REQUIRE_MESSAGE(s.ok(), s.message());
+  const size_t n = 17, d = m.info().dim;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> y(n * d), t(n);
+  for (float& f : y) f = u(rng);
+  for (size_t i = 0; i < n; ++i) t[i] = (i + 0.5f) / n;
+  NetRun r;
+  for (uint32_t i = 0; i < m.info().node_count; ++i) r.kernels.push_back(plan->node_kernel(i));
+  r.v.resize(n * d);
+  REQUIRE(plan->velocity(n, t.data(), y.data(), r.v.data()).ok());
+  siflow::LogProbOptions lo;
+  lo.ode.steps = 2;
+  r.exact.resize(n);
+  REQUIRE(plan->log_prob(n, y.data(), lo, r.exact.data()).ok());
+  lo.divergence.mode = siflow::DivergenceMode::kHutchinson;
+  lo.divergence.probes = 3;
+  lo.divergence.seed = 4;
+  r.hutch.resize(n);
+  REQUIRE(plan->log_prob(n, y.data(), lo, r.hutch.data()).ok());
+  return r;
+}
+
+bool same_bits(const NetRun& a, const NetRun& b) {
+  return std::memcmp(a.v.data(), b.v.data(), a.v.size() * sizeof(float)) == 0 &&
+         std::memcmp(a.exact.data(), b.exact.data(), a.exact.size() * sizeof(double)) == 0 &&
+         std::memcmp(a.hutch.data(), b.hutch.data(), a.hutch.size() * sizeof(double)) == 0;
+}
+
+void check_close(const NetRun& fast, const NetRun& ref, double bound) {
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < ref.v.size(); ++i) {
+    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
+    scale = std::max(scale, double{std::fabs(ref.v[i])});
+  }
+  INFO("worst velocity difference " << worst << " at scale " << scale);
+  CHECK(worst <= bound * scale);
+  for (size_t i = 0; i < ref.exact.size(); ++i) {
+    INFO("row " << i << ": exact " << fast.exact[i] << " vs " << ref.exact[i] << ", Hutchinson "
+                << fast.hutch[i] << " vs " << ref.hutch[i]);
+    CHECK(std::fabs(fast.exact[i] - ref.exact[i]) <= 10 * bound * (1.0 + std::fabs(ref.exact[i])));
+    CHECK(std::fabs(fast.hutch[i] - ref.hutch[i]) <= 10 * bound * (1.0 + std::fabs(ref.hutch[i])));
+  }
+}
+
+size_t count_with(const NetRun& r, const char* text) {
+  size_t n = 0;
+  for (const std::string& k : r.kernels) n += k.find(text) != std::string::npos;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("NHWC layouts: named per node, against the reference and the all-NCHW plan" *
+          SIFLOW_NEEDS_XNNPACK) {
+  for (bool gn : {false, true}) {
+    INFO("GroupNorm: " << gn);
+    const LoadedNet m = load(net(gn));
+    const NetRun ref = run_net(*m.model, siflow::Backend::kReference, 1, 0, false);
+    const NetRun nchw = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, true);
+    const NetRun nhwc = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false);
+    std::string names;
+    for (const std::string& k : nhwc.kernels) names += "[" + k + "] ";
+    INFO("nodes: " << names);
+    // The all-NCHW plan converts around every convolution; the NHWC plan keeps h1 .. h5 NHWC:
+    // the first conv writes NHWC, the second reads and writes it, the strided one reads it. Its
+    // output stays NCHW: the transposed conv after it writes the network output, and exact
+    // divergence's diagonal-only JVP reads that conv's input NCHW.
+    CHECK(count_with(nchw, ">") == 0);
+    CHECK(count_with(nhwc, "xnnpack nchw>nhwc") == 1);
+    CHECK(count_with(nhwc, "xnnpack nhwc>nhwc") == 1);
+    CHECK(count_with(nhwc, "xnnpack nhwc>nchw") == 1);
+    // The three adds, the Resize, the first silu and the GroupNorms run NHWC on simd.
+    size_t simd_nhwc = 0;
+    for (const std::string& k : nhwc.kernels)
+      simd_nhwc += k.rfind("simd/", 0) == 0 && k.size() > 5 && k.substr(k.size() - 5) == " nhwc";
+    CHECK(simd_nhwc == (gn ? 7u : 5u));
+    // The Concat and the Reshape reading it as an image, on the reference kernels, NHWC too.
+    CHECK(count_with(nhwc, "reference nhwc") == 2);
+    CHECK(nhwc.kernels.back() == "xnnpack nhwc");
+    check_close(nhwc, ref, 1e-5);
+    if (gn)
+      check_close(nhwc, nchw, 1e-5);
+    else
+      CHECK(same_bits(nhwc, nchw));
+  }
+}
+
+TEST_CASE("NHWC layouts: every forced simd variant, threads and block sizes" *
+          SIFLOW_NEEDS_XNNPACK_AND_POOL) {
+  EnvGuard isa("SIFLOW_SIMD_ISA");
+  for (const siflow::simd::Kernels* k : test_support::simd_variants()) {
+    CAPTURE(std::string(k->isa));
+    setenv("SIFLOW_SIMD_ISA", k->isa, 1);
+    for (bool gn : {false, true}) {
+      INFO("GroupNorm: " << gn);
+      const LoadedNet m = load(net(gn));
+      const NetRun ref = run_net(*m.model, siflow::Backend::kReference, 1, 0, false);
+      const NetRun nchw = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, true);
+      const NetRun one = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false);
+      CHECK(count_with(one, "nhwc>nhwc") == 1);
+      check_close(one, ref, 1e-5);
+      if (!gn) CHECK(same_bits(one, nchw));
+      const NetRun two = run_net(*m.model, siflow::Backend::kXnnpack, 2, 0, false);
+      CHECK(same_bits(one, two));
+      for (size_t block : {size_t{1}, size_t{5}, size_t{16}}) {
+        INFO("block " << block);
+        CHECK(same_bits(one, run_net(*m.model, siflow::Backend::kXnnpack, 1, block, false)));
+        CHECK(same_bits(one, run_net(*m.model, siflow::Backend::kXnnpack, 2, block, false)));
+      }
+    }
+  }
+}
+
+TEST_CASE("NHWC layouts: the simd and reference backends stay NCHW") {
+  const LoadedNet m = load(net(true));
+  for (siflow::Backend b : {siflow::Backend::kReference, siflow::Backend::kSimd}) {
+    const NetRun r = run_net(*m.model, b, 1, 0, false);
+    CHECK(count_with(r, "nhwc") == 0);
+  }
+}
+
+TEST_CASE("NHWC layouts: a plan without tangents also reads the output conv's input NHWC" *
+          SIFLOW_NEEDS_XNNPACK) {
+  const LoadedNet m = load(net(false));
+  auto velocity = [&](siflow::Backend backend, bool nchw, std::vector<std::string>* names) {
+    EnvGuard guard("SIFLOW_LAYOUT");
+    if (nchw)
+      setenv("SIFLOW_LAYOUT", "nchw", 1);
+    else
+      unsetenv("SIFLOW_LAYOUT");
+    siflow::PlanOptions po;
+    po.max_batch = 5;
+    po.backend = backend;
+    po.divergence = siflow::DivergenceMode::kNone;
+    std::unique_ptr<siflow::Plan> plan;
+    REQUIRE(siflow::Plan::create(*m.model, po, nullptr, 0, &plan).ok());
+    const size_t n = 5, d = m.model->info().dim;
+    std::vector<float> y(n * d), t(n, 0.3f), v(n * d);
+    for (size_t i = 0; i < y.size(); ++i) y[i] = std::sin(0.1f * i);
+    REQUIRE(plan->velocity(n, t.data(), y.data(), v.data()).ok());
+    if (names)
+      for (uint32_t i = 0; i < m.model->info().node_count; ++i)
+        names->push_back(plan->node_kernel(i));
+    return v;
+  };
+  std::vector<std::string> names;
+  const auto ref = velocity(siflow::Backend::kReference, false, nullptr);
+  const auto nchw = velocity(siflow::Backend::kXnnpack, true, nullptr);
+  const auto nhwc = velocity(siflow::Backend::kXnnpack, false, &names);
+  // The strided conv now writes NHWC, the output's transposed conv reads it in place.
+  CHECK(names.back() == "xnnpack nhwc>nchw");
+  CHECK(std::memcmp(nhwc.data(), nchw.data(), nhwc.size() * sizeof(float)) == 0);
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    worst = std::max(worst, double{std::fabs(nhwc[i] - ref[i])});
+    scale = std::max(scale, double{std::fabs(ref[i])});
+  }
+  CHECK(worst <= 1e-5 * scale);
+}
