@@ -120,6 +120,7 @@ void vjp_rows(const Blocks& b, float epsilon, const Operands<T>& op, const Gradi
 // outputs do not depend on the split). `nhwc`: the rows are NHWC (GroupNorm in a plan that laid
 // its tensors out so; simd kernels only), one row per unit.
 inline void run(const NodeRun& r, const Blocks& b, bool nhwc = false) {
+  (void)nhwc;  // only the simd kernels have NHWC forms (a build without them never plans NHWC)
   const detail::NodeData& n = r.model->nodes[r.node];
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const float* x = r.values[a];
