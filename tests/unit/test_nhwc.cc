@@ -6,7 +6,9 @@
 // and against the all-NCHW XNNPACK plan (SIFLOW_LAYOUT=nchw): bit-equal without GroupNorm (the
 // other ops' NHWC forms do the same operations per element), within the GroupNorm bound with it;
 // on every forced simd variant, 1 and 2 threads and several block sizes; the layouts named per
-// node.
+// node. Also: C = 1 and one-pixel tensors and full-width constants next to XNNPACK convolutions
+// stay NCHW (regressions: a 512-channel GroupNorm, a bilinear Resize, an add_constant), and
+// batch 1 to 5 on two threads, where convolutions split by output channels in place.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -280,4 +282,108 @@ TEST_CASE("NHWC layouts: a plan without tangents also reads the output conv's in
     scale = std::max(scale, double{std::fabs(ref[i])});
   }
   CHECK(worst <= 1e-5 * scale);
+}
+
+namespace {
+
+// Three nets whose C = 1 or H x W = 1 tensors, or full-width constants, meet an XNNPACK
+// convolution: a plan once laid such tensors out "NHWC" (the same memory) and so sent the other
+// ops reading them down NHWC paths that do not hold for them (a 512-channel GroupNorm past its
+// NHWC kernel's stack arrays, a bilinear Resize run as nearest, an NCHW-ordered constant added
+// to NHWC values).
+std::vector<uint8_t> constant_net() {  // a full-width constant added between convolutions
+  std::mt19937 rng(41);
+  siflow::ModelBuilder b(3 * 9 * 7);
+  b.set_x_shape({3, 9, 7});
+  siflow::ImageWindow same;
+  same.pads = {1, 1, 1, 1};
+  uint32_t h = b.conv2d(b.x(), 12, {3, 3}, random_floats(12 * 27, rng, -0.3f, 0.3f),
+                        random_floats(12, rng, -0.1f, 0.1f), same);
+  h = b.add_constant(h, random_floats(12 * 63, rng, -1.0f, 1.0f));
+  h = b.conv2d(h, 12, {3, 3}, random_floats(12 * 12 * 9, rng, -0.2f, 0.2f),
+               random_floats(12, rng, -0.1f, 0.1f), same);
+  b.set_output(b.conv2d(h, 3, {3, 3}, random_floats(3 * 12 * 9, rng, -0.2f, 0.2f), {}, same));
+  return b.finish();
+}
+
+std::vector<uint8_t> bilinear_net() {  // a one-channel bilinear Resize into a convolution
+  std::mt19937 rng(42);
+  siflow::ModelBuilder b(8 * 8);
+  b.set_x_shape({1, 8, 8});
+  siflow::ImageWindow same;
+  same.pads = {1, 1, 1, 1};
+  uint32_t h = b.conv2d(b.x(), 1, {3, 3}, random_floats(9, rng, -0.5f, 0.5f),
+                        random_floats(1, rng, -0.1f, 0.1f), same);
+  h = b.resize(h, siflow::ModelBuilder::Resize::kBilinear, 16, 16);
+  h = b.conv2d(h, 4, {3, 3}, random_floats(4 * 9, rng, -0.5f, 0.5f),
+               random_floats(4, rng, -0.1f, 0.1f), same);
+  siflow::ImageWindow down = same;
+  down.strides = {2, 2};
+  b.set_output(b.conv2d(h, 1, {3, 3}, random_floats(4 * 9, rng, -0.3f, 0.3f), {}, down));
+  return b.finish();
+}
+
+std::vector<uint8_t> wide_norm_net() {  // GroupNorm over 512 channels of one pixel
+  std::mt19937 rng(43);
+  siflow::ModelBuilder b(2);
+  b.set_x_shape({2, 1, 1});
+  uint32_t h = b.conv2d(b.x(), 512, {1, 1}, random_floats(1024, rng, -0.5f, 0.5f),
+                        random_floats(512, rng, -0.5f, 0.5f));
+  h = b.group_norm(h, 32, random_floats(512, rng, -1.0f, 1.0f),
+                   random_floats(512, rng, -1.0f, 1.0f));
+  b.set_output(b.conv2d(h, 2, {1, 1}, random_floats(1024, rng, -0.1f, 0.1f)));
+  return b.finish();
+}
+
+}  // namespace
+
+TEST_CASE("NHWC layouts: C = 1 and one-pixel tensors and full-width constants stay NCHW" *
+          SIFLOW_NEEDS_XNNPACK) {
+  const std::pair<const char*, std::vector<uint8_t>> nets[] = {
+      {"full-width constant", constant_net()},
+      {"one-channel bilinear resize", bilinear_net()},
+      {"512-channel GroupNorm of one pixel", wide_norm_net()}};
+  for (const auto& [what, bytes] : nets) {
+    INFO(what);
+    const LoadedNet m = load(bytes);
+    const NetRun ref = run_net(*m.model, siflow::Backend::kReference, 1, 0, false);
+    const NetRun fast = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false);
+    const NetRun fast2 = run_net(*m.model, siflow::Backend::kXnnpack, 2, 0, false);
+    check_close(fast, ref, 1e-5);
+    CHECK(same_bits(fast, fast2));
+  }
+}
+
+TEST_CASE("NHWC layouts: batch 1 to 5 on two threads (XNNPACK's channel slices in place)" *
+          SIFLOW_NEEDS_XNNPACK_AND_POOL) {
+  // Fewer rows than threads split an XNNPACK convolution by output channels, each slice written
+  // at its offset of an NHWC tensor read and written in place: against one thread bit for bit
+  // and against the reference.
+  const LoadedNet m = load(net(true));
+  const size_t d = m.model->info().dim;
+  auto velocity = [&](siflow::Backend backend, uint32_t threads, size_t n) {
+    siflow::PlanOptions po;
+    po.max_batch = n;
+    po.backend = backend;
+    po.threads = threads;
+    std::unique_ptr<siflow::Plan> plan;
+    REQUIRE(siflow::Plan::create(*m.model, po, nullptr, 0, &plan).ok());
+    std::vector<float> y(n * d), t(n, 0.6f), v(n * d);
+    for (size_t i = 0; i < y.size(); ++i) y[i] = std::cos(0.21f * i);
+    REQUIRE(plan->velocity(n, t.data(), y.data(), v.data()).ok());
+    return v;
+  };
+  for (size_t n : {size_t{1}, size_t{2}, size_t{3}, size_t{5}}) {
+    INFO(n << " rows");
+    const auto ref = velocity(siflow::Backend::kReference, 1, n);
+    const auto one = velocity(siflow::Backend::kXnnpack, 1, n);
+    const auto two = velocity(siflow::Backend::kXnnpack, 2, n);
+    CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      worst = std::max(worst, double{std::fabs(two[i] - ref[i])});
+      scale = std::max(scale, double{std::fabs(ref[i])});
+    }
+    CHECK(worst <= 1e-5 * scale);
+  }
 }

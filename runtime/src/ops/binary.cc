@@ -406,6 +406,8 @@ LayoutForm layout_form(const detail::ModelData& model, uint32_t node, NodeKernel
     // The flat rule pairs values in memory order: every operand must be one value or have the
     // output's shape (then both are in the one layout).
     const detail::Shape& out = model.tensors[node + 2].shape;
+    // A constant operand of many values (add_constant with a [C*H*W] constant) is stored NCHW.
+    if (n.constant && n.constant_width > 1) return LayoutForm::kNchw;
     for (uint32_t j = 0; j < n.input_count; ++j) {
       const detail::TensorData& t = model.tensors[n.inputs[j]];
       if (t.width == 1) continue;

@@ -9,14 +9,12 @@ namespace {
 
 using detail::ModelData;
 using detail::NodeData;
-using detail::TensorData;
 using ops::LayoutForm;
 using ops::TensorLayout;
 
 bool is_image(const detail::Shape& s) {
   return s.rank == 3 && s.dims[0] > 1 && size_t{s.dims[1]} * s.dims[2] > 1;
 }
-bool is_invariant(const TensorData& t) { return t.shape.rank == 3 && !is_image(t.shape); }
 
 uint32_t find(uint32_t* parent, uint32_t t) {
   while (parent[t] != t) t = parent[t] = parent[parent[t]];
@@ -78,19 +76,10 @@ uint32_t choose_layouts(const ModelData& md, const ops::NodeKernel* node,
     layout[t] = static_cast<uint8_t>(nhwc ? TensorLayout::kNhwc : TensorLayout::kNchw);
     count += nhwc;
   }
-  // Tensors the same in both layouts, read or written in place by an XNNPACK convolution.
-  for (uint32_t i = 0; i < md.node_count; ++i) {
-    const NodeData& n = md.nodes[i];
-    const ops::OpModule& m = ops::op_module(n.op);
-    if (!m.layout_form || m.layout_form(md, i, node[i]) != LayoutForm::kEither) continue;
-    const uint32_t ends[2] = {n.inputs[0], i + 2};
-    for (uint32_t t : ends)
-      if (t >= 2 && alias_root(md, t) == t && is_invariant(md.tensors[t]) &&
-          layout[t] != static_cast<uint8_t>(TensorLayout::kNhwc)) {
-        layout[t] = static_cast<uint8_t>(TensorLayout::kNhwc);
-        ++count;
-      }
-  }
+  // A tensor with C = 1 or H x W = 1 is the same memory in both layouts but stays marked NCHW:
+  // the other ops reading it (GroupNorm over many channels, a bilinear Resize, a constant
+  // operand) must not take their NHWC paths for it, and an XNNPACK convolution's conversion of
+  // it is a copy.
   return count;
 }
 

@@ -23,9 +23,10 @@ namespace siflow {
 //    tensor with identity seed columns, or, in a plan with tangents (`tangents`), the input of a
 //    convolution writing the network output (exact divergence's diagonal-only JVP reads that
 //    input NCHW);
-//  - a tensor with C = 1 or H x W = 1 (the same memory in both layouts) that a kEither node
-//    reads or writes is marked NHWC too when it has its own arena buffer (not x, not an alias), so
-//    the convolution reads or writes it in place.
+//  - a tensor with C = 1 or H x W = 1 (the same memory in both layouts) stays marked NCHW, so
+//    no other op reading it takes an NHWC path (a GroupNorm over more channels than its NHWC
+//    kernel holds, a bilinear Resize, a full-width constant operand); a convolution converting
+//    it makes a copy.
 // Returns the number of tensors laid out NHWC.
 uint32_t choose_layouts(const detail::ModelData& model, const ops::NodeKernel* node,
                         const int32_t* seed_column, bool tangents, uint32_t* component,
