@@ -473,7 +473,8 @@ struct NodeProfile {
 
 // A planned arena for one model and max batch. Not thread-safe: one Plan per thread.
 // After create(), sample/decode/encode/log_prob/velocity allocate nothing and make no
-// system call. All points are row-major [n][dim] in data space unless stated otherwise.
+// system call (but the worker pool's wake-ups and sleeps with threads > 1). All points are
+// row-major [n][dim] in data space unless stated otherwise.
 class Plan {
  public:
   // arena == nullptr: the plan allocates one block for itself, its tables and its arena;

@@ -29,8 +29,8 @@ xnn::ConvShape conv_xnn_shape(const NodeData& n) {
 // sized for every sample of a call), unless the plan laid the input out NHWC already, the forward
 // with the bias, then the tangents (rows * directions samples) through the operator without it;
 // the output converted back to NCHW unless the plan laid it out NHWC. The conversions run on the
-// simd kernels' transpose, split into blocks of pixels over the row pool; XNNPACK splits its own
-// work over the same threads.
+// simd kernels' transpose, split into blocks of pixels over the row pool; XNNPACK itself runs
+// single-threaded, the layer's per-thread parts on the same pool (xnn_conv.hpp).
 void run_conv_xnn(const NodeRun& r) {
   const NodeData& n = r.model->nodes[r.node];
   const FastKernels& k = *r.kernels;

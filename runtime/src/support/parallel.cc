@@ -38,8 +38,8 @@ Status RowPool::check(uint32_t threads) {
                          threads);
   if (threads > 1 && !available())
     return Status::error(StatusCode::kUnsupported,
-                         "threads = %u, but this build has no threads; it runs on the caller's "
-                         "thread only (threads = 1)",
+                         "threads = %u, but this build has no thread pool; it runs on the "
+                         "caller's thread only (threads = 1)",
                          threads);
   return Status();
 }
