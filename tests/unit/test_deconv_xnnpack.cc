@@ -24,6 +24,7 @@
 #include "siflow/siflow.hpp"
 #include "support/conv_cases.hpp"
 #include "support/requirements.hpp"
+#include "support/velocity_gap.hpp"
 #if defined(SIFLOW_WITH_XNNPACK)
 #include "kernels/xnnpack/xnn_conv.hpp"
 #include "kernels/xnnpack/xnn_dense.hpp"
@@ -243,11 +244,8 @@ TEST_CASE("ConvTranspose2d net on xnnpack: named, against the reference, bit-equ
   for (const std::string& k : fast.kernels)
     CHECK(k.rfind("xnnpack n", 0) == 0);  // its layouts: xnnpack nhwc, nchw>nhwc, ...
   for (const std::string& k : ref.kernels) CHECK(k == "reference");
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < ref.v.size(); ++i) {
-    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
-    scale = std::max(scale, double{std::fabs(ref.v[i])});
-  }
+  const test_support::VelocityGap gap = test_support::velocity_gap(fast.v, ref.v);
+  const double worst = gap.worst, scale = gap.scale;
   INFO("worst velocity difference " << worst << " at scale " << scale);
   // Three layers of at most 72 terms each, summed in another order: a few float ulps of the scale.
   CHECK(worst <= 1e-5 * scale);
@@ -271,11 +269,8 @@ TEST_CASE(
   for (const std::string& k : dflt.kernels) CHECK(k == "reference");
   // The Conv2d between them may run on simd (another summation order): compare loosely there,
   // the transposed convs' own contribution being exact.
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < ref.v.size(); ++i) {
-    worst = std::max(worst, double{std::fabs(dflt.v[i] - ref.v[i])});
-    scale = std::max(scale, double{std::fabs(ref.v[i])});
-  }
+  const test_support::VelocityGap gap = test_support::velocity_gap(dflt.v, ref.v);
+  const double worst = gap.worst, scale = gap.scale;
   CHECK(worst <= 1e-5 * scale);
 }
 
@@ -290,11 +285,8 @@ TEST_CASE("ConvTranspose2d net tuned: each transposed conv on XNNPACK or the ref
   CHECK(tuned.kernels[0] == "reference");
   CHECK((tuned.kernels[1].rfind("xnnpack n", 0) == 0 || tuned.kernels[1] == "reference"));
   MESSAGE("tuned kernels: " << tuned.kernels[0] << ", " << tuned.kernels[1]);
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < ref.v.size(); ++i) {
-    worst = std::max(worst, double{std::fabs(tuned.v[i] - ref.v[i])});
-    scale = std::max(scale, double{std::fabs(ref.v[i])});
-  }
+  const test_support::VelocityGap gap = test_support::velocity_gap(tuned.v, ref.v);
+  const double worst = gap.worst, scale = gap.scale;
   CHECK(worst <= 1e-5 * scale);
 }
 

@@ -26,6 +26,7 @@
 #include "support/random_vectors.hpp"
 #include "support/requirements.hpp"
 #include "support/simd_variants.hpp"
+#include "support/velocity_gap.hpp"
 
 namespace {
 
@@ -153,11 +154,8 @@ bool same_bits(const NetRun& a, const NetRun& b) {
 }
 
 void check_close(const NetRun& fast, const NetRun& ref, double bound) {
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < ref.v.size(); ++i) {
-    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
-    scale = std::max(scale, double{std::fabs(ref.v[i])});
-  }
+  const test_support::VelocityGap gap = test_support::velocity_gap(fast.v, ref.v);
+  const double worst = gap.worst, scale = gap.scale;
   INFO("worst velocity difference " << worst << " at scale " << scale);
   CHECK(worst <= bound * scale);
   for (size_t i = 0; i < ref.exact.size(); ++i) {
@@ -276,11 +274,8 @@ TEST_CASE("NHWC layouts: a plan without tangents also reads the output conv's in
   // The strided conv now writes NHWC, the output's transposed conv reads it in place.
   CHECK(names.back() == "xnnpack nhwc>nchw");
   CHECK(std::memcmp(nhwc.data(), nchw.data(), nhwc.size() * sizeof(float)) == 0);
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    worst = std::max(worst, double{std::fabs(nhwc[i] - ref[i])});
-    scale = std::max(scale, double{std::fabs(ref[i])});
-  }
+  const test_support::VelocityGap gap = test_support::velocity_gap(nhwc, ref);
+  const double worst = gap.worst, scale = gap.scale;
   CHECK(worst <= 1e-5 * scale);
 }
 
@@ -379,11 +374,8 @@ TEST_CASE("NHWC layouts: batch 1 to 5 on two threads (XNNPACK's channel slices i
     const auto one = velocity(siflow::Backend::kXnnpack, 1, n);
     const auto two = velocity(siflow::Backend::kXnnpack, 2, n);
     CHECK(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
-    double worst = 0, scale = 0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-      worst = std::max(worst, double{std::fabs(two[i] - ref[i])});
-      scale = std::max(scale, double{std::fabs(ref[i])});
-    }
+    const test_support::VelocityGap gap = test_support::velocity_gap(two, ref);
+    const double worst = gap.worst, scale = gap.scale;
     CHECK(worst <= 1e-5 * scale);
   }
 }
