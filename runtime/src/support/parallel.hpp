@@ -44,7 +44,7 @@ class RowPool {
  private:
   RowPool() = default;
   uint32_t threads_ = 1;
-  PoolState* state_ = nullptr;
+  [[maybe_unused]] PoolState* state_ = nullptr;  // unused in builds without threads
 };
 
 // fn(r0, r1) over [0, rows) on the pool (or inline when pool is nullptr).
