@@ -21,7 +21,7 @@ case "$PART" in
 esac
 HAVE_POOL=${SIFLOW_TEST_THREADS:-ON}
 if [ "$PART" = threads ] && [ "$HAVE_POOL" = OFF ]; then
-  echo "SKIPPED: the CLI's worker-thread checks: this build has no thread pool (pthreadpool)"
+  echo "SKIPPED: the CLI's worker-thread checks: this build has no thread pool (no threads: bare metal, minimal or WebAssembly)"
   exit 77
 fi
 # shellcheck disable=SC2206  # the emulator command is meant to split into words
