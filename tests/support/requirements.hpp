@@ -35,7 +35,7 @@ constexpr bool kX86_64 = false;
 // Worker threads in a plan (PlanOptions::threads > 1): ctest entry NAME_pool.
 #define SIFLOW_NEEDS_POOL                                                            \
   doctest::test_suite("needs_pool") * doctest::skip(!siflow_test::kHaveThreadPool) * \
-      doctest::description("needs a thread pool; this build has no threads (bare metal, minimal or WebAssembly)")
+      doctest::description("needs a thread pool; this build has no threads")
 
 // The xnnpack backend: ctest entry NAME_xnnpack.
 #define SIFLOW_NEEDS_XNNPACK                                                         \
