@@ -53,10 +53,10 @@ namespace {
 
 constexpr size_t kConvertPixels = 256;  // pixels per unit of a layout conversion
 
-// dst sample k = src sample k transposed from [rows][cols] to [cols][rows], for `samples`
-// samples of rows * cols floats (src stride lds, dst stride ldd), in blocks of kConvertPixels
-// along `cols` when from NCHW (rows = channels) or along `rows` when to NCHW: split over the
-// pool in units of (sample, block), pure data movement.
+// The layout conversions of `samples` samples: to_nhwc from NCHW x (sample stride ldx) into
+// dst, [channels][plane] to [plane][channels], and to_nchw back from src into y (stride ldy); in
+// units of (sample, kConvertPixels pixels) split over the pool, on the simd transpose. Pure data
+// movement: the bits do not depend on the split.
 void to_nhwc(const NodeRun& r, const float* x, size_t ldx, size_t samples, uint32_t channels,
              size_t plane, float* dst) {
   const simd::Kernels& k = *r.kernels->simd;
