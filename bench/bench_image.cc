@@ -10,10 +10,10 @@
 // logp integrates RK4 log-likelihoods of the same points read as data. Prints the median and
 // minimum seconds of REPS runs (after one warm-up when REPS > 1), the median CPU seconds of the
 // process (what counts on a loaded machine with one thread), a checksum, the arena bytes,
-// the peak RSS in KiB and the kernel of every Conv2d node. --profile runs REPS more times after
-// the timed runs with the per-node profile on (Plan::set_profile) and prints, after the result
-// line, the CLI's --profile table of each node's fastest run (robust to preemption on a shared
-// machine) under the fastest run's wall time.
+// the peak RSS in KiB and the kernels of the Conv2d nodes, each with its count. --profile runs REPS
+// more times after the timed runs with the per-node profile on (Plan::set_profile) and prints,
+// after the result line, the CLI's --profile table of each node's fastest run (robust to preemption
+// on a shared machine) under the fastest run's wall time.
 #include <sys/resource.h>
 #include <time.h>
 
@@ -25,6 +25,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "profile.hpp"
@@ -145,15 +146,24 @@ int main(int argc, char** argv) {
     for (double v : lp) checksum += v;
   else
     for (float v : x) checksum += v;
-  std::string kernels;
+  // Each Conv2d kernel the plan chose with its count: "simd/avx512 nchw*2,xnnpack nhwc>nhwc*9".
+  std::vector<std::pair<std::string, int>> chosen;
   for (uint32_t n = 0; n < model->info().node_count; ++n) {
     const char* op = "";
     uint32_t in = 0, width = 0;
     model->node(n, &op, &in, &width);
     if (std::strcmp(op, "conv2d") != 0) continue;
     const std::string k = plan->node_kernel(n);
-    if (kernels.find(k) == std::string::npos) kernels += (kernels.empty() ? "" : ",") + k;
+    auto at =
+        std::find_if(chosen.begin(), chosen.end(), [&](const auto& c) { return c.first == k; });
+    if (at == chosen.end())
+      chosen.emplace_back(k, 1);
+    else
+      ++at->second;
   }
+  std::string kernels;
+  for (const auto& c : chosen)
+    kernels += (kernels.empty() ? "" : ",") + c.first + "*" + std::to_string(c.second);
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
   std::printf(

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Per-layer Conv2d timing, simd (NCHW) against XNNPACK (NHWC), on one thread at the unet28
 // layer shapes (bench/unet28.py): for each shape and batch, the median CPU seconds of the simd
-// kernel, of XNNPACK with the NCHW<->NHWC conversions the plan's layer does, and of XNNPACK
-// alone on NHWC data, with GFLOP/s (2 flops per multiply-add) to set beside bench/peak_fma.
+// kernel, of XNNPACK with the NCHW<->NHWC conversions the plan's layer does, of XNNPACK
+// alone on NHWC data and of the simd NHWC implicit GEMM (kernels_conv_nhwc.inc) on the same NHWC
+// data, with GFLOP/s (2 flops per multiply-add) to set beside bench/peak_fma. Reps alternate
+// between the two NHWC kernels, so a change in the machine's load hits both alike.
 //   bench_xnn_conv [REPS]        (default 7; prints one line per shape and batch)
 #include <cstdio>
 
@@ -45,6 +47,26 @@ double median_cpu(int reps, F&& f) {
   return t[t.size() / 2];
 }
 
+// Medians of two functions timed in alternation (a, b, a, b, ...), after one warm-up each.
+template <typename F, typename G>
+void median_pair(int reps, F&& f, G&& g, double* tf, double* tg) {
+  f();
+  g();
+  std::vector<double> a, b;
+  for (int r = 0; r < reps; ++r) {
+    double t0 = cpu_seconds();
+    f();
+    a.push_back(cpu_seconds() - t0);
+    t0 = cpu_seconds();
+    g();
+    b.push_back(cpu_seconds() - t0);
+  }
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  *tf = a[a.size() / 2];
+  *tg = b[b.size() / 2];
+}
+
 struct Shape {
   const char* what;
   uint32_t cin, h, w, cout, k, stride, pad;
@@ -73,8 +95,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("# isa %s, one thread, median CPU seconds of %d reps per layer call\n", k->isa, reps);
-  std::printf("%-34s %5s %10s %10s %10s %8s %8s %8s %7s\n", "layer", "batch", "simd_s",
-              "xnn_conv_s", "xnn_nhwc_s", "simd_GF", "xnnc_GF", "xnnh_GF", "winner");
+  std::printf("%-34s %5s %10s %10s %10s %10s %8s %8s %8s %8s %7s %7s\n", "layer", "batch", "simd_s",
+              "xnn_conv_s", "xnn_nhwc_s", "own_nhwc_s", "simd_GF", "xnnc_GF", "xnnh_GF", "ownh_GF",
+              "own/xnn", "winner");
   for (const Shape& sh : kShapes) {
     const uint32_t oh = (sh.h + 2 * sh.pad - sh.k) / sh.stride + 1;
     const uint32_t ow = (sh.w + 2 * sh.pad - sh.k) / sh.stride + 1;
@@ -94,6 +117,12 @@ int main(int argc, char** argv) {
     const siflow::simd::Conv c{w.data(),  b.data(), sh.cin, sh.h,   sh.w,  sh.cout,
                                oh,        ow,       1,      sh.k,   sh.k,  sh.stride,
                                sh.stride, 1,        1,      sh.pad, sh.pad};
+    const uint32_t taps = sh.k * sh.k;
+    std::vector<float> packed(siflow::simd::conv_nhwc_packed_floats(sh.cin, taps, sh.cout));
+    siflow::simd::pack_conv_nhwc(w.data(), sh.cin, taps, sh.cout, packed.data());
+    const siflow::simd::ConvNhwc cn{
+        packed.data(), b.data(), sh.cin,    sh.h,      sh.w, sh.cout, oh,     ow,
+        sh.k,          sh.k,     sh.stride, sh.stride, 1,    1,       sh.pad, sh.pad};
     for (size_t batch : {size_t{1}, size_t{64}}) {
       std::vector<float> x(batch * in + 64), y(batch * out + 64);
       for (size_t i = 0; i < x.size(); ++i) x[i] = 0.001f * static_cast<float>(i % 1013);
@@ -108,12 +137,21 @@ int main(int argc, char** argv) {
                               false, k->transpose, serial);
       });
       float* nhwc_out = scratch.data() + (in * batch + 16 + 15) / 16 * 16;
-      const double t_nhwc = median_cpu(
-          reps, [&] { siflow::xnn::run_nhwc(layer, scratch.data(), batch, nhwc_out, false); });
+      const size_t own_units = k->conv_nhwc_units(cn, batch);
+      double t_nhwc = 0, t_own = 0;
+      median_pair(
+          reps, [&] { siflow::xnn::run_nhwc(layer, scratch.data(), batch, nhwc_out, false); },
+          [&] { k->conv2d_nhwc(cn, scratch.data(), in, nhwc_out, out, 0, own_units); }, &t_nhwc,
+          &t_own);
       const double flops = 2.0 * batch * out * sh.cin * sh.k * sh.k;
-      std::printf("%-34s %5zu %10.6f %10.6f %10.6f %8.1f %8.1f %8.1f %7s\n", sh.what, batch, t_simd,
-                  t_conv, t_nhwc, flops / t_simd * 1e-9, flops / t_conv * 1e-9,
-                  flops / t_nhwc * 1e-9, t_conv < t_simd ? "xnnpack" : "simd");
+      const double best_xnn = t_conv < t_nhwc ? t_conv : t_nhwc;
+      const char* winner = t_own < best_xnn && t_own < t_simd ? "own_nhwc"
+                           : best_xnn < t_simd                ? "xnnpack"
+                                                              : "simd";
+      std::printf("%-34s %5zu %10.6f %10.6f %10.6f %10.6f %8.1f %8.1f %8.1f %8.1f %7.2f %7s\n",
+                  sh.what, batch, t_simd, t_conv, t_nhwc, t_own, flops / t_simd * 1e-9,
+                  flops / t_conv * 1e-9, flops / t_nhwc * 1e-9, flops / t_own * 1e-9,
+                  t_nhwc / t_own, winner);
     }
     siflow::xnn::destroy_conv(layer);
   }

@@ -49,9 +49,9 @@ const OptionSpec kBackendOption{"--backend", nullptr, "B",
 
 const OptionSpec kTuneKernelsOption{
     "--tune-kernels", nullptr, "on|off",
-    "on: with --backend auto, time simd against XNNPACK for each dense and conv layer when the "
-    "plan is made and keep the faster (results may then differ by rounding between runs; "
-    "default off)"};
+    "on: with --backend auto, time simd against XNNPACK for each dense and conv layer (a conv "
+    "also on the simd NHWC kernel) when the plan is made and keep the fastest (results may then "
+    "differ by rounding between runs; default off)"};
 
 const OptionSpec kBlockRowsOption{
     "--block-rows", nullptr, "N",

@@ -548,13 +548,22 @@ TEST_CASE(
   std::unique_ptr<Model> model;
   const Status loaded = Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model);
   REQUIRE_MESSAGE(loaded.ok(), std::string(loaded.message()));
-  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kAuto})
+  // kAuto twice: its convolutions on the simd NCHW kernel, then (SIFLOW_CONV=nhwc) on the simd
+  // NHWC kernel with NHWC tensors between them.
+  const siflow::Backend backends[] = {siflow::Backend::kReference, siflow::Backend::kAuto,
+                                      siflow::Backend::kAuto};
+  for (int b = 0; b < 3; ++b)
     for (uint32_t block : {0u, 5u})
       for (uint32_t threads : {1u, 2u}) {
         if (threads > 1 && !siflow::RowPool::available()) {
           MESSAGE("SKIPPED: the 2-thread run (this build has no thread pool)");
           continue;
         }
+        const siflow::Backend backend = backends[b];
+        if (b == 2)
+          setenv("SIFLOW_CONV", "nhwc", 1);
+        else
+          unsetenv("SIFLOW_CONV");
         siflow::PlanOptions po;
         po.max_batch = 4;
         po.backend = backend;
@@ -570,11 +579,14 @@ TEST_CASE(
         Status scored;
         const unsigned long calls =
             heap_calls_during([&] { scored = plan->log_prob(n, x.data(), lo, logp.data()); });
-        INFO("backend " << static_cast<int>(backend) << " block " << block << " threads "
-                        << threads);
+        INFO("backend " << static_cast<int>(backend) << (b == 2 ? " (NHWC convolutions)" : "")
+                        << " block " << block << " threads " << threads);
+        const std::string first = plan->node_kernel(0);  // "reference" in builds without simd
+        if (b == 2 && first != "reference") CHECK(first.find(" nhwc ") != std::string::npos);
         CHECK(scored.ok());
         CHECK(calls == 0);
       }
+  unsetenv("SIFLOW_CONV");
 }
 
 TEST_CASE("reduced-precision convolutions (bf16, fp16, int8) make no heap call") {

@@ -343,7 +343,8 @@ struct PlanOptions {
   // With kAuto and a build that has XNNPACK: time each dense layer and each Conv2d (the whole
   // layer, NCHW<->NHWC conversions included) on both simd and XNNPACK at plan creation (a few
   // runs at the rows of one network block, see block_rows; a ConvTranspose2d on its reference
-  // loops and XNNPACK) and keep the faster (CLI --tune-kernels on). The choice then depends on
+  // loops and XNNPACK; a Conv2d also on the simd NHWC implicit GEMM, the fastest of three) and
+  // keep the faster (CLI --tune-kernels on). The choice then depends on
   // the machine's timing, so results may differ between plans by rounding; off, the choice is
   // the fixed rule (simd).
   bool tune = false;

@@ -348,12 +348,18 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
   return check.weights("bias", node.bias(), static_cast<size_t>(cout), false, &out->bias);
 }
 
-// The f32 weights of a Conv2d for the simd kernels (simd::Conv): transposed per group, packed
-// when the model loads (ModelData::packed_block, counted in its packed bytes) beside the file's
-// weights, which the reference kernels and the gradients read.
+// The f32 weights of a Conv2d for the simd kernels, packed when the model loads
+// (ModelData::packed_block, counted in its packed bytes) beside the file's weights, which the
+// reference kernels and the gradients read: transposed per group for the NCHW kernel
+// (simd::Conv), then, for a layer the NHWC kernel runs (conv2d_nhwc.cc), its blocks
+// (simd::pack_conv_nhwc) from conv_nhwc_packed_offset.
 size_t packed_floats(const detail::ModelData& model, uint32_t i) {
 #if defined(SIFLOW_WITH_SIMD)
-  return weight_count(geometry(model.nodes[i], false));
+  const NodeData& n = model.nodes[i];
+  if (!conv_nhwc_runs(n)) return weight_count(geometry(n, false));
+  return conv_nhwc_packed_offset(n) + simd::conv_nhwc_packed_floats(n.in_shape.dims[0],
+                                                                    n.kernel[0] * n.kernel[1],
+                                                                    n.shape.dims[0]);
 #else
   (void)model, (void)i;
   return 0;
@@ -366,10 +372,17 @@ void pack(const detail::ModelData& model, NodeData* n, float* dst) {
   const Geometry g = geometry(*n, false);
   simd::conv_weights_transposed(n->weight, g.cs, g.groups, size_t{g.cl / g.groups} * g.kh * g.kw,
                                 dst);
+  if (conv_nhwc_runs(*n))
+    simd::pack_conv_nhwc(n->weight, g.cl, g.kh * g.kw, g.cs, dst + conv_nhwc_packed_offset(*n));
   n->packed = dst;
 #else
   (void)n, (void)dst;
 #endif
+}
+
+// kSimdNhwc runs the layers conv2d_nhwc.cc packed weights for.
+bool runs_on(const NodeData& n, NodeKernel kernel) {
+  return kernel != NodeKernel::kSimdNhwc || conv_nhwc_runs(n);
 }
 
 #if defined(SIFLOW_WITH_SIMD)
@@ -507,6 +520,10 @@ void run(const NodeRun& r) {
   const bool bf16 = reduced && r.kernels->precision == Precision::kBf16;
   // fp16 and int8: the f32 kernels on the decoded weights.
   const float* weight = reduced ? static_cast<const float*>(reduced) : n.weight;
+  if (!kTransposed && kernel_of(r) == NodeKernel::kSimdNhwc) {
+    run_conv_nhwc(r);  // conv2d_nhwc.cc (f32 only: the plan puts no reduced layer there)
+    return;
+  }
 #if defined(SIFLOW_WITH_XNNPACK)
   if (kernel_of(r) == NodeKernel::kXnnpack) {
     run_conv_xnn(r);  // conv2d_xnn.cc, both ops
@@ -614,7 +631,7 @@ extern const OpModule kConv2d = {
     detail::OpKind::kConv2d,
     verify<false>,
     kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd) |
-        kernel_bit(NodeKernel::kXnnpack),
+        kernel_bit(NodeKernel::kXnnpack) | kernel_bit(NodeKernel::kSimdNhwc),
     nullptr,
     packed_floats,
     pack,
@@ -628,7 +645,7 @@ extern const OpModule kConv2d = {
     reduce<false>,
     false,
     reduced_extent<false>,
-    nullptr,
+    runs_on,
     conv_layout_form,
     flops<false>,
 };

@@ -27,8 +27,9 @@ struct ConvShape;
 
 namespace siflow::ops {
 
-// Which kernels run a node (chosen at plan time).
-enum class NodeKernel : uint8_t { kReference = 0, kSimd = 1, kXnnpack = 2 };
+// Which kernels run a node (chosen at plan time). kSimdNhwc: a Conv2d on the simd kernels' NHWC
+// implicit GEMM (ops/conv2d_nhwc.cc), where kSimd is their NCHW convolution.
+enum class NodeKernel : uint8_t { kReference = 0, kSimd = 1, kXnnpack = 2, kSimdNhwc = 3 };
 constexpr uint32_t kernel_bit(NodeKernel k) { return 1u << static_cast<unsigned>(k); }
 
 // A plan's kernel choice, shared by every node of a run. Default-constructed: reference kernels
@@ -67,6 +68,15 @@ xnn::ConvShape conv_xnn_shape(const detail::NodeData& node);
 struct NodeRun;
 void run_conv_xnn(const NodeRun& run);
 
+// A Conv2d on the simd kernels' NHWC implicit GEMM (ops/conv2d_nhwc.cc): whether the node can
+// run there (groups 1, simd::conv_nhwc_applies; builds with the simd kernels), where its packed
+// weights for it start within NodeData::packed (floats), the scratch of a run of `samples`
+// samples (its NHWC input and output, for the sides the plan left NCHW) and the run.
+bool conv_nhwc_runs(const detail::NodeData& node);
+size_t conv_nhwc_packed_offset(const detail::NodeData& node);
+size_t conv_nhwc_scratch_floats(const detail::ModelData& model, uint32_t node, size_t samples);
+void run_conv_nhwc(const NodeRun& run);
+
 // How an image tensor [C, H, W] is laid out within each of its rows (rows stay row-major, so
 // blocks and tangents are unaffected; a tensor's tangents have its value's layout). A tensor with
 // C = 1 or H x W = 1 is the same memory either way.
@@ -75,15 +85,15 @@ enum class TensorLayout : uint8_t { kNchw = 0, kNhwc = 1 };
 //  - kNchw: every tensor it reads or writes is NCHW;
 //  - kShared: it runs on any one layout shared by its input and output image tensors (those with
 //    C > 1 and H x W > 1; a [C, 1, 1] operand is the same in both);
-//  - kEither: it reads and writes either layout, each tensor its own (a convolution on XNNPACK,
-//    converting at its edges only what is not NHWC).
+//  - kEither: it reads and writes either layout, each tensor its own (a convolution on XNNPACK
+//    or on the simd NHWC kernel, converting at its edges only what is not NHWC).
 enum class LayoutForm : uint8_t { kNchw = 0, kShared = 1, kEither = 2 };
 // The image [C, H, W] a tensor's rows hold, for the layout choice: its shape when that has rank
 // 3; for a Concat of rank-3 inputs of one H x W > 1 (flat, the channels side by side),
 // [sum of C, H, W]; rank 0 otherwise (ops/concat.cc).
 detail::Shape image_shape_of(const detail::ModelData& model, uint32_t tensor);
 // Conv2d's and ConvTranspose2d's OpModule::layout_form (conv2d_xnn.cc): either layout on
-// XNNPACK, else NCHW.
+// XNNPACK or kSimdNhwc, else NCHW.
 LayoutForm conv_layout_form(const detail::ModelData& model, uint32_t node, NodeKernel kernel);
 
 // One node of one network evaluation: the arena's tensors and the plan's kernels.

@@ -80,6 +80,10 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
           layout_name(k, md.nodes[i].inputs[0]), layout_name(k, i + 2));
     else if (k.node[i] == NodeKernel::kXnnpack)
       std::snprintf(name, 32, "xnnpack");
+    else if (k.node[i] == NodeKernel::kSimdNhwc)
+      // The simd NHWC implicit GEMM, with the layouts it reads and writes (converting NCHW ones).
+      std::snprintf(name, 32, "simd/%s nhwc %s>%s", isa, layout_name(k, md.nodes[i].inputs[0]),
+                    layout_name(k, i + 2));
     else if (md.nodes[i].op == OpKind::kConv2d)
       std::snprintf(name, 32, "simd/%s nchw", isa);
     else if (i > 0 && k.fused[i - 1])
@@ -89,7 +93,8 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
     else
       std::snprintf(name, 32, "simd/%s", isa);
     // Other nodes whose output the plan laid out NHWC (plan/layout_choice.cc) say so.
-    if (!(k.node[i] == NodeKernel::kXnnpack && is_conv(md.nodes[i].op)) && nhwc(k, i + 2)) {
+    if (!(k.node[i] == NodeKernel::kXnnpack && is_conv(md.nodes[i].op)) &&
+        k.node[i] != NodeKernel::kSimdNhwc && nhwc(k, i + 2)) {
       const size_t used = std::strlen(name);
       std::snprintf(name + used, 32 - used, " nhwc");
     }
@@ -206,6 +211,20 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
         node[i] = NodeKernel::kXnnpack;
   }
 #endif
+  // SIFLOW_CONV=nhwc: every Conv2d the simd NHWC kernel runs goes there instead of simd NCHW or
+  // XNNPACK's tuning (for tests and comparisons; f32 plans on the auto or simd backend).
+  const char* conv = std::getenv("SIFLOW_CONV");
+  if (conv && std::strcmp(conv, "nhwc") == 0 && !reduced &&
+      (backend == Backend::kAuto || backend == Backend::kSimd))
+    for (uint32_t i = 0; i < nodes; ++i) {
+      if (md.nodes[i].op != OpKind::kConv2d || !allows(md.nodes[i], NodeKernel::kSimdNhwc))
+        continue;
+#if defined(SIFLOW_WITH_XNNPACK)
+      xnn::destroy_conv(convs[i]);
+      convs[i] = nullptr;
+#endif
+      node[i] = NodeKernel::kSimdNhwc;
+    }
   // The fusion rule, decided here once: a dense layer on simd (or on XNNPACK awaiting tuning)
   // whose only consumer is the activation right after it, also on simd.
   for (uint32_t i = 0; i + 1 < nodes; ++i) {
@@ -258,9 +277,22 @@ void tune_kernels(const ModelData& md, size_t rows, float* const* values, float*
         const ops::OpModule& m = ops::op_module(n.op);
         node[i] = off_xnnpack(n);
         const double t_simd = best_of_three([&] { m.run(r); });
+        // The simd NHWC implicit GEMM, where it runs, converting both sides like XNNPACK here.
+        double t_nhwc = 1e300;
+        if (allows(n, NodeKernel::kSimdNhwc)) {
+          node[i] = NodeKernel::kSimdNhwc;
+          t_nhwc = best_of_three([&] { m.run(r); });
+        }
         node[i] = NodeKernel::kXnnpack;
         const double t_xnn = best_of_three([&] { m.run(r); });
-        if (!(t_xnn < t_simd)) node[i] = off_xnnpack(n);
+        if (t_nhwc < t_xnn && t_nhwc < t_simd)
+          node[i] = NodeKernel::kSimdNhwc;
+        else if (!(t_xnn < t_simd))
+          node[i] = off_xnnpack(n);
+        if (node[i] != NodeKernel::kXnnpack) {
+          xnn::destroy_conv(convs[i]);
+          convs[i] = nullptr;
+        }
         continue;
       }
       float* y = values[i + 2];
@@ -277,20 +309,22 @@ void tune_kernels(const ModelData& md, size_t rows, float* const* values, float*
     for (uint32_t i = 0; i < md.node_count; ++i)
       if (node[i] == NodeKernel::kXnnpack) fused[i] = false;
   }
-  // The layouts, from the final kernels: NHWC between XNNPACK convolutions.
-  // SIFLOW_LAYOUT=nchw keeps every tensor NCHW (each XNNPACK convolution converting both
-  // sides, the layout before plan-time layouts existed): for comparisons and tests.
+#else
+  (void)rows, (void)values, (void)scratch;
+  const bool moved = false;
+  const NetKernels& k = choice->kernels;
+#endif
+  // The layouts, from the final kernels: NHWC between XNNPACK or simd NHWC convolutions.
+  // SIFLOW_LAYOUT=nchw keeps every tensor NCHW (each such convolution converting both sides,
+  // the layout before plan-time layouts existed): for comparisons and tests.
   const char* forced = std::getenv("SIFLOW_LAYOUT");
   const bool all_nchw = forced && std::strcmp(forced, "nchw") == 0;
   const uint32_t nhwc_tensors =
-      all_nchw ? 0
-               : choose_layouts(md, node, k.seed_column, choice->tangents, choice->component,
-                                const_cast<uint8_t*>(k.layout));
+      all_nchw || !k.node ? 0
+                          : choose_layouts(md, k.node, k.seed_column, choice->tangents,
+                                           choice->component, const_cast<uint8_t*>(k.layout));
   // Names are rewritten only when the choice changed here (reduce_weights may have renamed them).
   if (choice->tune || moved || nhwc_tensors) name_kernels(md, choice);
-#else
-  (void)md, (void)rows, (void)values, (void)scratch, (void)choice;
-#endif
 }
 
 void free_kernel_choice(const ModelData& md, KernelChoice* choice) {

@@ -320,6 +320,13 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
       const uint64_t xnn = ops::conv_xnn_scratch_floats(model, i, static_cast<size_t>(samples));
       floats = xnn > floats ? xnn : floats;
     }
+    if (kernels && kernels[i] == ops::NodeKernel::kSimdNhwc) {
+      // The simd NHWC convolution converts its NCHW sides the same way (at most XNNPACK's
+      // scratch, so a convolution the tuning moves there from XNNPACK fits).
+      const uint64_t samples = tangent_samples > value_rows ? tangent_samples : value_rows;
+      const uint64_t own = ops::conv_nhwc_scratch_floats(model, i, static_cast<size_t>(samples));
+      floats = own > floats ? own : floats;
+    }
     scratch = floats > scratch ? floats : scratch;
   }
   layout->scratch_offset = scratch ? take(scratch * sizeof(float)) : SIZE_MAX;

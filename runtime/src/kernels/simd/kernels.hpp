@@ -106,6 +106,49 @@ inline void conv_weights_transposed(const float* w, uint32_t cout, uint32_t grou
       for (uint32_t o = 0; o < cog; ++o)
         dst[(size_t{g} * k + kk) * cog + o] = w[(size_t{g} * cog + o) * k + kk];
 }
+// One Conv2d layer (groups 1) on NHWC samples ([H][W][C] each) as an implicit GEMM
+// (kernels_conv_nhwc.inc). weight: pack_conv_nhwc's layout, blocks of kConvNhwcBlock output
+// channels (the last one as wide as its channels rounded up to 16), each [kh * kw taps][cin]
+// [block width] (zero past cout); bias nullable (tangent passes have none). conv_nhwc_applies says
+// which layers it runs: kernels up to kConvNhwcMaxTaps taps and inputs up to kConvNhwcMaxCin
+// channels (a tap in the padding reads a row of that many zeros).
+constexpr uint32_t kConvNhwcBlock = 64;
+constexpr uint32_t kConvNhwcMaxCin = 1024;
+constexpr uint32_t kConvNhwcMaxTaps = 49;
+struct ConvNhwc {
+  const float* weight;
+  const float* bias;
+  uint32_t cin, h, w, cout, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl;
+};
+inline bool conv_nhwc_applies(uint32_t groups, uint32_t cin, uint32_t kh, uint32_t kw) {
+  return groups == 1 && cin <= kConvNhwcMaxCin && size_t{kh} * kw <= kConvNhwcMaxTaps;
+}
+// Columns of block b (output channels b * kConvNhwcBlock and on): kConvNhwcBlock, or for the
+// last block its channels rounded up to 16.
+inline uint32_t conv_nhwc_block_width(uint32_t cout, uint32_t b) {
+  const uint32_t left = cout - b * kConvNhwcBlock;
+  return left >= kConvNhwcBlock ? kConvNhwcBlock : (left + 15) / 16 * 16;
+}
+inline size_t conv_nhwc_packed_floats(uint32_t cin, uint32_t taps, uint32_t cout) {
+  return size_t{(cout + 15) / 16 * 16} * taps * cin;
+}
+// dst block b at b * kConvNhwcBlock * taps * cin: [t][i][j] = w[b * kConvNhwcBlock + j][i][t]
+// (0 for channels past cout), j below the block's width, from PyTorch's [cout][cin][kh][kw] with
+// `taps` = kh * kw.
+inline void pack_conv_nhwc(const float* w, uint32_t cin, uint32_t taps, uint32_t cout, float* dst) {
+  const uint32_t blocks = (cout + kConvNhwcBlock - 1) / kConvNhwcBlock;
+  for (uint32_t b = 0; b < blocks; ++b) {
+    const uint32_t bw = conv_nhwc_block_width(cout, b);
+    float* db = dst + size_t{b} * kConvNhwcBlock * taps * cin;
+    for (uint32_t t = 0; t < taps; ++t)
+      for (uint32_t i = 0; i < cin; ++i)
+        for (uint32_t j = 0; j < bw; ++j) {
+          const uint32_t o = b * kConvNhwcBlock + j;
+          db[(size_t{t} * cin + i) * bw + j] =
+              o < cout ? w[(size_t{o} * cin + i) * taps + t] : 0.0f;
+        }
+  }
+}
 // GroupNorm over rows of `width` values: `groups` contiguous blocks, each normalised by its own
 // mean and 1 / sqrt(variance + epsilon), then gamma and beta (nullable) per channel, a channel
 // being `plane` consecutive values. LayerNorm is groups = 1, plane = 1.
@@ -215,6 +258,14 @@ struct Kernels {
   void (*norm_forward_nhwc)(const Norm& norm, const float* x, size_t r0, size_t r1, float* y);
   void (*norm_jvp_nhwc)(const Norm& norm, const float* x, size_t r0, size_t r1, size_t directions,
                         const float* t_in, float* t_out);
+  // Conv2d on NHWC samples (ConvNhwc) over units [u0, u1) of conv_nhwc_units(conv, samples): x
+  // holds the samples [h][w][cin] with stride ldx, y [oh][ow][cout] with stride ldy. Each output
+  // is its bias (or 0) plus the products over (kernel tap, input channel) in that order, one FMA
+  // each, whichever units a call covers. A unit is (sample, block of kConvNhwcBlock output
+  // channels, block of pixels).
+  size_t (*conv_nhwc_units)(const ConvNhwc& conv, size_t samples);
+  void (*conv2d_nhwc)(const ConvNhwc& conv, const float* x, size_t ldx, float* y, size_t ldy,
+                      size_t u0, size_t u1);
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)

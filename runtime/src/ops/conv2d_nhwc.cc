@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: Apache-2.0
+// Conv2d on the simd kernels' NHWC implicit GEMM (kernels/simd/kernels_conv_nhwc.inc), the op
+// module's kSimdNhwc kernel: its packed weights (after the NCHW kernel's in NodeData::packed,
+// packed at load by conv2d.cc's pack), its scratch and its run. Like a convolution on XNNPACK it
+// reads and writes either layout (LayoutForm::kEither): a side the plan laid out NHWC is used in
+// place, an NCHW side is converted through the plan's scratch by the simd transpose. Forward with
+// the bias, tangents (rows * directions samples) without it. The kernel's units (sample, block of
+// output channels, block of pixels) are split over the plan's threads; an output's sum is the
+// same whichever unit computes it, so the bits do not depend on the thread count or the block.
+#include "ops/op.hpp"
+#include "support/parallel.hpp"
+#if defined(SIFLOW_WITH_SIMD)
+#include "kernels/simd/kernels.hpp"
+#endif
+
+namespace siflow::ops {
+
+using detail::NodeData;
+
+bool conv_nhwc_runs(const NodeData& n) {
+#if defined(SIFLOW_WITH_SIMD)
+  return n.op == detail::OpKind::kConv2d &&
+         simd::conv_nhwc_applies(n.groups, n.in_shape.dims[0], n.kernel[0], n.kernel[1]);
+#else
+  (void)n;
+  return false;
+#endif
+}
+
+// The NCHW kernel's weights (count = cout * cin / groups * kh * kw), then from a 16-float
+// boundary the NHWC kernel's.
+size_t conv_nhwc_packed_offset(const NodeData& n) {
+  const size_t count =
+      size_t{n.shape.dims[0]} * (n.in_shape.dims[0] / n.groups) * n.kernel[0] * n.kernel[1];
+  return (count + 15) / 16 * 16;
+}
+
+namespace {
+// Both NHWC copies of `samples` samples: the input, then from a 16-float boundary the output.
+size_t scratch_output_offset(const NodeData& n, size_t samples) {
+  return (detail::shape_size(n.in_shape) * samples + 15) / 16 * 16;
+}
+}  // namespace
+
+size_t conv_nhwc_scratch_floats(const detail::ModelData& model, uint32_t i, size_t samples) {
+  const NodeData& n = model.nodes[i];
+  if (!conv_nhwc_runs(n)) return 0;
+  return scratch_output_offset(n, samples) + size_t{n.width} * samples;
+}
+
+#if defined(SIFLOW_WITH_SIMD)
+namespace {
+
+constexpr size_t kConvertPixels = 256;  // pixels per unit of a layout conversion
+
+// The layout conversions of `samples` samples: to_nhwc from NCHW x (sample stride ldx) into
+// dst, [channels][plane] to [plane][channels], and to_nchw back from src into y (stride ldy); in
+// units of (sample, kConvertPixels pixels) split over the pool, on the simd transpose. Pure data
+// movement: the bits do not depend on the split.
+void to_nhwc(const NodeRun& r, const float* x, size_t ldx, size_t samples, uint32_t channels,
+             size_t plane, float* dst) {
+  const simd::Kernels& k = *r.kernels->simd;
+  const size_t blocks = (plane + kConvertPixels - 1) / kConvertPixels;
+  parallel_rows(r.kernels->pool, samples * blocks, 1, [&](size_t a, size_t b) {
+    for (size_t u = a; u < b; ++u) {
+      const size_t s = u / blocks, p0 = u % blocks * kConvertPixels;
+      const size_t p1 = plane - p0 < kConvertPixels ? plane : p0 + kConvertPixels;
+      k.transpose(x + s * ldx + p0, plane, channels, p1 - p0,
+                  dst + s * channels * plane + p0 * channels, channels);
+    }
+  });
+}
+void to_nchw(const NodeRun& r, const float* src, size_t samples, uint32_t channels, size_t plane,
+             float* y, size_t ldy) {
+  const simd::Kernels& k = *r.kernels->simd;
+  const size_t blocks = (plane + kConvertPixels - 1) / kConvertPixels;
+  parallel_rows(r.kernels->pool, samples * blocks, 1, [&](size_t a, size_t b) {
+    for (size_t u = a; u < b; ++u) {
+      const size_t s = u / blocks, p0 = u % blocks * kConvertPixels;
+      const size_t p1 = plane - p0 < kConvertPixels ? plane : p0 + kConvertPixels;
+      k.transpose(src + s * channels * plane + p0 * channels, channels, p1 - p0, channels,
+                  y + s * ldy + p0, plane);
+    }
+  });
+}
+
+// One pass (values or tangents) over `samples` samples of x (stride in) into y (stride width).
+// A tensor with one channel or one pixel is the same memory in both layouts: not converted.
+void pass(const NodeRun& r, const simd::ConvNhwc& c, const float* x, size_t in, float* y,
+          size_t width, size_t samples, bool x_nhwc, bool y_nhwc) {
+  const NodeData& n = r.model->nodes[r.node];
+  const simd::Kernels& k = *r.kernels->simd;
+  const size_t iplane = size_t{c.h} * c.w, oplane = size_t{c.oh} * c.ow;
+  x_nhwc = x_nhwc || c.cin == 1 || iplane == 1;
+  y_nhwc = y_nhwc || c.cout == 1 || oplane == 1;
+  const float* xin = x;
+  if (!x_nhwc) {
+    to_nhwc(r, x, in, samples, c.cin, iplane, r.scratch);
+    xin = r.scratch;
+  }
+  float* yout = y_nhwc ? y : r.scratch + scratch_output_offset(n, samples);
+  parallel_rows(r.kernels->pool, k.conv_nhwc_units(c, samples), 1, [&](size_t u0, size_t u1) {
+    k.conv2d_nhwc(c, xin, x_nhwc ? in : detail::shape_size(n.in_shape), yout, width, u0, u1);
+  });
+  if (!y_nhwc) to_nchw(r, yout, samples, c.cout, oplane, y, width);
+}
+
+}  // namespace
+
+void run_conv_nhwc(const NodeRun& r) {
+  const NodeData& n = r.model->nodes[r.node];
+  const uint32_t id = r.node + 2, a = n.inputs[0];
+  const uint32_t in = r.model->tensors[a].width, width = n.width;
+  simd::ConvNhwc c{n.packed + conv_nhwc_packed_offset(n),
+                   n.bias,
+                   n.in_shape.dims[0],
+                   n.in_shape.dims[1],
+                   n.in_shape.dims[2],
+                   n.shape.dims[0],
+                   n.shape.dims[1],
+                   n.shape.dims[2],
+                   n.kernel[0],
+                   n.kernel[1],
+                   n.strides[0],
+                   n.strides[1],
+                   n.dilations[0],
+                   n.dilations[1],
+                   n.pads[0],
+                   n.pads[1]};
+  const bool x_nhwc = is_nhwc(r, a), y_nhwc = is_nhwc(r, id);
+  pass(r, c, r.values[a], in, r.values[id], width, r.rows, x_nhwc, y_nhwc);
+  if (!r.directions || !r.tangents[id]) return;
+  c.bias = nullptr;
+  pass(r, c, r.tangents[a], in, r.tangents[id], width, r.rows * r.directions, x_nhwc, y_nhwc);
+}
+#else
+void run_conv_nhwc(const NodeRun& r) { (void)r; }
+#endif
+
+}  // namespace siflow::ops
