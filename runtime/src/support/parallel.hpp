@@ -22,6 +22,8 @@ constexpr size_t kRowGrain = 24;
 // the caller's thread (handing a range to a worker costs a few microseconds, about what a simd
 // kernel takes over this many values). Ops set their grains from it.
 constexpr size_t kMinParallelValues = 8192;
+// The same for convolutions, in multiply-adds.
+constexpr uint64_t kMinParallelMacs = uint64_t{1} << 17;
 
 // Elementwise loops split their values into chunks of this many, counted from the start of the
 // call's values whatever the thread count: a multiple of every simd variant's unrolled step (four
