@@ -193,15 +193,36 @@ TEST_CASE("simd GroupNorm over parts of the groups gives the whole row's bits, e
           for (uint32_t step : {per_part, 2 * per_part}) {
             INFO("parts of " << step << " groups");
             std::vector<float> y2(y.size(), NAN), ty2(ty.size(), NAN);
-            // Parts last first, each over every row: a part writes only its own groups.
+            // The group of value i of a row: channels are `plane` apart in NHWC, `plane` long
+            // in NCHW.
+            const uint32_t per = s.channels / s.groups;
+            auto group_of = [&](size_t i) {
+              const size_t k = i % width;
+              return static_cast<uint32_t>((nhwc ? k % s.channels : k / s.plane) / per);
+            };
+            // Parts last first, each over every row, each also into a buffer of NaN that must
+            // keep the other groups' NaN.
             const uint32_t parts = (s.groups + step - 1) / step;
+            size_t outside = 0;
             for (uint32_t p = parts; p-- > 0;) {
               simd::Norm part = norm;
               part.g0 = p * step;
               part.g1 = std::min(s.groups, (p + 1) * step);
               forward(part, x.data(), 0, batch, y2.data());
               jvp(part, x.data(), 0, batch, directions, t.data(), ty2.data());
+              std::vector<float> y3(y.size(), NAN), ty3(ty.size(), NAN);
+              forward(part, x.data(), 0, batch, y3.data());
+              jvp(part, x.data(), 0, batch, directions, t.data(), ty3.data());
+              for (size_t i = 0; i < y3.size(); ++i) {
+                const uint32_t g = group_of(i);
+                outside += (g < part.g0 || g >= part.g1) != std::isnan(y3[i]);
+              }
+              for (size_t i = 0; i < ty3.size(); ++i) {
+                const uint32_t g = group_of(i);
+                outside += (g < part.g0 || g >= part.g1) != std::isnan(ty3[i]);
+              }
             }
+            CHECK(outside == 0);
             CHECK(std::memcmp(y.data(), y2.data(), y.size() * sizeof(float)) == 0);
             CHECK(std::memcmp(ty.data(), ty2.data(), ty.size() * sizeof(float)) == 0);
           }
