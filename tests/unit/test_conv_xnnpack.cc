@@ -23,6 +23,7 @@
 #include "support/conv_cases.hpp"
 #include "support/parallel.hpp"
 #include "support/requirements.hpp"
+#include "support/split_layers_model.hpp"
 #if defined(SIFLOW_WITH_XNNPACK)
 #include "kernels/xnnpack/xnn_conv.hpp"
 #include "kernels/xnnpack/xnn_dense.hpp"
@@ -352,6 +353,45 @@ TEST_CASE("conv net on xnnpack with worker threads makes no heap call while runn
     CHECK(calls == 0);
     CHECK(siflow::xnn::allocation_stats().calls == xnn_before);
   }
+#endif
+}
+
+TEST_CASE("XNNPACK convolutions run in parts (samples, channel slices) make no heap call" *
+          SIFLOW_NEEDS_XNNPACK_AND_POOL) {
+#if defined(SIFLOW_WITH_XNNPACK)
+  // conv_net's layers are below the work a part needs (they run whole on two threads); this
+  // net's 40 -> 64 and 64 -> 16 convolutions split: by output channels at 1 row, by samples at 8
+  // and 4.
+  auto m = load(test_support::nhwc_split_model());
+  siflow::PlanOptions po;
+  po.max_batch = 8;
+  po.threads = 2;
+  po.max_probes = 1;
+  po.backend = siflow::Backend::kXnnpack;
+  std::unique_ptr<siflow::Plan> plan;
+  REQUIRE(siflow::Plan::create(*m, po, nullptr, 0, &plan).ok());
+  const size_t d = m->info().dim;
+  std::vector<float> y(20 * d), x(20 * d);
+  std::vector<double> logp(20);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
+  siflow::SampleOptions so;
+  so.ode.steps = 1;
+  siflow::LogProbOptions hutch;
+  hutch.ode.steps = 1;
+  hutch.divergence.mode = siflow::DivergenceMode::kHutchinson;
+  hutch.divergence.probes = 1;
+  siflow::Status s1, s2, s3;
+  const uint64_t xnn_before = siflow::xnn::allocation_stats().calls;
+  siflow_test::heap_watch_begin();
+  s1 = plan->sample(1, so, y.data(), nullptr);
+  s2 = plan->sample(20, so, y.data(), nullptr);
+  s3 = plan->log_prob(3, x.data(), hutch, logp.data());
+  const unsigned long calls = siflow_test::heap_watch_end().calls;
+  CHECK(s1.ok());
+  CHECK(s2.ok());
+  CHECK(s3.ok());
+  CHECK(calls == 0);
+  CHECK(siflow::xnn::allocation_stats().calls == xnn_before);
 #endif
 }
 #endif

@@ -1,20 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
 // Threads within a layer: GroupNorm, the attention MatMuls, softmax, Resize and the broadcast
 // Add/Mul on the simd kernels, and Concat, split a sample's groups, rows, channels, units or
-// inputs over the pool, so batch 1 uses every thread. Velocities and Hutchinson log-likelihoods
-// at batch 1 and 3 must have the same bits on 1, 2 and 3 threads (ctest entry
+// inputs over the pool, so batch 1 uses every thread; on an XNNPACK plan the NHWC Resize,
+// GroupNorm and SiLU between convolutions, and the convolutions' parts, too. Velocities and
+// Hutchinson log-likelihoods at batch 1 and 3 must have the same bits on 1, 2 and 3 threads (on
+// every simd variant for the XNNPACK plan, and within 1e-5 of the reference backend) (ctest entry
 // test_layer_threads_pool, skipped without a thread pool).
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "kernels/simd/kernels.hpp"
 #include "siflow/siflow.hpp"
 #include "support/requirements.hpp"
+#include "support/simd_variants.hpp"
 #include "support/split_layers_model.hpp"
+#include "support/velocity_gap.hpp"
 
 namespace {
 
@@ -23,10 +29,11 @@ struct Run {
   std::vector<double> logp;
 };
 
-Run run(const siflow::Model& m, uint32_t threads, size_t n) {
+Run run(const siflow::Model& m, uint32_t threads, size_t n,
+        siflow::Backend backend = siflow::Backend::kSimd) {
   siflow::PlanOptions po;
   po.max_batch = n;
-  po.backend = siflow::Backend::kSimd;
+  po.backend = backend;
   po.threads = threads;
   po.divergence = siflow::DivergenceMode::kHutchinson;
   po.max_probes = 1;
@@ -87,4 +94,65 @@ TEST_CASE("image layers split within a sample: the same bits on 1, 2 and 3 threa
   }
 }
 
+// Restores SIFLOW_SIMD_ISA when the scope ends.
+struct IsaGuard {
+  std::string saved;
+  bool had;
+  IsaGuard() {
+    const char* s = std::getenv("SIFLOW_SIMD_ISA");
+    had = s != nullptr;
+    if (s) saved = s;
+  }
+  ~IsaGuard() {
+    if (had)
+      setenv("SIFLOW_SIMD_ISA", saved.c_str(), 1);
+    else
+      unsetenv("SIFLOW_SIMD_ISA");
+  }
+};
+
 }  // namespace
+
+TEST_CASE(
+    "NHWC Resize, GroupNorm and SiLU split within a sample: the same bits on 1, 2 and 3 threads, "
+    "every simd variant" *
+    SIFLOW_NEEDS_XNNPACK_AND_POOL) {
+  const auto bytes = test_support::nhwc_split_model();
+  std::unique_ptr<siflow::Model> m;
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  {  // the layers under test run NHWC on the simd kernels
+    siflow::PlanOptions po;
+    po.backend = siflow::Backend::kXnnpack;
+    std::unique_ptr<siflow::Plan> plan;
+    REQUIRE(siflow::Plan::create(*m, po, nullptr, 0, &plan).ok());
+    for (uint32_t node : {3u, 4u, 5u, 6u, 8u, 9u}) {
+      const std::string k = plan->node_kernel(node);
+      INFO("node " << node << ": " << k);
+      CHECK(k.rfind("simd/", 0) == 0);
+      CHECK(k.find("nhwc") != std::string::npos);
+    }
+  }
+  IsaGuard guard;
+  for (size_t n : {size_t{1}, size_t{3}}) {
+    INFO("batch " << n);
+    const Run ref = run(*m, 1, n, siflow::Backend::kReference);
+    for (const siflow::simd::Kernels* k : test_support::simd_variants()) {
+      INFO(k->isa);
+      setenv("SIFLOW_SIMD_ISA", k->isa, 1);
+      const Run one = run(*m, 1, n, siflow::Backend::kXnnpack);
+      const test_support::VelocityGap gap = test_support::velocity_gap(one.v, ref.v);
+      CHECK(gap.worst <= 1e-5 * gap.scale);
+      for (size_t i = 0; i < n; ++i)
+        CHECK(std::abs(one.logp[i] - ref.logp[i]) <= 1e-4 * (1.0 + std::abs(ref.logp[i])));
+      for (uint32_t threads : {2u, 3u}) {
+        INFO(threads << " threads");
+        const Run more = run(*m, threads, n, siflow::Backend::kXnnpack);
+        CHECK(std::memcmp(more.v.data(), one.v.data(), one.v.size() * sizeof(float)) == 0);
+        CHECK(std::memcmp(more.logp.data(), one.logp.data(), one.logp.size() * sizeof(double)) ==
+              0);
+      }
+    }
+  }
+}

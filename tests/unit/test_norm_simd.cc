@@ -6,6 +6,7 @@
 // through a plan: simd against the reference backend, bit-equal over thread counts.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -87,7 +88,9 @@ TEST_CASE("simd GroupNorm on NHWC rows within the documented bound, every varian
                                 width,
                                 s.groups,
                                 plane,
-                                eps};
+                                eps,
+                                0,
+                                0};
           std::vector<float> y(batch * width, NAN), y2(y), ty(t.size(), NAN), ty2(ty);
           k->norm_forward_nhwc(norm, xn.data(), 0, batch, y.data());
           k->norm_jvp_nhwc(norm, xn.data(), 0, batch, directions, tn.data(), ty.data());
@@ -146,6 +149,86 @@ TEST_CASE("simd GroupNorm on NHWC rows within the documented bound, every varian
         }
 }
 
+TEST_CASE("simd GroupNorm over parts of the groups gives the whole row's bits, every variant") {
+  // The op splits a row's groups into parts (norm_groups_per_part: NHWC parts start on multiples
+  // of kNhwcPartChannels channels) so batch 1 runs on every thread: each part's outputs, forward
+  // and JVP, NCHW and NHWC, must be the bits of the call over every group, and a part must leave
+  // the other groups' outputs alone.
+  struct PartShape {
+    const char* what;
+    uint32_t channels, plane, groups;
+  };
+  const PartShape shapes[] = {
+      {"40 channels 5x7, 10 groups (parts of 16, 16, 8)", 40, 35, 10},
+      {"64 channels 3x3, 8 groups (4 parts of 16)", 64, 9, 8},
+      {"48 channels 1x1, 3 groups (16 each)", 48, 1, 3},
+      {"36 channels 7x5, 12 groups (one part: 3 channels a group)", 36, 35, 12},
+      {"33 channels 3x5, 11 groups", 33, 15, 11},
+      {"96 channels 2x3, 8 groups (12 each: parts of 48)", 96, 6, 8},
+      {"17 channels 9x1, 17 groups", 17, 9, 17},
+  };
+  std::mt19937 rng(31);
+  const float eps = 1e-5f;
+  const size_t directions = 3;
+  for (const simd::Kernels* k : test_support::simd_variants())
+    for (const PartShape& s : shapes)
+      for (size_t batch : {size_t{1}, size_t{3}})
+        for (bool nhwc : {false, true}) {
+          INFO(k->isa << ": " << s.what << ", batch " << batch << (nhwc ? ", NHWC" : ", NCHW"));
+          const uint32_t width = s.channels * s.plane;
+          const auto x = random_floats(batch * width, rng, -2.0f, 3.0f);
+          const auto t = random_floats(batch * directions * width, rng, -1.0f, 1.0f);
+          const auto gamma = random_floats(s.channels, rng, -1.5f, 1.5f);
+          const auto beta = random_floats(s.channels, rng, -1.0f, 1.0f);
+          const simd::Norm norm{gamma.data(), beta.data(), width, s.groups, s.plane, eps, 0, 0};
+          const auto forward = nhwc ? k->norm_forward_nhwc : k->norm_forward;
+          const auto jvp = nhwc ? k->norm_jvp_nhwc : k->norm_jvp;
+          std::vector<float> y(batch * width, NAN), ty(t.size(), NAN);
+          forward(norm, x.data(), 0, batch, y.data());
+          jvp(norm, x.data(), 0, batch, directions, t.data(), ty.data());
+          const uint32_t per_part = simd::norm_groups_per_part(norm, nhwc);
+          if (nhwc)
+            CHECK((per_part == s.groups ||
+                   (per_part * (s.channels / s.groups)) % simd::kNhwcPartChannels == 0));
+          for (uint32_t step : {per_part, 2 * per_part}) {
+            INFO("parts of " << step << " groups");
+            std::vector<float> y2(y.size(), NAN), ty2(ty.size(), NAN);
+            // The group of value i of a row: channels are `plane` apart in NHWC, `plane` long
+            // in NCHW.
+            const uint32_t per = s.channels / s.groups;
+            auto group_of = [&](size_t i) {
+              const size_t k = i % width;
+              return static_cast<uint32_t>((nhwc ? k % s.channels : k / s.plane) / per);
+            };
+            // Parts last first, each over every row, each also into a buffer of NaN that must
+            // keep the other groups' NaN.
+            const uint32_t parts = (s.groups + step - 1) / step;
+            size_t outside = 0;
+            for (uint32_t p = parts; p-- > 0;) {
+              simd::Norm part = norm;
+              part.g0 = p * step;
+              part.g1 = std::min(s.groups, (p + 1) * step);
+              forward(part, x.data(), 0, batch, y2.data());
+              jvp(part, x.data(), 0, batch, directions, t.data(), ty2.data());
+              std::vector<float> y3(y.size(), NAN), ty3(ty.size(), NAN);
+              forward(part, x.data(), 0, batch, y3.data());
+              jvp(part, x.data(), 0, batch, directions, t.data(), ty3.data());
+              for (size_t i = 0; i < y3.size(); ++i) {
+                const uint32_t g = group_of(i);
+                outside += (g < part.g0 || g >= part.g1) != std::isnan(y3[i]);
+              }
+              for (size_t i = 0; i < ty3.size(); ++i) {
+                const uint32_t g = group_of(i);
+                outside += (g < part.g0 || g >= part.g1) != std::isnan(ty3[i]);
+              }
+            }
+            CHECK(outside == 0);
+            CHECK(std::memcmp(y.data(), y2.data(), y.size() * sizeof(float)) == 0);
+            CHECK(std::memcmp(ty.data(), ty2.data(), ty.size() * sizeof(float)) == 0);
+          }
+        }
+}
+
 TEST_CASE("simd GroupNorm / LayerNorm forward and JVP within the documented bound, every variant") {
   const auto ks = test_support::simd_variants();
   REQUIRE(!ks.empty());
@@ -171,7 +254,9 @@ TEST_CASE("simd GroupNorm / LayerNorm forward and JVP within the documented boun
                                   width,
                                   s.groups,
                                   s.plane,
-                                  eps};
+                                  eps,
+                                  0,
+                                  0};
             std::vector<float> y(batch * width, NAN), y2(y), ty(t.size(), NAN), ty2(ty);
             k->norm_forward(norm, x.data(), 0, batch, y.data());
             k->norm_jvp(norm, x.data(), 0, batch, directions, t.data(), ty.data());

@@ -398,13 +398,22 @@ void run_simd(const NodeRun& r, const Geometry& g, const float* weight) {
                g.kh,   g.kw,   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl};
   const float* x = r.values[a];
   float* y = r.values[id];
-  parallel_rows(r.kernels->pool, k.conv_units(c, r.rows), 1,
+  // Ranges of at least kMinParallelMacs multiply-adds: a small conv (the one-channel ends of a
+  // small net at batch 1) runs inline rather than wait for a worker.
+  const uint64_t sample_macs = uint64_t{g.hs} * g.ws * g.cs * (g.cl / g.groups) * g.kh * g.kw;
+  auto grain = [&](size_t samples) -> size_t {
+    const size_t units = k.conv_units(c, samples);
+    const uint64_t unit_macs = units ? sample_macs * samples / units + 1 : 1;
+    return static_cast<size_t>((kMinParallelMacs + unit_macs - 1) / unit_macs);
+  };
+  parallel_rows(r.kernels->pool, k.conv_units(c, r.rows), grain(r.rows),
                 [&](size_t u0, size_t u1) { k.conv2d(c, x, in, y, width, u0, u1); });
   if (!r.directions || !r.tangents[id]) return;
   c.bias = nullptr;
   const float* tx = r.tangents[a];
   float* ty = r.tangents[id];
-  parallel_rows(r.kernels->pool, k.conv_units(c, r.rows * r.directions), 1,
+  const size_t samples = r.rows * r.directions;
+  parallel_rows(r.kernels->pool, k.conv_units(c, samples), grain(samples),
                 [&](size_t u0, size_t u1) { k.conv2d(c, tx, in, ty, width, u0, u1); });
 }
 

@@ -116,9 +116,10 @@ void vjp_rows(const Blocks& b, float epsilon, const Operands<T>& op, const Gradi
   if (dx) g.commit(g.tape, in0, op.rows * b.width);
 }
 
-// The node's forward and, with run.directions, its JVP, rows split over the threads (a row's
-// outputs do not depend on the split). `nhwc`: the rows are NHWC (GroupNorm in a plan that laid
-// its tensors out so; simd kernels only), one row per unit.
+// The node's forward and, with run.directions, its JVP, split over the threads (a row's outputs
+// do not depend on the split): rows on the reference kernels, (row, part of the groups) units on
+// the simd kernels. `nhwc`: the rows are NHWC (GroupNorm in a plan that laid its tensors out so;
+// simd kernels only).
 inline void run(const NodeRun& r, const Blocks& b, bool nhwc = false) {
   (void)nhwc;  // only the simd kernels have NHWC forms (a build without them never plans NHWC)
   const detail::NodeData& n = r.model->nodes[r.node];
@@ -130,40 +131,50 @@ inline void run(const NodeRun& r, const Blocks& b, bool nhwc = false) {
 #if defined(SIFLOW_WITH_SIMD)
   if (kernel_of(r) == NodeKernel::kSimd) {
     const simd::Kernels& k = *r.kernels->simd;
-    const simd::Norm norm{n.gamma, n.beta, b.width, b.groups, b.plane, n.epsilon};
-    if (nhwc) {
-      parallel_rows(r.kernels->pool, r.rows, 1,
-                    [&](size_t r0, size_t r1) { k.norm_forward_nhwc(norm, x, r0, r1, y); });
-      if (ty)
-        parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
-          k.norm_jvp_nhwc(norm, x, r0, r1, r.directions, ta, ty);
-        });
-      return;
-    }
-    // The forward over (row, group) units, so batch 1 uses every thread: a group's outputs are
-    // the same call on the same values whichever range it falls in.
-    const uint32_t block = b.width / b.groups, channels = block / b.plane;
-    parallel_rows(r.kernels->pool, r.rows * b.groups, (8192 + block - 1) / block,
-                  [&](size_t u0, size_t u1) {
-                    for (size_t u = u0; u < u1;) {
-                      const size_t row = u / b.groups;
-                      const uint32_t g0 = static_cast<uint32_t>(u % b.groups);
-                      const uint32_t g1 =
-                          b.groups - g0 < u1 - u ? b.groups : g0 + static_cast<uint32_t>(u1 - u);
-                      const size_t at = row * b.width + size_t{g0} * block;
-                      const simd::Norm part{n.gamma ? n.gamma + size_t{g0} * channels : nullptr,
-                                            n.beta ? n.beta + size_t{g0} * channels : nullptr,
-                                            (g1 - g0) * block,
-                                            g1 - g0,
-                                            b.plane,
-                                            n.epsilon};
-                      k.norm_forward(part, x + at, 0, 1, y + at);
-                      u += g1 - g0;
-                    }
-                  });
+    const simd::Norm norm{n.gamma, n.beta, b.width, b.groups, b.plane, n.epsilon, 0, 0};
+    // (row, part) units, a part being norm_groups_per_part groups (NHWC: whole vectors of
+    // channels), so batch 1 and small blocks use every thread: a group's outputs are the same
+    // bits whichever call covers it. Ranges hold at least kMinParallelValues values' work.
+    const uint32_t per_part = simd::norm_groups_per_part(norm, nhwc);
+    const size_t parts = (b.groups + per_part - 1) / per_part;
+    auto over_parts = [&](size_t work_per_value, const auto& fn) {
+      const size_t unit_work = (size_t{b.width} / parts) * work_per_value;
+      parallel_rows(r.kernels->pool, r.rows * parts,
+                    (kMinParallelValues + unit_work - 1) / unit_work, [&](size_t u0, size_t u1) {
+                      for (size_t u = u0; u < u1;) {
+                        const size_t row = u / parts, p0 = u % parts;
+                        if (p0 == 0 && u1 - u >= parts) {  // whole rows
+                          const size_t count = (u1 - u) / parts;
+                          fn(row, row + count, 0u, b.groups);
+                          u += count * parts;
+                          continue;
+                        }
+                        const size_t p1 = parts - p0 < u1 - u ? parts : p0 + (u1 - u);
+                        const uint32_t g1 = static_cast<uint32_t>(p1 * per_part);
+                        fn(row, row + 1, static_cast<uint32_t>(p0 * per_part),
+                           g1 < b.groups ? g1 : b.groups);
+                        u += p1 - p0;
+                      }
+                    });
+    };
+    over_parts(1, [&](size_t r0, size_t r1, uint32_t g0, uint32_t g1) {
+      simd::Norm part = norm;
+      part.g0 = g0;
+      part.g1 = g1;
+      if (nhwc)
+        k.norm_forward_nhwc(part, x, r0, r1, y);
+      else
+        k.norm_forward(part, x, r0, r1, y);
+    });
     if (ty)
-      parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
-        k.norm_jvp(norm, x, r0, r1, r.directions, ta, ty);
+      over_parts(1 + r.directions, [&](size_t r0, size_t r1, uint32_t g0, uint32_t g1) {
+        simd::Norm part = norm;
+        part.g0 = g0;
+        part.g1 = g1;
+        if (nhwc)
+          k.norm_jvp_nhwc(part, x, r0, r1, r.directions, ta, ty);
+        else
+          k.norm_jvp(part, x, r0, r1, r.directions, ta, ty);
       });
     return;
   }

@@ -65,9 +65,9 @@ void run(const NodeRun& r) {
   const uint32_t id = r.node + 2, a = n.inputs[0];
   const float* x = r.values[a];
   float* y = r.values[id];
-  parallel_rows(r.kernels->pool, r.rows, kRowGrain, [&](size_t r0, size_t r1) {
-    for (size_t i = r0 * n.width; i < r1 * n.width; ++i)
-      y[i] = static_cast<float>(power(x[i], n.exponent));
+  // Values on fixed chunk boundaries (each computed on its own: any split gives the same bits).
+  parallel_values(r.kernels->pool, r.rows * n.width, 4, [&](size_t v0, size_t v1) {
+    for (size_t i = v0; i < v1; ++i) y[i] = static_cast<float>(power(x[i], n.exponent));
   });
   float* ty = r.directions ? r.tangents[id] : nullptr;
   if (!ty) return;

@@ -106,12 +106,13 @@ void apply(const NodeData& n, const T* x, T* y) {
   y[current] = static_cast<T>(acc);
 }
 
-// Nearest on NHWC rows (a plan's layout, plan/layout_choice.cc): each output pixel copies its
-// source pixel's C values, the reference's source cells, so the reference's bits.
-void nearest_nhwc(const NodeData& n, const float* x, float* y) {
+// Nearest on NHWC rows (a plan's layout, plan/layout_choice.cc), output rows [oy0, oy1): each
+// output pixel copies its source pixel's C values, the reference's source cells, so the
+// reference's bits.
+void nearest_nhwc(const NodeData& n, const float* x, float* y, uint32_t oy0, uint32_t oy1) {
   const uint32_t c = n.in_shape.dims[0], h = n.in_shape.dims[1], w = n.in_shape.dims[2];
   const uint32_t oh = n.shape.dims[1], ow = n.shape.dims[2];
-  for (uint32_t oy = 0; oy < oh; ++oy) {
+  for (uint32_t oy = oy0; oy < oy1; ++oy) {
     const uint32_t sy = tap(false, oy, h, oh).i0;
     for (uint32_t ox = 0; ox < ow; ++ox) {
       const uint32_t sx = tap(false, ox, w, ow).i0;
@@ -129,13 +130,23 @@ void run(const NodeRun& r) {
   float* ty = r.directions ? r.tangents[id] : nullptr;
   const float* ta = ty ? r.tangents[a] : nullptr;
   if (is_nhwc(r, id)) {  // nearest only (layout_form)
-    parallel_rows(r.kernels->pool, r.rows, 1, [&](size_t r0, size_t r1) {
-      for (size_t row = r0; row < r1; ++row) nearest_nhwc(n, x + row * in, y + row * width);
-    });
-    if (ty)
-      parallel_rows(r.kernels->pool, r.rows * r.directions, 1, [&](size_t r0, size_t r1) {
-        for (size_t t = r0; t < r1; ++t) nearest_nhwc(n, ta + t * in, ty + t * width);
+    // Over (sample, output row) units, so batch 1 uses every thread (pure copies).
+    const uint32_t oh = n.shape.dims[1];
+    const size_t row_values = width / oh;  // ow x C, at least 1
+    const size_t grain = (kMinParallelValues + row_values - 1) / row_values;
+    auto over_rows = [&](const float* from, float* to, size_t samples) {
+      parallel_rows(r.kernels->pool, samples * oh, grain, [&](size_t u0, size_t u1) {
+        for (size_t u = u0; u < u1;) {
+          const size_t s = u / oh, oy0 = u % oh;
+          const size_t oy1 = oh - oy0 < u1 - u ? oh : oy0 + (u1 - u);
+          nearest_nhwc(n, from + s * in, to + s * width, static_cast<uint32_t>(oy0),
+                       static_cast<uint32_t>(oy1));
+          u += oy1 - oy0;
+        }
       });
+    };
+    over_rows(x, y, r.rows);
+    if (ty) over_rows(ta, ty, r.rows * r.directions);
     return;
   }
 #if defined(SIFLOW_WITH_SIMD)

@@ -44,13 +44,16 @@ void run(const NodeRun& r) {
   const float* x = r.values[a];
   float* y = r.values[id];
   const bool tangents = r.directions && r.tangents[id];
+  // Values split on fixed chunk boundaries (parallel_values), tangents by rows; every value is
+  // computed lane by lane, the same whichever range holds it.
+  const size_t t_work = size_t{n.width} * (1 + r.directions);
+  const size_t t_grain = kMinParallelValues > t_work ? kMinParallelValues / t_work : 1;
   if (kernel_of(r) == NodeKernel::kReference) {
-    parallel_rows(k.pool, r.rows, kRowGrain, [&](size_t r0, size_t r1) {
-      reference::unary_forward(n.unary, n.alpha, x + r0 * n.width, (r1 - r0) * n.width,
-                               y + r0 * n.width);
+    parallel_values(k.pool, r.rows * n.width, 4, [&](size_t v0, size_t v1) {
+      reference::unary_forward(n.unary, n.alpha, x + v0, v1 - v0, y + v0);
     });
     if (tangents)
-      parallel_rows(k.pool, r.rows, kRowGrain, [&](size_t r0, size_t r1) {
+      parallel_rows(k.pool, r.rows, t_grain, [&](size_t r0, size_t r1) {
         const size_t skip = r0 * r.directions * n.width;
         reference::unary_jvp(n.unary, n.alpha, x + r0 * n.width, r1 - r0, n.width, r.directions,
                              r.tangents[a] + skip, r.tangents[id] + skip);
@@ -61,11 +64,11 @@ void run(const NodeRun& r) {
   const bool in_epilogue = r.node > 0 && k.fused && k.fused[r.node - 1];
   // With tangents the JVP's pass writes the values too (same bits; SiLU's sigmoid once).
   if (!in_epilogue && !tangents)
-    parallel_rows(k.pool, r.rows, kRowGrain, [&](size_t r0, size_t r1) {
-      k.simd->unary_forward(n.unary, n.alpha, x, r0, r1, n.width, y);
+    parallel_values(k.pool, r.rows * n.width, 1, [&](size_t v0, size_t v1) {
+      k.simd->unary_forward(n.unary, n.alpha, x + v0, 0, v1 - v0, 1, y + v0);
     });
   if (tangents)
-    parallel_rows(k.pool, r.rows, kRowGrain, [&](size_t r0, size_t r1) {
+    parallel_rows(k.pool, r.rows, t_grain, [&](size_t r0, size_t r1) {
       k.simd->unary_jvp(n.unary, n.alpha, x, r0, r1, n.width, r.directions, r.tangents[a],
                         r.tangents[id], in_epilogue ? nullptr : y);
     });

@@ -18,6 +18,18 @@ namespace siflow {
 // rows). Runs and the plan-time kernel tuner split rows the same way.
 constexpr size_t kRowGrain = 24;
 
+// The least work, in values touched, worth a range of its own: a loop with less runs inline on
+// the caller's thread (handing a range to a worker costs a few microseconds, about what a simd
+// kernel takes over this many values). Ops set their grains from it.
+constexpr size_t kMinParallelValues = 8192;
+// The same for convolutions, in multiply-adds.
+constexpr uint64_t kMinParallelMacs = uint64_t{1} << 17;
+
+// Elementwise loops split their values into chunks of this many, counted from the start of the
+// call's values whatever the thread count: a multiple of every simd variant's unrolled step (four
+// vectors of up to 16 lanes), so each value goes through the same code in any split.
+constexpr size_t kValueChunk = 2048;
+
 struct PoolState;  // parallel.cc
 
 class RowPool {
@@ -57,6 +69,20 @@ void parallel_rows(RowPool* pool, size_t rows, size_t grain, const Fn& fn) {
   pool->run(
       rows, grain, [](void* ctx, size_t r0, size_t r1) { (*static_cast<const Fn*>(ctx))(r0, r1); },
       const_cast<Fn*>(&fn));
+}
+
+// fn(v0, v1) over values [0, count) of an elementwise loop doing `work` per value (1 for a
+// cheap one): ranges of whole kValueChunk chunks (but the last), at least kMinParallelValues / work
+// values each; inline when the loop is smaller.
+template <typename Fn>
+void parallel_values(RowPool* pool, size_t count, size_t work, const Fn& fn) {
+  const size_t chunks = (count + kValueChunk - 1) / kValueChunk;
+  const size_t least = kMinParallelValues / (work ? work : 1);
+  const size_t grain = least > kValueChunk ? (least + kValueChunk - 1) / kValueChunk : 1;
+  parallel_rows(pool, chunks, grain, [&](size_t c0, size_t c1) {
+    const size_t v1 = c1 * kValueChunk;
+    fn(c0 * kValueChunk, v1 < count ? v1 : count);
+  });
 }
 
 }  // namespace siflow

@@ -152,13 +152,27 @@ inline void pack_conv_nhwc(const float* w, uint32_t cin, uint32_t taps, uint32_t
 // GroupNorm over rows of `width` values: `groups` contiguous blocks, each normalised by its own
 // mean and 1 / sqrt(variance + epsilon), then gamma and beta (nullable) per channel, a channel
 // being `plane` consecutive values. LayerNorm is groups = 1, plane = 1.
+// A call may cover groups [g0, g1) of each row only (g1 == 0: every group), the other outputs
+// left alone; a group's outputs are the same bits as in a call over every group (NHWC: when the
+// range's first channel, g0 * channels / groups, is a multiple of kNhwcPartChannels).
 constexpr uint32_t kNhwcMaxChannels = 256;  // the most channels of an NHWC GroupNorm
+constexpr uint32_t kNhwcPartChannels = 16;  // a multiple of every variant's float and double lanes
 struct Norm {
   const float* gamma;
   const float* beta;
   uint32_t width, groups, plane;
   float epsilon;
+  uint32_t g0 = 0, g1 = 0;
 };
+// The groups of one part when a row's groups are split (NHWC: parts start on multiples of
+// kNhwcPartChannels channels; NCHW: any group).
+inline uint32_t norm_groups_per_part(const Norm& norm, bool nhwc) {
+  if (!nhwc) return 1;
+  const uint32_t per = norm.width / norm.plane / norm.groups;
+  uint32_t n = 1;
+  while (n < norm.groups && (n * per) % kNhwcPartChannels != 0) ++n;
+  return n;
+}
 // One sample of MatMul: [g][m][k] x [g][k][n] (b [g][n][k] with transpose_b), times scale.
 struct MatMul {
   uint32_t g, m, k, n;

@@ -151,15 +151,23 @@ bool run_one(ConvLayer* l, xnn_operator_t op, size_t samples, const float* in, f
 }
 }  // namespace
 
+// The least multiply-adds worth a part of its own (about 5 us of XNNPACK's GEMM on one core;
+// handing a part to a worker costs a few): a smaller call runs whole on the caller's thread.
+constexpr uint64_t kMinPartMacs = uint64_t{1} << 19;
+
 // One part per thread: a share of the samples each when there are at least as many samples as
-// parts (and a slice split would not balance better), else a slice of the output channels each.
+// parts (and a slice split would not balance better), else a slice of the output channels each;
+// one whole run when the call has less than kMinPartMacs per part (the same bits: a part computes
+// its outputs as the whole operator does, tested at 1, 2 and 3 threads).
 bool run_nhwc(ConvLayer* l, const float* in, size_t samples, float* out, bool tangent) {
   const uint32_t parts = l->parts;
+  const ConvShape& s = l->shape;
   const bool by_samples =
       samples >= parts && (!l->sliced || samples % parts == 0 || samples >= 4 * size_t{parts});
-  if (parts == 1 || (!by_samples && !l->sliced))
+  const uint64_t pixels = s.transposed ? uint64_t{s.h} * s.w : uint64_t{s.oh} * s.ow;
+  const uint64_t macs = samples * pixels * s.cin * (s.cout / s.groups) * s.kh * s.kw;
+  if (parts == 1 || (!by_samples && !l->sliced) || macs < kMinPartMacs * parts)
     return run_one(l, l->ops[tangent ? 1 : 0], samples, in, out);
-  const ConvShape& s = l->shape;
   const size_t in_floats = size_t{s.cin} * s.h * s.w, out_floats = size_t{s.cout} * s.oh * s.ow;
   std::atomic<bool> ok{true};
   parallel_rows(l->pool, parts, 1, [&](size_t p0, size_t p1) {
