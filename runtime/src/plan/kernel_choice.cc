@@ -70,33 +70,34 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
   for (uint32_t i = 0; i < md.node_count; ++i) {
     char* name = choice->names[i];
     if (k.node[i] == NodeKernel::kReference)
-      std::snprintf(name, 32, "reference");
+      std::snprintf(name, kKernelNameBytes, "reference");
     else if (k.node[i] == NodeKernel::kXnnpack && is_conv(md.nodes[i].op))
       // A convolution on XNNPACK runs in NHWC, converting an NCHW input or output
       // ("xnnpack nhwc"), or reading or writing NHWC tensors in place (their layouts named).
       std::snprintf(
-          name, 32,
+          name, kKernelNameBytes,
           !nhwc(k, md.nodes[i].inputs[0]) && !nhwc(k, i + 2) ? "xnnpack nhwc" : "xnnpack %s>%s",
           layout_name(k, md.nodes[i].inputs[0]), layout_name(k, i + 2));
     else if (k.node[i] == NodeKernel::kXnnpack)
-      std::snprintf(name, 32, "xnnpack");
+      std::snprintf(name, kKernelNameBytes, "xnnpack");
     else if (k.node[i] == NodeKernel::kSimdNhwc)
       // The simd NHWC implicit GEMM, with the layouts it reads and writes (converting NCHW ones).
-      std::snprintf(name, 32, "simd/%s nhwc %s>%s", isa, layout_name(k, md.nodes[i].inputs[0]),
-                    layout_name(k, i + 2));
+      std::snprintf(name, kKernelNameBytes, "simd/%s nhwc %s>%s", isa,
+                    layout_name(k, md.nodes[i].inputs[0]), layout_name(k, i + 2));
     else if (md.nodes[i].op == OpKind::kConv2d)
-      std::snprintf(name, 32, "simd/%s nchw", isa);
+      std::snprintf(name, kKernelNameBytes, "simd/%s nchw", isa);
     else if (i > 0 && k.fused[i - 1])
-      std::snprintf(name, 32, "fused");
+      std::snprintf(name, kKernelNameBytes, "fused");
     else if (k.fused[i])
-      std::snprintf(name, 32, "simd/%s+%s", isa, unary_kind_name(md.nodes[i + 1].unary));
+      std::snprintf(name, kKernelNameBytes, "simd/%s+%s", isa,
+                    unary_kind_name(md.nodes[i + 1].unary));
     else
-      std::snprintf(name, 32, "simd/%s", isa);
+      std::snprintf(name, kKernelNameBytes, "simd/%s", isa);
     // Other nodes whose output the plan laid out NHWC (plan/layout_choice.cc) say so.
     if (!(k.node[i] == NodeKernel::kXnnpack && is_conv(md.nodes[i].op)) &&
         k.node[i] != NodeKernel::kSimdNhwc && nhwc(k, i + 2)) {
       const size_t used = std::strlen(name);
-      std::snprintf(name + used, 32 - used, " nhwc");
+      std::snprintf(name + used, kKernelNameBytes - used, " nhwc");
     }
   }
 }
@@ -106,14 +107,15 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
 Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::Memory& memory,
                       KernelChoice* out) {
   const uint32_t nodes = md.node_count, tensors = nodes + 2;
-  const size_t bytes = nodes * (32 + 2 * sizeof(void*) + sizeof(NodeKernel) + sizeof(bool)) +
-                       tensors * (2 * sizeof(int32_t) + sizeof(uint8_t));
+  const size_t bytes =
+      nodes * (kKernelNameBytes + 2 * sizeof(void*) + sizeof(NodeKernel) + sizeof(bool)) +
+      tensors * (2 * sizeof(int32_t) + sizeof(uint8_t));
   uint8_t* block = static_cast<uint8_t*>(memory.allocate(bytes));
   if (!block)
     return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the kernel table");
   std::memset(block, 0, bytes);
-  out->names = reinterpret_cast<char(*)[32]>(block);
-  xnn::DenseLayer** layers = reinterpret_cast<xnn::DenseLayer**>(block + nodes * 32);
+  out->names = reinterpret_cast<char(*)[kKernelNameBytes]>(block);
+  xnn::DenseLayer** layers = reinterpret_cast<xnn::DenseLayer**>(block + nodes * kKernelNameBytes);
   xnn::ConvLayer** convs = reinterpret_cast<xnn::ConvLayer**>(layers + nodes);
   int32_t* seed_column = reinterpret_cast<int32_t*>(convs + nodes);
   out->component = reinterpret_cast<uint32_t*>(seed_column + tensors);
@@ -270,6 +272,8 @@ void tune_kernels(const ModelData& md, size_t rows, float* const* values, float*
         // A convolution reading the caller's x (bound only at a run) is not timed: simd.
         if (!x) {
           node[i] = off_xnnpack(n);
+          xnn::destroy_conv(convs[i]);
+          convs[i] = nullptr;
           continue;
         }
         for (size_t j = 0; j < rows * in; ++j) x[j] = 0.5f;

@@ -14,10 +14,14 @@
 
 namespace siflow {
 
+// Bytes of a node's kernel name, its terminating NUL included: the longest,
+// "simd/wasm_simd128 nhwc nchw>nhwc" (32 characters), and a reduced precision's suffix fit.
+constexpr size_t kKernelNameBytes = 48;
+
 struct KernelChoice {
   NetKernels kernels;
-  char (*names)[32] = nullptr;    // [node_count]: what Plan::node_kernel reports
-  bool tune = false;              // tune_kernels() has layers to time
+  char (*names)[kKernelNameBytes] = nullptr;  // [node_count]: what Plan::node_kernel reports
+  bool tune = false;                          // tune_kernels() has layers to time
   uint32_t* component = nullptr;  // [tensors]: the layout choice's scratch (layout_choice.hpp)
   bool tangents = false;          // the plan has tangent directions (divergence not none)
 };

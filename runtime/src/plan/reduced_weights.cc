@@ -91,12 +91,13 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t ne
     const size_t used = std::strlen(name);
     // "simd/avx2+silu" becomes "simd/avx2/bf16+silu".
     char* plus = std::strchr(name, '+');
-    char tail[32] = "";
+    char tail[kKernelNameBytes] = "";
     if (plus) {
       std::snprintf(tail, sizeof tail, "%s", plus);
       *plus = '\0';
     }
-    std::snprintf(name + (plus ? plus - name : used), 32 - (plus ? plus - name : used), "/%s%s",
+    std::snprintf(name + (plus ? plus - name : used),
+                  kKernelNameBytes - (plus ? plus - name : used), "/%s%s",
                   precision_name(precision), tail);
   }
   k.reduced = table;
