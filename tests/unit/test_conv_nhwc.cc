@@ -22,16 +22,22 @@
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
 #include "support/conv_cases.hpp"
+#include "support/net_run.hpp"
 #include "support/parallel.hpp"
 #include "support/simd_variants.hpp"
-#include "support/velocity_gap.hpp"
 
 namespace {
 
 namespace simd = siflow::simd;
 using test_support::Case;
+using test_support::check_close;
+using test_support::count_with;
+using test_support::EnvGuard;
+using test_support::NetRun;
 using test_support::outputs;
 using test_support::random_floats;
+using test_support::run_net;
+using test_support::same_bits;
 using test_support::textbook;
 
 // {what, cin, h, w, cout, groups, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr}
@@ -134,23 +140,6 @@ TEST_CASE("simd NHWC conv2d matches the textbook formula within float rounding, 
 
 namespace {
 
-// Restores an environment variable when the scope ends.
-struct EnvGuard {
-  std::string name, saved;
-  bool had;
-  explicit EnvGuard(const char* n) : name(n) {
-    const char* s = std::getenv(n);
-    had = s != nullptr;
-    if (s) saved = s;
-  }
-  ~EnvGuard() {
-    if (had)
-      setenv(name.c_str(), saved.c_str(), 1);
-    else
-      unsetenv(name.c_str());
-  }
-};
-
 // dim 3 * 7 * 5: h1 = conv 3 -> 20 (3x3); silu; h2 = conv 20 -> 37 (3x3, stride 2: 4 x 3); silu;
 // h3 = conv 37 -> 70 (1x1); silu; h4 = conv 70 -> 20 (3x3) on 4 x 3; silu; output = transposed
 // conv 20 -> 3 stride 2 back to 7 x 5, plus a conv of h1 20 -> 3 (the skip) added.
@@ -177,80 +166,6 @@ std::vector<uint8_t> net() {
                                            random_floats(3, rng, 0.1f), up);
   b.set_output(b.add(back, conv(h1, 20, 3, 3, same)));
   return b.finish();
-}
-
-struct NetRun {
-  std::vector<float> v;
-  std::vector<double> exact, hutch;
-  std::vector<std::string> kernels;
-};
-
-// 17 rows: the velocity, a one-step Heun exact and Hutchinson (3 probes) log p.
-NetRun run_net(const siflow::Model& m, siflow::Backend backend, uint32_t threads, size_t block,
-               bool nhwc_conv, bool all_nchw) {
-  EnvGuard conv("SIFLOW_CONV"), layout("SIFLOW_LAYOUT");
-  if (nhwc_conv)
-    setenv("SIFLOW_CONV", "nhwc", 1);
-  else
-    unsetenv("SIFLOW_CONV");
-  if (all_nchw)
-    setenv("SIFLOW_LAYOUT", "nchw", 1);
-  else
-    unsetenv("SIFLOW_LAYOUT");
-  siflow::PlanOptions po;
-  po.max_batch = 17;
-  po.backend = backend;
-  po.threads = threads;
-  po.max_probes = 3;
-  po.block_rows = block;
-  std::unique_ptr<siflow::Plan> plan;
-  const siflow::Status s = siflow::Plan::create(m, po, nullptr, 0, &plan);
-  REQUIRE_MESSAGE(s.ok(), s.message());
-  const size_t n = 17, d = m.info().dim;
-  std::mt19937 rng(3);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> y(n * d), t(n);
-  for (float& f : y) f = u(rng);
-  for (size_t i = 0; i < n; ++i) t[i] = (i + 0.5f) / n;
-  NetRun r;
-  for (uint32_t i = 0; i < m.info().node_count; ++i) r.kernels.push_back(plan->node_kernel(i));
-  r.v.resize(n * d);
-  REQUIRE(plan->velocity(n, t.data(), y.data(), r.v.data()).ok());
-  siflow::LogProbOptions lo;
-  lo.ode.method = siflow::Method::kHeun;
-  lo.ode.steps = 1;
-  r.exact.resize(n);
-  REQUIRE(plan->log_prob(n, y.data(), lo, r.exact.data()).ok());
-  lo.divergence.mode = siflow::DivergenceMode::kHutchinson;
-  lo.divergence.probes = 3;
-  lo.divergence.seed = 4;
-  r.hutch.resize(n);
-  REQUIRE(plan->log_prob(n, y.data(), lo, r.hutch.data()).ok());
-  return r;
-}
-
-bool same_bits(const NetRun& a, const NetRun& b) {
-  return std::memcmp(a.v.data(), b.v.data(), a.v.size() * sizeof(float)) == 0 &&
-         std::memcmp(a.exact.data(), b.exact.data(), a.exact.size() * sizeof(double)) == 0 &&
-         std::memcmp(a.hutch.data(), b.hutch.data(), a.hutch.size() * sizeof(double)) == 0;
-}
-
-void check_close(const NetRun& fast, const NetRun& ref, double bound) {
-  const test_support::VelocityGap gap = test_support::velocity_gap(fast.v, ref.v);
-  INFO("worst velocity difference " << gap.worst << " at scale " << gap.scale);
-  CHECK(gap.worst <= bound * gap.scale);
-  for (size_t i = 0; i < ref.exact.size(); ++i) {
-    INFO("row " << i << ": exact " << fast.exact[i] << " vs " << ref.exact[i] << ", Hutchinson "
-                << fast.hutch[i] << " vs " << ref.hutch[i]);
-    CHECK(std::fabs(fast.exact[i] - ref.exact[i]) <= 10 * bound * (1.0 + std::fabs(ref.exact[i])));
-    CHECK(std::fabs(fast.hutch[i] - ref.hutch[i]) <= 10 * bound * (1.0 + std::fabs(ref.hutch[i])));
-  }
-}
-
-size_t count_with(const NetRun& r, const char* text) {
-  size_t n = 0;
-  for (const std::string& k : r.kernels) n += k.find(text) != std::string::npos;
-  return n;
 }
 
 }  // namespace

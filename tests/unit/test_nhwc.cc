@@ -23,6 +23,7 @@
 
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
+#include "support/net_run.hpp"
 #include "support/random_vectors.hpp"
 #include "support/requirements.hpp"
 #include "support/simd_variants.hpp"
@@ -30,7 +31,13 @@
 
 namespace {
 
+using test_support::check_close;
+using test_support::count_with;
+using test_support::EnvGuard;
+using test_support::NetRun;
 using test_support::random_floats;
+using test_support::run_net;
+using test_support::same_bits;
 
 // dim 3 * 9 * 7. h1 = conv(x) 3 -> 12; e = reshape(fc(t), [12, 1, 1]); h2 = h1 + e;
 // [GroupNorm(4)]; silu; h4 = conv 12 -> 12; h5 = h4 + h1 + resize(e, [12, 9, 7]);
@@ -85,96 +92,6 @@ LoadedNet load(std::vector<uint8_t> bytes) {
   return net;
 }
 
-// Restores an environment variable when the scope ends.
-struct EnvGuard {
-  std::string name, saved;
-  bool had;
-  explicit EnvGuard(const char* n) : name(n) {
-    const char* s = std::getenv(n);
-    had = s != nullptr;
-    if (s) saved = s;
-  }
-  ~EnvGuard() {
-    if (had)
-      setenv(name.c_str(), saved.c_str(), 1);
-    else
-      unsetenv(name.c_str());
-  }
-};
-
-struct NetRun {
-  std::vector<float> v;
-  std::vector<double> exact, hutch;
-  std::vector<std::string> kernels;  // every node's
-};
-
-// 17 rows: the velocity, a one-step Heun exact log p and Hutchinson log p (3 probes). One Heun
-// step evaluates the net with its tangents twice, which is what the layouts need (an exact log p
-// over 189 tangents is this test's cost, under the sanitizers above all).
-NetRun run_net(const siflow::Model& m, siflow::Backend backend, uint32_t threads, size_t block,
-               bool nchw) {
-  EnvGuard guard("SIFLOW_LAYOUT");
-  if (nchw)
-    setenv("SIFLOW_LAYOUT", "nchw", 1);
-  else
-    unsetenv("SIFLOW_LAYOUT");
-  siflow::PlanOptions po;
-  po.max_batch = 17;
-  po.backend = backend;
-  po.threads = threads;
-  po.max_probes = 3;
-  po.block_rows = block;
-  std::unique_ptr<siflow::Plan> plan;
-  const siflow::Status s = siflow::Plan::create(m, po, nullptr, 0, &plan);
-  REQUIRE_MESSAGE(s.ok(), s.message());
-  const size_t n = 17, d = m.info().dim;
-  std::mt19937 rng(3);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> y(n * d), t(n);
-  for (float& f : y) f = u(rng);
-  for (size_t i = 0; i < n; ++i) t[i] = (i + 0.5f) / n;
-  NetRun r;
-  for (uint32_t i = 0; i < m.info().node_count; ++i) r.kernels.push_back(plan->node_kernel(i));
-  r.v.resize(n * d);
-  REQUIRE(plan->velocity(n, t.data(), y.data(), r.v.data()).ok());
-  siflow::LogProbOptions lo;
-  lo.ode.method = siflow::Method::kHeun;
-  lo.ode.steps = 1;
-  r.exact.resize(n);
-  REQUIRE(plan->log_prob(n, y.data(), lo, r.exact.data()).ok());
-  lo.divergence.mode = siflow::DivergenceMode::kHutchinson;
-  lo.divergence.probes = 3;
-  lo.divergence.seed = 4;
-  r.hutch.resize(n);
-  REQUIRE(plan->log_prob(n, y.data(), lo, r.hutch.data()).ok());
-  return r;
-}
-
-bool same_bits(const NetRun& a, const NetRun& b) {
-  return std::memcmp(a.v.data(), b.v.data(), a.v.size() * sizeof(float)) == 0 &&
-         std::memcmp(a.exact.data(), b.exact.data(), a.exact.size() * sizeof(double)) == 0 &&
-         std::memcmp(a.hutch.data(), b.hutch.data(), a.hutch.size() * sizeof(double)) == 0;
-}
-
-void check_close(const NetRun& fast, const NetRun& ref, double bound) {
-  const test_support::VelocityGap gap = test_support::velocity_gap(fast.v, ref.v);
-  const double worst = gap.worst, scale = gap.scale;
-  INFO("worst velocity difference " << worst << " at scale " << scale);
-  CHECK(worst <= bound * scale);
-  for (size_t i = 0; i < ref.exact.size(); ++i) {
-    INFO("row " << i << ": exact " << fast.exact[i] << " vs " << ref.exact[i] << ", Hutchinson "
-                << fast.hutch[i] << " vs " << ref.hutch[i]);
-    CHECK(std::fabs(fast.exact[i] - ref.exact[i]) <= 10 * bound * (1.0 + std::fabs(ref.exact[i])));
-    CHECK(std::fabs(fast.hutch[i] - ref.hutch[i]) <= 10 * bound * (1.0 + std::fabs(ref.hutch[i])));
-  }
-}
-
-size_t count_with(const NetRun& r, const char* text) {
-  size_t n = 0;
-  for (const std::string& k : r.kernels) n += k.find(text) != std::string::npos;
-  return n;
-}
-
 }  // namespace
 
 TEST_CASE("NHWC layouts: named per node, against the reference and the all-NCHW plan" *
@@ -182,9 +99,9 @@ TEST_CASE("NHWC layouts: named per node, against the reference and the all-NCHW 
   for (bool gn : {false, true}) {
     INFO("GroupNorm: " << gn);
     const LoadedNet m = load(net(gn));
-    const NetRun ref = run_net(*m.model, siflow::Backend::kReference, 1, 0, false);
-    const NetRun nchw = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, true);
-    const NetRun nhwc = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false);
+    const NetRun ref = run_net(*m.model, siflow::Backend::kReference, 1, 0, false, false);
+    const NetRun nchw = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false, true);
+    const NetRun nhwc = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false, false);
     std::string names;
     for (const std::string& k : nhwc.kernels) names += "[" + k + "] ";
     INFO("nodes: " << names);
@@ -217,8 +134,8 @@ TEST_CASE("NHWC layouts: every forced simd variant, threads and block sizes" *
   EnvGuard isa("SIFLOW_SIMD_ISA");
   // The reference backend does not depend on the simd variant.
   const LoadedNet nets[2] = {load(net(false)), load(net(true))};
-  const NetRun refs[2] = {run_net(*nets[0].model, siflow::Backend::kReference, 1, 0, false),
-                          run_net(*nets[1].model, siflow::Backend::kReference, 1, 0, false)};
+  const NetRun refs[2] = {run_net(*nets[0].model, siflow::Backend::kReference, 1, 0, false, false),
+                          run_net(*nets[1].model, siflow::Backend::kReference, 1, 0, false, false)};
   for (const siflow::simd::Kernels* k : test_support::simd_variants()) {
     CAPTURE(std::string(k->isa));
     setenv("SIFLOW_SIMD_ISA", k->isa, 1);
@@ -226,17 +143,17 @@ TEST_CASE("NHWC layouts: every forced simd variant, threads and block sizes" *
       INFO("GroupNorm: " << gn);
       const LoadedNet& m = nets[gn];
       const NetRun& ref = refs[gn];
-      const NetRun nchw = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, true);
-      const NetRun one = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false);
+      const NetRun nchw = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false, true);
+      const NetRun one = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false, false);
       CHECK(count_with(one, "nhwc>nhwc") == 1);
       check_close(one, ref, 1e-5);
       if (!gn) CHECK(same_bits(one, nchw));
-      const NetRun two = run_net(*m.model, siflow::Backend::kXnnpack, 2, 0, false);
+      const NetRun two = run_net(*m.model, siflow::Backend::kXnnpack, 2, 0, false, false);
       CHECK(same_bits(one, two));
       for (size_t block : {size_t{1}, size_t{5}, size_t{16}}) {
         INFO("block " << block);
-        CHECK(same_bits(one, run_net(*m.model, siflow::Backend::kXnnpack, 1, block, false)));
-        CHECK(same_bits(one, run_net(*m.model, siflow::Backend::kXnnpack, 2, block, false)));
+        CHECK(same_bits(one, run_net(*m.model, siflow::Backend::kXnnpack, 1, block, false, false)));
+        CHECK(same_bits(one, run_net(*m.model, siflow::Backend::kXnnpack, 2, block, false, false)));
       }
     }
   }
@@ -245,7 +162,7 @@ TEST_CASE("NHWC layouts: every forced simd variant, threads and block sizes" *
 TEST_CASE("NHWC layouts: the simd and reference backends stay NCHW") {
   const LoadedNet m = load(net(true));
   for (siflow::Backend b : {siflow::Backend::kReference, siflow::Backend::kSimd}) {
-    const NetRun r = run_net(*m.model, b, 1, 0, false);
+    const NetRun r = run_net(*m.model, b, 1, 0, false, false);
     CHECK(count_with(r, "nhwc") == 0);
   }
 }
@@ -348,9 +265,9 @@ TEST_CASE("NHWC layouts: C = 1 and one-pixel tensors and full-width constants st
   for (const auto& [what, bytes] : nets) {
     INFO(what);
     const LoadedNet m = load(bytes);
-    const NetRun ref = run_net(*m.model, siflow::Backend::kReference, 1, 0, false);
-    const NetRun fast = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false);
-    const NetRun fast2 = run_net(*m.model, siflow::Backend::kXnnpack, 2, 0, false);
+    const NetRun ref = run_net(*m.model, siflow::Backend::kReference, 1, 0, false, false);
+    const NetRun fast = run_net(*m.model, siflow::Backend::kXnnpack, 1, 0, false, false);
+    const NetRun fast2 = run_net(*m.model, siflow::Backend::kXnnpack, 2, 0, false, false);
     check_close(fast, ref, 1e-5);
     CHECK(same_bits(fast, fast2));
   }
