@@ -16,6 +16,7 @@
 
 #include "siflow/siflow.hpp"
 #include "support/parallel.hpp"
+#include "support/velocity_gap.hpp"
 
 namespace test_support {
 
@@ -64,11 +65,8 @@ inline void check_simd_against_reference(const std::vector<uint8_t>& bytes,
   REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
   const BackendRun ref = run_backend(*m, siflow::Backend::kReference, 1, nodes);
   const BackendRun fast = run_backend(*m, siflow::Backend::kSimd, 1, nodes);
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < ref.v.size(); ++i) {
-    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
-    scale = std::max(scale, double{std::fabs(ref.v[i])});
-  }
+  const VelocityGap gap = velocity_gap(fast.v, ref.v);
+  const double worst = gap.worst, scale = gap.scale;
   INFO("worst velocity difference " << worst << " at scale " << scale);
   CHECK(worst <= velocity_bound * scale);
   for (const std::string& k : ref.kernels) CHECK(k == "reference");

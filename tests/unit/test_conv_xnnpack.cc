@@ -24,6 +24,7 @@
 #include "support/parallel.hpp"
 #include "support/requirements.hpp"
 #include "support/split_layers_model.hpp"
+#include "support/velocity_gap.hpp"
 #if defined(SIFLOW_WITH_XNNPACK)
 #include "kernels/xnnpack/xnn_conv.hpp"
 #include "kernels/xnnpack/xnn_dense.hpp"
@@ -143,11 +144,8 @@ NetRun run_net(const siflow::Model& m, siflow::Backend backend, uint32_t threads
 }
 
 void check_against_reference(const NetRun& fast, const NetRun& ref) {
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < ref.v.size(); ++i) {
-    worst = std::max(worst, double{std::fabs(fast.v[i] - ref.v[i])});
-    scale = std::max(scale, double{std::fabs(ref.v[i])});
-  }
+  const test_support::VelocityGap gap = test_support::velocity_gap(fast.v, ref.v);
+  const double worst = gap.worst, scale = gap.scale;
   INFO("worst velocity difference " << worst << " at scale " << scale);
   // Four layers of at most 117 terms each, summed in another order: a few float ulps of the scale.
   CHECK(worst <= 1e-5 * scale);
