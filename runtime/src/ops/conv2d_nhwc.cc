@@ -8,6 +8,7 @@
 // output channels, block of pixels) are split over the plan's threads; an output's sum is the
 // same whichever unit computes it, so the bits do not depend on the thread count or the block.
 #include "ops/op.hpp"
+#include "support/layout_conversion.hpp"
 #include "support/parallel.hpp"
 #if defined(SIFLOW_WITH_SIMD)
 #include "kernels/simd/kernels.hpp"
@@ -51,37 +52,17 @@ size_t conv_nhwc_scratch_floats(const detail::ModelData& model, uint32_t i, size
 #if defined(SIFLOW_WITH_SIMD)
 namespace {
 
-constexpr size_t kConvertPixels = 256;  // pixels per unit of a layout conversion
-
-// The layout conversions of `samples` samples: to_nhwc from NCHW x (sample stride ldx) into
-// dst, [channels][plane] to [plane][channels], and to_nchw back from src into y (stride ldy); in
-// units of (sample, kConvertPixels pixels) split over the pool, on the simd transpose. Pure data
-// movement: the bits do not depend on the split.
+// The layout conversions of `samples` samples (support/layout_conversion.hpp) on the simd
+// transpose, split over the pool.
 void to_nhwc(const NodeRun& r, const float* x, size_t ldx, size_t samples, uint32_t channels,
              size_t plane, float* dst) {
-  const simd::Kernels& k = *r.kernels->simd;
-  const size_t blocks = (plane + kConvertPixels - 1) / kConvertPixels;
-  parallel_rows(r.kernels->pool, samples * blocks, 1, [&](size_t a, size_t b) {
-    for (size_t u = a; u < b; ++u) {
-      const size_t s = u / blocks, p0 = u % blocks * kConvertPixels;
-      const size_t p1 = plane - p0 < kConvertPixels ? plane : p0 + kConvertPixels;
-      k.transpose(x + s * ldx + p0, plane, channels, p1 - p0,
-                  dst + s * channels * plane + p0 * channels, channels);
-    }
-  });
+  nchw_to_nhwc(r.kernels->simd->transpose, x, ldx, samples, channels, plane, dst,
+               [&](size_t count, auto&& fn) { parallel_rows(r.kernels->pool, count, 1, fn); });
 }
 void to_nchw(const NodeRun& r, const float* src, size_t samples, uint32_t channels, size_t plane,
              float* y, size_t ldy) {
-  const simd::Kernels& k = *r.kernels->simd;
-  const size_t blocks = (plane + kConvertPixels - 1) / kConvertPixels;
-  parallel_rows(r.kernels->pool, samples * blocks, 1, [&](size_t a, size_t b) {
-    for (size_t u = a; u < b; ++u) {
-      const size_t s = u / blocks, p0 = u % blocks * kConvertPixels;
-      const size_t p1 = plane - p0 < kConvertPixels ? plane : p0 + kConvertPixels;
-      k.transpose(src + s * channels * plane + p0 * channels, channels, p1 - p0, channels,
-                  y + s * ldy + p0, plane);
-    }
-  });
+  nhwc_to_nchw(r.kernels->simd->transpose, src, samples, channels, plane, y, ldy,
+               [&](size_t count, auto&& fn) { parallel_rows(r.kernels->pool, count, 1, fn); });
 }
 
 // One pass (values or tangents) over `samples` samples of x (stride in) into y (stride width).

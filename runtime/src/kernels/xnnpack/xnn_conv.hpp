@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "siflow/siflow.hpp"
+#include "support/layout_conversion.hpp"
 #include "support/parallel.hpp"
 
 namespace siflow::xnn {
@@ -64,10 +65,6 @@ using Transpose = void (*)(const float* src, size_t lds, size_t rows, size_t col
 void transpose_blocked(const float* src, size_t lds, size_t rows, size_t cols, float* dst,
                        size_t ldd);
 
-// Pixels per unit of work of a layout conversion: a sample's plane is converted in blocks of this
-// many pixels, so one sample's conversion also splits between threads (batch 1).
-constexpr size_t kConvertPixels = 256;
-
 // y = conv(x) (+ bias unless `tangent`) for `samples` NCHW samples of x (sample stride
 // `x_stride` floats) into y (stride `y_stride`), through `scratch` of
 // conv_scratch_floats(shape, chunk) floats, `chunk` samples at a time. The layout conversions
@@ -93,41 +90,21 @@ void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples,
               Split&& split, bool x_nhwc, bool y_nhwc) {
   const ConvShape& s = conv_shape(layer);
   const size_t iplane = size_t{s.h} * s.w, oplane = size_t{s.oh} * s.ow;
-  const size_t in_floats = s.cin * iplane, out_floats = s.cout * oplane;
-  const size_t iblocks = (iplane + kConvertPixels - 1) / kConvertPixels;
-  const size_t oblocks = (oplane + kConvertPixels - 1) / kConvertPixels;
+  const size_t out_floats = s.cout * oplane;
   const Transpose tr = transpose ? transpose : transpose_blocked;
   if (x_nhwc && y_nhwc) chunk = samples;  // no scratch: one XNNPACK run over every sample
   for (size_t first = 0; first < samples; first += chunk) {
     const size_t n = samples - first < chunk ? samples - first : chunk;
     const float* in = x_nhwc ? x + first * x_stride : scratch;
     float* out = y_nhwc ? y + first * y_stride : scratch + conv_scratch_output_offset(s, chunk);
-    // NCHW -> NHWC: sample k's pixels [p0, p1) are a cin x (p1 - p0) block of rows of stride
-    // iplane, written as (p1 - p0) rows of cin.
-    if (!x_nhwc)
-      split(n * iblocks, [&](size_t a, size_t b) {
-        for (size_t u = a; u < b; ++u) {
-          const size_t k = u / iblocks, p0 = u % iblocks * kConvertPixels;
-          const size_t p1 = iplane - p0 < kConvertPixels ? iplane : p0 + kConvertPixels;
-          tr(x + (first + k) * x_stride + p0, iplane, s.cin, p1 - p0,
-             scratch + k * in_floats + p0 * s.cin, s.cin);
-        }
-      });
+    if (!x_nhwc) nchw_to_nhwc(tr, x + first * x_stride, x_stride, n, s.cin, iplane, scratch, split);
     if (!run_nhwc(layer, in, n, out, tangent)) {
       for (size_t k = 0; k < n; ++k)
         for (size_t i = 0; i < out_floats; ++i) y[(first + k) * y_stride + i] = __builtin_nanf("");
       continue;
     }
-    // NHWC -> NCHW, straight into y: (p1 - p0) rows of cout to cout rows of stride oplane.
-    if (!y_nhwc)
-      split(n * oblocks, [&](size_t a, size_t b) {
-        for (size_t u = a; u < b; ++u) {
-          const size_t k = u / oblocks, p0 = u % oblocks * kConvertPixels;
-          const size_t p1 = oplane - p0 < kConvertPixels ? oplane : p0 + kConvertPixels;
-          tr(out + k * out_floats + p0 * s.cout, s.cout, p1 - p0, s.cout,
-             y + (first + k) * y_stride + p0, oplane);
-        }
-      });
+    // NHWC -> NCHW, straight into y.
+    if (!y_nhwc) nhwc_to_nchw(tr, out, n, s.cout, oplane, y + first * y_stride, y_stride, split);
   }
 }
 
