@@ -4,7 +4,9 @@
 // kernel, of XNNPACK with the NCHW<->NHWC conversions the plan's layer does, of XNNPACK
 // alone on NHWC data and of the simd NHWC implicit GEMM (kernels_conv_nhwc.inc) on the same NHWC
 // data, with GFLOP/s (2 flops per multiply-add) to set beside bench/peak_fma. Reps alternate
-// between the two NHWC kernels, so a change in the machine's load hits both alike.
+// between the two NHWC kernels, so a change in the machine's load hits both alike. For 3x3
+// stride-1 layers also the simd Winograd F(2x2, 3x3) (kernels_conv_wino.inc) on the same NHWC
+// data ("wino_s"; its GFLOP/s count the direct convolution's flops, so they compare as speed).
 //   bench_xnn_conv [REPS]        (default 7; prints one line per shape and batch)
 #include <cstdio>
 
@@ -95,9 +97,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("# isa %s, one thread, median CPU seconds of %d reps per layer call\n", k->isa, reps);
-  std::printf("%-34s %5s %10s %10s %10s %10s %8s %8s %8s %8s %7s %7s\n", "layer", "batch", "simd_s",
-              "xnn_conv_s", "xnn_nhwc_s", "own_nhwc_s", "simd_GF", "xnnc_GF", "xnnh_GF", "ownh_GF",
-              "own/xnn", "winner");
+  std::printf("%-34s %5s %10s %10s %10s %10s %10s %8s %8s %8s %8s %8s %7s %8s\n", "layer", "batch",
+              "simd_s", "xnn_conv_s", "xnn_nhwc_s", "own_nhwc_s", "wino_s", "simd_GF", "xnnc_GF",
+              "xnnh_GF", "ownh_GF", "wino_GF", "own/xnn", "winner");
   for (const Shape& sh : kShapes) {
     const uint32_t oh = (sh.h + 2 * sh.pad - sh.k) / sh.stride + 1;
     const uint32_t ow = (sh.w + 2 * sh.pad - sh.k) / sh.stride + 1;
@@ -123,6 +125,13 @@ int main(int argc, char** argv) {
     const siflow::simd::ConvNhwc cn{
         packed.data(), b.data(), sh.cin,    sh.h,      sh.w, sh.cout, oh,     ow,
         sh.k,          sh.k,     sh.stride, sh.stride, 1,    1,       sh.pad, sh.pad};
+    const bool wino =
+        siflow::simd::conv_wino_applies(1, sh.cin, sh.k, sh.k, sh.stride, sh.stride, 1, 1);
+    std::vector<float> wpacked(wino ? siflow::simd::conv_wino_packed_floats(sh.cin, sh.cout) : 0);
+    if (wino) siflow::simd::pack_conv_wino(w.data(), sh.cin, sh.cout, wpacked.data());
+    const siflow::simd::ConvWino cw{wpacked.data(), b.data(), sh.cin, sh.h,   sh.w,
+                                    sh.cout,        oh,       ow,     sh.pad, sh.pad};
+    std::vector<float> work(siflow::simd::conv_wino_work_floats(sh.cin));
     for (size_t batch : {size_t{1}, size_t{64}}) {
       std::vector<float> x(batch * in + 64), y(batch * out + 64);
       for (size_t i = 0; i < x.size(); ++i) x[i] = 0.001f * static_cast<float>(i % 1013);
@@ -143,15 +152,23 @@ int main(int argc, char** argv) {
           reps, [&] { siflow::xnn::run_nhwc(layer, scratch.data(), batch, nhwc_out, false); },
           [&] { k->conv2d_nhwc(cn, scratch.data(), in, nhwc_out, out, 0, own_units); }, &t_nhwc,
           &t_own);
+      double t_wino = 1e300;
+      if (wino)
+        t_wino = median_cpu(reps, [&] {
+          k->conv2d_wino(cw, scratch.data(), in, nhwc_out, out, work.data(), 0,
+                         siflow::simd::conv_wino_units(cw, batch));
+        });
       const double flops = 2.0 * batch * out * sh.cin * sh.k * sh.k;
       const double best_xnn = t_conv < t_nhwc ? t_conv : t_nhwc;
-      const char* winner = t_own < best_xnn && t_own < t_simd ? "own_nhwc"
-                           : best_xnn < t_simd                ? "xnnpack"
-                                                              : "simd";
-      std::printf("%-34s %5zu %10.6f %10.6f %10.6f %10.6f %8.1f %8.1f %8.1f %8.1f %7.2f %7s\n",
-                  sh.what, batch, t_simd, t_conv, t_nhwc, t_own, flops / t_simd * 1e-9,
-                  flops / t_conv * 1e-9, flops / t_nhwc * 1e-9, flops / t_own * 1e-9,
-                  t_nhwc / t_own, winner);
+      const char* winner = t_wino < best_xnn && t_wino < t_simd && t_wino < t_own ? "wino"
+                           : t_own < best_xnn && t_own < t_simd                   ? "own_nhwc"
+                           : best_xnn < t_simd                                    ? "xnnpack"
+                                                                                  : "simd";
+      std::printf(
+          "%-34s %5zu %10.6f %10.6f %10.6f %10.6f %10.6f %8.1f %8.1f %8.1f %8.1f %8.1f %7.2f %8s\n",
+          sh.what, batch, t_simd, t_conv, t_nhwc, t_own, wino ? t_wino : 0.0, flops / t_simd * 1e-9,
+          flops / t_conv * 1e-9, flops / t_nhwc * 1e-9, flops / t_own * 1e-9,
+          wino ? flops / t_wino * 1e-9 : 0.0, t_nhwc / t_own, winner);
     }
     siflow::xnn::destroy_conv(layer);
   }

@@ -42,15 +42,16 @@ struct NetRun {
   std::vector<std::string> kernels;  // every node's
 };
 
-// The plan made with SIFLOW_CONV=nhwc when nhwc_conv and SIFLOW_LAYOUT=nchw when all_nchw (both
-// unset otherwise, and restored after). One Heun step evaluates the net with its tangents twice,
-// which is what the comparisons need (an exact log p over every tangent is these tests' cost,
-// under the sanitizers above all).
+// The plan made with SIFLOW_CONV=conv_kernel (nhwc unless said) when nhwc_conv and
+// SIFLOW_LAYOUT=nchw when all_nchw (both unset otherwise, and restored after). One Heun step
+// evaluates the net with its tangents twice, which is what the comparisons need (an exact log p
+// over every tangent is these tests' cost, under the sanitizers above all).
 inline NetRun run_net(const siflow::Model& m, siflow::Backend backend, uint32_t threads,
-                      size_t block, bool nhwc_conv, bool all_nchw) {
+                      size_t block, bool nhwc_conv, bool all_nchw,
+                      const char* conv_kernel = "nhwc") {
   EnvGuard conv("SIFLOW_CONV"), layout("SIFLOW_LAYOUT");
   if (nhwc_conv)
-    setenv("SIFLOW_CONV", "nhwc", 1);
+    setenv("SIFLOW_CONV", conv_kernel, 1);
   else
     unsetenv("SIFLOW_CONV");
   if (all_nchw)

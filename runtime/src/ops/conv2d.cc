@@ -352,11 +352,16 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
 // (ModelData::packed_block, counted in its packed bytes) beside the file's weights, which the
 // reference kernels and the gradients read: transposed per group for the NCHW kernel
 // (simd::Conv), then, for a layer the NHWC kernel runs (conv2d_nhwc.cc), its blocks
-// (simd::pack_conv_nhwc) from conv_nhwc_packed_offset.
+// (simd::pack_conv_nhwc) from conv_nhwc_packed_offset, then, for a 3x3 stride-1 layer the
+// Winograd kernel runs, its transformed weights (simd::pack_conv_wino, 16 / 9 of the NHWC
+// kernel's) from conv_wino_packed_offset.
 size_t packed_floats(const detail::ModelData& model, uint32_t i) {
 #if defined(SIFLOW_WITH_SIMD)
   const NodeData& n = model.nodes[i];
   if (!conv_nhwc_runs(n)) return weight_count(geometry(n, false));
+  if (conv_wino_runs(n))
+    return conv_wino_packed_offset(n) +
+           simd::conv_wino_packed_floats(n.in_shape.dims[0], n.shape.dims[0]);
   return conv_nhwc_packed_offset(n) + simd::conv_nhwc_packed_floats(n.in_shape.dims[0],
                                                                     n.kernel[0] * n.kernel[1],
                                                                     n.shape.dims[0]);
@@ -374,14 +379,17 @@ void pack(const detail::ModelData& model, NodeData* n, float* dst) {
                                 dst);
   if (conv_nhwc_runs(*n))
     simd::pack_conv_nhwc(n->weight, g.cl, g.kh * g.kw, g.cs, dst + conv_nhwc_packed_offset(*n));
+  if (conv_wino_runs(*n))
+    simd::pack_conv_wino(n->weight, g.cl, g.cs, dst + conv_wino_packed_offset(*n));
   n->packed = dst;
 #else
   (void)n, (void)dst;
 #endif
 }
 
-// kSimdNhwc runs the layers conv2d_nhwc.cc packed weights for.
+// kSimdNhwc and kSimdWino run the layers conv2d_nhwc.cc packed weights for.
 bool runs_on(const NodeData& n, NodeKernel kernel) {
+  if (kernel == NodeKernel::kSimdWino) return conv_wino_runs(n);
   return kernel != NodeKernel::kSimdNhwc || conv_nhwc_runs(n);
 }
 
@@ -533,6 +541,10 @@ void run(const NodeRun& r) {
     run_conv_nhwc(r);  // conv2d_nhwc.cc (f32 only: the plan puts no reduced layer there)
     return;
   }
+  if (!kTransposed && kernel_of(r) == NodeKernel::kSimdWino) {
+    run_conv_wino(r);  // conv2d_nhwc.cc (f32 only, like kSimdNhwc)
+    return;
+  }
 #if defined(SIFLOW_WITH_XNNPACK)
   if (kernel_of(r) == NodeKernel::kXnnpack) {
     run_conv_xnn(r);  // conv2d_xnn.cc, both ops
@@ -640,7 +652,8 @@ extern const OpModule kConv2d = {
     detail::OpKind::kConv2d,
     verify<false>,
     kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd) |
-        kernel_bit(NodeKernel::kXnnpack) | kernel_bit(NodeKernel::kSimdNhwc),
+        kernel_bit(NodeKernel::kXnnpack) | kernel_bit(NodeKernel::kSimdNhwc) |
+        kernel_bit(NodeKernel::kSimdWino),
     nullptr,
     packed_floats,
     pack,

@@ -52,8 +52,10 @@ void run_conv_xnn(const NodeRun& r) {
 
 LayoutForm conv_layout_form(const detail::ModelData& model, uint32_t node, NodeKernel kernel) {
   (void)model, (void)node;
-  return kernel == NodeKernel::kXnnpack || kernel == NodeKernel::kSimdNhwc ? LayoutForm::kEither
-                                                                           : LayoutForm::kNchw;
+  return kernel == NodeKernel::kXnnpack || kernel == NodeKernel::kSimdNhwc ||
+                 kernel == NodeKernel::kSimdWino
+             ? LayoutForm::kEither
+             : LayoutForm::kNchw;
 }
 
 size_t conv_xnn_scratch_floats(const detail::ModelData& model, uint32_t i, size_t samples) {

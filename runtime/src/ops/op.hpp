@@ -29,7 +29,15 @@ namespace siflow::ops {
 
 // Which kernels run a node (chosen at plan time). kSimdNhwc: a Conv2d on the simd kernels' NHWC
 // implicit GEMM (ops/conv2d_nhwc.cc), where kSimd is their NCHW convolution.
-enum class NodeKernel : uint8_t { kReference = 0, kSimd = 1, kXnnpack = 2, kSimdNhwc = 3 };
+// kSimdWino: a 3x3 stride-1 Conv2d by the simd kernels' Winograd F(2x2, 3x3) on NHWC
+// (ops/conv2d_nhwc.cc).
+enum class NodeKernel : uint8_t {
+  kReference = 0,
+  kSimd = 1,
+  kXnnpack = 2,
+  kSimdNhwc = 3,
+  kSimdWino = 4
+};
 constexpr uint32_t kernel_bit(NodeKernel k) { return 1u << static_cast<unsigned>(k); }
 
 // A plan's kernel choice, shared by every node of a run. Default-constructed: reference kernels
@@ -76,6 +84,13 @@ bool conv_nhwc_runs(const detail::NodeData& node);
 size_t conv_nhwc_packed_offset(const detail::NodeData& node);
 size_t conv_nhwc_scratch_floats(const detail::ModelData& model, uint32_t node, size_t samples);
 void run_conv_nhwc(const NodeRun& run);
+// The same for the Winograd kernel (kSimdWino, ops/conv2d_nhwc.cc): 3x3, stride 1, dilation 1,
+// groups 1 (simd::conv_wino_applies); its weights (G g G^T) after the NHWC kernel's; its scratch
+// the NHWC copies, then a workspace per part of the units.
+bool conv_wino_runs(const detail::NodeData& node);
+size_t conv_wino_packed_offset(const detail::NodeData& node);
+size_t conv_wino_scratch_floats(const detail::ModelData& model, uint32_t node, size_t samples);
+void run_conv_wino(const NodeRun& run);
 
 // How an image tensor [C, H, W] is laid out within each of its rows (rows stay row-major, so
 // blocks and tangents are unaffected; a tensor's tangents have its value's layout). A tensor with
@@ -93,7 +108,7 @@ enum class LayoutForm : uint8_t { kNchw = 0, kShared = 1, kEither = 2 };
 // [sum of C, H, W]; rank 0 otherwise (ops/concat.cc).
 detail::Shape image_shape_of(const detail::ModelData& model, uint32_t tensor);
 // Conv2d's and ConvTranspose2d's OpModule::layout_form (conv2d_xnn.cc): either layout on
-// XNNPACK or kSimdNhwc, else NCHW.
+// XNNPACK, kSimdNhwc or kSimdWino, else NCHW.
 LayoutForm conv_layout_form(const detail::ModelData& model, uint32_t node, NodeKernel kernel);
 
 // One node of one network evaluation: the arena's tensors and the plan's kernels.

@@ -84,6 +84,10 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
       // The simd NHWC implicit GEMM, with the layouts it reads and writes (converting NCHW ones).
       std::snprintf(name, kKernelNameBytes, "simd/%s nhwc %s>%s", isa,
                     layout_name(k, md.nodes[i].inputs[0]), layout_name(k, i + 2));
+    else if (k.node[i] == NodeKernel::kSimdWino)
+      // The simd Winograd F(2x2, 3x3), NHWC inside, with the layouts it reads and writes.
+      std::snprintf(name, kKernelNameBytes, "simd/%s wino %s>%s", isa,
+                    layout_name(k, md.nodes[i].inputs[0]), layout_name(k, i + 2));
     else if (md.nodes[i].op == OpKind::kConv2d)
       std::snprintf(name, kKernelNameBytes, "simd/%s nchw", isa);
     else if (i > 0 && k.fused[i - 1])
@@ -95,7 +99,8 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
       std::snprintf(name, kKernelNameBytes, "simd/%s", isa);
     // Other nodes whose output the plan laid out NHWC (plan/layout_choice.cc) say so.
     if (!(k.node[i] == NodeKernel::kXnnpack && is_conv(md.nodes[i].op)) &&
-        k.node[i] != NodeKernel::kSimdNhwc && nhwc(k, i + 2)) {
+        k.node[i] != NodeKernel::kSimdNhwc && k.node[i] != NodeKernel::kSimdWino &&
+        nhwc(k, i + 2)) {
       const size_t used = std::strlen(name);
       std::snprintf(name + used, kKernelNameBytes - used, " nhwc");
     }
@@ -214,18 +219,21 @@ Status choose_kernels(const ModelData& md, const PlanOptions& options, detail::M
   }
 #endif
   // SIFLOW_CONV=nhwc: every Conv2d the simd NHWC kernel runs goes there instead of simd NCHW or
-  // XNNPACK's tuning (for tests and comparisons; f32 plans on the auto or simd backend).
+  // XNNPACK's tuning; SIFLOW_CONV=wino: every one the Winograd kernel runs goes there, the others
+  // staying on their kernels (for tests and comparisons; f32 plans on the auto or simd backend).
   const char* conv = std::getenv("SIFLOW_CONV");
-  if (conv && std::strcmp(conv, "nhwc") == 0 && !reduced &&
+  const NodeKernel forced = conv && std::strcmp(conv, "nhwc") == 0   ? NodeKernel::kSimdNhwc
+                            : conv && std::strcmp(conv, "wino") == 0 ? NodeKernel::kSimdWino
+                                                                     : NodeKernel::kReference;
+  if (forced != NodeKernel::kReference && !reduced &&
       (backend == Backend::kAuto || backend == Backend::kSimd))
     for (uint32_t i = 0; i < nodes; ++i) {
-      if (md.nodes[i].op != OpKind::kConv2d || !allows(md.nodes[i], NodeKernel::kSimdNhwc))
-        continue;
+      if (md.nodes[i].op != OpKind::kConv2d || !allows(md.nodes[i], forced)) continue;
 #if defined(SIFLOW_WITH_XNNPACK)
       xnn::destroy_conv(convs[i]);
       convs[i] = nullptr;
 #endif
-      node[i] = NodeKernel::kSimdNhwc;
+      node[i] = forced;
     }
   // The fusion rule, decided here once: a dense layer on simd (or on XNNPACK awaiting tuning)
   // whose only consumer is the activation right after it, also on simd.
@@ -287,9 +295,17 @@ void tune_kernels(const ModelData& md, size_t rows, float* const* values, float*
           node[i] = NodeKernel::kSimdNhwc;
           t_nhwc = best_of_three([&] { m.run(r); });
         }
+        // The Winograd kernel, for a 3x3 stride-1 layer.
+        double t_wino = 1e300;
+        if (allows(n, NodeKernel::kSimdWino)) {
+          node[i] = NodeKernel::kSimdWino;
+          t_wino = best_of_three([&] { m.run(r); });
+        }
         node[i] = NodeKernel::kXnnpack;
         const double t_xnn = best_of_three([&] { m.run(r); });
-        if (t_nhwc < t_xnn && t_nhwc < t_simd)
+        if (t_wino < t_xnn && t_wino < t_simd && t_wino < t_nhwc)
+          node[i] = NodeKernel::kSimdWino;
+        else if (t_nhwc < t_xnn && t_nhwc < t_simd)
           node[i] = NodeKernel::kSimdNhwc;
         else if (!(t_xnn < t_simd))
           node[i] = off_xnnpack(n);

@@ -319,12 +319,21 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
       const uint64_t samples = tangent_samples > value_rows ? tangent_samples : value_rows;
       const uint64_t xnn = ops::conv_xnn_scratch_floats(model, i, static_cast<size_t>(samples));
       floats = xnn > floats ? xnn : floats;
+      // The tuning may move it to the Winograd kernel, whose workspaces may need more.
+      const uint64_t wino = ops::conv_wino_scratch_floats(model, i, static_cast<size_t>(samples));
+      floats = wino > floats ? wino : floats;
     }
     if (kernels && kernels[i] == ops::NodeKernel::kSimdNhwc) {
       // The simd NHWC convolution converts its NCHW sides the same way (at most XNNPACK's
       // scratch, so a convolution the tuning moves there from XNNPACK fits).
       const uint64_t samples = tangent_samples > value_rows ? tangent_samples : value_rows;
       const uint64_t own = ops::conv_nhwc_scratch_floats(model, i, static_cast<size_t>(samples));
+      floats = own > floats ? own : floats;
+    }
+    if (kernels && kernels[i] == ops::NodeKernel::kSimdWino) {
+      // The Winograd convolution: the same copies, then a workspace per part of its units.
+      const uint64_t samples = tangent_samples > value_rows ? tangent_samples : value_rows;
+      const uint64_t own = ops::conv_wino_scratch_floats(model, i, static_cast<size_t>(samples));
       floats = own > floats ? own : floats;
     }
     scratch = floats > scratch ? floats : scratch;

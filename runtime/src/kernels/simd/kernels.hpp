@@ -149,6 +149,67 @@ inline void pack_conv_nhwc(const float* w, uint32_t cin, uint32_t taps, uint32_t
         }
   }
 }
+// One 3x3, stride-1, dilation-1, groups-1 Conv2d on NHWC samples by Winograd's F(2x2, 3x3)
+// (kernels_conv_wino.inc): the output in 2x2 tiles, each from a 4x4 input tile (B^T d B, entries
+// 0 and +-1) times the transformed weights U = G g G^T (entries 0, +-0.5, 1: 16 products per tile
+// and channel pair where direct convolution has 36), back by A^T M A (0 and +-1). The weights:
+// pack_conv_wino's layout, per transform element e (16) a [cin][cout] matrix in blocks of
+// kConvNhwcBlock output channels like pack_conv_nhwc's ([block][cin][block width]). The output
+// is oh x ow (any padding: taps outside the input read zeros; pt and pl are the top and left
+// pads). A unit is (sample, group of up to kWinoGroupTiles tiles); a call runs its units in order
+// on `work` (conv_wino_work_floats floats), whose contents do not affect the results.
+constexpr uint32_t kWinoGroupTiles = 24;  // a multiple of every variant's tile rows (8, 6, 4)
+struct ConvWino {
+  const float* weight;
+  const float* bias;
+  uint32_t cin, h, w, cout, oh, ow, pt, pl;
+};
+inline bool conv_wino_applies(uint32_t groups, uint32_t cin, uint32_t kh, uint32_t kw, uint32_t sh,
+                              uint32_t sw, uint32_t dh, uint32_t dw) {
+  return groups == 1 && cin <= kConvNhwcMaxCin && kh == 3 && kw == 3 && sh == 1 && sw == 1 &&
+         dh == 1 && dw == 1;
+}
+inline uint32_t conv_wino_groups(const ConvWino& c) {
+  const uint32_t tiles = ((c.oh + 1) / 2) * ((c.ow + 1) / 2);
+  return (tiles + kWinoGroupTiles - 1) / kWinoGroupTiles;
+}
+inline size_t conv_wino_units(const ConvWino& c, size_t samples) {
+  return samples * conv_wino_groups(c);
+}
+// A call's workspace: the group's transformed inputs [16][kWinoGroupTiles][cin rounded up to 16]
+// and one block's transformed outputs [16][kWinoGroupTiles][kConvNhwcBlock].
+inline size_t conv_wino_work_floats(uint32_t cin) {
+  return size_t{16} * kWinoGroupTiles * ((cin + 15) / 16 * 16 + kConvNhwcBlock);
+}
+inline size_t conv_wino_packed_floats(uint32_t cin, uint32_t cout) {
+  return size_t{16} * cin * ((cout + 15) / 16 * 16);
+}
+// dst[e] at e * cin * (cout rounded up to 16), its block b at b * kConvNhwcBlock * cin:
+// [i][j] = U_e[b * kConvNhwcBlock + j][i] (0 past cout), U = G g G^T of PyTorch's
+// [cout][cin][3][3] weights g, computed in double and rounded once.
+inline void pack_conv_wino(const float* w, uint32_t cin, uint32_t cout, float* dst) {
+  static const double kG[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  const size_t per = size_t{cin} * ((cout + 15) / 16 * 16);
+  const uint32_t blocks = (cout + kConvNhwcBlock - 1) / kConvNhwcBlock;
+  for (uint32_t b = 0; b < blocks; ++b) {
+    const uint32_t bw = conv_nhwc_block_width(cout, b);
+    for (uint32_t i = 0; i < cin; ++i)
+      for (uint32_t j = 0; j < bw; ++j) {
+        const uint32_t o = b * kConvNhwcBlock + j;
+        double u[4][4] = {};
+        if (o < cout) {
+          const float* g = w + (size_t{o} * cin + i) * 9;
+          for (int r = 0; r < 4; ++r)
+            for (int s = 0; s < 4; ++s)
+              for (int p = 0; p < 3; ++p)
+                for (int q = 0; q < 3; ++q) u[r][s] += kG[r][p] * g[p * 3 + q] * kG[s][q];
+        }
+        for (int e = 0; e < 16; ++e)
+          dst[e * per + size_t{b} * kConvNhwcBlock * cin + size_t{i} * bw + j] =
+              static_cast<float>(u[e / 4][e % 4]);
+      }
+  }
+}
 // GroupNorm over rows of `width` values: `groups` contiguous blocks, each normalised by its own
 // mean and 1 / sqrt(variance + epsilon), then gamma and beta (nullable) per channel, a channel
 // being `plane` consecutive values. LayerNorm is groups = 1, plane = 1.
@@ -280,6 +341,12 @@ struct Kernels {
   size_t (*conv_nhwc_units)(const ConvNhwc& conv, size_t samples);
   void (*conv2d_nhwc)(const ConvNhwc& conv, const float* x, size_t ldx, float* y, size_t ldy,
                       size_t u0, size_t u1);
+  // Winograd F(2x2, 3x3) on NHWC samples (ConvWino) over units [u0, u1) of conv_wino_units, x and
+  // y as conv2d_nhwc's, `work` the call's workspace. Every output is its bias (or 0) plus A^T M A
+  // of its tile, M_e = sum over input channels in order of V_e U_e (one FMA each), whichever
+  // units a call covers: not the direct kernels' bits (within the bound the tests check).
+  void (*conv2d_wino)(const ConvWino& conv, const float* x, size_t ldx, float* y, size_t ldy,
+                      float* work, size_t u0, size_t u1);
 };
 
 // The architecture's baseline (SSE2 on x86-64, NEON on ARM, plain vector code on WebAssembly)
