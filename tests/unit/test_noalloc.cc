@@ -548,11 +548,12 @@ TEST_CASE(
   std::unique_ptr<Model> model;
   const Status loaded = Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model);
   REQUIRE_MESSAGE(loaded.ok(), std::string(loaded.message()));
-  // kAuto twice: its convolutions on the simd NCHW kernel, then (SIFLOW_CONV=nhwc) on the simd
-  // NHWC kernel with NHWC tensors between them.
+  // kAuto three times: its convolutions on the simd NCHW kernel, then (SIFLOW_CONV=nhwc) on the
+  // simd NHWC kernel with NHWC tensors between them, then (SIFLOW_CONV=wino) the 3x3 stride-1 ones
+  // on the Winograd kernel.
   const siflow::Backend backends[] = {siflow::Backend::kReference, siflow::Backend::kAuto,
-                                      siflow::Backend::kAuto};
-  for (int b = 0; b < 3; ++b)
+                                      siflow::Backend::kAuto, siflow::Backend::kAuto};
+  for (int b = 0; b < 4; ++b)
     for (uint32_t block : {0u, 5u})
       for (uint32_t threads : {1u, 2u}) {
         if (threads > 1 && !siflow::RowPool::available()) {
@@ -560,8 +561,8 @@ TEST_CASE(
           continue;
         }
         const siflow::Backend backend = backends[b];
-        if (b == 2)
-          setenv("SIFLOW_CONV", "nhwc", 1);
+        if (b >= 2)
+          setenv("SIFLOW_CONV", b == 2 ? "nhwc" : "wino", 1);
         else
           unsetenv("SIFLOW_CONV");
         siflow::PlanOptions po;
@@ -579,10 +580,14 @@ TEST_CASE(
         Status scored;
         const unsigned long calls =
             heap_calls_during([&] { scored = plan->log_prob(n, x.data(), lo, logp.data()); });
-        INFO("backend " << static_cast<int>(backend) << (b == 2 ? " (NHWC convolutions)" : "")
+        INFO("backend " << static_cast<int>(backend)
+                        << (b == 2   ? " (NHWC convolutions)"
+                            : b == 3 ? " (Winograd convolutions)"
+                                     : "")
                         << " block " << block << " threads " << threads);
         const std::string first = plan->node_kernel(0);  // "reference" in builds without simd
         if (b == 2 && first != "reference") CHECK(first.find(" nhwc ") != std::string::npos);
+        if (b == 3 && first != "reference") CHECK(first.find(" wino ") != std::string::npos);
         CHECK(scored.ok());
         CHECK(calls == 0);
       }
