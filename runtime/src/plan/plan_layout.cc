@@ -320,8 +320,10 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
       const uint64_t xnn = ops::conv_xnn_scratch_floats(model, i, static_cast<size_t>(samples));
       floats = xnn > floats ? xnn : floats;
       // The tuning may move it to the Winograd kernel, whose workspaces may need more.
-      const uint64_t wino = ops::conv_wino_scratch_floats(model, i, static_cast<size_t>(samples));
-      floats = wino > floats ? wino : floats;
+      if (options.backend == Backend::kAuto && options.tune) {
+        const uint64_t wino = ops::conv_wino_scratch_floats(model, i, static_cast<size_t>(samples));
+        floats = wino > floats ? wino : floats;
+      }
     }
     if (kernels && kernels[i] == ops::NodeKernel::kSimdNhwc) {
       // The simd NHWC convolution converts its NCHW sides the same way (at most XNNPACK's
