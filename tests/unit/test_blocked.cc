@@ -7,6 +7,9 @@
 // heap call; bad block sizes are refused naming the field. The per-node profile
 // (Plan::set_profile) counts each node's calls as evaluations x blocks, its times sum to at most
 // the run's wall time, it is off by default, changes no bits and makes no heap call.
+// Data-parallel blocks (worker threads, at least two blocks: every thread runs whole blocks) give
+// one thread's bits on 2 and 3 threads and the one-thread plan's block size; their profile sums
+// the threads' tables.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -214,12 +217,61 @@ TEST_CASE("blocked runs are bit-identical to whole-batch runs: xnnpack, 2 thread
   check_backend(siflow::Backend::kXnnpack, 2);
 }
 
+// Data-parallel blocks (net/executor.hpp NetBlocking::threads): with worker threads and at least
+// two blocks each thread runs whole blocks on its own buffers, scratch and XNNPACK operator part.
+// Every block size on 2 and 3 threads against one thread's whole batch, and the automatic block
+// equal to the one-thread plan's.
+void check_threads_against_one(siflow::Backend backend, size_t batch, bool exact) {
+  const Net net = load(small_unet(false));
+  const Results one = run(*net.model, Setup{backend, 1, batch, exact}, 2 * batch);
+  const Results one_auto = run(*net.model, Setup{backend, 1, batch, exact}, 0);
+  for (uint32_t threads : {2u, 3u})
+    for (size_t block : {size_t{1}, size_t{5}, size_t{0}}) {
+      INFO(threads << " threads, batch " << batch << ", block_rows " << block << ", backend "
+                   << siflow::backend_name(backend));
+      const Results r = run(*net.model, Setup{backend, threads, batch, exact}, block);
+      if (block == 0) CHECK(r.block == one_auto.block);
+      CHECK(same_bits(r.v, one.v));
+      CHECK(same_bits(r.exact, one.exact));
+      CHECK(same_bits(r.hutch, one.hutch));
+    }
+}
+
+TEST_CASE("data-parallel blocks on 2 and 3 threads give one thread's bits: reference and simd" *
+          SIFLOW_NEEDS_POOL) {
+  check_threads_against_one(siflow::Backend::kReference, 17, true);
+  check_threads_against_one(siflow::Backend::kSimd, 17, true);
+  check_threads_against_one(siflow::Backend::kSimd, 64, false);
+}
+
+TEST_CASE("data-parallel blocks on 2 and 3 threads give one thread's bits: xnnpack" *
+          SIFLOW_NEEDS_XNNPACK_AND_POOL) {
+  check_threads_against_one(siflow::Backend::kXnnpack, 17, true);
+  check_threads_against_one(siflow::Backend::kXnnpack, 64, false);
+}
+
 TEST_CASE("blocked runs of a guided conditional model: labels, conditions and the doubled rows") {
   const Net net = load(small_unet(true));
   REQUIRE(net.model->info().takes_labels);
   for (double guidance : {1.0, 2.5}) {
     INFO("guidance " << guidance);
     check_blocks(*net.model, Setup{siflow::Backend::kSimd, 1, 17, true, guidance});
+  }
+}
+
+TEST_CASE("data-parallel blocks of a guided conditional model give one thread's bits" *
+          SIFLOW_NEEDS_POOL) {
+  const Net net = load(small_unet(true));
+  for (double guidance : {1.0, 2.5}) {
+    const Results one = run(*net.model, Setup{siflow::Backend::kSimd, 1, 17, true, guidance}, 0);
+    for (size_t block : {size_t{1}, size_t{5}}) {
+      INFO("guidance " << guidance << ", 2 threads, block_rows " << block);
+      const Results r =
+          run(*net.model, Setup{siflow::Backend::kSimd, 2, 17, true, guidance}, block);
+      CHECK(same_bits(r.v, one.v));
+      CHECK(same_bits(r.exact, one.exact));
+      CHECK(same_bits(r.hutch, one.hutch));
+    }
   }
 }
 
@@ -321,6 +373,45 @@ TEST_CASE("the profile counts evaluations x blocks per node, and its time fits i
       CHECK(table[0].calls == 1);
       CHECK(table[nodes - 1].rows == 3 * (1 + dim));
     }
+}
+
+TEST_CASE("a profile of data-parallel blocks sums the threads' calls, rows and times" *
+          SIFLOW_NEEDS_POOL) {
+  const Net net = load(small_unet(false));
+  const siflow::Model& m = *net.model;
+  const uint32_t nodes = m.info().node_count;
+  for (uint32_t threads : {2u, 3u}) {
+    INFO(threads << " threads");
+    siflow::PlanOptions po;
+    po.max_batch = 17;
+    po.backend = siflow::Backend::kSimd;
+    po.threads = threads;
+    po.block_rows = 5;
+    std::unique_ptr<siflow::Plan> plan;
+    REQUIRE(siflow::Plan::create(m, po, nullptr, 0, &plan).ok());
+    const std::vector<float> plain = sample_rk4(*plan, 17);
+    std::vector<siflow::NodeProfile> table(nodes);
+    REQUIRE(plan->set_profile(table.data(), table.size()).ok());
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<float> profiled = sample_rk4(*plan, 17);
+    const double wall_ns =
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+    CHECK(same_bits(plain, profiled));
+    const uint64_t evaluations = plan->evaluations();
+    uint64_t total_ns = 0;
+    for (uint32_t i = 0; i < nodes; ++i) {
+      INFO("node " << i);
+      CHECK(table[i].calls == evaluations * 4);  // blocks of 5, 5, 5 and 2 rows
+      CHECK(table[i].rows == evaluations * 17);
+      total_ns += table[i].nanoseconds;
+    }
+    CHECK(total_ns > 0);
+    CHECK(static_cast<double>(total_ns) <= threads * wall_ns);
+    // The threads' own tables were emptied into the plan's: a second run adds as much again.
+    const std::vector<siflow::NodeProfile> first = table;
+    sample_rk4(*plan, 17);
+    for (uint32_t i = 0; i < nodes; ++i) CHECK(table[i].calls == 2 * first[i].calls);
+  }
 }
 
 TEST_CASE("node_flops counts convolutions, dense layers and matmuls, and nothing else") {

@@ -3,7 +3,7 @@
 // runs its own Plan. Several threads sample, score and validate from one model at once and must
 // get exactly the single-threaded bits. Run under ThreadSanitizer by tests/run.sh, which makes
 // any data race in the shared model (or in lazily initialised state) a failure. A plan with
-// worker threads must give the bits of one thread.
+// worker threads must give the bits of one thread, also with data-parallel blocks.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -91,27 +91,33 @@ TEST_CASE("a plan's own worker threads give the bits of one thread" * SIFLOW_NEE
   const std::vector<uint8_t> bytes = shared_model_bytes();
   std::unique_ptr<Model> model;
   REQUIRE(Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model).ok());
-  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kSimd}) {
-    std::vector<float> samples[2];
-    std::vector<double> logp[2];
-    for (uint32_t threads : {1u, 2u}) {
-      siflow::PlanOptions po;
-      po.max_batch = 96;
-      po.threads = threads;
-      po.backend = backend;
-      std::unique_ptr<Plan> plan;
-      const siflow::Status s = Plan::create(*model, po, nullptr, 0, &plan);
-      REQUIRE_MESSAGE(s.ok(), s.message());
-      const size_t n = 200;
-      samples[threads - 1].resize(n * 3);
-      logp[threads - 1].resize(n);
-      siflow::SampleOptions so;
-      so.seed = 9;
-      so.ode.steps = 4;
-      REQUIRE(plan->sample(n, so, samples[threads - 1].data(), logp[threads - 1].data()).ok());
+  // Blocks of 7 rows: the runs of 96 rows have 14 blocks, which worker threads run data-parallel
+  // (each thread whole blocks on its own buffers; net/executor.hpp NetBlocking::threads).
+  for (siflow::Backend backend : {siflow::Backend::kReference, siflow::Backend::kSimd})
+    for (size_t block : {size_t{0}, size_t{7}}) {
+      std::vector<float> samples[3];
+      std::vector<double> logp[3];
+      for (uint32_t threads : {1u, 2u, 3u}) {
+        siflow::PlanOptions po;
+        po.max_batch = 96;
+        po.threads = threads;
+        po.backend = backend;
+        po.block_rows = block;
+        std::unique_ptr<Plan> plan;
+        const siflow::Status s = Plan::create(*model, po, nullptr, 0, &plan);
+        REQUIRE_MESSAGE(s.ok(), s.message());
+        const size_t n = 200;
+        samples[threads - 1].resize(n * 3);
+        logp[threads - 1].resize(n);
+        siflow::SampleOptions so;
+        so.seed = 9;
+        so.ode.steps = 4;
+        REQUIRE(plan->sample(n, so, samples[threads - 1].data(), logp[threads - 1].data()).ok());
+      }
+      INFO(siflow::backend_name(backend) << ", block_rows " << block);
+      CHECK(samples[0] == samples[1]);
+      CHECK(logp[0] == logp[1]);
+      CHECK(samples[0] == samples[2]);
+      CHECK(logp[0] == logp[2]);
     }
-    INFO(siflow::backend_name(backend));
-    CHECK(samples[0] == samples[1]);
-    CHECK(logp[0] == logp[1]);
-  }
 }

@@ -336,8 +336,11 @@ struct PlanOptions {
   DivergenceMode divergence = DivergenceMode::kExact;
   uint32_t max_probes = 1;
   // Threads a run uses: the caller's plus threads - 1 workers the plan starts (and stops when
-  // destroyed). Results are bit-identical for every thread count. Builds without a thread pool
-  // (SIFLOW_MINIMAL, bare metal) accept only 1.
+  // destroyed). Results are bit-identical for every thread count. A run of at least two
+  // network blocks (block_rows) gives each thread whole blocks on its own copy of the block's
+  // buffers (f32 plans; the arena holds one copy per thread); a run of one block splits every
+  // layer over the threads. Builds without a thread pool (SIFLOW_MINIMAL, bare metal) accept
+  // only 1.
   uint32_t threads = 1;
   Backend backend = Backend::kAuto;
   // With kAuto and a build that has XNNPACK: time each dense layer and each Conv2d (the whole

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "support/parallel.hpp"
+
 namespace siflow {
 
 using detail::ModelData;
@@ -57,22 +59,13 @@ size_t block_rows(const NetBlocking& b, size_t directions) {
 
 namespace {
 
-void run_nodes(const ModelData& model, const NetBuffers& buffers, float* const* values,
-               float* const* tangents, size_t rows, size_t directions, bool identity_seeds,
-               const float* labels, const float* cond, size_t diagonal_first) {
-  ops::NodeRun run{&model,
-                   0,
-                   values,
-                   tangents,
-                   rows,
-                   directions,
-                   identity_seeds,
-                   &buffers.kernels,
-                   buffers.scratch,
-                   labels,
-                   cond,
-                   diagonal_first};
-  NodeProfile* const profile = buffers.profile;
+// One pass over every node for `rows` rows on the given tables, kernels and scratch.
+void run_nodes(const ModelData& model, const ops::FastKernels* kernels, float* scratch,
+               NodeProfile* profile, float* const* values, float* const* tangents, size_t rows,
+               size_t directions, bool identity_seeds, const float* labels, const float* cond,
+               size_t diagonal_first) {
+  ops::NodeRun run{&model,         0,       values,  tangents, rows, directions,
+                   identity_seeds, kernels, scratch, labels,   cond, diagonal_first};
   if (!profile) {
     for (uint32_t i = 0; i < model.node_count; ++i) {
       run.node = i;
@@ -97,6 +90,56 @@ void run_nodes(const ModelData& model, const NetBuffers& buffers, float* const* 
   }
 }
 
+// One blocked evaluation: its blocks of `block` rows, run on one thread or data-parallel.
+struct BlockedRun {
+  const ModelData* model;
+  const NetBuffers* buffers;
+  const NetBlocking* b;
+  size_t rows, block, directions, diagonal_first;
+  bool identity_seeds;
+  uint32_t output_root;
+};
+
+// Block k of the run on the given tables, kernels, scratch and profile; `copy` floats past the
+// plan's pointers hold the thread's one-block buffers.
+void run_block(const BlockedRun& br, size_t k, float** values, float** tangents, size_t copy,
+               const ops::FastKernels* kernels, float* scratch, NodeProfile* profile) {
+  const ModelData& model = *br.model;
+  const NetBuffers& buffers = *br.buffers;
+  const NetBlocking* b = br.b;
+  const size_t r0 = k * br.block;
+  const size_t count = br.rows - r0 < br.block ? br.rows - r0 : br.block;
+  const size_t directions = br.directions;
+  const uint32_t tensors = model.node_count + 2;
+  for (uint32_t id = 0; id < tensors; ++id) {
+    // Aliases are rebound below; a one-block buffer is used from its start (the thread's copy).
+    const bool local = b->local && id >= 2 && id != br.output_root;
+    const size_t width = local ? 0 : model.tensors[id].width;
+    const size_t at = local ? copy : 0;
+    float* v = buffers.values[id];
+    float* t = buffers.tangents ? buffers.tangents[id] : nullptr;
+    values[id] = v ? v + at + r0 * width : nullptr;
+    tangents[id] = t ? t + at + r0 * directions * width : nullptr;
+  }
+  bind_aliases(model, values, buffers.tangents ? tangents : nullptr);
+  const size_t cond_width = model.info.cond_width;
+  run_nodes(model, kernels, scratch, profile, values, buffers.tangents ? tangents : nullptr, count,
+            directions, br.identity_seeds, buffers.labels ? buffers.labels + r0 : nullptr,
+            buffers.cond ? buffers.cond + r0 * cond_width : nullptr, br.diagonal_first);
+}
+
+// A range of blocks on the calling thread of the pool, with that thread's own resources.
+void run_thread_blocks(void* ctx, size_t k0, size_t k1) {
+  const BlockedRun& br = *static_cast<const BlockedRun*>(ctx);
+  const uint32_t t = RowPool::thread_index();
+  const NetThread& th = br.b->thread[t < br.b->threads ? t : 0];
+  NodeProfile* profile =
+      br.buffers->profile ? (t == 0 ? br.buffers->profile : th.profile) : nullptr;
+  for (size_t k = k0; k < k1; ++k)
+    run_block(br, k, th.values, th.tangents, t * br.b->local_stride, &th.kernels, th.scratch,
+              profile);
+}
+
 }  // namespace
 
 void run_network(const ModelData& model, const NetBuffers& buffers, const float* x, size_t rows,
@@ -106,28 +149,32 @@ void run_network(const ModelData& model, const NetBuffers& buffers, const float*
   const NetBlocking* b = buffers.blocking;
   const size_t block = b && b->values ? block_rows(*b, directions) : 0;
   if (!block || rows <= block) {
-    run_nodes(model, buffers, buffers.values, buffers.tangents, rows, directions, identity_seeds,
-              buffers.labels, buffers.cond, diagonal_first);
+    run_nodes(model, &buffers.kernels, buffers.scratch, buffers.profile, buffers.values,
+              buffers.tangents, rows, directions, identity_seeds, buffers.labels, buffers.cond,
+              diagonal_first);
     return;
   }
-  const uint32_t tensors = model.node_count + 2;
-  const size_t cond_width = model.info.cond_width;
-  const uint32_t output_root = alias_root(model, model.output);
-  for (size_t r0 = 0; r0 < rows; r0 += block) {
-    const size_t count = rows - r0 < block ? rows - r0 : block;
-    for (uint32_t id = 0; id < tensors; ++id) {
-      // Aliases are rebound below; a one-block buffer is used from its start.
-      const size_t width = b->local && id >= 2 && id != output_root ? 0 : model.tensors[id].width;
-      float* v = buffers.values[id];
-      float* t = buffers.tangents ? buffers.tangents[id] : nullptr;
-      b->values[id] = v ? v + r0 * width : nullptr;
-      b->tangents[id] = t ? t + r0 * directions * width : nullptr;
-    }
-    bind_aliases(model, b->values, buffers.tangents ? b->tangents : nullptr);
-    run_nodes(model, buffers, b->values, buffers.tangents ? b->tangents : nullptr, count,
-              directions, identity_seeds, buffers.labels ? buffers.labels + r0 : nullptr,
-              buffers.cond ? buffers.cond + r0 * cond_width : nullptr, diagonal_first);
+  const BlockedRun br{&model,         &buffers,       b,
+                      rows,           block,          directions,
+                      diagonal_first, identity_seeds, alias_root(model, model.output)};
+  const size_t blocks = (rows + block - 1) / block;
+  RowPool* pool = buffers.kernels.pool;
+  if (b->threads > 1 && b->thread && b->local && pool && pool->threads() == b->threads) {
+    pool->run_items(blocks, run_thread_blocks, const_cast<BlockedRun*>(&br));
+    if (buffers.profile)
+      for (uint32_t t = 1; t < b->threads; ++t) {
+        NodeProfile* own = b->thread[t].profile;
+        for (uint32_t i = 0; i < model.node_count; ++i) {
+          buffers.profile[i].calls += own[i].calls;
+          buffers.profile[i].nanoseconds += own[i].nanoseconds;
+          buffers.profile[i].rows += own[i].rows;
+          own[i] = NodeProfile();
+        }
+      }
+    return;
   }
+  for (size_t k = 0; k < blocks; ++k)
+    run_block(br, k, b->values, b->tangents, 0, &buffers.kernels, buffers.scratch, buffers.profile);
 }
 
 void exact_divergence(const float* t_out, size_t rows, uint32_t dim, double* div) {

@@ -25,6 +25,8 @@ using NetKernels = ops::FastKernels;
 // plan time) receive them. With `local`, the intermediate tensors' buffers are one block long
 // (plan_layout.hpp) and every block reuses them, so they stay in cache. Each kernel computes a row
 // the same way whatever range it falls in, so the results are bit-identical for every block size.
+struct NetThread;
+
 struct NetBlocking {
   size_t fixed = 0;            // PlanOptions::block_rows; 0: from the working set below
   uint64_t value_bytes = 0;    // the most bytes per row a node touches in values
@@ -36,6 +38,28 @@ struct NetBlocking {
   bool local = false;
   float** values = nullptr;
   float** tangents = nullptr;
+  // Data-parallel blocks: with threads > 1 (the plan's pool) and at least two blocks, each
+  // thread runs whole blocks through every node on its own copy of the one-block buffers
+  // (`local`; copy t starts t * local_stride floats after the plan's tensor pointers), its own
+  // scratch and its own XNNPACK operator part (NetThread), and a network evaluation waits for the
+  // threads once, at its end. Nodes then run inline on their thread. The block size is the
+  // one-thread plan's, and every row is computed the same way whichever thread runs its block,
+  // so the bits equal the one-thread plan's. threads <= 1: every node splits over the pool.
+  uint32_t threads = 1;
+  size_t local_stride = 0;
+  NetThread* thread = nullptr;  // [threads]
+};
+
+// One thread's own resources for data-parallel blocks (NetBlocking::thread), made at plan time.
+struct NetThread {
+  ops::FastKernels kernels;  // the plan's kernels with pool nullptr and part = the thread's index
+  float* scratch = nullptr;  // the thread's copy of the node scratch, or nullptr
+  float** values = nullptr;  // [tensors] the thread's block pointer tables
+  float** tangents = nullptr;
+  // [node_count]: where a thread other than 0 adds its node times while a profile is set; the
+  // caller adds them into the plan's profile after the evaluation and zeroes them (so a profile's
+  // times are the threads' times summed).
+  NodeProfile* profile = nullptr;
 };
 
 // The cache budget per thread of the automatic block size: about the private L2 of a current

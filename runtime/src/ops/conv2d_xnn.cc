@@ -42,11 +42,11 @@ void run_conv_xnn(const NodeRun& r) {
   // A side the plan laid out NHWC (plan/layout_choice.cc) is read or written in place.
   const bool x_nhwc = is_nhwc(r, a), y_nhwc = is_nhwc(r, id);
   xnn::run_conv(layer, r.values[a], in, r.rows, r.values[id], width, r.scratch, r.rows, false,
-                transpose, split, x_nhwc, y_nhwc);
+                transpose, split, x_nhwc, y_nhwc, k.part);
   if (!r.directions || !r.tangents[id]) return;
   const size_t samples = r.rows * r.directions;
   xnn::run_conv(layer, r.tangents[a], in, samples, r.tangents[id], width, r.scratch, samples, true,
-                transpose, split, x_nhwc, y_nhwc);
+                transpose, split, x_nhwc, y_nhwc, k.part);
 }
 #endif
 

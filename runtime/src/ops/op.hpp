@@ -52,6 +52,10 @@ struct FastKernels {
   xnn::DenseLayer* const* xnn = nullptr;  // [node_count]: the node's XNNPACK operator or nullptr
   xnn::ConvLayer* const* xnn_conv = nullptr;  // [node_count]: a Conv2d's XNNPACK layer or nullptr
   RowPool* pool = nullptr;
+  // Data-parallel blocks (net/executor.hpp NetThread): the index of the thread running the node
+  // on its own, with pool nullptr; a Conv2d on XNNPACK runs whole on that thread's operator part
+  // (xnn_conv.hpp). UINT32_MAX: the layer splits over its parts on its pool.
+  uint32_t part = UINT32_MAX;
   // [tensors]: each tensor's layout within a row (TensorLayout; plan/layout_choice.hpp), or
   // nullptr: every tensor NCHW.
   const uint8_t* layout = nullptr;

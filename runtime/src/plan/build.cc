@@ -3,6 +3,8 @@
 // options into a bound plan (kernel choice, arena layout, buffer pointers, tuning); see build.hpp.
 #include "plan/build.hpp"
 
+#include <new>
+
 #include "plan/buffer_planner.hpp"
 #include "plan/reduced_weights.hpp"
 
@@ -40,6 +42,31 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
     free_kernel_choice(md, &choice);
     return s;
   }
+  // Data-parallel blocks: each thread's kernels, block pointer tables and profile table.
+  const uint32_t dp = layout.block_threads;
+  NetThread* threads = nullptr;
+  if (dp > 1) {
+    const size_t tables_at = dp * sizeof(NetThread);
+    const size_t profiles_at = tables_at + 2 * size_t{dp} * tensors * sizeof(float*);
+    const size_t bytes = profiles_at + (dp - 1) * size_t{md.node_count} * sizeof(NodeProfile);
+    uint8_t* block = static_cast<uint8_t*>(memory.allocate(bytes));
+    if (!block) {
+      free_kernel_choice(md, &choice);
+      return Status::error(StatusCode::kOutOfMemory, "plan: no memory for the threads' tables");
+    }
+    threads = reinterpret_cast<NetThread*>(block);
+    float** tables = reinterpret_cast<float**>(block + tables_at);
+    NodeProfile* profiles = reinterpret_cast<NodeProfile*>(block + profiles_at);
+    for (uint32_t t = 0; t < dp && !measuring; ++t) {
+      NetThread* th = new (&threads[t]) NetThread();
+      th->values = tables + 2 * size_t{t} * tensors;
+      th->tangents = th->values + tensors;
+      if (t > 0) {
+        th->profile = profiles + (t - 1) * size_t{md.node_count};
+        for (uint32_t i = 0; i < md.node_count; ++i) th->profile[i] = NodeProfile();
+      }
+    }
+  }
   uint8_t* base = static_cast<uint8_t*>(
       memory.allocate(layout.total_bytes ? layout.total_bytes : 1, kArenaAlignment, !measuring));
   if (!base && !measuring) {
@@ -65,6 +92,9 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
   p->blocking.budget = layout.block_budget;
   p->blocking.min_rows = layout.block_min_rows;
   p->blocking.local = layout.may_block;
+  p->blocking.threads = dp;
+  p->blocking.local_stride = layout.local_stride_bytes / sizeof(float);
+  p->blocking.thread = dp > 1 ? threads : nullptr;
   if (!measuring) {
     for (uint32_t id = 0; id < tensors; ++id) {
       p->values[id] = layout.value_offset[id] == SIZE_MAX
@@ -102,7 +132,24 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
     // Tuning times each layer at the rows a velocity run gives it: one block.
     const size_t block = block_rows(p->blocking, 0);
     const size_t tune_rows = block < layout.net_rows ? block : layout.net_rows;
+    // With data-parallel blocks every layer runs on one thread: it is timed so.
+    RowPool* pool = p->choice.kernels.pool;
+    if (dp > 1) {
+      p->choice.kernels.pool = nullptr;
+      p->choice.kernels.part = 0;
+    }
     tune_kernels(md, tune_rows, p->values, p->scratch, &p->choice);
+    p->choice.kernels.pool = pool;
+    p->choice.kernels.part = UINT32_MAX;
+    for (uint32_t t = 0; t < dp && dp > 1; ++t) {
+      NetThread& th = threads[t];
+      th.kernels = p->choice.kernels;
+      th.kernels.pool = nullptr;
+      th.kernels.part = t;
+      th.scratch = p->scratch ? reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(p->scratch) +
+                                                         t * layout.scratch_stride_bytes)
+                              : nullptr;
+    }
   }
   p->total_bytes = memory.high_water();
   *object = header;

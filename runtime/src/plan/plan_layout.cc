@@ -158,10 +158,15 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   layout->exact_block = static_cast<size_t>(exact_block);
   layout->block_rows = plan_block_rows(options);
   block_working_set(model, options, layout);
-  layout->block_budget = kBlockCacheBytes * options.threads;
-  // With worker threads every block is one more dispatch to the pool per node (a wait for the
-  // workers): at least 4 rows per thread.
-  layout->block_min_rows = options.threads == 1 ? 1 : 4 * size_t{options.threads};
+  // Data-parallel blocks (NetBlocking::threads) for f32 plans with worker threads: each thread
+  // runs whole blocks of the one-thread size (one thread's cache budget, any number of rows), so
+  // kernel choices and bits are the one-thread plan's. Reduced-precision plans share one
+  // activation buffer for their converted rows (FastKernels::reduced_rows): every node splits
+  // over the threads instead, and each block is one more dispatch to the pool per node (a wait
+  // for the workers), so it has at least 4 rows per thread.
+  const bool data_parallel = options.threads > 1 && plan_precision(options) == Precision::kFp32;
+  layout->block_budget = data_parallel ? kBlockCacheBytes : kBlockCacheBytes * options.threads;
+  layout->block_min_rows = options.threads == 1 || data_parallel ? 1 : 4 * size_t{options.threads};
   {
     NetBlocking b;
     b.fixed = layout->block_rows;
@@ -183,6 +188,8 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
       }
     }
   }
+  // The threads' copies of the one-block buffers and of the scratch (one per thread).
+  layout->block_threads = data_parallel && layout->may_block ? options.threads : 1;
   // Buffers of the nodes between x and the output hold one block when the plan may block (every
   // block reuses the same memory, which stays in cache), all rows otherwise; tensor 1 (the
   // per-row times) and the output hold all rows.
@@ -278,7 +285,11 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
   }
   cleanup();
 
-  uint64_t total = net_bytes;
+  // Every thread of data-parallel blocks has a copy of the whole network region (the full-row
+  // buffers of tensor 1 and the output are used from copy 0 only).
+  const uint64_t net_stride = detail::align_up64(net_bytes, kArenaAlignment);
+  layout->local_stride_bytes = layout->block_threads > 1 ? static_cast<size_t>(net_stride) : 0;
+  uint64_t total = layout->block_threads > 1 ? net_stride * layout->block_threads : net_bytes;
   auto take = [&](uint64_t bytes) {
     const uint64_t at = total;
     total += detail::align_up64(bytes, kArenaAlignment);
@@ -340,7 +351,10 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     }
     scratch = floats > scratch ? floats : scratch;
   }
-  layout->scratch_offset = scratch ? take(scratch * sizeof(float)) : SIZE_MAX;
+  // One copy per thread of data-parallel blocks, each scratch_stride_bytes long.
+  const uint64_t scratch_stride = detail::align_up64(scratch * sizeof(float), kArenaAlignment);
+  layout->scratch_stride_bytes = static_cast<size_t>(scratch_stride);
+  layout->scratch_offset = scratch ? take(scratch_stride * layout->block_threads) : SIZE_MAX;
   if (total > addressable) {
     return Status::error(StatusCode::kInvalidArgument,
                          "plan: arena of %llu bytes cannot be addressed on this platform",

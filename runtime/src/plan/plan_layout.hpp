@@ -58,14 +58,20 @@ struct PlanLayout {
   size_t block_rows = 0;
   uint64_t block_value_bytes = 0;
   uint64_t block_tangent_bytes = 0;
-  uint64_t block_budget = 0;  // kBlockCacheBytes per thread
-  size_t block_min_rows = 1;  // 1 on one thread, else 4 per thread
+  uint64_t block_budget = 0;  // kBlockCacheBytes (per thread without data-parallel blocks)
+  size_t block_min_rows = 1;  // 1 (4 per thread without data-parallel blocks)
   bool may_block = false;     // some run of this plan splits into blocks
   // Then the buffers of the tensors other than tensor 1 and the output hold one block: the most
   // rows (values) and rows times directions (tangents) of any run's block; the executor does
   // not offset them (NetBlocking::local).
   uint64_t block_value_rows = 0;
   uint64_t block_tangent_samples = 0;
+  // Data-parallel blocks (NetBlocking::threads): the threads that each run whole blocks on their
+  // own copy of the network's buffers (local_stride_bytes apart, from offset 0) and of the scratch
+  // (scratch_stride_bytes apart, from scratch_offset); 1: none, every node splits over the pool.
+  uint32_t block_threads = 1;
+  size_t local_stride_bytes = 0;
+  size_t scratch_stride_bytes = 0;
 };
 
 // True when `guidance` needs both the conditional and the null evaluation (w not 0 or 1).

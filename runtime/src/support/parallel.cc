@@ -62,6 +62,7 @@ struct PoolState {
   std::atomic<size_t> next{0};        // the next range to claim
   std::atomic<bool> stop{false};
   std::atomic<bool> running{false};  // a loop is in progress (a second caller runs inline)
+  std::atomic<uint32_t> indices{0};  // workers that took their thread index
   // The current loop: written by the caller before the generation is bumped.
   RowPool::RangeFn fn = nullptr;
   void* ctx = nullptr;
@@ -70,6 +71,7 @@ struct PoolState {
 
 namespace {
 thread_local bool t_in_range = false;  // this thread is inside a loop's range
+thread_local uint32_t t_index = 0;     // RowPool::thread_index()
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -132,6 +134,7 @@ uint64_t wait_for_loop(PoolState* s, uint64_t seen) {
 
 void* worker_main(void* arg) {
   PoolState* s = static_cast<PoolState*>(arg);
+  t_index = 1 + s->indices.fetch_add(1, std::memory_order_relaxed);
   uint64_t seen = 0;
   for (;;) {
     seen = wait_for_loop(s, seen);
@@ -208,14 +211,36 @@ void RowPool::destroy(RowPool* pool) {
   delete pool;
 }
 
+uint32_t RowPool::thread_index() {
+#if defined(SIFLOW_WITH_THREADS)
+  return t_index;
+#else
+  return 0;
+#endif
+}
+
 void RowPool::run(size_t rows, size_t grain, RangeFn fn, void* ctx) {
+  // About two ranges per thread, in whole multiples of `grain` rows.
+  size_t tile = (rows + 2 * size_t{threads_} - 1) / (2 * size_t{threads_});
+  if (grain > 1) tile = (tile + grain - 1) / grain * grain;
+  run_tiles(rows, tile, fn, ctx);
+}
+
+void RowPool::run_items(size_t items, RangeFn fn, void* ctx) {
+#if defined(SIFLOW_WITH_THREADS)
+  if (state_ && !t_in_range) {
+    run_tiles(items, 1, fn, ctx);
+    return;
+  }
+#endif
+  for (size_t i = 0; i < items; ++i) fn(ctx, i, i + 1);
+}
+
+void RowPool::run_tiles(size_t rows, size_t tile, RangeFn fn, void* ctx) {
 #if defined(SIFLOW_WITH_THREADS)
   PoolState* s = state_;
   bool idle = false;
   if (s && !t_in_range && s->running.compare_exchange_strong(idle, true)) {
-    // About two ranges per thread, in whole multiples of `grain` rows.
-    size_t tile = (rows + 2 * size_t{threads_} - 1) / (2 * size_t{threads_});
-    if (grain > 1) tile = (tile + grain - 1) / grain * grain;
     s->fn = fn;
     s->ctx = ctx;
     s->rows = rows;
@@ -239,7 +264,7 @@ void RowPool::run(size_t rows, size_t grain, RangeFn fn, void* ctx) {
     return;
   }
 #endif
-  (void)grain;
+  (void)tile;
   fn(ctx, 0, rows);
 }
 

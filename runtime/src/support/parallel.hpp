@@ -52,9 +52,18 @@ class RowPool {
   // A loop started from inside another loop's range runs inline.
   typedef void (*RangeFn)(void* ctx, size_t r0, size_t r1);
   void run(size_t rows, size_t grain, RangeFn fn, void* ctx);
+  // Calls fn(ctx, i, i + 1) for every item i in [0, items), each item claimed on its own by
+  // whichever thread comes first (for items of uneven or large work: the data-parallel blocks of
+  // net/executor.cc). Inline like run() from inside a range.
+  void run_items(size_t items, RangeFn fn, void* ctx);
+
+  // The calling thread's index in its pool: 0 for the caller's thread (any thread that is not a
+  // worker), 1 .. threads - 1 for the workers. Per-thread resources are picked by it.
+  static uint32_t thread_index();
 
  private:
   RowPool() = default;
+  void run_tiles(size_t rows, size_t tile, RangeFn fn, void* ctx);
   uint32_t threads_ = 1;
   [[maybe_unused]] PoolState* state_ = nullptr;  // unused in builds without threads
 };

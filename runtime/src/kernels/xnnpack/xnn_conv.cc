@@ -159,8 +159,12 @@ constexpr uint64_t kMinPartMacs = uint64_t{1} << 19;
 // parts (and a slice split would not balance better), else a slice of the output channels each;
 // one whole run when the call has less than kMinPartMacs per part (the same bits: a part computes
 // its outputs as the whole operator does, tested at 1, 2 and 3 threads).
-bool run_nhwc(ConvLayer* l, const float* in, size_t samples, float* out, bool tangent) {
+bool run_nhwc(ConvLayer* l, const float* in, size_t samples, float* out, bool tangent,
+              uint32_t part) {
   const uint32_t parts = l->parts;
+  // Part p's whole operators are ops[2 p] and ops[2 p + 1], the same layer as part 0's.
+  if (part != UINT32_MAX)
+    return run_one(l, l->ops[2 * (part < parts ? part : 0) + (tangent ? 1 : 0)], samples, in, out);
   const ConvShape& s = l->shape;
   const bool by_samples =
       samples >= parts && (!l->sliced || samples % parts == 0 || samples >= 4 * size_t{parts});

@@ -75,19 +75,22 @@ void transpose_blocked(const float* src, size_t lds, size_t rows, size_t cols, f
 // `x_nhwc` / `y_nhwc`: x is already NHWC (read in place: it must be readable 16 bytes past its
 // last sample, and x_stride must be the sample's size) / y is written NHWC straight from XNNPACK
 // (y_stride the sample's size); those sides need no conversion and no scratch.
+// `part` other than UINT32_MAX: run every sample on that part's whole operator, on the calling
+// thread (one thread of data-parallel blocks, each on its own part; part < the pool's threads).
 template <typename Split>
 void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples, float* y,
               size_t y_stride, float* scratch, size_t chunk, bool tangent, Transpose transpose,
-              Split&& split, bool x_nhwc = false, bool y_nhwc = false);
+              Split&& split, bool x_nhwc = false, bool y_nhwc = false, uint32_t part = UINT32_MAX);
 
 // The pieces run_conv is made of (xnn_conv.cc).
 const ConvShape& conv_shape(const ConvLayer* layer);
-bool run_nhwc(ConvLayer* layer, const float* in, size_t samples, float* out, bool tangent);
+bool run_nhwc(ConvLayer* layer, const float* in, size_t samples, float* out, bool tangent,
+              uint32_t part = UINT32_MAX);
 
 template <typename Split>
 void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples, float* y,
               size_t y_stride, float* scratch, size_t chunk, bool tangent, Transpose transpose,
-              Split&& split, bool x_nhwc, bool y_nhwc) {
+              Split&& split, bool x_nhwc, bool y_nhwc, uint32_t part) {
   const ConvShape& s = conv_shape(layer);
   const size_t iplane = size_t{s.h} * s.w, oplane = size_t{s.oh} * s.ow;
   const size_t out_floats = s.cout * oplane;
@@ -98,7 +101,7 @@ void run_conv(ConvLayer* layer, const float* x, size_t x_stride, size_t samples,
     const float* in = x_nhwc ? x + first * x_stride : scratch;
     float* out = y_nhwc ? y + first * y_stride : scratch + conv_scratch_output_offset(s, chunk);
     if (!x_nhwc) nchw_to_nhwc(tr, x + first * x_stride, x_stride, n, s.cin, iplane, scratch, split);
-    if (!run_nhwc(layer, in, n, out, tangent)) {
+    if (!run_nhwc(layer, in, n, out, tangent, part)) {
       for (size_t k = 0; k < n; ++k)
         for (size_t i = 0; i < out_floats; ++i) y[(first + k) * y_stride + i] = __builtin_nanf("");
       continue;

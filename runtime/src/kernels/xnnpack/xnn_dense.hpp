@@ -32,8 +32,9 @@ Status create_dense(uint32_t in, uint32_t out, const float* weight, const float*
 void destroy_dense(DenseLayer* layer);
 
 // y = x W^T (+ b unless `tangent`) for `rows` rows. x must be followed by kExtraReadBytes of
-// readable memory. Fills y with NaN if XNNPACK refuses (it does not for a valid plan), so the run
-// reports a numerical error instead of garbage.
+// readable memory. One call at a time per layer (callers on several threads take turns). Fills y
+// with NaN if XNNPACK refuses (it does not for a valid plan), so the run reports a numerical error
+// instead of garbage.
 void run_dense(DenseLayer* layer, const float* x, size_t rows, float* y, bool tangent);
 
 // XNNPACK's allocations through the project's hook: calls so far and bytes live now.
