@@ -50,8 +50,8 @@ const OptionSpec kBackendOption{"--backend", nullptr, "B",
 const OptionSpec kTuneKernelsOption{
     "--tune-kernels", nullptr, "on|off",
     "on: with --backend auto, time simd against XNNPACK for each dense and conv layer (a conv "
-    "also on the simd NHWC kernel) when the plan is made and keep the fastest (results may then "
-    "differ by rounding between runs; default off)"};
+    "also on the simd NHWC kernel and, 3x3 stride 1, the Winograd kernel) when the plan is made "
+    "and keep the fastest (results may then differ by rounding between runs; default off)"};
 
 const OptionSpec kBlockRowsOption{
     "--block-rows", nullptr, "N",
