@@ -355,7 +355,7 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
 // (simd::pack_conv_nhwc) from conv_nhwc_packed_offset, then, for a 3x3 stride-1 layer the
 // Winograd kernel runs, its transformed weights (simd::pack_conv_wino, 16 / 9 of the NHWC
 // kernel's) from conv_wino_packed_offset.
-size_t packed_floats(const detail::ModelData& model, uint32_t i) {
+uint64_t packed_floats(const detail::ModelData& model, uint32_t i) {
 #if defined(SIFLOW_WITH_SIMD)
   const NodeData& n = model.nodes[i];
   if (!conv_nhwc_runs(n)) return weight_count(geometry(n, false));

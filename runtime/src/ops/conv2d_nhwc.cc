@@ -34,9 +34,9 @@ bool conv_nhwc_runs(const NodeData& n) {
 
 // The NCHW kernel's weights (count = cout * cin / groups * kh * kw), then from a 16-float
 // boundary the NHWC kernel's.
-size_t conv_nhwc_packed_offset(const NodeData& n) {
-  const size_t count =
-      size_t{n.shape.dims[0]} * (n.in_shape.dims[0] / n.groups) * n.kernel[0] * n.kernel[1];
+uint64_t conv_nhwc_packed_offset(const NodeData& n) {
+  const uint64_t count =
+      uint64_t{n.shape.dims[0]} * (n.in_shape.dims[0] / n.groups) * n.kernel[0] * n.kernel[1];
   return (count + 15) / 16 * 16;
 }
 
@@ -51,9 +51,9 @@ bool conv_wino_runs(const NodeData& n) {
 #endif
 }
 
-size_t conv_wino_packed_offset(const NodeData& n) {
+uint64_t conv_wino_packed_offset(const NodeData& n) {
 #if defined(SIFLOW_WITH_SIMD)
-  const size_t nhwc =
+  const uint64_t nhwc =
       simd::conv_nhwc_packed_floats(n.in_shape.dims[0], n.kernel[0] * n.kernel[1], n.shape.dims[0]);
   return conv_nhwc_packed_offset(n) + (nhwc + 15) / 16 * 16;
 #else

@@ -42,7 +42,7 @@ Status verify(NodeCheck& check, const fb::Node& node, NodeData* out) {
   return check.weights("bias", node.bias(), rows, false, &out->bias);
 }
 
-size_t packed_floats(const detail::ModelData& model, uint32_t i) {
+uint64_t packed_floats(const detail::ModelData& model, uint32_t i) {
 #if defined(SIFLOW_WITH_SIMD)
   const NodeData& n = model.nodes[i];
   return simd::packed_floats(model.tensors[n.inputs[0]].width, n.width);

@@ -85,14 +85,14 @@ void run_conv_xnn(const NodeRun& run);
 // weights for it start within NodeData::packed (floats), the scratch of a run of `samples`
 // samples (its NHWC input and output, for the sides the plan left NCHW) and the run.
 bool conv_nhwc_runs(const detail::NodeData& node);
-size_t conv_nhwc_packed_offset(const detail::NodeData& node);
+uint64_t conv_nhwc_packed_offset(const detail::NodeData& node);
 size_t conv_nhwc_scratch_floats(const detail::ModelData& model, uint32_t node, size_t samples);
 void run_conv_nhwc(const NodeRun& run);
 // The same for the Winograd kernel (kSimdWino, ops/conv2d_nhwc.cc): 3x3, stride 1, dilation 1,
 // groups 1 (simd::conv_wino_applies); its weights (G g G^T) after the NHWC kernel's; its scratch
 // the NHWC copies, then a workspace per part of the units.
 bool conv_wino_runs(const detail::NodeData& node);
-size_t conv_wino_packed_offset(const detail::NodeData& node);
+uint64_t conv_wino_packed_offset(const detail::NodeData& node);
 size_t conv_wino_scratch_floats(const detail::ModelData& model, uint32_t node, size_t samples);
 void run_conv_wino(const NodeRun& run);
 
@@ -183,9 +183,9 @@ struct OpModule {
   // Scratch floats a run of this node needs (shared by all nodes: the plan keeps the maximum).
   size_t (*scratch_floats)(const detail::ModelData& model, uint32_t node, size_t rows,
                            size_t directions);
-  // Floats of weights packed for the simd kernels at load, and the packing; 0 / no-op when the
-  // op has none.
-  size_t (*packed_floats)(const detail::ModelData& model, uint32_t node);
+  // Floats of weights packed for the simd kernels at load (64-bit: plan/packing.cc refuses a total
+  // beyond the address space), and the packing; 0 / no-op when the op has none.
+  uint64_t (*packed_floats)(const detail::ModelData& model, uint32_t node);
   void (*pack)(const detail::ModelData& model, detail::NodeData* node, float* dst);
   // Forward and, with run.directions, the JVP, on the node's kernel (run.kernels->node).
   void (*run)(const NodeRun& run);

@@ -42,9 +42,9 @@ extern const Kernels kKernels;
 }
 #endif
 
-size_t packed_floats(uint32_t in, uint32_t out) {
-  const size_t panels = (size_t{out} + kPanel - 1) / kPanel;
-  return panels * (size_t{in} + 1) * kPanel;
+uint64_t packed_floats(uint32_t in, uint32_t out) {
+  const uint64_t panels = (uint64_t{out} + kPanel - 1) / kPanel;
+  return panels * (uint64_t{in} + 1) * kPanel;
 }
 
 void pack_weights(const float* w, const float* bias, uint32_t in, uint32_t out, float* packed) {

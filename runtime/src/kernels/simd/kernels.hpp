@@ -19,7 +19,7 @@ namespace siflow::simd {
 // weights w[j*kPanel .. j*kPanel+kPanel-1][i] contiguously (zero beyond `out`), followed by the
 // panel's bias (zero when the layer has none). 64-byte aligned.
 constexpr uint32_t kPanel = 16;
-size_t packed_floats(uint32_t in, uint32_t out);
+uint64_t packed_floats(uint32_t in, uint32_t out);
 void pack_weights(const float* w, const float* bias, uint32_t in, uint32_t out, float* packed);
 // Packs the transpose of a row-major matrix m [rows][cols] as the weights of a layer with
 // in = rows and out = cols (no bias): panel j, input i holds m[i][16 j .. 16 j + 15], a
@@ -129,8 +129,10 @@ inline uint32_t conv_nhwc_block_width(uint32_t cout, uint32_t b) {
   const uint32_t left = cout - b * kConvNhwcBlock;
   return left >= kConvNhwcBlock ? kConvNhwcBlock : (left + 15) / 16 * 16;
 }
-inline size_t conv_nhwc_packed_floats(uint32_t cin, uint32_t taps, uint32_t cout) {
-  return size_t{(cout + 15) / 16 * 16} * taps * cin;
+// Counts of packed floats are 64-bit, so that a 32-bit build can refuse a model whose packed
+// weights do not fit its address space (plan/packing.cc) instead of wrapping around.
+inline uint64_t conv_nhwc_packed_floats(uint32_t cin, uint32_t taps, uint32_t cout) {
+  return uint64_t{(cout + 15) / 16 * 16} * taps * cin;
 }
 // dst block b at b * kConvNhwcBlock * taps * cin: [t][i][j] = w[b * kConvNhwcBlock + j][i][t]
 // (0 for channels past cout), j below the block's width, from PyTorch's [cout][cin][kh][kw] with
@@ -181,8 +183,8 @@ inline size_t conv_wino_units(const ConvWino& c, size_t samples) {
 inline size_t conv_wino_work_floats(uint32_t cin) {
   return size_t{16} * kWinoGroupTiles * ((cin + 15) / 16 * 16 + kConvNhwcBlock);
 }
-inline size_t conv_wino_packed_floats(uint32_t cin, uint32_t cout) {
-  return size_t{16} * cin * ((cout + 15) / 16 * 16);
+inline uint64_t conv_wino_packed_floats(uint32_t cin, uint32_t cout) {
+  return uint64_t{16} * cin * ((cout + 15) / 16 * 16);
 }
 // dst[e] at e * cin * (cout rounded up to 16), its block b at b * kConvNhwcBlock * cin:
 // [i][j] = U_e[b * kConvNhwcBlock + j][i] (0 past cout), U = G g G^T of PyTorch's
