@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "siflow/siflow.hpp"
+#include "support/parallel.hpp"
 #include "support/velocity_gap.hpp"
 
 namespace test_support {
@@ -28,9 +29,11 @@ struct EnvGuard {
     had = s != nullptr;
     if (s) saved = s;
   }
-  ~EnvGuard() {
-    if (had)
-      setenv(name.c_str(), saved.c_str(), 1);
+  ~EnvGuard() { set(had ? saved.c_str() : nullptr); }
+  // Sets the variable to value, or unsets it for nullptr.
+  void set(const char* value) const {
+    if (value)
+      setenv(name.c_str(), value, 1);
     else
       unsetenv(name.c_str());
   }
@@ -49,15 +52,9 @@ struct NetRun {
 inline NetRun run_net(const siflow::Model& m, siflow::Backend backend, uint32_t threads,
                       size_t block, bool nhwc_conv, bool all_nchw,
                       const char* conv_kernel = "nhwc") {
-  EnvGuard conv("SIFLOW_CONV"), layout("SIFLOW_LAYOUT");
-  if (nhwc_conv)
-    setenv("SIFLOW_CONV", conv_kernel, 1);
-  else
-    unsetenv("SIFLOW_CONV");
-  if (all_nchw)
-    setenv("SIFLOW_LAYOUT", "nchw", 1);
-  else
-    unsetenv("SIFLOW_LAYOUT");
+  const EnvGuard conv("SIFLOW_CONV"), layout("SIFLOW_LAYOUT");
+  conv.set(nhwc_conv ? conv_kernel : nullptr);
+  layout.set(all_nchw ? "nchw" : nullptr);
   siflow::PlanOptions po;
   po.max_batch = 17;
   po.backend = backend;
@@ -94,6 +91,37 @@ inline bool same_bits(const NetRun& a, const NetRun& b) {
   return std::memcmp(a.v.data(), b.v.data(), a.v.size() * sizeof(float)) == 0 &&
          std::memcmp(a.exact.data(), b.exact.data(), a.exact.size() * sizeof(double)) == 0 &&
          std::memcmp(a.hutch.data(), b.hutch.data(), a.hutch.size() * sizeof(double)) == 0;
+}
+
+// A model loaded from bytes (copied, so the bytes may go).
+inline std::unique_ptr<siflow::Model> load_copied(const std::vector<uint8_t>& bytes) {
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  std::unique_ptr<siflow::Model> m;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  return m;
+}
+
+// Every node's kernel, "[name] " each, for a failure's context.
+inline std::string kernel_list(const NetRun& r) {
+  std::string names;
+  for (const std::string& s : r.kernels) names += "[" + s + "] ";
+  return names;
+}
+
+// `one` (the simd plan with SIFLOW_CONV=conv_kernel, one thread, the plan's block) has the bits of
+// the same plan with blocks of 1 and 5 rows and, where the build has a thread pool, of two
+// threads with blocks 0, 1 and 5.
+inline void check_blocks_and_threads(const siflow::Model& m, const NetRun& one,
+                                     const char* conv_kernel) {
+  const bool pool = siflow::RowPool::available();
+  for (size_t block : {size_t{0}, size_t{1}, size_t{5}}) {
+    INFO("block " << block);
+    if (block)
+      CHECK(same_bits(one, run_net(m, siflow::Backend::kSimd, 1, block, true, false, conv_kernel)));
+    if (pool)
+      CHECK(same_bits(one, run_net(m, siflow::Backend::kSimd, 2, block, true, false, conv_kernel)));
+  }
 }
 
 // The velocity within bound times the reference's scale, each log p within 10 bound relative.

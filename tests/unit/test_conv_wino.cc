@@ -32,9 +32,12 @@ namespace {
 
 namespace simd = siflow::simd;
 using test_support::Case;
+using test_support::check_blocks_and_threads;
 using test_support::check_close;
 using test_support::count_with;
 using test_support::EnvGuard;
+using test_support::kernel_list;
+using test_support::load_copied;
 using test_support::NetRun;
 using test_support::outputs;
 using test_support::random_floats;
@@ -199,23 +202,17 @@ TEST_CASE("simd Winograd conv2d in a plan: every forced variant, threads, blocks
     return;
   }
   EnvGuard isa("SIFLOW_SIMD_ISA");
-  std::unique_ptr<siflow::Model> m;
-  const std::vector<uint8_t> bytes = net();
-  siflow::LoadOptions lo;
-  lo.allow_copy = true;
-  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  const std::unique_ptr<siflow::Model> m = load_copied(net());
   const NetRun ref = run_net(*m, siflow::Backend::kReference, 1, 0, false, false);
   // Without the variable the simd backend keeps its NCHW convolutions.
   CHECK(count_with(run_net(*m, siflow::Backend::kSimd, 1, 0, false, false), "wino") == 0);
-  const bool pool = siflow::RowPool::available();
-  if (!pool) MESSAGE("SKIPPED: the two-thread comparisons (this build has no thread pool)");
+  if (!siflow::RowPool::available())
+    MESSAGE("SKIPPED: the two-thread comparisons (this build has no thread pool)");
   for (const simd::Kernels* k : test_support::simd_variants()) {
     CAPTURE(std::string(k->isa));
     setenv("SIFLOW_SIMD_ISA", k->isa, 1);
     const NetRun one = run_net(*m, siflow::Backend::kSimd, 1, 0, true, false, "wino");
-    std::string names;
-    for (const std::string& s : one.kernels) names += "[" + s + "] ";
-    INFO("nodes: " << names);
+    INFO("nodes: " << kernel_list(one));
     // Four 3x3 stride-1 convolutions on it; the stride-2 one stays on the NCHW kernel.
     CHECK(count_with(one, " wino ") == 4);
     CHECK(count_with(one, " nchw") >= 1);
@@ -224,12 +221,6 @@ TEST_CASE("simd Winograd conv2d in a plan: every forced variant, threads, blocks
     const NetRun nchw = run_net(*m, siflow::Backend::kSimd, 1, 0, true, true, "wino");
     CHECK(count_with(nchw, "wino nchw>nchw") == 4);
     CHECK(same_bits(one, nchw));
-    for (size_t block : {size_t{0}, size_t{1}, size_t{5}}) {
-      INFO("block " << block);
-      if (block)
-        CHECK(same_bits(one, run_net(*m, siflow::Backend::kSimd, 1, block, true, false, "wino")));
-      if (pool)
-        CHECK(same_bits(one, run_net(*m, siflow::Backend::kSimd, 2, block, true, false, "wino")));
-    }
+    check_blocks_and_threads(*m, one, "wino");
   }
 }

@@ -171,11 +171,8 @@ TEST_CASE("NHWC layouts: a plan without tangents also reads the output conv's in
           SIFLOW_NEEDS_XNNPACK) {
   const LoadedNet m = load(net(false));
   auto velocity = [&](siflow::Backend backend, bool nchw, std::vector<std::string>* names) {
-    EnvGuard guard("SIFLOW_LAYOUT");
-    if (nchw)
-      setenv("SIFLOW_LAYOUT", "nchw", 1);
-    else
-      unsetenv("SIFLOW_LAYOUT");
+    const EnvGuard guard("SIFLOW_LAYOUT");
+    guard.set(nchw ? "nchw" : nullptr);
     siflow::PlanOptions po;
     po.max_batch = 5;
     po.backend = backend;
