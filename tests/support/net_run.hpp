@@ -93,14 +93,16 @@ inline bool same_bits(const NetRun& a, const NetRun& b) {
          std::memcmp(a.hutch.data(), b.hutch.data(), a.hutch.size() * sizeof(double)) == 0;
 }
 
-// A model loaded from bytes (copied, so the bytes may go).
-inline std::unique_ptr<siflow::Model> load_copied(const std::vector<uint8_t>& bytes) {
+// A model loaded from bytes. The bytes must outlive it: a buffer that is 64-byte aligned is read in
+// place, not copied (the rvalue overload is deleted so a temporary cannot be passed).
+inline std::unique_ptr<siflow::Model> load_model(const std::vector<uint8_t>& bytes) {
   siflow::LoadOptions lo;
   lo.allow_copy = true;
   std::unique_ptr<siflow::Model> m;
   REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
   return m;
 }
+std::unique_ptr<siflow::Model> load_model(const std::vector<uint8_t>&& bytes) = delete;
 
 // Every node's kernel, "[name] " each, for a failure's context.
 inline std::string kernel_list(const NetRun& r) {

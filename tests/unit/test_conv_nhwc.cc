@@ -36,7 +36,7 @@ using test_support::check_close;
 using test_support::count_with;
 using test_support::EnvGuard;
 using test_support::kernel_list;
-using test_support::load_copied;
+using test_support::load_model;
 using test_support::NetRun;
 using test_support::outputs;
 using test_support::random_floats;
@@ -155,7 +155,8 @@ TEST_CASE("simd NHWC conv2d in a plan: every forced variant, threads, blocks and
     return;
   }
   EnvGuard isa("SIFLOW_SIMD_ISA");
-  const std::unique_ptr<siflow::Model> m = load_copied(net());
+  const std::vector<uint8_t> bytes = net();
+  const std::unique_ptr<siflow::Model> m = load_model(bytes);
   const NetRun ref = run_net(*m, siflow::Backend::kReference, 1, 0, false, false);
   // Without the variable the simd backend keeps its NCHW convolutions.
   CHECK(count_with(run_net(*m, siflow::Backend::kSimd, 1, 0, false, false), "nhwc") == 0);
