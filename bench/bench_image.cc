@@ -168,9 +168,10 @@ int main(int argc, char** argv) {
   getrusage(RUSAGE_SELF, &usage);
   std::printf(
       "median %.6f min %.6f cpu_median %.6f checksum %.6g arena %zu rss_kib %ld conv %s "
-      "block_rows %zu\n",
+      "block_rows %zu velocity_threads %u\n",
       seconds[seconds.size() / 2], seconds[0], cpu[cpu.size() / 2], checksum, plan->arena_bytes(),
-      usage.ru_maxrss, kernels.c_str(), plan->block_rows(logp ? (probes ? probes : d) : 0));
+      usage.ru_maxrss, kernels.c_str(), plan->block_rows(logp ? (probes ? probes : d) : 0),
+      plan->velocity_threads());
   if (profile)
     std::fputs(siflow::cli::profile_table(*model, *plan, nodes.data(), profile_seconds).c_str(),
                stdout);

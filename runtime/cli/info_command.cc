@@ -148,6 +148,11 @@ int run_info(const ParsedArgs& args) {
   std::printf("kernels       backend %s%s, %u thread%s, precision %s\n",
               backend_name(execution.backend), execution.tune ? " (tuned)" : "", plan->threads(),
               plan->threads() == 1 ? "" : "s", precision_name(execution.precision));
+  if (plan->velocity_threads() != plan->threads())
+    std::printf(
+        "              sampling runs on %u thread%s: tuning timed splitting each layer "
+        "slower at this batch\n",
+        plan->velocity_threads(), plan->velocity_threads() == 1 ? "" : "s");
   const size_t block = plan->block_rows();
   if (block < batch)
     std::printf("blocks        %zu rows per network block (of %zu)%s\n", block, batch,

@@ -51,7 +51,9 @@ const OptionSpec kTuneKernelsOption{
     "--tune-kernels", nullptr, "on|off",
     "on: with --backend auto, time simd against XNNPACK for each dense and conv layer (a conv "
     "also on the simd NHWC kernel and, 3x3 stride 1, the Winograd kernel) when the plan is made "
-    "and keep the fastest (results may then differ by rounding between runs; default off)"};
+    "and keep the fastest (results may then differ by rounding between runs); with --threads "
+    "above 1 and one block per run, also time splitting each layer over the threads against the "
+    "caller's thread alone and sample the faster way (default off)"};
 
 const OptionSpec kBlockRowsOption{
     "--block-rows", nullptr, "N",

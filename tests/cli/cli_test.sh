@@ -154,6 +154,13 @@ if [ "$PART" = threads ]; then
     check cmp -s bl1.npy bl3.npy
   done
   ok "velocity      8 points" validate $M --backend simd
+  # A tuned plan of one block may sample on the caller's thread alone (forced here: the timed
+  # choice depends on the machine); info says so, and the samples keep their bytes.
+  SIFLOW_VELOCITY_ON_CALLER=1 ok "sampling runs on 1 thread: tuning timed splitting" \
+    info $M --batch 1 --threads 2 --tune-kernels on
+  SIFLOW_VELOCITY_ON_CALLER=0 ok "kernels       backend auto (tuned), 2 threads" \
+    info $M --batch 1 --threads 2 --tune-kernels on
+  check test "$(grep -c "sampling runs on" out.txt)" = 0
   if [ "$have_train" = 1 ]; then
     # shellcheck disable=SC2086
     ok "held-out NLL" train $T1 -o whole.sif

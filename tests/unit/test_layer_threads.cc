@@ -30,16 +30,20 @@ struct Run {
 };
 
 Run run(const siflow::Model& m, uint32_t threads, size_t n,
-        siflow::Backend backend = siflow::Backend::kSimd) {
+        siflow::Backend backend = siflow::Backend::kSimd, bool tune = false,
+        uint32_t* velocity_threads = nullptr, size_t* block_rows = nullptr) {
   siflow::PlanOptions po;
   po.max_batch = n;
   po.backend = backend;
   po.threads = threads;
+  po.tune = tune;
   po.divergence = siflow::DivergenceMode::kHutchinson;
   po.max_probes = 1;
   std::unique_ptr<siflow::Plan> plan;
   const siflow::Status s = siflow::Plan::create(m, po, nullptr, 0, &plan);
   REQUIRE_MESSAGE(s.ok(), std::string(s.message()));
+  if (velocity_threads) *velocity_threads = plan->velocity_threads();
+  if (block_rows) *block_rows = plan->block_rows();
   const size_t d = m.info().dim;
   std::mt19937 rng(5);
   Run r;
@@ -94,24 +98,72 @@ TEST_CASE("image layers split within a sample: the same bits on 1, 2 and 3 threa
   }
 }
 
-// Restores SIFLOW_SIMD_ISA when the scope ends.
-struct IsaGuard {
-  std::string saved;
+// Restores an environment variable when the scope ends.
+struct EnvGuard {
+  std::string name, saved;
   bool had;
-  IsaGuard() {
-    const char* s = std::getenv("SIFLOW_SIMD_ISA");
+  explicit EnvGuard(const char* n) : name(n) {
+    const char* s = std::getenv(n);
     had = s != nullptr;
     if (s) saved = s;
   }
-  ~IsaGuard() {
-    if (had)
-      setenv("SIFLOW_SIMD_ISA", saved.c_str(), 1);
+  ~EnvGuard() { set(had ? saved.c_str() : nullptr); }
+  void set(const char* value) const {
+    if (value)
+      setenv(name.c_str(), value, 1);
     else
-      unsetenv("SIFLOW_SIMD_ISA");
+      unsetenv(name.c_str());
   }
 };
 
 }  // namespace
+
+TEST_CASE(
+    "tuning may keep velocity runs on the caller's thread: the same bits, and velocity_threads "
+    "says which" *
+    SIFLOW_NEEDS_POOL) {
+  const auto bytes = test_support::split_layers_model();
+  std::unique_ptr<siflow::Model> m;
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  const EnvGuard forced("SIFLOW_VELOCITY_ON_CALLER");
+  const auto same = [](const Run& a, const Run& b) {
+    return std::memcmp(a.v.data(), b.v.data(), a.v.size() * sizeof(float)) == 0 &&
+           std::memcmp(a.logp.data(), b.logp.data(), a.logp.size() * sizeof(double)) == 0;
+  };
+  // Every node of this model splits a batch-1 sample; the tuned plan's kernels are the fixed
+  // rule's (nothing here is an XNNPACK candidate), so its bits are the one-thread plan's.
+  for (size_t n : {size_t{1}, size_t{3}}) {
+    INFO("batch " << n);
+    forced.set(nullptr);
+    uint32_t vt = 0;
+    const Run one = run(*m, 1, n, siflow::Backend::kAuto, true, &vt);
+    CHECK(vt == 1);
+    // Forced: velocities on the caller's thread, or split (log_prob has tangents: it splits
+    // in both plans). A plan running data-parallel blocks (at least two) has no choice to make.
+    forced.set("1");
+    size_t block = 0;
+    const Run caller = run(*m, 2, n, siflow::Backend::kAuto, true, &vt, &block);
+    INFO("block_rows " << block);
+    CHECK(vt == (block < n ? 2u : 1u));
+    CHECK(same(caller, one));
+    forced.set("0");
+    const Run split = run(*m, 2, n, siflow::Backend::kAuto, true, &vt);
+    CHECK(vt == 2);
+    CHECK(same(split, one));
+    // Timed: either, with the same bits.
+    forced.set(nullptr);
+    const Run timed = run(*m, 2, n, siflow::Backend::kAuto, true, &vt);
+    CHECK((vt == 1 || vt == 2));
+    CHECK(same(timed, one));
+    MESSAGE("batch " << n << ": the timed choice runs velocities on " << vt << " of 2 threads");
+    // Without tuning nothing is timed, and the variable is not read.
+    forced.set("1");
+    run(*m, 2, n, siflow::Backend::kAuto, false, &vt);
+    CHECK(vt == 2);
+  }
+}
 
 TEST_CASE(
     "NHWC Resize, GroupNorm and SiLU split within a sample: the same bits on 1, 2 and 3 threads, "
@@ -134,7 +186,7 @@ TEST_CASE(
       CHECK(k.find("nhwc") != std::string::npos);
     }
   }
-  IsaGuard guard;
+  EnvGuard guard("SIFLOW_SIMD_ISA");
   for (size_t n : {size_t{1}, size_t{3}}) {
     INFO("batch " << n);
     const Run ref = run(*m, 1, n, siflow::Backend::kReference);

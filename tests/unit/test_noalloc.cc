@@ -781,32 +781,55 @@ TEST_CASE("an image model with layout ops makes no heap call, exact divergence i
   }
 }
 
-TEST_CASE("image layers split within a sample on two threads make no heap call" *
-          SIFLOW_NEEDS_POOL) {
-  const std::vector<uint8_t> bytes = test_support::split_layers_model();
-  std::unique_ptr<Model> model;
-  const Status loaded = Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model);
-  REQUIRE_MESSAGE(loaded.ok(), std::string(loaded.message()));
-  siflow::PlanOptions po;
-  po.max_batch = 1;
-  po.backend = siflow::Backend::kSimd;
-  po.divergence = siflow::DivergenceMode::kHutchinson;
-  po.threads = 2;
-  std::unique_ptr<Plan> plan;
-  REQUIRE(Plan::create(*model, po, nullptr, 0, &plan).ok());
-  const size_t d = model->info().dim;
-  std::vector<float> x(d, 0.3f), y(d);
-  float t = 0.4f;
-  double logp = 0;
-  siflow::LogProbOptions lh;
-  lh.ode.steps = 1;
-  lh.divergence.mode = siflow::DivergenceMode::kHutchinson;
-  Status vel, scored;
-  const unsigned long calls = heap_calls_during([&] {
-    vel = plan->velocity(1, &t, x.data(), y.data());
-    scored = plan->log_prob(1, x.data(), lh, &logp);
-  });
-  CHECK(vel.ok());
-  CHECK(scored.ok());
-  CHECK(calls == 0);
+TEST_CASE(
+    "image layers split within a sample on two threads make no heap call, nor with velocities "
+    "kept on the caller's thread" *
+    SIFLOW_NEEDS_POOL) {
+  // The nets of test_layer_threads: every layer of one splits a batch-1 sample; the other has
+  // convolutions (on XNNPACK where tuning keeps them, run whole as part 0 on the caller's thread).
+  for (int which = 0; which < 2; ++which)
+    for (bool caller : {false, true}) {
+      INFO((which ? "nhwc_split_model" : "split_layers_model") << (caller ? ", on caller" : ""));
+      const std::vector<uint8_t> bytes =
+          which ? test_support::nhwc_split_model() : test_support::split_layers_model();
+      std::unique_ptr<Model> model;
+      const Status loaded = Model::load(bytes.data(), bytes.size(), siflow::LoadOptions(), &model);
+      REQUIRE_MESSAGE(loaded.ok(), std::string(loaded.message()));
+      siflow::PlanOptions po;
+      po.max_batch = 1;
+      po.backend = caller ? siflow::Backend::kAuto : siflow::Backend::kSimd;
+      po.tune = caller;  // SIFLOW_VELOCITY_ON_CALLER=1 makes the tuned plan's choice
+      po.divergence = siflow::DivergenceMode::kHutchinson;
+      po.threads = 2;
+      const char* saved = std::getenv("SIFLOW_VELOCITY_ON_CALLER");
+      const std::string restore = saved ? saved : "";
+      setenv("SIFLOW_VELOCITY_ON_CALLER", "1", 1);
+      std::unique_ptr<Plan> plan;
+      const Status made = Plan::create(*model, po, nullptr, 0, &plan);
+      if (saved)
+        setenv("SIFLOW_VELOCITY_ON_CALLER", restore.c_str(), 1);
+      else
+        unsetenv("SIFLOW_VELOCITY_ON_CALLER");
+      REQUIRE_MESSAGE(made.ok(), std::string(made.message()));
+      CHECK(plan->velocity_threads() == (caller ? 1u : 2u));
+      const size_t d = model->info().dim;
+      std::vector<float> x(d, 0.3f), y(d);
+      float t = 0.4f;
+      double logp = 0;
+      siflow::LogProbOptions lh;
+      lh.ode.steps = 1;
+      lh.divergence.mode = siflow::DivergenceMode::kHutchinson;
+      siflow::SampleOptions so;
+      so.ode.steps = 2;
+      Status vel, scored, sampled;
+      const unsigned long calls = heap_calls_during([&] {
+        vel = plan->velocity(1, &t, x.data(), y.data());
+        scored = plan->log_prob(1, x.data(), lh, &logp);
+        sampled = plan->sample(1, so, y.data(), nullptr);
+      });
+      CHECK(vel.ok());
+      CHECK(scored.ok());
+      CHECK(sampled.ok());
+      CHECK(calls == 0);
+    }
 }

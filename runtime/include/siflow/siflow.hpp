@@ -339,17 +339,23 @@ struct PlanOptions {
   // destroyed). Results are bit-identical for every thread count. A run of at least two
   // network blocks (block_rows) gives each thread whole blocks on its own copy of the block's
   // buffers (f32 plans; the arena holds one copy per thread); a run of one block splits every
-  // layer over the threads. Builds without a thread pool (SIFLOW_MINIMAL, bare metal) accept
-  // only 1.
+  // layer over the threads (with tune, only if that times faster than the caller's thread alone
+  // for a velocity run: Plan::velocity_threads). Builds without a thread pool (SIFLOW_MINIMAL,
+  // bare metal) accept only 1.
   uint32_t threads = 1;
   Backend backend = Backend::kAuto;
   // With kAuto and a build that has XNNPACK: time each dense layer and each Conv2d (the whole
   // layer, NCHW<->NHWC conversions included) on both simd and XNNPACK at plan creation (a few
   // runs at the rows of one network block, see block_rows; a ConvTranspose2d on its reference
-  // loops and XNNPACK; a Conv2d also on the simd NHWC implicit GEMM, the fastest of three) and
-  // keep the faster (CLI --tune-kernels on). The choice then depends on
-  // the machine's timing, so results may differ between plans by rounding; off, the choice is
-  // the fixed rule (simd).
+  // loops and XNNPACK; a Conv2d also on the simd NHWC implicit GEMM and, for 3x3 stride 1, the
+  // Winograd kernel, the fastest of all) and keep the faster (CLI --tune-kernels on). The choice
+  // then depends on the machine's timing, so results may differ between plans by rounding; off,
+  // the choice is the fixed rule (simd). With threads > 1 and a plan that splits each layer over
+  // the threads (no data-parallel blocks), tuning (backend auto, in any build) also times a
+  // velocity run of one block that way against one with every layer on the caller's thread and
+  // keeps the faster for velocity and sampling runs (same bits either way;
+  // Plan::velocity_threads): a layer too small to gain from a split still pays the hand-off and
+  // the other core's caches.
   bool tune = false;
   Precision precision = Precision::kFp32;  // the weight layers' number format (see Precision)
   // Exact divergence at large d: the tangent directions (Jacobian columns) propagated per
@@ -500,6 +506,11 @@ class Plan {
   uint64_t evaluations() const;
   const Model& model() const;
   uint32_t threads() const;
+  // Threads a velocity or sampling run without log-likelihoods uses: threads(), or 1 when
+  // tuning found that this plan's one-block velocity runs are faster with every layer on the
+  // caller's thread than with each layer split over the workers (PlanOptions::tune). Runs with
+  // log-likelihoods use threads().
+  uint32_t velocity_threads() const;
   // Rows per network block (PlanOptions::block_rows, or the plan's choice) for a run that
   // propagates `directions` tangent directions (0: velocity and sampling); a run of no more rows
   // than this is not split.

@@ -321,6 +321,7 @@ size_t Plan::block_rows(size_t directions) const {
 uint32_t Plan::threads() const {
   return data_->choice.kernels.pool ? data_->choice.kernels.pool->threads() : 1;
 }
+uint32_t Plan::velocity_threads() const { return data_->choice.velocity_on_caller ? 1 : threads(); }
 const char* Plan::node_kernel(uint32_t node) const {
   return node < data_->md->node_count ? data_->choice.names[node] : "";
 }

@@ -3,12 +3,69 @@
 // options into a bound plan (kernel choice, arena layout, buffer pointers, tuning); see build.hpp.
 #include "plan/build.hpp"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "plan/buffer_planner.hpp"
 #include "plan/reduced_weights.hpp"
+#include "support/parallel.hpp"
 
 namespace siflow::detail {
+namespace {
+
+// A velocity run of one block (x, t, labels and conditions fixed) with `kernels`.
+double time_velocity(PlanData* p, const NetKernels& kernels, const float* x, size_t rows) {
+  const NetBuffers net{p->values,     p->tangents,  p->layout.directions, kernels, p->scratch,
+                       p->label_rows, p->cond_rows, &p->blocking,         nullptr};
+  const auto t0 = std::chrono::steady_clock::now();
+  run_network(*p->md, net, x, rows, 0);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// With tuning, worker threads and per-node splitting (no data-parallel blocks): times a velocity
+// run of `rows` rows (one block) with every node split over the pool and with every node on the
+// caller's thread (as one thread of data-parallel blocks runs them: no pool, XNNPACK part 0),
+// alternating, and keeps the faster by the median of five. Small nodes hand work to another core
+// and read back what it wrote; at batch 1 that can cost more than the split saves. A run whose
+// split warm-up takes over 20 ms has nodes large enough to split: it is not timed further. The
+// bits are the same either way (results do not depend on the thread count).
+void choose_velocity_threads(PlanData* p, size_t rows) {
+  const ModelData& md = *p->md;
+  const NetKernels split = p->choice.kernels;
+  NetKernels caller = split;
+  caller.pool = nullptr;
+  caller.part = 0;
+  float* x = p->net_x ? p->net_x : p->ws.state;
+  for (size_t i = 0; i < rows * md.dim; ++i) x[i] = 0.5f;
+  for (size_t r = 0; r < rows; ++r) {
+    if (p->values[1]) p->values[1][r] = 0.5f;
+    if (p->label_rows) p->label_rows[r] = 0.0f;
+  }
+  if (p->cond_rows)
+    for (size_t i = 0; i < rows * md.info.cond_width; ++i) p->cond_rows[i] = 0.0f;
+  // SIFLOW_VELOCITY_ON_CALLER=1 / =0 makes the choice without timing (for tests and
+  // comparisons).
+  if (const char* forced = std::getenv("SIFLOW_VELOCITY_ON_CALLER")) {
+    p->choice.velocity_on_caller = std::strcmp(forced, "1") == 0;
+    return;
+  }
+  if (time_velocity(p, split, x, rows) > 0.02) return;
+  time_velocity(p, caller, x, rows);
+  constexpr int kRounds = 5;
+  double t_split[kRounds], t_caller[kRounds];
+  for (int k = 0; k < kRounds; ++k) {
+    t_split[k] = time_velocity(p, split, x, rows);
+    t_caller[k] = time_velocity(p, caller, x, rows);
+  }
+  std::nth_element(t_split, t_split + kRounds / 2, t_split + kRounds);
+  std::nth_element(t_caller, t_caller + kRounds / 2, t_caller + kRounds);
+  p->choice.velocity_on_caller = t_caller[kRounds / 2] < t_split[kRounds / 2];
+}
+
+}  // namespace
 
 Status build_plan_data(const Model& model, const PlanOptions& options, Memory& memory, void* owned,
                        size_t object_bytes, void** object, PlanData** out) {
@@ -141,6 +198,9 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
     tune_kernels(md, tune_rows, p->values, p->scratch, &p->choice);
     p->choice.kernels.pool = pool;
     p->choice.kernels.part = UINT32_MAX;
+    if (options.tune && options.backend == Backend::kAuto && dp <= 1 && pool &&
+        pool->threads() > 1 && tune_rows > 0)
+      choose_velocity_threads(p, tune_rows);
     for (uint32_t t = 0; t < dp && dp > 1; ++t) {
       NetThread& th = threads[t];
       th.kernels = p->choice.kernels;

@@ -24,6 +24,10 @@ struct KernelChoice {
   bool tune = false;                          // tune_kernels() has layers to time
   uint32_t* component = nullptr;  // [tensors]: the layout choice's scratch (layout_choice.hpp)
   bool tangents = false;          // the plan has tangent directions (divergence not none)
+  // Tuning timed a velocity run of one block both ways and found every node on the caller's
+  // thread faster than each node split over the pool (choose_velocity_threads): velocity runs
+  // leave the pool idle; runs with tangents still split.
+  bool velocity_on_caller = false;
 };
 
 // Chooses for options.backend (docs/architecture.md), among the kernels each node's op module
