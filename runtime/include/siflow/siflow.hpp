@@ -352,10 +352,10 @@ struct PlanOptions {
   // then depends on the machine's timing, so results may differ between plans by rounding; off,
   // the choice is the fixed rule (simd). With threads > 1 and a plan that splits each layer over
   // the threads (no data-parallel blocks), tuning (backend auto, in any build) also times a
-  // velocity run of one block that way against one with every layer on the caller's thread and
-  // keeps the faster for velocity and sampling runs (same bits either way;
-  // Plan::velocity_threads): a layer too small to gain from a split still pays the hand-off and
-  // the other core's caches.
+  // velocity run of one block that way against one with every layer on the caller's thread
+  // (timing its layers on one thread) and splits velocity and sampling runs only if that saves a
+  // tenth (same bits either way; Plan::velocity_threads): a layer too small to gain from a split
+  // still pays the hand-off and the other core's caches.
   bool tune = false;
   Precision precision = Precision::kFp32;  // the weight layers' number format (see Precision)
   // Exact divergence at large d: the tangent directions (Jacobian columns) propagated per

@@ -28,10 +28,14 @@ double time_velocity(PlanData* p, const NetKernels& kernels, const float* x, siz
 // With tuning, worker threads and per-node splitting (no data-parallel blocks): times a velocity
 // run of `rows` rows (one block) with every node split over the pool and with every node on the
 // caller's thread (as one thread of data-parallel blocks runs them: no pool, XNNPACK part 0),
-// alternating, and keeps the faster by the median of five. Small nodes hand work to another core
-// and read back what it wrote; at batch 1 that can cost more than the split saves. A run whose
-// split warm-up takes over 20 ms has nodes large enough to split: it is not timed further. The
-// bits are the same either way (results do not depend on the thread count).
+// alternating, seven of each, and splits only if its median is under kSplitGain of the caller's
+// (a tenth saved at least): a split keeps more cores busy, and on a loaded machine a lucky
+// round must not decide. Small nodes
+// hand work to another core and read back what it wrote; at batch 1 that can cost more than the
+// split saves. A run whose split warm-up takes over 20 ms has nodes large enough to split: it is
+// not timed further. The bits are the same either way (results do not depend on the thread
+// count).
+constexpr double kSplitGain = 0.9;
 void choose_velocity_threads(PlanData* p, size_t rows) {
   const ModelData& md = *p->md;
   const NetKernels split = p->choice.kernels;
@@ -54,7 +58,7 @@ void choose_velocity_threads(PlanData* p, size_t rows) {
   }
   if (time_velocity(p, split, x, rows) > 0.02) return;
   time_velocity(p, caller, x, rows);
-  constexpr int kRounds = 5;
+  constexpr int kRounds = 7;
   double t_split[kRounds], t_caller[kRounds];
   for (int k = 0; k < kRounds; ++k) {
     t_split[k] = time_velocity(p, split, x, rows);
@@ -62,7 +66,7 @@ void choose_velocity_threads(PlanData* p, size_t rows) {
   }
   std::nth_element(t_split, t_split + kRounds / 2, t_split + kRounds);
   std::nth_element(t_caller, t_caller + kRounds / 2, t_caller + kRounds);
-  p->choice.velocity_on_caller = t_caller[kRounds / 2] < t_split[kRounds / 2];
+  p->choice.velocity_on_caller = !(t_split[kRounds / 2] < kSplitGain * t_caller[kRounds / 2]);
 }
 
 }  // namespace
@@ -189,18 +193,21 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
     // Tuning times each layer at the rows a velocity run gives it: one block.
     const size_t block = block_rows(p->blocking, 0);
     const size_t tune_rows = block < layout.net_rows ? block : layout.net_rows;
-    // With data-parallel blocks every layer runs on one thread: it is timed so.
+    // With data-parallel blocks every layer runs on one thread: it is timed so. A plan that
+    // splits each layer also times its layers on one thread when it will then choose between
+    // splitting and the caller's thread alone: the kernels of a plan that keeps velocities on
+    // the caller's thread are then a one-thread plan's.
     RowPool* pool = p->choice.kernels.pool;
-    if (dp > 1) {
+    const bool choose_threads = options.tune && options.backend == Backend::kAuto && dp <= 1 &&
+                                pool && pool->threads() > 1 && tune_rows > 0;
+    if (dp > 1 || choose_threads) {
       p->choice.kernels.pool = nullptr;
       p->choice.kernels.part = 0;
     }
     tune_kernels(md, tune_rows, p->values, p->scratch, &p->choice);
     p->choice.kernels.pool = pool;
     p->choice.kernels.part = UINT32_MAX;
-    if (options.tune && options.backend == Backend::kAuto && dp <= 1 && pool &&
-        pool->threads() > 1 && tune_rows > 0)
-      choose_velocity_threads(p, tune_rows);
+    if (choose_threads) choose_velocity_threads(p, tune_rows);
     for (uint32_t t = 0; t < dp && dp > 1; ++t) {
       NetThread& th = threads[t];
       th.kernels = p->choice.kernels;
