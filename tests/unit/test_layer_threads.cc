@@ -29,6 +29,15 @@ struct Run {
   std::vector<double> logp;
 };
 
+// The model of `bytes`, read in place where they are aligned: they must outlive it.
+std::unique_ptr<siflow::Model> load(const std::vector<uint8_t>& bytes) {
+  siflow::LoadOptions lo;
+  lo.allow_copy = true;
+  std::unique_ptr<siflow::Model> m;
+  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  return m;
+}
+
 Run run(const siflow::Model& m, uint32_t threads, size_t n,
         siflow::Backend backend = siflow::Backend::kSimd, bool tune = false,
         uint32_t* velocity_threads = nullptr, size_t* block_rows = nullptr) {
@@ -63,10 +72,7 @@ Run run(const siflow::Model& m, uint32_t threads, size_t n,
 
 TEST_CASE("the split layers of the model run on the simd kernels") {
   const auto bytes = test_support::split_layers_model();
-  std::unique_ptr<siflow::Model> m;
-  siflow::LoadOptions lo;
-  lo.allow_copy = true;
-  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  const std::unique_ptr<siflow::Model> m = load(bytes);
   siflow::PlanOptions po;
   po.backend = siflow::Backend::kSimd;
   std::unique_ptr<siflow::Plan> plan;
@@ -82,10 +88,7 @@ TEST_CASE("the split layers of the model run on the simd kernels") {
 TEST_CASE("image layers split within a sample: the same bits on 1, 2 and 3 threads" *
           SIFLOW_NEEDS_POOL) {
   const auto bytes = test_support::split_layers_model();
-  std::unique_ptr<siflow::Model> m;
-  siflow::LoadOptions lo;
-  lo.allow_copy = true;
-  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  const std::unique_ptr<siflow::Model> m = load(bytes);
   for (size_t n : {size_t{1}, size_t{3}}) {
     INFO("batch " << n);
     const Run one = run(*m, 1, n);
@@ -123,10 +126,7 @@ TEST_CASE(
     "says which" *
     SIFLOW_NEEDS_POOL) {
   const auto bytes = test_support::split_layers_model();
-  std::unique_ptr<siflow::Model> m;
-  siflow::LoadOptions lo;
-  lo.allow_copy = true;
-  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  const std::unique_ptr<siflow::Model> m = load(bytes);
   const EnvGuard forced("SIFLOW_VELOCITY_ON_CALLER");
   const auto same = [](const Run& a, const Run& b) {
     return std::memcmp(a.v.data(), b.v.data(), a.v.size() * sizeof(float)) == 0 &&
@@ -170,10 +170,7 @@ TEST_CASE(
     "every simd variant" *
     SIFLOW_NEEDS_XNNPACK_AND_POOL) {
   const auto bytes = test_support::nhwc_split_model();
-  std::unique_ptr<siflow::Model> m;
-  siflow::LoadOptions lo;
-  lo.allow_copy = true;
-  REQUIRE(siflow::Model::load(bytes.data(), bytes.size(), lo, &m).ok());
+  const std::unique_ptr<siflow::Model> m = load(bytes);
   {  // the layers under test run NHWC on the simd kernels
     siflow::PlanOptions po;
     po.backend = siflow::Backend::kXnnpack;
