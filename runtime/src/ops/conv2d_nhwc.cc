@@ -9,8 +9,8 @@
 // same whichever unit computes it, so the bits do not depend on the thread count or the block.
 // The kSimdWino kernel (Winograd F(2x2, 3x3), kernels/simd/kernels_conv_wino.inc) of 3x3
 // stride-1 layers runs the same way: its transformed weights after the NHWC kernel's, its units
-// (sample, group of tiles) split over the threads in kWinoParts parts, each part on its own
-// workspace in the scratch after the NHWC copies.
+// (sample, group of tiles) split into a part per thread of the pool (one without a pool), each
+// part on its own workspace in the scratch after the NHWC copies.
 #include "ops/op.hpp"
 #include "support/layout_conversion.hpp"
 #include "support/parallel.hpp"
@@ -71,17 +71,16 @@ size_t scratch_output_offset(const NodeData& n, size_t samples) {
 size_t scratch_work_offset(const NodeData& n, size_t samples) {
   return scratch_output_offset(n, samples) + (size_t{n.width} * samples + 15) / 16 * 16;
 }
-// The Winograd kernel's units of `samples` samples run in at most kWinoParts parts (as many
-// threads as a plan uses on two or four cores), each on a workspace of its own.
-constexpr size_t kWinoParts = 4;
+// The Winograd kernel's units of `samples` samples run in one part per thread of the pool that
+// splits the node (at most as many as units), each on a workspace of its own: one thread, one.
 simd::ConvWino wino_shape(const NodeData& n, const float* weight) {
   return simd::ConvWino{
       weight,          n.bias,          n.in_shape.dims[0], n.in_shape.dims[1], n.in_shape.dims[2],
       n.shape.dims[0], n.shape.dims[1], n.shape.dims[2],    n.pads[0],          n.pads[1]};
 }
-size_t wino_parts(const NodeData& n, size_t samples) {
+size_t wino_parts(const NodeData& n, size_t samples, uint32_t threads) {
   const size_t units = simd::conv_wino_units(wino_shape(n, nullptr), samples);
-  return units < kWinoParts ? units : kWinoParts;
+  return units < threads ? units : threads;
 }
 #endif
 }  // namespace
@@ -92,14 +91,15 @@ size_t conv_nhwc_scratch_floats(const detail::ModelData& model, uint32_t i, size
   return scratch_output_offset(n, samples) + size_t{n.width} * samples;
 }
 
-size_t conv_wino_scratch_floats(const detail::ModelData& model, uint32_t i, size_t samples) {
+size_t conv_wino_scratch_floats(const detail::ModelData& model, uint32_t i, size_t samples,
+                                uint32_t threads) {
 #if defined(SIFLOW_WITH_SIMD)
   const NodeData& n = model.nodes[i];
   if (!conv_wino_runs(n)) return 0;
   return scratch_work_offset(n, samples) +
-         wino_parts(n, samples) * simd::conv_wino_work_floats(n.in_shape.dims[0]);
+         wino_parts(n, samples, threads) * simd::conv_wino_work_floats(n.in_shape.dims[0]);
 #else
-  (void)model, (void)i, (void)samples;
+  (void)model, (void)i, (void)samples, (void)threads;
   return 0;
 #endif
 }
@@ -157,7 +157,8 @@ void pass_wino(const NodeRun& r, const simd::ConvWino& c, const float* x, size_t
                size_t width, size_t samples, bool x_nhwc, bool y_nhwc) {
   const NodeData& n = r.model->nodes[r.node];
   const simd::Kernels& k = *r.kernels->simd;
-  const size_t units = simd::conv_wino_units(c, samples), parts = wino_parts(n, samples);
+  const uint32_t threads = r.kernels->pool ? r.kernels->pool->threads() : 1;
+  const size_t units = simd::conv_wino_units(c, samples), parts = wino_parts(n, samples, threads);
   float* work = r.scratch + scratch_work_offset(n, samples);
   const size_t work_floats = simd::conv_wino_work_floats(c.cin);
   pass(r, x, in, y, width, samples, x_nhwc, y_nhwc, [&](const float* xin, size_t ldx, float* yout) {

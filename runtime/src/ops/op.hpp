@@ -90,10 +90,12 @@ size_t conv_nhwc_scratch_floats(const detail::ModelData& model, uint32_t node, s
 void run_conv_nhwc(const NodeRun& run);
 // The same for the Winograd kernel (kSimdWino, ops/conv2d_nhwc.cc): 3x3, stride 1, dilation 1,
 // groups 1 (simd::conv_wino_applies); its weights (G g G^T) after the NHWC kernel's; its scratch
-// the NHWC copies, then a workspace per part of the units.
+// the NHWC copies, then a workspace per part of the units, a part per thread of the pool that
+// splits the node (`threads`, the plan's; 1 runs every unit on one workspace).
 bool conv_wino_runs(const detail::NodeData& node);
 uint64_t conv_wino_packed_offset(const detail::NodeData& node);
-size_t conv_wino_scratch_floats(const detail::ModelData& model, uint32_t node, size_t samples);
+size_t conv_wino_scratch_floats(const detail::ModelData& model, uint32_t node, size_t samples,
+                                uint32_t threads);
 void run_conv_wino(const NodeRun& run);
 
 // How an image tensor [C, H, W] is laid out within each of its rows (rows stay row-major, so

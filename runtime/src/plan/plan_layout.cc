@@ -332,7 +332,8 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
       floats = xnn > floats ? xnn : floats;
       // The tuning may move it to the Winograd kernel, whose workspaces may need more.
       if (options.backend == Backend::kAuto && options.tune) {
-        const uint64_t wino = ops::conv_wino_scratch_floats(model, i, static_cast<size_t>(samples));
+        const uint64_t wino =
+            ops::conv_wino_scratch_floats(model, i, static_cast<size_t>(samples), options.threads);
         floats = wino > floats ? wino : floats;
       }
     }
@@ -346,7 +347,8 @@ Status compute_layout(const detail::ModelData& model, const PlanOptions& options
     if (kernels && kernels[i] == ops::NodeKernel::kSimdWino) {
       // The Winograd convolution: the same copies, then a workspace per part of its units.
       const uint64_t samples = tangent_samples > value_rows ? tangent_samples : value_rows;
-      const uint64_t own = ops::conv_wino_scratch_floats(model, i, static_cast<size_t>(samples));
+      const uint64_t own =
+          ops::conv_wino_scratch_floats(model, i, static_cast<size_t>(samples), options.threads);
       floats = own > floats ? own : floats;
     }
     scratch = floats > scratch ? floats : scratch;
