@@ -34,12 +34,9 @@ void evaluate_network(PlanData& p, const float* t_rows, double t, const float* x
   }
   NetBuffers net{p.values,     p.tangents,  p.layout.directions, p.choice.kernels, p.scratch,
                  p.label_rows, p.cond_rows, &p.blocking,         p.profile};
-  if (!div && p.choice.velocity_on_caller) {
-    // Tuning found this plan's velocity runs faster on the caller's thread alone
-    // (plan/build.cc, choose_velocity_threads): the same bits, the pool left idle.
-    net.kernels.pool = nullptr;
-    net.kernels.part = 0;
-  }
+  // Tuning found this plan's velocity runs faster on the caller's thread alone
+  // (plan/build.cc, choose_velocity_threads): the same bits, the pool left idle.
+  if (!div && p.choice.velocity_on_caller) net.kernels = on_one_thread(net.kernels, 0);
   double* d = guided ? p.net_div : div;
   if (div && mode == DivergenceMode::kExact && p.layout.exact_block < md.dim) {
     // Exact divergence in blocks of exact_block Jacobian columns, one network pass per block

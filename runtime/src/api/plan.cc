@@ -318,9 +318,7 @@ uint64_t Plan::evaluations() const { return data_->evaluations; }
 size_t Plan::block_rows(size_t directions) const {
   return siflow::block_rows(data_->blocking, directions);
 }
-uint32_t Plan::threads() const {
-  return data_->choice.kernels.pool ? data_->choice.kernels.pool->threads() : 1;
-}
+uint32_t Plan::threads() const { return RowPool::threads_of(data_->choice.kernels.pool); }
 uint32_t Plan::velocity_threads() const { return data_->choice.velocity_on_caller ? 1 : threads(); }
 const char* Plan::node_kernel(uint32_t node) const {
   return node < data_->md->node_count ? data_->choice.names[node] : "";

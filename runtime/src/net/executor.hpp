@@ -50,9 +50,19 @@ struct NetBlocking {
   NetThread* thread = nullptr;  // [threads]
 };
 
+// `kernels` as one thread runs them: no pool (every loop inline) and each XNNPACK convolution on
+// its part `part`'s whole operator. A thread of data-parallel blocks runs its own part; a run
+// that leaves the pool idle (the tuner's one-thread timings, velocity runs kept on the caller's
+// thread) runs part 0.
+inline NetKernels on_one_thread(NetKernels kernels, uint32_t part) {
+  kernels.pool = nullptr;
+  kernels.part = part;
+  return kernels;
+}
+
 // One thread's own resources for data-parallel blocks (NetBlocking::thread), made at plan time.
 struct NetThread {
-  ops::FastKernels kernels;  // the plan's kernels with pool nullptr and part = the thread's index
+  ops::FastKernels kernels;  // on_one_thread(the plan's kernels, the thread's index)
   float* scratch = nullptr;  // the thread's copy of the node scratch, or nullptr
   float** values = nullptr;  // [tensors] the thread's block pointer tables
   float** tangents = nullptr;

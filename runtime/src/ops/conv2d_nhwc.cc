@@ -157,7 +157,7 @@ void pass_wino(const NodeRun& r, const simd::ConvWino& c, const float* x, size_t
                size_t width, size_t samples, bool x_nhwc, bool y_nhwc) {
   const NodeData& n = r.model->nodes[r.node];
   const simd::Kernels& k = *r.kernels->simd;
-  const uint32_t threads = r.kernels->pool ? r.kernels->pool->threads() : 1;
+  const uint32_t threads = RowPool::threads_of(r.kernels->pool);
   const size_t units = simd::conv_wino_units(c, samples), parts = wino_parts(n, samples, threads);
   float* work = r.scratch + scratch_work_offset(n, samples);
   const size_t work_floats = simd::conv_wino_work_floats(c.cin);

@@ -30,18 +30,21 @@ double time_velocity(PlanData* p, const NetKernels& kernels, const float* x, siz
 // caller's thread (as one thread of data-parallel blocks runs them: no pool, XNNPACK part 0),
 // alternating, seven of each, and splits only if its median is under kSplitGain of the caller's
 // (a tenth saved at least): a split keeps more cores busy, and on a loaded machine a lucky
-// round must not decide. Small nodes
-// hand work to another core and read back what it wrote; at batch 1 that can cost more than the
-// split saves. A run whose split warm-up takes over 20 ms has nodes large enough to split: it is
-// not timed further. The bits are the same either way (results do not depend on the thread
-// count).
+// round must not decide. Small nodes hand work to another core and read back what it wrote; at
+// batch 1 that can cost more than the split saves. A run whose split warm-up takes over 20 ms has
+// nodes large enough to split: it is not timed further. The bits are the same either way
+// (results do not depend on the thread count).
 constexpr double kSplitGain = 0.9;
 void choose_velocity_threads(PlanData* p, size_t rows) {
   const ModelData& md = *p->md;
+  // SIFLOW_VELOCITY_ON_CALLER=1 / =0 makes the choice without timing (for tests and
+  // comparisons).
+  if (const char* forced = std::getenv("SIFLOW_VELOCITY_ON_CALLER")) {
+    p->choice.velocity_on_caller = std::strcmp(forced, "1") == 0;
+    return;
+  }
   const NetKernels split = p->choice.kernels;
-  NetKernels caller = split;
-  caller.pool = nullptr;
-  caller.part = 0;
+  const NetKernels caller = on_one_thread(split, 0);
   float* x = p->net_x ? p->net_x : p->ws.state;
   for (size_t i = 0; i < rows * md.dim; ++i) x[i] = 0.5f;
   for (size_t r = 0; r < rows; ++r) {
@@ -50,12 +53,6 @@ void choose_velocity_threads(PlanData* p, size_t rows) {
   }
   if (p->cond_rows)
     for (size_t i = 0; i < rows * md.info.cond_width; ++i) p->cond_rows[i] = 0.0f;
-  // SIFLOW_VELOCITY_ON_CALLER=1 / =0 makes the choice without timing (for tests and
-  // comparisons).
-  if (const char* forced = std::getenv("SIFLOW_VELOCITY_ON_CALLER")) {
-    p->choice.velocity_on_caller = std::strcmp(forced, "1") == 0;
-    return;
-  }
   if (time_velocity(p, split, x, rows) > 0.02) return;
   time_velocity(p, caller, x, rows);
   constexpr int kRounds = 7;
@@ -200,19 +197,14 @@ Status build_plan_data(const Model& model, const PlanOptions& options, Memory& m
     RowPool* pool = p->choice.kernels.pool;
     const bool choose_threads = options.tune && options.backend == Backend::kAuto && dp <= 1 &&
                                 pool && pool->threads() > 1 && tune_rows > 0;
-    if (dp > 1 || choose_threads) {
-      p->choice.kernels.pool = nullptr;
-      p->choice.kernels.part = 0;
-    }
+    if (dp > 1 || choose_threads) p->choice.kernels = on_one_thread(p->choice.kernels, 0);
     tune_kernels(md, tune_rows, p->values, p->scratch, &p->choice);
     p->choice.kernels.pool = pool;
     p->choice.kernels.part = UINT32_MAX;
     if (choose_threads) choose_velocity_threads(p, tune_rows);
     for (uint32_t t = 0; t < dp && dp > 1; ++t) {
       NetThread& th = threads[t];
-      th.kernels = p->choice.kernels;
-      th.kernels.pool = nullptr;
-      th.kernels.part = t;
+      th.kernels = on_one_thread(p->choice.kernels, t);
       th.scratch = p->scratch ? reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(p->scratch) +
                                                          t * layout.scratch_stride_bytes)
                               : nullptr;

@@ -47,6 +47,8 @@ class RowPool {
   static Status check(uint32_t threads);
 
   uint32_t threads() const { return threads_; }
+  // The threads a loop on `pool` runs on: 1 for nullptr (every loop inline, parallel_rows).
+  static uint32_t threads_of(const RowPool* pool) { return pool ? pool->threads_ : 1; }
 
   // Calls fn(ctx, r0, r1) over [0, rows) in ranges of a multiple of `grain` rows (but the last).
   // A loop started from inside another loop's range runs inline.

@@ -37,7 +37,7 @@ Status create_conv(const ConvShape& s, const float* weight, const float* bias, R
   if (!st.ok()) return st;
   const uint32_t cin_g = s.cin / s.groups, cout_g = s.cout / s.groups;
   const size_t taps = size_t{s.kh} * s.kw, count = size_t{s.cout} * cin_g * taps;
-  const uint32_t parts = pool ? pool->threads() : 1;
+  const uint32_t parts = RowPool::threads_of(pool);
   const bool sliced = parts > 1 && s.groups == 1 && s.cout >= 8 * parts;
   const uint32_t operators = 2 * parts * (sliced ? 2 : 1);
   // XNNPACK's weights: [groups][cout / groups][kh][kw][cin / groups], i.e. [cout][tap][cin_g].
