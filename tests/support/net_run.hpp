@@ -15,29 +15,11 @@
 #include <vector>
 
 #include "siflow/siflow.hpp"
+#include "support/env_guard.hpp"
 #include "support/parallel.hpp"
 #include "support/velocity_gap.hpp"
 
 namespace test_support {
-
-// Restores an environment variable when the scope ends.
-struct EnvGuard {
-  std::string name, saved;
-  bool had;
-  explicit EnvGuard(const char* n) : name(n) {
-    const char* s = std::getenv(n);
-    had = s != nullptr;
-    if (s) saved = s;
-  }
-  ~EnvGuard() { set(had ? saved.c_str() : nullptr); }
-  // Sets the variable to value, or unsets it for nullptr.
-  void set(const char* value) const {
-    if (value)
-      setenv(name.c_str(), value, 1);
-    else
-      unsetenv(name.c_str());
-  }
-};
 
 struct NetRun {
   std::vector<float> v;

@@ -18,6 +18,7 @@
 #include "kernels/simd/kernels.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
+#include "support/env_guard.hpp"
 #include "support/parallel.hpp"
 #include "support/simd_variants.hpp"
 
@@ -150,29 +151,13 @@ void check_model(std::vector<uint8_t> (*make)(bool), bool simd_only = false) {
   }
 }
 
-struct IsaGuard {
-  std::string saved;
-  bool had;
-  IsaGuard() {
-    const char* s = std::getenv("SIFLOW_SIMD_ISA");
-    had = s != nullptr;
-    if (s) saved = s;
-  }
-  ~IsaGuard() {
-    if (had)
-      setenv("SIFLOW_SIMD_ISA", saved.c_str(), 1);
-    else
-      unsetenv("SIFLOW_SIMD_ISA");
-  }
-};
-
 TEST_CASE("exact divergence with a conv output: the diagonal alone, same as every entry") {
   check_model(same_model);
   check_model(strided_model);
 }
 
 TEST_CASE("exact divergence with a conv output, every forced simd variant") {
-  IsaGuard guard;
+  const test_support::EnvGuard guard("SIFLOW_SIMD_ISA");
   for (const siflow::simd::Kernels* k : test_support::simd_variants()) {
     CAPTURE(std::string(k->isa));
     setenv("SIFLOW_SIMD_ISA", k->isa, 1);

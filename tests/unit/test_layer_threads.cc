@@ -17,12 +17,15 @@
 
 #include "kernels/simd/kernels.hpp"
 #include "siflow/siflow.hpp"
+#include "support/env_guard.hpp"
 #include "support/requirements.hpp"
 #include "support/simd_variants.hpp"
 #include "support/split_layers_model.hpp"
 #include "support/velocity_gap.hpp"
 
 namespace {
+
+using test_support::EnvGuard;
 
 struct Run {
   std::vector<float> v;
@@ -100,24 +103,6 @@ TEST_CASE("image layers split within a sample: the same bits on 1, 2 and 3 threa
     }
   }
 }
-
-// Restores an environment variable when the scope ends.
-struct EnvGuard {
-  std::string name, saved;
-  bool had;
-  explicit EnvGuard(const char* n) : name(n) {
-    const char* s = std::getenv(n);
-    had = s != nullptr;
-    if (s) saved = s;
-  }
-  ~EnvGuard() { set(had ? saved.c_str() : nullptr); }
-  void set(const char* value) const {
-    if (value)
-      setenv(name.c_str(), value, 1);
-    else
-      unsetenv(name.c_str());
-  }
-};
 
 }  // namespace
 

@@ -21,6 +21,7 @@
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
 #include "support/activation_formulas.hpp"
+#include "support/env_guard.hpp"
 #include "support/random_vectors.hpp"
 #include "support/requirements.hpp"
 
@@ -617,18 +618,13 @@ double max_abs_diff(const std::vector<T>& a, const std::vector<T>& b) {
 // Runs `f` once per simd variant this CPU has, with SIFLOW_SIMD_ISA naming it.
 template <typename F>
 void for_each_isa(F&& f) {
-  const char* saved = std::getenv("SIFLOW_SIMD_ISA");
-  const std::string restore = saved ? saved : "";
+  const test_support::EnvGuard guard("SIFLOW_SIMD_ISA");
   for (const char* isa : {"avx512", "avx2", "sse2", "neon", "wasm_simd128", "generic"}) {
-    setenv("SIFLOW_SIMD_ISA", isa, 1);
+    guard.set(isa);
     const siflow::simd::Kernels* k = nullptr;
     if (!siflow::simd::select(&k).ok()) continue;
     f(isa);
   }
-  if (saved)
-    setenv("SIFLOW_SIMD_ISA", restore.c_str(), 1);
-  else
-    unsetenv("SIFLOW_SIMD_ISA");
 }
 
 }  // namespace

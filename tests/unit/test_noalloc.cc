@@ -21,6 +21,7 @@
 #include "siflow/siflow.h"
 #include "siflow/siflow.hpp"
 #include "support/alloc_hooks.hpp"
+#include "support/env_guard.hpp"
 #include "support/parallel.hpp"
 #include "support/requirements.hpp"
 #include "support/split_layers_model.hpp"
@@ -801,15 +802,13 @@ TEST_CASE(
       po.tune = caller;  // SIFLOW_VELOCITY_ON_CALLER=1 makes the tuned plan's choice
       po.divergence = siflow::DivergenceMode::kHutchinson;
       po.threads = 2;
-      const char* saved = std::getenv("SIFLOW_VELOCITY_ON_CALLER");
-      const std::string restore = saved ? saved : "";
-      setenv("SIFLOW_VELOCITY_ON_CALLER", "1", 1);
       std::unique_ptr<Plan> plan;
-      const Status made = Plan::create(*model, po, nullptr, 0, &plan);
-      if (saved)
-        setenv("SIFLOW_VELOCITY_ON_CALLER", restore.c_str(), 1);
-      else
-        unsetenv("SIFLOW_VELOCITY_ON_CALLER");
+      Status made;
+      {
+        const test_support::EnvGuard forced("SIFLOW_VELOCITY_ON_CALLER");
+        forced.set("1");
+        made = Plan::create(*model, po, nullptr, 0, &plan);
+      }
       REQUIRE_MESSAGE(made.ok(), std::string(made.message()));
       CHECK(plan->velocity_threads() == (caller ? 1u : 2u));
       const size_t d = model->info().dim;

@@ -23,6 +23,7 @@
 #include "math/reduced.hpp"
 #include "siflow/siflow.hpp"
 #include "support/aligned_memory.hpp"
+#include "support/env_guard.hpp"
 #include "support/simd_variants.hpp"
 
 namespace {
@@ -299,21 +300,16 @@ TEST_CASE("neon_fhm: FMLAL fp16 layers give the bits of the conversion path" *
 
 TEST_CASE("SIFLOW_SIMD_ISA=neon_fhm on an AArch64 CPU without FHM is an error naming the feature" *
           doctest::skip(!aarch64_linux() || has_fhm())) {
-  const char* saved = std::getenv("SIFLOW_SIMD_ISA");
-  const std::string restore = saved ? saved : "";
-  setenv("SIFLOW_SIMD_ISA", "neon_fhm", 1);
+  const test_support::EnvGuard guard("SIFLOW_SIMD_ISA");
+  guard.set("neon_fhm");
   const simd::Kernels* k = nullptr;
   const siflow::Status s = simd::select(&k);
   CHECK_FALSE(s.ok());
   CHECK(std::string(s.message()).find("FEAT_FHM") != std::string::npos);
   CHECK(std::string(s.message()).find("choices: neon") != std::string::npos);
-  setenv("SIFLOW_SIMD_ISA", "neon", 1);
+  guard.set("neon");
   REQUIRE(simd::select(&k).ok());
   CHECK(std::string(k->isa) == "neon");
-  if (saved)
-    setenv("SIFLOW_SIMD_ISA", restore.c_str(), 1);
-  else
-    unsetenv("SIFLOW_SIMD_ISA");
 }
 
 TEST_CASE("int8 quantization: scale max|w|/127, every weight within half a step, zero rows zero") {

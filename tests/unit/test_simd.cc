@@ -15,6 +15,7 @@
 
 #include "kernels/reference/activation.hpp"
 #include "kernels/simd/kernels.hpp"
+#include "support/env_guard.hpp"
 #include "support/random_vectors.hpp"
 #include "support/simd_variants.hpp"
 
@@ -360,21 +361,16 @@ TEST_CASE("unary_jvp writing the values too gives unary_forward's and its own bi
 }
 
 TEST_CASE("SIFLOW_SIMD_ISA forces a variant by name and refuses unknown ones") {
-  const char* saved = std::getenv("SIFLOW_SIMD_ISA");
-  const std::string restore = saved ? saved : "";
+  const test_support::EnvGuard guard("SIFLOW_SIMD_ISA");
   for (const simd::Kernels* k : test_support::simd_variants()) {
-    setenv("SIFLOW_SIMD_ISA", k->isa, 1);
+    guard.set(k->isa);
     const simd::Kernels* chosen = nullptr;
     REQUIRE(simd::select(&chosen).ok());
     CHECK(chosen == k);
   }
-  setenv("SIFLOW_SIMD_ISA", "mmx", 1);
+  guard.set("mmx");
   const simd::Kernels* chosen = nullptr;
   const siflow::Status s = simd::select(&chosen);
   CHECK(s.code() == siflow::StatusCode::kInvalidArgument);
   CHECK(std::string(s.message()).find("SIFLOW_SIMD_ISA=mmx") != std::string::npos);
-  if (saved)
-    setenv("SIFLOW_SIMD_ISA", restore.c_str(), 1);
-  else
-    unsetenv("SIFLOW_SIMD_ISA");
 }
