@@ -160,32 +160,35 @@ int main(int argc, char** argv) {
   h.a = a.data();
   h.b = b.data();
   h.count = size;
-  h.fn = write_half;
+  h.sum = sum.data();
   h.on_worker = 0;
-  auto add = [&]() {
-    const double t0 = now();
-    for (size_t i = 0; i < size; ++i) sum[i] = a[i] + b[i];
-    return now() - t0;
+  // n rounds of: both inputs written on the caller's thread or split in halves over the pool,
+  // then the Add timed, on the caller's thread or split in the same halves.
+  auto rounds = [&](bool split_write, bool split_add) {
+    return [&, split_write, split_add](int n) {
+      double t = 0;
+      for (int i = 0; i < n; ++i) {
+        h.fill = static_cast<float>(i);
+        h.fn = write_half;
+        if (split_write) {
+          pool->run_items(2, run_half, &h);
+        } else {
+          write_half(h, 0);
+          write_half(h, 1);
+        }
+        const double t0 = now();
+        if (split_add) {
+          h.fn = add_half;
+          pool->run_items(2, run_half, &h);
+        } else {
+          for (size_t j = 0; j < size; ++j) sum[j] = a[j] + b[j];
+        }
+        t += now() - t0;
+      }
+      return t;
+    };
   };
-  auto local = [&](int n) {
-    double t = 0;
-    for (int i = 0; i < n; ++i) {
-      h.fill = static_cast<float>(i);
-      write_half(h, 0);
-      write_half(h, 1);
-      t += add();
-    }
-    return t;
-  };
-  auto remote = [&](int n) {
-    double t = 0;
-    for (int i = 0; i < n; ++i) {
-      h.fill = static_cast<float>(i);
-      pool->run_items(2, run_half, &h);
-      t += add();
-    }
-    return t;
-  };
+  const auto local = rounds(false, false), remote = rounds(true, false);
   double t_local = 0, t_remote = 0;
   median_pair(calls, local, remote, &t_local, &t_remote);
   std::printf(
@@ -195,21 +198,8 @@ int main(int argc, char** argv) {
       100.0 * static_cast<double>(h.on_worker) / (2.0 * kTimings * calls));
   // (3) The Add split in the same halves after a split write: a core adds the half it wrote
   // unless the other thread claimed that half first (counted).
-  h.sum = sum.data();
   h.same = 0;
-  auto split_add = [&](int n) {
-    double t = 0;
-    for (int i = 0; i < n; ++i) {
-      h.fill = static_cast<float>(i);
-      h.fn = write_half;
-      pool->run_items(2, run_half, &h);
-      h.fn = add_half;
-      const double t0 = now();
-      pool->run_items(2, run_half, &h);
-      t += now() - t0;
-    }
-    return t;
-  };
+  const auto split_add = rounds(true, true);
   double t_again = 0, t_split_add = 0;
   median_pair(calls, local, split_add, &t_again, &t_split_add);
   std::printf(
