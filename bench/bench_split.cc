@@ -5,8 +5,10 @@
 // hand-off per call as a plan's node does. (2) What a node pays to read an input the other core
 // wrote: an Add of two 28x28x32 tensors on the caller's thread, after the caller wrote both, and
 // after each core wrote half of each (a split node before it); (3) that Add split in the same
-// halves, so that each core reads what it wrote. Wall-clock medians of alternating timings; the
-// shares of halves printed say whether the splits happened as meant.
+// halves, so that each core reads what it wrote; (4) the Winograd layer whole and split once more,
+// with its input rewritten by the caller's thread before each call, and (5) also after each core
+// read 2 MiB of other data. Wall-clock medians of alternating timings; the shares of halves
+// printed say whether the splits happened as meant.
 //   bench_split [CALLS]        (default 200 calls per timing, 15 timings)
 
 #if !defined(SIFLOW_WITH_SIMD) || !defined(SIFLOW_WITH_THREADS)
@@ -64,6 +66,9 @@ struct Halves {
   uint64_t on_worker;
   uint32_t writer[2];  // the thread that wrote each half last
   uint64_t same;       // halves added on the thread that wrote them
+  float* other;        // flush_half reads half i of other[2 * other_count]
+  size_t other_count;
+  float flushed;
 };
 
 void run_half(void* ctx, size_t i0, size_t i1) {
@@ -90,6 +95,13 @@ void write_half(const Halves& h, size_t i) {
 void add_half(const Halves& h, size_t i) {
   for (size_t j = h.count * i / 2; j < h.count * (i + 1) / 2; ++j) h.sum[j] = h.a[j] + h.b[j];
   if (h.writer[i] == siflow::RowPool::thread_index()) ++const_cast<Halves&>(h).same;
+}
+
+void flush_half(const Halves& h, size_t i) {
+  float acc = 0;
+  const float* o = h.other + h.other_count * i;
+  for (size_t j = 0; j < h.other_count; j += 16) acc += o[j];
+  const_cast<Halves&>(h).flushed += acc;
 }
 
 }  // namespace
@@ -207,7 +219,67 @@ int main(int argc, char** argv) {
       "inputs it wrote; %.0f %% of halves added on the core that wrote them)\n",
       t_split_add * 1e6, t_again / t_split_add,
       100.0 * static_cast<double>(h.same) / (2.0 * kTimings * calls));
-  if (sum[size / 2] == 12345.0f) std::printf("\n");  // keeps the adds
+  // (4) The Winograd layer again, its input rewritten by the caller's thread before each call
+  // (untimed), as when the node before it ran on the caller: whole against split in halves,
+  // where the worker now reads its half of the input from the other core.
+  std::vector<float> x2(size);
+  h.fn = wino_half;
+  auto fresh = [&](bool halves) {
+    return [&, halves](int n) {
+      double t = 0;
+      for (int i = 0; i < n; ++i) {
+        const float shift = 1e-4f * static_cast<float>(i & 15);
+        for (size_t j = 0; j < size; ++j) x[j] = x2[j] + shift;
+        const double t0 = now();
+        if (halves)
+          pool->run_items(2, run_half, &h);
+        else
+          k->conv2d_wino(cw, x.data(), size, y.data(), size, work0.data(), 0, h.units);
+        t += now() - t0;
+      }
+      return t;
+    };
+  };
+  for (size_t i = 0; i < size; ++i) x2[i] = 0.001f * static_cast<float>(i % 877) - 0.4f;
+  h.on_worker = 0;
+  double t_fresh_whole = 0, t_fresh_split = 0;
+  median_pair(calls, fresh(false), fresh(true), &t_fresh_whole, &t_fresh_split);
+  std::printf(
+      "wino layer with its input written by the caller before each call: whole %.1f us, split "
+      "in two %.1f us: %.2fx (%.2fx with the input already in both cores' caches, above)\n",
+      t_fresh_whole * 1e6, t_fresh_split * 1e6, t_fresh_whole / t_fresh_split, t_whole / t_split);
+  // (5) As (4), after each core has also read 2 MiB of other data (untimed), as the layers
+  // between two convolutions of a network push its weights and workspace out of the core's L2.
+  std::vector<float> other(size_t{1} << 20);  // 4 MiB: 2 MiB for each core
+  h.fn = flush_half;
+  h.other = other.data();
+  h.other_count = other.size() / 2;
+  auto flushed = [&](bool halves) {
+    return [&, halves](int n) {
+      double t = 0;
+      for (int i = 0; i < n; ++i) {
+        h.fn = flush_half;
+        pool->run_items(2, run_half, &h);
+        for (size_t j = 0; j < size; ++j) x[j] = x2[j];
+        h.fn = wino_half;
+        const double t0 = now();
+        if (halves)
+          pool->run_items(2, run_half, &h);
+        else
+          k->conv2d_wino(cw, x.data(), size, y.data(), size, work0.data(), 0, h.units);
+        t += now() - t0;
+      }
+      return t;
+    };
+  };
+  double t_flush_whole = 0, t_flush_split = 0;
+  median_pair(calls, flushed(false), flushed(true), &t_flush_whole, &t_flush_split);
+  std::printf(
+      "the same after each core read 2 MiB of other data: whole %.1f us, split in two %.1f us: "
+      "%.2fx\n",
+      t_flush_whole * 1e6, t_flush_split * 1e6, t_flush_whole / t_flush_split);
+  if (sum[size / 2] == 12345.0f || y[size / 3] == 12345.0f || h.flushed == 12345.0f)
+    std::printf("\n");  // keeps them
   siflow::RowPool::destroy(pool);
   return 0;
 }
