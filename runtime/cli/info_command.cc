@@ -5,6 +5,7 @@
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -148,11 +149,14 @@ int run_info(const ParsedArgs& args) {
   std::printf("kernels       backend %s%s, %u thread%s, precision %s\n",
               backend_name(execution.backend), execution.tune ? " (tuned)" : "", plan->threads(),
               plan->threads() == 1 ? "" : "s", precision_name(execution.precision));
-  if (plan->velocity_threads() != plan->threads())
-    std::printf(
-        "              sampling runs on %u thread%s: tuning timed splitting each layer "
-        "slower at this batch\n",
-        plan->velocity_threads(), plan->velocity_threads() == 1 ? "" : "s");
+  if (plan->velocity_threads() != plan->threads()) {
+    // The plan makes this choice by timing, unless the variable below forces it.
+    const char* forced = std::getenv("SIFLOW_VELOCITY_ON_CALLER");
+    std::printf("              sampling runs on %u thread%s: %s\n", plan->velocity_threads(),
+                plan->velocity_threads() == 1 ? "" : "s",
+                forced ? "SIFLOW_VELOCITY_ON_CALLER=1 keeps it on the caller's thread"
+                       : "tuning timed splitting each layer slower at this batch");
+  }
   const size_t block = plan->block_rows();
   if (block < batch)
     std::printf("blocks        %zu rows per network block (of %zu)%s\n", block, batch,

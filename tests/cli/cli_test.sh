@@ -156,7 +156,7 @@ if [ "$PART" = threads ]; then
   ok "velocity      8 points" validate $M --backend simd
   # A tuned plan of one block may sample on the caller's thread alone (forced here: the timed
   # choice depends on the machine); info says so, and the samples keep their bytes.
-  SIFLOW_VELOCITY_ON_CALLER=1 ok "sampling runs on 1 thread: tuning timed splitting" \
+  SIFLOW_VELOCITY_ON_CALLER=1 ok "sampling runs on 1 thread: SIFLOW_VELOCITY_ON_CALLER=1 keeps" \
     info $M --batch 1 --threads 2 --tune-kernels on
   SIFLOW_VELOCITY_ON_CALLER=0 ok "kernels       backend auto (tuned), 2 threads" \
     info $M --batch 1 --threads 2 --tune-kernels on
