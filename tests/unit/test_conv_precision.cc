@@ -18,6 +18,7 @@
 #include "math/reduced.hpp"
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
+#include "support/env_guard.hpp"
 
 namespace {
 
@@ -162,10 +163,13 @@ std::vector<float> velocities(const std::vector<uint8_t>& bytes, const Variant& 
   po.divergence = siflow::DivergenceMode::kNone;  // velocities only: no tangent arena to zero
   po.precision = p;
   po.backend = v.isa ? siflow::Backend::kSimd : siflow::Backend::kReference;
-  if (v.isa) setenv("SIFLOW_SIMD_ISA", v.isa, 1);
   std::unique_ptr<siflow::Plan> plan;
-  const siflow::Status s = siflow::Plan::create(*m, po, nullptr, 0, &plan);
-  unsetenv("SIFLOW_SIMD_ISA");
+  siflow::Status s;
+  {
+    const test_support::EnvGuard isa("SIFLOW_SIMD_ISA");
+    if (v.isa) isa.set(v.isa);
+    s = siflow::Plan::create(*m, po, nullptr, 0, &plan);
+  }
   if (!s.ok()) return {};
   if (kernel) *kernel = plan->node_kernel(1);
   const uint32_t dim = static_cast<uint32_t>(x.size() / rows);

@@ -562,10 +562,8 @@ TEST_CASE(
           continue;
         }
         const siflow::Backend backend = backends[b];
-        if (b >= 2)
-          setenv("SIFLOW_CONV", b == 2 ? "nhwc" : "wino", 1);
-        else
-          unsetenv("SIFLOW_CONV");
+        const test_support::EnvGuard conv("SIFLOW_CONV");
+        conv.set(b == 2 ? "nhwc" : b == 3 ? "wino" : nullptr);
         siflow::PlanOptions po;
         po.max_batch = 4;
         po.backend = backend;
@@ -592,7 +590,6 @@ TEST_CASE(
         CHECK(scored.ok());
         CHECK(calls == 0);
       }
-  unsetenv("SIFLOW_CONV");
 }
 
 TEST_CASE("reduced-precision convolutions (bf16, fp16, int8) make no heap call") {
