@@ -7,7 +7,8 @@
 // the node named "xnnpack nhwc", against the reference backend (velocity and exact
 // log-likelihood), bit-equal on 1 and 2 threads, no XNNPACK allocation while running; the same
 // net under blocked execution (blocks of 1, 4 and the whole batch give the same bits); and a
-// transposed conv XNNPACK refuses, whose plan must fit the arena arena_bytes() measured.
+// transposed conv XNNPACK refuses (it runs on simd), whose plan must fit the arena arena_bytes()
+// measured.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "siflow/model_builder.hpp"
 #include "siflow/siflow.hpp"
 #include "support/conv_cases.hpp"
+#include "support/deconv_cases.hpp"
 #include "support/requirements.hpp"
 #include "support/velocity_gap.hpp"
 #if defined(SIFLOW_WITH_XNNPACK)
@@ -34,57 +36,8 @@ namespace {
 
 using test_support::random_floats;
 
-// One ConvTranspose2d: input [cin][h][w] (the small side), cout outputs, kernel, strides,
-// dilations, pads (top, left, bottom, right) and output padding (height, width).
-struct Deconv {
-  const char* what;
-  uint32_t cin, h, w, cout, groups, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, oph, opw;
-  uint32_t oh() const { return (h - 1) * sh + dh * (kh - 1) + 1 + oph - pt - pb; }
-  uint32_t ow() const { return (w - 1) * sw + dw * (kw - 1) + 1 + opw - pl - pr; }
-};
-
-const Deconv kCases[] = {
-    {"3x3 stride 2, output padding 1", 5, 7, 5, 9, 1, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1},
-    {"4x4 stride 2 pad 1 (upsampling)", 17, 5, 7, 3, 1, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1, 0, 0},
-    {"asymmetric pads, 3x2 kernel", 3, 9, 7, 10, 1, 3, 2, 1, 1, 1, 1, 0, 1, 2, 0, 0, 0},
-    {"dilation 2, stride 1", 6, 6, 5, 7, 1, 3, 3, 1, 1, 2, 2, 2, 1, 2, 1, 0, 0},
-    {"groups 3, stride 2", 6, 5, 5, 9, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 0},
-    {"1x1 stride 2", 33, 5, 3, 17, 1, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, 1},
-    {"70 channels, 2x2 stride 2", 70, 7, 7, 37, 1, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0, 0, 0},
-    // Output padding below the dilation but not the stride: valid, but XNNPACK refuses it.
-    {"output padding 1, stride 1, dilation 2", 4, 5, 6, 3, 1, 3, 3, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1},
-};
-
-// y[o][ly][lx] = b[o] + sum of w[i][o'][ky][kx] x[i][sy][sx] over the (i, sy, sx, ky, kx) with
-// ly = sy sh - pt + ky dh (and alike for x), o' = o's index in its group; in double, and with
-// abs the sum of |terms|.
-std::vector<double> textbook(const Deconv& c, const float* x, const std::vector<float>& w,
-                             const float* b, bool abs) {
-  const uint32_t cig = c.cin / c.groups, cog = c.cout / c.groups;
-  const uint32_t oh = c.oh(), ow = c.ow();
-  std::vector<double> y(size_t{c.cout} * oh * ow, 0.0);
-  for (uint32_t o = 0; o < c.cout; ++o)
-    for (size_t p = 0; p < size_t{oh} * ow; ++p)
-      y[o * size_t{oh} * ow + p] = b ? (abs ? std::fabs(b[o]) : b[o]) : 0.0;
-  for (uint32_t i = 0; i < c.cin; ++i) {
-    const uint32_t g = i / cig;
-    for (uint32_t oo = 0; oo < cog; ++oo) {
-      const uint32_t o = g * cog + oo;
-      for (uint32_t sy = 0; sy < c.h; ++sy)
-        for (uint32_t sx = 0; sx < c.w; ++sx)
-          for (uint32_t ky = 0; ky < c.kh; ++ky)
-            for (uint32_t kx = 0; kx < c.kw; ++kx) {
-              const int64_t ly = int64_t{sy} * c.sh - c.pt + int64_t{ky} * c.dh;
-              const int64_t lx = int64_t{sx} * c.sw - c.pl + int64_t{kx} * c.dw;
-              if (ly < 0 || ly >= oh || lx < 0 || lx >= ow) continue;
-              const double t = double{w[((size_t{i} * cog + oo) * c.kh + ky) * c.kw + kx]} *
-                               x[(size_t{i} * c.h + sy) * c.w + sx];
-              y[(size_t{o} * oh + ly) * ow + lx] += abs ? std::fabs(t) : t;
-            }
-    }
-  }
-  return y;
-}
+using test_support::Deconv;
+using test_support::kDeconvCases;
 
 }  // namespace
 
@@ -95,7 +48,7 @@ TEST_CASE("XNNPACK ConvTranspose2d layer, NHWC conversions included, matches the
   const siflow::simd::Kernels* k = nullptr;
   REQUIRE(siflow::simd::select(&k).ok());
   std::mt19937 rng(25);
-  for (const Deconv& c : kCases) {
+  for (const Deconv& c : kDeconvCases) {
     const uint32_t oh = c.oh(), ow = c.ow();
     const size_t in = size_t{c.cin} * c.h * c.w, out = size_t{c.cout} * oh * ow;
     const auto w = random_floats(size_t{c.cin} * (c.cout / c.groups) * c.kh * c.kw, rng, 0.5f);
@@ -110,7 +63,7 @@ TEST_CASE("XNNPACK ConvTranspose2d layer, NHWC conversions included, matches the
     const siflow::Status primed = xnn::prime_conv(layer, scratch.data());
     if (!primed.ok()) {
       // Only an output padding not below the stride may be refused (the plan then runs the
-      // reference loops).
+      // simd kernels).
       INFO(c.what << ": " << primed.message());
       CHECK((c.oph >= c.sh || c.opw >= c.sw));
       xnn::destroy_conv(layer);
@@ -134,8 +87,8 @@ TEST_CASE("XNNPACK ConvTranspose2d layer, NHWC conversions included, matches the
         double worst = 0;
         for (size_t r = 0; r < batch; ++r) {
           const float* bp = tangent ? nullptr : b.data();
-          const auto ref = textbook(c, x.data() + r * xs, w, bp, false);
-          const auto mag = textbook(c, x.data() + r * xs, w, bp, true);
+          const auto ref = test_support::textbook(c, x.data() + r * xs, w, bp, false);
+          const auto mag = test_support::textbook(c, x.data() + r * xs, w, bp, true);
           for (size_t i = 0; i < out; ++i) {
             // Float summation of at most `terms` products and the bias in any order.
             const double err = std::fabs(y[r * ys + i] - ref[i]);
@@ -258,32 +211,30 @@ TEST_CASE("ConvTranspose2d net on xnnpack: named, against the reference, bit-equ
         0);
 }
 
-TEST_CASE(
-    "ConvTranspose2d net on the default backend: the reference kernel, the reference's bits") {
-  // The default plan (no tuning) keeps transposed convs off XNNPACK: their bits stay the
-  // reference's whatever the build.
+TEST_CASE("ConvTranspose2d net on the default backend: the simd kernels, near the reference") {
+  // The default plan (no tuning) runs transposed convs on the simd kernels, not XNNPACK, in every
+  // build that has them (test_deconv_simd checks the layer itself).
   const auto bytes = deconv_net();
   const Run ref = run_net(bytes, siflow::Backend::kReference, 1);
   const Run dflt = run_net(bytes, siflow::Backend::kAuto, 1);
   REQUIRE(dflt.kernels.size() == 2);
-  for (const std::string& k : dflt.kernels) CHECK(k == "reference");
-  // The Conv2d between them may run on simd (another summation order): compare loosely there,
-  // the transposed convs' own contribution being exact.
+  for (const std::string& k : dflt.kernels) CHECK(k.rfind("simd/", 0) == 0);
+  // Another summation order than the reference loops': a few float ulps of the scale.
   const test_support::VelocityGap gap = test_support::velocity_gap(dflt.v, ref.v);
   const double worst = gap.worst, scale = gap.scale;
   CHECK(worst <= 1e-5 * scale);
 }
 
-TEST_CASE("ConvTranspose2d net tuned: each transposed conv on XNNPACK or the reference, named" *
+TEST_CASE("ConvTranspose2d net tuned: each transposed conv on XNNPACK or simd, named" *
           SIFLOW_NEEDS_XNNPACK) {
   const auto bytes = deconv_net();
   const Run ref = run_net(bytes, siflow::Backend::kReference, 1);
   const Run tuned = run_net(bytes, siflow::Backend::kAuto, 1, true);
   REQUIRE(tuned.kernels.size() == 2);
-  // A transposed conv has no simd kernel: what the tuner does not keep on XNNPACK runs the
-  // reference (the first one reads the caller's x, so it is not timed: reference).
-  CHECK(tuned.kernels[0] == "reference");
-  CHECK((tuned.kernels[1].rfind("xnnpack n", 0) == 0 || tuned.kernels[1] == "reference"));
+  // What the tuner does not keep on XNNPACK runs on simd (the first one reads the caller's x,
+  // so it is not timed: simd).
+  CHECK(tuned.kernels[0].rfind("simd/", 0) == 0);
+  CHECK((tuned.kernels[1].rfind("xnnpack n", 0) == 0 || tuned.kernels[1].rfind("simd/", 0) == 0));
   MESSAGE("tuned kernels: " << tuned.kernels[0] << ", " << tuned.kernels[1]);
   const test_support::VelocityGap gap = test_support::velocity_gap(tuned.v, ref.v);
   const double worst = gap.worst, scale = gap.scale;
@@ -316,9 +267,9 @@ TEST_CASE("ConvTranspose2d nets under blocking: every block size gives the whole
 TEST_CASE("a transposed conv XNNPACK refuses: the plan stays within arena_bytes() on xnnpack" *
           SIFLOW_NEEDS_XNNPACK) {
   // Output padding 1 at stride 1 (dilation 2) is a valid layer XNNPACK refuses, so the plan
-  // runs it on the reference loops. The plan's block size must not depend on that (arena_bytes()
+  // runs it on the simd kernels. The plan's block size must not depend on that (arena_bytes()
   // cannot know it): a plan built in an arena of exactly arena_bytes() must fit and run, with
-  // the layer named "reference", and one 64 bytes smaller must be refused naming the arena.
+  // the layer named "simd/...", and one 64 bytes smaller must be refused naming the arena.
   std::mt19937 rng(31);
   siflow::ModelBuilder b(4 * 5 * 6);
   b.set_x_shape({4, 5, 6});
@@ -366,7 +317,7 @@ TEST_CASE("a transposed conv XNNPACK refuses: the plan stays within arena_bytes(
     uint32_t in = 0, width = 0;
     for (uint32_t i = 0; m->node(i, &op, &in, &width); ++i)
       if (std::string(op) == "conv_transpose2d")
-        CHECK(std::string(plan->node_kernel(i)) == "reference");
+        CHECK(std::string(plan->node_kernel(i)).rfind("simd/", 0) == 0);
     const size_t n = max_batch, d = m->info().dim;
     std::vector<float> y(n * d, 0.25f), t(n, 0.5f), v(n * d);
     REQUIRE(plan->velocity(n, t.data(), y.data(), v.data()).ok());

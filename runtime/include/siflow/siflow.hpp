@@ -346,8 +346,8 @@ struct PlanOptions {
   Backend backend = Backend::kAuto;
   // With kAuto and a build that has XNNPACK: time each dense layer and each Conv2d (the whole
   // layer, NCHW<->NHWC conversions included) on both simd and XNNPACK at plan creation (a few
-  // runs at the rows of one network block, see block_rows; a ConvTranspose2d on its reference
-  // loops and XNNPACK; a Conv2d also on the simd NHWC implicit GEMM and, for 3x3 stride 1, the
+  // runs at the rows of one network block, see block_rows; a ConvTranspose2d on simd and
+  // XNNPACK; a Conv2d also on the simd NHWC implicit GEMM and, for 3x3 stride 1, the
   // Winograd kernel, the fastest of all) and keep the faster (CLI --tune-kernels on). The choice
   // then depends on the machine's timing, so results may differ between plans by rounding; off,
   // the choice is the fixed rule (simd). With threads > 1 and a plan that splits each layer over

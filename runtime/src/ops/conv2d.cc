@@ -11,7 +11,8 @@
 // divergence reads only the diagonal of a Conv2d that writes the network's output
 // (NodeRun::diagonal_first, f32 weights), that JVP computes each direction's diagonal entry alone
 // and zeroes the rest. On XNNPACK (ops/conv2d_xnn.cc) both ops run NHWC: Conv2d as XNNPACK's
-// convolution, ConvTranspose2d as its deconvolution. Reduced precision
+// convolution, ConvTranspose2d as its deconvolution; on the simd NCHW kernel (ops/conv2d_simd.cc)
+// Conv2d directly, ConvTranspose2d as the Conv2d over its spread-out input. Reduced precision
 // (docs/math.md): fp16 and int8 weights are decoded to f32 at plan time and run the f32 kernels;
 // bf16 follows the dense layers' vdpbf16ps arithmetic along (channel, kernel row, column): a Conv2d
 // on the simd kernels as the dense bf16 kernel on im2col rows (run_bf16_gemm), otherwise
@@ -178,6 +179,11 @@ void reduce(const detail::ModelData& model, uint32_t i, Precision precision, Nod
   auto at = [&](size_t o, size_t kk) {
     return transposed_rows ? (o / csg * row + kk) * csg + o % csg : o * row + kk;
   };
+  // A ConvTranspose2d on the simd kernels reads its decoded weights as the flipped Conv2d's
+  // (conv_transposed_simd_index, ops/conv2d_simd.cc); on the reference loops in the file's
+  // layout.
+  const bool flipped = kTransposed && kernel == NodeKernel::kSimd;
+  auto at_file = [&](size_t f) { return flipped ? conv_transposed_simd_index(n, f) : f; };
   switch (precision) {
     case Precision::kFp32:
       return;
@@ -202,7 +208,8 @@ void reduce(const detail::ModelData& model, uint32_t i, Precision precision, Nod
     }
     case Precision::kFp16:
       for (size_t k = 0; k < count; ++k)
-        w[at(k / row, k % row)] = detail::half_to_float(detail::float_to_half(n.weight[k]));
+        w[kTransposed ? at_file(k) : at(k / row, k % row)] =
+            detail::half_to_float(detail::float_to_half(n.weight[k]));
       return;
     case Precision::kInt8:
       if (!kTransposed) {
@@ -227,7 +234,8 @@ void reduce(const detail::ModelData& model, uint32_t i, Precision precision, Nod
         for (uint32_t k = 0; k < csg; ++k) {
           const size_t at = (size_t{group * csg + k} * clg + j) * taps;
           for (size_t t = 0; t < taps; ++t)
-            w[at + t] = scale * static_cast<float>(detail::int8_quantize(n.weight[at + t], scale));
+            w[at_file(at + t)] =
+                scale * static_cast<float>(detail::int8_quantize(n.weight[at + t], scale));
         }
       }
       return;
@@ -387,44 +395,16 @@ void pack(const detail::ModelData& model, NodeData* n, float* dst) {
 #endif
 }
 
-// kSimdNhwc and kSimdWino run the layers conv2d_nhwc.cc packed weights for.
+// kSimdNhwc and kSimdWino run the layers conv2d_nhwc.cc packed weights for; a ConvTranspose2d
+// runs on kSimd where conv2d_simd.cc's spread-out input stays small.
 bool runs_on(const NodeData& n, NodeKernel kernel) {
+  if (n.op == detail::OpKind::kConvTranspose2d)
+    return kernel != NodeKernel::kSimd || conv_transposed_simd_runs(n);
   if (kernel == NodeKernel::kSimdWino) return conv_wino_runs(n);
   return kernel != NodeKernel::kSimdNhwc || conv_nhwc_runs(n);
 }
 
 #if defined(SIFLOW_WITH_SIMD)
-// A Conv2d on the simd kernels (kernels/simd/kernels_conv.inc): the forward with the bias, then
-// the tangents (rows * directions samples) through the same kernel without it. Units (sample,
-// group, pixel block) are split over the threads; a unit's outputs do not depend on the split.
-void run_simd(const NodeRun& r, const Geometry& g, const float* weight) {
-  const NodeData& n = r.model->nodes[r.node];
-  const simd::Kernels& k = *r.kernels->simd;
-  const uint32_t id = r.node + 2, a = n.inputs[0];
-  const uint32_t in = r.model->tensors[a].width, width = n.width;
-  simd::Conv c{weight, n.bias, g.cl, g.hl, g.wl, g.cs, g.hs, g.ws, g.groups,
-               g.kh,   g.kw,   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl};
-  const float* x = r.values[a];
-  float* y = r.values[id];
-  // Ranges of at least kMinParallelMacs multiply-adds: a small conv (the one-channel ends of a
-  // small net at batch 1) runs inline rather than wait for a worker.
-  const uint64_t sample_macs = uint64_t{g.hs} * g.ws * g.cs * (g.cl / g.groups) * g.kh * g.kw;
-  auto grain = [&](size_t samples) -> size_t {
-    const size_t units = k.conv_units(c, samples);
-    const uint64_t unit_macs = units ? sample_macs * samples / units + 1 : 1;
-    return static_cast<size_t>((kMinParallelMacs + unit_macs - 1) / unit_macs);
-  };
-  parallel_rows(r.kernels->pool, k.conv_units(c, r.rows), grain(r.rows),
-                [&](size_t u0, size_t u1) { k.conv2d(c, x, in, y, width, u0, u1); });
-  if (!r.directions || !r.tangents[id]) return;
-  c.bias = nullptr;
-  const float* tx = r.tangents[a];
-  float* ty = r.tangents[id];
-  const size_t samples = r.rows * r.directions;
-  parallel_rows(r.kernels->pool, k.conv_units(c, samples), grain(samples),
-                [&](size_t u0, size_t u1) { k.conv2d(c, tx, in, ty, width, u0, u1); });
-}
-
 // A bf16 Conv2d as the dense bf16 layer (docs/math.md, "Reduced precision"): per sample and
 // group, the im2col matrix (a row per output pixel, k in the definition's order, +0 for taps
 // outside the input) goes through dense_reduced with the group's packed weights, which gives
@@ -555,8 +535,13 @@ void run(const NodeRun& r) {
   if (!kTransposed && kernel_of(r) == NodeKernel::kSimd) {
     if (bf16)
       run_bf16_gemm(r, g, reduced);
-    else  // both transposed per group (pack, reduce)
-      run_simd(r, g, reduced ? weight : n.packed);
+    else                                              // both transposed per group (pack, reduce)
+      run_conv_simd(r, reduced ? weight : n.packed);  // ops/conv2d_simd.cc
+    return;
+  }
+  // A bf16 ConvTranspose2d keeps the reference loops (the plan names it so).
+  if (kTransposed && kernel_of(r) == NodeKernel::kSimd && !bf16) {
+    run_conv_transposed_simd(r);  // ops/conv2d_simd.cc
     return;
   }
 #endif
@@ -676,10 +661,11 @@ extern const OpModule kConvTranspose2d = {
     "conv_transpose2d",
     detail::OpKind::kConvTranspose2d,
     verify<true>,
-    kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kXnnpack),
-    nullptr,
-    nullptr,
-    nullptr,
+    kernel_bit(NodeKernel::kReference) | kernel_bit(NodeKernel::kSimd) |
+        kernel_bit(NodeKernel::kXnnpack),
+    conv_transposed_scratch_floats,
+    conv_transposed_packed_floats,
+    conv_transposed_pack,
     run<true>,
     forward<true, float>,
     forward<true, double>,
@@ -690,7 +676,7 @@ extern const OpModule kConvTranspose2d = {
     reduce<true>,
     false,
     reduced_extent<true>,
-    nullptr,
+    runs_on,
     conv_layout_form,
     flops<true>,
 };

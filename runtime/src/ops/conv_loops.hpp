@@ -20,7 +20,7 @@ struct Geometry {
   uint32_t groups, kh, kw, sh, sw, dh, dw, pt, pl;
 };
 
-Geometry geometry(const NodeData& n, bool transposed) {
+inline Geometry geometry(const NodeData& n, bool transposed) {
   const detail::Shape& s = transposed ? n.in_shape : n.shape;
   const detail::Shape& l = transposed ? n.shape : n.in_shape;
   return Geometry{s.dims[0],    s.dims[1],      s.dims[2],      l.dims[0],   l.dims[1],

@@ -97,6 +97,25 @@ uint64_t conv_wino_packed_offset(const detail::NodeData& node);
 size_t conv_wino_scratch_floats(const detail::ModelData& model, uint32_t node, size_t samples,
                                 uint32_t threads);
 void run_conv_wino(const NodeRun& run);
+// Conv2d on the simd NCHW kernel (kSimd, ops/conv2d_simd.cc) with `weight` (the packed f32
+// weights, or fp16 / int8 ones decoded at plan time, transposed per group as simd::Conv takes
+// them), values and tangents.
+void run_conv_simd(const NodeRun& run, const float* weight);
+// ConvTranspose2d on the same kernel (kSimd, ops/conv2d_simd.cc): the stride-1 Conv2d over its
+// input spread out. Element f of the file's weights [C_in][C_out / g][kh][kw] goes to
+// conv_transposed_simd_index(node, f) of that Conv2d's simd::Conv weights (flipped kernels,
+// transposed per group): the layout of the weights packed at load and of fp16 or int8 weights
+// decoded at plan time. The packed floats, the packing, the scratch of a run of `rows` rows with
+// `directions` tangents, and the run (f32, fp16 or int8 weights; not bf16).
+// Whether the node runs there (builds with the simd kernels; a spread-out plane near the layer's
+// own size, else the reference loops).
+bool conv_transposed_simd_runs(const detail::NodeData& node);
+size_t conv_transposed_simd_index(const detail::NodeData& node, size_t f);
+uint64_t conv_transposed_packed_floats(const detail::ModelData& model, uint32_t node);
+void conv_transposed_pack(const detail::ModelData& model, detail::NodeData* node, float* dst);
+size_t conv_transposed_scratch_floats(const detail::ModelData& model, uint32_t node, size_t rows,
+                                      size_t directions);
+void run_conv_transposed_simd(const NodeRun& run);
 
 // How an image tensor [C, H, W] is laid out within each of its rows (rows stay row-major, so
 // blocks and tangents are unaffected; a tensor's tangents have its value's layout). A tensor with

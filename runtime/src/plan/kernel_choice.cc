@@ -88,7 +88,7 @@ void name_kernels(const ModelData& md, KernelChoice* choice) {
       // The simd Winograd F(2x2, 3x3), NHWC inside, with the layouts it reads and writes.
       std::snprintf(name, kKernelNameBytes, "simd/%s wino %s>%s", isa,
                     layout_name(k, md.nodes[i].inputs[0]), layout_name(k, i + 2));
-    else if (md.nodes[i].op == OpKind::kConv2d)
+    else if (is_conv(md.nodes[i].op))
       std::snprintf(name, kKernelNameBytes, "simd/%s nchw", isa);
     else if (i > 0 && k.fused[i - 1])
       std::snprintf(name, kKernelNameBytes, "fused");

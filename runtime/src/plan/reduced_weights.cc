@@ -45,6 +45,15 @@ Status reduce_weights(const ModelData& md, const PlanOptions& options, size_t ne
   // One block: the pointer table, each node's weights, the bf16 or fp16 activation buffer.
   size_t bytes = round64(size_t{nodes} * sizeof(void*));
   size_t widest = 0, conv_words = 0;
+  // A converted ConvTranspose2d in bf16 runs the reference loops (ops/conv2d.cc: bf16_gather's
+  // bits have no simd kernel), and is named so.
+  for (uint32_t i = 0; i < nodes; ++i)
+    if (converted(i) && precision == Precision::kBf16 &&
+        md.nodes[i].op == detail::OpKind::kConvTranspose2d && k.node &&
+        k.node[i] == ops::NodeKernel::kSimd) {
+      const_cast<ops::NodeKernel*>(k.node)[i] = ops::NodeKernel::kReference;
+      std::snprintf(choice->names[i], kKernelNameBytes, "reference");
+    }
   for (uint32_t i = 0; i < nodes; ++i) {
     if (!converted(i)) continue;
     bytes += round64(ops::op_module(md.nodes[i].op).reduced_bytes(md, i, precision, k.node[i]));
