@@ -222,45 +222,24 @@ int main(int argc, char** argv) {
   // (4) The Winograd layer again, its input rewritten by the caller's thread before each call
   // (untimed), as when the node before it ran on the caller: whole against split in halves,
   // where the worker now reads its half of the input from the other core.
-  std::vector<float> x2(size);
-  h.fn = wino_half;
-  auto fresh = [&](bool halves) {
-    return [&, halves](int n) {
-      double t = 0;
-      for (int i = 0; i < n; ++i) {
-        const float shift = 1e-4f * static_cast<float>(i & 15);
-        for (size_t j = 0; j < size; ++j) x[j] = x2[j] + shift;
-        const double t0 = now();
-        if (halves)
-          pool->run_items(2, run_half, &h);
-        else
-          k->conv2d_wino(cw, x.data(), size, y.data(), size, work0.data(), 0, h.units);
-        t += now() - t0;
-      }
-      return t;
-    };
-  };
-  for (size_t i = 0; i < size; ++i) x2[i] = 0.001f * static_cast<float>(i % 877) - 0.4f;
-  h.on_worker = 0;
-  double t_fresh_whole = 0, t_fresh_split = 0;
-  median_pair(calls, fresh(false), fresh(true), &t_fresh_whole, &t_fresh_split);
-  std::printf(
-      "wino layer with its input written by the caller before each call: whole %.1f us, split "
-      "in two %.1f us: %.2fx (%.2fx with the input already in both cores' caches, above)\n",
-      t_fresh_whole * 1e6, t_fresh_split * 1e6, t_fresh_whole / t_fresh_split, t_whole / t_split);
   // (5) As (4), after each core has also read 2 MiB of other data (untimed), as the layers
   // between two convolutions of a network push its weights and workspace out of the core's L2.
-  std::vector<float> other(size_t{1} << 20);  // 4 MiB: 2 MiB for each core
-  h.fn = flush_half;
+  std::vector<float> x2(size), other(size_t{1} << 20);  // other: 4 MiB, 2 MiB for each core
+  for (size_t i = 0; i < size; ++i) x2[i] = 0.001f * static_cast<float>(i % 877) - 0.4f;
   h.other = other.data();
   h.other_count = other.size() / 2;
-  auto flushed = [&](bool halves) {
-    return [&, halves](int n) {
+  // n calls of the layer, whole or in halves, each after the caller rewrote its input (and with
+  // `flush` after both cores read their share of `other`), untimed.
+  auto fresh = [&](bool halves, bool flush) {
+    return [&, halves, flush](int n) {
       double t = 0;
       for (int i = 0; i < n; ++i) {
-        h.fn = flush_half;
-        pool->run_items(2, run_half, &h);
-        for (size_t j = 0; j < size; ++j) x[j] = x2[j];
+        if (flush) {
+          h.fn = flush_half;
+          pool->run_items(2, run_half, &h);
+        }
+        const float shift = 1e-4f * static_cast<float>(i & 15);
+        for (size_t j = 0; j < size; ++j) x[j] = x2[j] + shift;
         h.fn = wino_half;
         const double t0 = now();
         if (halves)
@@ -272,8 +251,14 @@ int main(int argc, char** argv) {
       return t;
     };
   };
+  double t_fresh_whole = 0, t_fresh_split = 0;
+  median_pair(calls, fresh(false, false), fresh(true, false), &t_fresh_whole, &t_fresh_split);
+  std::printf(
+      "wino layer with its input written by the caller before each call: whole %.1f us, split "
+      "in two %.1f us: %.2fx (%.2fx with the input already in both cores' caches, above)\n",
+      t_fresh_whole * 1e6, t_fresh_split * 1e6, t_fresh_whole / t_fresh_split, t_whole / t_split);
   double t_flush_whole = 0, t_flush_split = 0;
-  median_pair(calls, flushed(false), flushed(true), &t_flush_whole, &t_flush_split);
+  median_pair(calls, fresh(false, true), fresh(true, true), &t_flush_whole, &t_flush_split);
   std::printf(
       "the same after each core read 2 MiB of other data: whole %.1f us, split in two %.1f us: "
       "%.2fx\n",
