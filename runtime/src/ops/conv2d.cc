@@ -37,6 +37,7 @@ using conv::gather_large;
 using conv::gather_small;
 using conv::Geometry;
 using conv::geometry;
+using conv::weight_count;
 using conv::weight_gradient;
 using detail::NodeData;
 
@@ -116,12 +117,6 @@ void bf16_gather(const Geometry& g, const float* w, const float* bias, const flo
 
 inline float bf16_value(float v) { return detail::bf16_to_float(detail::float_to_bf16(v)); }
 
-// The plan's converted weights (reduced_weights.hpp), in the file's layout: fp16 and int8 the
-// decoded f32 weights; bf16 the bf16 weights as floats, then (64-byte aligned) the output
-// channels' biases with subnormals flushed. Int8 scales are per output channel: the small side's
-// channel for a conv (a contiguous weight row), the large side's for a transposed conv.
-size_t weight_count(const Geometry& g) { return size_t{g.cs} * (g.cl / g.groups) * g.kh * g.kw; }
-
 // A bf16 Conv2d on the simd kernels runs the dense bf16 GEMM (run_bf16_gemm): per group, its
 // weights [c_out of the group][k] packed by simd::pack_reduced, groups one after the other,
 // each 64-byte aligned.
@@ -135,6 +130,10 @@ size_t group_bytes(const Geometry& g) {
 }
 #endif
 
+// The plan's converted weights (reduced_weights.hpp), in the file's layout: fp16 and int8 the
+// decoded f32 weights; bf16 the bf16 weights as floats, then (64-byte aligned) the output
+// channels' biases with subnormals flushed. Int8 scales are per output channel: the small side's
+// channel for a conv (a contiguous weight row), the large side's for a transposed conv.
 template <bool kTransposed>
 size_t reduced_bytes(const detail::ModelData& model, uint32_t i, Precision precision,
                      NodeKernel kernel) {

@@ -25,6 +25,7 @@ namespace siflow::ops {
 
 using conv::Geometry;
 using conv::geometry;
+using conv::weight_count;
 using detail::NodeData;
 
 size_t conv_transposed_simd_index(const NodeData& node, size_t f) {
@@ -40,8 +41,6 @@ size_t conv_transposed_simd_index(const NodeData& node, size_t f) {
 
 namespace {
 #if defined(SIFLOW_WITH_SIMD)
-size_t weight_count(const Geometry& g) { return size_t{g.cs} * (g.cl / g.groups) * g.kh * g.kw; }
-
 // The kernel's units over `samples` samples of `sample_macs` multiply-adds each, and the units a
 // range of the pool takes at least.
 size_t conv_grain(const simd::Kernels& k, const simd::Conv& c, uint64_t sample_macs, size_t samples,

@@ -28,6 +28,11 @@ inline Geometry geometry(const NodeData& n, bool transposed) {
                   n.strides[1], n.dilations[0], n.dilations[1], n.pads[0],   n.pads[1]};
 }
 
+// Weights of the node: [C_S][C_L / groups][kh][kw] in both ops.
+inline size_t weight_count(const Geometry& g) {
+  return size_t{g.cs} * (g.cl / g.groups) * g.kh * g.kw;
+}
+
 // One element S[cs][sy][sx] of gather_small: acc plus the sum over (j, ky, kx) of
 // W[cs][j][ky][kx] L[group(cs) * C_L/g + j][ly][lx], in that order; wc is W[cs] and lg the first
 // L channel of cs's group. Every caller that must give gather_small's bits sums through here.
